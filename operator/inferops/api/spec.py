@@ -1,0 +1,238 @@
+"""The `spec` of an InferenceBackend: what the user declares.
+
+Rules that the API server can check (ranges, patterns, cross-field CEL rules) live here as
+schema, so a bad resource is refused at `kubectl apply` with a message naming the field.
+Rules it cannot check live in `inferops.validation`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from inferops.api.base import Model, ObjectName, Quantity, cel
+
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
+
+# A name that is valid both as vLLM's --served-model-name and as an Ollama model name
+# (`ollama cp` target): optional namespace segments and an optional `:tag`.
+MODEL_NAME_PATTERN = (
+    r"^[a-zA-Z0-9][a-zA-Z0-9._-]*(/[a-zA-Z0-9][a-zA-Z0-9._-]*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]*)?$"
+)
+
+# vLLM flags the operator sets itself, and the field to use instead. Each becomes a CEL rule on
+# `spec.vllm.extraArgs`, so `kubectl apply` refuses e.g. `--tensor-parallel-size=2` there.
+MANAGED_VLLM_FLAGS: dict[str, str] = {
+    "--model": "spec.vllm.model",
+    "--served-model-name": "spec.model",
+    "--tensor-parallel-size": "spec.vllm.tensorParallelSize",
+    "-tp": "spec.vllm.tensorParallelSize",
+    "--gpu-memory-utilization": "spec.vllm.gpuMemoryUtilization",
+    "--max-model-len": "spec.vllm.maxModelLen",
+    "--dtype": "spec.vllm.dtype",
+    "--download-dir": "spec.vllm.cache",
+    "--host": "nothing: the operator listens on all pod addresses",
+    "--port": "nothing: the operator serves on port 8000",
+}
+
+
+def _flag_rule(flag: str, instead: str) -> dict[str, str]:
+    return cel(
+        f"self.all(a, a != '{flag}' && !a.startsWith('{flag}='))",
+        f"{flag} is managed by the operator; set {instead} instead",
+    )
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the resource's namespace."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
+    """Key inside the Secret whose value is used."""
+
+
+class CacheSpec(Model):
+    """Persistent storage for downloaded model files, so a restart does not download again."""
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.size) != has(self.existingClaim)",
+                    "set exactly one of size (the operator creates a PersistentVolumeClaim) "
+                    "or existingClaim (use a claim you manage)",
+                )
+            ]
+        }
+    }
+
+    size: Quantity | None = None
+    """Size of a PersistentVolumeClaim the operator creates and owns (e.g. `50Gi`)."""
+    storage_class_name: str | None = None
+    """StorageClass of the created claim; the cluster default when omitted."""
+    access_mode: Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"] = "ReadWriteOnce"
+    """Access mode of the created claim; use ReadWriteMany when replicas share one cache."""
+    existing_claim: ObjectName | None = None
+    """Name of an existing PersistentVolumeClaim to mount instead of creating one."""
+
+
+class Toleration(Model):
+    """A Kubernetes pod toleration."""
+
+    key: str | None = None
+    """Taint key the toleration applies to; empty with operator Exists matches all taints."""
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (the default)."""
+    value: str | None = None
+    """Taint value to match with operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; all effects when empty."""
+    toleration_seconds: int | None = None
+    """How long a NoExecute taint is tolerated before eviction."""
+
+
+class Resources(Model):
+    """Compute resources of the engine container (CPU, memory, ephemeral storage)."""
+
+    requests: dict[str, Quantity] = {}
+    """Minimum resources the scheduler reserves."""
+    limits: dict[str, Quantity] = {}
+    """Maximum resources the container may use."""
+
+
+class WorkloadSpec(Model):
+    """Fields shared by both engines' Deployments: size and placement of the pods."""
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Number of pods."""
+    resources: Resources = Resources()
+    """CPU, memory and other resources; GPUs are set by the engine's GPU field."""
+    node_selector: dict[str, str] = {}
+    """Node labels the pods must run on."""
+    tolerations: list[Toleration] = []
+    """Tolerations added to the pods (a GPU toleration is added automatically)."""
+    affinity: Annotated[
+        dict[str, Any] | None,
+        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+    ] = None
+    """A Kubernetes pod affinity (nodeAffinity, podAffinity, podAntiAffinity), passed as is."""
+    runtime_class_name: str | None = None
+    """RuntimeClass of the pods, e.g. `nvidia` on clusters without a default GPU runtime."""
+    pod_annotations: dict[str, str] = {}
+    """Extra annotations on the pods."""
+
+
+_NO_GPU_IN_RESOURCES = cel(
+    "!('nvidia.com/gpu' in self.resources.limits) && !('nvidia.com/gpu' in self.resources.requests)",
+    "resources must not set nvidia.com/gpu: set tensorParallelSize (GPUs per pod) instead",
+    ".resources",
+)
+
+
+class VLLMSpec(WorkloadSpec):
+    """The vLLM engine: an OpenAI-compatible server on GPUs."""
+
+    model_config = WorkloadSpec.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [_NO_GPU_IN_RESOURCES]}
+    }
+
+    model: Annotated[str, Field(min_length=1, max_length=512)]
+    """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or a path on the cache
+    volume (e.g. `/root/.cache/huggingface/my-model`)."""
+    image: Annotated[str, Field(min_length=1)] = DEFAULT_VLLM_IMAGE
+    """vLLM container image; its entrypoint must be the API server (as in vllm/vllm-openai)."""
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    """GPUs per pod; the pod requests and limits this many `nvidia.com/gpu`."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Fraction of each GPU's memory vLLM may use (weights, activations and KV cache)."""
+    max_model_len: Annotated[int | None, Field(ge=1)] = None
+    """Maximum context length (prompt plus output) in tokens; the model's own when omitted."""
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    """Data type of weights and activations."""
+    extra_args: Annotated[
+        list[Annotated[str, Field(max_length=1024)]],
+        Field(
+            max_length=64,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    _flag_rule(flag, instead) for flag, instead in MANAGED_VLLM_FLAGS.items()
+                ]
+            },
+        ),
+    ] = []
+    """More vLLM command-line arguments (e.g. `--enable-prefix-caching`). Flags the operator
+    manages are refused here."""
+    hf_token_secret_ref: SecretKeyRef | None = None
+    """Secret holding a Hugging Face token, for gated models. Injected as HF_TOKEN with
+    valueFrom, never copied."""
+    cache: CacheSpec | None = None
+    """Persistent Hugging Face cache; an emptyDir (lost on restart) when omitted."""
+    shm_size: Quantity | None = None
+    """Size of the memory-backed /dev/shm; defaults to 8Gi when tensorParallelSize > 1, where
+    NCCL needs it."""
+    startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """How long a pod may take to load the model before it is restarted."""
+
+
+class OllamaSpec(WorkloadSpec):
+    """The Ollama fallback engine, serving the same logical model."""
+
+    model_config = WorkloadSpec.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.enabled || has(self.model)",
+                    "model is required when the fallback is enabled (an Ollama tag such as "
+                    "llama3.2:3b); or set enabled: false",
+                    ".model",
+                )
+            ]
+        }
+    }
+
+    enabled: bool = True
+    """Run the Ollama fallback."""
+    model: Annotated[str | None, Field(min_length=1, max_length=256)] = None
+    """Ollama tag pulled at start (e.g. `llama3.2:3b`) and aliased to spec.model."""
+    image: Annotated[str, Field(min_length=1)] = DEFAULT_OLLAMA_IMAGE
+    """Ollama container image."""
+    gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    """GPUs per pod; 0 runs on CPU and hides every GPU of the node from the container."""
+    num_parallel: Annotated[int, Field(ge=1, le=256)] = 4
+    """Requests served in parallel per model (OLLAMA_NUM_PARALLEL)."""
+    keep_alive: Annotated[str, Field(pattern=r"^(-1|[0-9]+(ns|us|ms|s|m|h)?)+$")] = "24h"
+    """How long the model stays loaded after a request (OLLAMA_KEEP_ALIVE); -1 is forever."""
+    context_length: Annotated[int | None, Field(ge=1)] = None
+    """Context length in tokens (OLLAMA_CONTEXT_LENGTH); defaults to spec.vllm.maxModelLen,
+    then 4096. Ollama silently truncates longer prompts."""
+    cache: CacheSpec | None = None
+    """Persistent storage for pulled models; an emptyDir (pulled again on restart) when
+    omitted."""
+
+
+class InferenceBackendSpec(Model):
+    """One logical model served by vLLM on GPUs with an Ollama fallback."""
+
+    model: Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)]
+    """The model name consumers put in requests (e.g. `llama3.2`); both engines answer to it."""
+    vllm: VLLMSpec
+    """The vLLM deployment."""
+    ollama: OllamaSpec | None = None
+    """The Ollama fallback deployment; no fallback when omitted."""
+
+
+__all__ = [
+    "DEFAULT_OLLAMA_IMAGE",
+    "DEFAULT_VLLM_IMAGE",
+    "MANAGED_VLLM_FLAGS",
+    "CacheSpec",
+    "InferenceBackendSpec",
+    "OllamaSpec",
+    "Resources",
+    "SecretKeyRef",
+    "Toleration",
+    "VLLMSpec",
+]
