@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
+from pydantic.json_schema import JsonDict
 
-from inferops.api.base import Model, ObjectName, Quantity, cel
+from inferops.api.base import Model, ObjectName, Quantity, cel, cel_rules
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
@@ -38,7 +39,7 @@ MANAGED_VLLM_FLAGS: dict[str, str] = {
 }
 
 
-def _flag_rule(flag: str, instead: str) -> dict[str, str]:
+def _flag_rule(flag: str, instead: str) -> JsonDict:
     return cel(
         f"self.all(a, a != '{flag}' && !a.startsWith('{flag}='))",
         f"{flag} is managed by the operator; set {instead} instead",
@@ -57,17 +58,13 @@ class SecretKeyRef(Model):
 class CacheSpec(Model):
     """Persistent storage for downloaded model files, so a restart does not download again."""
 
-    model_config = Model.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.size) != has(self.existingClaim)",
-                    "set exactly one of size (the operator creates a PersistentVolumeClaim) "
-                    "or existingClaim (use a claim you manage)",
-                )
-            ]
-        }
-    }
+    model_config = cel_rules(
+        cel(
+            "has(self.size) != has(self.existingClaim)",
+            "set exactly one of size (the operator creates a PersistentVolumeClaim) "
+            "or existingClaim (use a claim you manage)",
+        )
+    )
 
     size: Quantity | None = None
     """Size of a PersistentVolumeClaim the operator creates and owns (e.g. `50Gi`)."""
@@ -126,7 +123,8 @@ class WorkloadSpec(Model):
 
 
 _NO_GPU_IN_RESOURCES = cel(
-    "!('nvidia.com/gpu' in self.resources.limits) && !('nvidia.com/gpu' in self.resources.requests)",
+    "!('nvidia.com/gpu' in self.resources.limits)"
+    " && !('nvidia.com/gpu' in self.resources.requests)",
     "resources must not set nvidia.com/gpu: set tensorParallelSize (GPUs per pod) instead",
     ".resources",
 )
@@ -135,9 +133,7 @@ _NO_GPU_IN_RESOURCES = cel(
 class VLLMSpec(WorkloadSpec):
     """The vLLM engine: an OpenAI-compatible server on GPUs."""
 
-    model_config = WorkloadSpec.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [_NO_GPU_IN_RESOURCES]}
-    }
+    model_config = cel_rules(_NO_GPU_IN_RESOURCES)
 
     model: Annotated[str, Field(min_length=1, max_length=512)]
     """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or a path on the cache
@@ -180,18 +176,14 @@ class VLLMSpec(WorkloadSpec):
 class OllamaSpec(WorkloadSpec):
     """The Ollama fallback engine, serving the same logical model."""
 
-    model_config = WorkloadSpec.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "!self.enabled || has(self.model)",
-                    "model is required when the fallback is enabled (an Ollama tag such as "
-                    "llama3.2:3b); or set enabled: false",
-                    ".model",
-                )
-            ]
-        }
-    }
+    model_config = cel_rules(
+        cel(
+            "!self.enabled || has(self.model)",
+            "model is required when the fallback is enabled (an Ollama tag such as "
+            "llama3.2:3b); or set enabled: false",
+            ".model",
+        )
+    )
 
     enabled: bool = True
     """Run the Ollama fallback."""
