@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonDict
+
+JsonDict = dict[str, JsonValue]
 
 
 class Model(BaseModel):

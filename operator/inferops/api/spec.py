@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from pydantic.json_schema import JsonDict
 
-from inferops.api.base import Model, ObjectName, Quantity, cel, cel_rules
+from inferops.api.base import JsonDict, Model, ObjectName, Quantity, cel, cel_rules
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
