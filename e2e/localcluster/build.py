@@ -186,7 +186,9 @@ def ensure_built(force: bool = False) -> Toolset:
         return toolset()
     go = shutil.which("go")
     if go is None:
-        raise BuildError("the `go` command is not on PATH; it is needed to build the cluster binaries")
+        raise BuildError(
+            "the `go` command is not on PATH; it is needed to build the cluster binaries"
+        )
     paths.build_root().mkdir(parents=True, exist_ok=True)
     with _build_lock():
         todo = list(COMPONENTS) if force else missing_components()
@@ -273,7 +275,9 @@ def _download_upstream(go: str, component: Component) -> _Upstream:
     except json.JSONDecodeError as exc:
         raise BuildError(f"go mod download {spec} failed: {proc.stderr.strip()}") from exc
     if proc.returncode != 0 or "Error" in info:
-        raise BuildError(f"go mod download {spec} failed: {info.get('Error') or proc.stderr.strip()}")
+        raise BuildError(
+            f"go mod download {spec} failed: {info.get('Error') or proc.stderr.strip()}"
+        )
     gomod = Path(info["GoMod"]).read_text()
     go_line = ""
     godebug: list[str] = []
@@ -297,9 +301,13 @@ def _download_upstream(go: str, component: Component) -> _Upstream:
 def _staging_replaces(component: Component, gomod: str) -> list[str]:
     if component.staging_version is None:
         return []
-    names = re.findall(r"^\s*(?:replace\s+)?(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", gomod, re.MULTILINE)
+    names = re.findall(
+        r"^\s*(?:replace\s+)?(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", gomod, re.MULTILINE
+    )
     if not names:
-        raise BuildError(f"{component.module} {component.version}: no staging replace directives found")
+        raise BuildError(
+            f"{component.module} {component.version}: no staging replace directives found"
+        )
     return [f"\t{name} => {name} {component.staging_version}" for name in sorted(set(names))]
 
 
@@ -349,7 +357,10 @@ def _ldflags(component: Component, upstream: _Upstream) -> str:
         match = re.search(r"^\s*k8s\.io/client-go\s+v0\.(\d+)\.", upstream.gomod, re.MULTILINE)
         if match:
             for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
-                flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={match.group(1)}"]
+                flags += [
+                    f"-X {pkg}.k8sVersionMajor=1",
+                    f"-X {pkg}.k8sVersionMinor={match.group(1)}",
+                ]
     return " ".join(flags)
 
 
@@ -377,7 +388,12 @@ def _build_component(go: str, go_version: str, component: Component) -> None:
         label=f"{label} (downloading modules)",
     )
     resolved = time.monotonic() - start
-    log.info("[%s] modules resolved in %.0fs; compiling %s", label, resolved, ", ".join(component.binaries))
+    log.info(
+        "[%s] modules resolved in %.0fs; compiling %s",
+        label,
+        resolved,
+        ", ".join(component.binaries),
+    )
 
     tmp_dir = paths.bin_root() / f".{component.name}-{component.version}.tmp{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -387,7 +403,16 @@ def _build_component(go: str, go_version: str, component: Component) -> None:
     output = str(tmp_dir / component.binaries[0]) if len(component.packages) == 1 else f"{tmp_dir}/"
     compile_start = time.monotonic()
     appeared = _run_go(
-        [go, "build", "-trimpath", "-ldflags", _ldflags(component, upstream), "-o", output, *component.packages],
+        [
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            _ldflags(component, upstream),
+            "-o",
+            output,
+            *component.packages,
+        ],
         cwd=workdir,
         log_path=log_path,
         label=label,
@@ -451,7 +476,12 @@ def _run_go(
         logf.write(f"$ {' '.join(argv)}\n")
         logf.flush()
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=_go_env(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT
+            list(argv),
+            cwd=cwd,
+            env=_go_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
         )
         try:
             while True:
@@ -481,7 +511,9 @@ def _run_go(
                 proc.wait()
             raise
     if rc != 0:
-        raise BuildError(f"{label}: `{' '.join(argv[:3])} ...` failed with exit code {rc}\n{_tail(log_path)}")
+        raise BuildError(
+            f"{label}: `{' '.join(argv[:3])} ...` failed with exit code {rc}\n{_tail(log_path)}"
+        )
     end = time.monotonic() - start
     for name in expected:
         appeared.setdefault(name, end)
@@ -512,12 +544,18 @@ def _check_version(component: Component, out_dir: Path) -> None:
         text=True,
         timeout=60,
         # helm wants writable config/cache dirs; keep it from touching the user's.
-        env={**os.environ, "HELM_CACHE_HOME": str(out_dir / ".helm"), "HELM_CONFIG_HOME": str(out_dir / ".helm")},
+        env={
+            **os.environ,
+            "HELM_CACHE_HOME": str(out_dir / ".helm"),
+            "HELM_CONFIG_HOME": str(out_dir / ".helm"),
+        },
     )
     shutil.rmtree(out_dir / ".helm", ignore_errors=True)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0 or expected not in output:
-        raise BuildError(f"{component.name}: `{' '.join(argv)}` did not report {expected!r}:\n{output.strip()}")
+        raise BuildError(
+            f"{component.name}: `{' '.join(argv)}` did not report {expected!r}:\n{output.strip()}"
+        )
 
 
 def _write_kwok_stages(module_dir: Path, target: Path) -> None:

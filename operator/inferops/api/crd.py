@@ -27,14 +27,25 @@ MAX_NAME_LENGTH = 50
 
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-    {"name": "vLLM", "type": "string", "jsonPath": ".status.vllm.ready",
-     "description": "Ready/desired vLLM pods"},
-    {"name": "Ollama", "type": "string", "jsonPath": ".status.ollama.ready",
-     "description": "Ready/desired Ollama pods"},
+    {
+        "name": "vLLM",
+        "type": "string",
+        "jsonPath": ".status.vllm.ready",
+        "description": "Ready/desired vLLM pods",
+    },
+    {
+        "name": "Ollama",
+        "type": "string",
+        "jsonPath": ".status.ollama.ready",
+        "description": "Ready/desired Ollama pods",
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Reason", "type": "string",
-     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-     "description": "Why the resource is or is not Ready"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why the resource is or is not Ready",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from inferops.api.base import JsonDict, Model, ObjectName, Quantity, cel, cel_rules
 
@@ -74,6 +74,13 @@ class CacheSpec(Model):
     existing_claim: ObjectName | None = None
     """Name of an existing PersistentVolumeClaim to mount instead of creating one."""
 
+    @model_validator(mode="after")
+    def _one_source(self) -> CacheSpec:
+        # Mirrors the CEL rule, for objects stored before the CRD carried it.
+        if (self.size is None) == (self.existing_claim is None):
+            raise ValueError("set exactly one of cache.size or cache.existingClaim")
+        return self
+
 
 class Toleration(Model):
     """A Kubernetes pod toleration."""
@@ -121,9 +128,9 @@ class WorkloadSpec(Model):
     """Extra annotations on the pods."""
 
 
+GPU = "nvidia.com/gpu"
 _NO_GPU_IN_RESOURCES = cel(
-    "!('nvidia.com/gpu' in self.resources.limits)"
-    " && !('nvidia.com/gpu' in self.resources.requests)",
+    f"!('{GPU}' in self.resources.limits) && !('{GPU}' in self.resources.requests)",
     "resources must not set nvidia.com/gpu: set tensorParallelSize (GPUs per pod) instead",
     ".resources",
 )
@@ -171,6 +178,25 @@ class VLLMSpec(WorkloadSpec):
     startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
     """How long a pod may take to load the model before it is restarted."""
 
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, extra_args: list[str]) -> list[str]:
+        for arg in extra_args:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_VLLM_FLAGS:
+                raise ValueError(
+                    f"{flag} is managed by the operator; set {MANAGED_VLLM_FLAGS[flag]} instead"
+                )
+        return extra_args
+
+    @model_validator(mode="after")
+    def _no_gpu_in_resources(self) -> VLLMSpec:
+        if GPU in self.resources.limits or GPU in self.resources.requests:
+            raise ValueError(
+                "vllm.resources must not set nvidia.com/gpu: set tensorParallelSize instead"
+            )
+        return self
+
 
 class OllamaSpec(WorkloadSpec):
     """The Ollama fallback engine, serving the same logical model."""
@@ -202,6 +228,12 @@ class OllamaSpec(WorkloadSpec):
     cache: CacheSpec | None = None
     """Persistent storage for pulled models; an emptyDir (pulled again on restart) when
     omitted."""
+
+    @model_validator(mode="after")
+    def _model_when_enabled(self) -> OllamaSpec:
+        if self.enabled and self.model is None:
+            raise ValueError("ollama.model is required when the fallback is enabled")
+        return self
 
 
 class InferenceBackendSpec(Model):

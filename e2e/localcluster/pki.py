@@ -1,0 +1,220 @@
+"""Generate the local cluster's PKI with the ``openssl`` command-line tool.
+
+A CA, the apiserver's serving certificate, one client certificate per identity
+(admin, kube-controller-manager, kube-scheduler, kwok) and the service-account
+signing key pair. The ``openssl`` CLI is on every project machine, which keeps this
+package free of a cryptography dependency.
+
+EC P-256 keys are used for certificates because generating them is instant, while
+RSA keygen would add noticeable time to a cold ``up``; the service-account key is
+RSA 2048 because RS256 is what every token consumer understands.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CA_DAYS = 3650
+LEAF_DAYS = 825
+
+# Names the apiserver is reached by. kubernetes.default.svc* matter for clients that
+# think they run in-cluster; the loopback IP and localhost are how everything here
+# actually connects.
+APISERVER_SANS = (
+    "DNS:localhost",
+    "DNS:kubernetes",
+    "DNS:kubernetes.default",
+    "DNS:kubernetes.default.svc",
+    "DNS:kubernetes.default.svc.cluster.local",
+    "IP:127.0.0.1",
+)
+
+
+class PKIError(RuntimeError):
+    """openssl failed; the message carries its output."""
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A client certificate's file stem and subject (CN = user, O = groups)."""
+
+    stem: str
+    common_name: str
+    organization: str | None = None
+
+
+# RBAC: system:masters is the superuser group; the controller manager and the
+# scheduler get exactly the bootstrap roles bound to their well-known user names.
+ADMIN = ClientIdentity("admin", "kubernetes-admin", "system:masters")
+CONTROLLER_MANAGER = ClientIdentity("kube-controller-manager", "system:kube-controller-manager")
+SCHEDULER = ClientIdentity("kube-scheduler", "system:kube-scheduler")
+# kwok writes node and pod status for every simulated node; a single superuser
+# identity is simpler than reproducing the kubelet's node authorizer rules per node.
+KWOK = ClientIdentity("kwok", "kwok-controller", "system:masters")
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+
+
+@dataclass(frozen=True)
+class PKI:
+    """File locations of the generated PKI."""
+
+    dir: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def apiserver_cert(self) -> Path:
+        return self.dir / "apiserver.crt"
+
+    @property
+    def apiserver_key(self) -> Path:
+        return self.dir / "apiserver.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.dir / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.dir / "sa.pub"
+
+    def client_cert(self, identity: ClientIdentity) -> Path:
+        return self.dir / f"{identity.stem}.crt"
+
+    def client_key(self, identity: ClientIdentity) -> Path:
+        return self.dir / f"{identity.stem}.key"
+
+    def _all_files(self) -> list[Path]:
+        files = [
+            self.ca_cert,
+            self.ca_key,
+            self.apiserver_cert,
+            self.apiserver_key,
+            self.sa_key,
+            self.sa_pub,
+        ]
+        for ident in CLIENTS:
+            files += [self.client_cert(ident), self.client_key(ident)]
+        return files
+
+    def exists(self) -> bool:
+        return all(f.is_file() for f in self._all_files())
+
+
+def ensure_pki(directory: Path) -> PKI:
+    """Create the PKI in ``directory`` unless a complete one is already there."""
+    pki = PKI(directory)
+    if pki.exists():
+        return pki
+    if shutil.which("openssl") is None:
+        raise PKIError(
+            "the `openssl` command is not on PATH; it is needed to create the cluster PKI"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    log.info("generating cluster PKI in %s", directory)
+    _make_ca(pki)
+    _make_leaf(
+        pki,
+        stem="apiserver",
+        subject_cn="kube-apiserver",
+        organization=None,
+        ext_usage="serverAuth",
+        sans=APISERVER_SANS,
+    )
+    for ident in CLIENTS:
+        _make_leaf(
+            pki,
+            stem=ident.stem,
+            subject_cn=ident.common_name,
+            organization=ident.organization,
+            ext_usage="clientAuth",
+            sans=(),
+        )
+    _openssl(
+        "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(pki.sa_key)
+    )
+    _openssl("pkey", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
+    for key in directory.glob("*.key"):
+        key.chmod(0o600)
+    # Config and CSR-less intermediates are not needed after signing.
+    for cnf in directory.glob("*.cnf"):
+        cnf.unlink()
+    return pki
+
+
+def _openssl(*args: str) -> None:
+    proc = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PKIError(f"openssl {' '.join(args[:2])} failed:\n{proc.stdout}{proc.stderr}")
+
+
+def _write_config(path: Path, cn: str, organization: str | None, extensions: list[str]) -> None:
+    # A self-contained config, so the system openssl.cnf (whose default x509
+    # extensions would mark every certificate as a CA) does not apply.
+    lines = ["[req]", "distinguished_name = dn", "prompt = no", "", "[dn]"]
+    if organization:
+        lines.append(f"O = {organization}")
+    lines += [f"CN = {cn}", "", "[ext]", *extensions]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _make_ca(pki: PKI) -> None:
+    cnf = pki.dir / "ca.cnf"
+    _write_config(
+        cnf,
+        "inferops-localcluster-ca",
+        None,
+        [
+            "basicConstraints = critical,CA:TRUE",
+            "keyUsage = critical,keyCertSign,cRLSign,digitalSignature",
+            "subjectKeyIdentifier = hash",
+        ],
+    )
+    _openssl(
+        "req", "-x509", "-config", str(cnf), "-extensions", "ext",
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(pki.ca_key), "-out", str(pki.ca_cert), "-days", str(CA_DAYS),
+    )  # fmt: skip
+
+
+def _make_leaf(
+    pki: PKI,
+    *,
+    stem: str,
+    subject_cn: str,
+    organization: str | None,
+    ext_usage: str,
+    sans: tuple[str, ...],
+) -> None:
+    cnf = pki.dir / f"{stem}.cnf"
+    extensions = [
+        "basicConstraints = critical,CA:FALSE",
+        "keyUsage = critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage = {ext_usage}",
+        "subjectKeyIdentifier = hash",
+        "authorityKeyIdentifier = keyid",
+    ]
+    if sans:
+        extensions.append(f"subjectAltName = {','.join(sans)}")
+    _write_config(cnf, subject_cn, organization, extensions)
+    # `req -x509 -CA` (OpenSSL 3) creates the key and the CA-signed certificate in
+    # one call, without a CSR file or a serial-number file.
+    _openssl(
+        "req", "-x509", "-config", str(cnf), "-extensions", "ext",
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(pki.dir / f"{stem}.key"), "-out", str(pki.dir / f"{stem}.crt"),
+        "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key), "-days", str(LEAF_DAYS),
+    )  # fmt: skip

@@ -1,0 +1,41 @@
+"""`python -m inferops` / `inferops-operator`: runs the operator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+
+import inferops.handlers  # noqa: F401  (registers the handlers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
+    parser.add_argument(
+        "-n", "--namespace", action="append", default=[],
+        help="namespace to watch (repeatable; globs allowed); all namespaces when omitted",
+    )  # fmt: skip
+    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=True,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(metrics_host=args.metrics_host, metrics_port=args.metrics_port),
+    )
+
+
+if __name__ == "__main__":
+    main()

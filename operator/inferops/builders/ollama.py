@@ -1,0 +1,98 @@
+"""Builds the Ollama fallback engine: its Deployment, Service and optional cache claim.
+
+The pod pulls the configured tag at start and copies it to the logical model name, so a
+request's `model` field is valid on either engine. It is Ready only once that alias exists.
+"""
+
+from __future__ import annotations
+
+from inferops.api.spec import InferenceBackendSpec, OllamaSpec
+from inferops.builders import common
+from inferops.builders.common import Obj, Owner
+
+ENGINE = "ollama"
+PORT = 11434
+MODELS_DIR = "/root/.ollama"
+DEFAULT_CONTEXT_LENGTH = 4096
+
+# Runs in the image's shell. Values come from the environment, never pasted into the script,
+# so no spec value can be interpreted by the shell. SIGTERM is forwarded to the server.
+START_SCRIPT = """\
+set -eu
+ollama serve &
+server=$!
+trap 'kill -TERM "$server"; wait "$server"; exit 0' TERM INT
+until ollama list >/dev/null 2>&1; do
+  kill -0 "$server" 2>/dev/null || { echo "ollama serve exited" >&2; exit 1; }
+  sleep 1
+done
+echo "pulling $INFEROPS_OLLAMA_TAG"
+ollama pull "$INFEROPS_OLLAMA_TAG"
+ollama cp "$INFEROPS_OLLAMA_TAG" "$INFEROPS_SERVED_MODEL"
+echo "serving $INFEROPS_OLLAMA_TAG as $INFEROPS_SERVED_MODEL"
+wait "$server"
+"""
+
+READY_CHECK = 'ollama show "$INFEROPS_SERVED_MODEL" >/dev/null'
+
+
+def context_length(spec: InferenceBackendSpec, ollama: OllamaSpec) -> int:
+    """Ollama's default context is small and truncates silently: match vLLM's by default."""
+    return ollama.context_length or spec.vllm.max_model_len or DEFAULT_CONTEXT_LENGTH
+
+
+def environment(spec: InferenceBackendSpec, ollama: OllamaSpec) -> list[common.Obj]:
+    assert ollama.model is not None  # the CRD requires it when enabled
+    values = {
+        "INFEROPS_OLLAMA_TAG": ollama.model,
+        "INFEROPS_SERVED_MODEL": spec.model,
+        "OLLAMA_CONTEXT_LENGTH": str(context_length(spec, ollama)),
+        "OLLAMA_HOST": f"0.0.0.0:{PORT}",
+        "OLLAMA_KEEP_ALIVE": ollama.keep_alive,
+        "OLLAMA_NUM_PARALLEL": str(ollama.num_parallel),
+    }
+    if ollama.gpus == 0:
+        # The image sets NVIDIA_VISIBLE_DEVICES=all: a CPU pod on a GPU node would otherwise
+        # see, and allocate memory on, GPUs that belong to vLLM.
+        values["NVIDIA_VISIBLE_DEVICES"] = "void"
+    return common.env(values)
+
+
+def deployment(spec: InferenceBackendSpec, ollama: OllamaSpec, owner: Owner) -> Obj:
+    container: Obj = {
+        "name": ENGINE,
+        "image": ollama.image,
+        "command": ["/bin/sh", "-c", START_SCRIPT],
+        "env": environment(spec, ollama),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        # The server answers quickly; the pull can take long and only readiness waits for it.
+        "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2,
+                         "failureThreshold": 60},
+        "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
+                           "periodSeconds": 10, "timeoutSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 15,
+                          "timeoutSeconds": 5, "failureThreshold": 4},
+        "volumeMounts": [{"name": "cache", "mountPath": MODELS_DIR}],
+    }  # fmt: skip
+    if res := common.resources(ollama, ollama.gpus):
+        container["resources"] = res
+    pod_spec: Obj = {
+        "containers": [container],
+        "volumes": [common.cache_volume(owner, ENGINE, ollama.cache)],
+        **common.scheduling(ollama, ollama.gpus),
+    }
+    return common.deployment(owner, ENGINE, ollama, pod_spec, grace_seconds=30)
+
+
+def enabled(spec: InferenceBackendSpec) -> OllamaSpec | None:
+    return spec.ollama if spec.ollama is not None and spec.ollama.enabled else None
+
+
+def children(spec: InferenceBackendSpec, owner: Owner) -> list[Obj]:
+    ollama = enabled(spec)
+    if ollama is None:
+        return []
+    out = [deployment(spec, ollama, owner), common.service(owner, ENGINE, PORT)]
+    if claim := common.cache_claim(owner, ENGINE, ollama.cache):
+        out.insert(0, claim)
+    return out

@@ -1,0 +1,85 @@
+"""kopf handlers: thin glue from events to the reconciler.
+
+The resource's own changes (create, spec update, operator restart) reconcile it with kopf's
+retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
+owner, which is how drift is repaired and status stays current without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from inferops.api import GROUP, PLURAL, VERSION
+from inferops.builders.common import BACKEND_LABEL, MANAGED_BY
+from inferops.kube import Kube, KubeError
+from inferops.reconcile import Reconciler
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+CHILD_RESOURCES = ("deployments", "services", "persistentvolumeclaims", "pods")
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    # All kopf state lives in our own annotations: the status schema is strict and belongs
+    # to the API, and a prefix of ours makes the annotations recognisable.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Only problems become Kubernetes Events; routine success would be a write per
+    # reconciliation.
+    settings.posting.level = logging.WARNING
+    # One replica with a Recreate strategy: no peering objects to create or watch.
+    settings.peering.standalone = True
+    # Watch only what we manage; without this every pod in the cluster streams in.
+    for plural in CHILD_RESOURCES:
+        settings.watching.label_selectors[plural] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    memo.kube = Kube.connect()
+    memo.reconciler = Reconciler(memo.kube, logging.getLogger("inferops.reconcile"))
+    if memo.get("metrics_port"):
+        start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))
+
+
+@kopf.on.cleanup()
+async def close(memo: Any, **_: Any) -> None:
+    await memo.kube.__aexit__()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    assert namespace is not None  # the resource is namespaced
+    outcome = await memo.reconciler.run(namespace, name)
+    if outcome is not None and outcome.invalid:
+        # Retrying cannot help; the next spec change is handled afresh.
+        raise kopf.PermanentError(outcome.invalid)
+
+
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
+@kopf.on.event("v1", "pods", labels=MANAGED)
+async def child_changed(
+    namespace: str | None,
+    labels: Mapping[str, str],
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    name = labels.get(BACKEND_LABEL)
+    if not name or not namespace:
+        return
+    try:
+        await memo.reconciler.run(namespace, name, coalesce=True)
+    except KubeError as error:
+        # The owner's next event or the operator's resume retries; nothing is lost.
+        logger.warning("reconciling %s/%s after a child change failed: %s", namespace, name, error)

@@ -1,0 +1,181 @@
+"""One level-triggered reconciliation of an InferenceBackend: read, build, apply what
+differs, delete what is no longer wanted, observe, write status if it changed.
+
+It works from the current state only, so it can run any number of times, after any event or
+restart, with the same result; with nothing changed it makes no write at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from inferops import metrics
+from inferops.api import API_VERSION, KIND
+from inferops.api.spec import InferenceBackendSpec
+from inferops.api.status import InferenceBackendStatus
+from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, vllm
+from inferops.builders.common import BACKEND_LABEL, ENGINE_LABEL, service_url
+from inferops.drift import contains
+from inferops.kube import Kube, KubeError, Obj, path
+from inferops.status import EngineObservation, compute
+from inferops.validation import describe_errors, name_conflicts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconciliation did; `invalid` holds the InvalidSpec message."""
+
+    phase: str
+    writes: int
+    invalid: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _previous_status(body: Obj) -> InferenceBackendStatus:
+    try:
+        return InferenceBackendStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return InferenceBackendStatus()  # written by an older operator: start afresh
+
+
+def _owned_by(obj: Obj, uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
+
+
+async def _owned_children(kube: Kube, owner: Owner) -> dict[tuple[str, str], Obj]:
+    """Live objects this resource owns, by (kind, name)."""
+    selector = f"{BACKEND_LABEL}={owner.name}"
+    found: dict[tuple[str, str], Obj] = {}
+    for api_version, kind in CHILD_KINDS:
+        for obj in await kube.list(path(api_version, kind, owner.namespace), selector):
+            if _owned_by(obj, owner.uid):
+                obj.setdefault("apiVersion", api_version)
+                obj.setdefault("kind", kind)
+                found[(kind, obj["metadata"]["name"])] = obj
+    return found
+
+
+async def _observe(
+    kube: Kube, spec: InferenceBackendSpec | None, owner: Owner, live: dict[tuple[str, str], Obj]
+) -> list[EngineObservation]:
+    pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
+    engines: list[tuple[str, int, int]] = []
+    if spec is not None:
+        engines.append((vllm.ENGINE, spec.vllm.replicas, vllm.PORT))
+        if (fallback := ollama.enabled(spec)) is not None:
+            engines.append((ollama.ENGINE, fallback.replicas, ollama.PORT))
+    else:  # spec unreadable: report what exists
+        for engine, port in ((vllm.ENGINE, vllm.PORT), (ollama.ENGINE, ollama.PORT)):
+            if deployment := live.get(("Deployment", f"{owner.name}-{engine}")):
+                engines.append((engine, int(deployment["spec"].get("replicas", 1)), port))
+    return [
+        EngineObservation(
+            engine=engine,
+            desired=desired,
+            url=service_url(owner, engine, port),
+            deployment=live.get(("Deployment", f"{owner.name}-{engine}")),
+            pods=[p for p in pods if p["metadata"]["labels"].get(ENGINE_LABEL) == engine],
+        )
+        for engine, desired, port in engines
+    ]
+
+
+async def reconcile(kube: Kube, body: Obj, log: logging.Logger) -> Outcome:
+    meta = body["metadata"]
+    owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    writes = 0
+    invalid: str | None = None
+    spec: InferenceBackendSpec | None = None
+    try:
+        spec = InferenceBackendSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        invalid = describe_errors(error)
+
+    live = await _owned_children(kube, owner)
+    if spec is not None:
+        desired = desired_children(spec, owner)
+        conflicts = await name_conflicts(kube, desired, live)
+        if conflicts:
+            invalid = conflicts
+        else:
+            for obj in desired:
+                key = (obj["kind"], obj["metadata"]["name"])
+                current = live.get(key)
+                if current is not None and contains(current, obj):
+                    continue
+                log.info("applying %s %s", *key)
+                live[key] = await kube.apply(obj)
+                writes += 1
+            wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+            for key, obj in list(live.items()):
+                if key not in wanted:
+                    log.info("deleting %s %s, no longer in the spec", *key)
+                    await kube.delete(obj)
+                    del live[key]
+                    writes += 1
+    if invalid is not None:
+        log.error("invalid spec, children left unchanged: %s", invalid)
+
+    previous = _previous_status(body)
+    status = compute(
+        generation=meta.get("generation"),
+        engines=await _observe(kube, spec if invalid is None else None, owner, live),
+        previous=previous,
+        now=_now(),
+        invalid=invalid,
+    )
+    if status != previous:
+        await kube.patch_status(body, _status_patch(previous, status))
+        writes += 1
+    return Outcome(phase=status.phase, writes=writes, invalid=invalid)
+
+
+def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> Obj:
+    """A merge patch that also clears fields the new status no longer has."""
+    new = status.dump()
+    return {key: new.get(key) for key in set(previous.dump()) | set(new)}
+
+
+class Reconciler:
+    """Runs reconciliations one at a time per resource, and coalesces bursts of child
+    events: while one waits for its turn, further triggers for the same resource are
+    dropped, since the waiting one will read the latest state anyway."""
+
+    def __init__(self, kube: Kube, log: logging.Logger) -> None:
+        self.kube = kube
+        self.log = log
+        self._locks: dict[tuple[str, str], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._queued: set[tuple[str, str]] = set()
+
+    async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> Outcome | None:
+        key = (namespace, name)
+        if coalesce and key in self._queued:
+            return None
+        self._queued.add(key)
+        async with self._locks[key]:
+            self._queued.discard(key)
+            body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None  # deleted: the garbage collector removes the children
+            body.setdefault("apiVersion", API_VERSION)
+            body.setdefault("kind", KIND)
+            started = time.perf_counter()
+            try:
+                outcome = await reconcile(self.kube, body, self.log)
+            except KubeError:
+                metrics.RECONCILES.labels(outcome="error").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            metrics.RECONCILES.labels(outcome="invalid" if outcome.invalid else "ok").inc()
+            return outcome
