@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +30,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -187,9 +189,19 @@ class Cluster:
         self.tools = build.ensure_built(force=force)
         return self.tools
 
-    def up(self) -> None:
-        """Start the cluster, building binaries first if needed; no-op when already healthy."""
+    def up(self) -> bool:
+        """Start the cluster, building binaries first if needed.
+
+        Returns True if this call started it and False if it was already running and
+        healthy (then nothing is changed), so a test fixture can leave a cluster that a
+        developer started by hand running. Raises ClusterError with the failing
+        component's log tail if start-up fails; no process is left behind then.
+        """
         self.build()
+        with self._lock():
+            return self._up_locked()
+
+    def _up_locked(self) -> bool:
         state = self._load_state()
         self._records = self._recorded_processes(state)
         if self._records and self._all_healthy(state):
@@ -202,7 +214,7 @@ class Cluster:
                     asdict(self.layout),
                 )
             log.info("cluster in %s is already running", self.state_dir)
-            return
+            return False
         running = [r for r in self._records.values() if procs.is_running(r)]
         if running:
             log.warning(
@@ -222,9 +234,14 @@ class Cluster:
                 raise ClusterError(f"cluster start failed: {exc}\n{self.diagnostics()}") from exc
             raise
         log.info("cluster ready in %.1fs (%d nodes)", time.monotonic() - started, self.layout.total)
+        return True
 
     def down(self, keep_state: bool = False) -> None:
         """Stop every process the cluster started; remove the state dir unless ``keep_state``."""
+        with self._lock():
+            self._down_locked(keep_state)
+
+    def _down_locked(self, keep_state: bool) -> None:
         state = self._load_state()
         self._records = self._recorded_processes(state)
         self._stop_recorded(quiet=False)
@@ -519,6 +536,25 @@ class Cluster:
         ]
 
     # ------------------------------------------------------------------- helpers
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise up/down of one state dir across processes (e.g. parallel test runs).
+
+        The lock file lives in the cache, keyed by the state dir, so that `down` can
+        remove the state dir completely.
+        """
+        key = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+        lock_path = paths.cache_root() / "locks" / f"cluster-{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as fh:
+            fh.write(f"{self.state_dir}\n")
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _probe(self, name: str, ports: dict[str, int]) -> tuple[bool, str]:
         port = ports.get(name)
         if name == "etcd":

@@ -38,10 +38,10 @@ def contains(live: Any, desired: Any) -> bool:
             and len(live) >= len(desired)
             and all(contains(lv, dv) for lv, dv in zip(live, desired, strict=False))
         )
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live  # True == 1 in Python, not in JSON
     if desired == live:
         return True
-    if isinstance(desired, bool) or isinstance(live, bool):
-        return False
     if isinstance(desired, float | int) and isinstance(live, float | int):
         return Decimal(str(desired)) == Decimal(str(live))
     return _same_quantity(desired, live)

@@ -1,0 +1,60 @@
+"""The committed CRD is exactly what the models generate, and is a structural schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from inferops.api import crd
+
+
+def test_committed_crd_matches_fresh_generation() -> None:
+    assert crd.CRD_PATH.read_text() == crd.render(), (
+        "crds/inferencebackends.yaml is stale: run `python -m inferops.api.crd`"
+    )
+
+
+def _walk(node: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict):
+        out.append((where, node))
+        for key, value in node.get("properties", {}).items():
+            out += _walk(value, f"{where}.{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                out += _walk(node[key], f"{where}[]")
+    return out
+
+
+def test_schema_is_structural_and_documented() -> None:
+    root = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    nodes = _walk(root["properties"]["spec"], "spec")
+    for where, node in nodes:
+        assert "$ref" not in node and "title" not in node, where
+        assert not ("properties" in node and "additionalProperties" in node), where
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), where
+        if not where.endswith("[]"):  # list items and map values are described by their field
+            assert node.get("description"), f"{where} has no description for kubectl explain"
+
+
+def test_crd_identity_and_printer_columns() -> None:
+    doc = yaml.safe_load(crd.CRD_PATH.read_text())
+    assert doc["metadata"]["name"] == "inferencebackends.inferops.io"
+    assert doc["spec"]["names"]["shortNames"] == ["ib"]
+    assert doc["spec"]["scope"] == "Namespaced"
+    version = doc["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Model", "vLLM", "Ollama", "Phase", "Reason", "Age"]
+
+
+def test_defaults_reach_the_schema() -> None:
+    vllm = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]["properties"]["vllm"]["properties"]
+    assert vllm["gpuMemoryUtilization"]["default"] == 0.9
+    assert vllm["gpuMemoryUtilization"]["exclusiveMinimum"] is True
+    assert vllm["tensorParallelSize"]["minimum"] == 1
+    rules = [r["message"] for r in vllm["extraArgs"]["x-kubernetes-validations"]]
+    assert any("--tensor-parallel-size" in m and "tensorParallelSize" in m for m in rules)

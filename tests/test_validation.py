@@ -1,0 +1,72 @@
+"""Bad specs are refused with a message that names the field and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from inferops.api.spec import InferenceBackendSpec
+from inferops.validation import describe_errors
+
+VLLM = {"model": "m"}
+OLLAMA = {"model": "llama3.2:3b"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        ({"model": "x", "vllm": {**VLLM, "tensorParallelSize": 0}},
+         "spec.vllm.tensorParallelSize", "greater than or equal to 1"),
+        ({"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 1.5}},
+         "spec.vllm.gpuMemoryUtilization", "less than or equal to 1"),
+        ({"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 0}},
+         "spec.vllm.gpuMemoryUtilization", "greater than 0"),
+        ({"model": "x", "vllm": {**VLLM, "tensorParalelSize": 2}},
+         "spec.vllm.tensorParalelSize", "Extra inputs are not permitted"),
+        ({"model": "bad name!", "vllm": VLLM}, "spec.model", "should match pattern"),
+        ({"model": "x", "vllm": {**VLLM, "extraArgs": ["--tensor-parallel-size=2"]}},
+         "spec.vllm.extraArgs", "set spec.vllm.tensorParallelSize instead"),
+        ({"model": "x", "vllm": {**VLLM, "extraArgs": ["--served-model-name", "y"]}},
+         "spec.vllm.extraArgs", "set spec.model instead"),
+        ({"model": "x", "vllm": {**VLLM, "resources": {"limits": {"nvidia.com/gpu": 2}}}},
+         "spec.vllm", "set tensorParallelSize instead"),
+        ({"model": "x", "vllm": {**VLLM, "shmSize": "lots"}},
+         "spec.vllm.shmSize", "not a Kubernetes quantity"),
+        ({"model": "x", "vllm": {**VLLM, "cache": {}}},
+         "spec.vllm.cache", "exactly one of cache.size or cache.existingClaim"),
+        ({"model": "x", "vllm": VLLM, "ollama": {"enabled": True}},
+         "spec.ollama", "ollama.model is required"),
+        ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "keepAlive": "forever"}},
+         "spec.ollama.keepAlive", "should match pattern"),
+        ({"model": "x"}, "spec.vllm", "Field required"),
+    ],
+)  # fmt: skip
+def test_invalid_spec_names_field_and_fix(raw: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        InferenceBackendSpec.model_validate(raw)
+    message = describe_errors(caught.value)
+    assert field in message and words in message, message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"model": "llama3.2", "vllm": VLLM},
+        {"model": "meta-llama/Llama-3.2-3B-Instruct", "vllm": VLLM},
+        {"model": "llama3.2:3b-q4", "vllm": {**VLLM, "extraArgs": ["--model-impl=vllm"]}},
+        {"model": "x", "vllm": VLLM, "ollama": {"enabled": False}},
+        {"model": "x", "vllm": {**VLLM, "cache": {"existingClaim": "models"}}},
+    ],
+)
+def test_valid_specs_are_accepted(raw: dict[str, Any]) -> None:
+    InferenceBackendSpec.model_validate(raw)
+
+
+def test_defaults() -> None:
+    spec = InferenceBackendSpec.model_validate({"model": "x", "vllm": VLLM, "ollama": OLLAMA})
+    assert spec.vllm.tensor_parallel_size == 1
+    assert spec.vllm.gpu_memory_utilization == 0.9
+    assert spec.vllm.replicas == 1
+    assert spec.ollama is not None and spec.ollama.keep_alive == "24h"
