@@ -1,0 +1,59 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is a step
+# of those. The virtual environment and the cluster binaries are installed on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help venv lint crd crd-check unit e2e test cluster-up cluster-down demo demo-stop clean
+
+help:
+	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
+	@echo "make test          lint, unit tests and the e2e tier (local cluster, or KUBECONFIG)"
+	@echo "make cluster-up    start the local cluster (builds its binaries on first use)"
+	@echo "make cluster-down  stop the local cluster and the demo operator"
+	@echo "make crd           regenerate crds/ from the API models"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests e2e
+	$(VENV)/bin/ruff format --check operator tests e2e
+	$(VENV)/bin/mypy
+
+crd: venv
+	$(PY) -m inferops.api.crd
+
+crd-check: venv
+	$(PY) -m inferops.api.crd --check
+
+unit: venv
+	$(PY) -m pytest tests
+
+e2e: venv
+	$(PY) -m pytest e2e
+
+test: lint crd-check
+	$(PY) -m pytest tests e2e
+
+cluster-up: venv
+	$(PY) -m e2e.localcluster up
+
+cluster-down: venv demo-stop
+	$(PY) -m e2e.localcluster down
+
+demo: venv
+	$(PY) -m e2e.demo
+
+demo-stop: venv
+	$(PY) -m e2e.demo --stop
+
+clean: cluster-down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

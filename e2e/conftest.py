@@ -1,0 +1,85 @@
+"""Fixtures of the e2e tier: a real API server, the CRD, the operator, a namespace per test.
+
+The cluster is the one KUBECONFIG names when it is set (kind in CI, any cluster), otherwise
+the local cluster, started here (and stopped at the end if this session started it). Nothing
+is skipped: if the cluster cannot start, every test errors with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
+    external = os.environ.get("KUBECONFIG")
+    if external:
+        binary = shutil.which("kubectl")
+        assert binary, "KUBECONFIG is set but no kubectl is on PATH"
+        yield Kubectl(binary=binary, kubeconfig=Path(external), env=dict(os.environ))
+        return
+    from e2e.localcluster import Cluster
+
+    cluster = Cluster.default()
+    started = cluster.up()
+    client = Kubectl(binary=str(cluster.kubectl_path), kubeconfig=cluster.kubeconfig,
+                     env=cluster.env)  # fmt: skip
+    # No storage provisioner runs on the local cluster: volumes to bind claims to.
+    client.run("apply", "-f", str(REPO / "e2e" / "manifests" / "local-volumes.yaml"))
+    yield client
+    if started:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> str:
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    name = "inferencebackends.inferops.io"
+    kubectl.run("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return name
+
+
+@pytest.fixture(scope="session")
+def operator(kubectl: Kubectl, crd: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[OperatorProcess]:  # fmt: skip
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(kubectl, log, metrics_port=free_port())
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"e2e-{request.node.name[:30].lower().replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
+    kubectl.run("create", "namespace", name)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:  # fmt: skip
+    """On failure, attach what a person would look at: events, objects, operator log."""
+    report = yield
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        kubectl_ = funcargs.get("kubectl")
+        ns = funcargs.get("namespace")
+        if isinstance(kubectl_, Kubectl) and isinstance(ns, str):
+            report.sections.append(("cluster state", kubectl_.diagnostics(ns)))
+        op = funcargs.get("operator")
+        if isinstance(op, OperatorProcess):
+            report.sections.append(("operator log (tail)", op.log_tail()))
+    return report

@@ -1,0 +1,258 @@
+"""An InferenceBackend against a real API server: children, scheduling, status, printer
+columns, validation, cascade delete, drift repair, and no writes when nothing changed."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
+
+EXAMPLE = yaml.safe_load((REPO / "examples" / "inferencebackend.yaml").read_text())
+INVALID = sorted((REPO / "e2e" / "invalid").glob("*.yaml"))
+NAME = EXAMPLE["metadata"]["name"]
+
+
+def backend(kubectl: Kubectl, namespace: str, name: str = NAME) -> dict[str, Any]:
+    obj = kubectl.get("inferencebackend", name, namespace)
+    assert obj is not None, f"InferenceBackend {name} is gone"
+    return obj
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), {})
+
+
+def wait_phase(kubectl: Kubectl, namespace: str, phase: str, name: str = NAME,
+               timeout: float = 90) -> dict[str, Any]:  # fmt: skip
+    def probe() -> dict[str, Any] | None:
+        obj = backend(kubectl, namespace, name)
+        return obj if obj.get("status", {}).get("phase") == phase else None
+
+    return wait_for(f"{name} phase {phase}", probe, timeout)
+
+
+def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """resourceVersion of the resource and of every child: any write by anyone changes one."""
+    return {
+        f"{kind}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+        for kind in ("inferencebackends", "deployments", "services", "pvc")
+        for o in kubectl.items(kind, namespace)
+    }
+
+
+def apply_example(kubectl: Kubectl, namespace: str, **spec_changes: Any) -> dict[str, Any]:
+    manifest = copy.deepcopy(EXAMPLE)
+    for key, value in spec_changes.items():
+        manifest["spec"][key] = value
+    kubectl.apply(manifest, namespace)
+    return manifest
+
+
+def test_example_creates_engines_on_the_right_nodes(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    apply_example(kubectl, namespace)
+    ready = wait_phase(kubectl, namespace, "Ready")
+    assert ready["status"]["vllm"]["ready"] == "1/1"
+    assert ready["status"]["ollama"]["ready"] == "1/1"
+    assert ready["status"]["vllm"]["url"] == f"http://llama32-vllm.{namespace}.svc:8000"
+    assert condition(ready, "Ready")["status"] == "True"
+    assert ready["status"]["observedGeneration"] == ready["metadata"]["generation"]
+
+    vllm = kubectl.get("deployment", "llama32-vllm", namespace)
+    assert vllm is not None
+    container = vllm["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    args = container["args"]
+    assert args[args.index("--served-model-name") + 1] == "llama3.2"
+    assert container["ports"][0]["containerPort"] == 8000
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+    ollama = kubectl.get("deployment", "llama32-ollama", namespace)
+    assert ollama is not None
+    ollama_env = {e["name"]: e.get("value") for e in
+                  ollama["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+    assert ollama_env["OLLAMA_CONTEXT_LENGTH"] == "8192"
+    assert ollama_env["INFEROPS_SERVED_MODEL"] == "llama3.2"
+    for service, port in (("llama32-vllm", 8000), ("llama32-ollama", 11434)):
+        svc = kubectl.get("service", service, namespace)
+        assert svc is not None and svc["spec"]["ports"][0]["port"] == port
+    claims = kubectl.items("pvc", namespace)
+    assert {c["metadata"]["name"] for c in claims} == {"llama32-vllm-cache", "llama32-ollama-cache"}
+
+    nodes = {n["metadata"]["name"]: n for n in kubectl.items("nodes", "default")}
+    for engine, on_gpu_node in (("vllm", True), ("ollama", False)):
+        pods = kubectl.items("pods", namespace, f"inferops.io/engine={engine}")
+        assert len(pods) == 1
+        node = nodes[pods[0]["spec"]["nodeName"]]
+        has_gpus = "nvidia.com/gpu" in node["status"].get("allocatable", {})
+        assert has_gpus == on_gpu_node, f"{engine} pod landed on {node['metadata']['name']}"
+        assert any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in pods[0]["status"]["conditions"])  # fmt: skip
+
+    table = kubectl.run("get", "inferencebackends", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "VLLM", "OLLAMA", "PHASE", "REASON", "AGE"]
+    assert row.split()[:6] == ["llama32", "llama3.2", "1/1", "1/1", "Ready", "EnginesReady"]
+    short = kubectl.run("get", "ib", "-n", namespace).stdout.splitlines()
+    assert short[0] == header and short[1].split()[:6] == row.split()[:6]
+
+
+@pytest.mark.parametrize("manifest", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_resources_are_rejected_with_the_field(
+    kubectl: Kubectl, crd: str, namespace: str, manifest: Path
+) -> None:
+    expected = manifest.read_text().splitlines()[0].removeprefix("# expect: ")
+    result = kubectl.run("apply", "-n", namespace, "-f", str(manifest), check=False)
+    assert result.returncode != 0, f"{manifest.name} was accepted"
+    assert expected in result.stderr, result.stderr
+    assert kubectl.items("inferencebackends", namespace) == []
+
+
+def test_deleting_the_resource_removes_every_child(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    kubectl.run("delete", "inferencebackend", NAME, "-n", namespace, "--wait=true")
+
+    def children() -> list[str]:
+        found = []
+        for kind in ("deployments", "replicasets", "services", "pvc", "pods"):
+            found += [f"{kind}/{o['metadata']['name']}" for o in kubectl.items(kind, namespace)]
+        return found
+
+    wait_for("every child to be garbage-collected", lambda: children() == [] or None, 90)
+
+
+def test_deleted_or_edited_children_are_restored(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    old = kubectl.get("service", "llama32-vllm", namespace)
+    assert old is not None
+    kubectl.run("delete", "service", "llama32-vllm", "-n", namespace)
+
+    def recreated() -> bool:
+        svc = kubectl.get("service", "llama32-vllm", namespace)
+        return svc is not None and svc["metadata"]["uid"] != old["metadata"]["uid"]
+
+    wait_for("the deleted Service to come back", recreated, 30)
+
+    kubectl.run("scale", "deployment", "llama32-vllm", "--replicas=3", "-n", namespace)
+    kubectl.run("set", "env", "deployment/llama32-ollama", "OLLAMA_NUM_PARALLEL=1",
+                "-n", namespace)  # fmt: skip
+
+    def restored() -> bool:
+        vllm = kubectl.get("deployment", "llama32-vllm", namespace)
+        ollama = kubectl.get("deployment", "llama32-ollama", namespace)
+        assert vllm is not None and ollama is not None
+        env = {e["name"]: e.get("value")
+               for e in ollama["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+        return vllm["spec"]["replicas"] == 1 and env["OLLAMA_NUM_PARALLEL"] == "4"
+
+    wait_for("hand edits to be reverted", restored, 30)
+    wait_phase(kubectl, namespace, "Ready")
+
+
+def test_more_gpus_than_any_node_has_is_reported(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    vllm = {**EXAMPLE["spec"]["vllm"], "tensorParallelSize": 16}
+    apply_example(kubectl, namespace, vllm=vllm)
+    degraded = wait_phase(kubectl, namespace, "Degraded")
+    ready = condition(degraded, "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "VLLMUnschedulable"
+    assert "Insufficient nvidia.com/gpu" in ready["message"]
+    assert condition(degraded, "Degraded")["status"] == "True"
+    row = kubectl.run("get", "ib", NAME, "-n", namespace, "--no-headers").stdout.split()
+    assert row[2:6] == ["0/1", "1/1", "Degraded", "VLLMUnschedulable"]
+
+
+def test_spec_changes_are_rolled_out_and_disabled_fallback_removed(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    vllm = {**EXAMPLE["spec"]["vllm"], "tensorParallelSize": 2, "maxModelLen": 4096}
+    apply_example(kubectl, namespace, vllm=vllm, ollama={**EXAMPLE["spec"]["ollama"],
+                                                        "enabled": False})  # fmt: skip
+
+    def rolled_out() -> bool:
+        deployment = kubectl.get("deployment", "llama32-vllm", namespace)
+        assert deployment is not None
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        gone = kubectl.get("deployment", "llama32-ollama", namespace) is None
+        return container["resources"]["limits"]["nvidia.com/gpu"] == "2" and gone
+
+    wait_for("the new spec to reach the Deployment", rolled_out, 30)
+    ready = wait_phase(kubectl, namespace, "Ready")
+    assert "ollama" not in ready["status"]
+    assert kubectl.get("service", "llama32-ollama", namespace) is None
+
+
+def test_existing_object_of_the_same_name_is_not_taken_over(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    foreign = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "llama32-ollama", "labels": {"team": "other"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]},
+    }  # fmt: skip
+    kubectl.apply(foreign, namespace)
+    before = kubectl.get("service", "llama32-ollama", namespace)
+    apply_example(kubectl, namespace)
+    invalid = wait_phase(kubectl, namespace, "InvalidSpec")
+    message = condition(invalid, "InvalidSpec")["message"]
+    assert "Service llama32-ollama already exists and is not owned" in message
+    after = kubectl.get("service", "llama32-ollama", namespace)
+    assert before is not None and after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert kubectl.items("deployments", namespace) == []
+
+
+def test_reconciling_an_unchanged_resource_writes_nothing(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+
+    def quiet() -> tuple[float, float] | None:
+        # Settled when two seconds pass without a write or a reconciliation.
+        before = (operator.writes(), operator.reconciles())
+        time.sleep(2)
+        return before if before == (operator.writes(), operator.reconciles()) else None
+
+    writes, reconciles = wait_for("the operator to settle", quiet, 60)
+    versions = resource_versions(kubectl, namespace)
+
+    # A child event: an unrelated label added by hand triggers a reconciliation.
+    kubectl.run("label", "service", "llama32-vllm", "team=ml", "-n", namespace)
+    wait_for("a reconciliation after the child event",
+             lambda: operator.reconciles() > reconciles, 30)  # fmt: skip
+    assert operator.writes() == writes
+
+    # An operator restart: a fresh process resumes the resource and must not write either.
+    second = OperatorProcess(kubectl, tmp_path / "second.log", free_port(), (namespace,))
+    second.start()
+    try:
+        wait_for("the restarted operator to resume the resource",
+                 lambda: second.reconciles() >= 1, 30)  # fmt: skip
+        assert second.writes() == 0, second.metrics()
+    finally:
+        second.stop()
+    versions_after = resource_versions(kubectl, namespace)
+    labelled = "services/llama32-vllm"
+    assert versions_after[labelled] != versions[labelled]  # our own label edit
+    versions[labelled] = versions_after[labelled]
+    assert versions_after == versions
