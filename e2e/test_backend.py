@@ -90,7 +90,7 @@ def test_example_creates_engines_on_the_right_nodes(
 
     nodes = {n["metadata"]["name"]: n for n in kubectl.items("nodes", "default")}
     for engine, on_gpu_node in (("vllm", True), ("ollama", False)):
-        pods = kubectl.items("pods", namespace, f"inferops.io/engine={engine}")
+        pods = kubectl.items("pods", namespace, f"inferops.io/component={engine}")
         assert len(pods) == 1
         node = nodes[pods[0]["spec"]["nodeName"]]
         has_gpus = "nvidia.com/gpu" in node["status"].get("allocatable", {})

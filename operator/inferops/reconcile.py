@@ -21,7 +21,7 @@ from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, vllm
-from inferops.builders.common import BACKEND_LABEL, ENGINE_LABEL, service_url
+from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, service_url
 from inferops.drift import contains
 from inferops.kube import Kube, KubeError, Obj, path
 from inferops.status import EngineObservation, compute
@@ -84,7 +84,7 @@ async def _observe(
             desired=desired,
             url=service_url(owner, engine, port),
             deployment=live.get(("Deployment", f"{owner.name}-{engine}")),
-            pods=[p for p in pods if p["metadata"]["labels"].get(ENGINE_LABEL) == engine],
+            pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT_LABEL) == engine],
         )
         for engine, desired, port in engines
     ]

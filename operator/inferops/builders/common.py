@@ -1,5 +1,5 @@
-"""Pieces shared by the engine builders: names, labels, owner references, the spec hash and
-the pod fields that both engines set the same way.
+"""Pieces shared by the builders of every component (vLLM, Ollama, router): names, labels,
+owner references, the spec hash, and the pod fields they all set the same way.
 
 Everything here is pure: the same input always gives the same, sorted output.
 """
@@ -18,8 +18,10 @@ Obj = dict[str, Any]
 
 SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 BACKEND_LABEL = f"{GROUP}/backend"
-ENGINE_LABEL = f"{GROUP}/engine"
+COMPONENT_LABEL = f"{GROUP}/component"
 MANAGED_BY = "inferops-operator"
+# What each component is, for the app.kubernetes.io/component label.
+ROLES = {"vllm": "inference-engine", "ollama": "inference-engine", "router": "router"}
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -32,24 +34,24 @@ class Owner:
     uid: str
 
 
-def child_name(owner: Owner, engine: str) -> str:
-    return f"{owner.name}-{engine}"
+def child_name(owner: Owner, component: str) -> str:
+    return f"{owner.name}-{component}"
 
 
-def selector_labels(owner: Owner, engine: str) -> dict[str, str]:
+def selector_labels(owner: Owner, component: str) -> dict[str, str]:
     """The labels a Deployment selects its pods by; never change them (selectors are
     immutable)."""
-    return {BACKEND_LABEL: owner.name, ENGINE_LABEL: engine}
+    return {BACKEND_LABEL: owner.name, COMPONENT_LABEL: component}
 
 
-def labels(owner: Owner, engine: str) -> dict[str, str]:
+def labels(owner: Owner, component: str) -> dict[str, str]:
     return dict(
         sorted(
             {
-                **selector_labels(owner, engine),
-                "app.kubernetes.io/name": engine,
+                **selector_labels(owner, component),
+                "app.kubernetes.io/name": component,
                 "app.kubernetes.io/instance": owner.name,
-                "app.kubernetes.io/component": "inference-engine",
+                "app.kubernetes.io/component": ROLES[component],
                 "app.kubernetes.io/part-of": "inferops",
                 "app.kubernetes.io/managed-by": MANAGED_BY,
             }.items()
@@ -68,11 +70,11 @@ def owner_reference(owner: Owner) -> Obj:
     }
 
 
-def metadata(owner: Owner, name: str, engine: str) -> Obj:
+def metadata(owner: Owner, name: str, component: str) -> Obj:
     return {
         "name": name,
         "namespace": owner.namespace,
-        "labels": labels(owner, engine),
+        "labels": labels(owner, component),
         "ownerReferences": [owner_reference(owner)],
     }
 
@@ -145,20 +147,20 @@ def scheduling(workload: WorkloadSpec, gpus: int) -> Obj:
     return out
 
 
-def cache_claim_name(owner: Owner, engine: str) -> str:
-    return f"{owner.name}-{engine}-cache"
+def cache_claim_name(owner: Owner, component: str) -> str:
+    return f"{owner.name}-{component}-cache"
 
 
-def cache_volume(owner: Owner, engine: str, cache: CacheSpec | None) -> Obj:
+def cache_volume(owner: Owner, component: str, cache: CacheSpec | None) -> Obj:
     """The volume holding downloaded models: the user's claim, the operator's claim, or an
     emptyDir that is lost with the pod."""
     if cache is None:
         return {"name": "cache", "emptyDir": {}}
-    claim = cache.existing_claim or cache_claim_name(owner, engine)
+    claim = cache.existing_claim or cache_claim_name(owner, component)
     return {"name": "cache", "persistentVolumeClaim": {"claimName": claim}}
 
 
-def cache_claim(owner: Owner, engine: str, cache: CacheSpec | None) -> Obj | None:
+def cache_claim(owner: Owner, component: str, cache: CacheSpec | None) -> Obj | None:
     """The PersistentVolumeClaim the operator owns, when the user asked for one by size."""
     if cache is None or cache.size is None:
         return None
@@ -172,47 +174,47 @@ def cache_claim(owner: Owner, engine: str, cache: CacheSpec | None) -> Obj | Non
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": metadata(owner, cache_claim_name(owner, engine), engine),
+            "metadata": metadata(owner, cache_claim_name(owner, component), component),
             "spec": spec,
         }
     )
 
 
-def service(owner: Owner, engine: str, port: int) -> Obj:
+def service(owner: Owner, component: str, port: int) -> Obj:
     return with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": metadata(owner, child_name(owner, engine), engine),
+            "metadata": metadata(owner, child_name(owner, component), component),
             "spec": {
                 "type": "ClusterIP",
-                "selector": selector_labels(owner, engine),
+                "selector": selector_labels(owner, component),
                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
             },
         }
     )
 
 
-def service_url(owner: Owner, engine: str, port: int) -> str:
-    return f"http://{child_name(owner, engine)}.{owner.namespace}.svc:{port}"
+def service_url(owner: Owner, component: str, port: int) -> str:
+    return f"http://{child_name(owner, component)}.{owner.namespace}.svc:{port}"
 
 
 def deployment(
-    owner: Owner, engine: str, workload: WorkloadSpec, pod_spec: Obj, grace_seconds: int
+    owner: Owner, component: str, workload: WorkloadSpec, pod_spec: Obj, grace_seconds: int
 ) -> Obj:
-    """A Deployment around an engine's pod spec. Rolling updates never remove a Ready pod
+    """A Deployment around a component's pod spec. Rolling updates never remove a Ready pod
     before its replacement is Ready: capacity is never lost during an update."""
-    pod_metadata: Obj = {"labels": labels(owner, engine)}
+    pod_metadata: Obj = {"labels": labels(owner, component)}
     if workload.pod_annotations:
         pod_metadata["annotations"] = dict(sorted(workload.pod_annotations.items()))
     return with_spec_hash(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": metadata(owner, child_name(owner, engine), engine),
+            "metadata": metadata(owner, child_name(owner, component), component),
             "spec": {
                 "replicas": workload.replicas,
-                "selector": {"matchLabels": selector_labels(owner, engine)},
+                "selector": {"matchLabels": selector_labels(owner, component)},
                 "strategy": {
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
