@@ -20,7 +20,16 @@ from inferops.kube import Kube, KubeError
 from inferops.reconcile import Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-CHILD_RESOURCES = ("deployments", "services", "persistentvolumeclaims", "pods")
+CHILD_RESOURCES = (
+    "deployments",
+    "services",
+    "persistentvolumeclaims",
+    "configmaps",
+    "serviceaccounts",
+    "roles",
+    "rolebindings",
+    "pods",
+)
 
 
 @kopf.on.startup()
@@ -67,6 +76,10 @@ MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+@kopf.on.event("v1", "serviceaccounts", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
 async def child_changed(
     namespace: str | None,

@@ -23,6 +23,10 @@ PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
     "Pod": "pods",
     "InferenceBackend": "inferencebackends",
 }

@@ -19,12 +19,12 @@ from pydantic import ValidationError
 from inferops import metrics
 from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import InferenceBackendStatus
-from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, vllm
-from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, service_url
+from inferops.api.status import ConsumerStatus, InferenceBackendStatus
+from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, router, vllm
+from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, child_name, service_url
 from inferops.drift import contains
 from inferops.kube import Kube, KubeError, Obj, path
-from inferops.status import EngineObservation, compute
+from inferops.status import EngineObservation, compute, ready_replicas
 from inferops.validation import describe_errors, name_conflicts
 
 
@@ -65,28 +65,57 @@ async def _owned_children(kube: Kube, owner: Owner) -> dict[tuple[str, str], Obj
     return found
 
 
-async def _observe(
-    kube: Kube, spec: InferenceBackendSpec | None, owner: Owner, live: dict[tuple[str, str], Obj]
+# A component's URL port in status; the router's URLs are the consumers' endpoints instead.
+URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT}
+
+
+def _components(spec: InferenceBackendSpec) -> dict[str, int]:
+    """Desired pods of every component the spec asks for."""
+    out = {vllm.ENGINE: spec.vllm.replicas}
+    if (fallback := ollama.enabled(spec)) is not None:
+        out[ollama.ENGINE] = fallback.replicas
+    if spec.consumers:
+        out[router.COMPONENT] = spec.router.replicas
+    return out
+
+
+def _existing_components(owner: Owner, live: dict[tuple[str, str], Obj]) -> dict[str, int]:
+    """The components that exist, for when the spec cannot be acted on."""
+    out = {}
+    for component in (vllm.ENGINE, ollama.ENGINE, router.COMPONENT):
+        if deployment := live.get(("Deployment", child_name(owner, component))):
+            out[component] = int(deployment["spec"].get("replicas", 1))
+    return out
+
+
+def _observe(
+    owner: Owner, components: dict[str, int], live: dict[tuple[str, str], Obj], pods: list[Obj]
 ) -> list[EngineObservation]:
-    pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
-    engines: list[tuple[str, int, int]] = []
-    if spec is not None:
-        engines.append((vllm.ENGINE, spec.vllm.replicas, vllm.PORT))
-        if (fallback := ollama.enabled(spec)) is not None:
-            engines.append((ollama.ENGINE, fallback.replicas, ollama.PORT))
-    else:  # spec unreadable: report what exists
-        for engine, port in ((vllm.ENGINE, vllm.PORT), (ollama.ENGINE, ollama.PORT)):
-            if deployment := live.get(("Deployment", f"{owner.name}-{engine}")):
-                engines.append((engine, int(deployment["spec"].get("replicas", 1)), port))
     return [
         EngineObservation(
-            engine=engine,
+            engine=component,
             desired=desired,
-            url=service_url(owner, engine, port),
-            deployment=live.get(("Deployment", f"{owner.name}-{engine}")),
-            pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT_LABEL) == engine],
+            url=service_url(owner, component, URL_PORTS[component])
+            if component in URL_PORTS
+            else None,
+            deployment=live.get(("Deployment", child_name(owner, component))),
+            pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT_LABEL) == component],
         )
-        for engine, desired, port in engines
+        for component, desired in components.items()
+    ]
+
+
+def _consumers(spec: InferenceBackendSpec | None, owner: Owner) -> list[ConsumerStatus]:
+    if spec is None:
+        return []
+    return [
+        ConsumerStatus(
+            name=c.name,
+            weight=c.weight,
+            service=router.service_name(owner, c),
+            endpoint=router.endpoint(owner, c),
+        )
+        for c in spec.consumers
     ]
 
 
@@ -102,42 +131,61 @@ async def reconcile(kube: Kube, body: Obj, log: logging.Logger) -> Outcome:
         invalid = describe_errors(error)
 
     live = await _owned_children(kube, owner)
+    pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
     if spec is not None:
-        desired = desired_children(spec, owner)
+        components = _components(spec)
+        # Engines without Ready pods get no traffic: the routing table carries readiness.
+        ready = {
+            obs.engine: ready_replicas(obs) > 0 for obs in _observe(owner, components, live, pods)
+        }
+        desired = desired_children(spec, owner, ready)
         conflicts = await name_conflicts(kube, desired, live)
         if conflicts:
             invalid = conflicts
         else:
-            for obj in desired:
-                key = (obj["kind"], obj["metadata"]["name"])
-                current = live.get(key)
-                if current is not None and contains(current, obj):
-                    continue
-                log.info("applying %s %s", *key)
-                live[key] = await kube.apply(obj)
-                writes += 1
-            wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-            for key, obj in list(live.items()):
-                if key not in wanted:
-                    log.info("deleting %s %s, no longer in the spec", *key)
-                    await kube.delete(obj)
-                    del live[key]
-                    writes += 1
+            writes += await _apply(kube, desired, live, log)
     if invalid is not None:
         log.error("invalid spec, children left unchanged: %s", invalid)
 
     previous = _previous_status(body)
+    valid_spec = spec if invalid is None else None
+    components = _components(valid_spec) if valid_spec else _existing_components(owner, live)
     status = compute(
         generation=meta.get("generation"),
-        engines=await _observe(kube, spec if invalid is None else None, owner, live),
+        engines=_observe(owner, components, live, pods),
         previous=previous,
         now=_now(),
         invalid=invalid,
+        consumers=_consumers(valid_spec, owner),
     )
     if status != previous:
         await kube.patch_status(body, _status_patch(previous, status))
         writes += 1
     return Outcome(phase=status.phase, writes=writes, invalid=invalid)
+
+
+async def _apply(
+    kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj], log: logging.Logger
+) -> int:
+    """Applies what differs from the live objects, deletes owned objects no longer desired,
+    and keeps `live` current. Returns the number of writes."""
+    writes = 0
+    for obj in desired:
+        key = (obj["kind"], obj["metadata"]["name"])
+        current = live.get(key)
+        if current is not None and contains(current, obj):
+            continue
+        log.info("applying %s %s", *key)
+        live[key] = await kube.apply(obj)
+        writes += 1
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for key, obj in list(live.items()):
+        if key not in wanted:
+            log.info("deleting %s %s, no longer in the spec", *key)
+            await kube.delete(obj)
+            del live[key]
+            writes += 1
+    return writes
 
 
 def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> Obj:

@@ -1,9 +1,10 @@
 """Computes an InferenceBackend's status from what was observed of its children. Pure.
 
 The rules:
-- Ready: every enabled engine has all its desired pods Ready.
-- Progressing: an engine is still rolling out or starting, with nothing wrong yet.
-- Degraded: an engine cannot reach its desired state on its own (unschedulable pods, e.g.
+- Ready: every component (the engines, and the router when there are consumers) has all its
+  desired pods Ready.
+- Progressing: a component is still rolling out or starting, with nothing wrong yet.
+- Degraded: a component cannot reach its desired state on its own (unschedulable pods, e.g.
   `Insufficient nvidia.com/gpu`; crash loops; image pull errors; a rollout past its deadline).
 - InvalidSpec: the spec cannot be acted on; the children were left as they were.
 """
@@ -19,13 +20,14 @@ from inferops.api.status import (
     PROGRESSING,
     READY,
     Condition,
+    ConsumerStatus,
     EngineStatus,
     InferenceBackendStatus,
     Phase,
 )
 
 Obj = dict[str, Any]
-ENGINE_TITLES = {"vllm": "VLLM", "ollama": "Ollama"}
+ENGINE_TITLES = {"vllm": "VLLM", "ollama": "Ollama", "router": "Router"}
 
 # Container waiting reasons that will not resolve by waiting.
 FAILING_WAIT_REASONS = {
@@ -41,11 +43,11 @@ FAILING_WAIT_REASONS = {
 
 @dataclass(frozen=True)
 class EngineObservation:
-    """What was read from the API server about one engine."""
+    """What was read from the API server about one component (vllm, ollama or router)."""
 
     engine: str
     desired: int
-    url: str
+    url: str | None
     deployment: Obj | None = None
     pods: list[Obj] = field(default_factory=list)
 
@@ -59,8 +61,12 @@ class Finding:
     failing: bool
 
 
+def ready_replicas(obs: EngineObservation) -> int:
+    return int((obs.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+
+
 def engine_status(obs: EngineObservation) -> EngineStatus:
-    ready = int((obs.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+    ready = ready_replicas(obs)
     return EngineStatus(
         replicas=obs.desired,
         ready_replicas=ready,
@@ -156,6 +162,7 @@ def compute(
     previous: InferenceBackendStatus,
     now: str,
     invalid: str | None = None,
+    consumers: list[ConsumerStatus] | None = None,
 ) -> InferenceBackendStatus:
     """The status to write. `invalid` is the InvalidSpec message when the spec was refused."""
     findings = [f for obs in engines for f in engine_findings(obs)]
@@ -201,4 +208,6 @@ def compute(
         conditions=conditions,
         vllm=by_engine.get("vllm"),
         ollama=by_engine.get("ollama"),
+        router=by_engine.get("router"),
+        consumers=consumers or [],
     )

@@ -61,6 +61,8 @@ Quantity = Annotated[
 
 # RFC 1123 label, the rule for names of Secrets, PVCs and label values used here.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# RFC 1035 label: Service names (must start with a letter).
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # RFC 1123 subdomain: names of most namespaced objects (Secrets, PVCs).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 

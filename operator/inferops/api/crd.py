@@ -24,6 +24,7 @@ CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / f"{PLURAL}.yaml"
 # The names of the children are derived from the resource's name with suffixes such as
 # "-ollama"; Services need an RFC 1035 label of at most 63 characters.
 MAX_NAME_LENGTH = 50
+MAX_SERVICE_NAME = 63
 
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
@@ -128,7 +129,18 @@ def build_crd() -> dict[str, Any]:
                     "and '-', starting with a letter: it prefixes the names of the Services "
                     "the operator creates"
                 ),
-            }
+            },
+            {
+                "rule": (
+                    "self.spec.consumers.all(c, has(c.serviceName) || "
+                    f"size(self.metadata.name) + size(c.name) <= {MAX_SERVICE_NAME - 1})"
+                ),
+                "message": (
+                    "a consumer's Service is named <metadata.name>-<consumer name>, at most "
+                    f"{MAX_SERVICE_NAME} characters: shorten the names or set the consumer's "
+                    "serviceName"
+                ),
+            },
         ],
     }
     return {

@@ -11,10 +11,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferops.api.base import JsonDict, Model, ObjectName, Quantity, cel, cel_rules
+from inferops.api.base import (
+    DNS_1035_PATTERN,
+    DNS_LABEL_PATTERN,
+    JsonDict,
+    Model,
+    ObjectName,
+    Quantity,
+    cel,
+    cel_rules,
+)
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
+DEFAULT_ROUTER_IMAGE = "inferops/router:0.1.0"
+# Child names the operator derives from the resource's name; a consumer may not take them.
+RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
 
 # A name that is valid both as vLLM's --served-model-name and as an Ollama model name
 # (`ollama cp` target): optional namespace segments and an optional `:tag`.
@@ -236,6 +248,73 @@ class OllamaSpec(WorkloadSpec):
         return self
 
 
+class ConsumerSpec(Model):
+    """A service that calls the model. Each gets its own Service in front of the router, and
+    its own share of traffic on vLLM."""
+
+    model_config = cel_rules(
+        cel(
+            "self.api != 'embeddings' || self.weight == 0 || self.weight == 100",
+            "an embeddings consumer moves at weight 0 or 100 only: vectors from two different "
+            "models are not comparable",
+            ".weight",
+        ),
+        cel(
+            "!(self.name in " + str(list(RESERVED_CONSUMER_NAMES)) + ")",
+            "name may not be " + ", ".join(RESERVED_CONSUMER_NAMES) + ": the engines' "
+            "Services use those suffixes",
+            ".name",
+        ),
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL_PATTERN)]
+    """The consumer's name, e.g. `notes`."""
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent of this consumer's requests sent to vLLM; the rest go to Ollama."""
+    service_name: Annotated[
+        str | None, Field(min_length=1, max_length=63, pattern=DNS_1035_PATTERN)
+    ] = None
+    """Name of the consumer's Service; `<resource name>-<consumer name>` when omitted."""
+    api: Literal["chat", "embeddings"] = "chat"
+    """What the consumer calls: chat (and completions) or embeddings."""
+
+    @model_validator(mode="after")
+    def _mirror_cel(self) -> ConsumerSpec:
+        # Mirrors the CEL rules, for objects stored before the CRD carried them.
+        if self.name in RESERVED_CONSUMER_NAMES:
+            raise ValueError(f"consumer name may not be {self.name}")
+        if self.api == "embeddings" and self.weight not in (0, 100):
+            raise ValueError("an embeddings consumer moves at weight 0 or 100 only")
+        return self
+
+
+class RouterTimeouts(Model):
+    """Limits on one request through the router."""
+
+    connect_seconds: Annotated[float, Field(gt=0, le=60)] = 2
+    """Time to connect to an engine."""
+    first_byte_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
+    """Time to the engine's first response byte; past it vLLM counts as failed."""
+    total_seconds: Annotated[float, Field(gt=0, le=86400)] = 600
+    """Time for a whole request, streaming included."""
+
+
+class RouterSpec(WorkloadSpec):
+    """The router in front of both engines: one endpoint per consumer, a weighted split, and
+    fallback to Ollama."""
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 2
+    """Number of router pods."""
+    image: Annotated[str, Field(min_length=1)] = DEFAULT_ROUTER_IMAGE
+    """Router container image (built from images/router/Dockerfile)."""
+    fallback: bool = True
+    """Retry a request on Ollama when vLLM fails before the first byte reached the client."""
+    timeouts: RouterTimeouts = RouterTimeouts()
+    """Connect, first-byte and total timeouts."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 10 << 20
+    """Largest request body accepted; larger ones get 413."""
+
+
 class InferenceBackendSpec(Model):
     """One logical model served by vLLM on GPUs with an Ollama fallback."""
 
@@ -245,6 +324,36 @@ class InferenceBackendSpec(Model):
     """The vLLM deployment."""
     ollama: OllamaSpec | None = None
     """The Ollama fallback deployment; no fallback when omitted."""
+    consumers: Annotated[
+        list[ConsumerSpec],
+        Field(
+            max_length=64,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(
+                        "self.all(c, self.exists_one(d, d.name == c.name))",
+                        "consumer names must be unique",
+                    ),
+                    cel(
+                        "self.all(c, !has(c.serviceName) || "
+                        "self.exists_one(d, has(d.serviceName) && d.serviceName == c.serviceName))",
+                        "consumer serviceNames must be unique",
+                    ),
+                ]
+            },
+        ),
+    ] = []
+    """The services that call the model, in migration order."""
+    router: RouterSpec = RouterSpec()
+    """The router; created when there is at least one consumer."""
+
+    @field_validator("consumers")
+    @classmethod
+    def _unique_consumers(cls, consumers: list[ConsumerSpec]) -> list[ConsumerSpec]:
+        names = [c.name for c in consumers]
+        if len(set(names)) != len(names):
+            raise ValueError("consumer names must be unique")
+        return consumers
 
 
 __all__ = [
@@ -252,9 +361,11 @@ __all__ = [
     "DEFAULT_VLLM_IMAGE",
     "MANAGED_VLLM_FLAGS",
     "CacheSpec",
+    "ConsumerSpec",
     "InferenceBackendSpec",
     "OllamaSpec",
     "Resources",
+    "RouterSpec",
     "SecretKeyRef",
     "Toleration",
     "VLLMSpec",

@@ -46,6 +46,20 @@ class EngineStatus(Model):
     """In-cluster base URL of the engine's Service."""
 
 
+class ConsumerStatus(Model):
+    """Where one consumer stands."""
+
+    name: str
+    """The consumer's name."""
+    weight: int
+    """Percent of its requests currently sent to vLLM."""
+    service: str
+    """Name of its Service."""
+    endpoint: str
+    """Base URL to configure in the consumer: `<endpoint>/v1` for OpenAI clients,
+    `<endpoint>:11434` for Ollama clients."""
+
+
 class InferenceBackendStatus(Model):
     """What the operator observed of the resource and its children."""
 
@@ -59,3 +73,7 @@ class InferenceBackendStatus(Model):
     """The vLLM engine."""
     ollama: EngineStatus | None = None
     """The Ollama fallback engine; absent when disabled."""
+    router: EngineStatus | None = None
+    """The router; absent without consumers."""
+    consumers: list[ConsumerStatus] = []
+    """Each consumer's weight and endpoint, in migration order."""

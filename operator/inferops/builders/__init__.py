@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from inferops.api.spec import InferenceBackendSpec
-from inferops.builders import ollama, vllm
+from inferops.builders import ollama, router, vllm
 from inferops.builders.common import Obj, Owner
 
 # Kinds of the objects the operator may create; anything of these kinds that it owns but no
 # longer builds is deleted (e.g. the Ollama Deployment after `ollama.enabled: false`).
+# Listed in apply order: what pods need (claims, the routing table, their identity) first.
 CHILD_KINDS = (
     ("v1", "PersistentVolumeClaim"),
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
 )
 
 
-def desired_children(spec: InferenceBackendSpec, owner: Owner) -> list[Obj]:
-    """Every object the resource should own, claims first so pods never wait on a claim
-    created after them."""
-    objects = vllm.children(spec, owner) + ollama.children(spec, owner)
+def desired_children(
+    spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool] | None = None
+) -> list[Obj]:
+    """Every object the resource should own, in apply order. `ready` says which engines have
+    Ready pods; the routing table sends traffic only to those."""
+    objects = (
+        vllm.children(spec, owner)
+        + ollama.children(spec, owner)
+        + router.children(spec, owner, ready or {})
+    )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}
     return sorted(objects, key=lambda o: (order[o["kind"]], o["metadata"]["name"]))
 

@@ -1,0 +1,174 @@
+"""Builds the router: its routing table (a ConfigMap the router watches), its Deployment with
+least-privilege RBAC, and one Service per consumer.
+
+A consumer's Service is its stable endpoint: OpenAI clients use port 80, Ollama clients keep
+port 11434; both reach the router, which tells consumers apart by the Service name in the Host
+header.
+"""
+
+from __future__ import annotations
+
+import json
+
+from inferops.api import GROUP
+from inferops.api.spec import ConsumerSpec, InferenceBackendSpec
+from inferops.builders import common, ollama, vllm
+from inferops.builders.common import Obj, Owner
+
+COMPONENT = "router"
+PORT = 8080
+TABLE_KEY = "routes.json"
+CONSUMER_LABEL = f"{GROUP}/consumer"
+# OpenAI clients expect plain HTTP on 80; Ollama clients were configured with 11434.
+SERVICE_PORTS = (("http", 80), ("ollama", 11434))
+
+
+def name(owner: Owner) -> str:
+    return common.child_name(owner, COMPONENT)
+
+
+def service_name(owner: Owner, consumer: ConsumerSpec) -> str:
+    return consumer.service_name or f"{owner.name}-{consumer.name}"
+
+
+def endpoint(owner: Owner, consumer: ConsumerSpec) -> str:
+    return f"http://{service_name(owner, consumer)}.{owner.namespace}.svc"
+
+
+def routing_table(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> Obj:
+    """What the router needs, and nothing else: consumers with their weights and host names,
+    the engines' URLs and whether they have Ready pods, and the request limits."""
+    engines = {
+        vllm.ENGINE: {
+            "url": common.service_url(owner, vllm.ENGINE, vllm.PORT),
+            "ready": ready.get(vllm.ENGINE, False),
+        }
+    }
+    if ollama.enabled(spec):
+        engines[ollama.ENGINE] = {
+            "url": common.service_url(owner, ollama.ENGINE, ollama.PORT),
+            "ready": ready.get(ollama.ENGINE, False),
+        }
+    consumers = []
+    for consumer in spec.consumers:
+        svc = service_name(owner, consumer)
+        ns = owner.namespace
+        hosts = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+        consumers.append(
+            {"name": consumer.name, "hosts": hosts, "weight": consumer.weight, "api": consumer.api}
+        )
+    router = spec.router
+    return {
+        "model": spec.model,
+        "aliases": [],
+        "engines": engines,
+        "consumers": consumers,
+        "fallback": router.fallback,
+        "timeouts": router.timeouts.dump(),
+        "maxBodyBytes": router.max_body_bytes,
+    }
+
+
+def config_map(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> Obj:
+    table = routing_table(spec, owner, ready)
+    return common.with_spec_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": common.metadata(owner, name(owner), COMPONENT),
+            "data": {TABLE_KEY: json.dumps(table, indent=2, sort_keys=True)},
+        }
+    )
+
+
+def rbac(owner: Owner) -> list[Obj]:
+    """The router may read its own routing table and nothing else."""
+    meta = common.metadata(owner, name(owner), COMPONENT)
+    return [
+        common.with_spec_hash({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+        common.with_spec_hash(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": common.metadata(owner, name(owner), COMPONENT),
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["configmaps"],
+                        "resourceNames": [name(owner)],
+                        "verbs": ["get", "list", "watch"],
+                    }
+                ],
+            }
+        ),
+        common.with_spec_hash(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": common.metadata(owner, name(owner), COMPONENT),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": name(owner),
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": name(owner), "namespace": owner.namespace}
+                ],
+            }
+        ),
+    ]
+
+
+def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
+    router = spec.router
+    http = {"path": "/readyz", "port": "http"}
+    container: Obj = {
+        "name": COMPONENT,
+        "image": router.image,
+        "args": ["--configmap", f"{owner.namespace}/{name(owner)}", "--port", str(PORT)],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                          "periodSeconds": 10, "failureThreshold": 3},
+    }  # fmt: skip
+    if res := common.resources(router, 0):
+        container["resources"] = res
+    pod_spec: Obj = {
+        "serviceAccountName": name(owner),
+        "containers": [container],
+        **common.scheduling(router, 0),
+    }
+    # In-flight streams get the router's drain period after SIGTERM.
+    return common.deployment(owner, COMPONENT, router, pod_spec, grace_seconds=30)
+
+
+def consumer_service(owner: Owner, consumer: ConsumerSpec) -> Obj:
+    meta = common.metadata(owner, service_name(owner, consumer), COMPONENT)
+    meta["labels"] = dict(sorted({**meta["labels"], CONSUMER_LABEL: consumer.name}.items()))
+    return common.with_spec_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "type": "ClusterIP",
+                "selector": common.selector_labels(owner, COMPONENT),
+                "ports": [
+                    {"name": port_name, "port": port, "targetPort": "http", "protocol": "TCP"}
+                    for port_name, port in SERVICE_PORTS
+                ],
+            },
+        }
+    )
+
+
+def children(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> list[Obj]:
+    """Nothing without consumers: the engines alone need no router."""
+    if not spec.consumers:
+        return []
+    return [
+        config_map(spec, owner, ready),
+        *rbac(owner),
+        deployment(spec, owner),
+        *(consumer_service(owner, c) for c in spec.consumers),
+    ]
