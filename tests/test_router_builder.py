@@ -1,0 +1,111 @@
+"""Consumers get a Service each in front of a router whose routing table carries weights,
+engine URLs and readiness, and whose RBAC reads that table only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from inferops.api.spec import InferenceBackendSpec
+from inferops.builders import desired_children
+from inferops.builders.router import routing_table
+from tests.conftest import OWNER, make_spec
+
+CONSUMERS = [
+    {"name": "notes", "weight": 10},
+    {"name": "rag"},
+    {"name": "ner", "serviceName": "ner-llm", "api": "embeddings", "weight": 100},
+]
+
+
+def children(**overrides: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    spec = make_spec(consumers=CONSUMERS, **overrides)
+    objects = desired_children(spec, OWNER, {"vllm": True, "ollama": False})
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def test_no_router_without_consumers() -> None:
+    kinds = {o["kind"] for o in desired_children(make_spec(), OWNER)}
+    assert kinds == {"Deployment", "Service"}
+    assert not any(o["metadata"]["name"].endswith("-router")
+                   for o in desired_children(make_spec(), OWNER))  # fmt: skip
+
+
+def test_one_service_per_consumer_in_front_of_the_router() -> None:
+    objects = children()
+    router = objects[("Deployment", "llama32-router")]
+    selector = router["spec"]["selector"]["matchLabels"]
+    for name, consumer in (("llama32-notes", "notes"), ("llama32-rag", "rag"),
+                           ("ner-llm", "ner")):  # fmt: skip
+        svc = objects[("Service", name)]
+        assert svc["spec"]["selector"] == selector
+        assert svc["metadata"]["labels"]["inferops.io/consumer"] == consumer
+        assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+            ("http", 80, "http"), ("ollama", 11434, "http")]  # fmt: skip
+
+
+def test_routing_table_content() -> None:
+    table = json.loads(objects_table())
+    assert table["model"] == "llama3.2"
+    assert table["engines"] == {
+        "vllm": {"url": "http://llama32-vllm.ai.svc:8000", "ready": True},
+        "ollama": {"url": "http://llama32-ollama.ai.svc:11434", "ready": False},
+    }
+    notes = table["consumers"][0]
+    assert notes == {"name": "notes", "weight": 10, "api": "chat", "hosts": [
+        "llama32-notes", "llama32-notes.ai", "llama32-notes.ai.svc",
+        "llama32-notes.ai.svc.cluster.local"]}  # fmt: skip
+    assert [c["name"] for c in table["consumers"]] == ["notes", "rag", "ner"]
+    assert table["fallback"] is True
+    assert table["timeouts"] == {"connectSeconds": 2, "firstByteSeconds": 60,
+                                 "totalSeconds": 600}  # fmt: skip
+    assert table["maxBodyBytes"] == 10 << 20
+
+
+def objects_table() -> str:
+    return str(children()[("ConfigMap", "llama32-router")]["data"]["routes.json"])
+
+
+def test_table_without_fallback_engine() -> None:
+    spec = make_spec(consumers=CONSUMERS, ollama=None)
+    assert set(routing_table(spec, OWNER, {"vllm": True})["engines"]) == {"vllm"}
+
+
+def test_router_reads_only_its_own_table() -> None:
+    objects = children()
+    role = objects[("Role", "llama32-router")]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["llama32-router"],
+                              "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    binding = objects[("RoleBinding", "llama32-router")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llama32-router",
+                                    "namespace": "ai"}]  # fmt: skip
+    pod = objects[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "llama32-router"
+    assert pod["containers"][0]["args"] == ["--configmap", "ai/llama32-router", "--port", "8080"]
+
+
+def test_apply_order_puts_table_and_identity_before_pods() -> None:
+    kinds = [o["kind"] for o in desired_children(make_spec(consumers=CONSUMERS), OWNER)]
+    assert kinds.index("ConfigMap") < kinds.index("Deployment")
+    assert kinds.index("RoleBinding") < kinds.index("Deployment")
+
+
+@pytest.mark.parametrize(
+    ("consumers", "words"),
+    [
+        ([{"name": "a"}, {"name": "a"}], "consumer names must be unique"),
+        ([{"name": "vllm"}], "may not be vllm"),
+        ([{"name": "e", "api": "embeddings", "weight": 50}], "weight 0 or 100"),
+        ([{"name": "a", "weight": 101}], "less than or equal to 100"),
+        ([{"name": "Notes"}], "should match pattern"),
+    ],
+)
+def test_bad_consumers_are_refused(consumers: list[dict[str, Any]], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        InferenceBackendSpec.model_validate(
+            {"model": "x", "vllm": {"model": "m"}, "consumers": consumers}
+        )
