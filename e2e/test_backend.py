@@ -4,6 +4,7 @@ columns, validation, cascade delete, drift repair, and no writes when nothing ch
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,26 @@ def wait_phase(kubectl: Kubectl, namespace: str, phase: str, name: str = NAME,
     return wait_for(f"{name} phase {phase}", probe, timeout)
 
 
+def routing_table(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    config_map = kubectl.get("configmap", "llama32-router", namespace)
+    assert config_map is not None, "no routing table"
+    return dict(json.loads(config_map["data"]["routes.json"]))
+
+
 def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     """resourceVersion of the resource and of every child: any write by anyone changes one."""
     return {
         f"{kind}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
-        for kind in ("inferencebackends", "deployments", "services", "pvc")
+        for kind in (
+            "inferencebackends",
+            "deployments",
+            "services",
+            "pvc",
+            "configmaps",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
+        )
         for o in kubectl.items(kind, namespace)
     }
 
@@ -85,6 +101,22 @@ def test_example_creates_engines_on_the_right_nodes(
     for service, port in (("llama32-vllm", 8000), ("llama32-ollama", 11434)):
         svc = kubectl.get("service", service, namespace)
         assert svc is not None and svc["spec"]["ports"][0]["port"] == port
+    for consumer in ("notes", "rag", "ner"):
+        svc = kubectl.get("service", f"llama32-{consumer}", namespace)
+        assert svc is not None, consumer
+        assert svc["spec"]["selector"]["inferops.io/component"] == "router"
+        assert [p["port"] for p in svc["spec"]["ports"]] == [80, 11434]
+    router = kubectl.get("deployment", "llama32-router", namespace)
+    assert router is not None and router["status"].get("readyReplicas") == 2
+    table = routing_table(kubectl, namespace)
+    assert [(c["name"], c["weight"]) for c in table["consumers"]] == [
+        ("notes", 10), ("rag", 0), ("ner", 0)]  # fmt: skip
+    assert table["engines"]["vllm"] == {"url": f"http://llama32-vllm.{namespace}.svc:8000",
+                                        "ready": True}  # fmt: skip
+    assert [(c["name"], c["weight"], c["endpoint"]) for c in ready["status"]["consumers"]] == [
+        (name, weight, f"http://llama32-{name}.{namespace}.svc")
+        for name, weight in (("notes", 10), ("rag", 0), ("ner", 0))
+    ]
     claims = kubectl.items("pvc", namespace)
     assert {c["metadata"]["name"] for c in claims} == {"llama32-vllm-cache", "llama32-ollama-cache"}
 
@@ -126,10 +158,14 @@ def test_deleting_the_resource_removes_every_child(
 
     def children() -> list[str]:
         found = []
-        for kind in ("deployments", "replicasets", "services", "pvc", "pods"):
-            found += [f"{kind}/{o['metadata']['name']}" for o in kubectl.items(kind, namespace)]
+        kinds = ("deployments", "replicasets", "services", "pvc", "pods", "configmaps",
+                 "serviceaccounts", "roles", "rolebindings")  # fmt: skip
+        for kind in kinds:
+            found += [f"{kind}/{o['metadata']['name']}"
+                      for o in kubectl.items(kind, namespace, f"inferops.io/backend={NAME}")]  # fmt: skip
         return found
 
+    assert children(), "nothing was created"
     wait_for("every child to be garbage-collected", lambda: children() == [] or None, 90)
 
 
@@ -199,6 +235,28 @@ def test_spec_changes_are_rolled_out_and_disabled_fallback_removed(
     ready = wait_phase(kubectl, namespace, "Ready")
     assert "ollama" not in ready["status"]
     assert kubectl.get("service", "llama32-ollama", namespace) is None
+
+
+def test_weight_change_reaches_the_routing_table_quickly(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    consumers = copy.deepcopy(EXAMPLE["spec"]["consumers"])
+    consumers[1]["weight"] = 50
+    started = time.monotonic()
+    apply_example(kubectl, namespace, consumers=consumers)
+
+    def rag_weight() -> bool:
+        return routing_table(kubectl, namespace)["consumers"][1]["weight"] == 50
+
+    wait_for("rag's new weight in the routing table", rag_weight, 10, interval=0.05)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"the routing table changed {elapsed:.2f}s after the spec"
+    status = wait_for("rag's weight in status", lambda: [
+        c for c in backend(kubectl, namespace)["status"]["consumers"]
+        if c["name"] == "rag" and c["weight"] == 50], 10)  # fmt: skip
+    assert status
 
 
 def test_existing_object_of_the_same_name_is_not_taken_over(
