@@ -152,20 +152,17 @@ def test_invalid_resources_are_rejected_with_the_field(
 def test_deleting_the_resource_removes_every_child(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
-    apply_example(kubectl, namespace)
-    wait_phase(kubectl, namespace, "Ready")
-    kubectl.run("delete", "inferencebackend", NAME, "-n", namespace, "--wait=true")
-
     def children() -> list[str]:
-        found = []
         kinds = ("deployments", "replicasets", "services", "pvc", "pods", "configmaps",
                  "serviceaccounts", "roles", "rolebindings")  # fmt: skip
-        for kind in kinds:
-            found += [f"{kind}/{o['metadata']['name']}"
-                      for o in kubectl.items(kind, namespace, f"inferops.io/backend={NAME}")]  # fmt: skip
-        return found
+        selector = f"inferops.io/backend={NAME}"
+        return [f"{kind}/{o['metadata']['name']}"
+                for kind in kinds for o in kubectl.items(kind, namespace, selector)]  # fmt: skip
 
-    assert children(), "nothing was created"
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    assert len(children()) >= 14, children()
+    kubectl.run("delete", "inferencebackend", NAME, "-n", namespace, "--wait=true")
     wait_for("every child to be garbage-collected", lambda: children() == [] or None, 90)
 
 
