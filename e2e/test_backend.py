@@ -33,7 +33,9 @@ def wait_phase(kubectl: Kubectl, namespace: str, phase: str, name: str = NAME,
                timeout: float = 90) -> dict[str, Any]:  # fmt: skip
     def probe() -> dict[str, Any] | None:
         obj = backend(kubectl, namespace, name)
-        return obj if obj.get("status", {}).get("phase") == phase else None
+        status = obj.get("status", {})
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and status.get("phase") == phase else None
 
     return wait_for(f"{name} phase {phase}", probe, timeout)
 

@@ -137,13 +137,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "up":
         started = time.monotonic()
-        cluster.up()
-        layout = cluster.layout
+        fresh = cluster.up()
+        layout = cluster.recorded_layout or cluster.layout
+        how = f"ready after {time.monotonic() - started:.1f}s" if fresh else "already running"
         print(
-            f"cluster ready ({time.monotonic() - started:.1f}s): {layout.gpu_nodes} GPU node(s) x "
-            f"{layout.gpus_per_node} nvidia.com/gpu, {layout.cpu_nodes} CPU node(s); "
-            f"server {cluster.server}"
+            f"cluster {how}: {cluster.node_summary()} ({layout.gpu_nodes} GPU node(s) with "
+            f"{layout.gpus_per_node} nvidia.com/gpu each, {layout.cpu_nodes} CPU node(s))"
         )
+        print(f"server: {cluster.server}")
         print(f"state dir: {cluster.state_dir}")
         print("use it with:")
         print(_usage_lines(cluster))

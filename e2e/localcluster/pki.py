@@ -1,9 +1,14 @@
 """Generate the local cluster's PKI with the ``openssl`` command-line tool.
 
 A CA, the apiserver's serving certificate, one client certificate per identity
-(admin, kube-controller-manager, kube-scheduler, kwok) and the service-account
-signing key pair. The ``openssl`` CLI is on every project machine, which keeps this
-package free of a cryptography dependency.
+(admin, kube-controller-manager, kube-scheduler, kwok), the service-account
+signing key pair, and a separate front-proxy CA. Nothing is signed by the
+front-proxy CA: it only exists so the apiserver publishes a requestheader CA, without
+which kube-controller-manager and kube-scheduler log an error about the missing
+``requestheader-client-ca-file`` every few seconds.
+
+The ``openssl`` CLI is on every project machine, which keeps this package free of a
+cryptography dependency.
 
 EC P-256 keys are used for certificates because generating them is instant, while
 RSA keygen would add noticeable time to a cold ``up``; the service-account key is
@@ -75,6 +80,14 @@ class PKI:
         return self.dir / "ca.key"
 
     @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.dir / "front-proxy-ca.key"
+
+    @property
     def apiserver_cert(self) -> Path:
         return self.dir / "apiserver.crt"
 
@@ -100,6 +113,8 @@ class PKI:
         files = [
             self.ca_cert,
             self.ca_key,
+            self.front_proxy_ca_cert,
+            self.front_proxy_ca_key,
             self.apiserver_cert,
             self.apiserver_key,
             self.sa_key,
@@ -125,7 +140,8 @@ def ensure_pki(directory: Path) -> PKI:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     log.info("generating cluster PKI in %s", directory)
-    _make_ca(pki)
+    _make_ca(pki.dir, "ca", "inferops-localcluster-ca")
+    _make_ca(pki.dir, "front-proxy-ca", "inferops-localcluster-front-proxy-ca")
     _make_leaf(
         pki,
         stem="apiserver",
@@ -171,11 +187,11 @@ def _write_config(path: Path, cn: str, organization: str | None, extensions: lis
     path.write_text("\n".join(lines) + "\n")
 
 
-def _make_ca(pki: PKI) -> None:
-    cnf = pki.dir / "ca.cnf"
+def _make_ca(directory: Path, stem: str, common_name: str) -> None:
+    cnf = directory / f"{stem}.cnf"
     _write_config(
         cnf,
-        "inferops-localcluster-ca",
+        common_name,
         None,
         [
             "basicConstraints = critical,CA:TRUE",
@@ -186,7 +202,8 @@ def _make_ca(pki: PKI) -> None:
     _openssl(
         "req", "-x509", "-config", str(cnf), "-extensions", "ext",
         "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(pki.ca_key), "-out", str(pki.ca_cert), "-days", str(CA_DAYS),
+        "-keyout", str(directory / f"{stem}.key"), "-out", str(directory / f"{stem}.crt"),
+        "-days", str(CA_DAYS),
     )  # fmt: skip
 
 

@@ -106,6 +106,12 @@ def is_running(record: ProcessRecord) -> bool:
     return state not in ("Z", "X")
 
 
+def _present(record: ProcessRecord) -> bool:
+    """Return whether the pid still has a /proc entry for this process (even as a zombie)."""
+    stat = _stat(record.pid)
+    return stat is not None and stat[1] == record.start_ticks
+
+
 def exit_code(record: ProcessRecord) -> int | None:
     """Return the exit code if this Python process started it and it has exited."""
     child = _CHILDREN.get(record.pid)
@@ -143,6 +149,22 @@ def stop(records: Sequence[ProcessRecord], grace: float = 10.0) -> list[str]:
     if alive:
         raise RuntimeError(f"could not stop: {', '.join(f'{r.name} (pid {r.pid})' for r in alive)}")
     return killed
+
+
+def wait_reaped(records: Sequence[ProcessRecord], timeout: float = 5.0) -> bool:
+    """Wait until dead processes have left the process table; return whether they all did.
+
+    A process whose launcher already exited (the usual case after the CLI's `up`) is
+    reaped by init, which on some machines does so only every second or two; until then
+    it shows up in `pgrep` as <defunct>. Waiting here makes "no process left after
+    down" literally true for whoever checks right after.
+    """
+    deadline = time.monotonic() + timeout
+    while any(_present(r) for r in records):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _signal(record: ProcessRecord, sig: signal.Signals) -> None:

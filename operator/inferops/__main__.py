@@ -23,11 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose)  # sets up logging for the whole process
+    if not args.verbose:
+        # One line per API call is debugging detail, not operations.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,

@@ -51,6 +51,13 @@ PRINTER_COLUMNS = [
 ]
 
 
+def _without_nulls(value: Any) -> Any:
+    """Defaults of nested models list unset optionals as null, which the API server refuses."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def structural(node: Any, defs: dict[str, Any]) -> Any:
     """Rewrite one pydantic JSON Schema node into a structural OpenAPI v3 schema node."""
     if isinstance(node, list):
@@ -72,6 +79,8 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node.pop("$ref").split("/")[-1]]
         node = {**target, **node}  # the field's own description/default win
     node.pop("title", None)
+    if isinstance(node.get("default"), dict):
+        node["default"] = _without_nulls(node["default"])
     if "properties" in node or node.get("additionalProperties") in (True, False):
         # Structural schemas allow additionalProperties only as the value schema of a map.
         node.pop("additionalProperties", None)

@@ -1,0 +1,94 @@
+"""`python -m inferops.router`: runs the router until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from inferops.router.configmap import ConfigMapSource
+from inferops.router.server import RouterServer
+from inferops.router.sources import FileSource, TableSource
+from inferops.router.state import RouterState
+from inferops.router.table import ROUTES_KEY
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inferops.router", description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--table-file", type=Path, help="routing table JSON file, re-read on change"
+    )
+    source.add_argument(
+        "--configmap",
+        metavar="[NS/]NAME",
+        help="watch this ConfigMap (namespace defaults to the pod's own)",
+    )
+    parser.add_argument("--configmap-key", default=ROUTES_KEY)
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=25.0,
+        help="on SIGTERM, how long requests in flight may take to finish",
+    )
+    parser.add_argument(
+        "--upstream-connections",
+        type=int,
+        default=4096,
+        help="limit of open connections to the engines (0: none)",
+    )
+    parser.add_argument("--upstream-keepalive-seconds", type=float, default=4.0)
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def make_source(args: argparse.Namespace) -> TableSource:
+    if args.table_file:
+        return FileSource(args.table_file)
+    namespace, _, name = str(args.configmap).rpartition("/")
+    if not namespace:
+        try:
+            namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+        except OSError:
+            raise SystemExit("--configmap needs NAMESPACE/NAME outside a pod") from None
+    return ConfigMapSource(namespace, name, key=args.configmap_key)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = RouterServer(
+        RouterState(),
+        make_source(args),
+        host=args.host,
+        port=args.port,
+        grace_seconds=args.grace_seconds,
+        access_log=args.access_log,
+        connection_limit=args.upstream_connections,
+        keepalive_seconds=args.upstream_keepalive_seconds,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Errors the router answers itself, rendered in the caller's dialect.
+
+OpenAI routes answer `{"error": {"message", "type", "code"}}` (what the OpenAI clients parse);
+Ollama routes answer `{"error": "..."}` (what Ollama and its clients use). The message always
+names the problem, so a consumer's log says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+OPENAI = "openai"
+OLLAMA = "ollama"
+
+
+class RouterError(Exception):
+    """A request the router refuses or cannot complete."""
+
+    def __init__(self, status: int, message: str, code: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+        self.consumer: str | None = None
+        """The consumer, when it was known before the request was refused."""
+
+
+def bad_json(detail: str) -> RouterError:
+    return RouterError(400, f"the request body is not valid JSON: {detail}", "invalid_json")
+
+
+def bad_request(message: str) -> RouterError:
+    return RouterError(400, message, "invalid_request")
+
+
+def too_large(limit: int) -> RouterError:
+    return RouterError(
+        413, f"the request body is larger than the limit of {limit} bytes", "request_too_large"
+    )
+
+
+def unknown_model(model: str, served: str) -> RouterError:
+    return RouterError(
+        404, f"model {model!r} not found: this endpoint serves {served!r}", "model_not_found"
+    )
+
+
+def unknown_consumer(host: str | None, override: str | None) -> RouterError:
+    if override:
+        what = f"X-Inferops-Consumer {override!r} names no consumer"
+    else:
+        what = f"Host {host!r} matches no consumer"
+    return RouterError(404, f"unknown consumer: {what} of this router", "consumer_not_found")
+
+
+def no_table() -> RouterError:
+    return RouterError(503, "no routing table loaded yet", "no_routing_table", "server_error")
+
+
+def render(dialect: str, error: RouterError, headers: dict[str, str] | None = None) -> web.Response:
+    if dialect == OLLAMA:
+        payload: object = {"error": error.message}
+    else:
+        payload = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
+    return web.Response(
+        status=error.status,
+        body=json.dumps(payload).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def stream_error_openai(message: str, code: str) -> bytes:
+    """An in-band SSE error event: the OpenAI clients raise on it."""
+    payload = {"error": {"message": message, "type": "server_error", "code": code}}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def stream_error_ollama(message: str) -> bytes:
+    """An in-band NDJSON error line: the Ollama clients raise on it."""
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+__all__ = [
+    "OLLAMA",
+    "OPENAI",
+    "RouterError",
+    "bad_json",
+    "bad_request",
+    "no_table",
+    "render",
+    "stream_error_ollama",
+    "stream_error_openai",
+    "too_large",
+    "unknown_consumer",
+    "unknown_model",
+]

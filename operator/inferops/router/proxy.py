@@ -1,0 +1,146 @@
+"""What every proxied request goes through, whichever API it speaks: find its consumer, read
+and check its body, then hand it to the API's own handler; turn refusals into error answers
+in that API's dialect and count them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from inferops.router import errors
+from inferops.router.errors import RouterError
+from inferops.router.metrics import CLIENT_CLOSED, NO_ENGINE, UNKNOWN_CONSUMER, Exchange
+from inferops.router.routes import ConsumerRoute, Routes, Target
+from inferops.router.state import RouterState
+
+CONSUMER_HEADER = "X-Inferops-Consumer"
+ENGINE_HEADER = "X-Inferops-Engine"
+
+
+@dataclass(slots=True)
+class Intake:
+    """A request that passed the checks: its table, consumer, body and recorder."""
+
+    routes: Routes
+    consumer: ConsumerRoute
+    raw: bytes
+    doc: dict[str, Any]
+    model: str
+    """The model name the client asked for (echoed back by the Ollama API)."""
+    ex: Exchange
+    deadline: float
+
+    def targets(self) -> tuple[Target, ...]:
+        return self.consumer.pick(random.random())
+
+    def headers(self, target: Target) -> dict[str, str]:
+        return {ENGINE_HEADER: target.name, CONSUMER_HEADER: self.consumer.name}
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise errors.too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def take(request: web.Request, state: RouterState, route: str) -> Intake:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    routes = state.routes
+    if routes is None:
+        raise errors.no_table()
+    headers = request.headers
+    host, override = headers.get("Host"), headers.get(CONSUMER_HEADER)
+    consumer = routes.consumer(host, override)
+    if consumer is None:
+        raise errors.unknown_consumer(host, override)
+    try:
+        raw = await read_body(request, routes.max_body_bytes)
+        try:
+            doc = json.loads(raw)
+        except ValueError as err:
+            raise errors.bad_json(str(err)) from None
+        if not isinstance(doc, dict):
+            raise errors.bad_request("the request body must be a JSON object")
+        model = doc.get("model")
+        if not isinstance(model, str) or not model:
+            raise errors.bad_request("the request names no 'model'")
+        if model not in routes.model_names:
+            raise errors.unknown_model(model, routes.model)
+    except RouterError as err:
+        err.consumer = consumer.name
+        raise
+    ex = Exchange(state.metrics, consumer.name, route, start)
+    return Intake(routes, consumer, raw, doc, model, ex, start + routes.total_seconds)
+
+
+Serve = Callable[[web.Request, Intake], Awaitable[web.StreamResponse]]
+
+
+async def handle(
+    request: web.Request, state: RouterState, route: str, dialect: str, serve: Serve
+) -> web.StreamResponse:
+    """Runs `serve` on a checked request; every way out is counted exactly once."""
+    intake: Intake | None = None
+    try:
+        intake = await take(request, state, route)
+        return await serve(request, intake)
+    except RouterError as err:
+        ex = intake.ex if intake else None
+        if ex is None or ex.engine == NO_ENGINE:
+            state.metrics.refused(err.consumer or UNKNOWN_CONSUMER, route, err.status)
+        elif ex.active:
+            ex.error(err.code)
+            ex.done(err.status)
+        # else: `upstream.send` counted the failed attempt already.
+        return errors.render(dialect, err)
+    except ConnectionResetError:  # the client went away before its answer was written
+        if intake:
+            intake.ex.done(CLIENT_CLOSED)
+        raise
+    finally:
+        if intake is not None and intake.ex.active:
+            # Cancellation or a bug: whatever happened, the attempt is over.
+            intake.ex.done(CLIENT_CLOSED if _cancelled() else 500)
+
+
+def _cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def json_response(
+    payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+__all__ = [
+    "CONSUMER_HEADER",
+    "ENGINE_HEADER",
+    "Intake",
+    "handle",
+    "json_response",
+    "read_body",
+    "take",
+]

@@ -1,0 +1,159 @@
+"""A routing table compiled for the data path: the lookups and the engine choice. Pure.
+
+Everything a request needs is precomputed when a table is installed (host and name lookups,
+the accepted model names, each consumer's effective vLLM share after readiness, the order of
+engines to try, the upstream URLs), so routing a request is two dict lookups and one random
+number. A request keeps the `Routes` object it started with, so swapping tables never changes
+the engine of a request in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from yarl import URL
+
+from inferops.router.table import RoutingTable, normalize_host
+
+VLLM = "vllm"
+OLLAMA = "ollama"
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+UPSTREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One engine as the data path sees it."""
+
+    name: str
+    base_url: str
+    ready: bool
+    urls: dict[str, URL]
+    """Upstream path -> absolute URL, parsed once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRoute:
+    """One consumer's routing decision inputs, precomputed."""
+
+    name: str
+    api: str
+    weight: int
+    """The weight the operator set."""
+    vllm_share: float
+    """Percent of requests that start on vLLM once readiness is applied (0, 100 or weight)."""
+    via_vllm: tuple[Target, ...]
+    """Engines tried, in order, for a request that starts on vLLM (vLLM, then maybe Ollama)."""
+    via_ollama: tuple[Target, ...]
+
+    def pick(self, draw: float) -> tuple[Target, ...]:
+        """The engines to try for a request, given `draw`, uniform in [0, 1)."""
+        return self.via_vllm if draw * 100.0 < self.vllm_share else self.via_ollama
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """A compiled `RoutingTable`."""
+
+    table: RoutingTable
+    generation: int
+    model: str
+    model_names: frozenset[str]
+    by_host: dict[str, ConsumerRoute]
+    by_name: dict[str, ConsumerRoute]
+    consumers: tuple[ConsumerRoute, ...]
+    connect_seconds: float
+    first_byte_seconds: float
+    total_seconds: float
+    max_body_bytes: int
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    def consumer(self, host: str | None, override: str | None) -> ConsumerRoute | None:
+        """The consumer a request belongs to: the override header names it, else the Host."""
+        if override:
+            return self.by_name.get(override)
+        if not host:
+            return None
+        found = self.by_host.get(host)
+        if found is None:
+            # Only now pay for normalising: most Host headers arrive exactly as listed.
+            found = self.by_host.get(normalize_host(host))
+        return found
+
+    def accepts(self, model: str) -> bool:
+        return model in self.model_names
+
+
+def _target(name: str, url: str, ready: bool) -> Target:
+    base = url.rstrip("/")
+    return Target(name, base, ready, {path: URL(base + path) for path in UPSTREAM_PATHS})
+
+
+def _model_names(model: str, aliases: list[str]) -> frozenset[str]:
+    # Ollama treats `name` and `name:latest` as one model; so do its clients, so accept both.
+    names: set[str] = set()
+    for name in (model, *aliases):
+        names.add(name)
+        if ":" not in name.rpartition("/")[2]:
+            names.add(name + ":latest")
+    return frozenset(names)
+
+
+def compile_table(table: RoutingTable, generation: int = 0) -> Routes:
+    vllm = _target(VLLM, table.engines.vllm.url, table.engines.vllm.ready)
+    ollama = (
+        _target(OLLAMA, table.engines.ollama.url, table.engines.ollama.ready)
+        if table.engines.ollama
+        else None
+    )
+    consumers: list[ConsumerRoute] = []
+    for consumer in table.consumers:
+        share: float = consumer.weight
+        if ollama is None or (vllm.ready and not ollama.ready):
+            share = 100.0
+        elif ollama.ready and not vllm.ready:
+            share = 0.0
+        # Neither ready: keep the weight. The table may lag behind the endpoints, and an
+        # attempt costs one refused connection where refusing the request costs it for sure.
+        fallback_ok = table.fallback and ollama is not None and ollama.ready
+        via_vllm = (vllm, ollama) if fallback_ok and ollama is not None else (vllm,)
+        via_ollama = (ollama,) if ollama is not None else via_vllm
+        consumers.append(
+            ConsumerRoute(consumer.name, consumer.api, consumer.weight, share, via_vllm, via_ollama)
+        )
+    by_name = {c.name: c for c in consumers}
+    by_host: dict[str, ConsumerRoute] = {}
+    for consumer, route in zip(table.consumers, consumers, strict=True):
+        for host in consumer.hosts:
+            by_host[normalize_host(host)] = route
+    targets = {VLLM: vllm} | ({OLLAMA: ollama} if ollama else {})
+    return Routes(
+        table=table,
+        generation=generation,
+        model=table.model,
+        model_names=_model_names(table.model, table.aliases),
+        by_host=by_host,
+        by_name=by_name,
+        consumers=tuple(consumers),
+        connect_seconds=table.timeouts.connect_seconds,
+        first_byte_seconds=table.timeouts.first_byte_seconds,
+        total_seconds=table.timeouts.total_seconds,
+        max_body_bytes=table.max_body_bytes,
+        targets=targets,
+    )
+
+
+__all__ = [
+    "CHAT_PATH",
+    "COMPLETIONS_PATH",
+    "EMBEDDINGS_PATH",
+    "OLLAMA",
+    "VLLM",
+    "ConsumerRoute",
+    "Routes",
+    "Target",
+    "compile_table",
+]

@@ -1,0 +1,80 @@
+"""The router's shared state: the installed routes, the metrics and the upstream session.
+
+Tables arrive from a source (`inferops.router.sources`) and are installed by swapping one
+reference; a request reads `routes` once and keeps that object, so a swap never touches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+
+from inferops.router.metrics import RouterMetrics
+from inferops.router.routes import Routes, compile_table
+from inferops.router.table import RoutingTable
+
+log = logging.getLogger("inferops.router")
+
+
+class RouterState:
+    def __init__(self, metrics: RouterMetrics | None = None) -> None:
+        self.metrics = metrics or RouterMetrics()
+        self.routes: Routes | None = None
+        self.loaded_at = 0.0
+        """Wall-clock time the current table was installed."""
+        self.draining = False
+        """Set on SIGTERM: /readyz turns 503 so endpoints drop the pod while streams finish."""
+        self.generation = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the upstream session is created when the server starts")
+        return self._session
+
+    @session.setter
+    def session(self, session: aiohttp.ClientSession | None) -> None:
+        self._session = session
+
+    def install(self, table: RoutingTable) -> bool:
+        """Makes `table` the one new requests use; False when it equals the current one."""
+        metrics = self.metrics
+        if self.routes is not None and self.routes.table == table:
+            metrics.table_loads.labels("unchanged").inc()
+            return False
+        self.generation += 1
+        routes = compile_table(table, self.generation)
+        previous = self.routes
+        self.routes = routes
+        self.loaded_at = time.time()
+        metrics.table_loads.labels("installed").inc()
+        metrics.table_generation.set(self.generation)
+        for consumer in routes.consumers:
+            metrics.weight.labels(consumer.name, "configured").set(consumer.weight)
+            metrics.weight.labels(consumer.name, "effective").set(consumer.vllm_share)
+        if previous is not None:
+            for name in previous.by_name.keys() - routes.by_name.keys():
+                for kind in ("configured", "effective"):
+                    metrics.weight.remove(name, kind)
+        log.info(
+            "routing table %d installed: model %s, vllm %s, ollama %s, weights %s",
+            self.generation,
+            table.model,
+            "ready" if table.engines.vllm.ready else "not ready",
+            "absent"
+            if table.engines.ollama is None
+            else ("ready" if table.engines.ollama.ready else "not ready"),
+            {c.name: c.vllm_share for c in routes.consumers},
+        )
+        return True
+
+    def reject(self, message: str) -> None:
+        """A table could not be used; the current one stays."""
+        self.metrics.table_loads.labels("invalid").inc()
+        log.error("routing table rejected, keeping the current one: %s", message)
+
+
+__all__ = ["RouterState"]

@@ -1,0 +1,125 @@
+"""The routing table: the contract between the operator (writer) and the router (reader).
+
+The operator writes it as JSON with camelCase keys into the ConfigMap key `routes.json`; the
+router validates it with these models and compiles it into lookups (`inferops.router.routes`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from inferops.api.base import Model
+
+ROUTES_KEY = "routes.json"
+"""The ConfigMap key that holds the table."""
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class TableModel(Model):
+    """Base of the table's models.
+
+    Unknown fields are ignored rather than refused (unlike the CRD models): during an upgrade
+    a newer operator may write fields an older router does not know yet, and refusing the
+    whole table would freeze that router on its previous weights.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Engine(TableModel):
+    """One engine's OpenAI-compatible API."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^/\s]+/?$")]
+    """Base URL without a path (`http://svc.ns.svc:8000`); `/v1/...` is appended."""
+    ready: bool = True
+    """False when the engine has no Ready endpoints: it then gets no traffic."""
+
+
+class Engines(TableModel):
+    """The two engines; Ollama is optional (no fallback engine without it)."""
+
+    vllm: Engine
+    ollama: Engine | None = None
+
+
+class Consumer(TableModel):
+    """One consuming service and its share of vLLM."""
+
+    name: Annotated[str, Field(min_length=1)]
+    """The consumer's name, as used in metrics and in the `X-Inferops-Consumer` header."""
+    hosts: list[str] = []
+    """Host names (without port) under which the consumer's Service reaches the router."""
+    weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent of this consumer's requests sent to vLLM; the rest go to Ollama."""
+    api: Literal["chat", "embeddings"] = "chat"
+    """What the consumer uses; the operator keeps embeddings consumers at 0 or 100."""
+
+
+class Timeouts(TableModel):
+    """Upstream time limits."""
+
+    connect_seconds: Annotated[float, Field(gt=0)] = 2.0
+    """Limit for opening a TCP connection to an engine."""
+    first_byte_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """Limit for an engine's first response byte while a fallback engine remains; also the
+    longest silence tolerated between two chunks of a stream."""
+    total_seconds: Annotated[float, Field(gt=0)] = 600.0
+    """Limit for a whole request, fallback included."""
+
+
+class RoutingTable(TableModel):
+    """Everything the router needs to route one InferenceBackend's traffic."""
+
+    model: Annotated[str, Field(min_length=1)]
+    """The logical model name; upstream requests always carry it."""
+    aliases: list[str] = []
+    """Other model names clients may send; they are rewritten to `model`."""
+    engines: Engines
+    consumers: list[Consumer] = []
+    fallback: bool = True
+    """Retry a request that failed on vLLM before any byte was sent, once, on Ollama."""
+    timeouts: Timeouts = Timeouts()
+    max_body_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted; larger ones get 413."""
+
+    @model_validator(mode="after")
+    def _unique_names_and_hosts(self) -> RoutingTable:
+        names: set[str] = set()
+        owners: dict[str, str] = {}
+        for consumer in self.consumers:
+            if consumer.name in names:
+                raise ValueError(f"consumer {consumer.name!r} is listed twice")
+            names.add(consumer.name)
+            for host in consumer.hosts:
+                key = normalize_host(host)
+                if key in owners and owners[key] != consumer.name:
+                    raise ValueError(
+                        f"host {host!r} belongs to both {owners[key]!r} and {consumer.name!r}"
+                    )
+                owners[key] = consumer.name
+        return self
+
+
+def normalize_host(host: str) -> str:
+    """A Host header value reduced to the name it names: no port, no trailing dot, lowercase."""
+    if host.startswith("["):  # IPv6 literal, `[::1]:8080`
+        end = host.find("]")
+        name = host[: end + 1] if end != -1 else host
+    else:
+        name = host.partition(":")[0]
+    return name.rstrip(".").lower()
+
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "ROUTES_KEY",
+    "Consumer",
+    "Engine",
+    "Engines",
+    "RoutingTable",
+    "Timeouts",
+    "normalize_host",
+]

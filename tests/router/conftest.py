@@ -1,0 +1,146 @@
+"""Fixtures of the router tests: two engine stand-ins, and the router in this event loop
+reading its table from a file, with the official `openai` and `ollama` clients as consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import ollama
+import openai
+import pytest
+
+from inferops.router.server import RouterServer
+from inferops.router.sources import FileSource
+from inferops.router.state import RouterState
+from tests.router.fakes import FakeEngine
+
+NS = "ai"
+
+
+def hosts(service: str) -> list[str]:
+    return [service, f"{service}.{NS}", f"{service}.{NS}.svc", f"{service}.{NS}.svc.cluster.local"]
+
+
+def base_table(vllm_url: str, ollama_url: str | None) -> dict[str, Any]:
+    engines: dict[str, Any] = {"vllm": {"url": vllm_url, "ready": True}}
+    if ollama_url:
+        engines["ollama"] = {"url": ollama_url, "ready": True}
+    return {
+        "model": "llama3.2",
+        "aliases": ["llama3.2:3b"],
+        "engines": engines,
+        "consumers": [
+            {"name": "notes", "hosts": hosts("llama32-notes"), "weight": 100, "api": "chat"},
+            {"name": "rag", "hosts": hosts("llama32-rag"), "weight": 0, "api": "chat"},
+            {"name": "ner", "hosts": hosts("llama32-ner"), "weight": 30, "api": "chat"},
+            {
+                "name": "search",
+                "hosts": hosts("llama32-search"),
+                "weight": 100,
+                "api": "embeddings",
+            },
+        ],
+        "fallback": True,
+        "timeouts": {"connectSeconds": 1, "firstByteSeconds": 2, "totalSeconds": 20},
+        "maxBodyBytes": 65536,
+    }
+
+
+class Router:
+    """The router under test, its table file and ways to talk to it."""
+
+    def __init__(self, server: RouterServer, path: Path, table: dict[str, Any]) -> None:
+        self.server = server
+        self.path = path
+        self.table = table
+        self.http: aiohttp.ClientSession = aiohttp.ClientSession()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def state(self) -> RouterState:
+        return self.server.state
+
+    async def set_table(self, **changes: Any) -> None:
+        """Writes the table with `changes` (top-level keys) and waits until it is installed."""
+        new = {**self.table, **changes}
+        if new == self.table:
+            return
+        self.table = new
+        generation = self.state.generation
+        self.path.write_text(json.dumps(self.table))
+        await wait_for(lambda: self.state.generation > generation, "the new table")
+
+    async def set_weight(self, consumer: str, weight: int) -> None:
+        consumers = [
+            {**c, "weight": weight} if c["name"] == consumer else c for c in self.table["consumers"]
+        ]
+        await self.set_table(consumers=consumers)
+
+    async def set_engine(self, engine: str, **fields: Any) -> None:
+        engines = dict(self.table["engines"])
+        engines[engine] = {**engines[engine], **fields}
+        await self.set_table(engines=engines)
+
+    def openai(self, host: str = "llama32-notes", **headers: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1",
+            api_key="sk-test",
+            max_retries=0,
+            timeout=10,
+            default_headers={"Host": host, **headers},
+        )
+
+    def ollama(self, host: str = "llama32-notes", **headers: str) -> ollama.AsyncClient:
+        return ollama.AsyncClient(host=self.url, timeout=10, headers={"Host": host, **headers})
+
+    async def metrics(self) -> str:
+        async with self.http.get(f"{self.url}/metrics") as response:
+            return await response.text()
+
+
+async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def vllm() -> AsyncIterator[FakeEngine]:
+    engine = FakeEngine("vllm")
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+@pytest.fixture
+async def ollama_engine() -> AsyncIterator[FakeEngine]:
+    engine = FakeEngine("ollama")
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+@pytest.fixture
+async def router(
+    tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> AsyncIterator[Router]:
+    path = tmp_path / "routes.json"
+    table = base_table(vllm.url, ollama_engine.url)
+    path.write_text(json.dumps(table))
+    server = RouterServer(RouterState(), FileSource(path, interval=0.01), grace_seconds=2.0)
+    await server.start()
+    harness = Router(server, path, table)
+    await wait_for(lambda: server.state.routes is not None, "the first table")
+    yield harness
+    await harness.http.close()
+    await server.stop()

@@ -1,0 +1,292 @@
+"""The ConfigMap source against a stand-in Kubernetes API that lists and watches ConfigMaps
+like the real one (resourceVersions, `410 Gone`, watches that end), and end to end through
+the router: a weight written to the ConfigMap changes where requests go, without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from kubernetes.config import kube_config
+
+from inferops.router.configmap import ConfigMapSource
+from inferops.router.routes import VLLM
+from inferops.router.server import RouterServer
+from inferops.router.state import RouterState
+from tests.router.conftest import base_table, wait_for
+from tests.router.fakes import FakeEngine
+
+NS, NAME = "ai", "llama32-routes"
+END = object()
+
+
+class FakeKubeApi:
+    """A stand-in for the API server's ConfigMap endpoints: list, and watch from a version."""
+
+    def __init__(self) -> None:
+        self.version = 100
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.oldest = 0  # watches from an older version get 410 Gone
+        self.watchers: list[asyncio.Queue[object]] = []
+        self.lists = 0
+        self.watches = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/{ns}/configmaps", self._configmaps)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    async def stop(self) -> None:
+        self.end_watches()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def put(self, name: str, data: dict[str, str]) -> None:
+        self.version += 1
+        kind = "MODIFIED" if name in self.objects else "ADDED"
+        obj = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "data": data,
+            "metadata": {"name": name, "namespace": NS, "resourceVersion": str(self.version)},
+        }
+        self.objects[name] = obj
+        self._emit({"type": kind, "object": obj})
+
+    def delete(self, name: str) -> None:
+        self.version += 1
+        obj = self.objects.pop(name)
+        self._emit({"type": "DELETED", "object": obj})
+
+    def end_watches(self) -> None:
+        """The server closes every watch (as it does at `timeoutSeconds`)."""
+        for queue in self.watchers:
+            queue.put_nowait(END)
+
+    def expire(self) -> None:
+        """Compaction: every version up to now is gone; open watches get 410."""
+        self.oldest = self.version + 1
+        for queue in self.watchers:
+            queue.put_nowait(self._gone())
+            queue.put_nowait(END)
+
+    def _gone(self) -> dict[str, Any]:
+        return {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "code": 410,
+                "reason": "Expired",
+                "message": "too old resource version",
+            },
+        }
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.history.append(event)
+        for queue in self.watchers:
+            queue.put_nowait(event)
+
+    async def _configmaps(self, request: web.Request) -> web.StreamResponse:
+        name = request.query["fieldSelector"].removeprefix("metadata.name=")
+        if request.query.get("watch") != "true":
+            self.lists += 1
+            items = [self.objects[name]] if name in self.objects else []
+            return web.json_response(
+                {
+                    "kind": "ConfigMapList",
+                    "items": items,
+                    "metadata": {"resourceVersion": str(self.version)},
+                }
+            )
+        self.watches += 1
+        since = int(request.query["resourceVersion"])
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        if since < self.oldest:
+            queue.put_nowait(self._gone())
+            queue.put_nowait(END)
+        for event in self.history:
+            if int(event["object"]["metadata"]["resourceVersion"]) > since:
+                queue.put_nowait(event)
+        self.watchers.append(queue)
+        try:
+            while (event := await queue.get()) is not END:
+                obj = event["object"]  # type: ignore[index]
+                if obj.get("metadata", {}).get("name", name) == name:
+                    await response.write(json.dumps(event).encode() + b"\n")
+        finally:
+            self.watchers.remove(queue)
+        await response.write_eof()
+        return response
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.installed: list[Any] = []
+        self.rejected: list[str] = []
+
+    def install(self, table: Any) -> bool:
+        self.installed.append(table)
+        return True
+
+    def reject(self, message: str) -> None:
+        self.rejected.append(message)
+
+
+def routes_json(weight: int) -> dict[str, str]:
+    table = base_table("http://127.0.0.1:1", None)
+    table["consumers"][0]["weight"] = weight
+    return {"routes.json": json.dumps(table)}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeKubeApi]:
+    server = FakeKubeApi()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def running(api: FakeKubeApi) -> AsyncIterator[Sink]:
+    sink = Sink()
+    http = httpx.AsyncClient(base_url=api.url)
+    task = asyncio.create_task(ConfigMapSource(NS, NAME, http=http, max_backoff=0.05).run(sink))
+    yield sink
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await http.aclose()
+
+
+def weights(sink: Sink) -> list[int]:
+    return [t.consumers[0].weight for t in sink.installed]
+
+
+async def test_list_then_watch_delivers_every_change_quickly(
+    api: FakeKubeApi, running: Sink
+) -> None:
+    await wait_for(lambda: api.watches == 1, "the watch")  # the ConfigMap does not exist yet
+    assert running.installed == []
+    api.put(NAME, routes_json(10))
+    await wait_for(lambda: weights(running) == [10], "the created table")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    api.put(NAME, routes_json(50))
+    await wait_for(lambda: weights(running) == [10, 50], "the changed table")
+    assert loop.time() - started < 0.5  # one watch event, no polling
+    api.put("another-configmap", routes_json(99))  # not ours: ignored
+    api.put(NAME, {**routes_json(50), "unrelated": "x"})  # same table: not reinstalled
+    await asyncio.sleep(0.1)
+    assert weights(running) == [10, 50]
+    assert api.lists == 1
+
+
+async def test_relists_when_the_watch_ends_or_expires(api: FakeKubeApi, running: Sink) -> None:
+    api.put(NAME, routes_json(10))
+    await wait_for(lambda: weights(running) == [10], "the first table")
+    api.end_watches()
+    await wait_for(lambda: api.watches == 2, "a new watch")
+    api.put(NAME, routes_json(20))
+    await wait_for(lambda: weights(running) == [10, 20], "a change after the re-watch")
+    api.expire()  # 410 Gone on the open watch ...
+    api.put(NAME, routes_json(30))  # ... and a change the expired watch never delivered
+    await wait_for(lambda: weights(running) == [10, 20, 30], "the change found by re-listing")
+    assert api.lists == 3
+
+
+async def test_an_invalid_or_deleted_table_keeps_the_current_one(
+    api: FakeKubeApi, running: Sink
+) -> None:
+    api.put(NAME, routes_json(10))
+    await wait_for(lambda: weights(running) == [10], "the first table")
+    api.put(NAME, {"routes.json": '{"model": "m"}'})
+    await wait_for(lambda: len(running.rejected) == 1, "the rejection")
+    assert "engines" in running.rejected[0]
+    api.put(NAME, {"other": "x"})
+    await wait_for(lambda: len(running.rejected) == 2, "the second rejection")
+    assert "key is missing" in running.rejected[1]
+    api.delete(NAME)
+    api.put(NAME, routes_json(40))
+    await wait_for(lambda: weights(running) == [10, 40], "the recreated table")
+
+
+async def test_credentials_come_from_kubeconfig(
+    api: FakeKubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": api.url}}],
+                "users": [{"name": "test", "user": {"token": "router-token"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # The loader reads KUBECONFIG when it is imported, so point its default at the file.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    api.put(NAME, routes_json(70))
+    sink = Sink()
+    task = asyncio.create_task(ConfigMapSource(NS, NAME).run(sink))
+    try:
+        await wait_for(lambda: weights(sink) == [70], "the table through kubeconfig")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_router_follows_the_configmap_without_restart(
+    api: FakeKubeApi, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    table = base_table(vllm.url, ollama_engine.url)
+    api.put(NAME, {"routes.json": json.dumps(table)})
+    http = httpx.AsyncClient(base_url=api.url)
+    state = RouterState()
+    server = RouterServer(state, ConfigMapSource(NS, NAME, http=http), grace_seconds=1)
+    await server.start()
+    try:
+        await wait_for(lambda: state.routes is not None, "the first table")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+
+            async def ask() -> str:
+                response = await client.post(
+                    "/v1/embeddings",
+                    json={"model": "llama3.2", "input": "x"},
+                    headers={"Host": "llama32-notes"},
+                )
+                return response.headers["x-inferops-engine"]
+
+            assert await ask() == VLLM
+            table["consumers"][0]["weight"] = 0
+            started = asyncio.get_running_loop().time()
+            api.put(NAME, {"routes.json": json.dumps(table)})
+            await wait_for(lambda: state.generation == 2, "the new weight")
+            assert asyncio.get_running_loop().time() - started < 2.0
+            assert {await ask() for _ in range(5)} == {"ollama"}
+    finally:
+        await server.stop()
+        await http.aclose()
