@@ -10,6 +10,13 @@ import kopf
 import inferops.handlers  # noqa: F401  (registers the handlers)
 
 
+class _QuietChildEvents(logging.Filter):
+    """Drops kopf's INFO line for every successfully handled child event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and "'child_changed'" in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
     parser.add_argument(
@@ -25,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose)  # sets up logging for the whole process
     if not args.verbose:
-        # One line per API call is debugging detail, not operations.
+        # One line per API call, or per pod status change, is debugging detail.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").addFilter(_QuietChildEvents())
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
