@@ -88,7 +88,11 @@ class FakeEngine:
         self.seen.append(Seen(request.path, body, dict(request.headers)))
         b = self.behaviour
         if b.delay:
-            await asyncio.sleep(b.delay)
+            try:
+                await asyncio.sleep(b.delay)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if b.fail_status:
             error = {
                 "message": f"{self.name} failed on purpose",

@@ -189,16 +189,13 @@ async def test_list_then_watch_delivers_every_change_quickly(
     assert running.installed == []
     api.put(NAME, routes_json(10))
     await wait_for(lambda: weights(running) == [10], "the created table")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     api.put(NAME, routes_json(50))
-    await wait_for(lambda: weights(running) == [10, 50], "the changed table")
-    assert loop.time() - started < 0.5  # one watch event, no polling
+    await wait_for(lambda: weights(running) == [10, 50], "the changed table", timeout=2.0)
     api.put("another-configmap", routes_json(99))  # not ours: ignored
     api.put(NAME, {**routes_json(50), "unrelated": "x"})  # same table: not reinstalled
     await asyncio.sleep(0.1)
     assert weights(running) == [10, 50]
-    assert api.lists == 1
+    assert api.lists == 1  # every change came as a watch event: no re-listing, no polling
 
 
 async def test_relists_when_the_watch_ends_or_expires(api: FakeKubeApi, running: Sink) -> None:
@@ -282,10 +279,8 @@ async def test_router_follows_the_configmap_without_restart(
 
             assert await ask() == VLLM
             table["consumers"][0]["weight"] = 0
-            started = asyncio.get_running_loop().time()
             api.put(NAME, {"routes.json": json.dumps(table)})
-            await wait_for(lambda: state.generation == 2, "the new weight")
-            assert asyncio.get_running_loop().time() - started < 2.0
+            await wait_for(lambda: state.generation == 2, "the new weight", timeout=2.0)
             assert {await ask() for _ in range(5)} == {"ollama"}
     finally:
         await server.stop()

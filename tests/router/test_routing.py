@@ -164,27 +164,29 @@ async def test_fallback_when_vllm_refuses_connections(
     )
 
 
+@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_when_vllm_sends_no_first_byte_in_time(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, stream: bool
 ) -> None:
     timeouts = {"connectSeconds": 1, "firstByteSeconds": 0.2, "totalSeconds": 20}
     await router.set_table(timeouts=timeouts)
-    vllm.behaviour.delay = 5.0
+    vllm.behaviour.delay = 30.0  # far beyond the client's own 10 s timeout
     client = router.openai("llama32-notes")
-    started = asyncio.get_running_loop().time()
-    results = await asyncio.gather(
-        *(
-            client.chat.completions.create(model="llama3.2", messages=MESSAGES, stream=True)
-            for _ in range(4)
-        )
-    )
-    for stream in results:
+
+    async def ask() -> str:
+        if not stream:
+            completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
+            return completion.choices[0].message.content or ""
         text = ""
-        async for chunk in stream:
+        async for chunk in await client.chat.completions.create(
+            model="llama3.2", messages=MESSAGES, stream=True
+        ):
             text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        assert text == "Hello from ollama"
-    assert asyncio.get_running_loop().time() - started < 2.0
-    assert ollama_engine.hits == 4
+        return text
+
+    assert await asyncio.gather(*(ask() for _ in range(4))) == ["Hello from ollama"] * 4
+    assert (vllm.hits, ollama_engine.hits) == (4, 4)
+    await wait_for(lambda: vllm.cancelled == 4, "the abandoned vLLM requests to be closed")
     metrics = await router.metrics()
     assert (
         sample(
@@ -326,6 +328,30 @@ async def test_client_disconnect_cancels_the_upstream_request(
     assert (
         sample(metrics, "inferops_router_in_flight_requests", consumer="notes", engine="vllm") == 0
     )
+
+
+async def test_client_giving_up_on_a_non_stream_request_cancels_it_upstream(
+    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    vllm.behaviour.delay = 5.0  # longer than the client waits; no fallback limit is hit
+    with pytest.raises(TimeoutError):
+        async with router.http.post(
+            f"{router.url}/v1/chat/completions",
+            json={"model": "llama3.2", "messages": MESSAGES},
+            headers={"Host": "llama32-notes"},
+            timeout=aiohttp.ClientTimeout(total=0.3),
+        ):
+            pass
+    await wait_for(lambda: vllm.cancelled == 1, "the upstream request to be cancelled")
+    assert ollama_engine.hits == 0
+    metrics = await router.metrics()
+    assert (
+        sample(
+            metrics, "inferops_router_requests_total", consumer="notes", engine="vllm", code="499"
+        )
+        == 1
+    )
+    assert sample(metrics, "inferops_router_in_flight_requests", engine="vllm") == 0
 
 
 async def test_metrics_carry_consumer_engine_and_route(router: Router, vllm: FakeEngine) -> None:

@@ -67,9 +67,7 @@ async def test_streams_past_the_grace_period_are_cut(tmp_path: Path, vllm: FakeE
         ) as response,
     ):
         await response.content.readany()
-        started = asyncio.get_running_loop().time()
-        await server.stop()
-        assert asyncio.get_running_loop().time() - started < 1.5
+        await server.stop()  # returns although the stream would stall forever
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
     await wait_for(lambda: vllm.cancelled == 1, "the upstream stream to be closed")

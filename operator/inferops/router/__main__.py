@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 from pathlib import Path
 
-from inferops.router.configmap import ConfigMapSource
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource, TableSource
 from inferops.router.state import RouterState
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--table-file", type=Path, help="routing table JSON file, re-read on change"
+        "--table-file", type=Path, help="routing table JSON file, re-read when it changes"
     )
     source.add_argument(
         "--configmap",
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_source(args: argparse.Namespace) -> TableSource:
     if args.table_file:
         return FileSource(args.table_file)
+    # Imported here: the Kubernetes client is a sizeable import a file-fed router never uses.
+    from inferops.router.configmap import ConfigMapSource
+
     namespace, _, name = str(args.configmap).rpartition("/")
     if not namespace:
         try:
@@ -81,8 +85,18 @@ async def serve(args: argparse.Namespace) -> None:
     await server.stop()
 
 
+def raise_open_file_limit() -> None:
+    """Every stream holds two sockets (client and engine): use the hard limit, not the often
+    much lower soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    raise_open_file_limit()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

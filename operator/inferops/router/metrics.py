@@ -92,23 +92,73 @@ class RouterMetrics:
             ["outcome"],
             registry=r,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._series: dict[tuple[str, str, str], Series] = {}
 
-    def child(self, family: Any, *labels: str) -> Any:
-        key = (id(family), *labels)
-        found = self._children.get(key)
+    def series(self, consumer: str, engine: str, route: str) -> Series:
+        key = (consumer, engine, route)
+        found = self._series.get(key)
         if found is None:
-            found = self._children[key] = family.labels(*labels)
+            found = self._series[key] = Series(self, consumer, engine, route)
         return found
 
     def refused(self, consumer: str, route: str, code: int) -> None:
-        self.child(self.requests, consumer, NO_ENGINE, route, str(code)).inc()
+        self.series(consumer, NO_ENGINE, route).count(code)
+
+
+class Series:
+    """The labelled children of one (consumer, engine, route), resolved once: `labels()`
+    takes a lock and builds a key on every call, which the data path should not pay per
+    request."""
+
+    __slots__ = (
+        "_by_code",
+        "_by_reason",
+        "_fallbacks",
+        "_labels",
+        "_metrics",
+        "completion",
+        "in_flight",
+        "latency",
+        "prompt",
+        "ttft",
+    )
+
+    def __init__(self, metrics: RouterMetrics, consumer: str, engine: str, route: str) -> None:
+        self._metrics = metrics
+        self._labels = (consumer, engine, route)
+        self.in_flight = metrics.in_flight.labels(consumer, engine)
+        self.latency = metrics.latency.labels(consumer, engine, route)
+        self.ttft = metrics.ttft.labels(consumer, engine, route)
+        self.prompt = metrics.tokens.labels(consumer, engine, route, "prompt")
+        self.completion = metrics.tokens.labels(consumer, engine, route, "completion")
+        self._by_code: dict[int, Any] = {}
+        self._by_reason: dict[str, Any] = {}
+        self._fallbacks: dict[str, Any] = {}
+
+    def count(self, code: int) -> None:
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code[code] = self._metrics.requests.labels(*self._labels, str(code))
+        child.inc()
+
+    def error(self, reason: str, fallback: bool = False) -> None:
+        child = self._by_reason.get(reason)
+        if child is None:
+            child = self._by_reason[reason] = self._metrics.errors.labels(*self._labels, reason)
+        child.inc()
+        if fallback:
+            child = self._fallbacks.get(reason)
+            if child is None:
+                child = self._fallbacks[reason] = self._metrics.fallbacks.labels(
+                    *self._labels, reason
+                )
+            child.inc()
 
 
 class Exchange:
     """Records one request's life into the metrics: attempts, first byte, outcome."""
 
-    __slots__ = ("active", "consumer", "engine", "first_at", "metrics", "route", "start")
+    __slots__ = ("active", "consumer", "engine", "metrics", "route", "series", "start")
 
     def __init__(self, metrics: RouterMetrics, consumer: str, route: str, start: float) -> None:
         self.metrics = metrics
@@ -116,55 +166,52 @@ class Exchange:
         self.route = route
         self.start = start
         self.engine = NO_ENGINE
-        self.first_at = 0.0
+        self.series: Series | None = None
         self.active = False
 
     def begin(self, engine: str) -> None:
         """An attempt on `engine` starts."""
         self.engine = engine
         self.active = True
-        self.metrics.child(self.metrics.in_flight, self.consumer, engine).inc()
+        self.series = series = self.metrics.series(self.consumer, engine, self.route)
+        series.in_flight.inc()
 
     def failed(self, code: int, reason: str, fallback: bool) -> None:
         """The current attempt failed before anything reached the client."""
         self.active = False
-        m = self.metrics
-        m.child(m.in_flight, self.consumer, self.engine).dec()
-        m.child(m.requests, self.consumer, self.engine, self.route, str(code)).inc()
-        m.child(m.errors, self.consumer, self.engine, self.route, reason).inc()
-        if fallback:
-            m.child(m.fallbacks, self.consumer, self.engine, self.route, reason).inc()
+        series = self.series
+        assert series is not None
+        series.in_flight.dec()
+        series.count(code)
+        series.error(reason, fallback)
 
     def first_byte(self) -> None:
         """The first body byte of a stream was written to the client."""
-        self.first_at = time.monotonic()
-        m = self.metrics
-        m.child(m.ttft, self.consumer, self.engine, self.route).observe(self.first_at - self.start)
+        if self.series is not None:
+            self.series.ttft.observe(time.monotonic() - self.start)
 
     def error(self, reason: str) -> None:
         """The current attempt failed after bytes were sent (no fallback possible)."""
-        m = self.metrics
-        m.child(m.errors, self.consumer, self.engine, self.route, reason).inc()
+        if self.series is not None:
+            self.series.error(reason)
 
     def tokens(self, prompt: int | None, completion: int | None) -> None:
-        m = self.metrics
-        if prompt:
-            m.child(m.tokens, self.consumer, self.engine, self.route, "prompt").inc(prompt)
-        if completion:
-            m.child(m.tokens, self.consumer, self.engine, self.route, "completion").inc(completion)
+        if self.series is not None:
+            if prompt:
+                self.series.prompt.inc(prompt)
+            if completion:
+                self.series.completion.inc(completion)
 
     def done(self, code: int) -> None:
         """The current attempt ended and the client has its answer (or went away). Only the
         first call counts, so every exit path may call it."""
-        if not self.active:
+        if not self.active or self.series is None:
             return
         self.active = False
-        m = self.metrics
-        m.child(m.in_flight, self.consumer, self.engine).dec()
-        m.child(m.requests, self.consumer, self.engine, self.route, str(code)).inc()
-        m.child(m.latency, self.consumer, self.engine, self.route).observe(
-            time.monotonic() - self.start
-        )
+        series = self.series
+        series.in_flight.dec()
+        series.count(code)
+        series.latency.observe(time.monotonic() - self.start)
 
 
-__all__ = ["CLIENT_CLOSED", "NO_ENGINE", "UNKNOWN_CONSUMER", "Exchange", "RouterMetrics"]
+__all__ = ["CLIENT_CLOSED", "NO_ENGINE", "UNKNOWN_CONSUMER", "Exchange", "RouterMetrics", "Series"]

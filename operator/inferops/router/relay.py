@@ -146,9 +146,14 @@ async def relay(
     except aiohttp.ClientError as err:
         message = f"engine {answer.target.name!r} broke off the stream: {err!r}"
         failure = ("stream_broken", "engine_stream_broken", message)
-    except BaseException:  # cancelled: the client went away, or shutdown ran out of time
+    except asyncio.CancelledError:  # the client went away, or shutdown ran out of time
         stream.close()
         ex.done(CLIENT_CLOSED)
+        raise
+    except Exception:
+        stream.close()
+        ex.error("router_error")
+        ex.done(500)
         raise
     if clean:
         stream.release()

@@ -449,6 +449,8 @@ class OllamaStream:
     def _collect_calls(self, deltas: object) -> None:
         # OpenAI streams a tool call's arguments in pieces; Ollama sends whole calls.
         for delta in deltas if isinstance(deltas, list) else []:
+            if not isinstance(delta, dict):
+                continue
             index = delta.get("index", 0)
             call = self.calls.setdefault(index, {"function": {"name": "", "arguments": ""}})
             function = delta.get("function") or {}
@@ -476,11 +478,13 @@ class OllamaStream:
             if event.get("usage"):
                 self.usage = event["usage"]
             choices = event.get("choices")
-            if not choices:
+            if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
                 continue
             choice = choices[0]
             if self.chat_upstream:
-                delta = choice.get("delta") or {}
+                delta = choice.get("delta")
+                if not isinstance(delta, dict):
+                    delta = {}
                 text = delta.get("content") or ""
                 thinking = _reasoning(delta)
                 if delta.get("tool_calls"):

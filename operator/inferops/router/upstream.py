@@ -10,6 +10,8 @@ a fallback trigger. 4xx answers are the client's problem and pass through unchan
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ import aiohttp
 from inferops.router.errors import RouterError
 from inferops.router.metrics import Exchange
 from inferops.router.routes import Routes, Target
+
+log = logging.getLogger("inferops.router.upstream")
 
 # Client headers worth passing on: credentials (an engine started with --api-key checks them)
 # and tracing. Everything else is the router's business.
@@ -69,9 +73,10 @@ class Answer:
     stream: aiohttp.ClientResponse | None
 
 
-def _client_timeout(routes: Routes) -> aiohttp.ClientTimeout:
+@functools.lru_cache(maxsize=16)
+def _client_timeout(connect_seconds: float) -> aiohttp.ClientTimeout:
     # Only the TCP connect is bounded here; every other limit is a deadline the caller owns.
-    return aiohttp.ClientTimeout(total=None, sock_connect=routes.connect_seconds)
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_seconds)
 
 
 async def send(
@@ -87,7 +92,7 @@ async def send(
     """Tries `targets` in order until one answers; raises `RouterError` (502/504) when the
     last one fails. The caller owns `Answer.stream` and must close it."""
     loop = asyncio.get_running_loop()
-    timeout = _client_timeout(routes)
+    timeout = _client_timeout(routes.connect_seconds)
     last = len(targets) - 1
     for index, target in enumerate(targets):
         can_fall_back = index < last
@@ -106,6 +111,8 @@ async def send(
                 if status >= 500 and can_fall_back:
                     response.close()
                     ex.failed(status, "upstream_5xx", fallback=True)
+                    # Per request, so debug only: the metrics carry the rate.
+                    log.debug("engine %s answered %d; falling back", target.name, status)
                     continue
                 content_type = response.headers.get("Content-Type", "application/json")
                 if content_type.startswith("text/event-stream"):
@@ -130,6 +137,7 @@ async def send(
         if response is not None:
             response.close()
         ex.failed(code, reason, fallback=can_fall_back)
+        log.debug("%s%s", message, "; falling back" if can_fall_back else "")
         if not can_fall_back:
             raise RouterError(code, message, f"engine_{reason}", "server_error")
     raise AssertionError("unreachable: there is always at least one target")
