@@ -18,6 +18,7 @@ from inferops.builders.common import Obj, Owner
 COMPONENT = "router"
 PORT = 8080
 TABLE_KEY = "routes.json"
+PRE_STOP_SECONDS = 5
 CONSUMER_LABEL = f"{GROUP}/consumer"
 # OpenAI clients expect plain HTTP on 80; Ollama clients were configured with 11434.
 SERVICE_PORTS = (("http", 80), ("ollama", 11434))
@@ -130,6 +131,9 @@ def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
         "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
                           "periodSeconds": 10, "failureThreshold": 3},
+        # Endpoints drop a terminating pod with some lag; the router stops accepting on
+        # SIGTERM, so keep serving a few seconds first (kubelet-side sleep, no binary needed).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }  # fmt: skip
     if res := common.resources(router, 0):
         container["resources"] = res
@@ -138,8 +142,10 @@ def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
         "containers": [container],
         **common.scheduling(router, 0),
     }
-    # In-flight streams get the router's drain period after SIGTERM.
-    return common.deployment(owner, COMPONENT, router, pod_spec, grace_seconds=30)
+    # preStop, then the router's own drain period (25 s) for in-flight streams.
+    return common.deployment(
+        owner, COMPONENT, router, pod_spec, grace_seconds=PRE_STOP_SECONDS + 30
+    )
 
 
 def consumer_service(owner: Owner, consumer: ConsumerSpec) -> Obj:
