@@ -22,15 +22,27 @@ from .pki import PKIError
 log = logging.getLogger("e2e.localcluster")
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # The same options before and after the subcommand; after it they default to
+    # SUPPRESS so they do not overwrite a value given before it.
+    parser.add_argument(
         "--state-dir",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS if suppress else None,
         help="cluster state directory (default: $INFEROPS_CLUSTER_DIR or <checkout>/.cluster)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="debug logging",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
 
     parser = argparse.ArgumentParser(
         prog="python -m e2e.localcluster",
@@ -38,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
             "Local Kubernetes test cluster: real control plane on 127.0.0.1, kwok-simulated nodes."
         ),
     )
+    _add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_build = sub.add_parser(
@@ -53,19 +66,19 @@ def _parser() -> argparse.ArgumentParser:
         "--gpu-nodes",
         type=int,
         default=default.gpu_nodes,
-        help=f"GPU nodes (${nodes.ENV_GPU_NODES}, default 4)",
+        help=f"GPU nodes (${nodes.ENV_GPU_NODES}, now {default.gpu_nodes})",
     )
     p_up.add_argument(
         "--gpus-per-node",
         type=int,
         default=default.gpus_per_node,
-        help=f"nvidia.com/gpu per GPU node (${nodes.ENV_GPUS_PER_NODE}, default 8)",
+        help=f"GPUs per GPU node (${nodes.ENV_GPUS_PER_NODE}, now {default.gpus_per_node})",
     )
     p_up.add_argument(
         "--cpu-nodes",
         type=int,
         default=default.cpu_nodes,
-        help=f"CPU-only nodes (${nodes.ENV_CPU_NODES}, default 2)",
+        help=f"CPU-only nodes (${nodes.ENV_CPU_NODES}, now {default.cpu_nodes})",
     )
     p_up.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
@@ -115,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`; not an error of the cluster.
+        return 141
 
 
 def _run(args: argparse.Namespace) -> int:
