@@ -155,13 +155,17 @@ class OperatorProcess:
                 values[key] = float(value)
         return values
 
-    def writes(self) -> float:
+    def _total(self, metric: str, namespace: str) -> float:
+        label = f'namespace="{namespace}"'
         return sum(v for k, v in self.metrics().items()
-                   if k.startswith("inferops_kube_writes_total"))  # fmt: skip
+                   if k.startswith(metric) and label in k)  # fmt: skip
 
-    def reconciles(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("inferops_reconciles_total"))  # fmt: skip
+    def writes(self, namespace: str) -> float:
+        """Write calls made for resources in `namespace`."""
+        return self._total("inferops_kube_writes_total", namespace)
+
+    def reconciles(self, namespace: str) -> float:
+        return self._total("inferops_reconciles_total", namespace)
 
     def log_tail(self, lines: int = 80) -> str:
         if not self.log.exists():

@@ -284,11 +284,14 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     apply_example(kubectl, namespace)
     wait_phase(kubectl, namespace, "Ready")
 
+    def counters() -> tuple[float, float]:
+        return operator.writes(namespace), operator.reconciles(namespace)
+
     def quiet() -> tuple[float, float] | None:
         # Settled when two seconds pass without a write or a reconciliation.
-        before = (operator.writes(), operator.reconciles())
+        before = counters()
         time.sleep(2)
-        return before if before == (operator.writes(), operator.reconciles()) else None
+        return before if before == counters() else None
 
     writes, reconciles = wait_for("the operator to settle", quiet, 60)
     versions = resource_versions(kubectl, namespace)
@@ -296,16 +299,16 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     # A child event: an unrelated label added by hand triggers a reconciliation.
     kubectl.run("label", "service", "llama32-vllm", "team=ml", "-n", namespace)
     wait_for("a reconciliation after the child event",
-             lambda: operator.reconciles() > reconciles, 30)  # fmt: skip
-    assert operator.writes() == writes
+             lambda: operator.reconciles(namespace) > reconciles, 30)  # fmt: skip
+    assert operator.writes(namespace) == writes
 
     # An operator restart: a fresh process resumes the resource and must not write either.
     second = OperatorProcess(kubectl, tmp_path / "second.log", free_port(), (namespace,))
     second.start()
     try:
         wait_for("the restarted operator to resume the resource",
-                 lambda: second.reconciles() >= 1, 30)  # fmt: skip
-        assert second.writes() == 0, second.metrics()
+                 lambda: second.reconciles(namespace) >= 1, 30)  # fmt: skip
+        assert second.writes(namespace) == 0, second.metrics()
     finally:
         second.stop()
     versions_after = resource_versions(kubectl, namespace)

@@ -32,6 +32,11 @@ PLURALS = {
 }
 
 
+def _count_write(verb: str, obj: Obj) -> None:
+    namespace = obj["metadata"]["namespace"]
+    metrics.KUBE_WRITES.labels(namespace=namespace, verb=verb, kind=obj["kind"]).inc()
+
+
 class KubeError(Exception):
     """An API call failed; `status` is the HTTP status and `message` the server's words."""
 
@@ -39,6 +44,11 @@ class KubeError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing can be created in it any more."""
+        return self.status == 403 and "is being terminated" in self.message
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -128,7 +138,7 @@ class Kube:
 
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply, taking ownership of the fields the operator sets (force)."""
-        metrics.KUBE_WRITES.labels(verb="apply", kind=obj["kind"]).inc()
+        _count_write("apply", obj)
         response = await self._request(
             "PATCH",
             object_path(obj),
@@ -140,7 +150,7 @@ class Kube:
 
     async def delete(self, obj: Obj) -> None:
         """Deletes exactly this object (uid precondition), letting its dependents cascade."""
-        metrics.KUBE_WRITES.labels(verb="delete", kind=obj["kind"]).inc()
+        _count_write("delete", obj)
         body = {
             "propagationPolicy": "Background",
             "preconditions": {"uid": obj["metadata"]["uid"]},
@@ -148,7 +158,7 @@ class Kube:
         await self._request("DELETE", object_path(obj), json=body)
 
     async def patch_status(self, obj: Obj, status: Obj) -> Obj:
-        metrics.KUBE_WRITES.labels(verb="patch_status", kind=obj["kind"]).inc()
+        _count_write("patch_status", obj)
         response = await self._request(
             "PATCH",
             object_path(obj) + "/status",

@@ -6,13 +6,13 @@ from prometheus_client import Counter, Histogram
 
 KUBE_WRITES = Counter(
     "inferops_kube_writes",
-    "Write calls the operator made to the Kubernetes API, by verb and kind.",
-    ["verb", "kind"],
+    "Write calls the operator made to the Kubernetes API, by namespace, verb and kind.",
+    ["namespace", "verb", "kind"],
 )
 RECONCILES = Counter(
     "inferops_reconciles",
-    "Reconciliations of an InferenceBackend, by outcome.",
-    ["outcome"],
+    "Reconciliations of an InferenceBackend, by namespace and outcome.",
+    ["namespace", "outcome"],
 )
 RECONCILE_SECONDS = Histogram(
     "inferops_reconcile_seconds",

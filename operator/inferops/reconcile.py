@@ -220,10 +220,15 @@ class Reconciler:
             started = time.perf_counter()
             try:
                 outcome = await reconcile(self.kube, body, self.log)
-            except KubeError:
-                metrics.RECONCILES.labels(outcome="error").inc()
+            except KubeError as error:
+                if error.namespace_terminating:
+                    # Its deletion removes the resource too; recreating children is pointless.
+                    metrics.RECONCILES.labels(namespace=namespace, outcome="terminating").inc()
+                    return None
+                metrics.RECONCILES.labels(namespace=namespace, outcome="error").inc()
                 raise
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-            metrics.RECONCILES.labels(outcome="invalid" if outcome.invalid else "ok").inc()
+            result = "invalid" if outcome.invalid else "ok"
+            metrics.RECONCILES.labels(namespace=namespace, outcome=result).inc()
             return outcome
