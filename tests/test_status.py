@@ -125,3 +125,12 @@ def test_transition_time_moves_only_on_change() -> None:
     times = {c.type: c.last_transition_time for c in changed.conditions}
     assert times["Ready"] == times["Degraded"] == LATER
     assert times["InvalidSpec"] == NOW
+
+
+def test_progressing_says_stalled_when_only_failures_remain() -> None:
+    engines = [obs("vllm", 1, deployment(0, 1), [unschedulable_pod()])]
+    status = compute(generation=1, engines=engines, previous=InferenceBackendStatus(), now=NOW)
+    assert conditions(status)["Progressing"] == ("False", "Stalled")
+    healthy = [obs("vllm", 1, deployment(1, 1))]
+    status = compute(generation=1, engines=healthy, previous=InferenceBackendStatus(), now=NOW)
+    assert conditions(status)["Progressing"] == ("False", "Stable")

@@ -193,6 +193,8 @@ def compute(
         ready_cond,
         cond(PROGRESSING, "True", progressing[0].reason, progressing[0].message)
         if progressing
+        else cond(PROGRESSING, "False", "Stalled", "cannot progress: see Degraded")
+        if failing
         else cond(PROGRESSING, "False", "Stable", "no rollout in progress"),
         cond(DEGRADED, "True", failing[0].reason, "; ".join(f.message for f in failing))
         if failing
