@@ -79,7 +79,8 @@ class _ConfigAuth(httpx.Auth):
         self.configuration = configuration
 
     def auth_flow(self, request: httpx.Request) -> Any:
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        # "BearerToken" in current clients, "authorization" in older ones.
+        token = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             request.headers["Authorization"] = token
         yield request

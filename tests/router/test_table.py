@@ -138,3 +138,21 @@ def test_upstream_urls_are_prebuilt() -> None:
     assert str(routes.targets[VLLM].urls["/v1/chat/completions"]) == (
         "http://v.ns.svc:8000/v1/chat/completions"
     )
+
+
+def test_engine_urls_can_be_replaced_for_a_router_outside_the_cluster() -> None:
+    from inferops.router.table import RoutingTable, with_engine_urls
+
+    table = RoutingTable.model_validate(
+        {
+            "model": "m",
+            "engines": {"vllm": {"url": "http://a.ns.svc:8000"},
+                        "ollama": {"url": "http://b.ns.svc:11434", "ready": False}},
+            "consumers": [],
+        }
+    )  # fmt: skip
+    replaced = with_engine_urls(table, {"ollama": "http://127.0.0.1:9"})
+    assert replaced.engines.vllm.url == "http://a.ns.svc:8000"
+    assert replaced.engines.ollama is not None
+    assert replaced.engines.ollama.url == "http://127.0.0.1:9"
+    assert replaced.engines.ollama.ready is False

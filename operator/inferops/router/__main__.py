@@ -33,6 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--configmap-key", default=ROUTES_KEY)
     parser.add_argument(
+        "--engine-url",
+        action="append",
+        default=[],
+        metavar="ENGINE=URL",
+        help="use URL for ENGINE (vllm or ollama) instead of the table's: for a router run "
+        "outside the cluster, where the engines' Service names do not resolve",
+    )
+    parser.add_argument(
         "--grace-seconds",
         type=float,
         default=25.0,
@@ -48,6 +56,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def engine_urls(values: list[str]) -> dict[str, str]:
+    urls = {}
+    for value in values:
+        engine, sep, url = value.partition("=")
+        if not sep or engine not in ("vllm", "ollama"):
+            raise SystemExit(f"--engine-url {value!r}: expected vllm=URL or ollama=URL")
+        urls[engine] = url
+    return urls
 
 
 def make_source(args: argparse.Namespace) -> TableSource:
@@ -67,7 +85,7 @@ def make_source(args: argparse.Namespace) -> TableSource:
 
 async def serve(args: argparse.Namespace) -> None:
     server = RouterServer(
-        RouterState(),
+        RouterState(engine_urls=engine_urls(args.engine_url)),
         make_source(args),
         host=args.host,
         port=args.port,
@@ -101,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level.upper() != "DEBUG":
+        # One line per watch request to the API server is debugging detail.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(args))
 
 

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 import aiohttp
 
 from inferops.router.metrics import RouterMetrics
 from inferops.router.routes import Routes, compile_table
-from inferops.router.table import RoutingTable
+from inferops.router.table import RoutingTable, with_engine_urls
 
 log = logging.getLogger("inferops.router")
 
 
 class RouterState:
-    def __init__(self, metrics: RouterMetrics | None = None) -> None:
+    def __init__(
+        self, metrics: RouterMetrics | None = None, engine_urls: Mapping[str, str] | None = None
+    ) -> None:
         self.metrics = metrics or RouterMetrics()
+        self.engine_urls = dict(engine_urls or {})
+        """Engine URLs that replace the table's (a router run outside the cluster)."""
         self.routes: Routes | None = None
         self.loaded_at = 0.0
         """Wall-clock time the current table was installed."""
@@ -42,6 +47,8 @@ class RouterState:
     def install(self, table: RoutingTable) -> bool:
         """Makes `table` the one new requests use; False when it equals the current one."""
         metrics = self.metrics
+        if self.engine_urls:
+            table = with_engine_urls(table, self.engine_urls)
         if self.routes is not None and self.routes.table == table:
             metrics.table_loads.labels("unchanged").inc()
             return False

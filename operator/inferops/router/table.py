@@ -6,6 +6,7 @@ router validates it with these models and compiles it into lookups (`inferops.ro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -101,6 +102,18 @@ class RoutingTable(TableModel):
                     )
                 owners[key] = consumer.name
         return self
+
+
+def with_engine_urls(table: RoutingTable, urls: Mapping[str, str]) -> RoutingTable:
+    """The table with engine URLs replaced, for a router run outside the cluster (development,
+    the e2e tier) where the in-cluster Service names do not resolve."""
+    engines = {}
+    for name in ("vllm", "ollama"):
+        engine: Engine | None = getattr(table.engines, name)
+        if engine is not None and name in urls:
+            engine = engine.model_copy(update={"url": urls[name]})
+        engines[name] = engine
+    return table.model_copy(update={"engines": Engines(**engines)})
 
 
 def normalize_host(host: str) -> str:
