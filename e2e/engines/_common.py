@@ -1,0 +1,113 @@
+"""Shared helpers for the engine tooling: cache paths, a file lock, free ports, log tails.
+
+Everything expensive (the vLLM virtual environment, generated models) lives outside the
+checkout in ``${XDG_CACHE_HOME:-~/.cache}/inferops/`` so that every checkout and every test
+run shares one copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PROJECT_CACHE_NAME = "inferops"
+
+
+def cache_root() -> Path:
+    """Return ``${XDG_CACHE_HOME:-~/.cache}/inferops``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / PROJECT_CACHE_NAME
+
+
+def repo_root() -> Path:
+    """Return the checkout root (this file is ``<root>/e2e/engines/_common.py``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def progress(message: str) -> None:
+    """Print one progress line to stderr (long builds must show they are alive)."""
+    print(f"[e2e.engines] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def file_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<cache>/locks/<name>.lock`` for the block.
+
+    Two processes (parallel test sessions, a CLI and a test) that want to build the same
+    cached artefact serialise here; the second one then finds the artefact complete.
+    The kernel drops the lock when the holder dies, so a crashed build never wedges it.
+    """
+    path = cache_root() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"another process holds {path}; waiting for it to finish")
+            start = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            progress(f"lock {path.name} acquired after {time.monotonic() - start:.0f}s")
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a port that is free right now, chosen by the kernel (ephemeral range).
+
+    The kernel's ephemeral range (32768+ on Linux) keeps clear of fixed service ports such
+    as a local control plane's. There is a small window before the caller binds it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Return the last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def dir_size(path: Path) -> int:
+    """Return the apparent size in bytes of all regular files under ``path``."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, name))
+                total += st.st_size
+    return total
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for build steps: the child gets SIGKILL when its parent dies.
+
+    A builder stopped with SIGTERM (not a terminal's ^C, which reaches the whole group)
+    would otherwise leave pip running into a directory the next builder removes.
+    Linux only; a no-op where ``prctl`` is unavailable.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

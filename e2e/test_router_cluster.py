@@ -1,0 +1,144 @@
+"""The router against the cluster: it reads the routing table the operator writes, with the
+least-privilege identity the operator gives it, and follows a weight change within 2 s.
+
+The router runs as a local process (as it would in its pod, but on loopback), authenticated
+with a token of the operator-created ServiceAccount. The engines are two stand-ins on
+loopback (the cluster's engine pods are simulated), so where each request went is counted
+at the engines themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from openai import OpenAI
+
+from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
+from e2e.test_backend import EXAMPLE, apply_example, wait_phase
+
+
+@pytest.fixture
+def engines() -> Iterator[tuple[OllamaStandinThread, OllamaStandinThread]]:
+    """Stand-ins for the vLLM and the Ollama engine, both serving the example's model."""
+    vllm = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=4))
+    ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=4))
+    vllm.start()
+    ollama.start()
+    yield vllm, ollama
+    vllm.stop()
+    ollama.stop()
+
+
+def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
+    """A kubeconfig holding a token of the router's ServiceAccount, and nothing more."""
+    token = kubectl.run("create", "token", "llama32-router", "-n", namespace,
+                        "--duration=10m").stdout.strip()  # fmt: skip
+    admin = yaml.safe_load(kubectl.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "router",
+        "clusters": [cluster],
+        "users": [{"name": "router", "user": {"token": token}}],
+        "contexts": [{"name": "router", "context": {"cluster": cluster["name"],
+                                                    "user": "router", "namespace": namespace}}],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def router_metric(port: int, name: str, **labels: str) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(label in line for label in wanted):
+            return float(line.rpartition(" ")[2])
+    return None
+
+
+def test_router_follows_the_operators_table(
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    engines: tuple[OllamaStandinThread, OllamaStandinThread],
+    tmp_path: Path,
+) -> None:
+    vllm, ollama = engines
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    kubeconfig = token_kubeconfig(kubectl, namespace, tmp_path / "router.kubeconfig")
+
+    def can_i(*args: str) -> str:
+        result = kubectl.run("auth", "can-i", *args, "-n", namespace,
+                             "--kubeconfig", str(kubeconfig), check=False)  # fmt: skip
+        return result.stdout.strip()
+
+    assert can_i("watch", "configmaps/llama32-router") == "yes"
+    assert can_i("get", "configmaps/other") == "no"
+    assert can_i("list", "secrets") == "no"
+    assert can_i("update", "configmaps/llama32-router") == "no"
+
+    port = free_port()
+    log = (tmp_path / "router.log").open("wb")
+    router = subprocess.Popen(
+        [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port", str(port),
+         "--configmap", f"{namespace}/llama32-router",
+         "--engine-url", f"vllm={vllm.url}", "--engine-url", f"ollama={ollama.url}"],
+        env={**kubectl.env, "KUBECONFIG": str(kubeconfig),
+             "PYTHONPATH": str(REPO / "operator")},
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                assert router.poll() is None, (tmp_path / "router.log").read_text()
+                return False
+
+        wait_for("the router to load the table from the cluster", ready, 30)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+                        default_headers={"Host": f"llama32-rag.{namespace}.svc"})  # fmt: skip
+
+        def send(count: int) -> tuple[int, int]:
+            """Requests from rag; returns how many reached (vllm, ollama)."""
+            assert vllm.state is not None and ollama.state is not None
+            before = vllm.state.requests_total, ollama.state.requests_total
+            for _ in range(count):
+                answer = client.chat.completions.create(
+                    model="llama3.2", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert answer.choices[0].message.content
+            return (vllm.state.requests_total - before[0],
+                    ollama.state.requests_total - before[1])  # fmt: skip
+
+        assert send(40) == (0, 40)  # rag starts at weight 0: all on Ollama
+
+        consumers = copy.deepcopy(EXAMPLE["spec"]["consumers"])
+        consumers[1]["weight"] = 100
+        started = time.monotonic()
+        apply_example(kubectl, namespace, consumers=consumers)
+        wait_for(
+            "rag's new weight in the router",
+            lambda: router_metric(port, "inferops_router_consumer_weight",
+                                  consumer="rag", kind="configured") == 100,
+            10, interval=0.05,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"the router saw the new weight {elapsed:.2f}s after the apply"
+        assert send(40) == (40, 0)
+    finally:
+        router.terminate()
+        router.wait(timeout=30)
+        log.close()
