@@ -507,13 +507,13 @@ class OllamaStandin:
         app = create_app(self.config)
         self.state = app[STATE]
         # No access log: at hundreds of concurrent streams it costs more than the handler.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         # A deep accept backlog: benchmarks open hundreds of connections at once.
-        site = web.SockSite(runner, sock, backlog=2048, shutdown_timeout=1.0)
+        site = web.SockSite(runner, sock, backlog=2048)
         await site.start()
         self._port = sock.getsockname()[1]
         self._runner = runner

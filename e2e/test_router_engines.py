@@ -1,0 +1,248 @@
+"""The router with real engines, seen through the official clients.
+
+vLLM is the real thing (its CPU build serving a tiny model generated here, see
+docs/engines.md); Ollama cannot run here, so its place is taken by the Ollama stand-in,
+which speaks the same OpenAI-compatible API to the router. Consumers are the official
+`openai` and `ollama` Python clients, streaming and not. The router is its own process, fed a
+routing table file. The test that kills vLLM runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ollama
+import pytest
+from openai import OpenAI
+
+from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.engines.tiny_model import ensure_tiny_model
+from e2e.engines.vllm_cpu import ensure_vllm_env
+from e2e.engines.vllm_server import VLLMServer
+from e2e.harness import REPO, free_port, wait_for
+
+MODEL = "llama3.2"
+HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    ensure_vllm_env()
+    server = VLLMServer(ensure_tiny_model(), served_model_name=MODEL,
+                        log_path=tmp_path_factory.mktemp("vllm") / "vllm.log")  # fmt: skip
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ollama_engine() -> Iterator[OllamaStandinThread]:
+    standin = OllamaStandinThread(StandinConfig(model=MODEL, tokens=8))
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+@dataclass
+class RouterProcess:
+    port: int
+    table_file: Path
+    table: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_weight(self, consumer: str, weight: int) -> None:
+        for entry in self.table["consumers"]:
+            if entry["name"] == consumer:
+                entry["weight"] = weight
+        self.table_file.write_text(json.dumps(self.table))
+
+        def installed() -> bool:
+            found = self.metric("inferops_router_consumer_weight", consumer=consumer,
+                                kind="configured")  # fmt: skip
+            return found == weight
+
+        wait_for(f"weight {weight} for {consumer} in the router", installed, 10)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        total = None
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total = (total or 0.0) + float(line.rpartition(" ")[2])
+        return total
+
+
+@pytest.fixture(scope="module")
+def router(vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:  # fmt: skip
+    directory = tmp_path_factory.mktemp("router")
+    table = {
+        "model": MODEL,
+        "engines": {"vllm": {"url": vllm_engine.url, "ready": True},
+                    "ollama": {"url": ollama_engine.url, "ready": True}},
+        "consumers": [{"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"}],
+        "fallback": True,
+        "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
+        "maxBodyBytes": 1 << 20,
+    }  # fmt: skip
+    table_file = directory / "routes.json"
+    table_file.write_text(json.dumps(table))
+    port = free_port()
+    log = (directory / "router.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port", str(port),
+         "--table-file", str(table_file)],
+        env={"PYTHONPATH": str(REPO / "operator"), "PATH": "/usr/bin:/bin"},
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    handle = RouterProcess(port, table_file, table)
+
+    def ready() -> bool:
+        assert process.poll() is None, (directory / "router.log").read_text()
+        try:
+            with urllib.request.urlopen(f"{handle.url}/readyz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for("the router", ready, 30)
+    yield handle
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def openai_client(router: RouterProcess) -> OpenAI:
+    return OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
+                  default_headers={"Host": HOST})  # fmt: skip
+
+
+def ollama_client(router: RouterProcess) -> ollama.Client:
+    return ollama.Client(host=router.url, headers={"Host": HOST})
+
+
+def test_openai_client_reaches_real_vllm(router: RouterProcess) -> None:
+    client = openai_client(router)
+    router.set_weight("notes", 100)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8)  # fmt: skip
+    assert raw.headers["x-inferops-engine"] == "vllm"
+    answer = raw.parse()
+    assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1
+
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=16,
+        stream=True, extra_body={"ignore_eos": True}))  # fmt: skip
+    assert len(chunks) >= 16  # token by token, not buffered into one
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+    completion = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=4)
+    assert completion.choices[0].finish_reason in ("length", "stop")
+
+
+def test_ollama_client_reaches_real_vllm(router: RouterProcess) -> None:
+    client = ollama_client(router)
+    router.set_weight("notes", 100)
+    before = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
+
+    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello"}],
+                        options={"num_predict": 8, "temperature": 0})  # fmt: skip
+    assert reply.message.role == "assistant" and reply.done
+    assert reply.eval_count is not None and reply.eval_count >= 1
+
+    parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                             stream=True, options={"num_predict": 12}))  # fmt: skip
+    assert len(parts) >= 2 and parts[-1].done and not parts[0].done
+
+    generated = client.generate(model=MODEL, prompt="Why is the sky blue?",
+                                options={"num_predict": 6})  # fmt: skip
+    assert generated.done and generated.response is not None
+
+    assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]  # as Ollama names it
+    after = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
+    assert after - before >= 3
+
+
+def test_weight_change_while_streams_are_open(
+    router: RouterProcess, ollama_engine: OllamaStandinThread
+) -> None:
+    client = openai_client(router)
+    router.set_weight("notes", 100)
+    streams = [client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=64,
+        stream=True, extra_body={"ignore_eos": True}) for _ in range(4)]  # fmt: skip
+    first = [next(iter(stream)) for stream in streams]  # every stream is open on vLLM
+    assert all(chunk.model == MODEL for chunk in first)
+    assert ollama_engine.state is not None
+    standin_before = ollama_engine.state.requests_total
+    router.set_weight("notes", 0)
+    for stream in streams:  # the open streams finish on the engine they started on
+        rest = list(stream)
+        assert rest[-1].choices[0].finish_reason == "length"
+    answer = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # fmt: skip
+    assert answer.headers["x-inferops-engine"] == "ollama"
+    assert ollama_engine.state.requests_total == standin_before + 1
+
+
+def test_no_client_request_fails_when_vllm_is_killed(
+    router: RouterProcess, vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread
+) -> None:
+    router.set_weight("notes", 100)
+    fallbacks_before = router.metric("inferops_router_fallbacks_total", engine="vllm") or 0.0
+    results: list[str] = []
+    failures: list[Exception] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def consumer(stream: bool) -> None:
+        client = openai_client(router)
+        while not done.is_set():
+            try:
+                if stream:
+                    chunks = list(client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                        max_tokens=4, stream=True))  # fmt: skip
+                    assert chunks[-1].choices[0].finish_reason is not None
+                else:
+                    raw = client.chat.completions.with_raw_response.create(
+                        model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                        max_tokens=4)  # fmt: skip
+                    assert raw.parse().choices
+                with lock:
+                    results.append("ok")
+            except Exception as error:  # every failure is the finding
+                with lock:
+                    failures.append(error)
+
+    threads = [threading.Thread(target=consumer, args=(i % 2 == 0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_for("traffic on vLLM", lambda: len(results) >= 20, 60)
+    vllm_engine.kill()
+    killed_at = len(results)
+    assert ollama_engine.state is not None
+    standin_before = ollama_engine.state.requests_total
+    wait_for("40 more answers after vLLM died", lambda: len(results) >= killed_at + 40, 60)
+    done.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == [], f"{len(failures)} client requests failed: {failures[:3]}"
+    assert ollama_engine.state.requests_total - standin_before >= 40
+    fallbacks = router.metric("inferops_router_fallbacks_total", engine="vllm") or 0.0
+    assert fallbacks > fallbacks_before
