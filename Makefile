@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests e2e
-	$(VENV)/bin/ruff format --check operator tests e2e
+	$(VENV)/bin/ruff check operator tests e2e images
+	$(VENV)/bin/ruff format --check operator tests e2e images
 	$(VENV)/bin/mypy
 
 crd: venv

