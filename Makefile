@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check unit e2e test cluster-up cluster-down demo demo-stop clean
+.PHONY: help venv lint crd crd-check unit e2e test cluster-up cluster-down demo demo-stop clean bench
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests e2e images
-	$(VENV)/bin/ruff format --check operator tests e2e images
+	$(VENV)/bin/ruff check operator tests e2e images bench
+	$(VENV)/bin/ruff format --check operator tests e2e images bench
 	$(VENV)/bin/mypy
 
 crd: venv
@@ -57,3 +57,7 @@ demo-stop: venv
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: venv
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.router

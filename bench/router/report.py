@@ -1,0 +1,350 @@
+"""From raw phases to the figures the benchmark reports: per-repeat values, added latency
+(proxy minus direct within the same repeat), min/median/max over repeats, router/nginx
+ratios, the targets' PASS/MISS, and the readable table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.router.config import PATHS, Config
+from bench.router.stats import ratio, spread
+
+Phase = dict[str, Any]
+Getter = Callable[[Phase], float]
+
+LATENCY_FLOOR_MS = 0.01
+"""An added latency at or below this is zero within noise: no ratio against it."""
+
+
+@dataclass
+class Row:
+    """One reported figure: min/median/max over repeats per path, and router/nginx."""
+
+    section: str
+    figure: str
+    unit: str
+    values: dict[str, dict[str, float]]
+    """Path -> spread; paths the figure does not apply to are absent."""
+    ratio: float
+    """median(router) / median(nginx); NaN when meaningless."""
+
+
+def _metric(phase: Phase, *keys: str) -> float:
+    value: Any = phase
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return math.nan
+        value = value[key]
+    return float(value)
+
+
+def _select(phases: list[Phase], kind: str, **match: Any) -> list[Phase]:
+    return [p for p in phases if p["kind"] == kind and all(p.get(k) == v for k, v in match.items())]
+
+
+def _by_repeat(phases: list[Phase], path: str) -> dict[int, Phase]:
+    return {p["repeat"]: p for p in phases if p["path"] == path}
+
+
+class Table:
+    """Accumulates rows from one kind of phase."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def absolute(
+        self,
+        section: str,
+        figure: str,
+        unit: str,
+        phases: list[Phase],
+        get: Getter,
+        paths: tuple[str, ...] = PATHS,
+        floor: float = 0.0,
+    ) -> Row:
+        values = {
+            path: spread([get(p) for p in _by_repeat(phases, path).values()]) for path in paths
+        }
+        return self._add(section, figure, unit, values, floor)
+
+    def added(self, section: str, figure: str, phases: list[Phase], get: Getter) -> Row:
+        """Proxy minus direct, repeat by repeat (both measured in the same repeat). The
+        ratio is given only when nginx added time in every repeat: a ratio to a value that is
+        zero within noise says nothing."""
+        direct = _by_repeat(phases, "direct")
+        values: dict[str, dict[str, float]] = {}
+        for path in ("router", "nginx"):
+            proxied = _by_repeat(phases, path)
+            diffs = [get(proxied[r]) - get(direct[r]) for r in proxied if r in direct]
+            values[path] = spread(diffs)
+        row = self._add(section, figure, "ms", values, LATENCY_FLOOR_MS)
+        if not values["nginx"]["min"] > LATENCY_FLOOR_MS:
+            row.ratio = math.nan
+        return row
+
+    def _add(
+        self,
+        section: str,
+        figure: str,
+        unit: str,
+        values: dict[str, dict[str, float]],
+        floor: float,
+    ) -> Row:
+        router, nginx = values.get("router"), values.get("nginx")
+        r = ratio(router["median"], nginx["median"], floor) if router and nginx else math.nan
+        row = Row(section, figure, unit, values, r)
+        self.rows.append(row)
+        return row
+
+
+def _noise(table: Table, section: str, phases: list[Phase]) -> None:
+    """How busy the load cores were (near 100%: the client side limits the figures), and
+    how much of the proxy's core went to other processes (a noisy neighbour)."""
+    table.absolute(
+        section, "load cores busy", "%", phases, lambda p: _metric(p, "load_cores", "busy") * 100
+    )
+    table.absolute(
+        section,
+        "proxy core used by others",
+        "%",
+        phases,
+        lambda p: _metric(p, "proxy_core", "others") * 100,
+    )
+
+
+def summarise(phases: list[Phase], config: Config) -> list[Row]:
+    table = Table()
+    for c in config.concurrencies:
+        section = f"streaming, {c} concurrent"
+        ph = _select(phases, "stream", concurrency=c)
+        table.absolute(section, "TTFT p50", "ms", ph, lambda p: _metric(p, "ttft_ms", "p50"))
+        table.absolute(section, "TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
+        table.added(section, "added TTFT p50", ph, lambda p: _metric(p, "ttft_ms", "p50"))
+        table.added(section, "added TTFT p99", ph, lambda p: _metric(p, "ttft_ms", "p99"))
+        table.added(section, "added end-to-end p50", ph, lambda p: _metric(p, "e2e_ms", "p50"))
+        table.added(section, "added end-to-end p99", ph, lambda p: _metric(p, "e2e_ms", "p99"))
+        table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
+        proxies = ("router", "nginx")
+        table.absolute(
+            section,
+            "proxy CPU per 1,000 requests",
+            "s",
+            ph,
+            lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
+            proxies,
+        )
+        table.absolute(
+            section, "proxy RSS", "MiB", ph, lambda p: _metric(p, "proxy", "rss_mib"), proxies
+        )
+        _noise(table, section, ph)
+        table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    section = f"non-streaming, {config.throughput_connections} connections (wrk)"
+    ph = _select(phases, "throughput")
+    table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
+    table.absolute(
+        section,
+        "requests/s per core of proxy CPU",
+        "req/s",
+        ph,
+        lambda p: 1000.0 / _metric(p, "proxy", "cpu_s_per_1k"),
+        ("router", "nginx"),
+    )
+    table.absolute(
+        section, "latency p50", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "50")
+    )
+    table.absolute(
+        section, "latency p99", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "99")
+    )
+    proxies = ("router", "nginx")
+    table.absolute(
+        section,
+        "proxy CPU per 1,000 requests",
+        "s",
+        ph,
+        lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
+        proxies,
+    )
+    table.absolute(
+        section, "proxy CPU busy", "%", ph, lambda p: _metric(p, "proxy", "cpu_util") * 100, proxies
+    )
+    table.absolute(
+        section, "proxy RSS", "MiB", ph, lambda p: _metric(p, "proxy", "rss_mib"), proxies
+    )
+    table.absolute(
+        section, "share sent to backend a", "%", ph, lambda p: p["backend_share_a"] * 100
+    )
+    _noise(table, section, ph)
+    table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    section = f"{config.hold_streams} concurrent open streams held"
+    ph = _select(phases, "hold")
+    table.absolute(section, "streams open at once", "", ph, lambda p: p["backend_open_streams"])
+    table.absolute(
+        section,
+        "proxy RSS while held",
+        "MiB",
+        ph,
+        lambda p: _metric(p, "proxy", "rss_mib"),
+        proxies,
+    )
+    table.absolute(
+        section,
+        "proxy RSS before",
+        "MiB",
+        ph,
+        lambda p: _metric(p, "proxy", "rss_before_mib"),
+        proxies,
+    )
+    table.absolute(section, "time to open all", "s", ph, lambda p: p["open_all_s"])
+    table.absolute(section, "burst TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
+    table.absolute(
+        section, "listen queue overflows", "", ph, lambda p: _metric(p, "listen_overflows")
+    )
+    table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    return table.rows
+
+
+@dataclass
+class Verdict:
+    """One target and whether the router met it."""
+
+    target: str
+    limit: str
+    measured: float
+    unit: str
+    basis: str
+    passed: bool
+
+    @property
+    def word(self) -> str:
+        return "PASS" if self.passed else "MISS"
+
+
+def _find(rows: list[Row], section_start: str, figure: str) -> Row:
+    for row in rows:
+        if row.section.startswith(section_start) and row.figure == figure:
+            return row
+    raise KeyError(f"{section_start}: {figure}")
+
+
+def verdicts(rows: list[Row], config: Config) -> list[Verdict]:
+    t = config.targets
+    out: list[Verdict] = []
+    c = t.target_concurrency
+    if c in config.concurrencies:
+        for q, limit in (("p50", t.added_ttft_p50_ms), ("p99", t.added_ttft_p99_ms)):
+            value = _find(rows, f"streaming, {c} ", f"added TTFT {q}").values["router"]["median"]
+            out.append(
+                Verdict(
+                    f"added TTFT {q} at {c} streams",
+                    f"<= {limit:g} ms",
+                    value,
+                    "ms",
+                    "median over repeats",
+                    value <= limit,
+                )
+            )
+    rps = _find(rows, "non-streaming", "requests/s").values["router"]["median"]
+    per_core = _find(rows, "non-streaming", "requests/s per core of proxy CPU")
+    out.append(
+        Verdict(
+            "non-streaming requests/s, one router process on one core",
+            f">= {t.requests_per_second:,.0f}",
+            rps,
+            "req/s",
+            f"median over repeats; {_num(per_core.values['router']['median'])} per core of "
+            "router CPU",
+            rps >= t.requests_per_second,
+        )
+    )
+    rss = _find(rows, f"{config.hold_streams} ", "proxy RSS while held").values["router"]["max"]
+    out.append(
+        Verdict(
+            f"router RSS with {config.hold_streams} open streams",
+            f"<= {t.hold_rss_mib:g} MiB",
+            rss,
+            "MiB",
+            "worst repeat",
+            rss <= t.hold_rss_mib,
+        )
+    )
+    return out
+
+
+def _num(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(values: dict[str, float] | None, repeats: int) -> str:
+    if not values or not values.get("n"):
+        return ""
+    if repeats == 1:
+        return _num(values["median"])
+    return f"{_num(values['median'])} [{_num(values['min'])}..{_num(values['max'])}]"
+
+
+def render(rows: list[Row], results: list[Verdict], config: Config) -> str:
+    """The table printed at the end of a run (and quoted in docs/benchmarks.md)."""
+    repeats = config.repeats
+    header = ("figure", "unit", "direct", "router", "nginx", "router/nginx")
+    lines: list[tuple[str, ...]] = []
+    section = None
+    table: list[tuple[str, ...] | str] = []
+    for row in rows:
+        if row.section != section:
+            section = row.section
+            table.append(section)
+        cells = (
+            "  " + row.figure,
+            row.unit,
+            _cell(row.values.get("direct"), repeats),
+            _cell(row.values.get("router"), repeats),
+            _cell(row.values.get("nginx"), repeats),
+            _num(row.ratio),
+        )
+        table.append(cells)
+        lines.append(cells)
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    spread_note = "median [min..max] over" if repeats > 1 else "one repeat,"
+    out = [
+        f"Router benchmark: {spread_note} {repeats} repeat(s); "
+        "added = path minus direct in the same repeat",
+        fmt(header),
+        "-" * len(fmt(header)),
+    ]
+    for item in table:
+        out.append(item if isinstance(item, str) else fmt(item))
+    out.append("")
+    out.append("Targets (router):")
+    for v in results:
+        out.append(
+            f"  {v.word}  {v.target}: {_num(v.measured)} {v.unit} ({v.basis}), target {v.limit}"
+        )
+    return "\n".join(out)
+
+
+def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
+
+
+def verdicts_json(results: list[Verdict]) -> list[dict[str, Any]]:
+    return [{**asdict(v), "result": v.word} for v in results]
+
+
+__all__ = ["Row", "Verdict", "render", "rows_json", "summarise", "verdicts", "verdicts_json"]
