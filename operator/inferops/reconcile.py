@@ -202,7 +202,8 @@ class Reconciler:
     def __init__(self, kube: Kube, log: logging.Logger) -> None:
         self.kube = kube
         self.log = log
-        self._locks: dict[tuple[str, str], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
 
     async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> Outcome | None:
@@ -210,25 +211,36 @@ class Reconciler:
         if coalesce and key in self._queued:
             return None
         self._queued.add(key)
-        async with self._locks[key]:
-            self._queued.discard(key)
-            body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return None  # deleted: the garbage collector removes the children
-            body.setdefault("apiVersion", API_VERSION)
-            body.setdefault("kind", KIND)
-            started = time.perf_counter()
-            try:
-                outcome = await reconcile(self.kube, body, self.log)
-            except KubeError as error:
-                if error.namespace_terminating:
-                    # Its deletion removes the resource too; recreating children is pointless.
-                    metrics.RECONCILES.labels(namespace=namespace, outcome="terminating").inc()
-                    return None
-                metrics.RECONCILES.labels(namespace=namespace, outcome="error").inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-            result = "invalid" if outcome.invalid else "ok"
-            metrics.RECONCILES.labels(namespace=namespace, outcome=result).inc()
-            return outcome
+        self._users[key] += 1
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                self._queued.discard(key)
+                return await self._reconcile(namespace, name)
+        finally:
+            # A lock per resource ever seen would grow without bound: drop it with its last user.
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._locks[key]
+
+    async def _reconcile(self, namespace: str, name: str) -> Outcome | None:
+        body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # deleted: the garbage collector removes the children
+        body.setdefault("apiVersion", API_VERSION)
+        body.setdefault("kind", KIND)
+        started = time.perf_counter()
+        try:
+            outcome = await reconcile(self.kube, body, self.log)
+        except KubeError as error:
+            if error.namespace_terminating:
+                # Its deletion removes the resource too; recreating children is pointless.
+                metrics.RECONCILES.labels(namespace=namespace, outcome="terminating").inc()
+                return None
+            metrics.RECONCILES.labels(namespace=namespace, outcome="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        result = "invalid" if outcome.invalid else "ok"
+        metrics.RECONCILES.labels(namespace=namespace, outcome=result).inc()
+        return outcome
