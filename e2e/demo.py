@@ -103,17 +103,27 @@ def main() -> None:
     kubectl.run("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
     print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}")
     watch(kubectl)
-    print(f"\nReady in {time.monotonic() - started:.0f}s. Try next:\n"
-          f"  export KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin_dir}:$PATH\n"
-          f"  kubectl get ib -n {NAMESPACE}                      # MODEL VLLM OLLAMA PHASE\n"
-          f"  kubectl describe ib llama32 -n {NAMESPACE}         # conditions\n"
-          f"  kubectl get nodes                                  # 4 GPU nodes, 2 CPU nodes\n"
-          f"  kubectl patch ib llama32 -n {NAMESPACE} --type=merge \\\n"
-          f"      -p '{{\"spec\":{{\"vllm\":{{\"tensorParallelSize\":16}}}}}}'"
-          f"   # more GPUs than a node has: Degraded\n"
-          f"  kubectl delete deployment llama32-vllm -n {NAMESPACE}   # it comes back\n"
-          f"  kubectl explain inferencebackend.spec.vllm\n"
-          f"  make cluster-down                                  # stop everything")  # fmt: skip
+    ns = f"-n {NAMESPACE}"
+    steps = [
+        (f"export KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin_dir}:$PATH", ""),
+        (f"kubectl get ib {ns}", "model, engines, phase"),
+        (f"kubectl describe ib llama32 {ns}", "conditions, consumers and their endpoints"),
+        (f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
+         "the router's table"),
+        ("kubectl get nodes", "4 GPU nodes, 2 CPU nodes"),
+        (f"kubectl patch ib llama32 {ns} --type=json -p "
+         "'[{\"op\":\"replace\",\"path\":\"/spec/consumers/1/weight\",\"value\":50}]'",
+         "move half of rag to vLLM"),
+        (f"kubectl patch ib llama32 {ns} --type=merge "
+         "-p '{\"spec\":{\"vllm\":{\"tensorParallelSize\":16}}}'",
+         "more GPUs than a node has: Degraded"),
+        (f"kubectl delete deployment llama32-vllm {ns}", "it comes back"),
+        ("kubectl explain inferencebackend.spec.vllm", "every field, documented"),
+        ("make cluster-down", "stop everything"),
+    ]  # fmt: skip
+    print(f"\nReady in {time.monotonic() - started:.0f}s. Try next:")
+    for command, comment in steps:
+        print(f"  {command}" + (f"\n      # {comment}" if comment else ""))
 
 
 if __name__ == "__main__":
