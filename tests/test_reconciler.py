@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from inferops.kube import KubeError
 from inferops.reconcile import Reconciler
 
 
@@ -47,3 +48,30 @@ async def test_different_resources_run_concurrently() -> None:
     await asyncio.gather(*(reconciler.run("ns", name) for name in ("a", "b", "c")))
     assert kube.most_active == 3
     assert reconciler._locks == {}
+
+
+class FlakyKube(SlowKube):
+    """Fails the first `failures` GETs the way an overloaded API server does."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def get(self, url: str) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise KubeError(503, "the server is currently unable to handle the request")
+        return await super().get(url)
+
+
+async def test_failed_runs_are_retried_with_backoff_until_they_succeed() -> None:
+    kube = FlakyKube(failures=2)
+    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler.retry_later("ns", "a", delay=0.01)
+    reconciler.retry_later("ns", "a", delay=0.01)  # one pending retry per resource
+    for _ in range(200):
+        if kube.gets:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.failures == 0 and kube.gets == 1  # failed, failed (0.02 s later), succeeded
+    assert reconciler._retries == {}

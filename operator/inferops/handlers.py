@@ -94,5 +94,6 @@ async def child_changed(
     try:
         await memo.reconciler.run(namespace, name, coalesce=True)
     except KubeError as error:
-        # The owner's next event or the operator's resume retries; nothing is lost.
+        # kopf does not retry event handlers: the reconciler does, with backoff.
         logger.warning("reconciling %s/%s after a child change failed: %s", namespace, name, error)
+        memo.reconciler.retry_later(namespace, name)

@@ -194,6 +194,9 @@ def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStat
     return {key: new.get(key) for key in set(previous.dump()) | set(new)}
 
 
+MAX_RETRY_DELAY = 300.0
+
+
 class Reconciler:
     """Runs reconciliations one at a time per resource, and coalesces bursts of child
     events: while one waits for its turn, further triggers for the same resource are
@@ -205,6 +208,26 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
+        self._retries: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def retry_later(self, namespace: str, name: str, delay: float = 5.0) -> None:
+        """Runs again after `delay`, doubling it (up to 5 minutes) while the API keeps
+        failing: for triggers kopf does not retry itself (child events). One pending retry
+        per resource is enough, as it reads the state of its time."""
+        key = (namespace, name)
+        if key in self._retries:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            del self._retries[key]
+            try:
+                await self.run(namespace, name, coalesce=True)
+            except KubeError as error:
+                self.log.warning("reconciling %s/%s failed again: %s", namespace, name, error)
+                self.retry_later(namespace, name, min(delay * 2, MAX_RETRY_DELAY))
+
+        self._retries[key] = asyncio.create_task(later())
 
     async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> Outcome | None:
         key = (namespace, name)
