@@ -140,6 +140,7 @@ class WorkloadSpec(Model):
     """Extra annotations on the pods."""
 
 
+# The extended resource of NVIDIA GPUs (device plugin); requested by vLLM and GPU Ollama pods.
 GPU = "nvidia.com/gpu"
 _NO_GPU_IN_RESOURCES = cel(
     f"!('{GPU}' in self.resources.limits) && !('{GPU}' in self.resources.requests)",

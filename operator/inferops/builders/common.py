@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferops.api import API_VERSION, GROUP, KIND
-from inferops.api.spec import CacheSpec, WorkloadSpec
+from inferops.api.spec import GPU, CacheSpec, WorkloadSpec
 
 Obj = dict[str, Any]
 
@@ -22,7 +22,6 @@ COMPONENT_LABEL = f"{GROUP}/component"
 MANAGED_BY = "inferops-operator"
 # What each component is, for the app.kubernetes.io/component label.
 ROLES = {"vllm": "inference-engine", "ollama": "inference-engine", "router": "router"}
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def resources(workload: WorkloadSpec, gpus: int) -> Obj:
     requests = {k: str(v) for k, v in sorted(workload.resources.requests.items())}
     limits = {k: str(v) for k, v in sorted(workload.resources.limits.items())}
     if gpus:
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpus)
+        requests[GPU] = limits[GPU] = str(gpus)
     out: Obj = {}
     if limits:
         out["limits"] = dict(sorted(limits.items()))
@@ -126,7 +125,7 @@ def tolerations(workload: WorkloadSpec, gpus: int) -> list[Obj]:
     """The user's tolerations, plus one for the taint GPU nodes usually carry when the pod
     needs GPUs (clusters rarely enable the ExtendedResourceToleration admission plugin)."""
     out = [t.dump() for t in workload.tolerations]
-    gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    gpu_toleration = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
     if gpus and gpu_toleration not in out:
         out.append(gpu_toleration)
     return out
