@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from e2e.process import ManagedProcess, free_port, tail
+
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
@@ -95,79 +89,92 @@ class Kubectl:
         return "\n".join(parts)
 
 
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {"name{labels}": value}."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
+def total(metrics: dict[str, float], name: str, **labels: str) -> float | None:
+    """The sum of `name`'s series that carry all `labels`; None when there is none."""
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    found = [value for key, value in metrics.items()
+             if key.startswith(name + "{") and all(label in key for label in wanted)]  # fmt: skip
+    return sum(found) if found else None
+
+
+def _python_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """`base` with this checkout's operator package importable, as in the images."""
+    path = os.pathsep.join(filter(None, [str(REPO / "operator"), base.get("PYTHONPATH")]))
+    return {**base, "PYTHONPATH": path, **extra}
+
+
 class OperatorProcess:
     """The operator run as its own process, the way it runs in a pod."""
 
     def __init__(self, kubectl: Kubectl, log: Path, metrics_port: int,
                  namespaces: tuple[str, ...] = ()) -> None:  # fmt: skip
-        self.kubectl = kubectl
         self.log = log
         self.metrics_port = metrics_port
-        self.liveness_port = free_port()
-        self.namespaces = namespaces
-        self.process: subprocess.Popen[bytes] | None = None
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        args = [sys.executable, "-m", "inferops", "--metrics-host", "127.0.0.1",
+                "--metrics-port", str(metrics_port), "--liveness", liveness]  # fmt: skip
+        for ns in namespaces:
+            args += ["--namespace", ns]
+        env = _python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
+        self.process = ManagedProcess("operator", args, env=env, log_path=log,
+                                      health_url=liveness)  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> None:
-        args = [sys.executable, "-m", "inferops",
-                "--metrics-host", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]  # fmt: skip
-        for ns in self.namespaces:
-            args += ["--namespace", ns]
-        env = {**self.kubectl.env, "KUBECONFIG": str(self.kubectl.kubeconfig)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "operator"),
-                                                          env.get("PYTHONPATH")]))  # fmt: skip
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)  # fmt: skip
-        wait_for("the operator's liveness endpoint", self._alive, timeout)
-
-    def _alive(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"operator exited {self.process.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        self.process.start(timeout)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.stop(grace=20)
 
     def metrics(self) -> dict[str, float]:
-        """Counter totals by metric name and labels, e.g. writes by verb and kind."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line.startswith("inferops_") and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                values[key] = float(value)
-        return values
-
-    def _total(self, metric: str, namespace: str) -> float:
-        label = f'namespace="{namespace}"'
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith(metric) and label in k)  # fmt: skip
+        return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def writes(self, namespace: str) -> float:
         """Write calls made for resources in `namespace`."""
-        return self._total("inferops_kube_writes_total", namespace)
+        return total(self.metrics(), "inferops_kube_writes_total", namespace=namespace) or 0.0
 
     def reconciles(self, namespace: str) -> float:
-        return self._total("inferops_reconciles_total", namespace)
+        return total(self.metrics(), "inferops_reconciles_total", namespace=namespace) or 0.0
 
     def log_tail(self, lines: int = 80) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return tail(self.log, lines) or "(no log)"
+
+
+class RouterProcess:
+    """The router run as its own process, fed by a table file or a ConfigMap (`source`, its
+    command-line arguments), with `engine_urls` replacing the table's engine URLs."""
+
+    def __init__(self, source: list[str], log: Path, env: dict[str, str] | None = None,
+                 engine_urls: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.port = free_port()
+        args = [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1",
+                "--port", str(self.port), *source]  # fmt: skip
+        for engine, url in (engine_urls or {}).items():
+            args += ["--engine-url", f"{engine}={url}"]
+        self.process = ManagedProcess("router", args, env=_python_env(env or dict(os.environ)),
+                                      log_path=log, health_url=f"{self.url}/readyz")  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Returns once the router has loaded a table (`/readyz`)."""
+        self.process.start(timeout)
+
+    def stop(self) -> None:
+        self.process.stop(grace=30)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return total(scrape(f"{self.url}/metrics"), name, **labels)

@@ -10,10 +10,7 @@ at the engines themselves.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import yaml
 from openai import OpenAI
 
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
+from e2e.harness import Kubectl, OperatorProcess, RouterProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 
 
@@ -55,16 +52,6 @@ def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
     return path
 
 
-def router_metric(port: int, name: str, **labels: str) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(label in line for label in wanted):
-            return float(line.rpartition(" ")[2])
-    return None
-
-
 def test_router_follows_the_operators_table(
     kubectl: Kubectl,
     operator: OperatorProcess,
@@ -87,28 +74,14 @@ def test_router_follows_the_operators_table(
     assert can_i("list", "secrets") == "no"
     assert can_i("update", "configmaps/llama32-router") == "no"
 
-    port = free_port()
-    log = (tmp_path / "router.log").open("wb")
-    router = subprocess.Popen(
-        [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port", str(port),
-         "--configmap", f"{namespace}/llama32-router",
-         "--engine-url", f"vllm={vllm.url}", "--engine-url", f"ollama={ollama.url}"],
-        env={**kubectl.env, "KUBECONFIG": str(kubeconfig),
-             "PYTHONPATH": str(REPO / "operator")},
-        stdout=log, stderr=subprocess.STDOUT,
+    router = RouterProcess(
+        ["--configmap", f"{namespace}/llama32-router"], tmp_path / "router.log",
+        env={**kubectl.env, "KUBECONFIG": str(kubeconfig)},
+        engine_urls={"vllm": vllm.url, "ollama": ollama.url},
     )  # fmt: skip
+    router.start()  # ready once it has loaded the table from the cluster
     try:
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                assert router.poll() is None, (tmp_path / "router.log").read_text()
-                return False
-
-        wait_for("the router to load the table from the cluster", ready, 30)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused",
+        client = OpenAI(base_url=f"{router.url}/v1", api_key="unused",
                         default_headers={"Host": f"llama32-rag.{namespace}.svc"})  # fmt: skip
 
         def send(count: int) -> tuple[int, int]:
@@ -131,7 +104,7 @@ def test_router_follows_the_operators_table(
         apply_example(kubectl, namespace, consumers=consumers)
         wait_for(
             "rag's new weight in the router",
-            lambda: router_metric(port, "inferops_router_consumer_weight",
+            lambda: router.metric("inferops_router_consumer_weight",
                                   consumer="rag", kind="configured") == 100,
             10, interval=0.05,
         )  # fmt: skip
@@ -139,6 +112,4 @@ def test_router_follows_the_operators_table(
         assert elapsed < 2.0, f"the router saw the new weight {elapsed:.2f}s after the apply"
         assert send(40) == (40, 0)
     finally:
-        router.terminate()
-        router.wait(timeout=30)
-        log.close()
+        router.stop()

@@ -10,12 +10,8 @@ routing table file. The test that kills vLLM runs last.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,7 @@ from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
-from e2e.harness import REPO, free_port, wait_for
+from e2e.harness import RouterProcess, wait_for
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
@@ -51,15 +47,14 @@ def ollama_engine() -> Iterator[OllamaStandinThread]:
     standin.stop()
 
 
-@dataclass
-class RouterProcess:
-    port: int
-    table_file: Path
-    table: dict[str, Any]
+class TableRouter(RouterProcess):
+    """The router fed a routing table file that the test rewrites."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, table: dict[str, Any], directory: Path) -> None:
+        self.table = table
+        self.table_file = directory / "routes.json"
+        self.table_file.write_text(json.dumps(table))
+        super().__init__(["--table-file", str(self.table_file)], directory / "router.log")
 
     def set_weight(self, consumer: str, weight: int) -> None:
         for entry in self.table["consumers"]:
@@ -74,20 +69,10 @@ class RouterProcess:
 
         wait_for(f"weight {weight} for {consumer} in the router", installed, 10)
 
-    def metric(self, name: str, **labels: str) -> float | None:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        total = None
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total = (total or 0.0) + float(line.rpartition(" ")[2])
-        return total
-
 
 @pytest.fixture(scope="module")
 def router(vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:  # fmt: skip
-    directory = tmp_path_factory.mktemp("router")
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TableRouter]:  # fmt: skip
     table = {
         "model": MODEL,
         "engines": {"vllm": {"url": vllm_engine.url, "ready": True},
@@ -97,43 +82,22 @@ def router(vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread,
         "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
         "maxBodyBytes": 1 << 20,
     }  # fmt: skip
-    table_file = directory / "routes.json"
-    table_file.write_text(json.dumps(table))
-    port = free_port()
-    log = (directory / "router.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port", str(port),
-         "--table-file", str(table_file)],
-        env={"PYTHONPATH": str(REPO / "operator"), "PATH": "/usr/bin:/bin"},
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    handle = RouterProcess(port, table_file, table)
-
-    def ready() -> bool:
-        assert process.poll() is None, (directory / "router.log").read_text()
-        try:
-            with urllib.request.urlopen(f"{handle.url}/readyz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    wait_for("the router", ready, 30)
+    handle = TableRouter(table, tmp_path_factory.mktemp("router"))
+    handle.start()
     yield handle
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    handle.stop()
 
 
-def openai_client(router: RouterProcess) -> OpenAI:
+def openai_client(router: TableRouter) -> OpenAI:
     return OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
                   default_headers={"Host": HOST})  # fmt: skip
 
 
-def ollama_client(router: RouterProcess) -> ollama.Client:
+def ollama_client(router: TableRouter) -> ollama.Client:
     return ollama.Client(host=router.url, headers={"Host": HOST})
 
 
-def test_openai_client_reaches_real_vllm(router: RouterProcess) -> None:
+def test_openai_client_reaches_real_vllm(router: TableRouter) -> None:
     client = openai_client(router)
     router.set_weight("notes", 100)
     assert [m.id for m in client.models.list().data] == [MODEL]
@@ -155,7 +119,7 @@ def test_openai_client_reaches_real_vllm(router: RouterProcess) -> None:
     assert completion.choices[0].finish_reason in ("length", "stop")
 
 
-def test_ollama_client_reaches_real_vllm(router: RouterProcess) -> None:
+def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
     client = ollama_client(router)
     router.set_weight("notes", 100)
     before = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
@@ -179,7 +143,7 @@ def test_ollama_client_reaches_real_vllm(router: RouterProcess) -> None:
 
 
 def test_weight_change_while_streams_are_open(
-    router: RouterProcess, ollama_engine: OllamaStandinThread
+    router: TableRouter, ollama_engine: OllamaStandinThread
 ) -> None:
     client = openai_client(router)
     router.set_weight("notes", 100)
@@ -201,7 +165,7 @@ def test_weight_change_while_streams_are_open(
 
 
 def test_no_client_request_fails_when_vllm_is_killed(
-    router: RouterProcess, vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread
+    router: TableRouter, vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread
 ) -> None:
     router.set_weight("notes", 100)
     fallbacks_before = router.metric("inferops_router_fallbacks_total", engine="vllm") or 0.0

@@ -1,4 +1,4 @@
-"""Shared helpers for the engine tooling: cache paths, a file lock, free ports, log tails.
+"""Shared helpers for the engine tooling: cache paths, a file lock, progress lines.
 
 Everything expensive (the vLLM virtual environment, generated models) lives outside the
 checkout in ``${XDG_CACHE_HOME:-~/.cache}/inferops/`` so that every checkout and every test
@@ -12,7 +12,6 @@ import ctypes
 import fcntl
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -60,31 +59,6 @@ def file_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a port that is free right now, chosen by the kernel (ephemeral range).
-
-    The kernel's ephemeral range (32768+ on Linux) keeps clear of fixed service ports such
-    as a local control plane's. There is a small window before the caller binds it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """Return the last ``lines`` lines of a text file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            data = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def dir_size(path: Path) -> int:

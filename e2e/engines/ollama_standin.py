@@ -62,8 +62,9 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from ._common import cache_root, free_port, repo_root
-from ._process import ManagedProcess
+from e2e.process import ManagedProcess, free_port
+
+from ._common import cache_root, repo_root
 
 __all__ = [
     "STANDIN_VERSION",

