@@ -45,8 +45,11 @@ def test_crd_identity_and_printer_columns() -> None:
     assert doc["spec"]["scope"] == "Namespaced"
     version = doc["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Model", "vLLM", "Ollama", "Phase", "Reason", "Age"]
+    columns = version["additionalPrinterColumns"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    wide = [c["name"] for c in columns if c.get("priority")]
+    assert default == ["Phase", "Migrated", "Current", "vLLM", "Ollama", "Age"]
+    assert wide == ["Model", "Reason", "Migration"]
 
 
 def test_defaults_reach_the_schema() -> None:

@@ -27,7 +27,20 @@ MAX_NAME_LENGTH = 50
 MAX_SERVICE_NAME = 63
 
 PRINTER_COLUMNS = [
-    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+    # The default view fits 80 columns: where the resource and its migration stand.
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Migrated",
+        "type": "string",
+        "jsonPath": ".status.migration.migrated",
+        "description": "Consumers migrated to vLLM / all consumers",
+    },
+    {
+        "name": "Current",
+        "type": "string",
+        "jsonPath": ".status.migration.current",
+        "description": "Consumer in progress with its live vLLM weight",
+    },
     {
         "name": "vLLM",
         "type": "string",
@@ -40,14 +53,23 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.ollama.ready",
         "description": "Ready/desired Ollama pods",
     },
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model", "priority": 1},
     {
         "name": "Reason",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
         "description": "Why the resource is or is not Ready",
+        "priority": 1,
     },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Migration",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Migrating")].reason',
+        "description": "Where the migration stands",
+        "priority": 1,
+    },
 ]
 
 

@@ -21,6 +21,7 @@ from inferops.api.base import (
     cel,
     cel_rules,
 )
+from inferops.api.migration import Migration
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
@@ -347,6 +348,10 @@ class InferenceBackendSpec(Model):
     """The services that call the model, in migration order."""
     router: RouterSpec = RouterSpec()
     """The router; created when there is at least one consumer."""
+    migration: Migration | None = None
+    """Move the consumers from Ollama to vLLM in steps, judged on live figures, one after
+    another; the operator then owns each consumer's live weight and `consumers[].weight` is
+    ignored. Without it, each consumer's weight is applied as written."""
 
     @field_validator("consumers")
     @classmethod

@@ -13,7 +13,8 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 INVALID_SPEC = "InvalidSpec"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, INVALID_SPEC)
+MIGRATING = "Migrating"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, INVALID_SPEC, MIGRATING)
 
 
 class Condition(Model):
@@ -46,18 +47,129 @@ class EngineStatus(Model):
     """In-cluster base URL of the engine's Service."""
 
 
+ConsumerPhase = Literal[
+    "Manual", "Pending", "Progressing", "Paused", "Migrated", "RolledBack", "Aborted"
+]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+
+
+class EngineFiguresStatus(Model):
+    """One engine's figures for a consumer over one analysis window, measured at the router."""
+
+    requests: float = 0
+    """Requests in the window."""
+    error_rate: float | None = None
+    """Share of failed requests."""
+    ttft_p95: float | None = None
+    """95th percentile time to first token, seconds."""
+    tpot_p95: float | None = None
+    """95th percentile time per output token, seconds."""
+
+
+class GateResult(Model):
+    """How one gate judged a sample."""
+
+    metric: str
+    """errorRate, ttftP95 or tpotP95."""
+    verdict: Verdict
+    """Pass, Fail or Inconclusive."""
+    value: float | None = None
+    """vLLM's figure."""
+    baseline: float | None = None
+    """Ollama's figure for the same consumer and window."""
+    threshold: float | None = None
+    """The limit vLLM's figure was held to."""
+
+
+class AnalysisResult(Model):
+    """One analysis sample of a consumer's step."""
+
+    verdict: Verdict
+    """Pass, Fail or Inconclusive."""
+    time: str
+    """When the sample was taken (RFC 3339)."""
+    step: int
+    """The step it judged."""
+    message: str = ""
+    """Why, in words."""
+    vllm: EngineFiguresStatus | None = None
+    """vLLM's figures."""
+    ollama: EngineFiguresStatus | None = None
+    """Ollama's figures (the baseline)."""
+    gates: list[GateResult] = []
+    """Each gate's verdict."""
+
+
 class ConsumerStatus(Model):
     """Where one consumer stands."""
 
     name: str
     """The consumer's name."""
     weight: int
-    """Percent of its requests currently sent to vLLM."""
+    """Percent of its requests currently sent to vLLM (the live weight)."""
     service: str
     """Name of its Service."""
     endpoint: str
     """Base URL to configure in the consumer: `<endpoint>/v1` for OpenAI clients,
     `<endpoint>:11434` for Ollama clients."""
+    phase: ConsumerPhase = "Manual"
+    """Manual (weights from the spec), Pending, Progressing, Paused, Migrated, RolledBack or
+    Aborted."""
+    step: int | None = None
+    """Index of the current step in spec.migration.steps."""
+    step_started_at: str | None = None
+    """When every ready router began serving the step's weight; absent while waiting."""
+    last_sample_at: str | None = None
+    """When the step was last sampled; at most one sample per analysis interval."""
+    passed_samples: int = 0
+    """Passing samples in this step."""
+    failed_samples: int = 0
+    """Failed samples in this step."""
+    inconclusive_samples: int = 0
+    """Inconclusive samples in a row in this step."""
+    paused: bool = False
+    """Held by `kubectl ib pause` until `kubectl ib resume`."""
+    message: str = ""
+    """Why the consumer is where it is."""
+    last_analysis: AnalysisResult | None = None
+    """The latest sample, with vLLM's and Ollama's figures."""
+    baseline: EngineFiguresStatus | None = None
+    """Ollama's figures from the last conclusive sample, the reference at 100% where the
+    consumer sends Ollama nothing."""
+
+
+class ActionRecord(Model):
+    """A one-shot action (`kubectl ib promote|abort|retry|pause|resume`) and its outcome."""
+
+    id: str
+    """The action's id, from the request annotation."""
+    action: str
+    """promote, promote-full, abort, retry, pause or resume."""
+    consumer: str = ""
+    """The consumer it applied to."""
+    result: Literal["Done", "Rejected"]
+    """Done, or Rejected when it does not apply in the current state."""
+    message: str = ""
+    """What it did, or why it was rejected."""
+    time: str
+    """When the operator handled it (RFC 3339)."""
+
+
+class MigrationStatus(Model):
+    """The migration's state machine; a restarted operator resumes from it."""
+
+    spec_hash: str = ""
+    """Hash of steps and analysis; a change restarts the consumer in progress."""
+    migrated: str = "0/0"
+    """Migrated consumers / all consumers, for `kubectl get`."""
+    current: str = ""
+    """The consumer(s) in progress with their live weight (`rag@50%`), for `kubectl get`."""
+    last_action: ActionRecord | None = None
+    """The last one-shot action handled; its id acknowledges the request annotation."""
+    failover: bool = False
+    """vLLM lost every ready pod: all consumers are on Ollama."""
+    vllm_ready_since: str | None = None
+    """While failed over: since when vLLM has been ready again (the hold-down clock)."""
 
 
 class InferenceBackendStatus(Model):
@@ -77,3 +189,5 @@ class InferenceBackendStatus(Model):
     """The router; absent without consumers."""
     consumers: list[ConsumerStatus] = []
     """Each consumer's weight and endpoint, in migration order."""
+    migration: MigrationStatus | None = None
+    """The migration's progress; absent without spec.migration."""

@@ -1,0 +1,198 @@
+"""`spec.migration`: the staged move of every consumer from Ollama to vLLM.
+
+Without it, each consumer's `weight` is applied as written (manual weights). With it, the
+operator owns every consumer's live weight: it walks the steps one consumer after another,
+judges each step on the router's figures for that consumer (vLLM against the same consumer on
+Ollama, in the same window), rolls back on failure, and records its progress in status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from inferops.api.base import Model, cel, cel_rules
+
+# Go's duration grammar restricted to what a schedule needs; CEL's duration() parses it too.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+"""A duration such as `30s`, `10m` or `1h30m`."""
+
+MIN_INTERVAL = "10s"
+
+
+def seconds(duration: str) -> float:
+    """`1m30s` -> 90.0. The pattern above guarantees the grammar."""
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
+class Pause(Model):
+    """How long a step holds before the next one; no duration waits for a manual promote."""
+
+    duration: Duration | None = None
+    """Time to hold the step's weight (while its analysis keeps passing); omit it to wait
+    for `kubectl ib promote`."""
+
+
+class Step(Model):
+    """One weight of the canary."""
+
+    weight: Annotated[int, Field(ge=1, le=100)]
+    """Percent of the consumer's requests sent to vLLM during the step."""
+    pause: Pause | None = None
+    """Hold the step: for a duration, or until promoted (`pause: {}`). Without a pause the
+    step ends at its first passing analysis."""
+
+
+class Gate(Model):
+    """A limit on one of vLLM's figures: absolute, relative to the same consumer on Ollama in
+    the same window, or both (a sample fails when either is exceeded)."""
+
+    model_config = cel_rules(
+        cel("has(self.max) || has(self.maxRatio)", "set max, maxRatio, or both"),
+        cel(
+            "!has(self.floor) || has(self.maxRatio)",
+            "floor applies to maxRatio: set maxRatio too, or remove floor",
+            ".floor",
+        ),
+    )
+
+    max: Annotated[float | None, Field(ge=0)] = None
+    """Absolute limit on vLLM's figure."""
+    max_ratio: Annotated[float | None, Field(gt=0, le=100)] = None
+    """Limit on vLLM's figure divided by Ollama's (1.0 = no worse than Ollama)."""
+    floor: Annotated[float | None, Field(ge=0)] = None
+    """Below this, vLLM's figure passes whatever the ratio (so 2 ms against 1 ms is not a
+    failure)."""
+
+    @model_validator(mode="after")
+    def _mirror_cel(self) -> Gate:
+        if self.max is None and self.max_ratio is None:
+            raise ValueError("set max, maxRatio, or both")
+        if self.floor is not None and self.max_ratio is None:
+            raise ValueError("floor applies to maxRatio: set maxRatio too, or remove floor")
+        return self
+
+
+class RateGate(Gate):
+    """A gate on the error rate, a fraction between 0 and 1."""
+
+    max: Annotated[float | None, Field(ge=0, le=1)] = None
+    """Absolute limit on vLLM's error rate (0.01 = 1% of requests)."""
+    floor: Annotated[float | None, Field(ge=0, le=1)] = None
+    """Below this error rate vLLM passes whatever the ratio."""
+
+
+class Analysis(Model):
+    """How each step is judged. Every sample is Pass, Fail or Inconclusive; too few
+    requests, missing data or a failing metrics query are Inconclusive, never a verdict."""
+
+    model_config = cel_rules(
+        cel(
+            f"duration(self.interval) >= duration('{MIN_INTERVAL}')",
+            f"interval must be at least {MIN_INTERVAL}",
+            ".interval",
+        )
+    )
+
+    interval: Duration = "1m"
+    """Time between two samples, and the window each sample covers; at least 10s."""
+    initial_delay: Duration = "30s"
+    """Time after a step's weight is served before its first sample (vLLM's first requests
+    are slow)."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    """Requests needed on each engine in a window for a verdict; fewer is Inconclusive."""
+    error_rate: RateGate | None = RateGate(max=0.05, max_ratio=2, floor=0.01)
+    """Gate on the share of failed requests."""
+    ttft_p95: Gate | None = Gate(max_ratio=1.5, floor=0.5)
+    """Gate on the 95th percentile time to first token of streaming requests, in seconds."""
+    tpot_p95: Gate | None = Gate(max_ratio=1.5, floor=0.05)
+    """Gate on the 95th percentile time per output token of streaming requests, in seconds."""
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 1
+    """Failed samples tolerated per step; one more rolls the consumer back to 0%."""
+    inconclusive_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Inconclusive samples in a row after which the step is reported stalled."""
+    on_inconclusive: Literal["Hold", "Rollback"] = "Hold"
+    """What a stalled step does: hold its weight (and say so), or roll back."""
+
+    @field_validator("interval")
+    @classmethod
+    def _min_interval(cls, value: str) -> str:
+        if seconds(value) < seconds(MIN_INTERVAL):
+            raise ValueError(f"interval must be at least {MIN_INTERVAL}")
+        return value
+
+
+class Probe(Model):
+    """A tiny real completion sent through the consumer's endpoint to each engine every
+    interval, so a quiet consumer is judged on real generation."""
+
+    enabled: bool = True
+    """Send probes."""
+    requests: Annotated[int, Field(ge=1, le=100)] = 3
+    """Probe requests per engine per interval."""
+    max_tokens: Annotated[int, Field(ge=1, le=64)] = 8
+    """Length of each probe's answer."""
+    prompt: Annotated[str, Field(min_length=1, max_length=256)] = "Say OK."
+    """The probe's user message."""
+
+
+class Migration(Model):
+    """The staged, metric-gated move of the consumers from Ollama to vLLM."""
+
+    model_config = cel_rules(
+        cel(
+            "self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+            "step weights must increase strictly",
+            ".steps",
+        ),
+        cel(
+            "self.steps[size(self.steps) - 1].weight == 100",
+            "the last step must have weight 100",
+            ".steps",
+        ),
+        cel(
+            "!has(self.steps[size(self.steps) - 1].pause)",
+            "the last step may not have a pause: reaching 100% is analysed once more and "
+            "then the consumer is migrated",
+            ".steps",
+        ),
+    )
+
+    steps: Annotated[list[Step], Field(min_length=1, max_length=20)]
+    """Weights each consumer goes through, strictly increasing, ending at 100."""
+    analysis: Analysis = Analysis()
+    """How each step is judged."""
+    probe: Probe = Probe()
+    """Synthetic requests for consumers with too little traffic of their own."""
+    max_parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    """Consumers migrating at the same time, in list order."""
+    paused: bool = False
+    """Hold every consumer at its current step (automatic rollback still acts)."""
+    after_migration: Literal["KeepOllama", "ScaleDownOllama"] = "KeepOllama"
+    """What happens to Ollama once every consumer is migrated: kept as fallback, or scaled
+    to zero pods."""
+    failover_hold_down: Duration = "2m"
+    """After vLLM lost every ready pod, how long it must be ready again before consumers
+    get their vLLM weights back."""
+
+    @model_validator(mode="after")
+    def _mirror_cel(self) -> Migration:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise ValueError("migration.steps: step weights must increase strictly")
+        if weights[-1] != 100:
+            raise ValueError("migration.steps: the last step must have weight 100")
+        if self.steps[-1].pause is not None:
+            raise ValueError("migration.steps: the last step may not have a pause")
+        return self
+
+
+__all__ = ["Analysis", "Gate", "Migration", "Pause", "Probe", "RateGate", "Step", "seconds"]
