@@ -26,6 +26,12 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 MIN_INTERVAL = "10s"
 
+# One-shot actions are requested in this annotation (where GitOps never writes) as JSON
+# `{"id": "<unique>", "action": "promote", "consumer": "rag"}`; the operator handles a request
+# once and acknowledges it by copying its id to `status.migration.lastAction.id`.
+ACTION_ANNOTATION = "inferops.io/action"
+ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
+
 
 def seconds(duration: str) -> float:
     """`1m30s` -> 90.0. The pattern above guarantees the grammar."""
@@ -195,4 +201,15 @@ class Migration(Model):
         return self
 
 
-__all__ = ["Analysis", "Gate", "Migration", "Pause", "Probe", "RateGate", "Step", "seconds"]
+__all__ = [
+    "ACTIONS",
+    "ACTION_ANNOTATION",
+    "Analysis",
+    "Gate",
+    "Migration",
+    "Pause",
+    "Probe",
+    "RateGate",
+    "Step",
+    "seconds",
+]
