@@ -1,0 +1,540 @@
+"""The migration planner: `(spec, status, observations, now) -> plan`. Pure: no I/O, no
+clock, no randomness, so every transition is a table-driven unit test.
+
+Status is the state machine. Each consumer's phase, step, step start, sample counters and
+last sample time are read from the previous status and written back in the plan, never
+rebuilt from observations alone, so an operator restarted at any moment resumes exactly where
+it stood: a step is never repeated or skipped, and a burst of reconciliations cannot sample a
+step twice within one interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from inferops.api.migration import Migration, seconds
+from inferops.api.spec import InferenceBackendSpec
+from inferops.api.status import ActionRecord, ConsumerStatus, MigrationStatus
+from inferops.migration import analysis
+from inferops.migration.figures import Figures
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# How soon to look again while waiting for routers to serve a new weight.
+SERVED_POLL_SECONDS = 1.0
+IN_PROGRESS = ("Progressing", "Paused")
+STOPPED = ("RolledBack", "Aborted")
+
+
+def stamp(now: datetime) -> str:
+    return now.strftime(TIME_FORMAT)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A one-shot request from the action annotation."""
+
+    id: str
+    action: str
+    consumer: str = ""
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the executor read before planning."""
+
+    vllm_ready: bool
+    """vLLM has at least one ready pod."""
+    served: Mapping[str, int] | None = None
+    """The weight per consumer that every ready router serves; None when unknown (routers
+    disagree, or cannot be asked)."""
+    figures: Mapping[str, Figures] = field(default_factory=dict)
+    """Samples taken for the consumers that `due_samples` named."""
+    action: Action | None = None
+    """A request in the action annotation, if its id is not acknowledged yet."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit on the resource."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class MigratingCondition:
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    consumers: list[ConsumerStatus]
+    """Every consumer's new status, live weight included, in spec order."""
+    migration: MigrationStatus
+    condition: MigratingCondition
+    events: list[Event]
+    requeue_after: float | None
+    """Seconds until something is due (a sample, the end of a pause or hold-down)."""
+    scale_down_ollama: bool
+    failover_message: str | None
+    """Set while every consumer is failed over to Ollama: the reason the resource is
+    Degraded."""
+
+    @property
+    def weights(self) -> dict[str, int]:
+        return {c.name: c.weight for c in self.consumers}
+
+
+def spec_hash(migration: Migration) -> str:
+    """Steps and gates: what, when edited, restarts the consumer in progress."""
+    doc = {"steps": [s.dump() for s in migration.steps], "analysis": migration.analysis.dump()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def first_step(migration: Migration, api: str) -> int:
+    """Embeddings move 0 -> 100 in one step: vectors of two models are not comparable."""
+    return len(migration.steps) - 1 if api == "embeddings" else 0
+
+
+def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
+    if state.phase == "Migrated":
+        return 100
+    if state.phase in IN_PROGRESS and state.step is not None:
+        return migration.steps[state.step].weight
+    return 0
+
+
+def _sample_due_at(migration: Migration, state: ConsumerStatus) -> datetime | None:
+    """When the current step's next sample is due; None when it cannot be sampled yet."""
+    if state.phase not in IN_PROGRESS or state.step_started_at is None:
+        return None
+    interval = timedelta(seconds=seconds(migration.analysis.interval))
+    if state.last_sample_at is not None:
+        return parse_time(state.last_sample_at) + interval
+    delay = timedelta(seconds=seconds(migration.analysis.initial_delay))
+    return parse_time(state.step_started_at) + delay + interval
+
+
+def due_samples(
+    spec: InferenceBackendSpec, consumers: list[ConsumerStatus], failover: bool, now: datetime
+) -> dict[str, float]:
+    """Consumers whose step is due for a sample, with the window (seconds) to read."""
+    migration = spec.migration
+    if migration is None or failover:
+        return {}
+    window = seconds(migration.analysis.interval)
+    return {
+        c.name: window
+        for c in consumers
+        if (due := _sample_due_at(migration, c)) is not None and due <= now
+    }
+
+
+class _Planner:
+    """One planning pass; holds the pass' inputs and collects events."""
+
+    def __init__(
+        self,
+        spec: InferenceBackendSpec,
+        migration: Migration,
+        previous: MigrationStatus | None,
+        obs: Observations,
+        now: datetime,
+    ) -> None:
+        self.spec = spec
+        self.m = migration
+        self.prev = previous or MigrationStatus()
+        self.obs = obs
+        self.now = now
+        self.at = stamp(now)
+        self.events: list[Event] = []
+        self.wakeups: list[datetime] = []
+        self.api = {c.name: c.api for c in spec.consumers}
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
+
+    # Transitions of one consumer. Each returns the new state.
+
+    def start(self, c: ConsumerStatus, step: int | None = None) -> ConsumerStatus:
+        step = first_step(self.m, self.api[c.name]) if step is None else step
+        weight = self.m.steps[step].weight
+        self.event("Normal", "StepStarted", f"{c.name}: step {step + 1} at {weight}%")
+        return c.model_copy(
+            update={
+                "phase": "Progressing",
+                "step": step,
+                "weight": weight,
+                "step_started_at": None,
+                "last_sample_at": None,
+                "passed_samples": 0,
+                "failed_samples": 0,
+                "inconclusive_samples": 0,
+                "message": f"waiting for every router to serve {weight}%",
+            }
+        )
+
+    def stop(self, c: ConsumerStatus, phase: str, reason: str, message: str) -> ConsumerStatus:
+        self.event("Warning", reason, f"{c.name}: {message}")
+        return c.model_copy(
+            update={
+                "phase": phase,
+                "weight": 0,
+                "step_started_at": None,
+                "paused": False,
+                "message": message,
+            }
+        )
+
+    def migrated(self, c: ConsumerStatus, message: str) -> ConsumerStatus:
+        self.event("Normal", "Migrated", f"{c.name}: {message}")
+        return c.model_copy(
+            update={
+                "phase": "Migrated",
+                "step": len(self.m.steps) - 1,
+                "weight": 100,
+                "step_started_at": None,
+                "paused": False,
+                "message": message,
+            }
+        )
+
+    # The pass.
+
+    def adopt(self, base: ConsumerStatus, prev: ConsumerStatus | None) -> ConsumerStatus:
+        """A consumer's previous state, or its first one under this migration: one already
+        at 100% counts as migrated, any other starts from 0% when its turn comes."""
+        if prev is None or prev.phase == "Manual":
+            if prev is not None and prev.weight == 100:
+                return base.model_copy(
+                    update={
+                        "phase": "Migrated",
+                        "weight": 100,
+                        "step": len(self.m.steps) - 1,
+                        "message": "at 100% when the migration began",
+                    }
+                )
+            return base.model_copy(update={"phase": "Pending", "weight": 0, "message": ""})
+        return prev.model_copy(update={"service": base.service, "endpoint": base.endpoint})
+
+    def restart_on_edit(self, c: ConsumerStatus) -> ConsumerStatus:
+        if c.phase in IN_PROGRESS or c.phase in STOPPED:
+            self.event("Normal", "SpecChanged", f"{c.name}: steps or gates changed, restarting")
+            return self.start(c.model_copy(update={"paused": False}))
+        return c
+
+    def act(self, states: list[ConsumerStatus], action: Action) -> ActionRecord:
+        """Applies a one-shot action to `states` in place; the record says what happened."""
+        by_name = {c.name: i for i, c in enumerate(states)}
+
+        def record(
+            result: Literal["Done", "Rejected"], message: str, consumer: str = ""
+        ) -> ActionRecord:
+            kind = "Normal" if result == "Done" else "Warning"
+            self.event(kind, f"Action{result}", f"{action.action}: {message}")
+            return ActionRecord(
+                id=action.id,
+                action=action.action,
+                consumer=consumer,
+                result=result,
+                message=message,
+                time=self.at,
+            )
+
+        name = action.consumer or next(
+            (c.name for c in states if c.phase in (IN_PROGRESS + STOPPED)), ""
+        )
+        if name not in by_name:
+            return record(
+                "Rejected",
+                f"no consumer {name!r} to act on" if name else "no consumer is in progress",
+            )
+        i = by_name[name]
+        c = states[i]
+        if action.action in ("promote", "promote-full", "pause", "resume"):
+            if c.phase not in IN_PROGRESS:
+                return record("Rejected", f"{name} is {c.phase}, not in progress", name)
+            if self.prev.failover and action.action.startswith("promote"):
+                return record("Rejected", "vLLM is failed over: nothing to promote", name)
+        if action.action == "promote":
+            assert c.step is not None
+            if c.step + 1 >= len(self.m.steps):
+                states[i] = self.migrated(c, "promoted at 100% by hand")
+            else:
+                states[i] = self.start(c.model_copy(update={"paused": False}), c.step + 1)
+            return record("Done", f"{name} promoted to {states[i].weight}%", name)
+        if action.action == "promote-full":
+            states[i] = self.migrated(c, "promoted to 100% by hand")
+            return record("Done", f"{name} promoted to 100%", name)
+        if action.action == "pause":
+            states[i] = c.model_copy(update={"paused": True})
+            return record("Done", f"{name} paused at {c.weight}%", name)
+        if action.action == "resume":
+            states[i] = c.model_copy(update={"paused": False})
+            return record("Done", f"{name} resumed", name)
+        if action.action == "abort":
+            if c.phase in ("Pending", "Aborted"):
+                return record("Rejected", f"{name} is {c.phase}: nothing to abort", name)
+            states[i] = self.stop(c, "Aborted", "Aborted", "aborted by hand: back to 0%")
+            return record("Done", f"{name} aborted, back to 0%", name)
+        if action.action == "retry":
+            if c.phase not in STOPPED:
+                return record(
+                    "Rejected",
+                    f"{name} is {c.phase}: only a rolled back or aborted consumer can be retried",
+                    name,
+                )
+            states[i] = self.start(c.model_copy(update={"paused": False}))
+            return record("Done", f"{name} starts over from its first step", name)
+        return record("Rejected", f"unknown action {action.action!r}", name)
+
+    def failover(self, states: list[ConsumerStatus]) -> tuple[bool, str | None]:
+        """Whether consumers stay on Ollama; updates the hold-down clock."""
+        prev = self.prev
+        if not self.obs.vllm_ready:
+            if prev.failover or any(c.weight > 0 for c in states):
+                if not prev.failover:
+                    self.event(
+                        "Warning",
+                        "FailedOver",
+                        "vLLM has no ready pod: every consumer is on Ollama",
+                    )
+                return True, None
+            return False, None
+        if not prev.failover:
+            return False, None
+        since = parse_time(prev.vllm_ready_since) if prev.vllm_ready_since else self.now
+        end = since + timedelta(seconds=seconds(self.m.failover_hold_down))
+        if self.now >= end:
+            self.event(
+                "Normal",
+                "Restored",
+                f"vLLM ready for {self.m.failover_hold_down}: weights restored",
+            )
+            return False, None
+        self.wakeups.append(end)
+        return True, stamp(since)
+
+    def sample(self, c: ConsumerStatus, figures: Figures) -> ConsumerStatus:
+        step = c.step
+        assert step is not None
+        subject = analysis.Subject(
+            step=step,
+            at_full=self.m.steps[step].weight == 100,
+            embeddings=self.api[c.name] == "embeddings",
+            baseline=c.baseline,
+        )
+        result = analysis.judge(self.m.analysis, figures, subject, self.at)
+        update: dict[str, object] = {"last_sample_at": self.at, "last_analysis": result}
+        if result.verdict != "Inconclusive" and result.ollama and not subject.at_full:
+            update["baseline"] = result.ollama
+        if result.verdict == "Pass":
+            update |= {"passed_samples": c.passed_samples + 1, "inconclusive_samples": 0}
+        elif result.verdict == "Fail":
+            update |= {"failed_samples": c.failed_samples + 1, "inconclusive_samples": 0}
+            self.event("Warning", "AnalysisFailed", f"{c.name}: {result.message}")
+        else:
+            update["inconclusive_samples"] = c.inconclusive_samples + 1
+        c = c.model_copy(update=update)
+        limits = self.m.analysis
+        if c.failed_samples > limits.failure_limit:
+            return self.stop(
+                c,
+                "RolledBack",
+                "RolledBack",
+                f"rolled back to 0% at step {step + 1}: {result.message}",
+            )
+        if c.inconclusive_samples >= limits.inconclusive_limit:
+            if limits.on_inconclusive == "Rollback":
+                return self.stop(
+                    c,
+                    "RolledBack",
+                    "RolledBack",
+                    f"rolled back: {c.inconclusive_samples} inconclusive samples "
+                    f"({result.message})",
+                )
+            return c.model_copy(
+                update={
+                    "message": f"holding at {c.weight}%: "
+                    f"{c.inconclusive_samples} inconclusive samples in a row "
+                    f"({result.message})"
+                }
+            )
+        return c
+
+    def advance(self, c: ConsumerStatus) -> ConsumerStatus:
+        """Runs one consumer in progress: step start, sample, then the next step if due."""
+        if c.step_started_at is None:
+            served = self.obs.served
+            if served is None or served.get(c.name) != c.weight:
+                self.wakeups.append(self.now + timedelta(seconds=SERVED_POLL_SECONDS))
+                return c
+            c = c.model_copy(update={"step_started_at": self.at})
+        figures = self.obs.figures.get(c.name)
+        due = _sample_due_at(self.m, c)
+        if figures is not None and due is not None and due <= self.now:
+            c = self.sample(c, figures)
+            if c.phase not in IN_PROGRESS:
+                return c
+        index, started = c.step, c.step_started_at
+        assert index is not None and started is not None
+        step = self.m.steps[index]
+        held = c.paused or self.m.paused
+        phase = "Paused" if held or (step.pause and step.pause.duration is None) else "Progressing"
+        c = c.model_copy(update={"phase": phase})
+        stalled = c.inconclusive_samples >= self.m.analysis.inconclusive_limit
+        if not stalled:
+            c = c.model_copy(update={"message": self.describe(c)})
+        if (due := _sample_due_at(self.m, c)) is not None:
+            self.wakeups.append(due)
+        if held or c.passed_samples < 1:
+            return c
+        if step.pause is not None:
+            if step.pause.duration is None:
+                return c  # a human gate: only a promote moves on
+            end = parse_time(started) + timedelta(seconds=seconds(step.pause.duration))
+            if self.now < end:
+                self.wakeups.append(end)
+                return c
+        if index + 1 >= len(self.m.steps):
+            return self.migrated(c, "analysis passed at 100%")
+        return self.start(c, index + 1)
+
+    def describe(self, c: ConsumerStatus) -> str:
+        assert c.step is not None
+        where = f"step {c.step + 1}/{len(self.m.steps)} at {c.weight}%"
+        if c.paused or self.m.paused:
+            return f"{where}: paused (automatic rollback still acts)"
+        step = self.m.steps[c.step]
+        if step.pause and step.pause.duration is None and c.passed_samples:
+            return f"{where}: analysis passed, waiting for promote"
+        return f"{where}: {c.passed_samples} passed, {c.failed_samples} failed samples"
+
+    def run(self, base: list[ConsumerStatus], previous: Mapping[str, ConsumerStatus]) -> Plan:
+        digest = spec_hash(self.m)
+        states = [self.adopt(b, previous.get(b.name)) for b in base]
+        if self.prev.spec_hash and self.prev.spec_hash != digest:
+            states = [self.restart_on_edit(c) for c in states]
+        last_action = self.prev.last_action
+        action = self.obs.action
+        if action is not None and (last_action is None or last_action.id != action.id):
+            last_action = self.act(states, action)
+
+        failed_over, ready_since = self.failover(states)
+        if not failed_over:
+            if self.prev.failover:  # restored: every step waits for routers again
+                states = [
+                    c.model_copy(
+                        update={"weight": _step_weight(self.m, c), "step_started_at": None}
+                    )
+                    for c in states
+                ]
+            states = self.progress(states)
+        else:
+            states = [
+                c.model_copy(update={"weight": 0, "step_started_at": None, "last_sample_at": None})
+                for c in states
+            ]
+
+        migrated = sum(c.phase == "Migrated" for c in states)
+        current = ",".join(f"{c.name}@{c.weight}%" for c in states if c.phase in IN_PROGRESS)
+        status = MigrationStatus(
+            spec_hash=digest,
+            migrated=f"{migrated}/{len(states)}",
+            current=current,
+            last_action=last_action,
+            failover=failed_over,
+            vllm_ready_since=ready_since,
+        )
+        done = bool(states) and migrated == len(states)
+        wake = min(self.wakeups, default=None)
+        return Plan(
+            consumers=states,
+            migration=status,
+            condition=self.condition(states, failed_over),
+            events=self.events,
+            requeue_after=None if wake is None else max((wake - self.now).total_seconds(), 0.1),
+            scale_down_ollama=done
+            and not failed_over
+            and self.m.after_migration == "ScaleDownOllama",
+            failover_message="vLLM has no ready pod: every consumer is on Ollama"
+            if failed_over and not self.obs.vllm_ready
+            else "vLLM is ready again: consumers stay on Ollama for the hold-down time"
+            if failed_over
+            else None,
+        )
+
+    def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
+        out: list[ConsumerStatus] = []
+        blocked = False  # an earlier consumer is not migrated and not moving
+        for c in states:
+            if c.phase in IN_PROGRESS:
+                c = self.advance(c)
+            elif (
+                c.phase == "Pending"
+                and not blocked
+                and self.obs.vllm_ready
+                and not self.m.paused
+                and sum(o.phase in IN_PROGRESS for o in out) < self.m.max_parallel
+            ):
+                c = self.advance(self.start(c))
+            out.append(c)
+            blocked = blocked or c.phase in ("Pending", *STOPPED)
+        return out
+
+    def condition(self, states: list[ConsumerStatus], failed_over: bool) -> MigratingCondition:
+        def first(*phases: str) -> ConsumerStatus | None:
+            return next((c for c in states if c.phase in phases), None)
+
+        if failed_over:
+            return MigratingCondition("False", "FailedOver", "every consumer is on Ollama")
+        if stopped := first(*STOPPED):
+            return MigratingCondition("False", stopped.phase, f"{stopped.name}: {stopped.message}")
+        limit = self.m.analysis.inconclusive_limit
+        if stalled := next(
+            (c for c in states if c.inconclusive_samples >= limit and c.phase in IN_PROGRESS), None
+        ):
+            return MigratingCondition(
+                "False", "AnalysisInconclusive", f"{stalled.name}: {stalled.message}"
+            )
+        if paused := first("Paused"):
+            return MigratingCondition("True", "Paused", f"{paused.name}: {paused.message}")
+        if moving := first("Progressing"):
+            return MigratingCondition("True", "Progressing", f"{moving.name}: {moving.message}")
+        if states and all(c.phase == "Migrated" for c in states):
+            return MigratingCondition("False", "Completed", "every consumer is on vLLM")
+        if not self.obs.vllm_ready:
+            return MigratingCondition("False", "WaitingForVLLM", "vLLM has no ready pod yet")
+        if self.m.paused:
+            return MigratingCondition("True", "Paused", "spec.migration.paused is set")
+        return MigratingCondition("True", "Progressing", "starting")
+
+
+def plan(
+    spec: InferenceBackendSpec,
+    base: list[ConsumerStatus],
+    previous_consumers: list[ConsumerStatus],
+    previous: MigrationStatus | None,
+    obs: Observations,
+    now: datetime,
+) -> Plan:
+    """The migration's next state. `base` holds each consumer of the spec with its name,
+    Service and endpoint; the previous status supplies everything else."""
+    assert spec.migration is not None
+    planner = _Planner(spec, spec.migration, previous, obs, now)
+    return planner.run(base, {c.name: c for c in previous_consumers})
+
+
+__all__ = ["Action", "Event", "Observations", "Plan", "due_samples", "plan", "spec_hash"]

@@ -1,0 +1,384 @@
+"""Table-driven tests of the migration planner: one row per transition, each stating the
+status before, what was observed, and the status after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from inferops.api.spec import InferenceBackendSpec
+from inferops.api.status import ActionRecord, ConsumerStatus, MigrationStatus
+from inferops.migration.figures import EngineFigures, Figures
+from inferops.migration.planner import (
+    Action,
+    Observations,
+    Plan,
+    due_samples,
+    plan,
+    spec_hash,
+    stamp,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+STEPS = [
+    {"weight": 10, "pause": {"duration": "1m"}},
+    {"weight": 50, "pause": {}},
+    {"weight": 100},
+]
+ANALYSIS = {"interval": "10s", "initialDelay": "5s", "minRequests": 5, "failureLimit": 1}
+
+
+def make_spec(consumers: list[Any] | None = None, **migration: Any) -> InferenceBackendSpec:
+    return InferenceBackendSpec.model_validate(
+        {
+            "model": "m",
+            "vllm": {"model": "x"},
+            "ollama": {"model": "y"},
+            "consumers": consumers or [{"name": "notes"}, {"name": "rag"}],
+            "migration": {"steps": STEPS, "analysis": ANALYSIS, **migration},
+        }
+    )
+
+
+SPEC = make_spec()
+HASH = spec_hash(SPEC.migration)  # type: ignore[arg-type]
+
+
+def base(spec: InferenceBackendSpec = SPEC) -> list[ConsumerStatus]:
+    return [
+        ConsumerStatus(name=c.name, weight=0, service=f"b-{c.name}", endpoint=f"http://b-{c.name}")
+        for c in spec.consumers
+    ]
+
+
+def consumer(name: str, **fields: Any) -> ConsumerStatus:
+    return ConsumerStatus(
+        name=name, service=f"b-{name}", endpoint=f"http://b-{name}", **{"weight": 0, **fields}
+    )
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def running(
+    name: str, step: int, weight: int, started: float | None = 0, **more: Any
+) -> ConsumerStatus:
+    return consumer(
+        name,
+        phase="Progressing",
+        step=step,
+        weight=weight,
+        step_started_at=None if started is None else stamp(at(started)),
+        **more,
+    )
+
+
+def eng(
+    requests: float = 100, errors: float = 0, ttft: float = 0.2, tpot: float = 0.02
+) -> EngineFigures:
+    return EngineFigures(requests=requests, errors=errors, ttft_p95=ttft, tpot_p95=tpot)
+
+
+GOOD = Figures(vllm=eng(ttft=0.1), ollama=eng(ttft=0.4))
+BAD_ERRORS = Figures(vllm=eng(errors=30), ollama=eng())
+BAD_LATENCY = Figures(vllm=eng(ttft=3.0), ollama=eng(ttft=0.4))
+QUIET = Figures(vllm=eng(requests=2), ollama=eng())
+BROKEN = Figures.failed("prometheus answered HTTP 500")
+
+
+@dataclass
+class Row:
+    id: str
+    before: list[ConsumerStatus]
+    now: float
+    obs: Observations
+    expect: dict[str, dict[str, Any]]
+    """Per consumer, fields the new status must have."""
+    migration: MigrationStatus | None = field(
+        default_factory=lambda: MigrationStatus(spec_hash=HASH)
+    )
+    spec: InferenceBackendSpec = SPEC
+    events: tuple[str, ...] = ()
+    """Event reasons that must be emitted."""
+
+
+SERVED_0 = {"notes": 0, "rag": 0}
+ROWS = [
+    Row("first run: the first consumer starts, the rest wait", [], 0,
+        Observations(vllm_ready=True, served=SERVED_0),
+        {"notes": {"phase": "Progressing", "step": 0, "weight": 10, "step_started_at": None},
+         "rag": {"phase": "Pending", "weight": 0}},
+        migration=None, events=("StepStarted",)),
+    Row("no start before vLLM is ready", [], 0, Observations(vllm_ready=False),
+        {"notes": {"phase": "Pending", "weight": 0}, "rag": {"phase": "Pending"}}, migration=None),
+    Row("the step starts when every router serves its weight",
+        [running("notes", 0, 10, started=None), consumer("rag", phase="Pending")], 3,
+        Observations(vllm_ready=True, served={"notes": 10, "rag": 0}),
+        {"notes": {"step_started_at": stamp(at(3)), "weight": 10}}),
+    Row("no step start while a router serves another weight",
+        [running("notes", 0, 10, started=None), consumer("rag", phase="Pending")], 3,
+        Observations(vllm_ready=True, served={"notes": 0, "rag": 0}),
+        {"notes": {"step_started_at": None}}),
+    Row("analysis pass within a timed pause holds the step",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": GOOD}),
+        {"notes": {"step": 0, "passed_samples": 1, "last_sample_at": stamp(at(15))}}),
+    Row("timed pause over with a passing sample: next step",
+        [running("notes", 0, 10, passed_samples=3, last_sample_at=stamp(at(55))),
+         consumer("rag", phase="Pending")], 60,
+        Observations(vllm_ready=True),
+        {"notes": {"step": 1, "weight": 50, "step_started_at": None, "passed_samples": 0}},
+        events=("StepStarted",)),
+    Row("timed pause over without any passing sample: hold",
+        [running("notes", 0, 10, inconclusive_samples=2, last_sample_at=stamp(at(55))),
+         consumer("rag", phase="Pending")], 60,
+        Observations(vllm_ready=True), {"notes": {"step": 0, "weight": 10}}),
+    Row("a sample not due yet is ignored (a burst cannot count twice)",
+        [running("notes", 0, 10, passed_samples=1, last_sample_at=stamp(at(15))),
+         consumer("rag", phase="Pending")], 20,
+        Observations(vllm_ready=True, figures={"notes": GOOD}),
+        {"notes": {"passed_samples": 1, "last_sample_at": stamp(at(15))}}),
+    Row("manual pause: analysis passed, waits for promote",
+        [running("notes", 1, 50), consumer("rag", phase="Pending")], 3600,
+        Observations(vllm_ready=True, figures={"notes": GOOD}),
+        {"notes": {"phase": "Paused", "step": 1, "weight": 50, "passed_samples": 1}}),
+    Row("promote ends a manual pause",
+        [running("notes", 1, 50, passed_samples=1), consumer("rag", phase="Pending")], 100,
+        Observations(vllm_ready=True, action=Action("a1", "promote", "notes")),
+        {"notes": {"phase": "Progressing", "step": 2, "weight": 100}}, events=("ActionDone",)),
+    Row("promote --full migrates at once",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 1,
+        Observations(vllm_ready=True, action=Action("a1", "promote-full")),
+        {"notes": {"phase": "Migrated", "weight": 100}, "rag": {"phase": "Progressing"}},
+        events=("ActionDone", "Migrated")),
+    Row("an acknowledged action is not applied again",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 1,
+        Observations(vllm_ready=True, action=Action("a1", "promote-full")),
+        {"notes": {"phase": "Progressing", "weight": 10}},
+        migration=MigrationStatus(spec_hash=HASH, last_action=ActionRecord(
+            id="a1", action="promote-full", result="Done", time=stamp(T0)))),
+    Row("the last step needs one more passing sample before migrated",
+        [running("notes", 2, 100), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": Figures(vllm=eng(), ollama=None)}),
+        {"notes": {"phase": "Migrated", "weight": 100},
+         "rag": {"phase": "Progressing", "weight": 10}}, events=("Migrated", "StepStarted")),
+    Row("at 100% no vLLM traffic is no verdict",
+        [running("notes", 2, 100), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": Figures(vllm=None, ollama=None)}),
+        {"notes": {"phase": "Progressing", "inconclusive_samples": 1}}),
+    Row("too few requests is inconclusive, never a verdict",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": QUIET}),
+        {"notes": {"inconclusive_samples": 1, "failed_samples": 0, "passed_samples": 0}}),
+    Row("a failing query is inconclusive",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": BROKEN}),
+        {"notes": {"inconclusive_samples": 1, "weight": 10}}),
+    Row("inconclusive too long holds the weight and says so",
+        [running("notes", 0, 10, inconclusive_samples=9, last_sample_at=stamp(at(55))),
+         consumer("rag", phase="Pending")], 65,
+        Observations(vllm_ready=True, figures={"notes": BROKEN}),
+        {"notes": {"phase": "Progressing", "weight": 10, "inconclusive_samples": 10}}),
+    Row("inconclusive too long rolls back when asked to",
+        [running("notes", 0, 10, inconclusive_samples=9, last_sample_at=stamp(at(55))),
+         consumer("rag", phase="Pending")], 65,
+        Observations(vllm_ready=True, figures={"notes": BROKEN}),
+        {"notes": {"phase": "RolledBack", "weight": 0}},
+        spec=make_spec(analysis={**ANALYSIS, "onInconclusive": "Rollback"}),
+        migration=MigrationStatus(spec_hash=spec_hash(make_spec(  # type: ignore[arg-type]
+            analysis={**ANALYSIS, "onInconclusive": "Rollback"}).migration)),
+        events=("RolledBack",)),
+    Row("one failed sample is tolerated",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 15,
+        Observations(vllm_ready=True, figures={"notes": BAD_ERRORS}),
+        {"notes": {"phase": "Progressing", "failed_samples": 1, "weight": 10}},
+        events=("AnalysisFailed",)),
+    Row("failures past the limit roll back to 0%",
+        [running("notes", 0, 10, failed_samples=1, last_sample_at=stamp(at(15))),
+         consumer("rag", phase="Pending")], 25,
+        Observations(vllm_ready=True, figures={"notes": BAD_LATENCY}),
+        {"notes": {"phase": "RolledBack", "weight": 0}, "rag": {"phase": "Pending"}},
+        events=("RolledBack",)),
+    Row("a manual pause does not stop automatic rollback",
+        [running("notes", 1, 50, failed_samples=1, last_sample_at=stamp(at(15)), paused=True),
+         consumer("rag", phase="Pending")], 25,
+        Observations(vllm_ready=True, figures={"notes": BAD_ERRORS}),
+        {"notes": {"phase": "RolledBack", "weight": 0}}),
+    Row("pause holds a passing step",
+        [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)), paused=True),
+         consumer("rag", phase="Pending")], 70,
+        Observations(vllm_ready=True), {"notes": {"phase": "Paused", "step": 0}}),
+    Row("resume lets it move on",
+        [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)), paused=True),
+         consumer("rag", phase="Pending")], 70,
+        Observations(vllm_ready=True, action=Action("r", "resume", "notes")),
+        {"notes": {"phase": "Progressing", "step": 1, "paused": False}}),
+    Row("spec.migration.paused holds every consumer",
+        [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)))], 70,
+        Observations(vllm_ready=True), {"notes": {"phase": "Paused", "step": 0}},
+        spec=make_spec([{"name": "notes"}], paused=True)),
+    Row("abort sends the consumer back to 0% and later ones keep waiting",
+        [running("notes", 1, 50), consumer("rag", phase="Pending")], 10,
+        Observations(vllm_ready=True, action=Action("x", "abort")),
+        {"notes": {"phase": "Aborted", "weight": 0}, "rag": {"phase": "Pending", "weight": 0}},
+        events=("Aborted", "ActionDone")),
+    Row("an aborted consumer stays aborted",
+        [consumer("notes", phase="Aborted", step=1), consumer("rag", phase="Pending")], 500,
+        Observations(vllm_ready=True, served=SERVED_0),
+        {"notes": {"phase": "Aborted", "weight": 0}, "rag": {"phase": "Pending"}}),
+    Row("retry starts over from the first step",
+        [consumer("notes", phase="RolledBack", step=1, failed_samples=2),
+         consumer("rag", phase="Pending")], 10,
+        Observations(vllm_ready=True, action=Action("y", "retry", "notes")),
+        {"notes": {"phase": "Progressing", "step": 0, "weight": 10, "failed_samples": 0}}),
+    Row("retry of a consumer in progress is rejected",
+        [running("notes", 0, 10), consumer("rag", phase="Pending")], 1,
+        Observations(vllm_ready=True, action=Action("y", "retry", "notes")),
+        {"notes": {"phase": "Progressing", "step": 0}}, events=("ActionRejected",)),
+    Row("steps edited mid-step: the consumer restarts at step one, never higher",
+        [running("notes", 1, 50), consumer("rag", phase="Pending")], 10,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Progressing", "step": 0, "weight": 10}},
+        migration=MigrationStatus(spec_hash="older"), events=("SpecChanged",)),
+    Row("steps edited: migrated consumers stay migrated",
+        [consumer("notes", phase="Migrated", weight=100, step=2), running("rag", 0, 10)], 10,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Migrated", "weight": 100}, "rag": {"step": 0, "weight": 10}},
+        migration=MigrationStatus(spec_hash="older")),
+    Row("a consumer added mid-migration waits its turn",
+        [consumer("notes", phase="Migrated", weight=100, step=2), running("rag", 0, 10)], 10,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Migrated"}, "rag": {"phase": "Progressing"},
+         "ner": {"phase": "Pending", "weight": 0}},
+        spec=make_spec([{"name": "notes"}, {"name": "rag"}, {"name": "ner"}])),
+    Row("a consumer removed mid-migration: the next one starts",
+        [running("notes", 1, 50), consumer("rag", phase="Pending")], 10,
+        Observations(vllm_ready=True), {"rag": {"phase": "Progressing", "weight": 10}},
+        spec=make_spec([{"name": "rag"}])),
+    Row("two in parallel when allowed",
+        [], 0, Observations(vllm_ready=True),
+        {"notes": {"phase": "Progressing"}, "rag": {"phase": "Progressing"}},
+        spec=make_spec(maxParallel=2), migration=None),
+    Row("embeddings move 0 -> 100 in one step",
+        [], 0, Observations(vllm_ready=True),
+        {"emb": {"phase": "Progressing", "step": 2, "weight": 100}},
+        spec=make_spec([{"name": "emb", "api": "embeddings"}]), migration=None),
+    Row("a consumer at 100% before the migration counts as migrated",
+        [consumer("notes", phase="Manual", weight=100), consumer("rag", phase="Manual", weight=50)],
+        0, Observations(vllm_ready=True),
+        {"notes": {"phase": "Migrated", "weight": 100},
+         "rag": {"phase": "Progressing", "weight": 10}}, migration=None),
+    Row("vLLM lost: every consumer to Ollama, the step waits",
+        [consumer("notes", phase="Migrated", weight=100, step=2), running("rag", 1, 50)], 10,
+        Observations(vllm_ready=False),
+        {"notes": {"phase": "Migrated", "weight": 0}, "rag": {"step": 1, "weight": 0,
+                                                              "step_started_at": None}},
+        events=("FailedOver",)),
+    Row("vLLM back: still on Ollama during the hold-down",
+        [consumer("notes", phase="Migrated", weight=0, step=2),
+         running("rag", 1, 0, started=None)], 10,
+        Observations(vllm_ready=True),
+        {"notes": {"weight": 0}, "rag": {"weight": 0}},
+        migration=MigrationStatus(spec_hash=HASH, failover=True)),
+    Row("vLLM ready for the hold-down: weights restored, steps wait for routers",
+        [consumer("notes", phase="Migrated", weight=0, step=2),
+         running("rag", 1, 0, started=None)], 200,
+        Observations(vllm_ready=True),
+        {"notes": {"weight": 100}, "rag": {"weight": 50, "step": 1, "step_started_at": None}},
+        migration=MigrationStatus(spec_hash=HASH, failover=True,
+                                  vllm_ready_since=stamp(at(60))),
+        events=("Restored",)),
+]  # fmt: skip
+
+
+def run(row: Row) -> Plan:
+    return plan(row.spec, base(row.spec), row.before, row.migration, row.obs, at(row.now))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_transition(row: Row) -> None:
+    result = run(row)
+    by_name = {c.name: c for c in result.consumers}
+    assert list(by_name) == [c.name for c in row.spec.consumers]
+    for name, fields in row.expect.items():
+        got = by_name[name].model_dump()
+        assert {k: got[k] for k in fields} == fields, by_name[name].message
+    reasons = [e.reason for e in result.events]
+    for reason in row.events:
+        assert reason in reasons, reasons
+    assert result.weights == {c.name: c.weight for c in result.consumers}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_planning_again_from_the_result_changes_nothing_more(row: Row) -> None:
+    """A restarted operator (or a burst of reconciliations) that plans again at the same
+    instant from the status just written repeats no step and no sample."""
+    first = run(row)
+    again = plan(
+        row.spec,
+        base(row.spec),
+        first.consumers,
+        first.migration,
+        Observations(
+            vllm_ready=row.obs.vllm_ready,
+            served=row.obs.served,
+            figures=row.obs.figures,
+            action=row.obs.action,
+        ),
+        at(row.now),
+    )
+    assert [c.model_dump(exclude={"message", "phase"}) for c in again.consumers] == [
+        c.model_dump(exclude={"message", "phase"}) for c in first.consumers
+    ]
+    assert not [e for e in again.events if e.reason in ("StepStarted", "Migrated", "RolledBack")]
+
+
+def test_migration_status_for_kubectl_get() -> None:
+    result = run(ROWS[0])
+    assert result.migration.migrated == "0/2"
+    assert result.migration.current == "notes@10%"
+    assert result.condition.reason == "Progressing"
+    done = run(
+        Row(
+            "",
+            [
+                consumer("notes", phase="Migrated", weight=100, step=2),
+                consumer("rag", phase="Migrated", weight=100, step=2),
+            ],
+            0,
+            Observations(vllm_ready=True),
+            {},
+        )
+    )
+    assert (done.migration.migrated, done.condition.reason) == ("2/2", "Completed")
+    assert not done.scale_down_ollama
+    scaled = make_spec(afterMigration="ScaleDownOllama")
+    done = plan(
+        scaled, base(scaled), done.consumers, done.migration, Observations(vllm_ready=True), T0
+    )
+    assert done.scale_down_ollama
+
+
+def test_due_samples_and_wake_up() -> None:
+    states = [running("notes", 0, 10, started=0), consumer("rag", phase="Pending")]
+    assert due_samples(SPEC, states, False, at(14)) == {}
+    assert due_samples(SPEC, states, False, at(15)) == {"notes": 10.0}
+    assert due_samples(SPEC, states, True, at(15)) == {}
+    result = plan(
+        SPEC, base(), states, MigrationStatus(spec_hash=HASH), Observations(vllm_ready=True), at(3)
+    )
+    assert result.requeue_after == 12  # the first sample: 5 s delay + 10 s interval
+
+
+def test_rollback_condition_and_event_name_the_figures() -> None:
+    row = ROWS[[r.id for r in ROWS].index("failures past the limit roll back to 0%")]
+    result = run(row)
+    assert result.condition.status == "False"
+    assert result.condition.reason == "RolledBack"
+    notes = result.consumers[0]
+    assert notes.last_analysis is not None and notes.last_analysis.verdict == "Fail"
+    assert "ttftP95 3 > 0.6" in notes.message
