@@ -71,7 +71,7 @@ def objects_table() -> str:
 
 def test_table_without_fallback_engine() -> None:
     spec = make_spec(consumers=CONSUMERS, ollama=None)
-    assert set(routing_table(spec, OWNER, {"vllm": True})["engines"]) == {"vllm"}
+    assert set(routing_table(spec, OWNER, {"vllm": True}).dump()["engines"]) == {"vllm"}
 
 
 def test_router_reads_only_its_own_table() -> None:

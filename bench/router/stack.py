@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.router.config import HOST, MODEL, WEIGHT, Config
 from bench.router.procs import Service, free_port, memory_kib
-from inferops.router.table import Consumer, Engine, Engines, RoutingTable
+from inferops.api.routing import Consumer, Engine, Engines, RoutingTable
 
 REPO = Path(__file__).resolve().parents[2]
 

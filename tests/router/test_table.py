@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from inferops.api.routing import RoutingTable, normalize_host
 from inferops.router.routes import OLLAMA, VLLM, compile_table
-from inferops.router.table import RoutingTable, normalize_host
 
 CONTRACT = """
 {
@@ -141,7 +141,7 @@ def test_upstream_urls_are_prebuilt() -> None:
 
 
 def test_engine_urls_can_be_replaced_for_a_router_outside_the_cluster() -> None:
-    from inferops.router.table import RoutingTable, with_engine_urls
+    from inferops.api.routing import RoutingTable, with_engine_urls
 
     table = RoutingTable.model_validate(
         {

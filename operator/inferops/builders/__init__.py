@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import ollama, router, vllm
 from inferops.builders.common import Obj, Owner
@@ -21,14 +23,18 @@ CHILD_KINDS = (
 
 
 def desired_children(
-    spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool] | None = None
+    spec: InferenceBackendSpec,
+    owner: Owner,
+    ready: Mapping[str, bool] | None = None,
+    weights: Mapping[str, int] | None = None,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
-    Ready pods; the routing table sends traffic only to those."""
+    Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
+    live vLLM weights (a consumer missing from it gets its spec weight)."""
     objects = (
         vllm.children(spec, owner)
         + ollama.children(spec, owner)
-        + router.children(spec, owner, ready or {})
+        + router.children(spec, owner, ready or {}, weights)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}
     return sorted(objects, key=lambda o: (order[o["kind"]], o["metadata"]["name"]))

@@ -9,15 +9,25 @@ header.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from inferops.api import GROUP
+from inferops.api.routing import (
+    ROUTES_KEY,
+    Consumer,
+    Engine,
+    Engines,
+    RoutingTable,
+    Timeouts,
+    with_revision,
+)
 from inferops.api.spec import ConsumerSpec, InferenceBackendSpec
 from inferops.builders import common, ollama, vllm
 from inferops.builders.common import Obj, Owner
 
 COMPONENT = "router"
 PORT = 8080
-TABLE_KEY = "routes.json"
+TABLE_KEY = ROUTES_KEY
 PRE_STOP_SECONDS = 5
 CONSUMER_LABEL = f"{GROUP}/consumer"
 # OpenAI clients expect plain HTTP on 80; Ollama clients were configured with 11434.
@@ -36,48 +46,76 @@ def endpoint(owner: Owner, consumer: ConsumerSpec) -> str:
     return f"http://{service_name(owner, consumer)}.{owner.namespace}.svc"
 
 
-def routing_table(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> Obj:
+def routing_table(
+    spec: InferenceBackendSpec,
+    owner: Owner,
+    ready: Mapping[str, bool],
+    weights: Mapping[str, int] | None = None,
+) -> RoutingTable:
     """What the router needs, and nothing else: consumers with their weights and host names,
-    the engines' URLs and whether they have Ready pods, and the request limits."""
-    engines = {
-        vllm.ENGINE: {
-            "url": common.service_url(owner, vllm.ENGINE, vllm.PORT),
-            "ready": ready.get(vllm.ENGINE, False),
-        }
-    }
+    the engines' URLs and whether they have Ready pods, and the request limits; stamped with
+    its revision.
+
+    `weights` are the live weights the operator decided (a rollout moves them step by step);
+    a consumer missing from it gets its spec weight."""
+    live = weights or {}
+    ollama_engine = None
     if ollama.enabled(spec):
-        engines[ollama.ENGINE] = {
-            "url": common.service_url(owner, ollama.ENGINE, ollama.PORT),
-            "ready": ready.get(ollama.ENGINE, False),
-        }
+        ollama_engine = Engine(
+            url=common.service_url(owner, ollama.ENGINE, ollama.PORT),
+            ready=ready.get(ollama.ENGINE, False),
+        )
+    engines = Engines(
+        vllm=Engine(
+            url=common.service_url(owner, vllm.ENGINE, vllm.PORT),
+            ready=ready.get(vllm.ENGINE, False),
+        ),
+        ollama=ollama_engine,
+    )
     consumers = []
     for consumer in spec.consumers:
         svc = service_name(owner, consumer)
         ns = owner.namespace
         hosts = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
         consumers.append(
-            {"name": consumer.name, "hosts": hosts, "weight": consumer.weight, "api": consumer.api}
+            Consumer(
+                name=consumer.name,
+                hosts=hosts,
+                weight=live.get(consumer.name, consumer.weight),
+                api=consumer.api,
+            )
         )
     router = spec.router
-    return {
-        "model": spec.model,
-        "aliases": [],
-        "engines": engines,
-        "consumers": consumers,
-        "fallback": router.fallback,
-        "timeouts": router.timeouts.dump(),
-        "maxBodyBytes": router.max_body_bytes,
-    }
+    timeouts = router.timeouts
+    table = RoutingTable(
+        model=spec.model,
+        aliases=[],
+        engines=engines,
+        consumers=consumers,
+        fallback=router.fallback,
+        timeouts=Timeouts(
+            connect_seconds=timeouts.connect_seconds,
+            first_byte_seconds=timeouts.first_byte_seconds,
+            total_seconds=timeouts.total_seconds,
+        ),
+        max_body_bytes=router.max_body_bytes,
+    )
+    return with_revision(table)
 
 
-def config_map(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> Obj:
-    table = routing_table(spec, owner, ready)
+def config_map(
+    spec: InferenceBackendSpec,
+    owner: Owner,
+    ready: Mapping[str, bool],
+    weights: Mapping[str, int] | None = None,
+) -> Obj:
+    table = routing_table(spec, owner, ready, weights)
     return common.with_spec_hash(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": common.metadata(owner, name(owner), COMPONENT),
-            "data": {TABLE_KEY: json.dumps(table, indent=2, sort_keys=True)},
+            "data": {TABLE_KEY: json.dumps(table.dump(), indent=2, sort_keys=True)},
         }
     )
 
@@ -168,12 +206,17 @@ def consumer_service(owner: Owner, consumer: ConsumerSpec) -> Obj:
     )
 
 
-def children(spec: InferenceBackendSpec, owner: Owner, ready: dict[str, bool]) -> list[Obj]:
+def children(
+    spec: InferenceBackendSpec,
+    owner: Owner,
+    ready: Mapping[str, bool],
+    weights: Mapping[str, int] | None = None,
+) -> list[Obj]:
     """Nothing without consumers: the engines alone need no router."""
     if not spec.consumers:
         return []
     return [
-        config_map(spec, owner, ready),
+        config_map(spec, owner, ready, weights),
         *rbac(owner),
         deployment(spec, owner),
         *(consumer_service(owner, c) for c in spec.consumers),

@@ -10,10 +10,10 @@ import resource
 import signal
 from pathlib import Path
 
+from inferops.api.routing import ROUTES_KEY
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource, TableSource
 from inferops.router.state import RouterState
-from inferops.router.table import ROUTES_KEY
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
+from inferops.api.routing import ROUTES_KEY
 from inferops.kube import Kube, KubeError
 from inferops.router.sources import TableSink, parse
-from inferops.router.table import ROUTES_KEY
 
 log = logging.getLogger("inferops.router.configmap")
 

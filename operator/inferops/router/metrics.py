@@ -13,12 +13,20 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferops.api.routing import REVISION_METRIC
+
 NO_ENGINE = "none"
 UNKNOWN_CONSUMER = "unknown"
 CLIENT_CLOSED = 499  # nginx's code for "the client went away first"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Per output token: ~1 ms (a small model on a big GPU) to ~2 s (a large one on a CPU), denser
+# where GPU decoding lands (10-100 ms) so a vLLM-vs-Ollama difference shows in the quantiles.
+TPOT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25,
+    0.5, 1, 2,
+)  # fmt: skip
 
 
 class RouterMetrics:
@@ -56,6 +64,15 @@ class RouterMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.tpot = Histogram(
+            "inferops_router_time_per_output_token_seconds",
+            "Time between output tokens of a streaming request: (last byte - first body byte) "
+            "/ (completion tokens - 1), from the engine's `usage`; streams with fewer than "
+            "two completion tokens or without usage are not observed.",
+            ["consumer", "engine", "route"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter(
             "inferops_router_tokens",
             "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
@@ -84,6 +101,12 @@ class RouterMetrics:
         self.table_generation = Gauge(
             "inferops_router_table_generation",
             "How many routing tables this process has installed.",
+            registry=r,
+        )
+        self.table_revision = Gauge(
+            REVISION_METRIC,
+            "The `revision` of the installed routing table (a checksum the operator sets), so "
+            "the operator can tell when every router serves the table it wrote.",
             registry=r,
         )
         self.table_loads = Counter(
@@ -120,6 +143,7 @@ class Series:
         "in_flight",
         "latency",
         "prompt",
+        "tpot",
         "ttft",
     )
 
@@ -129,6 +153,7 @@ class Series:
         self.in_flight = metrics.in_flight.labels(consumer, engine)
         self.latency = metrics.latency.labels(consumer, engine, route)
         self.ttft = metrics.ttft.labels(consumer, engine, route)
+        self.tpot = metrics.tpot.labels(consumer, engine, route)
         self.prompt = metrics.tokens.labels(consumer, engine, route, "prompt")
         self.completion = metrics.tokens.labels(consumer, engine, route, "completion")
         self._by_code: dict[int, Any] = {}
@@ -156,9 +181,22 @@ class Series:
 
 
 class Exchange:
-    """Records one request's life into the metrics: attempts, first byte, outcome."""
+    """Records one request's life into the metrics: attempts, first byte, outcome.
 
-    __slots__ = ("active", "consumer", "engine", "metrics", "route", "series", "start")
+    Time per output token needs no per-chunk work: the first body byte's time and the
+    completion count are kept, and the one division happens in `done()`."""
+
+    __slots__ = (
+        "active",
+        "completion",
+        "consumer",
+        "engine",
+        "first_at",
+        "metrics",
+        "route",
+        "series",
+        "start",
+    )
 
     def __init__(self, metrics: RouterMetrics, consumer: str, route: str, start: float) -> None:
         self.metrics = metrics
@@ -168,11 +206,17 @@ class Exchange:
         self.engine = NO_ENGINE
         self.series: Series | None = None
         self.active = False
+        self.first_at: float | None = None
+        """When the first body byte of a stream reached the client (monotonic clock)."""
+        self.completion = 0
+        """Completion tokens the engine reported for the current attempt."""
 
     def begin(self, engine: str) -> None:
         """An attempt on `engine` starts."""
         self.engine = engine
         self.active = True
+        self.first_at = None
+        self.completion = 0
         self.series = series = self.metrics.series(self.consumer, engine, self.route)
         series.in_flight.inc()
 
@@ -188,7 +232,8 @@ class Exchange:
     def first_byte(self) -> None:
         """The first body byte of a stream was written to the client."""
         if self.series is not None:
-            self.series.ttft.observe(time.monotonic() - self.start)
+            self.first_at = now = time.monotonic()
+            self.series.ttft.observe(now - self.start)
 
     def error(self, reason: str) -> None:
         """The current attempt failed after bytes were sent (no fallback possible)."""
@@ -201,6 +246,7 @@ class Exchange:
                 self.series.prompt.inc(prompt)
             if completion:
                 self.series.completion.inc(completion)
+                self.completion = completion
 
     def done(self, code: int) -> None:
         """The current attempt ended and the client has its answer (or went away). Only the
@@ -209,9 +255,13 @@ class Exchange:
             return
         self.active = False
         series = self.series
+        now = time.monotonic()
         series.in_flight.dec()
         series.count(code)
-        series.latency.observe(time.monotonic() - self.start)
+        series.latency.observe(now - self.start)
+        # n tokens arrive over n - 1 gaps after the first; the first token's own wait is TTFT.
+        if self.first_at is not None and self.completion >= 2:
+            series.tpot.observe((now - self.first_at) / (self.completion - 1))
 
 
 __all__ = ["CLIENT_CLOSED", "NO_ENGINE", "UNKNOWN_CONSUMER", "Exchange", "RouterMetrics", "Series"]

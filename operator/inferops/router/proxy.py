@@ -1,6 +1,10 @@
 """What every proxied request goes through, whichever API it speaks: find its consumer, read
 and check its body, then hand it to the API's own handler; turn refusals into error answers
 in that API's dialect and count them.
+
+A request carrying `X-Inferops-Probe: vllm|ollama` (the operator's synthetic probe) goes to
+that engine only, never elsewhere: the probe exists to measure one engine, so a fallback
+would hide exactly what it is looking for. It is counted like the consumer's other requests.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from aiohttp import web
 from inferops.router import errors
 from inferops.router.errors import RouterError
 from inferops.router.metrics import CLIENT_CLOSED, NO_ENGINE, UNKNOWN_CONSUMER, Exchange
-from inferops.router.routes import ConsumerRoute, Routes, Target
+from inferops.router.routes import ENGINES, ConsumerRoute, Routes, Target
 from inferops.router.state import RouterState
 
 CONSUMER_HEADER = "X-Inferops-Consumer"
 ENGINE_HEADER = "X-Inferops-Engine"
+PROBE_HEADER = "X-Inferops-Probe"
+"""Pins a request to one engine, without fallback; sent by the operator's probes."""
 
 
 @dataclass(slots=True)
@@ -36,8 +42,12 @@ class Intake:
     """The model name the client asked for (echoed back by the Ollama API)."""
     ex: Exchange
     deadline: float
+    pin: Target | None = None
+    """The engine a probe asked for: the only one tried."""
 
     def targets(self) -> tuple[Target, ...]:
+        if self.pin is not None:
+            return (self.pin,)
         return self.consumer.pick(random.random())
 
     def headers(self, target: Target) -> dict[str, str]:
@@ -58,6 +68,28 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def probe_target(routes: Routes, value: str) -> Target:
+    """The engine an `X-Inferops-Probe` value pins, if the table has it ready."""
+    engine = value.strip().lower()
+    if engine not in ENGINES:
+        allowed = " or ".join(repr(e) for e in ENGINES)
+        raise RouterError(
+            400,
+            f"{PROBE_HEADER} {value!r} names no engine: use {allowed}",
+            "invalid_probe_engine",
+        )
+    target = routes.targets.get(engine)
+    if target is None or not target.ready:
+        why = "is not in the routing table" if target is None else "has no Ready pods"
+        raise RouterError(
+            503,
+            f"{PROBE_HEADER} pins engine {engine!r}, which {why}",
+            "probe_engine_unavailable",
+            "server_error",
+        )
+    return target
+
+
 async def take(request: web.Request, state: RouterState, route: str) -> Intake:
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -70,6 +102,8 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
     if consumer is None:
         raise errors.unknown_consumer(host, override)
     try:
+        probe = headers.get(PROBE_HEADER)
+        pin = probe_target(routes, probe) if probe is not None else None
         raw = await read_body(request, routes.max_body_bytes)
         try:
             doc = json.loads(raw)
@@ -86,7 +120,7 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
         err.consumer = consumer.name
         raise
     ex = Exchange(state.metrics, consumer.name, route, start)
-    return Intake(routes, consumer, raw, doc, model, ex, start + routes.total_seconds)
+    return Intake(routes, consumer, raw, doc, model, ex, start + routes.total_seconds, pin)
 
 
 Serve = Callable[[web.Request, Intake], Awaitable[web.StreamResponse]]
@@ -138,9 +172,11 @@ def json_response(
 __all__ = [
     "CONSUMER_HEADER",
     "ENGINE_HEADER",
+    "PROBE_HEADER",
     "Intake",
     "handle",
     "json_response",
+    "probe_target",
     "read_body",
     "take",
 ]

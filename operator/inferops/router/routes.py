@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
-from inferops.router.table import RoutingTable, normalize_host
+from inferops.api.routing import RoutingTable, normalize_host
 
 VLLM = "vllm"
 OLLAMA = "ollama"
+ENGINES = (VLLM, OLLAMA)
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -150,6 +151,7 @@ __all__ = [
     "CHAT_PATH",
     "COMPLETIONS_PATH",
     "EMBEDDINGS_PATH",
+    "ENGINES",
     "OLLAMA",
     "VLLM",
     "ConsumerRoute",

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from inferops.router.table import RoutingTable
+from inferops.api.routing import RoutingTable
 
 log = logging.getLogger("inferops.router.sources")
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from inferops.api.routing import RoutingTable, with_engine_urls
 from inferops.router.metrics import RouterMetrics
 from inferops.router.routes import Routes, compile_table
-from inferops.router.table import RoutingTable, with_engine_urls
 
 log = logging.getLogger("inferops.router")
 
@@ -59,6 +59,7 @@ class RouterState:
         self.loaded_at = time.time()
         metrics.table_loads.labels("installed").inc()
         metrics.table_generation.set(self.generation)
+        metrics.table_revision.set(table.revision)
         for consumer in routes.consumers:
             metrics.weight.labels(consumer.name, "configured").set(consumer.weight)
             metrics.weight.labels(consumer.name, "effective").set(consumer.vllm_share)
@@ -67,8 +68,9 @@ class RouterState:
                 for kind in ("configured", "effective"):
                     metrics.weight.remove(name, kind)
         log.info(
-            "routing table %d installed: model %s, vllm %s, ollama %s, weights %s",
+            "routing table %d installed (revision %d): model %s, vllm %s, ollama %s, weights %s",
             self.generation,
+            table.revision,
             table.model,
             "ready" if table.engines.vllm.ready else "not ready",
             "absent"

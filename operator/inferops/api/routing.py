@@ -1,11 +1,15 @@
-"""The routing table: the contract between the operator (writer) and the router (reader).
+"""The routing table: the one model of the document the operator writes and the router reads.
 
-The operator writes it as JSON with camelCase keys into the ConfigMap key `routes.json`; the
-router validates it with these models and compiles it into lookups (`inferops.router.routes`).
+The operator builds it (`inferops.builders.router`) and writes it as JSON with camelCase keys
+into the ConfigMap key `routes.json`; the router validates it with these same models and
+compiles it into lookups (`inferops.router.routes`). It lives in the api layer because both
+sides import it and the builders must not import the router.
 """
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -17,6 +21,10 @@ ROUTES_KEY = "routes.json"
 """The ConfigMap key that holds the table."""
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+REVISION_METRIC = "inferops_router_table_revision"
+"""The router's gauge of the `revision` of the table it serves; the operator scrapes it to
+know when every router serves a weight it wrote."""
 
 
 class TableModel(Model):
@@ -85,6 +93,9 @@ class RoutingTable(TableModel):
     timeouts: Timeouts = Timeouts()
     max_body_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; larger ones get 413."""
+    revision: Annotated[int, Field(ge=0)] = 0
+    """A checksum of the rest of the table, set by the operator (`with_revision`); the router
+    exports the revision it serves so the operator knows when every router serves a weight."""
 
     @model_validator(mode="after")
     def _unique_names_and_hosts(self) -> RoutingTable:
@@ -104,9 +115,22 @@ class RoutingTable(TableModel):
         return self
 
 
+def with_revision(table: RoutingTable) -> RoutingTable:
+    """The table with `revision` set to the CRC-32 of its canonical JSON without `revision`.
+
+    Pure and deterministic, so every reconcile of the same inputs writes the same revision and
+    an unchanged table does not look like a new one. CRC-32 rather than a cryptographic hash:
+    it only has to tell successive tables apart, and it fits a Prometheus gauge exactly.
+    """
+    doc = table.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"revision"})
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return table.model_copy(update={"revision": zlib.crc32(canonical.encode())})
+
+
 def with_engine_urls(table: RoutingTable, urls: Mapping[str, str]) -> RoutingTable:
     """The table with engine URLs replaced, for a router run outside the cluster (development,
-    the e2e tier) where the in-cluster Service names do not resolve."""
+    the e2e tier) where the in-cluster Service names do not resolve. The revision is kept: it
+    names the operator's table, which this still is."""
     engines = {}
     for name in ("vllm", "ollama"):
         engine: Engine | None = getattr(table.engines, name)
@@ -128,11 +152,15 @@ def normalize_host(host: str) -> str:
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "REVISION_METRIC",
     "ROUTES_KEY",
     "Consumer",
     "Engine",
     "Engines",
     "RoutingTable",
+    "TableModel",
     "Timeouts",
     "normalize_host",
+    "with_engine_urls",
+    "with_revision",
 ]
