@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import kopf
 
 import inferops.handlers  # noqa: F401  (registers the handlers)
+from inferops.migration.sources import DEFAULT_SELECTOR
 
 
 class _QuietChildEvents(logging.Filter):
@@ -28,6 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL"
     )
+    parser.add_argument(
+        "--prometheus-url", default=os.environ.get("INFEROPS_PROMETHEUS_URL"),
+        help="Prometheus the migration analysis queries (HTTP API base URL); without it the "
+        "operator scrapes the router pods itself",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prometheus-selector", default=DEFAULT_SELECTOR,
+        help="label matchers selecting one backend's router series in Prometheus, with "
+        "{namespace} and {backend} placeholders (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--router-url", default=os.environ.get("INFEROPS_ROUTER_URL"),
+        help="reach every router at this URL instead of its pods (an operator and a router "
+        "run outside the cluster: development and the e2e tier)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose)  # sets up logging for the whole process
@@ -40,7 +57,13 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(metrics_host=args.metrics_host, metrics_port=args.metrics_port),
+        memo=kopf.Memo(
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+            prometheus_url=args.prometheus_url,
+            prometheus_selector=args.prometheus_selector,
+            router_url=args.router_url,
+        ),
     )
 
 

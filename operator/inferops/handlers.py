@@ -15,8 +15,13 @@ import kopf
 from prometheus_client import start_http_server
 
 from inferops.api import GROUP, PLURAL, VERSION
-from inferops.builders.common import BACKEND_LABEL, MANAGED_BY
-from inferops.kube import Kube, KubeError
+from inferops.api.migration import ACTION_ANNOTATION
+from inferops.builders import router
+from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, MANAGED_BY
+from inferops.kube import Kube, KubeError, path
+from inferops.migration.observe import MigrationReader, router_urls
+from inferops.migration.probe import Prober
+from inferops.migration.sources import PrometheusSource, ScrapeSource
 from inferops.reconcile import Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -49,19 +54,38 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     for plural in CHILD_RESOURCES:
         settings.watching.label_selectors[plural] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     memo.kube = Kube.connect()
-    memo.reconciler = Reconciler(memo.kube, logging.getLogger("inferops.reconcile"))
+    log = logging.getLogger("inferops.reconcile")
+    router_url = memo.get("router_url")
+
+    async def router_pods(namespace: str, backend: str) -> list[str]:
+        selector = f"{BACKEND_LABEL}={backend},{COMPONENT_LABEL}={router.COMPONENT}"
+        pods = [] if router_url else await memo.kube.list(path("v1", "Pod", namespace), selector)
+        return router_urls(pods, router_url)
+
+    revisions = ScrapeSource(router_pods, timeout=2.0)
+    prometheus = memo.get("prometheus_url")
+    source = (
+        PrometheusSource(prometheus, selector=memo.prometheus_selector)
+        if prometheus
+        else ScrapeSource(router_pods)
+    )
+    memo.reader = MigrationReader(source, revisions, log)
+    memo.prober = Prober(log, router_url)
+    memo.reconciler = Reconciler(memo.kube, log, memo.reader, memo.prober)
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    await memo.prober.aclose()
     await memo.kube.__aexit__()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field=("metadata", "annotations", ACTION_ANNOTATION))
 async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # the resource is namespaced
     outcome = await memo.reconciler.run(namespace, name)

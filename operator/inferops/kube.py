@@ -29,6 +29,7 @@ PLURALS = {
     "RoleBinding": "rolebindings",
     "Pod": "pods",
     "InferenceBackend": "inferencebackends",
+    "Event": "events",
 }
 
 
@@ -62,13 +63,29 @@ def object_path(obj: Obj) -> str:
     return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
 
-def _load_configuration() -> Any:
+def _load_configuration(config_file: str | None = None) -> Any:
     configuration = k8s_client.Configuration()
+    if config_file:
+        # An explicit kubeconfig (a tool's --kubeconfig or KUBECONFIG) wins over the pod's
+        # service account, as it does for kubectl.
+        k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
+        return configuration
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except k8s_config.ConfigException:
         k8s_config.load_kube_config(client_configuration=configuration)
     return configuration
+
+
+def kubeconfig_namespace(config_file: str | None = None) -> str | None:
+    """The namespace of the kubeconfig's current context (kubectl's default namespace), or
+    None when there is no kubeconfig or the context names no namespace."""
+    try:
+        _, current = k8s_config.list_kube_config_contexts(config_file=config_file)
+    except (k8s_config.ConfigException, OSError):
+        return None
+    namespace = (current or {}).get("context", {}).get("namespace")
+    return str(namespace) if namespace else None
 
 
 class _ConfigAuth(httpx.Auth):
@@ -94,8 +111,12 @@ class Kube:
         self.field_manager = field_manager
 
     @classmethod
-    def connect(cls, field_manager: str = "inferops-operator") -> Kube:
-        configuration = _load_configuration()
+    def connect(
+        cls, field_manager: str = "inferops-operator", config_file: str | None = None
+    ) -> Kube:
+        """`config_file`: a kubeconfig path (or `:`-separated list) to use instead of the
+        in-cluster service account and the default kubeconfig."""
+        configuration = _load_configuration(config_file)
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
             context.check_hostname = False
@@ -118,7 +139,12 @@ class Kube:
         await self.http.aclose()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await self.http.request(method, url, **kwargs)
+        try:
+            response = await self.http.request(method, url, **kwargs)
+        except httpx.TransportError as error:
+            # Connection refused or reset, pool or read timeout: a KubeError like any other
+            # failed call, so every caller's retry applies to it too.
+            raise KubeError(0, f"API server unreachable: {error!r}") from error
         if response.status_code >= 400 and response.status_code != 404:
             try:
                 message = response.json().get("message", response.text)
@@ -158,6 +184,34 @@ class Kube:
         }
         await self._request("DELETE", object_path(obj), json=body)
 
+    async def post_event(
+        self, obj: Obj, type: str, reason: str, message: str, now: str, component: str
+    ) -> None:
+        """A core/v1 Event about `obj`, as `kubectl describe` lists them."""
+        meta = obj["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": component},
+            "reportingComponent": component,
+        }
+        _count_write("create", event)
+        await self._request("POST", path("v1", "Event", meta["namespace"]), json=event)
+
     async def patch_status(self, obj: Obj, status: Obj) -> Obj:
         _count_write("patch_status", obj)
         response = await self._request(
@@ -168,5 +222,22 @@ class Kube:
         )
         return dict(response.json())
 
+    async def patch_metadata(self, obj: Obj, patch: Obj) -> Obj:
+        """Merge-patches the metadata (annotations, labels) of exactly the version of `obj`
+        that was read: its resourceVersion is a precondition, so the server answers 409
+        Conflict (a KubeError) when someone wrote the object in between."""
+        _count_write("patch_metadata", obj)
+        body = {"metadata": {**patch, "resourceVersion": obj["metadata"]["resourceVersion"]}}
+        response = await self._request(
+            "PATCH",
+            object_path(obj),
+            params={"fieldManager": self.field_manager},
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            raise KubeError(404, f"{obj['kind']} {obj['metadata']['name']} not found")
+        return dict(response.json())
 
-__all__ = ["Kube", "KubeError", "Obj", "object_path", "path"]
+
+__all__ = ["Kube", "KubeError", "Obj", "kubeconfig_namespace", "object_path", "path"]

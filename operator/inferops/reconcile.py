@@ -11,7 +11,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -24,6 +24,10 @@ from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, rout
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, child_name, service_url
 from inferops.drift import contains
 from inferops.kube import Kube, KubeError, Obj, path
+from inferops.migration import planner
+from inferops.migration.observe import MigrationReader
+from inferops.migration.planner import Event, Observations, stamp
+from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
 from inferops.validation import describe_errors, name_conflicts
 
@@ -35,10 +39,8 @@ class Outcome:
     phase: str
     writes: int
     invalid: str | None = None
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    requeue_after: float | None = None
+    """Seconds until the migration needs another look (a sample, a pause ending)."""
 
 
 def _previous_status(body: Obj) -> InferenceBackendStatus:
@@ -105,9 +107,8 @@ def _observe(
     ]
 
 
-def _consumers(spec: InferenceBackendSpec | None, owner: Owner) -> list[ConsumerStatus]:
-    if spec is None:
-        return []
+def _manual_consumers(spec: InferenceBackendSpec, owner: Owner) -> list[ConsumerStatus]:
+    """Each consumer of the spec with its Service and endpoint, at its spec weight."""
     return [
         ConsumerStatus(
             name=c.name,
@@ -119,49 +120,154 @@ def _consumers(spec: InferenceBackendSpec | None, owner: Owner) -> list[Consumer
     ]
 
 
-async def reconcile(kube: Kube, body: Obj, log: logging.Logger) -> Outcome:
+@dataclass(frozen=True)
+class Snapshot:
+    """What one reconciliation read: the resource, its children, its pods."""
+
+    owner: Owner
+    generation: int | None
+    spec: InferenceBackendSpec | None
+    invalid: str | None
+    """Why the spec cannot be acted on (schema or name conflicts)."""
+    previous: InferenceBackendStatus
+    live: dict[tuple[str, str], Obj]
+    pods: list[Obj]
+
+    def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
+        """Engines with Ready pods; the routing table sends traffic only to those."""
+        observed = _observe(self.owner, _components(spec), self.live, self.pods)
+        return {obs.engine: ready_replicas(obs) > 0 for obs in observed}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write: children (None leaves them as they are), status, Events."""
+
+    desired: list[Obj] | None
+    status: InferenceBackendStatus
+    events: list[Event]
+    requeue_after: float | None
+
+
+def decide(snap: Snapshot, migration: Observations | None, now: datetime) -> Decision:
+    """The pure middle of a reconciliation: from what was read to what to write."""
+    spec, owner, previous = snap.spec, snap.owner, snap.previous
+    if spec is None or snap.invalid is not None:
+        # Progress is kept as it was: an invalid edit must not lose a migration's state.
+        status = compute(
+            generation=snap.generation,
+            engines=_observe(owner, _existing_components(owner, snap.live), snap.live, snap.pods),
+            previous=previous,
+            now=stamp(now),
+            invalid=snap.invalid or "invalid spec",
+            consumers=previous.consumers,
+            migration=previous.migration,
+        )
+        return Decision(None, status, _phase_events(previous, status), None)
+
+    ready = snap.ready(spec)
+    consumers = _manual_consumers(spec, owner)
+    plan = None
+    if spec.migration is not None and migration is not None:
+        plan = planner.plan(spec, consumers, previous.consumers, previous.migration, migration, now)
+        consumers = plan.consumers
+        if plan.scale_down_ollama and spec.ollama is not None:
+            spec = spec.model_copy(
+                update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
+            )
+    desired = desired_children(spec, owner, ready, {c.name: c.weight for c in consumers})
+    status = compute(
+        generation=snap.generation,
+        engines=_observe(owner, _components(spec), snap.live, snap.pods),
+        previous=previous,
+        now=stamp(now),
+        consumers=consumers,
+        migration=plan.migration if plan else None,
+        migrating=plan.condition.triple() if plan else None,
+        failover=plan.failover_message if plan else None,
+    )
+    events = (plan.events if plan else []) + _phase_events(previous, status)
+    return Decision(desired, status, events, plan.requeue_after if plan else None)
+
+
+def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> list[Event]:
+    """One Event per change of phase, naming the Ready condition's reason."""
+    if previous.phase == status.phase:
+        return []
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    kind = "Warning" if status.phase in ("Degraded", "InvalidSpec") else "Normal"
+    return [Event(kind, ready.reason, f"{previous.phase} -> {status.phase}: {ready.message}")]
+
+
+async def read(kube: Kube, body: Obj) -> Snapshot:
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-    writes = 0
     invalid: str | None = None
     spec: InferenceBackendSpec | None = None
     try:
         spec = InferenceBackendSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         invalid = describe_errors(error)
-
     live = await _owned_children(kube, owner)
     pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
+    snap = Snapshot(owner, meta.get("generation"), spec, invalid, _previous_status(body), live,
+                    pods)  # fmt: skip
     if spec is not None:
-        components = _components(spec)
-        # Engines without Ready pods get no traffic: the routing table carries readiness.
-        ready = {
-            obs.engine: ready_replicas(obs) > 0 for obs in _observe(owner, components, live, pods)
-        }
-        desired = desired_children(spec, owner, ready)
-        conflicts = await name_conflicts(kube, desired, live)
+        # Child names do not depend on weights or readiness.
+        conflicts = await name_conflicts(kube, desired_children(spec, owner), live)
         if conflicts:
-            invalid = conflicts
-        else:
-            writes += await _apply(kube, desired, live, log)
-    if invalid is not None:
-        log.error("invalid spec, children left unchanged: %s", invalid)
+            snap = replace(snap, invalid=conflicts)
+    return snap
 
-    previous = _previous_status(body)
-    valid_spec = spec if invalid is None else None
-    components = _components(valid_spec) if valid_spec else _existing_components(owner, live)
-    status = compute(
-        generation=meta.get("generation"),
-        engines=_observe(owner, components, live, pods),
-        previous=previous,
-        now=_now(),
-        invalid=invalid,
-        consumers=_consumers(valid_spec, owner),
-    )
-    if status != previous:
-        await kube.patch_status(body, _status_patch(previous, status))
+
+async def reconcile(
+    kube: Kube,
+    body: Obj,
+    log: logging.Logger,
+    reader: MigrationReader | None = None,
+    prober: Prober | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
+    consumers' spec weights apply)."""
+    now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    snap = await read(kube, body)
+    observations = None
+    spec = snap.spec
+    if reader is not None and spec is not None and spec.migration and snap.invalid is None:
+        vllm_ready = snap.ready(spec).get(vllm.ENGINE, False)
+        observations = await reader.observe(
+            spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
+        )
+    decision = decide(snap, observations, now)
+    if snap.invalid is not None:
+        log.error("invalid spec, children left unchanged: %s", snap.invalid)
+
+    writes = 0
+    if decision.desired is not None:
+        writes += await _apply(kube, decision.desired, dict(snap.live), log)
+    if decision.status != snap.previous:
+        await kube.patch_status(body, _status_patch(snap.previous, decision.status))
         writes += 1
-    return Outcome(phase=status.phase, writes=writes, invalid=invalid)
+    for event in decision.events:
+        log.info("%s/%s %s: %s", snap.owner.namespace, snap.owner.name, event.reason,
+                 event.message)  # fmt: skip
+        try:
+            await kube.post_event(body, event.type, event.reason, event.message, stamp(now),
+                                  "inferops-operator")  # fmt: skip
+            writes += 1
+        except KubeError as error:  # an Event is a courtesy: never fail a reconcile for one
+            log.warning("could not post Event %s: %s", event.reason, error)
+    if prober is not None and snap.spec is not None:
+        prober.update(snap.owner.namespace, snap.owner.name,
+                      probe_targets(snap.spec, snap.owner.namespace, decision.status,
+                                    prober.router_url))  # fmt: skip
+    return Outcome(
+        phase=decision.status.phase,
+        writes=writes,
+        invalid=snap.invalid,
+        requeue_after=decision.requeue_after,
+    )
 
 
 async def _apply(
@@ -202,9 +308,18 @@ class Reconciler:
     events: while one waits for its turn, further triggers for the same resource are
     dropped, since the waiting one will read the latest state anyway."""
 
-    def __init__(self, kube: Kube, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        log: logging.Logger,
+        reader: MigrationReader | None = None,
+        prober: Prober | None = None,
+    ) -> None:
         self.kube = kube
         self.log = log
+        self.reader = reader
+        self.prober = prober
+        self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
@@ -229,6 +344,29 @@ class Reconciler:
 
         self._retries[key] = asyncio.create_task(later())
 
+    def schedule(self, namespace: str, name: str, delay: float) -> None:
+        """Runs again in `delay` seconds (a migration's next sample or step); an earlier
+        timer already set for the resource wins, as that run schedules the next one."""
+        key = (namespace, name)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        if key in self._timers:
+            if self._timers[key][0] <= when:
+                return
+            self._timers[key][1].cancel()
+
+        def fire() -> None:
+            del self._timers[key]
+            task = asyncio.create_task(self.run(namespace, name, coalesce=True))
+            task.add_done_callback(lambda t: self._after_timer(namespace, name, t))
+
+        self._timers[key] = (when, loop.call_at(when, fire))
+
+    def _after_timer(self, namespace: str, name: str, task: asyncio.Task[Outcome | None]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), KubeError):
+            self.log.warning("reconciling %s/%s failed: %s", namespace, name, task.exception())
+            self.retry_later(namespace, name)
+
     async def run(self, namespace: str, name: str, *, coalesce: bool = False) -> Outcome | None:
         key = (namespace, name)
         if coalesce and key in self._queued:
@@ -249,12 +387,14 @@ class Reconciler:
     async def _reconcile(self, namespace: str, name: str) -> Outcome | None:
         body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
+            if self.prober is not None:
+                self.prober.update(namespace, name, {})
             return None  # deleted: the garbage collector removes the children
         body.setdefault("apiVersion", API_VERSION)
         body.setdefault("kind", KIND)
         started = time.perf_counter()
         try:
-            outcome = await reconcile(self.kube, body, self.log)
+            outcome = await reconcile(self.kube, body, self.log, self.reader, self.prober)
         except KubeError as error:
             if error.namespace_terminating:
                 # Its deletion removes the resource too; recreating children is pointless.
@@ -264,6 +404,8 @@ class Reconciler:
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if outcome.requeue_after is not None:
+            self.schedule(namespace, name, outcome.requeue_after)
         result = "invalid" if outcome.invalid else "ok"
         metrics.RECONCILES.labels(namespace=namespace, outcome=result).inc()
         return outcome

@@ -17,12 +17,14 @@ from typing import Any, Literal
 from inferops.api.status import (
     DEGRADED,
     INVALID_SPEC,
+    MIGRATING,
     PROGRESSING,
     READY,
     Condition,
     ConsumerStatus,
     EngineStatus,
     InferenceBackendStatus,
+    MigrationStatus,
     Phase,
 )
 
@@ -163,9 +165,16 @@ def compute(
     now: str,
     invalid: str | None = None,
     consumers: list[ConsumerStatus] | None = None,
+    migration: MigrationStatus | None = None,
+    migrating: tuple[Literal["True", "False", "Unknown"], str, str] | None = None,
+    failover: str | None = None,
 ) -> InferenceBackendStatus:
-    """The status to write. `invalid` is the InvalidSpec message when the spec was refused."""
+    """The status to write. `invalid` is the InvalidSpec message when the spec was refused;
+    `migrating` the Migrating condition (status, reason, message) when a migration is
+    configured; `failover` why every consumer is on Ollama, if they are."""
     findings = [f for obs in engines for f in engine_findings(obs)]
+    if failover is not None:
+        findings.append(Finding("VLLMFailedOver", failover, failing=True))
     failing = [f for f in findings if f.failing]
     prev = {c.type: c for c in previous.conditions}
 
@@ -203,6 +212,8 @@ def compute(
         if invalid is not None
         else cond(INVALID_SPEC, "False", "Valid", "the spec was accepted"),
     ]
+    if migrating is not None:
+        conditions.append(cond(MIGRATING, *migrating))
     by_engine = {obs.engine: engine_status(obs) for obs in engines}
     return InferenceBackendStatus(
         observed_generation=generation,
@@ -212,4 +223,5 @@ def compute(
         ollama=by_engine.get("ollama"),
         router=by_engine.get("router"),
         consumers=consumers or [],
+        migration=migration,
     )

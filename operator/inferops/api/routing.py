@@ -27,6 +27,10 @@ REVISION_METRIC = "inferops_router_table_revision"
 know when every router serves a weight it wrote."""
 
 
+PROBE_HEADER = "X-Inferops-Probe"
+"""Request header of the operator's synthetic probes: it pins the request to one engine."""
+
+
 class TableModel(Model):
     """Base of the table's models.
 
@@ -152,6 +156,7 @@ def normalize_host(host: str) -> str:
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "PROBE_HEADER",
     "REVISION_METRIC",
     "ROUTES_KEY",
     "Consumer",

@@ -73,9 +73,12 @@ class Event:
 
 @dataclass(frozen=True)
 class MigratingCondition:
-    status: str
+    status: Literal["True", "False"]
     reason: str
     message: str
+
+    def triple(self) -> tuple[Literal["True", "False"], str, str]:
+        return self.status, self.reason, self.message
 
 
 @dataclass(frozen=True)

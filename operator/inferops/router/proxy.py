@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inferops.api.routing import PROBE_HEADER
 from inferops.router import errors
 from inferops.router.errors import RouterError
 from inferops.router.metrics import CLIENT_CLOSED, NO_ENGINE, UNKNOWN_CONSUMER, Exchange
@@ -26,7 +27,6 @@ from inferops.router.state import RouterState
 
 CONSUMER_HEADER = "X-Inferops-Consumer"
 ENGINE_HEADER = "X-Inferops-Engine"
-PROBE_HEADER = "X-Inferops-Probe"
 """Pins a request to one engine, without fallback; sent by the operator's probes."""
 
 

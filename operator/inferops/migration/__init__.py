@@ -1,0 +1,1 @@
+"""The migration engine: per-consumer canary from Ollama to vLLM."""

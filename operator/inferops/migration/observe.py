@@ -1,0 +1,126 @@
+"""The migration's reads: everything the planner observes, gathered before it plans.
+
+- the one-shot action requested in the resource's annotation, if not yet acknowledged;
+- the weights every ready router serves: the routing-table revision each one reports
+  (always scraped from the router pods directly: it must be current within a second, which a
+  Prometheus scrape interval is not) against the revision of the live ConfigMap;
+- the analysis figures of the consumers whose sample is due, from the metrics source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from inferops.api.migration import ACTION_ANNOTATION
+from inferops.api.routing import ROUTES_KEY, RoutingTable
+from inferops.api.spec import InferenceBackendSpec
+from inferops.api.status import InferenceBackendStatus
+from inferops.builders import router
+from inferops.builders.common import COMPONENT_LABEL, Owner
+from inferops.kube import Obj
+from inferops.migration.planner import Action, Observations, due_samples
+from inferops.migration.sources import MetricsSource, ScrapeSource
+
+
+def requested_action(body: Obj) -> Action | None:
+    """The action annotation as an Action; a malformed one becomes an action the planner
+    rejects with a message, rather than being ignored silently."""
+    raw = (body["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+        return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {raw[:60]}")
+    return Action(id=doc["id"], action=str(doc.get("action", "")),
+                  consumer=str(doc.get("consumer") or ""))  # fmt: skip
+
+
+def live_table(live: Mapping[tuple[str, str], Obj], owner: Owner) -> RoutingTable | None:
+    """The routing table in the live ConfigMap, as the routers read it."""
+    config_map = live.get(("ConfigMap", router.name(owner)))
+    text = ((config_map or {}).get("data") or {}).get(ROUTES_KEY)
+    if not text:
+        return None
+    try:
+        return RoutingTable.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
+def router_urls(pods: list[Obj], override: str | None) -> list[str]:
+    """Base URLs of the ready router pods; `override` replaces them all (a router run
+    outside the cluster, in development and the e2e tier)."""
+    if override:
+        return [override]
+    urls = []
+    for pod in pods:
+        if pod["metadata"].get("labels", {}).get(COMPONENT_LABEL) != router.COMPONENT:
+            continue
+        status = pod.get("status", {})
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions", []))  # fmt: skip
+        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+            urls.append(f"http://{status['podIP']}:{router.PORT}")
+    return sorted(urls)
+
+
+@dataclass
+class MigrationReader:
+    """Reads observations for the planner. `source` gives the analysis figures; `revisions`
+    scrapes the routers for the revision they serve."""
+
+    source: MetricsSource
+    revisions: ScrapeSource
+    log: logging.Logger
+
+    async def observe(
+        self,
+        spec: InferenceBackendSpec,
+        owner: Owner,
+        body: Obj,
+        previous: InferenceBackendStatus,
+        live: Mapping[tuple[str, str], Obj],
+        vllm_ready: bool,
+        now: datetime,
+    ) -> Observations:
+        failover = previous.migration.failover if previous.migration else False
+        due = due_samples(spec, previous.consumers, failover, now)
+        figures = {
+            name: await self.source.figures(owner.namespace, owner.name, name, window)
+            for name, window in due.items()
+        }
+        for name, found in figures.items():
+            if found.problem:
+                self.log.info("%s/%s %s: no figures: %s", owner.namespace, owner.name, name,
+                              found.problem)  # fmt: skip
+        return Observations(
+            vllm_ready=vllm_ready,
+            served=await self.served(owner, live),
+            figures=figures,
+            action=requested_action(body),
+        )
+
+    async def served(
+        self, owner: Owner, live: Mapping[tuple[str, str], Obj]
+    ) -> dict[str, int] | None:
+        table = live_table(live, owner)
+        if table is None:
+            return None
+        revisions = await self.revisions.served_revisions(owner.namespace, owner.name)
+        if not revisions or any(r != table.revision for r in revisions):
+            return None
+        return {c.name: c.weight for c in table.consumers}
+
+
+__all__ = ["MigrationReader", "live_table", "requested_action", "router_urls"]

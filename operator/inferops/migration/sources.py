@@ -1,0 +1,459 @@
+"""Where the canary analysis gets its figures: the router's metrics, through one interface.
+
+`MetricsSource` answers two questions: a consumer's per-engine figures over a window, and
+which routing-table revision each router pod serves (a sample only counts once every
+router serves the step's weight). Two implementations:
+
+- `PrometheusSource` asks a Prometheus that scrapes the router pods (instant queries over
+  `/api/v1/query`), the production setup;
+- `ScrapeSource` reads the ready router pods' `/metrics` pages itself and takes the window
+  as the difference from its previous reading, for clusters without Prometheus.
+
+A source never raises for a failed read and never hands out NaN: it returns `Figures`
+with `problem` set, which the analysis treats as Inconclusive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from inferops.api.routing import REVISION_METRIC
+from inferops.migration.figures import ENGINES, EngineFigures, Figures, finite, quantile
+
+# The router's metric names (inferops.router.metrics), the contract between data plane and
+# analysis; a unit test checks them against the router's registry.
+REQUESTS = "inferops_router_requests_total"
+ERRORS = "inferops_router_errors_total"
+TTFT = "inferops_router_time_to_first_token_seconds"
+TPOT = "inferops_router_time_per_output_token_seconds"
+NO_ENGINE = "none"
+QUANTILE = 0.95
+
+DEFAULT_SELECTOR = 'namespace="{namespace}",pod=~"{backend}-router-.+"'
+"""Label matchers of a backend's router pods as Kubernetes service discovery labels them;
+`{namespace}` and `{backend}` are filled in."""
+
+FIRST_SCRAPE = "first scrape: no window yet"
+
+Targets = Callable[[str, str], Awaitable[list[str]]]
+"""`(namespace, backend) -> base URLs of the backend's ready router pods`."""
+
+
+class MetricsSource(Protocol):
+    async def figures(
+        self, namespace: str, backend: str, consumer: str, window_seconds: float
+    ) -> Figures:
+        """`consumer`'s per-engine figures over about the last `window_seconds`."""
+        ...
+
+    async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
+        """The routing-table revision each ready router pod serves (gauge
+        `inferops_router_table_revision`); None when it cannot be known, including when no
+        pod answers (an empty list would make "every router serves it" vacuously true)."""
+        ...
+
+
+class SourceError(Exception):
+    """A read failed; the message becomes `Figures.problem`."""
+
+
+def _quote(value: str) -> str:
+    """`value` escaped for a double-quoted PromQL string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def window_of(window_seconds: float) -> int:
+    """The range of a query: whole seconds (half up), at least one."""
+    if not math.isfinite(window_seconds):
+        raise ValueError(f"window must be finite, got {window_seconds!r}")
+    return max(1, math.floor(window_seconds + 0.5))
+
+
+class PrometheusSource:
+    """Figures from a Prometheus that scrapes the router pods.
+
+    `selector` holds the label matchers of one backend's router pods, with `{namespace}`
+    and `{backend}` placeholders; the default fits Prometheus' Kubernetes pod discovery
+    relabelled to `namespace` and `pod` labels (kube-prometheus' and most charts' default).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        selector: str = DEFAULT_SELECTOR,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.selector = selector
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this source created it."""
+        if self._own_http:
+            await self._http.aclose()
+
+    def matchers(self, namespace: str, backend: str) -> str:
+        return self.selector.format(namespace=_quote(namespace), backend=_quote(backend))
+
+    def queries(self, namespace: str, backend: str, consumer: str, window: int) -> dict[str, str]:
+        """The instant queries of one sample, by figure."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        sel += f',engine!="{NO_ENGINE}"'
+
+        def histogram(name: str) -> str:
+            return (
+                f"histogram_quantile({QUANTILE}, sum by (le, engine) "
+                f"(increase({name}_bucket{{{sel}}}[{window}s])))"
+            )
+
+        return {
+            "requests": f"sum by (engine) (increase({REQUESTS}{{{sel}}}[{window}s]))",
+            "errors": f"sum by (engine) (increase({ERRORS}{{{sel}}}[{window}s]))",
+            "ttft_p95": histogram(TTFT),
+            "tpot_p95": histogram(TPOT),
+        }
+
+    async def figures(
+        self, namespace: str, backend: str, consumer: str, window_seconds: float
+    ) -> Figures:
+        try:
+            window = window_of(window_seconds)
+        except ValueError as error:
+            return Figures.failed(str(error))
+        queries = self.queries(namespace, backend, consumer, window)
+        answers = await asyncio.gather(
+            *(self._by_engine(expr) for expr in queries.values()), return_exceptions=True
+        )
+        results: dict[str, dict[str, float]] = {}
+        for name, answer in zip(queries, answers, strict=True):
+            if isinstance(answer, SourceError):
+                return Figures.failed(str(answer), window)
+            if isinstance(answer, BaseException):
+                raise answer
+            results[name] = answer
+        try:
+            engines = {
+                engine: self._engine(engine, results, consumer, window) for engine in ENGINES
+            }
+        except SourceError as error:
+            return Figures.failed(str(error), window)
+        return Figures(
+            vllm=engines["vllm"], ollama=engines["ollama"], problem=None, window_seconds=window
+        )
+
+    @staticmethod
+    def _engine(
+        engine: str, results: dict[str, dict[str, float]], consumer: str, window: int
+    ) -> EngineFigures | None:
+        if not any(engine in values for values in results.values()):
+            return None
+        counts = {}
+        for name in ("requests", "errors"):
+            value = results[name].get(engine, 0.0)
+            if not math.isfinite(value) or value < 0:
+                raise SourceError(
+                    f"prometheus answered {value} for the {name} of consumer {consumer} "
+                    f"on {engine} over {window}s"
+                )
+            counts[name] = value
+        return EngineFigures(
+            requests=counts["requests"],
+            errors=counts["errors"],
+            # NaN is histogram_quantile's "no observation in the window": no data.
+            ttft_p95=finite(results["ttft_p95"].get(engine)),
+            tpot_p95=finite(results["tpot_p95"].get(engine)),
+        )
+
+    async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
+        try:
+            values = [
+                value
+                for _, value in await self._vector(
+                    f"{REVISION_METRIC}{{{self.matchers(namespace, backend)}}}"
+                )
+            ]
+        except SourceError:
+            return None
+        return _revisions(values)
+
+    async def _by_engine(self, expr: str) -> dict[str, float]:
+        """An instant vector keyed by its `engine` label (other engines left out)."""
+        return {
+            labels["engine"]: value
+            for labels, value in await self._vector(expr)
+            if labels.get("engine") in ENGINES
+        }
+
+    async def _vector(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query's samples as (labels, value); SourceError on any failure."""
+        where = f"prometheus {self.url}"
+        try:
+            response = await self._http.get(f"{self.url}/api/v1/query", params={"query": expr})
+        except httpx.TimeoutException as error:
+            raise SourceError(f"{where}: timed out ({type(error).__name__}): {expr}") from None
+        except httpx.HTTPError as error:
+            raise SourceError(f"{where}: unreachable ({type(error).__name__}: {error})") from None
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            detail = body.get("error") if isinstance(body, dict) else response.text[:200]
+            raise SourceError(f"{where}: HTTP {response.status_code}: {detail}: {expr}")
+        if body.get("status") != "success":
+            raise SourceError(f"{where}: status {body.get('status')!r}: {body.get('error')}")
+        try:
+            data = body["data"]
+            if data["resultType"] != "vector":
+                raise ValueError(f"result type {data['resultType']!r}, expected a vector")
+            return [
+                ({str(k): str(v) for k, v in item["metric"].items()}, float(item["value"][1]))
+                for item in data["result"]
+            ]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise SourceError(f"{where}: unexpected answer ({error!r}): {expr}") from None
+
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A sample's name and its labels other than `consumer`, sorted."""
+
+WANTED = frozenset({REQUESTS, ERRORS, f"{TTFT}_bucket", f"{TPOT}_bucket"})
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One consumer's series on each router pod at one moment."""
+
+    at: float
+    pods: dict[str, dict[SeriesKey, float]]
+
+
+class ScrapeSource:
+    """Figures from the router pods' own `/metrics` pages, without Prometheus.
+
+    Each `figures()` call reads every ready router pod (`targets`) and answers with the
+    increase since the previous call for the same (namespace, backend, consumer): the window
+    is the time between the two readings (`Figures.window_seconds`), not `window_seconds`.
+    Increases are taken per pod and series, then summed, so that one pod's restart (a
+    counter that went down: its new value is the increase, as in Prometheus) or another's
+    traffic cannot hide each other. A series absent from a pod's previous reading was born
+    in the window and counts from 0; a pod absent from the previous reading only sets its
+    baseline (its earlier history is not in the window). The first call for a consumer has
+    no window and answers `problem=FIRST_SCRAPE`; a failed call keeps the previous reading,
+    so the next window spans both.
+    """
+
+    def __init__(
+        self,
+        targets: Targets,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 5.0,
+    ) -> None:
+        self.targets = targets
+        self.clock = clock
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
+        self._previous: dict[tuple[str, str, str], Reading] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this source created it."""
+        if self._own_http:
+            await self._http.aclose()
+
+    def forget(self, namespace: str, backend: str) -> None:
+        """Drop the readings of a backend (deleted, or its migration finished)."""
+        for key in [k for k in self._previous if k[:2] == (namespace, backend)]:
+            del self._previous[key]
+            self._locks.pop(key, None)
+
+    async def figures(
+        self, namespace: str, backend: str, consumer: str, window_seconds: float
+    ) -> Figures:
+        key = (namespace, backend, consumer)
+        # Two overlapping calls for one consumer would each take half of the window.
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            try:
+                pages = await self._scrape(namespace, backend)
+                reading = Reading(
+                    self.clock(), {url: consumer_series(text, consumer) for url, text in pages}
+                )
+            except SourceError as error:
+                return Figures.failed(str(error))
+            previous = self._previous.get(key)
+            self._previous[key] = reading
+        if previous is None:
+            return Figures.failed(FIRST_SCRAPE)
+        return window_figures(previous, reading)
+
+    async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
+        try:
+            pages = await self._scrape(namespace, backend)
+        except SourceError:
+            return None
+        values = []
+        for _, text in pages:
+            try:
+                found = [
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == REVISION_METRIC
+                ]
+            except Exception:  # the parser raises assorted types on malformed input
+                return None
+            if len(found) != 1:
+                return None  # a router without the gauge cannot say what it serves
+            values.append(float(found[0]))
+        return _revisions(values)
+
+    async def _scrape(self, namespace: str, backend: str) -> list[tuple[str, str]]:
+        """(url, page) of every ready router pod; SourceError when any read fails."""
+        try:
+            urls = await self.targets(namespace, backend)
+        except Exception as error:  # the caller's lister: any failure is a failed sample
+            raise SourceError(
+                f"listing the router pods of {namespace}/{backend} failed: {error!r}"
+            ) from None
+        if not urls:
+            raise SourceError(f"no ready router pod for {namespace}/{backend}")
+        pages = await asyncio.gather(*(self._page(url) for url in urls), return_exceptions=True)
+        found = []
+        for url, page in zip(urls, pages, strict=True):
+            if isinstance(page, BaseException):
+                raise page  # the first failure (SourceError) fails the whole reading
+            found.append((url, page))
+        return found
+
+    async def _page(self, base: str) -> str:
+        url = f"{base.rstrip('/')}/metrics"
+        try:
+            response = await self._http.get(url)
+        except httpx.TimeoutException as error:
+            raise SourceError(f"router {url}: timed out ({type(error).__name__})") from None
+        except httpx.HTTPError as error:
+            raise SourceError(
+                f"router {url}: unreachable ({type(error).__name__}: {error})"
+            ) from None
+        if response.status_code != 200:
+            raise SourceError(f"router {url}: HTTP {response.status_code}")
+        return response.text
+
+
+def consumer_series(text: str, consumer: str) -> dict[SeriesKey, float]:
+    """The samples of `consumer` that figures are made of, from one exposition page."""
+    series: dict[SeriesKey, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name not in WANTED:
+                    continue
+                labels = sample.labels
+                if labels.get("consumer") != consumer or labels.get("engine") not in ENGINES:
+                    continue
+                value = float(sample.value)
+                if not math.isfinite(value):
+                    raise SourceError(f"{sample.name}{labels} is {value}")
+                key = (
+                    sample.name,
+                    tuple(sorted((k, v) for k, v in labels.items() if k != "consumer")),
+                )
+                series[key] = value
+    except SourceError:
+        raise
+    except Exception as error:  # the parser raises assorted types on malformed input
+        raise SourceError(f"unreadable metrics page: {error!r}") from None
+    return series
+
+
+def increase(before: float | None, now: float) -> float:
+    """A counter's increase between two readings; a decrease is a reset (the process
+    restarted), after which the new value is all the increase there is."""
+    if before is None:
+        return now
+    return now - before if now >= before else now
+
+
+def window_figures(previous: Reading, current: Reading) -> Figures:
+    """Per-engine figures of the window between two readings."""
+    deltas: dict[SeriesKey, float] = {}
+    engines_seen: set[str] = set()
+    for url, series in current.pods.items():
+        before = previous.pods.get(url)
+        for key, value in series.items():
+            engines_seen.add(dict(key[1])["engine"])
+            if before is None:
+                continue  # a pod new to this reading: baseline only
+            deltas[key] = deltas.get(key, 0.0) + increase(before.get(key), value)
+    engines = {
+        engine: _engine_figures(engine, deltas) if engine in engines_seen else None
+        for engine in ENGINES
+    }
+    return Figures(
+        vllm=engines["vllm"],
+        ollama=engines["ollama"],
+        problem=None,
+        window_seconds=current.at - previous.at,
+    )
+
+
+def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigures:
+    sums = {REQUESTS: 0.0, ERRORS: 0.0}
+    buckets: dict[str, dict[float, float]] = {f"{TTFT}_bucket": {}, f"{TPOT}_bucket": {}}
+    for (name, labels), delta in deltas.items():
+        label = dict(labels)
+        if label["engine"] != engine:
+            continue
+        if name in sums:
+            sums[name] += delta
+        elif name in buckets:
+            le = float(label["le"])  # "+Inf" parses as inf
+            buckets[name][le] = buckets[name].get(le, 0.0) + delta
+    return EngineFigures(
+        requests=sums[REQUESTS],
+        errors=sums[ERRORS],
+        ttft_p95=_p95(buckets[f"{TTFT}_bucket"].items()),
+        tpot_p95=_p95(buckets[f"{TPOT}_bucket"].items()),
+    )
+
+
+def _p95(buckets: Iterable[tuple[float, float]]) -> float | None:
+    return finite(quantile(QUANTILE, list(buckets)))
+
+
+def _revisions(values: list[float]) -> list[int] | None:
+    """Gauge values as revisions; None when there is none or one is not a whole number."""
+    if not values or not all(math.isfinite(v) and v == int(v) and v >= 0 for v in values):
+        return None
+    return sorted(int(v) for v in values)
+
+
+def make_source(prometheus_url: str | None, targets: Targets) -> MetricsSource:
+    """`PrometheusSource` when a Prometheus is configured, else `ScrapeSource` over `targets`."""
+    if prometheus_url:
+        return PrometheusSource(prometheus_url)
+    return ScrapeSource(targets)
+
+
+__all__ = [
+    "DEFAULT_SELECTOR",
+    "FIRST_SCRAPE",
+    "MetricsSource",
+    "PrometheusSource",
+    "ScrapeSource",
+    "SourceError",
+    "Targets",
+    "make_source",
+    "window_figures",
+]

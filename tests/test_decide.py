@@ -1,0 +1,121 @@
+"""The pure middle of a reconciliation: what was read in, what to write out."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from inferops.api.spec import InferenceBackendSpec
+from inferops.api.status import ConsumerStatus, InferenceBackendStatus, MigrationStatus
+from inferops.builders import router
+from inferops.builders.common import COMPONENT_LABEL, child_name
+from inferops.migration.planner import Observations, spec_hash
+from inferops.reconcile import Snapshot, decide
+from tests.conftest import OWNER
+
+NOW = datetime(2026, 11, 26, 10, 0, 0)
+MIGRATION = {"steps": [{"weight": 10}, {"weight": 100}], "analysis": {"interval": "10s"}}
+
+
+def spec(**extra: Any) -> InferenceBackendSpec:
+    return InferenceBackendSpec.model_validate({
+        "model": "llama3.2", "vllm": {"model": "x"}, "ollama": {"model": "llama3.2:3b"},
+        "consumers": [{"name": "notes", "weight": 30}, {"name": "rag"}], **extra,
+    })  # fmt: skip
+
+
+def ready_deployment(component: str, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": child_name(OWNER, component), "generation": 1},
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": 1, "readyReplicas": replicas,
+                   "updatedReplicas": replicas},
+    }  # fmt: skip
+
+
+def snapshot(s: InferenceBackendSpec | None, previous: InferenceBackendStatus | None = None,
+             invalid: str | None = None, ready: tuple[str, ...] = ("vllm", "ollama", "router"),
+             ) -> Snapshot:  # fmt: skip
+    live = {("Deployment", child_name(OWNER, c)): ready_deployment(c, 2 if c == "router" else 1)
+            for c in ready}  # fmt: skip
+    return Snapshot(OWNER, 3, s, invalid, previous or InferenceBackendStatus(), live, [])
+
+
+def table_weights(desired: list[dict[str, Any]] | None) -> dict[str, int]:
+    assert desired is not None
+    config_map = next(o for o in desired if o["kind"] == "ConfigMap")
+    table = json.loads(config_map["data"][router.ROUTES_KEY])
+    return {c["name"]: c["weight"] for c in table["consumers"]}
+
+
+def test_without_migration_the_spec_weights_apply() -> None:
+    decision = decide(snapshot(spec()), None, NOW)
+    assert table_weights(decision.desired) == {"notes": 30, "rag": 0}
+    assert [(c.name, c.weight, c.phase) for c in decision.status.consumers] == [
+        ("notes", 30, "Manual"), ("rag", 0, "Manual")]  # fmt: skip
+    assert decision.status.migration is None
+    assert decision.status.phase == "Ready"
+    assert [e.reason for e in decision.events] == ["EnginesReady"]  # Pending -> Ready
+
+
+def test_with_migration_the_operator_owns_the_weights() -> None:
+    decision = decide(snapshot(spec(migration=MIGRATION)), Observations(vllm_ready=True), NOW)
+    assert table_weights(decision.desired) == {"notes": 10, "rag": 0}  # spec's 30 ignored
+    assert decision.status.migration is not None
+    assert decision.status.migration.current == "notes@10%"
+    migrating = next(c for c in decision.status.conditions if c.type == "Migrating")
+    assert (migrating.status, migrating.reason) == ("True", "Progressing")
+    assert "StepStarted" in [e.reason for e in decision.events]
+    assert decision.requeue_after == 1.0  # waiting for the routers to serve 10%
+
+
+def test_invalid_spec_keeps_children_and_migration_progress() -> None:
+    progress = InferenceBackendStatus(
+        consumers=[ConsumerStatus(name="notes", weight=10, service="s", endpoint="e",
+                                  phase="Progressing", step=0)],
+        migration=MigrationStatus(spec_hash="abc", migrated="0/1", current="notes@10%"),
+    )  # fmt: skip
+    decision = decide(snapshot(None, progress, invalid="spec.x: bad"), None, NOW)
+    assert decision.desired is None
+    assert decision.status.consumers == progress.consumers
+    assert decision.status.migration == progress.migration
+    assert decision.status.phase == "InvalidSpec"
+    assert [e.type for e in decision.events] == ["Warning"]
+
+
+def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
+    s = spec(migration=MIGRATION)
+    previous = InferenceBackendStatus(
+        phase="Ready",
+        consumers=[ConsumerStatus(name="notes", weight=100, service="s", endpoint="e",
+                                  phase="Migrated", step=1),
+                   ConsumerStatus(name="rag", weight=10, service="s", endpoint="e",
+                                  phase="Progressing", step=0)],
+        migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
+    )  # fmt: skip
+    snap = snapshot(s, previous, ready=("ollama", "router"))
+    decision = decide(snap, Observations(vllm_ready=False), NOW)
+    assert table_weights(decision.desired) == {"notes": 0, "rag": 0}
+    assert decision.status.phase == "Degraded"
+    degraded = next(c for c in decision.status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "VLLMFailedOver")
+    assert {"FailedOver"} <= {e.reason for e in decision.events}
+
+
+def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
+    s = spec(migration={**MIGRATION, "afterMigration": "ScaleDownOllama"})
+    done = [ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated",
+                           step=1) for n in ("notes", "rag")]  # fmt: skip
+    previous = InferenceBackendStatus(
+        consumers=done,
+        migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
+    )
+    decision = decide(snapshot(s, previous), Observations(vllm_ready=True), NOW)
+    assert decision.desired is not None
+    ollama = next(o for o in decision.desired if o["kind"] == "Deployment"
+                  and o["metadata"]["labels"][COMPONENT_LABEL] == "ollama")  # fmt: skip
+    assert ollama["spec"]["replicas"] == 0
+    assert decision.status.migration is not None
+    assert decision.status.migration.migrated == "2/2"

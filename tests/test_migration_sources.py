@@ -1,0 +1,643 @@
+"""The canary analysis' metrics sources against real HTTP servers: a fake Prometheus
+answering canned query results (normal, empty, NaN, 500, unreachable, timeout), and router
+pods serving real exposition text from a real `RouterMetrics` registry driven by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from inferops.migration.figures import EngineFigures, Figures, quantile
+from inferops.migration.sources import (
+    ERRORS,
+    FIRST_SCRAPE,
+    REQUESTS,
+    TPOT,
+    TTFT,
+    PrometheusSource,
+    ScrapeSource,
+    make_source,
+    window_of,
+)
+from inferops.router.metrics import TTFT_BUCKETS, RouterMetrics
+
+NS, BACKEND = "ai", "llama32"
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert runner.addresses
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- fake Prometheus ----------------------------------------------------------------------
+
+
+def sample(value: str, **labels: str) -> dict[str, Any]:
+    return {"metric": labels, "value": [1767225600.123, value]}
+
+
+@dataclass
+class FakePrometheus:
+    """Answers `/api/v1/query` from `vectors` (first metric name found in the query)."""
+
+    url: str = ""
+    vectors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    status: int = 200
+    body: Any = None
+    """When set, the raw JSON answer to every query."""
+    delay: float = 0.0
+    queries: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = request.query["query"]
+        self.queries.append(query)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.status != 200:
+            error = {"status": "error", "errorType": "internal", "error": "out of memory"}
+            return web.json_response(error, status=self.status)
+        if self.body is not None:
+            return web.json_response(self.body)
+        result: list[dict[str, Any]] = []
+        # Longest name first: the histogram queries also contain shorter names' prefixes.
+        for name in sorted(self.vectors, key=len, reverse=True):
+            if name in query:
+                result = self.vectors[name]
+                break
+        data = {"resultType": "vector", "result": result}
+        return web.json_response({"status": "success", "data": data})
+
+
+@pytest.fixture
+async def prometheus() -> AsyncIterator[FakePrometheus]:
+    fake = FakePrometheus()
+    app = web.Application()
+    app.router.add_get("/api/v1/query", fake.handle)
+    runner, fake.url = await serve(app)
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+
+
+def canned(prometheus: FakePrometheus) -> None:
+    prometheus.vectors = {
+        REQUESTS: [sample("10", engine="vllm"), sample("90", engine="ollama")],
+        ERRORS: [sample("1", engine="vllm")],
+        f"{TTFT}_bucket": [sample("0.2", engine="vllm"), sample("0.45", engine="ollama")],
+        f"{TPOT}_bucket": [sample("NaN", engine="vllm"), sample("0.05", engine="ollama")],
+    }
+
+
+async def test_prometheus_normal_vector(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    canned(prometheus)
+    source = PrometheusSource(prometheus.url, http=http)
+    figures = await source.figures(NS, BACKEND, "notes", 29.6)
+    assert figures == Figures(
+        vllm=EngineFigures(requests=10, errors=1, ttft_p95=0.2, tpot_p95=None),
+        ollama=EngineFigures(requests=90, errors=0, ttft_p95=0.45, tpot_p95=0.05),
+        problem=None,
+        window_seconds=30,
+    )
+    assert figures.vllm is not None and figures.vllm.error_rate == pytest.approx(0.1)
+    assert figures.ollama is not None and figures.ollama.error_rate == 0
+    selector = 'namespace="ai",pod=~"llama32-router-.+",consumer="notes",engine!="none"'
+    assert sorted(prometheus.queries) == sorted(
+        [
+            f"sum by (engine) (increase({REQUESTS}{{{selector}}}[30s]))",
+            f"sum by (engine) (increase({ERRORS}{{{selector}}}[30s]))",
+            f"histogram_quantile(0.95, sum by (le, engine) "
+            f"(increase({TTFT}_bucket{{{selector}}}[30s])))",
+            f"histogram_quantile(0.95, sum by (le, engine) "
+            f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
+        ]
+    )
+
+
+def test_window_is_whole_seconds_at_least_one() -> None:
+    assert [window_of(w) for w in (0, 0.2, 1.49, 1.5, 2.5, 60)] == [1, 1, 1, 2, 3, 60]
+    with pytest.raises(ValueError):
+        window_of(math.nan)
+
+
+async def test_prometheus_custom_selector_and_quoting(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    source = PrometheusSource(
+        prometheus.url, selector='kubernetes_namespace="{namespace}",app="{backend}"', http=http
+    )
+    await source.figures(NS, BACKEND, 'we"ird', 0.3)
+    assert all(
+        'kubernetes_namespace="ai",app="llama32",consumer="we\\"ird"' in q and "[1s]" in q
+        for q in prometheus.queries
+    )
+
+
+async def test_prometheus_empty_result_is_no_data_not_a_problem(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures == Figures(vllm=None, ollama=None, problem=None, window_seconds=60)
+
+
+async def test_prometheus_one_engine_without_data(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    prometheus.vectors = {REQUESTS: [sample("0", engine="ollama"), sample("3", engine="none")]}
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is None and figures.vllm is None
+    assert figures.ollama == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)
+    assert figures.ollama.error_rate is None
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf"])
+async def test_prometheus_nan_count_is_a_problem(
+    prometheus: FakePrometheus, http: httpx.AsyncClient, value: str
+) -> None:
+    canned(prometheus)
+    prometheus.vectors[REQUESTS] = [sample(value, engine="vllm"), sample("5", engine="ollama")]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is not None and value.lower().lstrip("+") in figures.problem
+    assert figures.vllm is None and figures.ollama is None
+
+
+async def test_prometheus_nan_quantile_is_none_never_a_number(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    canned(prometheus)
+    prometheus.vectors[f"{TTFT}_bucket"] = [sample("NaN", engine="vllm")]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is None
+    assert figures.vllm is not None and figures.vllm.ttft_p95 is None
+    assert figures.ollama is not None and figures.ollama.ttft_p95 is None
+
+
+async def test_prometheus_http_500_is_a_problem(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    prometheus.status = 500
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm is None and figures.ollama is None
+    assert figures.problem is not None
+    assert "HTTP 500" in figures.problem and "out of memory" in figures.problem
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "error", "errorType": "bad_data", "error": "parse error"},
+        {"status": "success", "data": {"resultType": "matrix", "result": []}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"value": [1]}]}},
+        {"status": "success", "data": {"resultType": "vector", "result": [sample("x")]}},
+        ["not", "an", "object"],
+    ],
+    ids=["status-error", "matrix", "no-metric", "not-a-float", "not-an-object"],
+)
+async def test_prometheus_unexpected_answers_are_problems(
+    prometheus: FakePrometheus, http: httpx.AsyncClient, body: Any
+) -> None:
+    prometheus.body = body
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is not None and figures.vllm is None and figures.ollama is None
+
+
+async def test_prometheus_unreachable_is_a_problem() -> None:
+    url = closed_port_url()
+    source = PrometheusSource(url)
+    try:
+        figures = await source.figures(NS, BACKEND, "notes", 60)
+        assert figures.problem is not None and "unreachable" in figures.problem
+        assert url in figures.problem
+        assert figures.vllm is None and figures.ollama is None
+        assert await source.served_revisions(NS, BACKEND) is None
+    finally:
+        await source.aclose()
+
+
+async def test_prometheus_timeout_is_a_problem(prometheus: FakePrometheus) -> None:
+    prometheus.delay = 1.0
+    source = PrometheusSource(prometheus.url, timeout=0.1)
+    try:
+        figures = await source.figures(NS, BACKEND, "notes", 60)
+    finally:
+        await source.aclose()
+    assert figures.problem is not None and "timed out" in figures.problem
+
+
+async def test_prometheus_served_revisions(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    source = PrometheusSource(prometheus.url, http=http)
+    prometheus.vectors = {
+        "inferops_router_table_revision": [
+            sample("3735928559", pod="llama32-router-a"),
+            sample("12", pod="llama32-router-b"),
+        ]
+    }
+    assert await source.served_revisions(NS, BACKEND) == [12, 3735928559]
+    assert prometheus.queries[-1] == (
+        'inferops_router_table_revision{namespace="ai",pod=~"llama32-router-.+"}'
+    )
+    prometheus.vectors["inferops_router_table_revision"].append(sample("NaN", pod="c"))
+    assert await source.served_revisions(NS, BACKEND) is None
+    prometheus.vectors = {}
+    assert await source.served_revisions(NS, BACKEND) is None  # nobody answers: unknown
+    prometheus.status = 500
+    assert await source.served_revisions(NS, BACKEND) is None
+
+
+# -- router pods for ScrapeSource ----------------------------------------------------------
+
+
+@dataclass
+class Pods:
+    """Router pods at `<url>/<name>`, each serving its own registry's exposition text."""
+
+    url: str = ""
+    metrics: dict[str, RouterMetrics] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
+    """A raw page instead of a registry's."""
+    failing: set[str] = field(default_factory=set)
+    listed: list[str] | None = None
+    """The pods `targets` returns (default: every pod)."""
+
+    def pod(self, name: str) -> RouterMetrics:
+        self.metrics[name] = RouterMetrics()
+        return self.metrics[name]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["pod"]
+        if name in self.failing:
+            return web.Response(status=500, text="no")
+        if name in self.pages:
+            return web.Response(text=self.pages[name])
+        return web.Response(body=generate_latest(self.metrics[name].registry))
+
+    async def targets(self, namespace: str, backend: str) -> list[str]:
+        assert (namespace, backend) == (NS, BACKEND)
+        names = self.listed if self.listed is not None else sorted(self.metrics)
+        return [f"{self.url}/{name}" for name in names]
+
+
+@pytest.fixture
+async def pods() -> AsyncIterator[Pods]:
+    fake = Pods()
+    app = web.Application()
+    app.router.add_get("/{pod}/metrics", fake.handle)
+    runner, fake.url = await serve(app)
+    yield fake
+    await runner.cleanup()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def traffic(m: RouterMetrics, consumer: str, engine: str, ok: int, failed: int = 0) -> None:
+    series = m.series(consumer, engine, "chat")
+    for _ in range(ok):
+        series.count(200)
+    for _ in range(failed):
+        series.count(502)
+        series.error("connect", fallback=True)
+
+
+@pytest.fixture
+async def scrape(pods: Pods, http: httpx.AsyncClient) -> tuple[ScrapeSource, Clock]:
+    clock = Clock()
+    return ScrapeSource(pods.targets, http=http, clock=clock), clock
+
+
+async def test_scrape_first_call_has_no_window(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    traffic(pods.pod("a"), "notes", "vllm", 3)
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures == Figures(vllm=None, ollama=None, problem=FIRST_SCRAPE)
+
+
+async def test_scrape_window_is_the_difference(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, clock = scrape
+    m = pods.pod("a")
+    traffic(m, "notes", "vllm", ok=5, failed=2)
+    traffic(m, "notes", "ollama", ok=7)
+    m.refused("notes", "chat", 429)  # before an engine: not an attempt
+    await source.figures(NS, BACKEND, "notes", 60)
+
+    traffic(m, "notes", "vllm", ok=3, failed=1)
+    traffic(m, "notes", "ollama", ok=4)
+    m.refused("notes", "chat", 429)
+    traffic(m, "rag", "vllm", ok=50)  # another consumer
+    clock.now += 30.5
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures == Figures(
+        vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None),
+        ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None),
+        problem=None,
+        window_seconds=30.5,
+    )
+    assert figures.vllm is not None and figures.vllm.error_rate == 0.25
+
+    clock.now += 10
+    figures = await source.figures(NS, BACKEND, "notes", 60)  # nothing happened since
+    assert figures.vllm == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)
+    assert figures.vllm.error_rate is None
+    assert figures.window_seconds == 10
+
+
+async def test_scrape_engine_without_series_is_none(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    m = pods.pod("a")
+    traffic(m, "notes", "ollama", ok=1)
+    await source.figures(NS, BACKEND, "notes", 60)
+    traffic(m, "notes", "ollama", ok=2)
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is None and figures.vllm is None
+    assert figures.ollama is not None and figures.ollama.requests == 2
+
+
+async def test_scrape_consumers_have_their_own_windows(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    m = pods.pod("a")
+    traffic(m, "notes", "vllm", ok=1)
+    traffic(m, "rag", "vllm", ok=1)
+    await source.figures(NS, BACKEND, "notes", 60)
+    await source.figures(NS, BACKEND, "rag", 60)
+    traffic(m, "notes", "vllm", ok=2)
+    traffic(m, "rag", "vllm", ok=3)
+    rag = await source.figures(NS, BACKEND, "rag", 60)
+    notes = await source.figures(NS, BACKEND, "notes", 60)  # rag's sample took nothing
+    assert rag.vllm is not None and rag.vllm.requests == 3
+    assert notes.vllm is not None and notes.vllm.requests == 2
+
+
+async def test_scrape_series_born_in_the_window_counts_from_zero(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    m = pods.pod("a")
+    traffic(m, "notes", "ollama", ok=1)
+    await source.figures(NS, BACKEND, "notes", 60)
+    traffic(m, "notes", "vllm", ok=3, failed=2)  # vLLM's first requests: new series
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm == EngineFigures(requests=5, errors=2, ttft_p95=None, tpot_p95=None)
+
+
+async def test_scrape_counter_reset(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
+    source, _ = scrape
+    traffic(pods.pod("a"), "notes", "vllm", ok=10, failed=3)
+    await source.figures(NS, BACKEND, "notes", 60)
+    restarted = pods.pod("a")  # the router restarted: its counters start over
+    traffic(restarted, "notes", "vllm", ok=2, failed=1)
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm == EngineFigures(requests=3, errors=1, ttft_p95=None, tpot_p95=None)
+
+
+async def test_scrape_sums_pods(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
+    source, _ = scrape
+    a, b = pods.pod("a"), pods.pod("b")
+    traffic(a, "notes", "vllm", ok=1)
+    traffic(b, "notes", "vllm", ok=100, failed=10)
+    await source.figures(NS, BACKEND, "notes", 60)
+    traffic(a, "notes", "vllm", ok=3, failed=1)
+    traffic(b, "notes", "vllm", ok=5)
+    traffic(b, "notes", "ollama", ok=6)
+    # A third pod appears: its history is not in this window, only its baseline.
+    traffic(pods.pod("c"), "notes", "vllm", ok=1000)
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm == EngineFigures(requests=9, errors=1, ttft_p95=None, tpot_p95=None)
+    assert figures.ollama is not None and figures.ollama.requests == 6
+    traffic(pods.metrics["c"], "notes", "vllm", ok=1)
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm is not None and figures.vllm.requests == 1
+
+
+async def test_scrape_quantiles_from_bucket_deltas(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    a, b = pods.pod("a"), pods.pod("b")
+    for _ in range(50):  # before the window: slow, must not weigh on the quantile
+        a.series("notes", "vllm", "chat").ttft.observe(20.0)
+    await source.figures(NS, BACKEND, "notes", 60)
+    for m in (a, b):
+        series = m.series("notes", "vllm", "chat")
+        for _ in range(10):
+            series.ttft.observe(0.03)  # bucket (0.025, 0.05]
+            series.tpot.observe(0.012)  # bucket (0.01, 0.015]
+        m.series("notes", "ollama", "chat").ttft.observe(100.0)  # beyond the last bound
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.vllm is not None and figures.ollama is not None
+    # 20 observations in (0.025, 0.05]: rank 19 -> 0.025 + 0.025 * 19/20.
+    assert figures.vllm.ttft_p95 == pytest.approx(0.025 + 0.025 * 19 / 20)
+    assert figures.vllm.tpot_p95 == pytest.approx(0.01 + 0.005 * 19 / 20)
+    assert figures.ollama.ttft_p95 == TTFT_BUCKETS[-1]  # +Inf bucket: the highest bound
+    assert figures.ollama.tpot_p95 is None  # no observation
+
+
+async def test_scrape_failed_pod_is_a_problem_and_keeps_the_window(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, clock = scrape
+    traffic(pods.pod("a"), "notes", "vllm", ok=1)
+    traffic(pods.pod("b"), "notes", "vllm", ok=1)
+    await source.figures(NS, BACKEND, "notes", 60)
+    traffic(pods.metrics["a"], "notes", "vllm", ok=2)
+    pods.failing.add("b")
+    clock.now += 10
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is not None and "HTTP 500" in figures.problem
+    assert figures.vllm is None and figures.ollama is None
+    pods.failing.clear()
+    traffic(pods.metrics["b"], "notes", "vllm", ok=4)
+    clock.now += 10
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is None and figures.window_seconds == 20  # spans the failed one
+    assert figures.vllm is not None and figures.vllm.requests == 6
+
+
+@pytest.mark.parametrize("page", ["garbage {{{", 'inferops_router_requests_total{consumer="notes"'])
+async def test_scrape_unreadable_page_is_a_problem(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock], page: str
+) -> None:
+    source, _ = scrape
+    pods.pod("a")
+    pods.pages["a"] = page
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is not None and "unreadable" in figures.problem
+
+
+async def test_scrape_nan_counter_is_a_problem(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, _ = scrape
+    pods.pod("a")
+    line = 'inferops_router_requests_total{consumer="notes",engine="vllm",route="chat",code="200"}'
+    pods.pages["a"] = f"# TYPE inferops_router_requests counter\n{line} NaN\n"
+    figures = await source.figures(NS, BACKEND, "notes", 60)
+    assert figures.problem is not None and "nan" in figures.problem.lower()
+
+
+async def test_scrape_unreachable_and_no_pods_and_lister_failure(
+    pods: Pods, http: httpx.AsyncClient
+) -> None:
+    async def unreachable(namespace: str, backend: str) -> list[str]:
+        return [closed_port_url()]
+
+    async def broken(namespace: str, backend: str) -> list[str]:
+        raise RuntimeError("API server down")
+
+    async def empty(namespace: str, backend: str) -> list[str]:
+        return []
+
+    for targets, words in ((unreachable, "unreachable"), (broken, "API server down"),
+                           (empty, "no ready router pod")):  # fmt: skip
+        source = ScrapeSource(targets, http=http)
+        figures = await source.figures(NS, BACKEND, "notes", 60)
+        assert figures.problem is not None and words in figures.problem
+        assert figures.vllm is None and figures.ollama is None
+        assert await source.served_revisions(NS, BACKEND) is None
+
+
+async def test_scrape_served_revisions(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
+    source, _ = scrape
+    pods.pod("a").table_revision.set(3735928559)
+    pods.pod("b").table_revision.set(7)
+    assert await source.served_revisions(NS, BACKEND) == [7, 3735928559]
+    pods.pages["b"] = "# an old router without the gauge\nup 1\n"
+    assert await source.served_revisions(NS, BACKEND) is None
+    del pods.pages["b"]
+    pods.failing.add("a")
+    assert await source.served_revisions(NS, BACKEND) is None
+
+
+async def test_scrape_forget(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
+    source, _ = scrape
+    traffic(pods.pod("a"), "notes", "vllm", ok=1)
+    await source.figures(NS, BACKEND, "notes", 60)
+    source.forget(NS, BACKEND)
+    assert (await source.figures(NS, BACKEND, "notes", 60)).problem == FIRST_SCRAPE
+
+
+# -- the contract with the router, the factory, the pure parts ----------------------------
+
+
+def test_metric_names_are_the_routers() -> None:
+    m = RouterMetrics()
+    series = m.series("notes", "vllm", "chat")
+    series.count(200)
+    series.error("connect")
+    series.ttft.observe(0.1)
+    series.tpot.observe(0.01)
+    m.table_revision.set(1)
+    text = generate_latest(m.registry).decode()
+    for name in (REQUESTS, ERRORS, f"{TTFT}_bucket", f"{TPOT}_bucket"):
+        assert f"\n{name}{{" in text, name
+    assert "\ninferops_router_table_revision " in text
+
+
+async def test_make_source() -> None:
+    async def targets(namespace: str, backend: str) -> list[str]:
+        return []
+
+    prometheus = make_source("http://prometheus:9090/", targets)
+    assert isinstance(prometheus, PrometheusSource)
+    assert prometheus.url == "http://prometheus:9090"
+    scrape = make_source(None, targets)
+    assert isinstance(scrape, ScrapeSource) and scrape.targets is targets
+    assert isinstance(make_source("", targets), ScrapeSource)
+    await prometheus.aclose()
+    await scrape.aclose()
+
+
+INF = math.inf
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets", "expected"),
+    [
+        (0.5, [(0.1, 0), (0.2, 10), (INF, 10)], 0.15),
+        (0.95, [(0.1, 0), (0.2, 10), (INF, 10)], 0.195),
+        (0.5, [(1.0, 10), (INF, 10)], 0.5),  # the lowest bucket starts at 0
+        (0.95, [(1.0, 1), (2.0, 2), (INF, 10)], 2.0),  # rank in +Inf: highest finite bound
+        (0.5, [(INF, 10), (0.2, 10), (0.1, 0)], 0.15),  # any order
+        (0.5, [(0.1, 6), (0.2, 3), (INF, 10)], 0.1 * 5 / 6),  # decreasing: running maximum
+        (0.5, [(0.1, 2), (0.1, 2), (0.2, 6), (0.2, 4), (INF, 10)], 0.1 + 0.1 / 6),  # summed
+        (0.1, [(-1.0, 5), (INF, 10)], -1.0),  # a non-positive lowest bound is returned as is
+        (0.0, [(0.1, 0), (0.2, 10), (INF, 10)], 0.0),  # Prometheus: NaN (0/0)
+        (1.0, [(0.1, 0), (0.2, 10), (INF, 10)], 0.2),
+        (0.5, [(0.1, 0), (0.2, 0), (INF, 0)], None),  # no observation
+        (0.5, [(0.1, 0), (0.2, 10)], None),  # no +Inf bucket
+        (0.5, [(INF, 10)], None),  # a single bucket
+        (0.5, [], None),
+        (0.5, [(0.1, math.nan), (INF, 10)], None),
+    ],
+)
+def test_quantile(q: float, buckets: list[tuple[float, float]], expected: float | None) -> None:
+    result = quantile(q, buckets)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
+
+
+def test_quantile_rejects_a_q_outside_zero_one() -> None:
+    with pytest.raises(ValueError):
+        quantile(1.5, [(1.0, 1), (INF, 1)])
+
+
+def test_engine_figures_never_hold_nan() -> None:
+    assert EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None).error_rate is None
+    assert EngineFigures(requests=4, errors=1, ttft_p95=0.1, tpot_p95=None).error_rate == 0.25
+    for bad in (
+        {"requests": math.nan},
+        {"errors": math.inf},
+        {"requests": -1.0},
+        {"ttft_p95": math.nan},
+        {"tpot_p95": math.inf},
+    ):
+        fields: dict[str, Any] = {"requests": 1.0, "errors": 0.0, "ttft_p95": None,
+                                  "tpot_p95": None, **bad}  # fmt: skip
+        with pytest.raises(ValueError):
+            EngineFigures(**fields)
+    assert Figures.failed("x").engine("vllm") is None
+    with pytest.raises(ValueError):
+        Figures.failed("x").engine("tgi")

@@ -1,0 +1,625 @@
+"""The kubectl plugin: rendering and request checks on canned resources (pure), and the
+request/acknowledgement flow through the real CLI against an in-process fake API server that
+stores one InferenceBackend, applies merge patches with the resourceVersion precondition, and
+plays the operator by acknowledging each request in status."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from inferops.api.migration import ACTION_ANNOTATION
+from inferops.api.status import InferenceBackendStatus
+from inferops.plugin import actions, render
+from inferops.plugin.__main__ import build_parser, run
+from tests.conftest import make_spec
+
+NOW = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
+STEPS = [{"weight": 10}, {"weight": 50, "pause": {}}, {"weight": 100}]
+NAMES = ["notes", "rag", "ner"]
+
+
+def ago(seconds: int) -> str:
+    return datetime.fromtimestamp(NOW.timestamp() - seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def consumer(name: str, phase: str, weight: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "weight": weight,
+        "service": f"llama32-{name}",
+        "endpoint": f"http://llama32-{name}.ai.svc",
+        "phase": phase,
+        **extra,
+    }
+
+
+RAG_ANALYSIS = {
+    "verdict": "Pass",
+    "time": ago(45),
+    "step": 1,
+    "message": "every gate passed",
+    "vllm": {"requests": 120.4, "errorRate": 0.008, "ttftP95": 0.412, "tpotP95": 0.0312},
+    "ollama": {"requests": 118, "errorRate": 0.0, "ttftP95": 0.38, "tpotP95": 0.045},
+    "gates": [
+        {"metric": "errorRate", "verdict": "Pass", "value": 0.008, "threshold": 0.02},
+        {"metric": "ttftP95", "verdict": "Pass", "value": 0.412, "threshold": 0.57},
+        {"metric": "tpotP95", "verdict": "Pass", "value": 0.0312, "threshold": 0.0675},
+    ],
+}
+
+
+def resource(
+    consumers: list[dict[str, Any]] | None = None,
+    *,
+    migration: dict[str, Any] | None = None,
+    with_migration: bool = True,
+    progress: dict[str, Any] | None = None,
+    annotation: dict[str, Any] | str | None = None,
+) -> dict[str, Any]:
+    """An InferenceBackend as the API server returns it; spec and status go through the API
+    models, so a key the operator would never write fails here rather than passing silently."""
+    overrides: dict[str, Any] = {"consumers": [{"name": n} for n in NAMES]}
+    if with_migration:
+        overrides["migration"] = migration or {"steps": STEPS}
+    if consumers is None:
+        consumers = [
+            consumer("notes", "Migrated", 100, step=2, passedSamples=1),
+            consumer(
+                "rag",
+                "Progressing",
+                50,
+                step=1,
+                stepStartedAt=ago(252),
+                passedSamples=2,
+                inconclusiveSamples=1,
+                lastAnalysis=RAG_ANALYSIS,
+                message="holding step 2 until promoted",
+            ),
+            consumer("ner", "Pending"),
+        ]
+    status: dict[str, Any] = {
+        "observedGeneration": 3,
+        "phase": "Progressing",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "Migrating",
+                "lastTransitionTime": ago(600),
+            }
+        ],
+        "consumers": consumers,
+    }
+    if with_migration:
+        status["migration"] = {"migrated": "1/3", "current": "rag@50%", **(progress or {})}
+    metadata: dict[str, Any] = {
+        "name": "llama32",
+        "namespace": "ai",
+        "generation": 3,
+        "resourceVersion": "100",
+        "uid": "u-1",
+    }
+    if annotation is not None:
+        text = annotation if isinstance(annotation, str) else json.dumps(annotation)
+        metadata["annotations"] = {ACTION_ANNOTATION: text}
+    return {
+        "apiVersion": "inferops.io/v1alpha1",
+        "kind": "InferenceBackend",
+        "metadata": metadata,
+        "spec": make_spec(**overrides).dump(),
+        "status": InferenceBackendStatus.model_validate(status).dump(),
+    }
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-3, "0s"),
+        (0, "0s"),
+        (59.9, "59s"),
+        (60, "1m0s"),
+        (252, "4m12s"),
+        (3900, "1h5m"),
+        (86400 * 2 + 3 * 3600 + 7, "2d3h"),
+    ],
+)
+def test_humanize(seconds: float, text: str) -> None:
+    assert render.humanize(seconds) == text
+
+
+def test_consumer_table_aligns_columns_and_counts_steps_from_one() -> None:
+    assert render.consumer_table(resource(), NOW) == [
+        "CONSUMER   PHASE         WEIGHT   STEP   IN-STEP   SAMPLES   LAST",
+        "notes      Migrated      100%     3/3    -         1/0/0     -",
+        "rag        Progressing   50%      2/3    4m12s     2/0/1     Pass",
+        "ner        Pending       0%       -      -         0/0/0     -",
+    ]
+
+
+def test_header_names_phase_ready_progress_failover_and_last_action() -> None:
+    obj = resource(
+        progress={
+            "failover": True,
+            "vllmReadySince": ago(45),
+            "lastAction": {
+                "id": "a1",
+                "action": "promote",
+                "consumer": "rag",
+                "result": "Done",
+                "message": "rag promoted to step 2 (50%)",
+                "time": ago(130),
+            },
+        }
+    )
+    assert render.header(obj, NOW) == [
+        "InferenceBackend ai/llama32",
+        "Phase:       Progressing",
+        "Ready:       False (Migrating)",
+        "Migrated:    1/3, in progress: rag@50%",
+        "Failover:    vLLM lost every ready pod: every consumer is on Ollama; "
+        "vLLM ready again for 45s (hold-down 2m)",
+        "Last action: promote rag: Done 2m10s ago: rag promoted to step 2 (50%)",
+    ]
+
+
+def test_header_without_migration_says_weights_come_from_the_spec() -> None:
+    obj = resource([consumer("notes", "Manual", 30)], with_migration=False)
+    obj["metadata"]["generation"] = 4
+    lines = render.header(obj, NOW)
+    assert "Phase:       Progressing (for generation 3; the spec is at 4)" in lines
+    assert "Migration:   none: weights are set in spec.consumers[].weight" in lines
+    assert not any(line.startswith(("Migrated", "Failover", "Last action")) for line in lines)
+
+
+def test_analysis_block_puts_vllm_beside_ollama_with_the_gates() -> None:
+    rag = resource()["status"]["consumers"][1]
+    assert render.analysis_block(rag, STEPS, NOW) == [
+        "rag: step 2/3 (50%), sampled 45s ago: Pass",
+        "                vLLM  Ollama  limit  gate",
+        "  requests       120     118",
+        "  error rate %   0.8     0.0    2.0  Pass",
+        "  TTFT p95 ms    412     380    570  Pass",
+        "  TPOT p95 ms     31      45     68  Pass",
+        "  analysis: every gate passed",
+        "  message: holding step 2 until promoted",
+    ]
+
+
+def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
+    analysis = {**RAG_ANALYSIS, "step": 2, "ollama": None, "gates": []}
+    baseline = {"requests": 50, "errorRate": 0.01, "ttftP95": 0.4, "tpotP95": 0.0049}
+    c = consumer("rag", "Progressing", 100, step=2, lastAnalysis=analysis, baseline=baseline)
+    obj = resource([c])
+    lines = render.analysis_block(obj["status"]["consumers"][0], STEPS, NOW)
+    assert lines[0] == "rag: step 3/3 (100%), sampled 45s ago: Pass"
+    assert lines[1].split() == ["vLLM", "Ollama*", "limit", "gate"]
+    assert lines[5].split() == ["TPOT", "p95", "ms", "31", "4.9", "-", "-"]
+    assert "  * Ollama: the baseline from the last conclusive sample" in lines
+
+
+def test_analysis_block_is_empty_for_a_consumer_with_nothing_to_say() -> None:
+    assert render.analysis_block(consumer("ner", "Pending"), STEPS, NOW) == []
+    assert render.analysis_block(consumer("ner", "Pending", message="waiting"), STEPS, NOW) == [
+        "ner: no analysis yet",
+        "  message: waiting",
+    ]
+
+
+def test_render_status_has_header_table_and_one_block_per_consumer_with_news() -> None:
+    text = render.render_status(resource(), NOW)
+    sections = text.split("\n\n")
+    assert len(sections) == 3
+    assert sections[0].startswith("InferenceBackend ai/llama32\n")
+    assert sections[1].startswith("CONSUMER")
+    assert sections[2].startswith("rag: step 2/3")
+
+
+def test_render_status_survives_fields_it_does_not_know_and_missing_status() -> None:
+    obj = resource()
+    obj["status"]["consumers"][1]["futureField"] = {"x": 1}
+    obj["status"]["consumers"][1]["stepStartedAt"] = "not a time"
+    assert "rag        Progressing   50%      2/3    -" in render.render_status(obj, NOW)
+    del obj["status"]
+    assert "No consumer status yet." in render.render_status(obj, NOW)
+
+
+# -- choosing the consumer and refusing what cannot apply --------------------------------
+
+
+def test_default_consumer_is_the_one_in_progress() -> None:
+    assert actions.plan(resource(), "promote", None) == "rag"
+    paused = resource([consumer("notes", "Migrated", 100), consumer("rag", "Paused", 10)])
+    assert actions.plan(paused, "resume", None) == "rag"
+
+
+def test_retry_defaults_to_the_first_stopped_consumer() -> None:
+    obj = resource(
+        [
+            consumer("notes", "Migrated", 100),
+            consumer("rag", "RolledBack"),
+            consumer("ner", "Aborted"),
+        ]
+    )
+    assert actions.plan(obj, "retry", None) == "rag"
+    assert actions.plan(obj, "retry", "ner") == "ner"
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("promote", "no consumer of ai/llama32 is in progress; name one of: notes, rag, ner"),
+        ("retry", "no consumer of ai/llama32 is rolled back or aborted; name one of: notes, "),
+    ],
+)
+def test_no_default_consumer_lists_the_names(action: str, message: str) -> None:
+    obj = resource([consumer("notes", "Migrated", 100), consumer("rag", "Pending")])
+    with pytest.raises(actions.Refused, match="^" + message):
+        actions.plan(obj, action, None)
+
+
+def test_unknown_consumer_lists_the_valid_names() -> None:
+    with pytest.raises(actions.Refused) as refused:
+        actions.plan(resource(), "abort", "chat")
+    assert str(refused.value) == "ai/llama32 has no consumer 'chat'; name one of: notes, rag, ner"
+
+
+def test_a_resource_without_migration_is_refused() -> None:
+    with pytest.raises(actions.Refused) as refused:
+        actions.plan(resource(with_migration=False), "promote", "notes")
+    assert str(refused.value) == (
+        "ai/llama32 has no spec.migration: weights are set in spec.consumers[].weight"
+    )
+
+
+def test_an_unacknowledged_request_blocks_a_new_one() -> None:
+    pending = {"id": "old", "action": "promote", "consumer": "rag"}
+    with pytest.raises(actions.Refused, match=r"^an earlier request \(promote rag\) is not ackn"):
+        actions.plan(resource(annotation=pending), "abort", "rag")
+    acked = {"lastAction": {"id": "old", "action": "promote", "result": "Done", "time": ago(5)}}
+    assert actions.plan(resource(annotation=pending, progress=acked), "abort", None) == "rag"
+    # An annotation the operator cannot acknowledge does not block forever.
+    assert actions.pending_request(resource(annotation="{not json")) is None
+    assert actions.pending_request(resource(annotation={"action": "promote"})) is None
+
+
+@pytest.mark.parametrize(
+    ("action", "phase", "paused", "refusal"),
+    [
+        ("promote", "Progressing", False, None),
+        ("promote", "Paused", True, None),
+        ("promote-full", "Progressing", False, None),
+        ("promote", "Migrated", False, "rag is Migrated: promote applies to a consumer in"),
+        ("promote", "Pending", False, "rag is Pending: promote applies"),
+        ("promote-full", "RolledBack", False, "rag is RolledBack: promote applies"),
+        ("pause", "Progressing", False, None),
+        ("pause", "Pending", False, None),
+        ("pause", "Paused", True, "rag is already paused"),
+        ("pause", "Migrated", False, "rag is Migrated: pause applies"),
+        ("resume", "Paused", True, None),
+        ("resume", "Progressing", False, "rag is not paused (phase Progressing)"),
+        ("resume", "Aborted", False, "rag is not paused (phase Aborted)"),
+        ("abort", "Progressing", False, None),
+        ("abort", "Migrated", False, None),
+        ("abort", "Aborted", False, "rag is Aborted: it is already at 0%"),
+        ("abort", "RolledBack", False, "rag is RolledBack: it is already at 0%"),
+        ("retry", "RolledBack", False, None),
+        ("retry", "Aborted", False, None),
+        ("retry", "Progressing", False, "rag is Progressing: retry applies to a RolledBack"),
+        ("retry", "Migrated", False, "rag is Migrated: retry applies"),
+    ],
+)
+def test_phase_checks(action: str, phase: str, paused: bool, refusal: str | None) -> None:
+    obj = resource([consumer("rag", phase, 10, paused=paused)])
+    if refusal is None:
+        assert actions.plan(obj, action, "rag") == "rag"
+    else:
+        with pytest.raises(actions.Refused, match="^" + re.escape(refusal)):
+            actions.plan(obj, action, "rag")
+
+
+def test_resume_cannot_lift_a_pause_set_in_the_spec() -> None:
+    obj = resource([consumer("rag", "Paused", 10)], migration={"steps": STEPS, "paused": True})
+    with pytest.raises(actions.Refused, match=re.escape("held by spec.migration.paused")):
+        actions.plan(obj, "resume", "rag")
+
+
+def test_a_consumer_without_status_yet_is_left_to_the_operator() -> None:
+    assert actions.plan(resource([]), "promote", "ner") == "ner"
+
+
+def test_timeout_flag_takes_seconds_or_durations() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["promote", "x"]).timeout == 30
+    assert parser.parse_args(["promote", "x", "--timeout", "2m"]).timeout == 120
+    assert parser.parse_args(["abort", "x", "--timeout", "0.5"]).timeout == 0.5
+    args = parser.parse_args(["-n", "ai", "promote", "x", "rag", "--full", "--no-wait"])
+    assert (args.namespace, args.consumer, args.full, args.wait) == ("ai", "rag", True, False)
+    assert parser.parse_args(["status", "x", "-n", "ai"]).namespace == "ai"
+
+
+# -- the request/acknowledgement flow against a fake API server ---------------------------
+
+URL = "/apis/inferops.io/v1alpha1/namespaces/{namespace}/inferencebackends/{name}"
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+def status_error(code: int, reason: str, message: str) -> web.Response:
+    body = {"kind": "Status", "status": "Failure", "reason": reason, "message": message}
+    return web.json_response({**body, "code": code}, status=code)
+
+
+class FakeApiServer:
+    """One stored InferenceBackend behind the two verbs the plugin uses; with `ack` set it
+    answers each request the way the operator does, `ack_delay` seconds after the patch."""
+
+    def __init__(self, obj: dict[str, Any] | None) -> None:
+        self.obj = obj
+        self.ack: str | None = "Done"
+        self.ack_message = "rag promoted to step 3 (100%)"
+        self.ack_delay = 0.05
+        self.conflicts = 0
+        """Concurrent writes to simulate: each lands just before the plugin's next patch."""
+        self.patches: list[dict[str, Any]] = []
+        self.conflicted = 0
+        self.requests: list[web.Request] = []
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        route = URL.format(namespace="{namespace}", name="{name}")
+        app.router.add_get(route, self._get)
+        app.router.add_patch(route, self._patch)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def _stored(self, request: web.Request) -> dict[str, Any] | None:
+        self.requests.append(request)
+        meta = (self.obj or {}).get("metadata", {})
+        info = request.match_info
+        if (info["namespace"], info["name"]) == (meta.get("namespace"), meta.get("name")):
+            return self.obj
+        return None
+
+    def _bump(self) -> None:
+        assert self.obj is not None
+        meta = self.obj["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        obj = self._stored(request)
+        if obj is None:
+            return status_error(404, "NotFound", "not found")
+        return web.json_response(obj)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        obj = self._stored(request)
+        if obj is None:
+            return status_error(404, "NotFound", "not found")
+        assert request.content_type == "application/merge-patch+json"
+        if self.conflicts:
+            self.conflicts -= 1
+            self._bump()  # someone else wrote the object since the plugin read it
+        patch = await request.json()
+        self.patches.append(patch)
+        wanted = patch.get("metadata", {}).get("resourceVersion")
+        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+            self.conflicted += 1
+            return status_error(
+                409, "Conflict", "the object has been modified; please apply your changes"
+            )
+        self.obj = merge(obj, patch)
+        self._bump()
+        if self.ack:
+            task = asyncio.create_task(self._acknowledge(self.ack))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return web.json_response(self.obj)
+
+    async def _acknowledge(self, result: str) -> None:
+        await asyncio.sleep(self.ack_delay)
+        assert self.obj is not None
+        request = json.loads(self.obj["metadata"]["annotations"][ACTION_ANNOTATION])
+        record = {**request, "result": result, "message": self.ack_message, "time": ago(0)}
+        self.obj["status"]["migration"]["lastAction"] = record
+        self._bump()
+
+    def last_request(self) -> dict[str, Any]:
+        assert self.obj is not None
+        return dict(json.loads(self.obj["metadata"]["annotations"][ACTION_ANNOTATION]))
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeApiServer]:
+    server = FakeApiServer(resource())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def kubeconfig(api: FakeApiServer, tmp_path: Path) -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api.port}"}}],
+        "users": [{"name": "me", "user": {"token": "s3cret"}}],
+        "contexts": [
+            {"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": "ai"}}
+        ],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return str(path)
+
+
+async def ib(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await run(list(argv), out=out, err=err, poll=0.02)
+    return code, out.getvalue().strip(), err.getvalue().strip()
+
+
+async def test_promote_writes_the_request_and_reports_the_operators_answer(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    code, out, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
+    assert (code, out, err) == (0, "rag promoted to step 3 (100%)", "")
+    [patch] = api.patches
+    assert patch["metadata"]["resourceVersion"] == "100"
+    request = json.loads(patch["metadata"]["annotations"][ACTION_ANNOTATION])
+    assert request["action"] == "promote" and request["consumer"] == "rag"
+    assert len(request["id"]) == 32 and int(request["id"], 16) >= 0
+    patch_request = api.requests[1]
+    assert patch_request.query["fieldManager"] == "kubectl-ib"
+    assert patch_request.headers["Authorization"] == "Bearer s3cret"
+
+
+async def test_promote_full_and_flags_after_the_command(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    code, _, _ = await ib("promote", "llama32", "rag", "--full", "--kubeconfig", kubeconfig)
+    assert code == 0
+    assert api.last_request()["action"] == "promote-full"
+
+
+async def test_a_rejected_request_exits_1_with_the_operators_message(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    api.ack, api.ack_message = "Rejected", "rag is not waiting for a promote"
+    code, out, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
+    assert (code, out) == (1, "")
+    assert err == "error: promote rag rejected: rag is not waiting for a promote"
+
+
+async def test_no_acknowledgement_exits_2(api: FakeApiServer, kubeconfig: str) -> None:
+    api.ack = None
+    code, _, err = await ib("--kubeconfig", kubeconfig, "pause", "llama32", "--timeout", "0.2")
+    assert code == 2
+    assert err == (
+        "error: the operator has not acknowledged the request within 0.2s; is it running?"
+    )
+    assert api.last_request()["action"] == "pause"
+    # The request stays pending, so the next one is refused until it is acknowledged.
+    code, _, err = await ib("--kubeconfig", kubeconfig, "abort", "llama32", "rag")
+    assert code == 1
+    assert err.startswith("error: an earlier request (pause rag) is not acknowledged yet")
+    assert len(api.patches) == 1
+
+
+async def test_no_wait_returns_after_writing(api: FakeApiServer, kubeconfig: str) -> None:
+    api.ack = None
+    code, out, _ = await ib("--kubeconfig", kubeconfig, "abort", "llama32", "--no-wait")
+    assert code == 0
+    assert out == f"requested abort of rag on ai/llama32 ({api.last_request()['id']})"
+
+
+async def test_a_conflicting_write_is_retried_on_the_new_version(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    api.conflicts = 2
+    code, _, _ = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
+    assert code == 0
+    assert api.conflicted == 2
+    assert [p["metadata"]["resourceVersion"] for p in api.patches] == ["100", "101", "102"]
+
+
+async def test_an_unknown_resource_exits_1(api: FakeApiServer, kubeconfig: str) -> None:
+    code, _, err = await ib("--kubeconfig", kubeconfig, "promote", "nope")
+    assert (code, err) == (1, "error: inferencebackend ai/nope not found")
+    code, _, err = await ib("--kubeconfig", kubeconfig, "-n", "other", "status", "llama32")
+    assert (code, err) == (1, "error: inferencebackend other/llama32 not found")
+    assert api.patches == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["retry", "llama32"], "no consumer of ai/llama32 is rolled back or aborted"),
+        (["promote", "llama32", "chat"], "ai/llama32 has no consumer 'chat'; name one of"),
+        (["promote", "llama32", "notes"], "notes is Migrated: promote applies"),
+    ],
+)
+async def test_refusals_write_nothing(
+    api: FakeApiServer, kubeconfig: str, argv: list[str], message: str
+) -> None:
+    code, _, err = await ib("--kubeconfig", kubeconfig, *argv)
+    assert code == 1
+    assert err.startswith("error: " + message)
+    assert api.patches == []
+
+
+async def test_a_resource_without_migration_is_refused_before_writing(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    api.obj = resource([consumer("notes", "Manual", 30)], with_migration=False)
+    code, _, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32", "notes")
+    assert code == 1
+    assert err == (
+        "error: ai/llama32 has no spec.migration: weights are set in spec.consumers[].weight"
+    )
+    assert api.patches == []
+
+
+async def test_status_uses_kubeconfig_from_the_environment(
+    api: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    code, out, _ = await ib("status", "llama32")
+    assert code == 0
+    assert out.startswith("InferenceBackend ai/llama32\nPhase:       Progressing")
+    assert "rag        Progressing   50%      2/3" in out
+    code, out, _ = await ib("status", "llama32", "-o", "json")
+    assert code == 0
+    assert api.obj is not None
+    assert json.loads(out) == api.obj["status"]
+
+
+async def test_an_unreachable_api_server_is_reported(kubeconfig: str, api: FakeApiServer) -> None:
+    await api.stop()
+    code, _, err = await ib("--kubeconfig", kubeconfig, "status", "llama32")
+    assert code == 1
+    assert err.startswith("error: API server unreachable")
+
+
+async def test_a_missing_kubeconfig_is_reported(tmp_path: Path) -> None:
+    code, _, err = await ib("--kubeconfig", str(tmp_path / "none"), "status", "x")
+    assert code == 1
+    assert err.startswith("error: no usable kubeconfig")
