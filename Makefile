@@ -42,6 +42,7 @@ unit: venv
 prepare: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build; fi
 	$(PY) -m e2e.engines.vllm_cpu >/dev/null
+	$(PY) -m e2e.prometheus >/dev/null
 
 e2e: prepare
 	$(PY) -m pytest e2e
