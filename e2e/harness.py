@@ -119,7 +119,8 @@ class OperatorProcess:
     """The operator run as its own process, the way it runs in a pod."""
 
     def __init__(self, kubectl: Kubectl, log: Path, metrics_port: int,
-                 namespaces: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
+                 ) -> None:  # fmt: skip
         self.log = log
         self.metrics_port = metrics_port
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
@@ -127,6 +128,7 @@ class OperatorProcess:
                 "--metrics-port", str(metrics_port), "--liveness", liveness]  # fmt: skip
         for ns in namespaces:
             args += ["--namespace", ns]
+        args += extra_args
         env = _python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
         self.process = ManagedProcess("operator", args, env=env, log_path=log,
                                       health_url=liveness)  # fmt: skip
@@ -136,6 +138,10 @@ class OperatorProcess:
 
     def stop(self) -> None:
         self.process.stop(grace=20)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to finish what it was doing."""
+        self.process.kill()
 
     def metrics(self) -> dict[str, float]:
         return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")

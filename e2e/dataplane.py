@@ -1,0 +1,112 @@
+"""The local data plane of a migration: what runs in pods on a real cluster, run here as
+processes on loopback (the cluster's pods are simulated).
+
+- vLLM: the real CPU build serving the tiny generated model, behind a fault injector so a
+  test can make the canary bad (errors, latency) without touching vLLM;
+- Ollama: the stand-in (Ollama itself cannot run here), a little slower than vLLM, as on a
+  real GPU node;
+- the router: a real router process watching one InferenceBackend's routing-table ConfigMap
+  in the cluster, always on the same port, so an operator started with `--router-url` probes
+  it and reads the revision it serves;
+- Prometheus: the real server scraping the router every second, its target labelled with
+  the namespace and a pod name of the backend, as Kubernetes service discovery would.
+
+Used by the migration e2e tests and by `make demo`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from e2e.engines.faults import FaultProxy
+from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.engines.tiny_model import ensure_tiny_model
+from e2e.engines.vllm_cpu import ensure_vllm_env
+from e2e.engines.vllm_server import VLLMServer
+from e2e.harness import Kubectl, RouterProcess
+from e2e.process import free_port
+from e2e.prometheus import Prometheus
+
+MODEL = "llama3.2"
+
+
+class FixedPortRouter(RouterProcess):
+    """A router on a given port (the operator was told where to find it)."""
+
+    def __init__(self, port: int, source: list[str], log: Path, env: dict[str, str],
+                 engine_urls: dict[str, str]) -> None:  # fmt: skip
+        super().__init__(source, log, env=env, engine_urls=engine_urls)
+        self.port = port
+        self.process.cmd[self.process.cmd.index("--port") + 1] = str(port)
+        self.process.health_url = f"{self.url}/readyz"
+
+
+class DataPlane:
+    def __init__(self, workdir: Path, kubectl: Kubectl) -> None:
+        self.workdir = workdir
+        self.kubectl = kubectl
+        self.router_port = free_port()
+        self.vllm: VLLMServer | None = None
+        self.faults: FaultProxy | None = None
+        self.ollama: OllamaStandinThread | None = None
+        self.prometheus: Prometheus | None = None
+        self.prometheus_faults: FaultProxy | None = None
+        self.router: FixedPortRouter | None = None
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    def operator_args(self) -> tuple[str, ...]:
+        """The operator reaches the router here, and Prometheus through its fault injector."""
+        assert self.prometheus_faults is not None
+        return ("--router-url", self.router_url, "--prometheus-url", self.prometheus_faults.url)
+
+    def start(self) -> None:
+        """Engines and Prometheus; vLLM takes about a minute to load."""
+        ensure_vllm_env()
+        self.vllm = VLLMServer(ensure_tiny_model(), served_model_name=MODEL,
+                               log_path=self.workdir / "vllm.log")  # fmt: skip
+        self.vllm.start()
+        self.faults = FaultProxy(self.vllm.url)
+        self.faults.start()
+        # Ollama on a CPU is slower than vLLM on a GPU: 30 ms to the first token, then 10 ms
+        # per token; the gates compare vLLM with it.
+        self.ollama = OllamaStandinThread(
+            StandinConfig(model=MODEL, tokens=8, ttft_ms=30, token_interval_ms=10)
+        )
+        self.ollama.start()
+        self.prometheus = Prometheus(self.workdir / "prometheus")
+        self.prometheus.start()
+        self.prometheus_faults = FaultProxy(self.prometheus.url)
+        self.prometheus_faults.start()
+
+    def serve(self, namespace: str, backend: str) -> FixedPortRouter:
+        """(Re)starts the router on the fixed port for `namespace/backend`'s table."""
+        assert self.faults is not None and self.ollama is not None
+        assert self.prometheus is not None
+        self.stop_router()
+        self.router = FixedPortRouter(
+            self.router_port, ["--configmap", f"{namespace}/{backend}-router"],
+            self.workdir / f"router-{namespace}.log",
+            env={**self.kubectl.env, "KUBECONFIG": str(self.kubectl.kubeconfig)},
+            engine_urls={"vllm": self.faults.url, "ollama": self.ollama.url},
+        )  # fmt: skip
+        self.router.start(timeout=60)
+        labels = {"namespace": namespace, "pod": f"{backend}-router-local"}
+        self.prometheus.set_targets([(f"127.0.0.1:{self.router_port}", labels)])
+        return self.router
+
+    def stop_router(self) -> None:
+        if self.router is not None:
+            self.router.stop()
+            self.router = None
+
+    def stop(self) -> None:
+        self.stop_router()
+        parts = (self.prometheus_faults, self.prometheus, self.ollama, self.faults, self.vllm)
+        for part in parts:
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.stop()

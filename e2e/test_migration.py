@@ -1,0 +1,371 @@
+"""The migration end to end, on real parts: the operator drives the canary of each consumer
+against the cluster's API server; the router (a real process watching the operator's
+routing table) sends traffic to the real vLLM CPU build and to the Ollama stand-in; real
+Prometheus scrapes the router and the operator's analysis queries it; consumers are the
+official `openai` and `ollama` clients. Faults are injected in front of vLLM and of
+Prometheus (e2e/engines/faults.py).
+
+Times are printed, not asserted (the tier is not a benchmark): `pytest -s` shows them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ollama
+import pytest
+from openai import OpenAI
+
+from e2e.dataplane import MODEL, DataPlane
+from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
+from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+FAST = {
+    "interval": "10s",
+    "initialDelay": "0s",
+    "minRequests": 3,
+    "ttftP95": {"maxRatio": 2, "floor": 2.0},
+    "tpotP95": {"maxRatio": 2, "floor": 0.5},
+}
+PROBE = {"requests": 4, "maxTokens": 4}
+
+
+@pytest.fixture(scope="module")
+def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
+    data_plane = DataPlane(tmp_path_factory.mktemp("dataplane"), kubectl)
+    data_plane.start()
+    yield data_plane
+    data_plane.stop()
+
+
+@pytest.fixture(scope="module")
+def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:  # fmt: skip
+    """The operator told where the local router and Prometheus are. The session's operator
+    pauses meanwhile: two operators must not drive the same resources."""
+    operator.stop()
+    mine = OperatorProcess(kubectl, tmp_path_factory.mktemp("migrator") / "operator.log",
+                           free_port(), extra_args=plane.operator_args())  # fmt: skip
+    mine.start()
+    yield mine
+    mine.stop()
+    operator.start()
+
+
+def apply(kubectl: Kubectl, namespace: str, consumers: list[dict[str, Any]],
+          **migration: Any) -> None:  # fmt: skip
+    manifest = copy.deepcopy(EXAMPLE)
+    manifest["spec"]["consumers"] = consumers
+    manifest["spec"]["migration"] = {"analysis": FAST, "probe": PROBE, **migration}
+    kubectl.apply(manifest, namespace)
+
+
+def consumers_of(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
+    status = backend(kubectl, namespace).get("status", {})
+    return {c["name"]: c for c in status.get("consumers", [])}
+
+
+def wait_consumer(kubectl: Kubectl, namespace: str, name: str, what: str, timeout: float = 120,
+                  **fields: Any) -> dict[str, Any]:  # fmt: skip
+    def probe() -> dict[str, Any] | None:
+        found = consumers_of(kubectl, namespace).get(name, {})
+        return found if all(found.get(k) == v for k, v in fields.items()) else None
+
+    return wait_for(f"{name} {what} ({fields})", probe, timeout, interval=0.5)
+
+
+def served_weight(plane: DataPlane, consumer: str) -> float | None:
+    assert plane.router is not None
+    return plane.router.metric("inferops_router_consumer_weight", consumer=consumer,
+                               kind="configured")  # fmt: skip
+
+
+class Traffic:
+    """A consumer's own requests in a loop from a thread, through its endpoint: the
+    official `openai` client (streaming) or the official `ollama` client."""
+
+    def __init__(self, plane: DataPlane, namespace: str, consumer: str, api: str = "openai",
+                 pause: float = 0.1) -> None:  # fmt: skip
+        host = f"{NAME}-{consumer}.{namespace}.svc"
+        self.openai = OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
+                             max_retries=0, default_headers={"Host": host})  # fmt: skip
+        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host})
+        self.api = api
+        self.pause = pause
+        self.ok = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self) -> None:
+        messages = [{"role": "user", "content": "Summarise my notes."}]
+        if self.api == "openai":
+            stream = self.openai.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=8, stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            assert any(True for _ in stream)
+        else:
+            parts = list(self.ollama.chat(model=MODEL, messages=messages, stream=True,
+                                          options={"num_predict": 8}))  # fmt: skip
+            assert parts and parts[-1].done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._one()
+                self.ok += 1
+            except Exception as error:  # every client-visible failure is counted
+                self.errors.append(repr(error))
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def kubectl_ib(kubectl: Kubectl, *args: str, check: bool = True) -> str:
+    """`kubectl ib ...`: kubectl finds the plugin on PATH, as after `pip install`."""
+    env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                    kubectl.env.get("PATH", os.environ["PATH"])])}  # fmt: skip
+    result = kubectl_run(kubectl, env, "ib", *args)
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout + result.stderr
+
+
+def kubectl_run(kubectl: Kubectl, env: dict[str, str], *args: str) -> Any:
+    return subprocess.run([kubectl.binary, *args], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+
+
+def start(kubectl: Kubectl, plane: DataPlane, namespace: str, consumers: list[dict[str, Any]],
+          **migration: Any) -> None:  # fmt: skip
+    apply(kubectl, namespace, consumers, **migration)
+    wait_phase(kubectl, namespace, "Ready")
+    plane.serve(namespace, NAME)
+
+
+def test_full_migration_notes_rag_ner_in_order(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}, {"name": "ner"}],
+          steps=[{"weight": 50}, {"weight": 100}])  # fmt: skip
+    seen: list[str] = []
+    began = time.monotonic()
+    # notes calls through the OpenAI API, rag through Ollama's; ner sends nothing itself.
+    with Traffic(plane, namespace, "notes") as notes, \
+            Traffic(plane, namespace, "rag", api="ollama") as rag:  # fmt: skip
+
+        def done() -> bool:
+            status = backend(kubectl, namespace)["status"]
+            current = status.get("migration", {}).get("current", "")
+            if current and (not seen or seen[-1] != current):
+                seen.append(current)
+            return status.get("migration", {}).get("migrated") == "3/3"
+
+        wait_for("every consumer migrated", done, 360, interval=0.5)
+    elapsed = time.monotonic() - began
+    print(f"\nfull migration of 3 consumers in {elapsed:.0f}s; order seen: {seen}")
+    assert notes.errors == [] and rag.errors == []
+    assert notes.ok > 0 and rag.ok > 0
+    # Strictly one after another, each through 50% then 100%.
+    assert all("," not in current for current in seen)
+    order = [current.split("@")[0] for current in seen]
+    assert [c for i, c in enumerate(order) if i == 0 or order[i - 1] != c] == [
+        "notes", "rag", "ner"]  # fmt: skip
+    status = consumers_of(kubectl, namespace)
+    assert {c["phase"] for c in status.values()} == {"Migrated"}
+    assert all(served_weight(plane, c) == 100 for c in status)
+    # ner had no traffic of its own: it was judged on the probes, which are real generation.
+    ner = status["ner"]["lastAnalysis"]
+    assert ner["verdict"] == "Pass" and ner["vllm"]["requests"] >= 3
+    table = kubectl.run("get", "ib", "-n", namespace).stdout
+    print(table)
+    assert "3/3" in table and max(len(line) for line in table.splitlines()) <= 80
+    events = kubectl.run("get", "events", "-n", namespace, "--field-selector",
+                         f"involvedObject.name={NAME}").stdout  # fmt: skip
+    assert "StepStarted" in events and "Migrated" in events
+
+
+@pytest.mark.parametrize("fault", ["errors", "latency"])
+def test_bad_canary_is_rolled_back_without_client_errors(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str, fault: str
+) -> None:
+    assert plane.faults is not None
+    start(kubectl, plane, namespace, [{"name": "notes"}],
+          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+          analysis={**FAST, "failureLimit": 0})  # fmt: skip
+    with Traffic(plane, namespace, "notes") as traffic:
+        wait_consumer(kubectl, namespace, "notes", "passes at 50%", passedSamples=1)
+        injected = time.monotonic()
+        if fault == "errors":
+            plane.faults.faults.error_share = 1.0
+        else:
+            plane.faults.faults.delay_seconds = 3.0
+        try:
+            wait_for("notes back at 0% in the router", lambda: served_weight(plane, "notes") == 0,
+                     60, interval=0.2)  # fmt: skip
+            rollback = time.monotonic() - injected
+        finally:
+            plane.faults.faults.clear()
+    print(f"\n{fault}: back at 0% {rollback:.1f}s after the fault (interval 10s, 0 tolerated)")
+    notes = consumers_of(kubectl, namespace)["notes"]
+    assert notes["phase"] == "RolledBack" and notes["weight"] == 0
+    assert notes["lastAnalysis"]["verdict"] == "Fail"
+    failed = {g["metric"] for g in notes["lastAnalysis"]["gates"] if g["verdict"] == "Fail"}
+    assert failed == ({"errorRate"} if fault == "errors" else {"ttftP95"})
+    assert traffic.errors == []  # errors fell back to Ollama; slow answers still answered
+    assert condition(backend(kubectl, namespace), "Migrating")["reason"] == "RolledBack"
+    # It stays rolled back: no new attempt on its own.
+    time.sleep(12)
+    assert consumers_of(kubectl, namespace)["notes"]["phase"] == "RolledBack"
+
+
+def test_operator_killed_mid_step_resumes_exactly(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    assert plane.faults is not None
+    start(kubectl, plane, namespace, [{"name": "notes"}],
+          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+          analysis={**FAST, "failureLimit": 5})  # fmt: skip
+    with Traffic(plane, namespace, "notes") as traffic:
+        plane.faults.faults.error_share = 1.0
+        try:
+            before = wait_consumer(kubectl, namespace, "notes", "one failed sample",
+                                   failedSamples=1)  # fmt: skip
+        finally:
+            plane.faults.faults.clear()
+        migrator.kill()
+        time.sleep(3)
+        migrator.start()
+        after = wait_consumer(kubectl, namespace, "notes", "a passing sample after restart",
+                              passedSamples=1, timeout=60)  # fmt: skip
+    for key in ("step", "weight", "stepStartedAt", "failedSamples", "phase"):
+        assert after[key] == before[key], key
+    assert after["lastSampleAt"] > before["lastSampleAt"]
+    assert traffic.errors == []
+
+
+def test_prometheus_empty_nan_or_failing_is_inconclusive(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    faults = plane.prometheus_faults
+    assert faults is not None
+    start(kubectl, plane, namespace, [{"name": "notes"}],
+          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+          analysis={**FAST, "failureLimit": 0})  # fmt: skip
+    empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    nan = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"engine": e}, "value": [time.time(), "NaN"]} for e in ("vllm", "ollama")
+            ],
+        },
+    }
+    answers = {"empty": (200, empty), "NaN": (200, nan), "HTTP 500": (500, {"error": "boom"})}
+    with Traffic(plane, namespace, "notes"):
+        wait_consumer(kubectl, namespace, "notes", "a first sample", passedSamples=1)
+        for label, answer in answers.items():
+            count = consumers_of(kubectl, namespace)["notes"]["inconclusiveSamples"]
+            faults.faults.canned = answer
+            try:
+                notes = wait_consumer(kubectl, namespace, "notes", f"inconclusive on {label}",
+                                      inconclusiveSamples=count + 1, timeout=30)  # fmt: skip
+            finally:
+                faults.faults.clear()
+            print(f"\nprometheus {label}: {notes['lastAnalysis']['message']}")
+            assert notes["lastAnalysis"]["verdict"] == "Inconclusive"
+            assert notes["phase"] == "Progressing" and notes["weight"] == 50
+            assert notes["failedSamples"] == 0
+        wait_consumer(kubectl, namespace, "notes", "passing again", inconclusiveSamples=0)
+
+
+def test_plugin_pause_promote_abort_retry(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}],
+          steps=[{"weight": 20, "pause": {}}, {"weight": 60, "pause": {"duration": "10m"}},
+                 {"weight": 100}])  # fmt: skip
+    ns = ("-n", namespace)
+    with Traffic(plane, namespace, "notes"):
+        wait_consumer(kubectl, namespace, "notes", "waiting for promote", phase="Paused",
+                      passedSamples=1)  # fmt: skip
+        print("\n" + kubectl_ib(kubectl, "status", NAME, *ns))
+        assert "promoted to 60%" in kubectl_ib(kubectl, "promote", NAME, *ns)
+        wait_consumer(kubectl, namespace, "notes", "at 60%", step=1, weight=60)
+        assert served_weight(plane, "notes") in (20, 60)
+        kubectl_ib(kubectl, "pause", NAME, *ns)
+        wait_consumer(kubectl, namespace, "notes", "paused", phase="Paused", paused=True)
+        kubectl_ib(kubectl, "resume", NAME, *ns)
+        wait_consumer(kubectl, namespace, "notes", "resumed", paused=False)
+        assert "100%" in kubectl_ib(kubectl, "promote", NAME, "--full", *ns)
+        wait_consumer(kubectl, namespace, "notes", "migrated", phase="Migrated", weight=100)
+        # rag is next; abort sends it back to 0% and keeps it there.
+        wait_consumer(kubectl, namespace, "rag", "started", phase="Progressing")
+        kubectl_ib(kubectl, "abort", NAME, "rag", *ns)
+        wait_consumer(kubectl, namespace, "rag", "aborted", phase="Aborted", weight=0)
+        wait_for("rag at 0% in the router", lambda: served_weight(plane, "rag") == 0, 10)
+        refused = kubectl_ib(kubectl, "promote", NAME, "rag", *ns, check=False)
+        assert "Aborted" in refused
+        kubectl_ib(kubectl, "retry", NAME, "rag", *ns)
+        wait_consumer(kubectl, namespace, "rag", "retried", phase="Progressing", step=0)
+    missing = kubectl_ib(kubectl, "status", "nosuch", *ns, check=False)
+    assert "not found" in missing
+    described = kubectl.run("describe", "ib", NAME, "-n", namespace).stdout
+    assert "ActionDone" in described and "Aborted" in described
+
+
+def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    start(kubectl, plane, namespace, [{"name": "notes"}], steps=[{"weight": 100}],
+          failoverHoldDown="15s")  # fmt: skip
+    gpu_nodes = [n["metadata"]["name"] for n in kubectl.items("nodes", "")
+                 if n["metadata"]["name"].startswith("gpu-node")]  # fmt: skip
+    with Traffic(plane, namespace, "notes") as traffic:
+        wait_consumer(kubectl, namespace, "notes", "migrated", phase="Migrated")
+        for node in gpu_nodes:
+            kubectl.run("cordon", node)
+        try:
+            kubectl.run("delete", "pods", "-n", namespace, "-l",
+                        "app.kubernetes.io/component=vllm", "--wait=false")  # fmt: skip
+            degraded = wait_phase(kubectl, namespace, "Degraded")
+            assert condition(degraded, "Degraded")["reason"] in (
+                "VLLMUnschedulable",
+                "VLLMFailedOver",
+            )
+            assert "every consumer is on Ollama" in condition(degraded, "Degraded")["message"]
+            wait_for("notes on Ollama in the router", lambda: served_weight(plane, "notes") == 0,
+                     10)  # fmt: skip
+        finally:
+            for node in gpu_nodes:
+                kubectl.run("uncordon", node)
+        back = time.monotonic()
+        wait_for("vLLM ready again", lambda: backend(kubectl, namespace)["status"]["vllm"]
+                 ["readyReplicas"] == 1, 60)  # fmt: skip
+        ready_at = time.monotonic()
+        wait_for("notes back on vLLM", lambda: served_weight(plane, "notes") == 100, 60)
+        restored = time.monotonic()
+    print(f"\nvLLM ready {ready_at - back:.1f}s after uncordon; weight back "
+          f"{restored - ready_at:.1f}s later (hold-down 15s)")  # fmt: skip
+    assert restored - ready_at >= 14  # the hold-down was kept (timestamps have 1 s steps)
+    assert traffic.errors == []
+    assert consumers_of(kubectl, namespace)["notes"]["phase"] == "Migrated"
