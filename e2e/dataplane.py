@@ -17,7 +17,11 @@ Used by the migration e2e tests and by `make demo`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
+
+import ollama
+from openai import OpenAI
 
 from e2e.engines.faults import FaultProxy
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
@@ -110,3 +114,51 @@ class DataPlane:
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
+
+
+class Traffic:
+    """A consumer's own requests in a loop from a thread, through its endpoint: the
+    official `openai` client (streaming) or the official `ollama` client."""
+
+    def __init__(self, plane: DataPlane, namespace: str, consumer: str, api: str = "openai",
+                 pause: float = 0.1, backend: str = "llama32") -> None:  # fmt: skip
+        host = f"{backend}-{consumer}.{namespace}.svc"
+        self.openai = OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
+                             max_retries=0, default_headers={"Host": host})  # fmt: skip
+        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host})
+        self.api = api
+        self.pause = pause
+        self.ok = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self) -> None:
+        messages = [{"role": "user", "content": "Summarise my notes."}]
+        if self.api == "openai":
+            stream = self.openai.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=8, stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            assert any(True for _ in stream)
+        else:
+            parts = list(self.ollama.chat(model=MODEL, messages=messages, stream=True,
+                                          options={"num_predict": 8}))  # fmt: skip
+            assert parts and parts[-1].done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._one()
+                self.ok += 1
+            except Exception as error:  # every client-visible failure is counted
+                self.errors.append(repr(error))
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -1,4 +1,8 @@
-"""`make demo`: the local cluster, the CRD, the operator and the example, watched until Ready.
+"""`make demo`: the product's job on the local cluster. The CRD, the operator and the example
+until Ready; then the local data plane (the router, vLLM's CPU build, the Ollama stand-in,
+Prometheus) with three consumers sending requests, and the migration moving them from Ollama
+to vLLM step by step, shown live: `kubectl get ib` and the router's per-engine latency. One
+canary is made bad on purpose and rolled back; `kubectl ib retry` starts it over.
 
 The operator keeps running in the background afterwards so the suggested next steps work;
 `make cluster-down` (or `python -m e2e.demo --stop`) stops it.
@@ -7,15 +11,21 @@ The operator keeps running in the background afterwards so the suggested next st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import REPO, Kubectl, wait_for
 from e2e.localcluster import Cluster
+from inferops.migration.sources import PrometheusSource
 
 NAMESPACE = "inferops-demo"
 EXAMPLE = REPO / "examples" / "inferencebackend.yaml"
@@ -34,17 +44,19 @@ def _running(pid_file: Path) -> int | None:
         return None
 
 
-def start_operator(cluster: Cluster) -> None:
+def start_operator(cluster: Cluster, extra_args: tuple[str, ...] = ()) -> None:
     pid_file = _pid_file(cluster)
     if pid := _running(pid_file):
-        print(f"operator already running (pid {pid})")
-        return
+        if not extra_args:
+            print(f"operator already running (pid {pid})")
+            return
+        stop_operator(cluster)  # restarted, told where the data plane is
     log = cluster.state_dir / "operator.log"
     env = {**cluster.env, "PYTHONPATH": str(REPO / "operator")}
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "inferops", "--metrics-host", "127.0.0.1",
-             "--liveness", "http://127.0.0.1:8081/healthz"],
+             "--liveness", "http://127.0.0.1:8081/healthz", *extra_args],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     pid_file.write_text(str(process.pid))
@@ -78,6 +90,106 @@ def watch(kubectl: Kubectl, timeout: float = 300) -> None:
     raise SystemExit(f"not Ready after {timeout:.0f}s; see `kubectl describe ib -n {NAMESPACE}`")
 
 
+# Demo speed: 10 s analysis windows instead of the example's minutes.
+DEMO_MIGRATION = {
+    "steps": [{"weight": 20}, {"weight": 50}, {"weight": 100}],
+    "analysis": {
+        "interval": "10s", "initialDelay": "0s", "minRequests": 3, "failureLimit": 0,
+        "ttftP95": {"maxRatio": 2, "floor": 2.0}, "tpotP95": {"maxRatio": 2, "floor": 0.5},
+    },
+    "probe": {"requests": 4, "maxTokens": 4},
+}  # fmt: skip
+
+
+def engine_line(plane: DataPlane, consumer: str) -> str:
+    """The router's figures for one consumer over the last 10 s, as Prometheus has them."""
+    assert plane.prometheus is not None
+    source = PrometheusSource(plane.prometheus.url)
+    try:
+        figures = asyncio.run(source.figures(NAMESPACE, "llama32", consumer, 10))
+    finally:
+        asyncio.run(source.aclose())
+    parts = []
+    for name, engine in (("vLLM", figures.vllm), ("Ollama", figures.ollama)):
+        if engine is None or not engine.requests:
+            parts.append(f"{name:>6}: -")
+            continue
+        ttft = "-" if engine.ttft_p95 is None else f"{engine.ttft_p95 * 1000:.0f} ms"
+        parts.append(f"{name:>6}: {engine.requests:5.0f} req, {engine.errors:3.0f} err, "
+                     f"TTFT p95 {ttft}")  # fmt: skip
+    return f"  {consumer:<6}" + " | ".join(parts)
+
+
+def phase_of(kubectl: Kubectl, consumer: str) -> str:
+    path = f"{{.status.consumers[?(@.name=='{consumer}')].phase}}"
+    return kubectl.run("get", "ib", "llama32", "-n", NAMESPACE, "-o", f"jsonpath={path}").stdout
+
+
+def show_migration(kubectl: Kubectl, plane: DataPlane, until: Callable[[], bool],
+                   timeout: float) -> None:  # fmt: skip
+    """Prints `kubectl get ib` when it changes and the per-engine figures every 10 s."""
+    deadline = time.monotonic() + timeout
+    shown, last_figures = "", 0.0
+    while time.monotonic() < deadline:
+        table = kubectl.run("get", "ib", "-n", NAMESPACE).stdout
+        if table != shown:
+            print(f"\n$ kubectl get ib -n {NAMESPACE}\n{table}", end="", flush=True)
+            shown = table
+        if time.monotonic() - last_figures >= 10:
+            print("router, last 10 s:")
+            for consumer in ("notes", "rag", "ner"):
+                print(engine_line(plane, consumer), flush=True)
+            last_figures = time.monotonic()
+        if until():
+            return
+        time.sleep(1)
+    raise SystemExit(f"the migration did not get there in {timeout:.0f}s; "
+                     f"see `kubectl describe ib llama32 -n {NAMESPACE}`")  # fmt: skip
+
+
+def migrate(kubectl: Kubectl, plane: DataPlane) -> None:
+    assert plane.faults is not None
+    plane.serve(NAMESPACE, "llama32")
+    print("\nconsumers start calling: notes and ner through the OpenAI client, rag through "
+          "the Ollama client")  # fmt: skip
+    with Traffic(plane, NAMESPACE, "notes"), Traffic(plane, NAMESPACE, "rag", api="ollama"), \
+            Traffic(plane, NAMESPACE, "ner") as ner:  # fmt: skip
+        show_migration(kubectl, plane, lambda: phase_of(kubectl, "notes") == "Migrated", 300)
+        print("\nnotes is on vLLM. Now rag's canary goes bad: vLLM answers HTTP 500 to it "
+              "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "
+              "error, and the analysis rolls rag back.")  # fmt: skip
+        plane.faults.faults.error_share = 1.0
+        try:
+            show_migration(kubectl, plane, lambda: phase_of(kubectl, "rag") == "RolledBack", 120)
+        finally:
+            plane.faults.faults.clear()
+        events = kubectl.run(
+            "get",
+            "events",
+            "-n",
+            NAMESPACE,
+            "--field-selector",
+            "involvedObject.name=llama32",
+            "--sort-by=.lastTimestamp",
+        ).stdout
+        print("\n$ kubectl get events (tail)\n" + "\n".join(events.splitlines()[-6:]))
+        print(f"\nvLLM is healthy again; $ kubectl ib retry llama32 rag -n {NAMESPACE}")
+        print(kubectl_ib(kubectl, "retry", "llama32", "rag", "-n", NAMESPACE))
+        show_migration(kubectl, plane, lambda: phase_of(kubectl, "ner") == "Migrated", 400)
+        print(f"\n$ kubectl ib status llama32 -n {NAMESPACE}")
+        print(kubectl_ib(kubectl, "status", "llama32", "-n", NAMESPACE))
+        print(f"client-visible errors: {ner.errors[:3] or 'none'}")
+
+
+def kubectl_ib(kubectl: Kubectl, *args: str) -> str:
+    """The plugin as a user runs it: `kubectl ib`, found on PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), kubectl.env.get("PATH", "")])
+    env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig), "PATH": path}
+    result = subprocess.run([kubectl.binary, "ib", *args], capture_output=True, text=True,
+                            env=env, timeout=60)  # fmt: skip
+    return result.stdout + result.stderr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stop", action="store_true", help="stop the demo operator")
@@ -99,21 +211,30 @@ def main() -> None:
     # simulated and never read it; on a real cluster, put your own token here.
     kubectl.run("create", "secret", "generic", "hf-token", "-n", NAMESPACE,
                 "--from-literal=token=not-a-real-token", check=False)  # fmt: skip
-    start_operator(cluster)
-    kubectl.run("apply", "-n", NAMESPACE, "-f", str(EXAMPLE))
-    print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}")
-    watch(kubectl)
+    plane = DataPlane(cluster.state_dir / "dataplane", kubectl)
+    print("starting the local data plane: vLLM's CPU build loads a tiny model (about a "
+          "minute), the Ollama stand-in, Prometheus", flush=True)  # fmt: skip
+    plane.start()
+    try:
+        start_operator(cluster, plane.operator_args())
+        manifest = yaml.safe_load(EXAMPLE.read_text())
+        manifest["spec"]["migration"] = DEMO_MIGRATION
+        kubectl.apply(manifest, NAMESPACE)
+        print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}, with "
+              "spec.migration at demo speed (10 s analysis windows)")  # fmt: skip
+        watch(kubectl)
+        migrate(kubectl, plane)
+    finally:
+        plane.stop()
     ns = f"-n {NAMESPACE}"
     steps = [
         (f"export KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin_dir}:$PATH", ""),
-        (f"kubectl get ib {ns}", "model, engines, phase"),
+        (f"kubectl get ib {ns} -o wide", "phase, migrated consumers, engines"),
+        (f"kubectl ib status llama32 {ns}", "each consumer's step and last analysis"),
         (f"kubectl describe ib llama32 {ns}", "conditions, consumers and their endpoints"),
         (f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
          "the router's table"),
         ("kubectl get nodes", "4 GPU nodes, 2 CPU nodes"),
-        (f"kubectl patch ib llama32 {ns} --type=json -p "
-         "'[{\"op\":\"replace\",\"path\":\"/spec/consumers/1/weight\",\"value\":50}]'",
-         "move half of rag to vLLM"),
         (f"kubectl patch ib llama32 {ns} --type=merge "
          "-p '{\"spec\":{\"vllm\":{\"tensorParallelSize\":16}}}'",
          "more GPUs than a node has: Degraded"),

@@ -65,7 +65,11 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
 
 
 def apply_example(kubectl: Kubectl, namespace: str, **spec_changes: Any) -> dict[str, Any]:
+    """The example with manual weights (notes at 10%, no spec.migration), as these tests
+    exercise the engines and the routing table; test_migration.py drives the migration."""
     manifest = copy.deepcopy(EXAMPLE)
+    del manifest["spec"]["migration"]
+    manifest["spec"]["consumers"][0]["weight"] = 10
     for key, value in spec_changes.items():
         manifest["spec"][key] = value
     kubectl.apply(manifest, namespace)
@@ -134,10 +138,14 @@ def test_example_creates_engines_on_the_right_nodes(
 
     table = kubectl.run("get", "inferencebackends", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "MODEL", "VLLM", "OLLAMA", "PHASE", "REASON", "AGE"]
-    assert row.split()[:6] == ["llama32", "llama3.2", "1/1", "1/1", "Ready", "EnginesReady"]
+    assert header.split() == ["NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA", "AGE"]
+    # Manual weights: no migration to show.
+    assert row.split()[:6] == ["llama32", "Ready", "<none>", "<none>", "1/1", "1/1"]
     short = kubectl.run("get", "ib", "-n", namespace).stdout.splitlines()
     assert short[0] == header and short[1].split()[:6] == row.split()[:6]
+    wide = kubectl.run("get", "ib", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[7:] == ["MODEL", "REASON", "MIGRATION"]
+    assert wide[1].split()[7:9] == ["llama3.2", "EnginesReady"]
 
 
 @pytest.mark.parametrize("manifest", INVALID, ids=[p.stem for p in INVALID])
@@ -212,9 +220,11 @@ def test_more_gpus_than_any_node_has_is_reported(
     assert condition(degraded, "Degraded")["status"] == "True"
 
     def row() -> list[str] | None:
-        cells = kubectl.run("get", "ib", NAME, "-n", namespace, "--no-headers").stdout.split()
+        cells = kubectl.run("get", "ib", NAME, "-n", namespace, "--no-headers", "-o",
+                            "wide").stdout.split()  # fmt: skip
         # Ollama keeps starting meanwhile: the resource stays Degraded, with Ollama ready.
-        return cells if cells[2:6] == ["0/1", "1/1", "Degraded", "VLLMUnschedulable"] else None
+        shown = [cells[1], *cells[4:6], cells[8]]
+        return cells if shown == ["Degraded", "0/1", "1/1", "VLLMUnschedulable"] else None
 
     wait_for("the printer columns to show the fallback serving alone", row, 30)
 

@@ -14,17 +14,14 @@ import copy
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ollama
 import pytest
-from openai import OpenAI
 
-from e2e.dataplane import MODEL, DataPlane
+from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
@@ -88,54 +85,6 @@ def served_weight(plane: DataPlane, consumer: str) -> float | None:
     assert plane.router is not None
     return plane.router.metric("inferops_router_consumer_weight", consumer=consumer,
                                kind="configured")  # fmt: skip
-
-
-class Traffic:
-    """A consumer's own requests in a loop from a thread, through its endpoint: the
-    official `openai` client (streaming) or the official `ollama` client."""
-
-    def __init__(self, plane: DataPlane, namespace: str, consumer: str, api: str = "openai",
-                 pause: float = 0.1) -> None:  # fmt: skip
-        host = f"{NAME}-{consumer}.{namespace}.svc"
-        self.openai = OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
-                             max_retries=0, default_headers={"Host": host})  # fmt: skip
-        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host})
-        self.api = api
-        self.pause = pause
-        self.ok = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self) -> None:
-        messages = [{"role": "user", "content": "Summarise my notes."}]
-        if self.api == "openai":
-            stream = self.openai.chat.completions.create(
-                model=MODEL, messages=messages, max_tokens=8, stream=True,  # type: ignore[arg-type]
-                stream_options={"include_usage": True},
-            )  # fmt: skip
-            assert any(True for _ in stream)
-        else:
-            parts = list(self.ollama.chat(model=MODEL, messages=messages, stream=True,
-                                          options={"num_predict": 8}))  # fmt: skip
-            assert parts and parts[-1].done
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._one()
-                self.ok += 1
-            except Exception as error:  # every client-visible failure is counted
-                self.errors.append(repr(error))
-            self._stop.wait(self.pause)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def kubectl_ib(kubectl: Kubectl, *args: str, check: bool = True) -> str:
@@ -346,7 +295,7 @@ def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
             kubectl.run("cordon", node)
         try:
             kubectl.run("delete", "pods", "-n", namespace, "-l",
-                        "app.kubernetes.io/component=vllm", "--wait=false")  # fmt: skip
+                        "inferops.io/component=vllm", "--wait=false")  # fmt: skip
             degraded = wait_phase(kubectl, namespace, "Degraded")
             assert condition(degraded, "Degraded")["reason"] in (
                 "VLLMUnschedulable",

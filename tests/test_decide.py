@@ -119,3 +119,31 @@ def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
     assert ollama["spec"]["replicas"] == 0
     assert decision.status.migration is not None
     assert decision.status.migration.migrated == "2/2"
+
+
+def test_rollout_metrics_follow_the_status() -> None:
+    from prometheus_client import REGISTRY
+
+    from inferops.api.status import AnalysisResult
+    from inferops.metrics import record_migration
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"namespace": "m", "backend": "b", **labels})
+
+    running = ConsumerStatus(name="notes", weight=50, service="s", endpoint="e",
+                             phase="Progressing", step=1)  # fmt: skip
+    failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:00:10Z", step=1)
+    rolled = running.model_copy(update={"phase": "RolledBack", "weight": 0,
+                                        "last_analysis": failed,
+                                        "last_sample_at": failed.time})  # fmt: skip
+    record_migration(
+        "m", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[running])
+    )
+    assert value("inferops_migration_consumer_weight", consumer="notes") == 50
+    record_migration("m", "b", InferenceBackendStatus(consumers=[running]),
+                     InferenceBackendStatus(consumers=[rolled]))  # fmt: skip
+    assert value("inferops_migration_consumer_weight", consumer="notes") == 0
+    assert value("inferops_migration_rollbacks_total", consumer="notes") == 1
+    assert value("inferops_migration_analyses_total", consumer="notes", verdict="Fail") == 1
+    assert value("inferops_migration_consumer_phase", consumer="notes", phase="RolledBack") == 1
+    assert value("inferops_migration_consumer_phase", consumer="notes", phase="Progressing") is None

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+# Hop-by-hop headers, and the encoding ones: aiohttp's client decompresses what it reads, so
+# forwarding Content-Encoding would announce gzip over a plain body.
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
+              "content-encoding", "accept-encoding"}  # fmt: skip
 
 
 @dataclass

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from inferops.api.status import InferenceBackendStatus
 
 KUBE_WRITES = Counter(
     "inferops_kube_writes",
@@ -19,3 +23,50 @@ RECONCILE_SECONDS = Histogram(
     "Duration of one reconciliation.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+# The migration, per consumer: where it stands and what the analysis said.
+MIGRATION_WEIGHT = Gauge(
+    "inferops_migration_consumer_weight",
+    "Live percent of a consumer's requests sent to vLLM, as decided by the operator.",
+    ["namespace", "backend", "consumer"],
+)
+MIGRATION_PHASE = Gauge(
+    "inferops_migration_consumer_phase",
+    "1 for the consumer's current migration phase (Pending, Progressing, Paused, Migrated, "
+    "RolledBack, Aborted), absent for the others.",
+    ["namespace", "backend", "consumer", "phase"],
+)
+ANALYSES = Counter(
+    "inferops_migration_analyses",
+    "Analysis samples taken, by verdict (Pass, Fail, Inconclusive).",
+    ["namespace", "backend", "consumer", "verdict"],
+)
+ROLLBACKS = Counter(
+    "inferops_migration_rollbacks",
+    "Automatic rollbacks of a consumer to 0%.",
+    ["namespace", "backend", "consumer"],
+)
+
+
+def record_migration(
+    namespace: str, backend: str, previous: InferenceBackendStatus, status: InferenceBackendStatus
+) -> None:
+    """Updates the migration metrics from one reconciliation's old and new status."""
+    before = {c.name: c for c in previous.consumers}
+    for c in status.consumers:
+        labels = (namespace, backend, c.name)
+        MIGRATION_WEIGHT.labels(*labels).set(c.weight)
+        old = before.get(c.name)
+        if old is not None and old.phase != c.phase:
+            with contextlib.suppress(KeyError):
+                MIGRATION_PHASE.remove(*labels, old.phase)
+            if c.phase == "RolledBack":
+                ROLLBACKS.labels(*labels).inc()
+        MIGRATION_PHASE.labels(*labels, c.phase).set(1)
+        sample = c.last_analysis
+        if sample is not None and (old is None or old.last_sample_at != c.last_sample_at):
+            ANALYSES.labels(*labels, sample.verdict).inc()
+    for name in before.keys() - {c.name for c in status.consumers}:
+        with contextlib.suppress(KeyError):
+            MIGRATION_WEIGHT.remove(namespace, backend, name)
+            MIGRATION_PHASE.remove(namespace, backend, name, before[name].phase)

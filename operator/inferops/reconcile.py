@@ -246,6 +246,9 @@ async def reconcile(
     writes = 0
     if decision.desired is not None:
         writes += await _apply(kube, decision.desired, dict(snap.live), log)
+    if decision.status.migration is not None:
+        metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
+                                 decision.status)  # fmt: skip
     if decision.status != snap.previous:
         await kube.patch_status(body, _status_patch(snap.previous, decision.status))
         writes += 1

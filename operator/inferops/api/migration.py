@@ -25,6 +25,8 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 """A duration such as `30s`, `10m` or `1h30m`."""
 
 MIN_INTERVAL = "10s"
+# `null` switches a gate off; without `nullable` the API server would default it back.
+NULLABLE = Field(json_schema_extra={"nullable": True})
 
 # One-shot actions are requested in this annotation (where GitOps never writes) as JSON
 # `{"id": "<unique>", "action": "promote", "consumer": "rag"}`; the operator handles a request
@@ -114,12 +116,14 @@ class Analysis(Model):
     are slow)."""
     min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 10
     """Requests needed on each engine in a window for a verdict; fewer is Inconclusive."""
-    error_rate: RateGate | None = RateGate(max=0.05, max_ratio=2, floor=0.01)
-    """Gate on the share of failed requests."""
-    ttft_p95: Gate | None = Gate(max_ratio=1.5, floor=0.5)
-    """Gate on the 95th percentile time to first token of streaming requests, in seconds."""
-    tpot_p95: Gate | None = Gate(max_ratio=1.5, floor=0.05)
-    """Gate on the 95th percentile time per output token of streaming requests, in seconds."""
+    error_rate: Annotated[RateGate | None, NULLABLE] = RateGate(max=0.05, max_ratio=2, floor=0.01)
+    """Gate on the share of failed requests; `null` switches it off."""
+    ttft_p95: Annotated[Gate | None, NULLABLE] = Gate(max_ratio=1.5, floor=0.5)
+    """Gate on the 95th percentile time to first token of streaming requests, in seconds;
+    `null` switches it off."""
+    tpot_p95: Annotated[Gate | None, NULLABLE] = Gate(max_ratio=1.5, floor=0.05)
+    """Gate on the 95th percentile time per output token of streaming requests, in seconds;
+    `null` switches it off."""
     failure_limit: Annotated[int, Field(ge=0, le=100)] = 1
     """Failed samples tolerated per step; one more rolls the consumer back to 0%."""
     inconclusive_limit: Annotated[int, Field(ge=1, le=1000)] = 10

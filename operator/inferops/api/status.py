@@ -162,8 +162,9 @@ class MigrationStatus(Model):
     """Hash of steps and analysis; a change restarts the consumer in progress."""
     migrated: str = "0/0"
     """Migrated consumers / all consumers, for `kubectl get`."""
-    current: str = ""
-    """The consumer(s) in progress with their live weight (`rag@50%`), for `kubectl get`."""
+    current: str = "-"
+    """The consumer(s) in progress with their live weight (`rag@50%`), `-` when none is,
+    for `kubectl get`."""
     last_action: ActionRecord | None = None
     """The last one-shot action handled; its id acknowledges the request annotation."""
     failover: bool = False

@@ -288,8 +288,8 @@ class _Planner:
             states[i] = c.model_copy(update={"paused": False})
             return record("Done", f"{name} resumed", name)
         if action.action == "abort":
-            if c.phase in ("Pending", "Aborted"):
-                return record("Rejected", f"{name} is {c.phase}: nothing to abort", name)
+            if c.phase == "Pending" or c.phase in STOPPED:
+                return record("Rejected", f"{name} is {c.phase}: at 0% already", name)
             states[i] = self.stop(c, "Aborted", "Aborted", "aborted by hand: back to 0%")
             return record("Done", f"{name} aborted, back to 0%", name)
         if action.action == "retry":
@@ -402,7 +402,7 @@ class _Planner:
             c = c.model_copy(update={"message": self.describe(c)})
         if (due := _sample_due_at(self.m, c)) is not None:
             self.wakeups.append(due)
-        if held or c.passed_samples < 1:
+        if held or stalled or c.passed_samples < 1:
             return c
         if step.pause is not None:
             if step.pause.duration is None:
@@ -452,7 +452,9 @@ class _Planner:
             ]
 
         migrated = sum(c.phase == "Migrated" for c in states)
+        # "-" rather than empty: kubectl would print an empty cell and shift the columns.
         current = ",".join(f"{c.name}@{c.weight}%" for c in states if c.phase in IN_PROGRESS)
+        current = current or "-"
         status = MigrationStatus(
             spec_hash=digest,
             migrated=f"{migrated}/{len(states)}",
@@ -482,7 +484,7 @@ class _Planner:
     def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
         out: list[ConsumerStatus] = []
         blocked = False  # an earlier consumer is not migrated and not moving
-        for c in states:
+        for i, c in enumerate(states):
             if c.phase in IN_PROGRESS:
                 c = self.advance(c)
             elif (
@@ -490,7 +492,8 @@ class _Planner:
                 and not blocked
                 and self.obs.vllm_ready
                 and not self.m.paused
-                and sum(o.phase in IN_PROGRESS for o in out) < self.m.max_parallel
+                # In progress: those decided in this pass, and those still to come.
+                and sum(o.phase in IN_PROGRESS for o in out + states[i + 1 :]) < self.m.max_parallel
             ):
                 c = self.advance(self.start(c))
             out.append(c)
@@ -503,6 +506,8 @@ class _Planner:
 
         if failed_over:
             return MigratingCondition("False", "FailedOver", "every consumer is on Ollama")
+        if not states:
+            return MigratingCondition("False", "NoConsumers", "spec.consumers is empty")
         if stopped := first(*STOPPED):
             return MigratingCondition("False", stopped.phase, f"{stopped.name}: {stopped.message}")
         limit = self.m.analysis.inconclusive_limit

@@ -55,6 +55,9 @@ async def probe_once(http: httpx.AsyncClient, target: ProbeTarget, engine: str) 
             "messages": [{"role": "user", "content": target.prompt}],
             "max_tokens": target.max_tokens,
             "stream": True,
+            # vLLM reports usage in a stream only when asked; the router needs it to measure
+            # the time per output token.
+            "stream_options": {"include_usage": True},
         }
     try:
         async with http.stream("POST", target.url + path, json=body, headers=headers) as answer:

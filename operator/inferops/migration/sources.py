@@ -42,6 +42,9 @@ DEFAULT_SELECTOR = 'namespace="{namespace}",pod=~"{backend}-router-.+"'
 `{namespace}` and `{backend}` are filled in."""
 
 FIRST_SCRAPE = "first scrape: no window yet"
+# A window this much longer than asked for spans an earlier step (or an operator restart):
+# it only sets the baseline, and the next sample has a window of the right length.
+STALE_WINDOW_FACTOR = 1.5
 
 Targets = Callable[[str, str], Awaitable[list[str]]]
 """`(namespace, backend) -> base URLs of the backend's ready router pods`."""
@@ -295,6 +298,13 @@ class ScrapeSource:
             self._previous[key] = reading
         if previous is None:
             return Figures.failed(FIRST_SCRAPE)
+        span = reading.at - previous.at
+        if span > window_seconds * STALE_WINDOW_FACTOR:
+            return Figures.failed(
+                f"the last reading is {span:.0f}s old, longer than the {window_seconds:.0f}s "
+                "window: taken as the new baseline",
+                span,
+            )
         return window_figures(previous, reading)
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:

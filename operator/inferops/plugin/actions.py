@@ -30,16 +30,16 @@ STOPPED = ("RolledBack", "Aborted")
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     "promote": IN_PROGRESS,
     "promote-full": IN_PROGRESS,
-    "pause": ("Pending", *IN_PROGRESS),
+    "pause": IN_PROGRESS,
     "resume": IN_PROGRESS,  # checked on the paused flag instead, see check_phase
-    "abort": ("Pending", *IN_PROGRESS, "Migrated"),
+    "abort": (*IN_PROGRESS, "Migrated"),
     "retry": STOPPED,
 }
 _WHY = {
     "promote": "promote applies to a consumer in progress (Progressing or Paused)",
     "promote-full": "promote applies to a consumer in progress (Progressing or Paused)",
-    "pause": "pause applies to a consumer that is Pending or in progress",
-    "abort": "it is already at 0%; retry starts it again from the first step",
+    "pause": "pause applies to a consumer in progress (Progressing or Paused)",
+    "abort": "it is at 0% already (a RolledBack or Aborted one starts again with retry)",
     "retry": "retry applies to a RolledBack or Aborted consumer",
 }
 
