@@ -76,9 +76,12 @@ class FaultProxy:
                          if k.lower() not in HOP_BY_HOP},
             )  # fmt: skip
             await answer.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await answer.write(chunk)
-            await answer.write_eof()
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await answer.write(chunk)
+                await answer.write_eof()
+            except ConnectionResetError:
+                pass  # the router went away first (a client that hung up): nothing to relay
             return answer
 
     async def _start(self) -> None:

@@ -15,11 +15,10 @@ import kopf
 from prometheus_client import start_http_server
 
 from inferops.api import GROUP, PLURAL, VERSION
-from inferops.api.migration import ACTION_ANNOTATION
 from inferops.builders import router
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, MANAGED_BY
 from inferops.kube import Kube, KubeError, path
-from inferops.migration.observe import MigrationReader, router_urls
+from inferops.migration.observe import MigrationReader, requested_action, router_urls
 from inferops.migration.probe import Prober
 from inferops.migration.sources import PrometheusSource, ScrapeSource
 from inferops.reconcile import Reconciler
@@ -85,13 +84,28 @@ async def close(memo: Any, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-@kopf.on.update(GROUP, VERSION, PLURAL, field=("metadata", "annotations", ACTION_ANNOTATION))
 async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # the resource is namespaced
     outcome = await memo.reconciler.run(namespace, name)
     if outcome is not None and outcome.invalid:
         # Retrying cannot help; the next spec change is handled afresh.
         raise kopf.PermanentError(outcome.invalid)
+
+
+def _action_pending(body: kopf.Body, **_: Any) -> bool:
+    action = requested_action(dict(body))
+    last = ((body.get("status") or {}).get("migration") or {}).get("lastAction") or {}
+    return action is not None and action.id != last.get("id")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_action_pending)
+async def action_requested(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """`kubectl ib promote|abort|...` wrote a request: handle it now, not at the next timer."""
+    assert namespace is not None
+    try:
+        await memo.reconciler.run(namespace, name, coalesce=True)
+    except KubeError:
+        memo.reconciler.retry_later(namespace, name)
 
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}

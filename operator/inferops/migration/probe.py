@@ -11,6 +11,7 @@ measured too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from inferops.api.migration import seconds
 from inferops.api.routing import PROBE_HEADER
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
+
+MAX_PENDING_PROBES = 32
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,35 @@ class Prober:
                 self._tasks[key] = (target, asyncio.create_task(self._run(key, target)))
 
     async def _run(self, key: tuple[str, str, str], target: ProbeTarget) -> None:
+        """Starts one probe per engine every `target.every` seconds without waiting for the
+        previous ones: a slow engine must not get fewer probes, or a latency problem would
+        look like too little traffic (Inconclusive) instead of a failure."""
         failures = 0
-        while True:
-            for engine in target.engines:
-                code = await probe_once(self.http, target, engine)
-                if code != 200:
-                    failures += 1
-                    if failures in (1, 10) or failures % 100 == 0:  # visible, not flooding
-                        self.log.info("%s/%s probe of %s on %s: HTTP %s (failure %d)",
-                                      *key[:2], key[2], engine, code or "unreachable",
-                                      failures)  # fmt: skip
-            await asyncio.sleep(target.every)
+        pending: set[asyncio.Task[int]] = set()
+
+        def done(task: asyncio.Task[int], *, engine: str) -> None:
+            nonlocal failures
+            pending.discard(task)
+            code = 0 if task.cancelled() or task.exception() else task.result()
+            if code != 200:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:  # visible, not flooding
+                    self.log.info("%s/%s probe of %s on %s: HTTP %s (failure %d)",
+                                  *key[:2], key[2], engine, code or "unreachable",
+                                  failures)  # fmt: skip
+
+        try:
+            while True:
+                # A bound, so an engine that never answers cannot pile up probes.
+                if len(pending) < MAX_PENDING_PROBES:
+                    for engine in target.engines:
+                        task = asyncio.create_task(probe_once(self.http, target, engine))
+                        pending.add(task)
+                        task.add_done_callback(functools.partial(done, engine=engine))
+                await asyncio.sleep(target.every)
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def aclose(self) -> None:
         for _, task in self._tasks.values():
