@@ -17,7 +17,15 @@ import pytest
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port
 
-pytestmark = pytest.mark.e2e
+E2E_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test of this tier `e2e` (a `pytestmark` in a conftest marks nothing), so
+    `-m e2e` and `-m "not e2e"` select by tier."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

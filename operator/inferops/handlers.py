@@ -20,7 +20,7 @@ from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, MANAGED_BY
 from inferops.kube import Kube, KubeError, path
 from inferops.migration.observe import MigrationReader, requested_action, router_urls
 from inferops.migration.probe import Prober
-from inferops.migration.sources import PrometheusSource, ScrapeSource
+from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -63,11 +63,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 
     revisions = ScrapeSource(router_pods, timeout=2.0)
     prometheus = memo.get("prometheus_url")
-    source = (
-        PrometheusSource(prometheus, selector=memo.prometheus_selector)
-        if prometheus
-        else ScrapeSource(router_pods)
-    )
+    source = make_source(prometheus, router_pods, memo.prometheus_selector)
     memo.reader = MigrationReader(source, revisions, log)
     memo.prober = Prober(log, router_url)
     memo.reconciler = Reconciler(memo.kube, log, memo.reader, memo.prober)

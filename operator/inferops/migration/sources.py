@@ -449,10 +449,12 @@ def _revisions(values: list[float]) -> list[int] | None:
     return sorted(int(v) for v in values)
 
 
-def make_source(prometheus_url: str | None, targets: Targets) -> MetricsSource:
+def make_source(
+    prometheus_url: str | None, targets: Targets, selector: str = DEFAULT_SELECTOR
+) -> MetricsSource:
     """`PrometheusSource` when a Prometheus is configured, else `ScrapeSource` over `targets`."""
     if prometheus_url:
-        return PrometheusSource(prometheus_url)
+        return PrometheusSource(prometheus_url, selector=selector)
     return ScrapeSource(targets)
 
 
