@@ -64,6 +64,15 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     }
 
 
+def printed_rows(table: str) -> list[dict[str, str]]:
+    """`kubectl get` output as rows by column name; cells are cut at the header's column
+    starts, so an empty cell stays empty instead of shifting the others."""
+    header, *lines = table.splitlines()
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{header[a:b].strip(): line[a:b].strip() for a, b in bounds} for line in lines]
+
+
 def apply_example(kubectl: Kubectl, namespace: str, **spec_changes: Any) -> dict[str, Any]:
     """The example with manual weights (notes at 10%, no spec.migration), as these tests
     exercise the engines and the routing table; test_migration.py drives the migration."""
@@ -137,15 +146,18 @@ def test_example_creates_engines_on_the_right_nodes(
                    for c in pods[0]["status"]["conditions"])  # fmt: skip
 
     table = kubectl.run("get", "inferencebackends", "-n", namespace).stdout
-    header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA", "AGE"]
+    assert table.split("\n", 1)[0].split() == [
+        "NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA", "AGE"]  # fmt: skip
+    row = printed_rows(table)[0]
     # Manual weights: no migration to show.
-    assert row.split()[:6] == ["llama32", "Ready", "<none>", "<none>", "1/1", "1/1"]
-    short = kubectl.run("get", "ib", "-n", namespace).stdout.splitlines()
-    assert short[0] == header and short[1].split()[:6] == row.split()[:6]
-    wide = kubectl.run("get", "ib", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[7:] == ["MODEL", "REASON", "MIGRATION"]
-    assert wide[1].split()[7:9] == ["llama3.2", "EnginesReady"]
+    assert [row[c] for c in ("NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA")] == [
+        "llama32", "Ready", "", "", "1/1", "1/1"]  # fmt: skip
+    assert (
+        kubectl.run("get", "ib", "-n", namespace).stdout.split("\n", 1)[0]
+        == (table.split("\n", 1)[0])
+    )
+    wide = printed_rows(kubectl.run("get", "ib", "-n", namespace, "-o", "wide").stdout)[0]
+    assert (wide["MODEL"], wide["REASON"]) == ("llama3.2", "EnginesReady")
 
 
 @pytest.mark.parametrize("manifest", INVALID, ids=[p.stem for p in INVALID])
@@ -219,11 +231,11 @@ def test_more_gpus_than_any_node_has_is_reported(
     assert "Insufficient nvidia.com/gpu" in ready["message"]
     assert condition(degraded, "Degraded")["status"] == "True"
 
-    def row() -> list[str] | None:
-        cells = kubectl.run("get", "ib", NAME, "-n", namespace, "--no-headers", "-o",
-                            "wide").stdout.split()  # fmt: skip
+    def row() -> dict[str, str] | None:
+        cells = printed_rows(kubectl.run("get", "ib", NAME, "-n", namespace, "-o",
+                                         "wide").stdout)[0]  # fmt: skip
         # Ollama keeps starting meanwhile: the resource stays Degraded, with Ollama ready.
-        shown = [cells[1], *cells[4:6], cells[8]]
+        shown = [cells[c] for c in ("PHASE", "VLLM", "OLLAMA", "REASON")]
         return cells if shown == ["Degraded", "0/1", "1/1", "VLLMUnschedulable"] else None
 
     wait_for("the printer columns to show the fallback serving alone", row, 30)
