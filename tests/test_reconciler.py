@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
-from inferops.kube import KubeError
+import httpx
+import pytest
+
+from inferops.kube import Kube, KubeError
 from inferops.reconcile import Reconciler
 
 
@@ -75,3 +79,35 @@ async def test_failed_runs_are_retried_with_backoff_until_they_succeed() -> None
         await asyncio.sleep(0.01)
     assert kube.failures == 0 and kube.gets == 1  # failed, failed (0.02 s later), succeeded
     assert reconciler._retries == {}
+
+
+async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
+    """Connection refused (the API server restarting) must reach the retry path like any
+    failed call, not escape as an httpx error that drops the reconciliation."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kube = Kube(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}"), "test")
+    with pytest.raises(KubeError) as raised:
+        await kube.get("/api/v1/namespaces/ns/pods")
+    assert raised.value.status == 0 and "unreachable" in raised.value.message
+
+    attempts = 0
+    real_get = kube.get
+
+    async def counting_get(url: str) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await real_get(url)
+
+    kube.get = counting_get  # type: ignore[method-assign]
+    reconciler = Reconciler(kube, logging.getLogger("test"))
+    reconciler.retry_later("ns", "a", delay=0.01)
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if attempts >= 2:
+            break
+    assert attempts >= 2  # failed, then tried again (after 0.02 s of backoff)
+    for task in reconciler._retries.values():
+        task.cancel()
+    await kube.http.aclose()
