@@ -25,6 +25,7 @@ import yaml
 from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import REPO, Kubectl, wait_for
 from e2e.localcluster import Cluster
+from inferops.migration.figures import Figures
 from inferops.migration.sources import PrometheusSource
 
 NAMESPACE = "inferops-demo"
@@ -104,11 +105,16 @@ DEMO_MIGRATION = {
 def engine_line(plane: DataPlane, consumer: str) -> str:
     """The router's figures for one consumer over the last 10 s, as Prometheus has them."""
     assert plane.prometheus is not None
-    source = PrometheusSource(plane.prometheus.url)
-    try:
-        figures = asyncio.run(source.figures(NAMESPACE, "llama32", consumer, 10))
-    finally:
-        asyncio.run(source.aclose())
+    url = plane.prometheus.url
+
+    async def read() -> Figures:
+        source = PrometheusSource(url)
+        try:
+            return await source.figures(NAMESPACE, "llama32", consumer, 10)
+        finally:
+            await source.aclose()
+
+    figures = asyncio.run(read())
     parts = []
     for name, engine in (("vLLM", figures.vllm), ("Ollama", figures.ollama)):
         if engine is None or not engine.requests:
