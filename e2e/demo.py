@@ -138,9 +138,11 @@ def show_migration(kubectl: Kubectl, plane: DataPlane, until: Callable[[], bool]
     shown, last_figures = "", 0.0
     while time.monotonic() < deadline:
         table = kubectl.run("get", "ib", "-n", NAMESPACE).stdout
-        if table != shown:
+        # Shown when something but the AGE column changed.
+        without_age = "\n".join(line.rsplit(None, 1)[0] for line in table.splitlines())
+        if without_age != shown:
             print(f"\n$ kubectl get ib -n {NAMESPACE}\n{table}", end="", flush=True)
-            shown = table
+            shown = without_age
         if time.monotonic() - last_figures >= 10:
             print("router, last 10 s:")
             for consumer in ("notes", "rag", "ner"):
@@ -248,7 +250,7 @@ def main() -> None:
         ("kubectl explain inferencebackend.spec.vllm", "every field, documented"),
         ("make cluster-down", "stop everything"),
     ]  # fmt: skip
-    print(f"\nReady in {time.monotonic() - started:.0f}s. Try next:")
+    print(f"\nDone in {time.monotonic() - started:.0f}s. Try next:")
     for command, comment in steps:
         print(f"  {command}" + (f"\n      # {comment}" if comment else ""))
 
