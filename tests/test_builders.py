@@ -258,3 +258,26 @@ def test_no_ollama_children_without_fallback(ollama: Any) -> None:
 def test_owner_namespace_is_used() -> None:
     other = Owner(name="b", namespace="team-x", uid="u")
     assert {o["metadata"]["namespace"] for o in desired_children(make_spec(), other)} == {"team-x"}
+
+
+def test_images_come_from_the_operator_unless_the_resource_names_one() -> None:
+    from inferops.api import crd
+    from inferops.builders.common import Images
+
+    images = Images(vllm="registry.local/vllm:1", ollama="registry.local/ollama:2",
+                    router="registry.local/inferops:3")  # fmt: skip
+
+    def image_of(spec: Any, component: str) -> str:
+        objects = by_kind_name(desired_children(spec, OWNER, images=images))
+        container = objects[("Deployment", f"llama32-{component}")]["spec"]["template"]["spec"]
+        return str(container["containers"][0]["image"])
+
+    spec = make_spec(consumers=[{"name": "notes"}])
+    assert [image_of(spec, c) for c in ("vllm", "ollama", "router")] == [
+        images.vllm, images.ollama, images.router]  # fmt: skip
+    pinned = make_spec(consumers=[{"name": "notes"}], vllm={"model": "m", "image": "mine:1"})
+    assert image_of(pinned, "vllm") == "mine:1"
+    # No image default in the schema: the API server must not write one into stored objects.
+    schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    for engine in ("vllm", "ollama", "router"):
+        assert "default" not in schema["spec"]["properties"][engine]["properties"]["image"]

@@ -9,6 +9,7 @@ import os
 import kopf
 
 import inferops.handlers  # noqa: F401  (registers the handlers)
+from inferops.builders.common import DEFAULT_IMAGES, Images
 from inferops.migration.sources import DEFAULT_SELECTOR
 
 
@@ -45,6 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         help="reach every router at this URL instead of its pods (an operator and a router "
         "run outside the cluster: development and the e2e tier)",
     )  # fmt: skip
+    for engine, default in (("vllm", DEFAULT_IMAGES.vllm), ("ollama", DEFAULT_IMAGES.ollama),
+                            ("router", DEFAULT_IMAGES.router)):  # fmt: skip
+        variable = f"INFEROPS_{engine.upper()}_IMAGE"
+        parser.add_argument(
+            f"--{engine}-image", default=os.environ.get(variable) or default,
+            help=f"{engine} image of resources that name none (env {variable}; "
+            "default: %(default)s)",
+        )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     kopf.configure(verbose=args.verbose)  # sets up logging for the whole process
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             prometheus_url=args.prometheus_url,
             prometheus_selector=args.prometheus_selector,
             router_url=args.router_url,
+            images=Images(vllm=args.vllm_image, ollama=args.ollama_image, router=args.router_image),
         ),
     )
 

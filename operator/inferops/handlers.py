@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.builders import router
-from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, MANAGED_BY
+from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
 from inferops.kube import Kube, KubeError, path
 from inferops.migration.observe import MigrationReader, requested_action, router_urls
 from inferops.migration.probe import Prober
@@ -66,7 +66,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
     memo.reader = MigrationReader(source, revisions, log)
     memo.prober = Prober(log, router_url)
-    memo.reconciler = Reconciler(memo.kube, log, memo.reader, memo.prober)
+    memo.reconciler = Reconciler(
+        memo.kube, log, memo.reader, memo.prober, images=memo.get("images", DEFAULT_IMAGES)
+    )
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))
 

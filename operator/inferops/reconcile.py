@@ -20,8 +20,14 @@ from inferops import metrics
 from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, InferenceBackendStatus
-from inferops.builders import CHILD_KINDS, Owner, desired_children, ollama, router, vllm
-from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, child_name, service_url
+from inferops.builders import CHILD_KINDS, Images, Owner, desired_children, ollama, router, vllm
+from inferops.builders.common import (
+    BACKEND_LABEL,
+    COMPONENT_LABEL,
+    DEFAULT_IMAGES,
+    child_name,
+    service_url,
+)
 from inferops.drift import contains
 from inferops.kube import Kube, KubeError, Obj, path
 from inferops.migration import planner
@@ -149,7 +155,12 @@ class Decision:
     requeue_after: float | None
 
 
-def decide(snap: Snapshot, migration: Observations | None, now: datetime) -> Decision:
+def decide(
+    snap: Snapshot,
+    migration: Observations | None,
+    now: datetime,
+    images: Images = DEFAULT_IMAGES,
+) -> Decision:
     """The pure middle of a reconciliation: from what was read to what to write."""
     spec, owner, previous = snap.spec, snap.owner, snap.previous
     if spec is None or snap.invalid is not None:
@@ -175,7 +186,8 @@ def decide(snap: Snapshot, migration: Observations | None, now: datetime) -> Dec
             spec = spec.model_copy(
                 update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
             )
-    desired = desired_children(spec, owner, ready, {c.name: c.weight for c in consumers})
+    weights = {c.name: c.weight for c in consumers}
+    desired = desired_children(spec, owner, ready, weights, images)
     status = compute(
         generation=snap.generation,
         engines=_observe(owner, _components(spec), snap.live, snap.pods),
@@ -227,6 +239,7 @@ async def reconcile(
     reader: MigrationReader | None = None,
     prober: Prober | None = None,
     now: datetime | None = None,
+    images: Images = DEFAULT_IMAGES,
 ) -> Outcome:
     """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
     consumers' spec weights apply)."""
@@ -239,7 +252,7 @@ async def reconcile(
         observations = await reader.observe(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
-    decision = decide(snap, observations, now)
+    decision = decide(snap, observations, now, images)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 
@@ -317,9 +330,11 @@ class Reconciler:
         log: logging.Logger,
         reader: MigrationReader | None = None,
         prober: Prober | None = None,
+        images: Images = DEFAULT_IMAGES,
     ) -> None:
         self.kube = kube
         self.log = log
+        self.images = images
         self.reader = reader
         self.prober = prober
         self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
@@ -397,7 +412,9 @@ class Reconciler:
         body.setdefault("kind", KIND)
         started = time.perf_counter()
         try:
-            outcome = await reconcile(self.kube, body, self.log, self.reader, self.prober)
+            outcome = await reconcile(
+                self.kube, body, self.log, self.reader, self.prober, images=self.images
+            )
         except KubeError as error:
             if error.namespace_terminating:
                 # Its deletion removes the resource too; recreating children is pointless.

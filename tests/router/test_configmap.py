@@ -117,10 +117,7 @@ class FakeKubeApi:
                     "metadata": {"resourceVersion": str(self.version)},
                 }
             )
-        self.watches += 1
         since = int(request.query["resourceVersion"])
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request)
         queue: asyncio.Queue[object] = asyncio.Queue()
         if since < self.oldest:
             queue.put_nowait(self._gone())
@@ -128,7 +125,11 @@ class FakeKubeApi:
         for event in self.history:
             if int(event["object"]["metadata"]["resourceVersion"]) > since:
                 queue.put_nowait(event)
+        # Registered before anything awaits, so a watch counted can always be ended.
         self.watchers.append(queue)
+        self.watches += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
         try:
             while (event := await queue.get()) is not END:
                 obj = event["object"]  # type: ignore[index]
@@ -201,6 +202,8 @@ async def test_list_then_watch_delivers_every_change_quickly(
 async def test_relists_when_the_watch_ends_or_expires(api: FakeKubeApi, running: Sink) -> None:
     api.put(NAME, routes_json(10))
     await wait_for(lambda: weights(running) == [10], "the first table")
+    # The table came from the list; ending watches before the watch is open would end none.
+    await wait_for(lambda: api.watches == 1, "the first watch")
     api.end_watches()
     await wait_for(lambda: api.watches == 2, "a new watch")
     api.put(NAME, routes_json(20))

@@ -23,9 +23,6 @@ from inferops.api.base import (
 )
 from inferops.api.migration import Migration
 
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
-DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
-DEFAULT_ROUTER_IMAGE = "inferops/router:0.1.0"
 # Child names the operator derives from the resource's name; a consumer may not take them.
 RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
 
@@ -158,8 +155,9 @@ class VLLMSpec(WorkloadSpec):
     model: Annotated[str, Field(min_length=1, max_length=512)]
     """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or a path on the cache
     volume (e.g. `/root/.cache/huggingface/my-model`)."""
-    image: Annotated[str, Field(min_length=1)] = DEFAULT_VLLM_IMAGE
-    """vLLM container image; its entrypoint must be the API server (as in vllm/vllm-openai)."""
+    image: Annotated[str | None, Field(min_length=1)] = None
+    """vLLM container image; its entrypoint must be the API server (as in vllm/vllm-openai).
+    The operator's default (its configuration) when omitted."""
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     """GPUs per pod; the pod requests and limits this many `nvidia.com/gpu`."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
@@ -228,8 +226,8 @@ class OllamaSpec(WorkloadSpec):
     """Run the Ollama fallback."""
     model: Annotated[str | None, Field(min_length=1, max_length=256)] = None
     """Ollama tag pulled at start (e.g. `llama3.2:3b`) and aliased to spec.model."""
-    image: Annotated[str, Field(min_length=1)] = DEFAULT_OLLAMA_IMAGE
-    """Ollama container image."""
+    image: Annotated[str | None, Field(min_length=1)] = None
+    """Ollama container image; the operator's default (its configuration) when omitted."""
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     """GPUs per pod; 0 runs on CPU and hides every GPU of the node from the container."""
     num_parallel: Annotated[int, Field(ge=1, le=256)] = 4
@@ -307,8 +305,8 @@ class RouterSpec(WorkloadSpec):
 
     replicas: Annotated[int, Field(ge=0, le=1000)] = 2
     """Number of router pods."""
-    image: Annotated[str, Field(min_length=1)] = DEFAULT_ROUTER_IMAGE
-    """Router container image (built from images/router/Dockerfile)."""
+    image: Annotated[str | None, Field(min_length=1)] = None
+    """Router container image; the operator's default (its configuration) when omitted."""
     fallback: bool = True
     """Retry a request on Ollama when vLLM fails before the first byte reached the client."""
     timeouts: RouterTimeouts = RouterTimeouts()
@@ -363,8 +361,6 @@ class InferenceBackendSpec(Model):
 
 
 __all__ = [
-    "DEFAULT_OLLAMA_IMAGE",
-    "DEFAULT_VLLM_IMAGE",
     "MANAGED_VLLM_FLAGS",
     "CacheSpec",
     "ConsumerSpec",

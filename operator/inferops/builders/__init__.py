@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import ollama, router, vllm
-from inferops.builders.common import Obj, Owner
+from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
 # Kinds of the objects the operator may create; anything of these kinds that it owns but no
 # longer builds is deleted (e.g. the Ollama Deployment after `ollama.enabled: false`).
@@ -27,17 +27,18 @@ def desired_children(
     owner: Owner,
     ready: Mapping[str, bool] | None = None,
     weights: Mapping[str, int] | None = None,
+    images: Images = DEFAULT_IMAGES,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
     Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
     live vLLM weights (a consumer missing from it gets its spec weight)."""
     objects = (
-        vllm.children(spec, owner)
-        + ollama.children(spec, owner)
-        + router.children(spec, owner, ready or {}, weights)
+        vllm.children(spec, owner, images)
+        + ollama.children(spec, owner, images)
+        + router.children(spec, owner, ready or {}, weights, images)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}
     return sorted(objects, key=lambda o: (order[o["kind"]], o["metadata"]["name"]))
 
 
-__all__ = ["CHILD_KINDS", "Obj", "Owner", "desired_children"]
+__all__ = ["CHILD_KINDS", "Images", "Obj", "Owner", "desired_children"]

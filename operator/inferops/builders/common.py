@@ -24,6 +24,26 @@ MANAGED_BY = "inferops-operator"
 ROLES = {"vllm": "inference-engine", "ollama": "inference-engine", "router": "router"}
 
 
+# Default images, pinned: the operator's configuration (set by the Helm chart) overrides them,
+# and an image written in a resource overrides both.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
+DEFAULT_ROUTER_IMAGE = "inferops/inferops:0.1.0"
+
+
+@dataclass(frozen=True)
+class Images:
+    """The images of resources that name none: operator configuration, not API defaults, so
+    an operator upgrade moves every such resource to its new images."""
+
+    vllm: str = DEFAULT_VLLM_IMAGE
+    ollama: str = DEFAULT_OLLAMA_IMAGE
+    router: str = DEFAULT_ROUTER_IMAGE
+
+
+DEFAULT_IMAGES = Images()
+
+
 @dataclass(frozen=True)
 class Owner:
     """The InferenceBackend that owns the children being built."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from inferops.api.spec import InferenceBackendSpec, OllamaSpec
 from inferops.builders import common
-from inferops.builders.common import Obj, Owner
+from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
 ENGINE = "ollama"
 PORT = 11434
@@ -58,10 +58,12 @@ def environment(spec: InferenceBackendSpec, ollama: OllamaSpec) -> list[common.O
     return common.env(values)
 
 
-def deployment(spec: InferenceBackendSpec, ollama: OllamaSpec, owner: Owner) -> Obj:
+def deployment(
+    spec: InferenceBackendSpec, ollama: OllamaSpec, owner: Owner, images: Images = DEFAULT_IMAGES
+) -> Obj:
     container: Obj = {
         "name": ENGINE,
-        "image": ollama.image,
+        "image": ollama.image or images.ollama,
         "command": ["/bin/sh", "-c", START_SCRIPT],
         "env": environment(spec, ollama),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -88,11 +90,13 @@ def enabled(spec: InferenceBackendSpec) -> OllamaSpec | None:
     return spec.ollama if spec.ollama is not None and spec.ollama.enabled else None
 
 
-def children(spec: InferenceBackendSpec, owner: Owner) -> list[Obj]:
+def children(
+    spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES
+) -> list[Obj]:
     ollama = enabled(spec)
     if ollama is None:
         return []
-    out = [deployment(spec, ollama, owner), common.service(owner, ENGINE, PORT)]
+    out = [deployment(spec, ollama, owner, images), common.service(owner, ENGINE, PORT)]
     if claim := common.cache_claim(owner, ENGINE, ollama.cache):
         out.insert(0, claim)
     return out

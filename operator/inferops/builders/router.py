@@ -23,7 +23,7 @@ from inferops.api.routing import (
 )
 from inferops.api.spec import ConsumerSpec, InferenceBackendSpec
 from inferops.builders import common, ollama, vllm
-from inferops.builders.common import Obj, Owner
+from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
 COMPONENT = "router"
 PORT = 8080
@@ -158,12 +158,12 @@ def rbac(owner: Owner) -> list[Obj]:
     ]
 
 
-def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
+def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:
     router = spec.router
     http = {"path": "/readyz", "port": "http"}
     container: Obj = {
         "name": COMPONENT,
-        "image": router.image,
+        "image": router.image or images.router,
         "args": ["--configmap", f"{owner.namespace}/{name(owner)}", "--port", str(PORT)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
@@ -211,6 +211,7 @@ def children(
     owner: Owner,
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
+    images: Images = DEFAULT_IMAGES,
 ) -> list[Obj]:
     """Nothing without consumers: the engines alone need no router."""
     if not spec.consumers:
@@ -218,6 +219,6 @@ def children(
     return [
         config_map(spec, owner, ready, weights),
         *rbac(owner),
-        deployment(spec, owner),
+        deployment(spec, owner, images),
         *(consumer_service(owner, c) for c in spec.consumers),
     ]

@@ -6,7 +6,7 @@ import math
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import common
-from inferops.builders.common import Obj, Owner
+from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
 ENGINE = "vllm"
 PORT = 8000
@@ -60,7 +60,7 @@ def probes(spec: InferenceBackendSpec) -> Obj:
     }  # fmt: skip
 
 
-def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
+def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:
     vllm = spec.vllm
     gpus = vllm.tensor_parallel_size
     secrets = {}
@@ -73,7 +73,7 @@ def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}})
     container: Obj = {
         "name": ENGINE,
-        "image": vllm.image,
+        "image": vllm.image or images.vllm,
         "args": args(spec),
         "env": common.env({"HF_HOME": HF_HOME}, secrets),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -91,8 +91,10 @@ def deployment(spec: InferenceBackendSpec, owner: Owner) -> Obj:
     return common.deployment(owner, ENGINE, vllm, pod_spec, grace_seconds=60)
 
 
-def children(spec: InferenceBackendSpec, owner: Owner) -> list[Obj]:
-    out = [deployment(spec, owner), common.service(owner, ENGINE, PORT)]
+def children(
+    spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES
+) -> list[Obj]:
+    out = [deployment(spec, owner, images), common.service(owner, ENGINE, PORT)]
     if claim := common.cache_claim(owner, ENGINE, spec.vllm.cache):
         out.insert(0, claim)
     return out
