@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from inferops import registry
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.builders import router
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
@@ -24,16 +25,6 @@ from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-CHILD_RESOURCES = (
-    "deployments",
-    "services",
-    "persistentvolumeclaims",
-    "configmaps",
-    "serviceaccounts",
-    "roles",
-    "rolebindings",
-    "pods",
-)
 
 
 @kopf.on.startup()
@@ -50,8 +41,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # One replica with a Recreate strategy: no peering objects to create or watch.
     settings.peering.standalone = True
     # Watch only what we manage; without this every pod in the cluster streams in.
-    for plural in CHILD_RESOURCES:
-        settings.watching.label_selectors[plural] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    for kind in registry.WATCHED:
+        settings.watching.label_selectors[kind.plural] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    # The handlers name their resources exactly: no need to scan CRDs or namespaces, which
+    # would need cluster-wide permissions the chart does not grant.
+    settings.scanning.disabled = True
     memo.kube = Kube.connect()
     log = logging.getLogger("inferops.reconcile")
     router_url = memo.get("router_url")
@@ -109,14 +103,6 @@ async def action_requested(namespace: str | None, name: str, memo: Any, **_: Any
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("v1", "services", labels=MANAGED)
-@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
-@kopf.on.event("v1", "configmaps", labels=MANAGED)
-@kopf.on.event("v1", "serviceaccounts", labels=MANAGED)
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
-@kopf.on.event("v1", "pods", labels=MANAGED)
 async def child_changed(
     namespace: str | None,
     labels: Mapping[str, str],
@@ -133,3 +119,8 @@ async def child_changed(
         # kopf does not retry event handlers: the reconciler does, with backoff.
         logger.warning("reconciling %s/%s after a child change failed: %s", namespace, name, error)
         memo.reconciler.retry_later(namespace, name)
+
+
+# Any change to a child (edited, deleted, a pod scheduled or failing) reconciles its owner.
+for _kind in registry.WATCHED:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=MANAGED)(child_changed)

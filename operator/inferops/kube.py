@@ -16,21 +16,9 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from inferops import metrics
+from inferops.registry import PLURALS
 
 Obj = dict[str, Any]
-
-PLURALS = {
-    "Deployment": "deployments",
-    "Service": "services",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "ConfigMap": "configmaps",
-    "ServiceAccount": "serviceaccounts",
-    "Role": "roles",
-    "RoleBinding": "rolebindings",
-    "Pod": "pods",
-    "InferenceBackend": "inferencebackends",
-    "Event": "events",
-}
 
 
 def _count_write(verb: str, obj: Obj) -> None:

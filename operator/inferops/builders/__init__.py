@@ -7,19 +7,12 @@ from collections.abc import Mapping
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import ollama, router, vllm
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
+from inferops.registry import CHILDREN
 
-# Kinds of the objects the operator may create; anything of these kinds that it owns but no
-# longer builds is deleted (e.g. the Ollama Deployment after `ollama.enabled: false`).
-# Listed in apply order: what pods need (claims, the routing table, their identity) first.
-CHILD_KINDS = (
-    ("v1", "PersistentVolumeClaim"),
-    ("v1", "ConfigMap"),
-    ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-)
+# Kinds of the objects the operator may create, in apply order; anything of these kinds that
+# it owns but no longer builds is deleted (e.g. the Ollama Deployment after
+# `ollama.enabled: false`).
+CHILD_KINDS = tuple((k.api_version, k.kind) for k in CHILDREN)
 
 
 def desired_children(
