@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.validation import describe_errors
+from tests.conftest import OWNER, make_spec
 
 VLLM = {"model": "m"}
 OLLAMA = {"model": "llama3.2:3b"}
@@ -70,3 +71,24 @@ def test_defaults() -> None:
     assert spec.vllm.gpu_memory_utilization == 0.9
     assert spec.vllm.replicas == 1
     assert spec.ollama is not None and spec.ollama.keep_alive == "24h"
+
+
+def test_a_consumer_service_may_not_take_another_childs_name() -> None:
+    from inferops.validation import service_name_clashes
+
+    consumers = [{"name": "notes", "serviceName": "llama32-vllm"}, {"name": "rag"},
+                 {"name": "ner", "serviceName": "llama32-rag"}]  # fmt: skip
+    spec = make_spec(consumers=consumers)
+    message = service_name_clashes(spec, OWNER)
+    assert "spec.consumers[0].serviceName: llama32-vllm is the name of vLLM's Service" in message
+    assert "spec.consumers[2].serviceName: llama32-rag is the name of consumer rag's Service" in (
+        message
+    )
+    assert service_name_clashes(make_spec(consumers=[{"name": "notes"}]), OWNER) == ""
+
+
+def test_model_names_must_match_their_grammar() -> None:
+    for bad in ({"vllm": {"model": "meta-llama/Llama 3.2"}},
+                {"ollama": {"model": "llama3.2 3b"}}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            make_spec(**bad)

@@ -35,7 +35,7 @@ from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
-from inferops.validation import describe_errors, name_conflicts
+from inferops.validation import describe_errors, name_conflicts, service_name_clashes
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,9 @@ async def read(kube: Kube, body: Obj) -> Snapshot:
                     pods)  # fmt: skip
     if spec is not None:
         # Child names do not depend on weights or readiness.
-        conflicts = await name_conflicts(kube, desired_children(spec, owner), live)
+        conflicts = service_name_clashes(spec, owner) or await name_conflicts(
+            kube, desired_children(spec, owner), live
+        )
         if conflicts:
             snap = replace(snap, invalid=conflicts)
     return snap

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from inferops.api import KIND
+from inferops.api.spec import InferenceBackendSpec
+from inferops.builders import ollama, router, vllm
+from inferops.builders.common import Owner, child_name
 from inferops.kube import Kube, Obj, object_path
 
 
@@ -16,6 +19,24 @@ def describe_errors(error: ValidationError) -> str:
         where = ".".join(["spec", *(str(part) for part in item["loc"])])
         clauses.append(f"{where}: {item['msg']}")
     return "; ".join(clauses)
+
+
+def service_name_clashes(spec: InferenceBackendSpec, owner: Owner) -> str:
+    """Consumers whose Service would share its name with another child's Service (an
+    engine's, or another consumer's default name): one would silently replace the other."""
+    taken = {child_name(owner, vllm.ENGINE): "vLLM's", child_name(owner, ollama.ENGINE): "Ollama's"}
+    for consumer in spec.consumers:
+        if consumer.service_name is None:
+            taken.setdefault(router.service_name(owner, consumer), f"consumer {consumer.name}'s")
+    problems = []
+    for i, consumer in enumerate(spec.consumers):
+        name = consumer.service_name
+        if name is not None and name in taken:
+            problems.append(
+                f"spec.consumers[{i}].serviceName: {name} is the name of {taken[name]} Service; "
+                "choose another serviceName"
+            )
+    return "; ".join(problems)
 
 
 def _from_earlier_incarnation(existing: Obj, desired: Obj) -> bool:

@@ -32,6 +32,9 @@ MODEL_NAME_PATTERN = (
     r"^[a-zA-Z0-9][a-zA-Z0-9._-]*(/[a-zA-Z0-9][a-zA-Z0-9._-]*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]*)?$"
 )
 
+# A Hugging Face repository id (`org/name`, the Hub's own character set), or an absolute path.
+HF_MODEL_PATTERN = r"^(/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
+
 # vLLM flags the operator sets itself, and the field to use instead. Each becomes a CEL rule on
 # `spec.vllm.extraArgs`, so `kubectl apply` refuses e.g. `--tensor-parallel-size=2` there.
 MANAGED_VLLM_FLAGS: dict[str, str] = {
@@ -152,9 +155,9 @@ class VLLMSpec(WorkloadSpec):
 
     model_config = cel_rules(_NO_GPU_IN_RESOURCES)
 
-    model: Annotated[str, Field(min_length=1, max_length=512)]
-    """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or a path on the cache
-    volume (e.g. `/root/.cache/huggingface/my-model`)."""
+    model: Annotated[str, Field(min_length=1, max_length=512, pattern=HF_MODEL_PATTERN)]
+    """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or an absolute path on
+    the cache volume (e.g. `/root/.cache/huggingface/my-model`), without spaces."""
     image: Annotated[str | None, Field(min_length=1)] = None
     """vLLM container image; its entrypoint must be the API server (as in vllm/vllm-openai).
     The operator's default (its configuration) when omitted."""
@@ -224,7 +227,9 @@ class OllamaSpec(WorkloadSpec):
 
     enabled: bool = True
     """Run the Ollama fallback."""
-    model: Annotated[str | None, Field(min_length=1, max_length=256)] = None
+    model: Annotated[
+        str | None, Field(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN)
+    ] = None
     """Ollama tag pulled at start (e.g. `llama3.2:3b`) and aliased to spec.model."""
     image: Annotated[str | None, Field(min_length=1)] = None
     """Ollama container image; the operator's default (its configuration) when omitted."""
