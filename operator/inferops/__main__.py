@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
     parser.add_argument(
         "-n", "--namespace", action="append", default=[],
-        help="namespace to watch (repeatable; globs allowed); all namespaces when omitted",
+        help="namespace to watch (repeatable; exact names); all namespaces when omitted",
     )  # fmt: skip
     parser.add_argument("--metrics-host", default="0.0.0.0")
     parser.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")

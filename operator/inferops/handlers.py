@@ -2,7 +2,9 @@
 
 The resource's own changes (create, spec update, operator restart) reconcile it with kopf's
 retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
-owner, which is how drift is repaired and status stays current without polling.
+owner, which is how drift is repaired and status stays current without polling. A migration
+adds two triggers: a one-shot action requested in the annotation, and the reconciler's timer
+for its next sample, pause end or hold-down end.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await memo.prober.aclose()
+    await memo.reader.aclose()
     await memo.kube.__aexit__()
 
 

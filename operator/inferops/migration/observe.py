@@ -111,6 +111,10 @@ class MigrationReader:
             action=requested_action(body),
         )
 
+    async def aclose(self) -> None:
+        await self.source.aclose()
+        await self.revisions.aclose()
+
     async def served(
         self, owner: Owner, live: Mapping[tuple[str, str], Obj]
     ) -> dict[str, int] | None:

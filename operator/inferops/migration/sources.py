@@ -63,6 +63,9 @@ class MetricsSource(Protocol):
         pod answers (an empty list would make "every router serves it" vacuously true)."""
         ...
 
+    async def aclose(self) -> None:
+        """Closes the source's connections."""
+
 
 class SourceError(Exception):
     """A read failed; the message becomes `Figures.problem`."""
