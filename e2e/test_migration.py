@@ -62,6 +62,9 @@ def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
 def apply(kubectl: Kubectl, namespace: str, consumers: list[dict[str, Any]],
           **migration: Any) -> None:  # fmt: skip
     manifest = copy.deepcopy(EXAMPLE)
+    # No model caches: the engines that serve here are local processes, and the local
+    # cluster's volumes are not reused once released.
+    del manifest["spec"]["vllm"]["cache"], manifest["spec"]["ollama"]["cache"]
     manifest["spec"]["consumers"] = consumers
     manifest["spec"]["migration"] = {"analysis": FAST, "probe": PROBE, **migration}
     kubectl.apply(manifest, namespace)
