@@ -1,0 +1,476 @@
+"""The Helm chart, rendered without a cluster: `helm lint --strict`, the objects each main
+value combination renders, the values schema refusing unknown and mistyped values, and the
+chart agreeing with the operator (its CRD, its RBAC rules, its default images).
+
+Needs the helm binary the project's tooling builds (`make prepare` caches it under
+~/.cache/inferops/bin), or a helm on PATH; without either these tests fail, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e.localcluster.build import HELM
+
+from inferops import registry
+from inferops.builders.common import DEFAULT_IMAGES
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "inferops"
+CRD_SOURCE = REPO / "crds" / "inferencebackends.yaml"
+RULES = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
+RELEASE, NAMESPACE = "inferops", "inferops"
+
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition")
+
+Objects = list[dict[str, Any]]
+
+
+def helm_binary() -> str:
+    """The helm the project builds (pinned version), else one on PATH."""
+    if HELM.is_complete():
+        return str(HELM.path("helm"))
+    found = shutil.which("helm")
+    if found:
+        return found
+    pytest.fail(
+        f"no helm binary: neither the project's build ({HELM.path('helm')}) nor one on PATH; "
+        "run `make prepare` (builds helm "
+        f"{HELM.version} with the local cluster's tools) or install helm",
+        pytrace=False,
+    )
+
+
+class Helm:
+    def __init__(self, binary: str, home: Path) -> None:
+        self.binary = binary
+        # helm wants writable config, cache and data dirs: keep it off the user's own.
+        self.env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"),
+                    "HELM_CONFIG_HOME": str(home / "config"),
+                    "HELM_DATA_HOME": str(home / "data")}  # fmt: skip
+        self.values_dir = home
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.binary, *args], capture_output=True, text=True,
+                              env=self.env, timeout=120)  # fmt: skip
+
+    def template(self, values: dict[str, Any] | None = None, chart: Path = CHART
+                 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        path = self.values_dir / "values.yaml"
+        path.write_text(yaml.safe_dump(values or {}))
+        return self.run("template", RELEASE, str(chart), "--namespace", NAMESPACE, "-f", str(path))
+
+    def render(self, values: dict[str, Any] | None = None) -> Objects:
+        result = self.template(values)
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm"))
+
+
+@pytest.fixture(scope="module")
+def render(helm: Helm) -> Iterator[Callable[..., Objects]]:
+    yield helm.render
+
+
+def only(objects: Objects, kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+def container(objects: Objects) -> dict[str, Any]:
+    containers = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env(objects: Objects) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(objects)["env"]}
+
+
+def kinds(objects: Objects) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+# ---------------------------------------------------------------- lint and metadata
+
+
+def test_helm_lint_strict_passes(helm: Helm) -> None:
+    for values in ([], ["--set", "watchNamespaces={a,b}", "--set", "serviceMonitor.enabled=true"]):
+        result = helm.run("lint", "--strict", str(CHART), *values)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == "0.1.0"
+    assert chart["kubeVersion"] == ">=1.29.0-0"  # the CRD's CEL rules
+
+
+# ---------------------------------------------------------------- the default install
+
+
+def test_defaults_render_the_operator_cluster_wide(render: Callable[..., Objects]) -> None:
+    objects = render()
+    assert kinds(objects) == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                              "Deployment", "Service", "ServiceAccount"]  # fmt: skip
+    for obj in objects:
+        scoped = obj["kind"] not in CLUSTER_SCOPED
+        assert obj["metadata"].get("namespace") == (NAMESPACE if scoped else None), obj["kind"]
+
+
+def test_every_object_carries_the_recommended_labels(render: Callable[..., Objects]) -> None:
+    for values in ({}, {"watchNamespaces": ["a"], "serviceMonitor": {"enabled": True}}):
+        for obj in render(values):
+            labels = obj["metadata"]["labels"]
+            assert labels["app.kubernetes.io/name"] == "inferops", obj["kind"]
+            assert labels["app.kubernetes.io/instance"] == RELEASE
+            assert labels["app.kubernetes.io/version"] == "0.1.0"
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert labels["app.kubernetes.io/part-of"] == "inferops"
+            assert labels["helm.sh/chart"] == "inferops-0.1.0"
+
+
+def test_the_deployment_is_one_replica_replaced_with_recreate(
+    render: Callable[..., Objects],
+) -> None:
+    deployment = only(render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "inferops", "app.kubernetes.io/instance": RELEASE}
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["serviceAccountName"] == only(render(), "ServiceAccount")["metadata"]["name"]
+
+
+def test_the_pod_meets_the_restricted_pod_security_standard(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render()
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532  # the image's user
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(objects)["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 65532
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in security and "hostNetwork" not in pod
+    # HOME (/tmp in the image) is the only writable place.
+    mounts = {m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_probes_and_ports_match_the_operators_endpoints(render: Callable[..., Objects]) -> None:
+    main = container(render())
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert "--liveness=http://0.0.0.0:8081/healthz" in main["args"]
+    assert "--metrics-port=8080" in main["args"]
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+
+
+def test_resources_come_from_values(render: Callable[..., Objects]) -> None:
+    assert container(render())["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    custom = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}}
+    assert container(render({"resources": custom}))["resources"] == custom
+
+
+def test_default_images_are_the_operators_pinned_defaults(render: Callable[..., Objects]) -> None:
+    objects = render()
+    assert container(objects)["image"] == DEFAULT_IMAGES.router  # one image, two entrypoints
+    assert env(objects) == {
+        "INFEROPS_VLLM_IMAGE": DEFAULT_IMAGES.vllm,
+        "INFEROPS_OLLAMA_IMAGE": DEFAULT_IMAGES.ollama,
+        "INFEROPS_ROUTER_IMAGE": DEFAULT_IMAGES.router,
+    }
+    for image in env(objects).values():
+        assert ":" in image and not image.endswith(":latest"), image
+
+
+def test_custom_images(render: Callable[..., Objects]) -> None:
+    objects = render({"image": {"repository": "registry.example/inferops", "tag": "dev-1"}})
+    assert container(objects)["image"] == "registry.example/inferops:dev-1"
+    # The router follows the operator's image unless set: they are the same package.
+    assert env(objects)["INFEROPS_ROUTER_IMAGE"] == "registry.example/inferops:dev-1"
+    images = {"vllm": "vllm/vllm-openai:cpu", "ollama": "ollama/ollama:x", "router": "r:1"}
+    objects = render({"image": {"tag": "e2e"}, "defaultImages": images})
+    assert container(objects)["image"] == "inferops/inferops:e2e"
+    assert env(objects) == {"INFEROPS_VLLM_IMAGE": "vllm/vllm-openai:cpu",
+                            "INFEROPS_OLLAMA_IMAGE": "ollama/ollama:x",
+                            "INFEROPS_ROUTER_IMAGE": "r:1"}  # fmt: skip
+    assert container(render({"image": {"pullPolicy": "Always"}}))["imagePullPolicy"] == "Always"
+
+
+def test_prometheus_url_and_selector(render: Callable[..., Objects]) -> None:
+    selector = 'job="routers",namespace="{namespace}",pod=~"{backend}-router-.+"'
+    objects = render({"prometheus": {"url": "http://prometheus.monitoring.svc:9090",
+                                     "selector": selector}})  # fmt: skip
+    assert env(objects)["INFEROPS_PROMETHEUS_URL"] == "http://prometheus.monitoring.svc:9090"
+    assert f"--prometheus-selector={selector}" in container(objects)["args"]
+    # Without a URL the operator scrapes the router pods itself.
+    assert "INFEROPS_PROMETHEUS_URL" not in env(render())
+    assert not any(a.startswith("--prometheus") for a in container(render())["args"])
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def test_rules_file_is_the_registrys() -> None:
+    assert registry.rbac_rules() == RULES
+
+
+def test_cluster_wide_rbac_grants_exactly_the_registrys_rules(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render()
+    role, binding = only(objects, "ClusterRole"), only(objects, "ClusterRoleBinding")
+    assert role["rules"] == RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    account = only(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
+                                    "namespace": NAMESPACE}]  # fmt: skip
+    assert not any(a.startswith("--namespace") for a in container(objects)["args"])
+
+
+def test_watch_namespaces_gives_a_role_in_each_and_nothing_cluster_wide(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render({"watchNamespaces": ["team-a", "team-b"]})
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    for namespace, role in roles.items():
+        assert role["rules"] == RULES
+        binding = bindings[namespace]
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inferops",
+                                        "namespace": NAMESPACE}]  # fmt: skip
+    args = container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
+def test_rbac_and_service_account_can_be_left_out(render: Callable[..., Objects]) -> None:
+    objects = render({"rbac": {"create": False},
+                      "serviceAccount": {"create": False, "name": "mine"}})  # fmt: skip
+    assert kinds(objects) == ["CustomResourceDefinition", "Deployment", "Service"]
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mine"
+
+
+# ---------------------------------------------------------------- the CRD
+
+
+def test_the_charts_crd_file_is_the_generated_one() -> None:
+    assert (CHART / "files" / "crd.yaml").read_text() == CRD_SOURCE.read_text(), (
+        "charts/inferops/files/crd.yaml differs from crds/inferencebackends.yaml: run `make crd`"
+    )
+
+
+def test_the_rendered_crd_is_crds_plus_labels_and_the_keep_policy(
+    render: Callable[..., Objects],
+) -> None:
+    crd = only(render(), "CustomResourceDefinition")
+    source = yaml.safe_load(CRD_SOURCE.read_text())
+    assert {k: v for k, v in crd.items() if k != "metadata"} == {
+        k: v for k, v in source.items() if k != "metadata"
+    }
+    assert crd["metadata"]["name"] == source["metadata"]["name"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/name"] == "inferops"
+
+
+def test_crds_enabled_false_leaves_the_crd_out(render: Callable[..., Objects]) -> None:
+    assert "CustomResourceDefinition" not in kinds(render({"crds": {"enabled": False}}))
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_service_selects_the_operator(render: Callable[..., Objects]) -> None:
+    objects = render()
+    service = only(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080,
+                                         "targetPort": "metrics", "protocol": "TCP"}]  # fmt: skip
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert "ServiceMonitor" not in kinds(objects)
+
+
+def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objects]) -> None:
+    objects = render({"serviceMonitor": {"enabled": True, "interval": "15s",
+                                         "labels": {"release": "kube-prometheus"}}})  # fmt: skip
+    monitor = only(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    service_labels = only(objects, "Service")["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    assert monitor["spec"]["endpoints"] == [endpoint]
+
+
+# ---------------------------------------------------------------- values and schema
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"imagee": {"tag": "x"}}, "imagee"),  # unknown top-level key
+        ({"image": {"tags": "x"}}, "tags"),  # unknown nested key
+        ({"prometheus": {"url": "http://p:9090", "query": "x"}}, "query"),
+        ({"crds": {"enabled": "yes"}}, "/crds/enabled"),  # mistyped
+        ({"metrics": {"port": "8080"}}, "/metrics/port"),
+        ({"image": {"tag": 1.5}}, "/image/tag"),
+        ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
+        ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),  # not a namespace name
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
+    ],
+)
+def test_the_schema_refuses_unknown_and_mistyped_values(
+    helm: Helm, values: dict[str, Any], named: str
+) -> None:
+    result = helm.template(values)
+    assert result.returncode != 0, f"{values} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert named in result.stderr, result.stderr
+
+
+def test_the_schema_closes_every_object() -> None:
+    """additionalProperties at every level: false for records, a value schema for maps."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: dict[str, Any], where: str) -> Iterator[str]:
+        if node.get("type") == "object" and where != "/global":  # Helm's, for parent charts
+            extra = node.get("additionalProperties")
+            if extra is not False and not isinstance(extra, dict):
+                yield where or "/"
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{where}/{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                yield from walk(node[key], f"{where}/{key}")
+
+    assert list(walk(schema, "")) == []
+
+
+def schema_leaves(node: dict[str, Any], value: Any, where: str = "") -> Iterator[str]:
+    """Paths of the values users set: fields of records, down to scalars, lists and maps."""
+    properties = node.get("properties")
+    if properties is None or not isinstance(value, dict):
+        yield where
+        return
+    for key in sorted(set(properties) & set(value)):
+        yield from schema_leaves(properties[key], value[key], f"{where}/{key}")
+
+
+def test_values_yaml_and_the_schema_describe_the_same_keys() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def mismatches(node: dict[str, Any], value: Any, where: str) -> Iterator[str]:
+        properties = node.get("properties")
+        if properties is None or not isinstance(value, dict):
+            return
+        for key in sorted((set(properties) - {"global"}) ^ set(value)):
+            yield f"{where}/{key}"
+        for key in sorted(set(properties) & set(value)):
+            assert "description" in properties[key], f"{where}/{key} has no description"
+            yield from mismatches(properties[key], value[key], f"{where}/{key}")
+
+    assert list(mismatches(schema, values, "")) == []
+
+
+def test_every_value_is_documented_in_values_yaml() -> None:
+    """Every value has a `# --` comment right above its key, or above a parent's key (a map
+    such as `resources` is documented as a whole), as helm-docs reads them."""
+    text = (CHART / "values.yaml").read_text()
+    documented: set[str] = set()
+    stack: list[tuple[int, str]] = []  # (indentation, key) of the enclosing keys
+    comment: list[str] = []  # the comment lines right above the current line
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        key = stripped.split(":", 1)[0]
+        if stripped and not stripped.startswith("-") and ":" in stripped:
+            indent = len(line) - len(line.lstrip())
+            stack = [(i, k) for i, k in stack if i < indent] + [(indent, key)]
+            path = "/" + "/".join(k for _, k in stack)
+            if any(c.startswith("# --") for c in comment):
+                documented.add(path)
+        comment = []
+    values = yaml.safe_load(text)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    undocumented = [
+        leaf for leaf in schema_leaves(schema, values)
+        if not any(leaf == d or leaf.startswith(d + "/") for d in documented)
+    ]  # fmt: skip
+    assert undocumented == []
+
+
+# ---------------------------------------------------------------- NOTES.txt
+
+
+def test_notes_say_what_to_do_next(helm: Helm, tmp_path: Path) -> None:
+    """NOTES.txt, rendered through a copy of the chart that prints it (`helm template` skips
+    NOTES.txt, and `helm install --dry-run` needs a cluster)."""
+    chart = tmp_path / "inferops"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "files" / "notes.txt")
+    (chart / "templates" / "notes.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "files/notes.txt") . | toJson }}\n'
+    )
+    for values, scope, ns in (
+        ({}, "watches every namespace", ""),
+        ({"watchNamespaces": ["team-a", "team-b"], "crds": {"enabled": False}},
+         "watches only these namespaces: team-a, team-b", " -n team-a"),
+    ):  # fmt: skip
+        flags = [f"--set-json={key}={json.dumps(value)}" for key, value in values.items()]
+        result = helm.run("template", RELEASE, str(chart), "--namespace", NAMESPACE,
+                          "--show-only", "templates/notes.yaml", *flags)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        notes = yaml.safe_load(result.stdout)["notes"]
+        for step in (
+            scope,
+            f"kubectl -n {NAMESPACE} rollout status deployment/inferops",
+            f"kubectl{ns} create secret generic hf-token",
+            f"kubectl{ns} apply -f examples/inferencebackend.yaml",
+            f"kubectl{ns} get ib",
+            f"kubectl{ns} wait --for=condition=Ready ib/llama32",
+            f"kubectl ib status llama32{ns}",
+            "docs/setup.md",
+        ):
+            assert step in notes, f"{step!r} not in NOTES.txt:\n{notes}"
