@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images
+.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images fuzz
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -14,6 +14,7 @@ help:
 	@echo "make cluster-up    start the local cluster (builds its binaries on first use)"
 	@echo "make cluster-down  stop the local cluster and the demo operator"
 	@echo "make crd           regenerate crds/ from the API models"
+	@echo "make fuzz          the property-based tests with many more generated examples"
 	@echo "make images        build the operator/router and vLLM CPU images (needs Docker)"
 
 $(STAMP): pyproject.toml
@@ -73,6 +74,14 @@ e2e: prepare
 
 test: lint crd-check prepare
 	$(PY) -m pytest tests e2e
+
+# The property-based tests (generated InferenceBackends against the model and the builders;
+# generated requests against the router) with FUZZ_EXAMPLES examples each instead of
+# `make test`'s few hundred, and new ones on every run.
+FUZZ_EXAMPLES ?= 10000
+fuzz: venv
+	INFEROPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --hypothesis-show-statistics \
+		tests/test_spec_properties.py tests/router/test_request_properties.py
 
 cluster-up: venv
 	$(PY) -m e2e.localcluster up

@@ -115,9 +115,31 @@ async def test_consumer_is_identified_by_host_with_or_without_port(
     assert (vllm.hits, ollama_engine.hits) == (4, 1)
 
 
-async def test_the_consumer_header_overrides_the_host(
+async def test_the_consumer_header_is_refused_unless_trusted(
     router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
 ) -> None:
+    """By default the header would let any caller act as another consumer: refused, naming
+    the header and the flag, counted under the consumer the Host names."""
+    assert not router.state.trust_consumer_header
+    for api in ("openai", "ollama"):
+        async with router.http.post(
+            f"{router.url}/v1/chat/completions" if api == "openai" else f"{router.url}/api/chat",
+            json={"model": "llama3.2", "messages": MESSAGES, "stream": False},
+            headers={"Host": "llama32-rag", "X-Inferops-Consumer": "notes"},
+        ) as response:
+            assert response.status == 400
+            body = await response.json()
+        message = body["error"]["message"] if api == "openai" else body["error"]
+        assert "X-Inferops-Consumer" in message and "--trust-consumer-header" in message
+    assert (vllm.hits, ollama_engine.hits) == (0, 0)
+    metrics = await router.metrics()
+    assert 'consumer="rag",engine="none",route="chat"' in metrics
+
+
+async def test_the_consumer_header_overrides_the_host_when_trusted(
+    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    router.state.trust_consumer_header = True  # `--trust-consumer-header`
     client = router.openai("llama32-notes", **{"X-Inferops-Consumer": "rag"})
     await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
     assert (vllm.hits, ollama_engine.hits) == (0, 1)
@@ -134,6 +156,7 @@ async def test_unknown_consumer_is_404(router: Router, vllm: FakeEngine) -> None
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["code"] == "consumer_not_found" and "llama32-other" in body["message"]
+    router.state.trust_consumer_header = True
     with pytest.raises(openai.NotFoundError, match="X-Inferops-Consumer 'nobody'"):
         await router.openai(**{"X-Inferops-Consumer": "nobody"}).chat.completions.create(
             model="llama3.2", messages=MESSAGES

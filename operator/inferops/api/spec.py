@@ -362,6 +362,10 @@ class InferenceBackendSpec(Model):
         names = [c.name for c in consumers]
         if len(set(names)) != len(names):
             raise ValueError("consumer names must be unique")
+        # Mirrors the CEL rule, for objects stored before the CRD carried it.
+        services = [c.service_name for c in consumers if c.service_name is not None]
+        if len(set(services)) != len(services):
+            raise ValueError("consumer serviceNames must be unique")
         return consumers
 
 

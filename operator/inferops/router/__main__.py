@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="limit of open connections to the engines (0: none)",
     )
     parser.add_argument("--upstream-keepalive-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--trust-consumer-header",
+        action="store_true",
+        help="honour X-Inferops-Consumer, which names the consumer instead of Host: lets any "
+        "caller act as any consumer, so only for tests and benchmarks (without it, a request "
+        "carrying the header is refused with 400)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -85,7 +92,10 @@ def make_source(args: argparse.Namespace) -> TableSource:
 
 async def serve(args: argparse.Namespace) -> None:
     server = RouterServer(
-        RouterState(engine_urls=engine_urls(args.engine_url)),
+        RouterState(
+            engine_urls=engine_urls(args.engine_url),
+            trust_consumer_header=args.trust_consumer_header,
+        ),
         make_source(args),
         host=args.host,
         port=args.port,

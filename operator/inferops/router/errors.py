@@ -42,6 +42,15 @@ def too_large(limit: int) -> RouterError:
     )
 
 
+def unsupported_encoding(encoding: str) -> RouterError:
+    return RouterError(
+        415,
+        f"Content-Encoding {encoding!r} is not accepted: send the request body uncompressed "
+        "(as vLLM and Ollama take it)",
+        "unsupported_content_encoding",
+    )
+
+
 def unknown_model(model: str, served: str) -> RouterError:
     return RouterError(
         404, f"model {model!r} not found: this endpoint serves {served!r}", "model_not_found"
@@ -54,6 +63,16 @@ def unknown_consumer(host: str | None, override: str | None) -> RouterError:
     else:
         what = f"Host {host!r} matches no consumer"
     return RouterError(404, f"unknown consumer: {what} of this router", "consumer_not_found")
+
+
+def untrusted_consumer_header() -> RouterError:
+    return RouterError(
+        400,
+        "X-Inferops-Consumer is not accepted by this router (it was started without "
+        "--trust-consumer-header): the consumer is the Service you call, named by Host; "
+        "remove the header",
+        "consumer_header_not_trusted",
+    )
 
 
 def no_table() -> RouterError:
@@ -97,4 +116,6 @@ __all__ = [
     "too_large",
     "unknown_consumer",
     "unknown_model",
+    "unsupported_encoding",
+    "untrusted_consumer_header",
 ]

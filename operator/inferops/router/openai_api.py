@@ -8,12 +8,10 @@ relayed byte for byte.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from inferops.router import errors
+from inferops.router import errors, translate
 from inferops.router.errors import OPENAI
 from inferops.router.proxy import Intake, handle, json_response
 from inferops.router.relay import SsePassthrough, find_usage, relay
@@ -33,7 +31,7 @@ def passthrough(state: RouterState, path: str) -> Handler:
         body = intake.raw
         if intake.model != routes.model:
             intake.doc["model"] = routes.model
-            body = json.dumps(intake.doc, ensure_ascii=False, separators=(",", ":")).encode()
+            body = translate.dumps(intake.doc)
         answer = await send(
             state.session,
             routes,

@@ -5,6 +5,13 @@ in that API's dialect and count them.
 A request carrying `X-Inferops-Probe: vllm|ollama` (the operator's synthetic probe) goes to
 that engine only, never elsewhere: the probe exists to measure one engine, so a fallback
 would hide exactly what it is looking for. It is counted like the consumer's other requests.
+
+A request's consumer is the Service it called (`Host`). `X-Inferops-Consumer: <name>` names
+another one, and is honoured only by a router started with `--trust-consumer-header` (tests,
+benchmarks): otherwise any caller could act as any consumer (its weight, its metrics, its
+migration verdict). Without the flag a request carrying the header is refused with 400 rather
+than silently routed by its Host, so a caller relying on it learns at once that it does not
+work, instead of its traffic being counted against another consumer.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from inferops.api.routing import PROBE_HEADER
-from inferops.router import errors
+from inferops.router import errors, translate
 from inferops.router.errors import RouterError
 from inferops.router.metrics import CLIENT_CLOSED, NO_ENGINE, UNKNOWN_CONSUMER, Exchange
 from inferops.router.routes import ENGINES, ConsumerRoute, Routes, Target
@@ -55,6 +62,12 @@ class Intake:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body as sent, at most `limit` bytes. Compressed bodies are refused: neither
+    engine takes them, and inflating one would let a small request cost the limit many
+    times over (the server runs with aiohttp's decompression off, see `server`)."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise errors.unsupported_encoding(encoding)
     length = request.content_length
     if length is not None and length > limit:
         raise errors.too_large(limit)
@@ -98,6 +111,11 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
         raise errors.no_table()
     headers = request.headers
     host, override = headers.get("Host"), headers.get(CONSUMER_HEADER)
+    if override is not None and not state.trust_consumer_header:
+        refused = errors.untrusted_consumer_header()
+        by_host = routes.consumer(host, None)
+        refused.consumer = by_host.name if by_host else None
+        raise refused
     consumer = routes.consumer(host, override)
     if consumer is None:
         raise errors.unknown_consumer(host, override)
@@ -109,6 +127,8 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
             doc = json.loads(raw)
         except ValueError as err:
             raise errors.bad_json(str(err)) from None
+        except RecursionError:  # `[[[[...` deeper than Python's recursion limit
+            raise errors.bad_json("nested too deeply") from None
         if not isinstance(doc, dict):
             raise errors.bad_request("the request body must be a JSON object")
         model = doc.get("model")
@@ -163,7 +183,7 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(),
+        body=translate.dumps(payload),
         content_type="application/json",
         headers=headers,
     )

@@ -73,7 +73,8 @@ class Routes:
     targets: dict[str, Target] = field(default_factory=dict)
 
     def consumer(self, host: str | None, override: str | None) -> ConsumerRoute | None:
-        """The consumer a request belongs to: the override header names it, else the Host."""
+        """The consumer a request belongs to: `override` (the `X-Inferops-Consumer` header,
+        passed only by a router that trusts it) names it, else the Host."""
         if override:
             return self.by_name.get(override)
         if not host:

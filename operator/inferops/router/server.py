@@ -125,6 +125,10 @@ class RouterServer:
             handler_cancellation=True,
             access_log=log if access_log else None,
             shutdown_timeout=grace_seconds,
+            # Request bodies are taken as sent: a compressed one is refused by the handlers
+            # with a JSON error (415) instead of inflated, or refused in plain text by the
+            # HTTP parser when it names an encoding aiohttp cannot decode.
+            auto_decompress=False,
         )
 
     async def start(self) -> None:

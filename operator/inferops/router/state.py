@@ -21,11 +21,17 @@ log = logging.getLogger("inferops.router")
 
 class RouterState:
     def __init__(
-        self, metrics: RouterMetrics | None = None, engine_urls: Mapping[str, str] | None = None
+        self,
+        metrics: RouterMetrics | None = None,
+        engine_urls: Mapping[str, str] | None = None,
+        trust_consumer_header: bool = False,
     ) -> None:
         self.metrics = metrics or RouterMetrics()
         self.engine_urls = dict(engine_urls or {})
         """Engine URLs that replace the table's (a router run outside the cluster)."""
+        self.trust_consumer_header = trust_consumer_header
+        """Honour `X-Inferops-Consumer` (tests, benchmarks); off, a request carrying it is
+        refused, since it would let any caller act as another consumer."""
         self.routes: Routes | None = None
         self.loaded_at = 0.0
         """Wall-clock time the current table was installed."""

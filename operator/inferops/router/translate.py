@@ -67,7 +67,14 @@ def rfc3339(epoch_seconds: float) -> str:
 
 
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON. A lone surrogate (`"\\ud800"` is valid JSON, and Python decodes
+    it) has no UTF-8 form: such a document is written with every non-ASCII character
+    escaped, which says the same thing."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 # -- requests ------------------------------------------------------------------------------
