@@ -338,6 +338,8 @@ def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
         restored = time.monotonic()
     print(f"\nvLLM ready {ready_at - back:.1f}s after uncordon; weight back "
           f"{restored - ready_at:.1f}s later (hold-down 15s)")  # fmt: skip
-    assert restored - ready_at >= 14  # the hold-down was kept (timestamps have 1 s steps)
+    # The hold-down was kept: without it the weight returns within a second or two. (Status
+    # timestamps have 1 s steps, and the test sees readiness a little after the operator.)
+    assert restored - ready_at >= 12
     assert traffic.errors == []
     assert consumers_of(kubectl, namespace)["notes"]["phase"] == "Migrated"
