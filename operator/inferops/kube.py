@@ -8,6 +8,8 @@ how "an unchanged resource causes no write" is measured.
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 from typing import Any
 
@@ -38,6 +40,21 @@ class KubeError(Exception):
     def namespace_terminating(self) -> bool:
         """The namespace is being deleted: nothing can be created in it any more."""
         return self.status == 403 and "is being terminated" in self.message
+
+
+# Characters a YAML decoder refuses or reads as line breaks (C1 controls, NEL, the line and
+# paragraph separators, surrogates, the non-characters FFFE/FFFF); JSON escapes C0 itself.
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def apply_body(obj: Obj) -> bytes:
+    """`obj` as an apply patch. The API server decodes apply patches as YAML, which refuses
+    a control character that JSON lets through raw; escaping them (and only them, as
+    `ensure_ascii` would also split characters beyond U+FFFF into surrogate pairs the decoder
+    refuses too) keeps any string a user wrote intact."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    escaped = _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return escaped.encode()
 
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -158,7 +175,7 @@ class Kube:
             "PATCH",
             object_path(obj),
             params={"fieldManager": self.field_manager, "force": "true"},
-            json=obj,
+            content=apply_body(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
         return dict(response.json())
