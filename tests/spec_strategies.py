@@ -20,6 +20,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from inferops.api.migration import MAX_DURATION, seconds
 from inferops.api.spec import MANAGED_VLLM_FLAGS, RESERVED_CONSUMER_NAMES
 
 Json = Any
@@ -144,7 +145,7 @@ DURATIONS = st.one_of(
     st.sampled_from(["30s", "1m", "1h30m", "10s", "2m", "500ms", "1.5h"]),
     st.builds(
         lambda n, unit: f"{n}{unit}", st.integers(0, 5000), st.sampled_from(["ms", "s", "m", "h"])
-    ),
+    ).filter(lambda d: seconds(d) <= seconds(MAX_DURATION)),
 )
 INTERVALS = st.sampled_from(["10s", "15s", "30s", "1m", "5m", "1h", "10000ms", "0.5m"])
 LABEL_KEYS = st.one_of(
@@ -176,6 +177,13 @@ TOLERATIONS = st.fixed_dictionaries(
         "effect": st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"]),
         "tolerationSeconds": st.integers(0, 3600),
     },
+).filter(
+    # Kubernetes' own rules for a pod's tolerations (the CRD checks them too).
+    lambda t: (
+        ("key" in t or t.get("operator") == "Exists")
+        and not (t.get("operator") == "Exists" and "value" in t)
+        and ("tolerationSeconds" not in t or t.get("effect") == "NoExecute")
+    )
 )
 AFFINITY = st.sampled_from(
     [
@@ -450,6 +458,8 @@ def _mutate_once(draw: st.DrawFn, backend: Backend) -> Backend:
     name = backend.name
     how = draw(st.sampled_from(MUTATIONS))
     paths = _paths(doc)
+    if not paths:  # an earlier mutation left nothing to mutate (e.g. the spec is a scalar)
+        return backend
     path = draw(st.sampled_from(paths))
     old = _get(doc, path)
     label = "/".join(str(p) for p in path)
@@ -465,7 +475,7 @@ def _mutate_once(draw: st.DrawFn, backend: Backend) -> Backend:
         new = draw(st.one_of(BAD_STRINGS, st.just(old + " "), st.just(old.upper())))
         _set(doc, path, new)
         return Backend(name, doc, (*backend.mutations, f"{label}: {old!r} -> {new!r}"))
-    if how == "unknown":
+    if how == "unknown" and _dicts(doc):
         where = draw(st.sampled_from(_dicts(doc)))
         key = draw(UNKNOWN_KEYS)
         _get(doc, where)[key] = draw(WRONG_VALUES)

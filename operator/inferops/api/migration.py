@@ -12,7 +12,7 @@ import itertools
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from inferops.api.base import Model, cel, cel_rules
 
@@ -21,8 +21,36 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-"""A duration such as `30s`, `10m` or `1h30m`."""
+# The longest duration a schedule may use: a week, far below what CEL's duration() (Go's
+# int64 nanoseconds, about 292 years) can hold, so the API server and the model agree.
+MAX_DURATION = "168h"
+
+
+def _bounded(value: str) -> str:
+    if seconds(value) > seconds(MAX_DURATION):
+        raise ValueError(f"a duration may be at most {MAX_DURATION}")
+    return value
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_bounded),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "maxLength": 32,
+            "x-kubernetes-validations": [
+                cel(
+                    f"duration(self) <= duration('{MAX_DURATION}')",
+                    f"a duration may be at most {MAX_DURATION}",
+                )
+            ],
+        }
+    ),
+]
+"""A duration such as `30s`, `10m` or `1h30m`, at most a week."""
 
 MIN_INTERVAL = "10s"
 # `null` switches a gate off; without `nullable` the API server would default it back.

@@ -98,6 +98,23 @@ class CacheSpec(Model):
 class Toleration(Model):
     """A Kubernetes pod toleration."""
 
+    model_config = cel_rules(
+        cel(
+            "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            "a toleration without key must have operator Exists (it then tolerates every taint)",
+        ),
+        cel(
+            "!(has(self.operator) && self.operator == 'Exists' && has(self.value))",
+            "value must be empty with operator Exists",
+            ".value",
+        ),
+        cel(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies to effect NoExecute only",
+            ".tolerationSeconds",
+        ),
+    )
+
     key: str | None = None
     """Taint key the toleration applies to; empty with operator Exists matches all taints."""
     operator: Literal["Exists", "Equal"] | None = None
@@ -108,6 +125,17 @@ class Toleration(Model):
     """Taint effect to match; all effects when empty."""
     toleration_seconds: int | None = None
     """How long a NoExecute taint is tolerated before eviction."""
+
+    @model_validator(mode="after")
+    def _mirror_cel(self) -> Toleration:
+        # Mirrors the CEL rules, which are Kubernetes' own checks of a pod's tolerations.
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without key must have operator Exists")
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("value must be empty with operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies to effect NoExecute only")
+        return self
 
 
 class Resources(Model):
