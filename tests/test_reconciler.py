@@ -111,3 +111,16 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
     for task in reconciler._retries.values():
         task.cancel()
     await kube.http.aclose()
+
+
+async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
+    """The scrape source keeps a reading per consumer; a deleted backend's must go."""
+    forgotten: list[tuple[str, str]] = []
+
+    class Reader:
+        def forget(self, namespace: str, backend: str) -> None:
+            forgotten.append((namespace, backend))
+
+    reconciler = Reconciler(SlowKube(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
+    assert await reconciler.run("ns", "gone") is None
+    assert forgotten == [("ns", "gone")]

@@ -409,6 +409,8 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             if self.prober is not None:
                 self.prober.update(namespace, name, {})
+            if self.reader is not None:
+                self.reader.forget(namespace, name)
             return None  # deleted: the garbage collector removes the children
         body.setdefault("apiVersion", API_VERSION)
         body.setdefault("kind", KIND)

@@ -111,6 +111,11 @@ class MigrationReader:
             action=requested_action(body),
         )
 
+    def forget(self, namespace: str, backend: str) -> None:
+        """A deleted backend: its readings would otherwise stay in memory for good."""
+        self.source.forget(namespace, backend)
+        self.revisions.forget(namespace, backend)
+
     async def aclose(self) -> None:
         await self.source.aclose()
         await self.revisions.aclose()

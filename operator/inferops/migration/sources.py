@@ -63,6 +63,9 @@ class MetricsSource(Protocol):
         pod answers (an empty list would make "every router serves it" vacuously true)."""
         ...
 
+    def forget(self, namespace: str, backend: str) -> None:
+        """Drops what the source keeps of a backend (deleted)."""
+
     async def aclose(self) -> None:
         """Closes the source's connections."""
 
@@ -107,6 +110,9 @@ class PrometheusSource:
         """Close the HTTP client if this source created it."""
         if self._own_http:
             await self._http.aclose()
+
+    def forget(self, namespace: str, backend: str) -> None:
+        """Nothing to drop: Prometheus keeps the history."""
 
     def matchers(self, namespace: str, backend: str) -> str:
         return self.selector.format(namespace=_quote(namespace), backend=_quote(backend))
