@@ -62,24 +62,22 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-def _positive_int(name: str, raw: str) -> str:
+def _integer(name: str, raw: str, low: int, high: int | None, what: str) -> str:
     try:
         value = int(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{name} must be {what}, got {raw!r}")
     return str(value)
+
+
+def _positive_int(name: str, raw: str) -> str:
+    return _integer(name, raw, 1, None, "a positive integer")
 
 
 def _port(name: str, raw: str) -> str:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a TCP port number (1-65535), got {raw!r}") from None
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{name} must be a TCP port number (1-65535), got {raw!r}")
-    return str(value)
+    return _integer(name, raw, 1, 65535, "a TCP port number (1-65535)")
 
 
 def _fraction(name: str, raw: str) -> str:
