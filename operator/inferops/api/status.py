@@ -21,7 +21,7 @@ class Condition(Model):
     """A standard Kubernetes condition."""
 
     type: str
-    """Ready, Progressing, Degraded or InvalidSpec."""
+    """Ready, Progressing, Degraded, InvalidSpec, or Migrating (with spec.migration)."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
     reason: str
@@ -181,7 +181,8 @@ class InferenceBackendStatus(Model):
     phase: Phase = "Pending"
     """One-word summary: Pending, Progressing, Ready, Degraded or InvalidSpec."""
     conditions: list[Condition] = []
-    """Ready, Progressing, Degraded and InvalidSpec, with reason and message."""
+    """Ready, Progressing, Degraded, InvalidSpec and, with spec.migration, Migrating; each
+    with reason and message."""
     vllm: EngineStatus | None = None
     """The vLLM engine."""
     ollama: EngineStatus | None = None
