@@ -15,6 +15,16 @@ from inferops.kube import Kube, KubeError
 from inferops.reconcile import Reconciler
 
 
+class NoChildren:
+    """The watch cache; these resources are gone, so it is never read."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Any]:
+        raise AssertionError("a deleted resource's children are not read")
+
+    def wrote(self, namespace: str, name: str, replaced: Any, obj: Any) -> None:
+        raise AssertionError("nothing is written for a deleted resource")
+
+
 class SlowKube:
     """Answers every GET after a pause (the resource is gone), recording overlap."""
 
@@ -34,7 +44,7 @@ class SlowKube:
 
 async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None:
     kube = SlowKube()
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     first = asyncio.create_task(reconciler.run("ns", "a"))
     await asyncio.sleep(0)  # `first` holds the lock
     queued = asyncio.create_task(reconciler.run("ns", "a", coalesce=True))
@@ -48,7 +58,7 @@ async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None
 
 async def test_different_resources_run_concurrently() -> None:
     kube = SlowKube()
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     await asyncio.gather(*(reconciler.run("ns", name) for name in ("a", "b", "c")))
     assert kube.most_active == 3
     assert reconciler._locks == {}
@@ -70,7 +80,7 @@ class FlakyKube(SlowKube):
 
 async def test_failed_runs_are_retried_with_backoff_until_they_succeed() -> None:
     kube = FlakyKube(failures=2)
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     reconciler.retry_later("ns", "a", delay=0.01)
     reconciler.retry_later("ns", "a", delay=0.01)  # one pending retry per resource
     for _ in range(200):
@@ -101,7 +111,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
         return await real_get(url)
 
     kube.get = counting_get  # type: ignore[method-assign]
-    reconciler = Reconciler(kube, logging.getLogger("test"))
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))
     reconciler.retry_later("ns", "a", delay=0.01)
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -121,6 +131,6 @@ async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
         def forget(self, namespace: str, backend: str) -> None:
             forgotten.append((namespace, backend))
 
-    reconciler = Reconciler(SlowKube(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
+    reconciler = Reconciler(SlowKube(), NoChildren(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
     assert await reconciler.run("ns", "gone") is None
     assert forgotten == [("ns", "gone")]

@@ -13,13 +13,6 @@ from inferops.builders.common import DEFAULT_IMAGES, Images
 from inferops.migration.sources import DEFAULT_SELECTOR
 
 
-class _QuietChildEvents(logging.Filter):
-    """Drops kopf's INFO line for every successfully handled child event."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and "'child_changed'" in record.getMessage())
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
     parser.add_argument(
@@ -60,13 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.verbose:
         # One line per API call, or per pod status change, is debugging detail.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("kopf.objects").addFilter(_QuietChildEvents())
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(
+            namespaces=args.namespace,
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
             prometheus_url=args.prometheus_url,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -57,9 +58,12 @@ def apply_body(obj: Obj) -> bytes:
     return escaped.encode()
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+def path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """The URL of a collection or an object; namespace None: the collection across all
+    namespaces (for lists and watches)."""
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    out = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    scope = f"/namespaces/{namespace}" if namespace is not None else ""
+    out = f"{prefix}{scope}/{PLURALS[kind]}"
     return f"{out}/{name}" if name else out
 
 
@@ -108,8 +112,18 @@ class _ConfigAuth(httpx.Auth):
         yield request
 
 
+class WatchExpired(Exception):
+    """The version a watch started from is too old (410 Gone): list again."""
+
+
+# Watches are long-lived GETs: the server ends them after `timeoutSeconds`; a read that
+# waits this much longer than that means a dead peer.
+WATCH_MARGIN = 30.0
+
+
 class Kube:
-    """The operator's API client. Use `async with Kube.connect() as kube`."""
+    """The one Kubernetes API client of the operator, the router and the tooling. Use
+    `async with Kube.connect() as kube`."""
 
     def __init__(self, http: httpx.AsyncClient, field_manager: str) -> None:
         self.http = http
@@ -133,6 +147,8 @@ class Kube:
             verify=context,
             auth=_ConfigAuth(configuration),
             timeout=httpx.Timeout(30.0),
+            # Each watch holds a connection for minutes: no pool limit may starve requests.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
             headers={"Accept": "application/json", "User-Agent": field_manager},
         )
         return cls(http, field_manager)
@@ -162,11 +178,55 @@ class Kube:
         response = await self._request("GET", url)
         return None if response.status_code == 404 else dict(response.json())
 
-    async def list(self, url: str, label_selector: str) -> list[Obj]:
-        response = await self._request("GET", url, params={"labelSelector": label_selector})
+    async def list_versioned(
+        self, url: str, label_selector: str | None = None, field_selector: str | None = None
+    ) -> tuple[list[Obj], str]:
+        """The items and the list's resourceVersion, from which a watch continues."""
+        params = _selectors(label_selector, field_selector)
+        response = await self._request("GET", url, params=params)
         if response.status_code == 404:
-            return []
-        return list(response.json().get("items", []))
+            raise KubeError(404, f"{url} not found")
+        body = response.json()
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    async def watch(
+        self,
+        url: str,
+        version: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 290,
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """The changes after `version` as (type, object): ADDED, MODIFIED, DELETED and
+        BOOKMARK (whose object carries only the version reached). Ends when the server ends
+        the watch; raises WatchExpired when `version` is too old."""
+        params = {
+            **_selectors(label_selector, field_selector),
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        timeout = httpx.Timeout(10.0, read=timeout_seconds + WATCH_MARGIN)
+        try:
+            async with self.http.stream("GET", url, params=params, timeout=timeout) as response:
+                if response.status_code == 410:
+                    raise WatchExpired(url)
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise KubeError(response.status_code, response.text)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchExpired(url)
+                        raise KubeError(int(obj.get("code") or 500), str(obj.get("message")))
+                    yield kind, obj
+        except httpx.TransportError as error:
+            raise KubeError(0, f"watch of {url} broken: {error!r}") from error
 
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply, taking ownership of the fields the operator sets (force)."""
@@ -245,4 +305,21 @@ class Kube:
         return dict(response.json())
 
 
-__all__ = ["Kube", "KubeError", "Obj", "kubeconfig_namespace", "object_path", "path"]
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    params = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
+
+
+__all__ = [
+    "Kube",
+    "KubeError",
+    "Obj",
+    "WatchExpired",
+    "kubeconfig_namespace",
+    "object_path",
+    "path",
+]

@@ -11,8 +11,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -37,6 +39,8 @@ from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
 from inferops.validation import describe_errors, name_conflicts, service_name_clashes
 
+CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -60,17 +64,24 @@ def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
-async def _owned_children(kube: Kube, owner: Owner) -> dict[tuple[str, str], Obj]:
-    """Live objects this resource owns, by (kind, name)."""
-    selector = f"{BACKEND_LABEL}={owner.name}"
-    found: dict[tuple[str, str], Obj] = {}
-    for api_version, kind in CHILD_KINDS:
-        for obj in await kube.list(path(api_version, kind, owner.namespace), selector):
-            if _owned_by(obj, owner.uid):
-                obj.setdefault("apiVersion", api_version)
-                obj.setdefault("kind", kind)
-                found[(kind, obj["metadata"]["name"])] = obj
-    return found
+def _split(
+    owner: Owner, objects: Mapping[tuple[str, str], Obj]
+) -> tuple[dict[tuple[str, str], Obj], list[Obj]]:
+    """The children this resource owns, by (kind, name), and its pods."""
+    live = {
+        k: o for k, o in objects.items() if k[0] in CHILD_KIND_NAMES and _owned_by(o, owner.uid)
+    }
+    pods = [o for k, o in objects.items() if k[0] == "Pod"]
+    return live, pods
+
+
+class Children(Protocol):
+    """Where a reconciliation reads the children and pods of a resource (the watch cache),
+    and reports its own writes to them."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Obj]: ...
+
+    def wrote(self, namespace: str, name: str, replaced: Obj | None, obj: Obj | None) -> None: ...
 
 
 # A component's URL port in status; the router's URLs are the consumers' endpoints instead.
@@ -211,7 +222,7 @@ def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStat
     return [Event(kind, ready.reason, f"{previous.phase} -> {status.phase}: {ready.message}")]
 
 
-async def read(kube: Kube, body: Obj) -> Snapshot:
+async def read(kube: Kube, body: Obj, children: Children) -> Snapshot:
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     invalid: str | None = None
@@ -220,8 +231,7 @@ async def read(kube: Kube, body: Obj) -> Snapshot:
         spec = InferenceBackendSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         invalid = describe_errors(error)
-    live = await _owned_children(kube, owner)
-    pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
+    live, pods = _split(owner, children.objects(owner.namespace, owner.name))
     snap = Snapshot(owner, meta.get("generation"), spec, invalid, _previous_status(body), live,
                     pods)  # fmt: skip
     if spec is not None:
@@ -237,6 +247,7 @@ async def read(kube: Kube, body: Obj) -> Snapshot:
 async def reconcile(
     kube: Kube,
     body: Obj,
+    children: Children,
     log: logging.Logger,
     reader: MigrationReader | None = None,
     prober: Prober | None = None,
@@ -246,7 +257,7 @@ async def reconcile(
     """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
     consumers' spec weights apply)."""
     now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    snap = await read(kube, body)
+    snap = await read(kube, body, children)
     observations = None
     spec = snap.spec
     if reader is not None and spec is not None and spec.migration and snap.invalid is None:
@@ -260,7 +271,7 @@ async def reconcile(
 
     writes = 0
     if decision.desired is not None:
-        writes += await _apply(kube, decision.desired, dict(snap.live), log)
+        writes += await _apply(kube, decision.desired, dict(snap.live), log, children)
     if decision.status.migration is not None:
         metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
                                  decision.status)  # fmt: skip
@@ -289,25 +300,34 @@ async def reconcile(
 
 
 async def _apply(
-    kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj], log: logging.Logger
+    kube: Kube,
+    desired: list[Obj],
+    live: dict[tuple[str, str], Obj],
+    log: logging.Logger,
+    children: Children,
 ) -> int:
     """Applies what differs from the live objects, deletes owned objects no longer desired,
-    and keeps `live` current. Returns the number of writes."""
+    and tells `children` of each write. Returns the number of writes."""
     writes = 0
     for obj in desired:
-        key = (obj["kind"], obj["metadata"]["name"])
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["name"])
         current = live.get(key)
         if current is not None and contains(current, obj):
             continue
-        log.info("applying %s %s", *key)
-        live[key] = await kube.apply(obj)
+        log.info("%s/%s: applying %s %s", meta["namespace"], meta["labels"][BACKEND_LABEL], *key)
+        children.wrote(meta["namespace"], meta["labels"][BACKEND_LABEL], current,
+                       await kube.apply(obj))  # fmt: skip
         writes += 1
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    for key, obj in list(live.items()):
+    for key, obj in live.items():
         if key not in wanted:
-            log.info("deleting %s %s, no longer in the spec", *key)
+            meta = obj["metadata"]
+            backend = meta["labels"][BACKEND_LABEL]
+            log.info("%s/%s: deleting %s %s, no longer in the spec", meta["namespace"], backend,
+                     *key)  # fmt: skip
             await kube.delete(obj)
-            del live[key]
+            children.wrote(meta["namespace"], backend, obj, None)
             writes += 1
     return writes
 
@@ -319,22 +339,28 @@ def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStat
 
 
 MAX_RETRY_DELAY = 300.0
+SETTLE_SECONDS = 0.2
+"""How long a child change waits for the rest of its burst (a rollout changes a Deployment,
+its ReplicaSets and pods within milliseconds): one reconciliation then reads them all."""
 
 
 class Reconciler:
     """Runs reconciliations one at a time per resource, and coalesces bursts of child
-    events: while one waits for its turn, further triggers for the same resource are
-    dropped, since the waiting one will read the latest state anyway."""
+    events: they wait `SETTLE_SECONDS` for the rest of the burst, and while one run waits for
+    its turn, further triggers for the same resource are dropped, since the waiting one will
+    read the latest state anyway."""
 
     def __init__(
         self,
         kube: Kube,
+        children: Children,
         log: logging.Logger,
         reader: MigrationReader | None = None,
         prober: Prober | None = None,
         images: Images = DEFAULT_IMAGES,
     ) -> None:
         self.kube = kube
+        self.children = children
         self.log = log
         self.images = images
         self.reader = reader
@@ -363,6 +389,10 @@ class Reconciler:
                 self.retry_later(namespace, name, min(delay * 2, MAX_RETRY_DELAY))
 
         self._retries[key] = asyncio.create_task(later())
+
+    def poke(self, namespace: str, name: str) -> None:
+        """A child of the resource changed: reconcile it once its burst has settled."""
+        self.schedule(namespace, name, SETTLE_SECONDS)
 
     def schedule(self, namespace: str, name: str, delay: float) -> None:
         """Runs again in `delay` seconds (a migration's next sample or step); an earlier
@@ -417,8 +447,9 @@ class Reconciler:
         started = time.perf_counter()
         try:
             outcome = await reconcile(
-                self.kube, body, self.log, self.reader, self.prober, images=self.images
-            )
+                self.kube, body, self.children, self.log, self.reader, self.prober,
+                images=self.images,
+            )  # fmt: skip
         except KubeError as error:
             if error.namespace_terminating:
                 # Its deletion removes the resource too; recreating children is pointless.
