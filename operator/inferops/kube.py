@@ -125,9 +125,16 @@ class Kube:
     """The one Kubernetes API client of the operator, the router and the tooling. Use
     `async with Kube.connect() as kube`."""
 
-    def __init__(self, http: httpx.AsyncClient, field_manager: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        field_manager: str,
+        watch_http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`http` makes the requests, `watch_http` (default: `http`) holds the watches."""
         self.http = http
         self.field_manager = field_manager
+        self.watch_http = watch_http or http
 
     @classmethod
     def connect(
@@ -142,22 +149,33 @@ class Kube:
             context.verify_mode = ssl.CERT_NONE
         if configuration.cert_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        http = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=context,
-            auth=_ConfigAuth(configuration),
-            timeout=httpx.Timeout(30.0),
-            # Each watch holds a connection for minutes: no pool limit may starve requests.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
-            headers={"Accept": "application/json", "User-Agent": field_manager},
-        )
-        return cls(http, field_manager)
+
+        def client(limits: httpx.Limits) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=configuration.host,
+                verify=context,
+                auth=_ConfigAuth(configuration),
+                timeout=httpx.Timeout(30.0),
+                limits=limits,
+                headers={"Accept": "application/json", "User-Agent": field_manager},
+            )
+
+        # Requests share a few kept-alive connections: bursts wait for one rather than
+        # opening more (a new connection costs a TLS handshake, and the pool scans all of its
+        # connections on every request: at hundreds of backends each was a sixth of the
+        # operator's CPU). Each watch holds a connection for minutes, so they get their own.
+        requests = httpx.Limits(max_connections=16, max_keepalive_connections=16,
+                                keepalive_expiry=60.0)  # fmt: skip
+        watches = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        return cls(client(requests), field_manager, client(watches))
 
     async def __aenter__(self) -> Kube:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
+        if self.watch_http is not self.http:
+            await self.watch_http.aclose()
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -209,7 +227,9 @@ class Kube:
         }
         timeout = httpx.Timeout(10.0, read=timeout_seconds + WATCH_MARGIN)
         try:
-            async with self.http.stream("GET", url, params=params, timeout=timeout) as response:
+            async with self.watch_http.stream(
+                "GET", url, params=params, timeout=timeout
+            ) as response:
                 if response.status_code == 410:
                     raise WatchExpired(url)
                 if response.status_code >= 400:

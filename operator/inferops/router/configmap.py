@@ -5,7 +5,8 @@ from the last version seen; on `410 Gone` (that version is too old), list again.
 therefore reaches the router as one watch event, within milliseconds of the operator's write,
 without a restart and without waiting for the kubelet to refresh a mounted volume (which takes
 up to a minute). Credentials come from the same client as the operator's (`inferops.kube`):
-the pod's service account, else KUBECONFIG. The router needs `get`, `list` and `watch` on that one ConfigMap.
+the pod's service account, else KUBECONFIG. The router needs `get`, `list` and `watch` on that
+one ConfigMap.
 """
 
 from __future__ import annotations
