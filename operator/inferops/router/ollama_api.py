@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from inferops.router import errors, translate
+from inferops.router import errors, modelinfo, translate
 from inferops.router.errors import OLLAMA, RouterError
 from inferops.router.proxy import Intake, handle, json_response
 from inferops.router.relay import relay
@@ -190,7 +190,7 @@ def tags(state: RouterState) -> Handler:
         if routes is None:
             return errors.render(OLLAMA, errors.no_table())
         names = [routes.model, *routes.table.aliases]
-        return json_response({"models": [translate.tag(n, state.loaded_at) for n in names]})
+        return json_response({"models": [modelinfo.tag(n, state.loaded_at) for n in names]})
 
     return handler
 
