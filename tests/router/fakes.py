@@ -42,6 +42,14 @@ class Behaviour:
     """Stream this many content chunks, then drop the connection (a crash mid-stream)."""
     chunk_delay: float = 0.0
     words: list[str] = field(default_factory=list)
+    max_model_len: int = 2048
+    """What `/v1/models` reports (vLLM's field)."""
+    loaded: bool = True
+    """Whether Ollama's `/api/ps` lists the model."""
+    context_length: int = 4096
+    """The context Ollama's `/api/ps` reports the model loaded with."""
+    show: dict[str, Any] = field(default_factory=lambda: dict(OLLAMA_SHOW))
+    """Ollama's `/api/show` answer for the model."""
 
 
 # Shaped like Ollama's `/api/show` answer for llama3.2:3b (its docs/api.md and api/types.go):
@@ -93,6 +101,10 @@ class FakeEngine:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        if self.name == "ollama":  # vLLM has no Ollama API: asking it would be the bug
+            app.router.add_post("/api/show", self._show)
+            app.router.add_get("/api/ps", self._ps)
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1
         )
@@ -128,6 +140,60 @@ class FakeEngine:
             }
             return body, web.json_response({"error": error}, status=b.fail_status)
         return body, None
+
+    async def _info(self, request: web.Request) -> web.Response | None:
+        """What the metadata endpoints share: record, wait, fail as told."""
+        body = await request.json() if request.can_read_body else {}
+        self.seen.append(Seen(request.path, body, dict(request.headers)))
+        b = self.behaviour
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.fail_status:
+            error = {"message": f"{self.name} failed on purpose", "code": b.fail_status}
+            return web.json_response({"error": error}, status=b.fail_status)
+        return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        failed = await self._info(request)
+        if failed:
+            return failed
+        model = {
+            "id": "llama3.2",
+            "object": "model",
+            "created": 0,
+            "owned_by": "vllm",
+            "root": "meta-llama/Llama-3.2-3B-Instruct",
+            "parent": None,
+            "max_model_len": self.behaviour.max_model_len,
+            "permission": [],
+        }
+        return web.json_response({"object": "list", "data": [model]})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        failed = await self._info(request)
+        if failed:
+            return failed
+        if self.seen[-1].body.get("model") != "llama3.2":  # Ollama knows the logical name only
+            return web.json_response({"error": "model not found"}, status=404)
+        return web.json_response(self.behaviour.show)
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        failed = await self._info(request)
+        if failed:
+            return failed
+        if not self.behaviour.loaded:
+            return web.json_response({"models": []})
+        entry = {
+            "name": "llama3.2:latest",
+            "model": "llama3.2:latest",
+            "size": 3_400_000_000,
+            "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+            "details": self.behaviour.show["details"],
+            "expires_at": "2030-01-01T00:00:00.000000000Z",
+            "size_vram": 3_000_000_000,
+            "context_length": self.behaviour.context_length,
+        }
+        return web.json_response({"models": [entry]})
 
     def _tool_call_requested(self, body: dict[str, Any]) -> bool:
         return bool(body.get("tools"))
