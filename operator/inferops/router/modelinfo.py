@@ -191,7 +191,7 @@ def context_length(facts: Facts, with_trained: bool) -> int | None:
 
 def show_request(doc: Json, model_names: frozenset[str], served: str) -> bool:
     """Checks a `/api/show` request body; returns whether it asks for the verbose answer."""
-    # `name` is the field's name before Ollama 0.4, still accepted by Ollama.
+    # `name` is the field's older, deprecated name, which Ollama still accepts.
     model = doc.get("model") or doc.get("name")
     if not isinstance(model, str) or not model:
         raise errors.bad_request("the request names no 'model'")
@@ -224,7 +224,8 @@ def show_answer(facts: Facts, apis: Iterable[str], loaded_at: float) -> Json:
     details = _details(show)
     if not details.get("family"):
         # Clients look the context length up under `<details.family>.context_length` as
-        # often as under `<general.architecture>.context_length`: keep the two equal.
+        # often as under `<general.architecture>.context_length`: a family left empty
+        # would hide it from the former.
         details["family"] = arch
     out.update(
         details=details,
