@@ -19,7 +19,7 @@ from inferops.api.status import InferenceBackendStatus
 from inferops.builders import NetworkPolicyConfig, Owner, desired_children
 from inferops.builders.common import SPEC_HASH_ANNOTATION
 from inferops.builders.network_policy import Peer, engine_policy, parse_peers
-from inferops.reconcile import Snapshot, decide
+from inferops.reconcile import Snapshot, decide, read
 from tests.conftest import OWNER, make_spec
 
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
@@ -190,3 +190,31 @@ def test_bad_configuration_stops_the_operator_at_start(
     with pytest.raises(SystemExit):  # scrapers named, policy off: a mistake, not a no-op
         parse_args(["--network-policy-metrics-from", json.dumps([MONITORING])])
     assert "needs --network-policy" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- someone else's policy
+
+
+class ForeignPolicyKube:
+    """The API as read() sees it: no children yet, and a NetworkPolicy `llama32-engines`
+    that belongs to someone else (e.g. made by hand from an earlier SECURITY.md example)."""
+
+    async def list(self, path: str, selector: str = "") -> list[dict[str, Any]]:
+        return []
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        if path.endswith("/networkpolicies/llama32-engines"):
+            return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
+        return None
+
+
+BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
+        "spec": {"model": "llama3.2", "vllm": {"model": "m"}}}  # fmt: skip
+
+
+async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
+    kube: Any = ForeignPolicyKube()
+    snap = await read(kube, BODY, NetworkPolicyConfig())
+    assert snap.invalid is not None
+    assert "NetworkPolicy llama32-engines already exists and is not owned" in snap.invalid
+    assert (await read(kube, BODY)).invalid is None  # off: the name is not ours to want
