@@ -179,6 +179,9 @@ def test_the_environment_as_the_chart_sets_it(clean_env: pytest.MonkeyPatch) -> 
     clean_env.setenv("INFEROPS_NETWORK_POLICY", "false")
     clean_env.setenv("INFEROPS_NETWORK_POLICY_METRICS_FROM", "")
     assert parse_args([]).network_policy_config is None
+    clean_env.setenv("INFEROPS_NETWORK_POLICY", "on")  # neither: not silently off
+    with pytest.raises(SystemExit, match="INFEROPS_NETWORK_POLICY='on': expected true or false"):
+        parse_args([])
 
 
 def test_bad_configuration_stops_the_operator_at_start(

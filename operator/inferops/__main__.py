@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import kopf
 
@@ -21,9 +22,13 @@ def _peers(text: str) -> tuple[Peer, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _flag(value: str | None) -> bool:
-    """An environment variable's boolean, as the chart writes it ("true"/"false")."""
-    return (value or "").strip().lower() in ("1", "true", "yes")
+def _flag(variable: str) -> bool:
+    """An environment variable's boolean, as the chart writes it ("true"); a value that is
+    neither true nor false stops the operator rather than meaning off."""
+    value = os.environ.get(variable, "").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "no", "yes"):
+        sys.exit(f"{variable}={value!r}: expected true or false")
+    return value in ("1", "true", "yes")
 
 
 class _QuietChildEvents(logging.Filter):
@@ -71,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )  # fmt: skip
     parser.add_argument(
         "--network-policy", action=argparse.BooleanOptionalAction,
-        default=_flag(os.environ.get("INFEROPS_NETWORK_POLICY")),
+        default=_flag("INFEROPS_NETWORK_POLICY"),
         help="give every InferenceBackend a NetworkPolicy that lets its engines accept only "
         "its router pods (and --network-policy-metrics-from); without it, the policies built "
         "earlier are deleted (env INFEROPS_NETWORK_POLICY=true; default: %(default)s)",
