@@ -73,10 +73,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
     memo.reader = MigrationReader(source, revisions, log)
     memo.prober = Prober(log, router_url)
+    network_policy = memo.get("network_policy")
     memo.reconciler = Reconciler(
         memo.kube, memo.cache, log, memo.reader, memo.prober,
-        images=memo.get("images", DEFAULT_IMAGES),
+        images=memo.get("images", DEFAULT_IMAGES), network_policy=network_policy,
     )  # fmt: skip
+    log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))
 

@@ -30,6 +30,7 @@ from inferops.builders.common import (
     child_name,
     service_url,
 )
+from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.drift import contains
 from inferops.kube import Kube, KubeError, Obj, path
 from inferops.migration import planner
@@ -171,6 +172,7 @@ def decide(
     migration: Observations | None,
     now: datetime,
     images: Images = DEFAULT_IMAGES,
+    network_policy: NetworkPolicyConfig | None = None,
 ) -> Decision:
     """The pure middle of a reconciliation: from what was read to what to write."""
     spec, owner, previous = snap.spec, snap.owner, snap.previous
@@ -198,7 +200,7 @@ def decide(
                 update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
             )
     weights = {c.name: c.weight for c in consumers}
-    desired = desired_children(spec, owner, ready, weights, images)
+    desired = desired_children(spec, owner, ready, weights, images, network_policy)
     status = compute(
         generation=snap.generation,
         engines=_observe(owner, _components(spec), snap.live, snap.pods),
@@ -222,7 +224,9 @@ def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStat
     return [Event(kind, ready.reason, f"{previous.phase} -> {status.phase}: {ready.message}")]
 
 
-async def read(kube: Kube, body: Obj, children: Children) -> Snapshot:
+async def read(
+    kube: Kube, body: Obj, children: Children, network_policy: NetworkPolicyConfig | None = None
+) -> Snapshot:
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     invalid: str | None = None
@@ -237,7 +241,7 @@ async def read(kube: Kube, body: Obj, children: Children) -> Snapshot:
     if spec is not None:
         # Child names do not depend on weights or readiness.
         conflicts = service_name_clashes(spec, owner) or await name_conflicts(
-            kube, desired_children(spec, owner), live
+            kube, desired_children(spec, owner, network_policy=network_policy), live
         )
         if conflicts:
             snap = replace(snap, invalid=conflicts)
@@ -253,11 +257,12 @@ async def reconcile(
     prober: Prober | None = None,
     now: datetime | None = None,
     images: Images = DEFAULT_IMAGES,
+    network_policy: NetworkPolicyConfig | None = None,
 ) -> Outcome:
     """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
     consumers' spec weights apply)."""
     now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    snap = await read(kube, body, children)
+    snap = await read(kube, body, children, network_policy)
     observations = None
     spec = snap.spec
     if reader is not None and spec is not None and spec.migration and snap.invalid is None:
@@ -265,7 +270,7 @@ async def reconcile(
         observations = await reader.observe(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
-    decision = decide(snap, observations, now, images)
+    decision = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 
@@ -358,11 +363,13 @@ class Reconciler:
         reader: MigrationReader | None = None,
         prober: Prober | None = None,
         images: Images = DEFAULT_IMAGES,
+        network_policy: NetworkPolicyConfig | None = None,
     ) -> None:
         self.kube = kube
         self.children = children
         self.log = log
         self.images = images
+        self.network_policy = network_policy
         self.reader = reader
         self.prober = prober
         self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
@@ -448,7 +455,7 @@ class Reconciler:
         try:
             outcome = await reconcile(
                 self.kube, body, self.children, self.log, self.reader, self.prober,
-                images=self.images,
+                images=self.images, network_policy=self.network_policy,
             )  # fmt: skip
         except KubeError as error:
             if error.namespace_terminating:

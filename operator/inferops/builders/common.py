@@ -20,8 +20,14 @@ SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 BACKEND_LABEL = f"{GROUP}/backend"
 COMPONENT_LABEL = f"{GROUP}/component"
 MANAGED_BY = "inferops-operator"
-# What each component is, for the app.kubernetes.io/component label.
-ROLES = {"vllm": "inference-engine", "ollama": "inference-engine", "router": "router"}
+# What each component is, for the app.kubernetes.io/component label ("engines": the
+# NetworkPolicy in front of both engines).
+ROLES = {
+    "vllm": "inference-engine",
+    "ollama": "inference-engine",
+    "router": "router",
+    "engines": "inference-engine",
+}
 
 
 # Default images, pinned: the operator's configuration (set by the Helm chart) overrides them,
