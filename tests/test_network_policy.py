@@ -199,11 +199,8 @@ def test_bad_configuration_stops_the_operator_at_start(
 
 
 class ForeignPolicyKube:
-    """The API as read() sees it: no children yet, and a NetworkPolicy `llama32-engines`
-    that belongs to someone else (e.g. made by hand from an earlier SECURITY.md example)."""
-
-    async def list(self, path: str, selector: str = "") -> list[dict[str, Any]]:
-        return []
+    """The API as read() sees it: a NetworkPolicy `llama32-engines` that belongs to someone
+    else (e.g. made by hand from an earlier SECURITY.md example)."""
 
     async def get(self, path: str) -> dict[str, Any] | None:
         if path.endswith("/networkpolicies/llama32-engines"):
@@ -215,9 +212,19 @@ BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "ge
         "spec": {"model": "llama3.2", "vllm": {"model": "m"}}}  # fmt: skip
 
 
+class NoChildren:
+    """The watch cache before anything was created."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Any]:
+        return {}
+
+    def wrote(self, namespace: str, name: str, replaced: Any, obj: Any) -> None: ...
+
+
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
     kube: Any = ForeignPolicyKube()
-    snap = await read(kube, BODY, NetworkPolicyConfig())
+    snap = await read(kube, BODY, NoChildren(), NetworkPolicyConfig())
     assert snap.invalid is not None
     assert "NetworkPolicy llama32-engines already exists and is not owned" in snap.invalid
-    assert (await read(kube, BODY)).invalid is None  # off: the name is not ours to want
+    # Off: the name is not ours to want.
+    assert (await read(kube, BODY, NoChildren())).invalid is None
