@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from inferops.builders.common import BACKEND_LABEL
@@ -32,7 +31,7 @@ def obj(kind: str, name: str, backend: str | None, namespace: str = "ai", **extr
 class Cached:
     def __init__(self, api: FakeKubeApi, namespaces: list[str] | None = None) -> None:
         self.changes: list[tuple[str, str]] = []
-        self.kube = Kube(httpx.AsyncClient(base_url=api.url), "test")
+        self.kube = Kube(api.url, "test")
         self.cache = ChildCache(self.kube, WATCHED, SELECTOR, namespaces,
                                 on_change=lambda ns, n: self.changes.append((ns, n)),
                                 log=logging.getLogger("test"), max_backoff=0.05)  # fmt: skip
@@ -136,4 +135,3 @@ async def test_watches_only_the_namespaces_it_is_given(api: FakeKubeApi) -> None
     finally:
         await state.cache.stop()
         await state.kube.__aexit__()
-

@@ -8,7 +8,6 @@ import logging
 import socket
 from typing import Any
 
-import httpx
 import pytest
 
 from inferops.kube import Kube, KubeError
@@ -97,7 +96,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    kube = Kube(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}"), "test")
+    kube = Kube(f"http://127.0.0.1:{port}", "test")
     with pytest.raises(KubeError) as raised:
         await kube.get("/api/v1/namespaces/ns/pods")
     assert raised.value.status == 0 and "unreachable" in raised.value.message
@@ -120,7 +119,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
     assert attempts >= 2  # failed, then tried again (after 0.02 s of backoff)
     for task in reconciler._retries.values():
         task.cancel()
-    await kube.http.aclose()
+    await kube.__aexit__()
 
 
 async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:

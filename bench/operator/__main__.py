@@ -94,11 +94,8 @@ async def create_all(kube: Kube, n: int) -> None:
     limit = asyncio.Semaphore(20)
 
     async def one(index: int) -> None:
-        body = workload.backend(index)
-        url = f"/apis/{GROUP}/{VERSION}/namespaces/{body['metadata']['namespace']}/{PLURAL}"
         async with limit:
-            response = await kube.http.post(url, json=body)
-            response.raise_for_status()
+            await kube.create(workload.backend(index))
 
     await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -128,15 +125,9 @@ async def time_spec_change(kube: Kube, attempt: int) -> float:
     body = workload.backend(0)
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     value = 4096 + attempt
-    url = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}"
     deployment = f"/apis/apps/v1/namespaces/{ns}/deployments/{name}-vllm"
     started = time.perf_counter()
-    response = await kube.http.patch(
-        url,
-        json={"spec": {"vllm": {"maxModelLen": value}}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-    response.raise_for_status()
+    await kube.merge_patch(body, {"spec": {"vllm": {"maxModelLen": value}}})
     while time.perf_counter() - started < 60:
         current = await kube.get(deployment)
         if current and str(value) in json.dumps(current["spec"]["template"]["spec"]):

@@ -56,7 +56,7 @@ async def api() -> AsyncIterator[FakeKubeApi]:
 @pytest.fixture
 async def running(api: FakeKubeApi) -> AsyncIterator[Sink]:
     sink = Sink()
-    kube = Kube(httpx.AsyncClient(base_url=api.url), "test")
+    kube = Kube(api.url, "test")
     task = asyncio.create_task(ConfigMapSource(NS, NAME, kube=kube, max_backoff=0.05).run(sink))
     yield sink
     task.cancel()
@@ -151,7 +151,7 @@ async def test_router_follows_the_configmap_without_restart(
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
     api.put(NAME, {"routes.json": json.dumps(table)})
-    kube = Kube(httpx.AsyncClient(base_url=api.url), "test")
+    kube = Kube(api.url, "test")
     state = RouterState()
     server = RouterServer(state, ConfigMapSource(NS, NAME, kube=kube), grace_seconds=1)
     await server.start()
