@@ -142,11 +142,12 @@ def reconciles(operator: OperatorProcess) -> float:
 
 
 async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
-                  operator: OperatorProcess, stats: ProcessStats, audit_log: Path
-                  ) -> dict[str, Any]:  # fmt: skip
+                  operator: OperatorProcess, stats: ProcessStats, audit_log: Path,
+                  cluster: dict[str, ProcessStats]) -> dict[str, Any]:  # fmt: skip
     kube = Kube.connect(field_manager="inferops-bench", config_file=str(kubeconfig))
     try:
         cpu_before, reconciles_before = stats.cpu_seconds(), reconciles(operator)
+        cluster_before = {name: p.cpu_seconds() for name, p in cluster.items()}
         profiler = None
         if args.profile and n == max(args.sizes):
             profiler = profile.Profiler(stats.pid, args.workdir / f"operator-{n}.stacks")
@@ -160,6 +161,8 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
             (args.out / "operator-profile.txt").write_text(profile.summary(profiler.raw))
         ready_at = time.time()
         cpu = stats.cpu_seconds() - cpu_before
+        cluster_cpu = {name: round(p.cpu_seconds() - cluster_before[name], 1)
+                       for name, p in cluster.items()}  # fmt: skip
         rss_ready = stats.peak_rss_mib()
         runs = reconciles(operator) - reconciles_before
         await asyncio.sleep(2.0)  # the audit log is written asynchronously
@@ -179,6 +182,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         "created_seconds": round(created, 2),
         "ready_seconds": round(ready, 2),
         "operator_cpu_seconds": round(cpu, 2),
+        "cluster_cpu_seconds": cluster_cpu,
         "peak_rss_mib": round(stats.peak_rss_mib(), 1),
         "peak_rss_mib_at_ready": round(rss_ready, 1),
         "reconciles": int(runs),
@@ -223,8 +227,10 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         operator.start()
         assert operator.process.pid is not None
         stats = ProcessStats(operator.process.pid)
+        # Where the rest of the time goes: the control plane's own processes.
+        components = {name: ProcessStats(pid) for name, pid in cluster.pids().items()}
         result = asyncio.run(measure(n, args, cluster.kubeconfig, operator, stats,
-                                     state / "audit.log"))  # fmt: skip
+                                     state / "audit.log", components))  # fmt: skip
         result["nodes"] = {"gpu": layout.gpu_nodes, "cpu": layout.cpu_nodes}
         log.info("%s", json.dumps(result))
         return result

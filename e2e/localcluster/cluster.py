@@ -311,6 +311,10 @@ class Cluster:
             )
         return result
 
+    def pids(self) -> dict[str, int]:
+        """The component processes this object started, by name (for measuring them)."""
+        return {name: record.pid for name, record in self._records.items()}
+
     def is_running(self) -> bool:
         """Return whether every component runs and answers its health check."""
         return all(s.running and s.healthy for s in self.status())
