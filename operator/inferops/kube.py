@@ -122,8 +122,15 @@ WATCH_MARGIN = 30.0
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: Any
-    """The decoded JSON, or the text when the answer is not JSON."""
+    text: str
+
+    @property
+    def body(self) -> Any:
+        """The decoded JSON, or the text when the answer is not JSON."""
+        try:
+            return json.loads(self.text) if self.text else None
+        except ValueError:
+            return self.text
 
 
 class Kube:
@@ -203,7 +210,7 @@ class Kube:
             if session is not None:
                 await session.close()
 
-    async def _request(
+    async def request(
         self,
         method: str,
         url: str,
@@ -211,30 +218,35 @@ class Kube:
         json_body: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Response:
+        """One request, whatever the status it gets (callers that want errors raised use
+        the verbs below). A transport failure (refused, reset, timed out) is KubeError(0)."""
         sent = dict(headers or {})
         if json_body is not None:
             content = json.dumps(json_body).encode()
             sent.setdefault("Content-Type", "application/json")
+        session = self._session()
+        # The session's 30 s unless told otherwise (None would mean no limit at all).
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout else session.timeout
         try:
-            async with self._session().request(
+            async with session.request(
                 method, self.base_url + url, params=params, data=content,
-                headers=self._headers(sent),
+                headers=self._headers(sent), timeout=limit,
             ) as answer:  # fmt: skip
-                text = await answer.text()
-                status = answer.status
+                return Response(answer.status, await answer.text())
         except (aiohttp.ClientError, TimeoutError) as error:
-            # Connection refused or reset, a timeout: a KubeError like any other failed
-            # call, so every caller's retry applies to it too.
+            # A KubeError like any other failed call, so every caller's retry applies.
             raise KubeError(0, f"API server unreachable: {error!r}") from error
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = text
-        if status >= 400 and status != 404:
-            message = body.get("message", text) if isinstance(body, dict) else text
-            raise KubeError(status, message)
-        return Response(status, body)
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> Response:
+        """`request`, raising KubeError for an error status other than 404."""
+        response = await self.request(method, url, **kwargs)
+        if response.status >= 400 and response.status != 404:
+            body = response.body
+            message = body.get("message", response.text) if isinstance(body, dict) else body
+            raise KubeError(response.status, str(message))
+        return response
 
     async def get(self, url: str) -> Obj | None:
         response = await self._request("GET", url)
