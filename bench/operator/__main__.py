@@ -136,6 +136,23 @@ async def time_spec_change(kube: Kube, attempt: int) -> float:
     raise TimeoutError(f"{name}-vllm did not get maxModelLen {value} within 60 s")
 
 
+async def restart_at_rest(n: int, operator: OperatorProcess, audit_log: Path) -> dict[str, Any]:
+    """Restarts the operator with every backend Ready: how long until it has looked at each
+    one again (kopf's resume), and what that cost in requests and writes."""
+    await asyncio.to_thread(operator.stop)
+    started = time.time()
+    await asyncio.to_thread(operator.start)
+    while reconciles(operator) < n:
+        if time.time() - started > 600:
+            raise TimeoutError(f"{reconciles(operator):.0f}/{n} resumed after a restart")
+        await asyncio.sleep(0.5)
+    done = time.time()
+    await asyncio.sleep(5.0)  # late child-event runs, then the audit log's flush
+    requests = audit.operator_requests(audit_log, started, time.time() - 2.0)
+    return {"seconds": round(done - started, 1), "requests_by_verb": requests,
+            "writes": audit.writes(requests)}  # fmt: skip
+
+
 def reconciles(operator: OperatorProcess) -> float:
     return total(scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics"),
                  "inferops_reconciles_total") or 0.0  # fmt: skip
@@ -175,6 +192,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         await asyncio.sleep(2.0)
         at_rest = audit.operator_requests(audit_log, rest_start, rest_end)
         changes = [await time_spec_change(kube, i) for i in range(args.changes)]
+        restart = await restart_at_rest(n, operator, audit_log)
     finally:
         await kube.__aexit__()
     return {
@@ -193,6 +211,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         "rest_seconds": round(rest_end - rest_start, 1),
         "requests_at_rest": at_rest,
         "writes_per_minute_at_rest": round(audit.writes(at_rest) * 60 / (rest_end - rest_start), 2),
+        "restart": restart,
         "change_seconds": {
             "min": round(min(changes), 3),
             "median": round(statistics.median(changes), 3),
