@@ -192,6 +192,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         await asyncio.sleep(2.0)
         at_rest = audit.operator_requests(audit_log, rest_start, rest_end)
         changes = [await time_spec_change(kube, i) for i in range(args.changes)]
+        peak_rss = stats.peak_rss_mib()  # of this process: the restart makes another
         restart = await restart_at_rest(n, operator, audit_log)
     finally:
         await kube.__aexit__()
@@ -201,7 +202,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         "ready_seconds": round(ready, 2),
         "operator_cpu_seconds": round(cpu, 2),
         "cluster_cpu_seconds": cluster_cpu,
-        "peak_rss_mib": round(stats.peak_rss_mib(), 1),
+        "peak_rss_mib": round(peak_rss, 1),
         "peak_rss_mib_at_ready": round(rss_ready, 1),
         "reconciles": int(runs),
         "requests_by_verb": requests,
