@@ -319,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
     results = []
-    for n in args.sizes:
-        results.append(run_size(n, args))
     args.out.mkdir(parents=True, exist_ok=True)
     name = "operator-quick" if args.quick else "operator"
-    document = {"targets": TARGETS, "cpus": os.cpu_count(), "results": results}
-    (args.out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    for n in args.sizes:
+        results.append(run_size(n, args))
+        # Written after every size: a later failure keeps what was measured.
+        document = {"targets": TARGETS, "cpus": os.cpu_count(), "results": results}
+        (args.out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
     plot(results, args.out / f"{name}.png")
     print(table(results))
     return 0
