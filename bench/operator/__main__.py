@@ -193,6 +193,9 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         at_rest = audit.operator_requests(audit_log, rest_start, rest_end)
         changes = [await time_spec_change(kube, i) for i in range(args.changes)]
         peak_rss = stats.peak_rss_mib()  # of this process: the restart makes another
+        # The changed backend's rollout first: its status would change during the restart.
+        await wait_ready(kube, n, time.time(), args.timeout)
+        await asyncio.sleep(5.0)
         restart = await restart_at_rest(n, operator, audit_log)
     finally:
         await kube.__aexit__()
