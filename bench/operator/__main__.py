@@ -35,7 +35,7 @@ from e2e.process import free_port
 
 from bench.operator import audit, profile, workload
 from inferops.api import GROUP, PLURAL, VERSION
-from inferops.kube import Kube
+from inferops.kube import Kube, KubeError
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -106,9 +106,12 @@ async def ready_count(kube: Kube) -> int:
 
 
 async def wait_ready(kube: Kube, n: int, started: float, timeout: float) -> float:
-    last = -1
+    last = ready = -1
     while True:
-        ready = await ready_count(kube)
+        try:
+            ready = await ready_count(kube)
+        except KubeError as error:  # an API server busy with thousands of pods: ask again
+            log.warning("counting Ready backends: %s", error)
         elapsed = time.time() - started
         if ready != last:
             log.info("%5.1fs  %d/%d Ready", elapsed, ready, n)
