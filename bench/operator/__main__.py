@@ -95,7 +95,17 @@ async def create_all(kube: Kube, n: int) -> None:
 
     async def one(index: int) -> None:
         async with limit:
-            await kube.create(workload.backend(index))
+            for attempt in range(5):
+                try:
+                    await kube.create(workload.backend(index))
+                    return
+                except KubeError as error:
+                    if error.status == 409 and attempt:  # the timed-out try got through
+                        return
+                    if error.status not in (0, 429, 500, 503, 504) or attempt == 4:
+                        raise
+                    log.warning("creating backend %d: %s; again", index, error)
+                    await asyncio.sleep(1.0 + attempt)
 
     await asyncio.gather(*(one(i) for i in range(n)))
 
