@@ -194,6 +194,9 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         cluster_cpu = {name: round(p.cpu_seconds() - cluster_before[name], 1)
                        for name, p in cluster.items()}  # fmt: skip
         rss_ready = stats.peak_rss_mib()
+        page = scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics")
+        cache = {"objects": int(page.get("inferops_cache_objects", 0)),
+                 "mib": round(page.get("inferops_cache_bytes", 0) / 2**20, 1)}  # fmt: skip
         runs = reconciles(operator) - reconciles_before
         await asyncio.sleep(2.0)  # the audit log is written asynchronously
         requests = audit.operator_requests(audit_log, started, ready_at)
@@ -220,6 +223,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         "cluster_cpu_seconds": cluster_cpu,
         "peak_rss_mib": round(peak_rss, 1),
         "peak_rss_mib_at_ready": round(rss_ready, 1),
+        "cache": cache,
         "reconciles": int(runs),
         "requests_by_verb": requests,
         "requests_per_reconcile": {v: round(c / runs, 3) for v, c in requests.items()}

@@ -344,6 +344,8 @@ def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStat
 
 
 MAX_RETRY_DELAY = 300.0
+MAX_CONCURRENT = 32
+"""Reconciliations running at once; more would only queue for the API client's connections."""
 SETTLE_SECONDS = 0.2
 """How long a child change waits for the rest of its burst (a rollout changes a Deployment,
 its ReplicaSets and pods within milliseconds): one reconciliation then reads them all."""
@@ -377,6 +379,9 @@ class Reconciler:
         self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
         self._retries: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A thousand resources created at once would otherwise each hold their built
+        # children while waiting for the API: memory the allocator keeps afterwards.
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def retry_later(self, namespace: str, name: str, delay: float = 5.0) -> None:
         """Runs again after `delay`, doubling it (up to 5 minutes) while the API keeps
@@ -431,7 +436,8 @@ class Reconciler:
         self._queued.add(key)
         self._users[key] += 1
         try:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._locks.setdefault(key, asyncio.Lock()), self._slots:
+                # Triggers that came while this run waited are covered by what it reads now.
                 self._queued.discard(key)
                 return await self._reconcile(namespace, name)
         finally:
