@@ -35,7 +35,12 @@ from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
-from inferops.validation import describe_errors, name_conflicts, service_name_clashes
+from inferops.validation import (
+    describe_errors,
+    name_conflicts,
+    refused_children,
+    service_name_clashes,
+)
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,12 @@ async def reconcile(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
     decision = decide(snap, observations, now, images)
+    if decision.desired is not None and (
+        refused := await refused_children(kube, decision.desired, snap.live)
+    ):
+        # A child the API server refuses: apply none of them, as for any invalid spec.
+        snap = replace(snap, invalid=refused)
+        decision = decide(snap, observations, now, images)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 
