@@ -38,7 +38,12 @@ from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
-from inferops.validation import describe_errors, name_conflicts, service_name_clashes
+from inferops.validation import (
+    describe_errors,
+    name_conflicts,
+    refused_children,
+    service_name_clashes,
+)
 
 CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
 
@@ -271,6 +276,18 @@ async def reconcile(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
     decision = decide(snap, observations, now, images, network_policy)
+    # A spec's children are tried (dry run) once, when the spec is new or was refused: later
+    # changes (weights, readiness) come from a spec the API server already accepted, and a
+    # dry run per changed child would double the requests of every reconciliation.
+    untried = (snap.generation != snap.previous.observed_generation
+               or snap.previous.phase == "InvalidSpec")  # fmt: skip
+    refused = ""
+    if decision.desired is not None and untried:
+        refused = await refused_children(kube, decision.desired, snap.live)
+    if refused:
+        # A child the API server refuses: apply none of them, as for any invalid spec.
+        snap = replace(snap, invalid=refused)
+        decision = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 

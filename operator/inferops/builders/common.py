@@ -165,8 +165,8 @@ def scheduling(workload: WorkloadSpec, gpus: int) -> Obj:
         out["nodeSelector"] = dict(sorted(workload.node_selector.items()))
     if tolerations_ := tolerations(workload, gpus):
         out["tolerations"] = tolerations_
-    if workload.affinity:
-        out["affinity"] = workload.affinity
+    if workload.affinity is not None:
+        out["affinity"] = workload.affinity.dump()
     if workload.runtime_class_name:
         out["runtimeClassName"] = workload.runtime_class_name
     return out
@@ -193,7 +193,8 @@ def cache_claim(owner: Owner, component: str, cache: CacheSpec | None) -> Obj | 
         "accessModes": [cache.access_mode],
         "resources": {"requests": {"storage": str(cache.size)}},
     }
-    if cache.storage_class_name:
+    if cache.storage_class_name is not None:
+        # "" is Kubernetes' "no class" (only volumes without one), not the cluster default.
         spec["storageClassName"] = cache.storage_class_name
     return with_spec_hash(
         {
