@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import REPO, Kubectl, OperatorProcess, free_port
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
 
 E2E_DIR = Path(__file__).parent
 
@@ -51,10 +51,7 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    name = "inferencebackends.inferops.io"
-    kubectl.run("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    return name
+    return install_crd(kubectl)
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,24 @@ class Kubectl:
         return "\n".join(parts)
 
 
+CRD_NAME = "inferencebackends.inferops.io"
+
+
+def install_crd(kubectl: Kubectl) -> str:
+    """Applies the CRD and waits until the API server serves it. `kubectl wait` fails at
+    once, instead of waiting, on a CRD so new that it has no conditions yet."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
+                             "--timeout=60s", check=False)  # fmt: skip
+        if waited.returncode == 0:
+            return CRD_NAME
+        if time.monotonic() > deadline:
+            raise KubectlError(("wait", "crd"), waited)
+        time.sleep(0.5)
+
+
 def scrape(url: str) -> dict[str, float]:
     """A Prometheus text page as {"name{labels}": value}."""
     with urllib.request.urlopen(url, timeout=5) as response:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.harness import Kubectl, OperatorProcess, scrape, total
+from e2e.harness import Kubectl, OperatorProcess, install_crd, scrape, total
 from e2e.localcluster.cluster import Cluster
 from e2e.process import free_port
 
@@ -254,13 +254,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     operator = None
     try:
         kubectl = Kubectl(str(cluster.kubectl_path), cluster.kubeconfig, cluster.env)
-        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        for _ in range(30):  # a CRD just created has no conditions yet: `wait` fails at once
-            established = kubectl.run("wait", "--for=condition=Established", "crd", "--all",
-                                      "--timeout=60s", check=False)  # fmt: skip
-            if established.returncode == 0:
-                break
-            time.sleep(1)
+        install_crd(kubectl)
         for i in range(workload.NAMESPACES):
             kubectl.run("create", "namespace", workload.namespace(i))
         operator = OperatorProcess(kubectl, state / "operator.log", free_port())
