@@ -168,13 +168,14 @@ class Kube:
             return []
         return list(response.json().get("items", []))
 
-    async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply, taking ownership of the fields the operator sets (force)."""
+    async def apply(self, obj: Obj, field_manager: str | None = None) -> Obj:
+        """Server-side apply, taking ownership of the fields the operator sets (force).
+        `field_manager` applies as another manager than the operator's own (a handover)."""
         _count_write("apply", obj)
         response = await self._request(
             "PATCH",
             object_path(obj),
-            params={"fieldManager": self.field_manager, "force": "true"},
+            params={"fieldManager": field_manager or self.field_manager, "force": "true"},
             content=apply_body(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from inferops import metrics
+from inferops import metrics, replicas
 from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, InferenceBackendStatus
@@ -77,14 +77,22 @@ async def _owned_children(kube: Kube, owner: Owner) -> dict[tuple[str, str], Obj
 URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT}
 
 
-def _components(spec: InferenceBackendSpec) -> dict[str, int]:
-    """Desired pods of every component the spec asks for."""
-    out = {vllm.ENGINE: spec.vllm.replicas}
+def _components(
+    spec: InferenceBackendSpec, owner: Owner, live: dict[tuple[str, str], Obj]
+) -> dict[str, int]:
+    """Desired pods of every component the spec asks for (the Deployment's own count when
+    the spec leaves it to an HPA or a person)."""
+    wanted = {vllm.ENGINE: spec.vllm.replicas}
     if (fallback := ollama.enabled(spec)) is not None:
-        out[ollama.ENGINE] = fallback.replicas
+        wanted[ollama.ENGINE] = fallback.replicas
     if spec.consumers:
-        out[router.COMPONENT] = spec.router.replicas
-    return out
+        wanted[router.COMPONENT] = spec.router.replicas
+    return {
+        component: replicas.desired(
+            component, count, live.get(("Deployment", child_name(owner, component)))
+        )
+        for component, count in wanted.items()
+    }
 
 
 def _existing_components(owner: Owner, live: dict[tuple[str, str], Obj]) -> dict[str, int]:
@@ -141,7 +149,8 @@ class Snapshot:
 
     def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
         """Engines with Ready pods; the routing table sends traffic only to those."""
-        observed = _observe(self.owner, _components(spec), self.live, self.pods)
+        components = _components(spec, self.owner, self.live)
+        observed = _observe(self.owner, components, self.live, self.pods)
         return {obs.engine: ready_replicas(obs) > 0 for obs in observed}
 
 
@@ -190,7 +199,7 @@ def decide(
     desired = desired_children(spec, owner, ready, weights, images)
     status = compute(
         generation=snap.generation,
-        engines=_observe(owner, _components(spec), snap.live, snap.pods),
+        engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),
         previous=previous,
         now=stamp(now),
         consumers=consumers,
@@ -299,8 +308,12 @@ async def _apply(
         current = live.get(key)
         if current is not None and contains(current, obj):
             continue
+        if (handover := replicas.handover(current, obj, kube.field_manager)) is not None:
+            log.info("handing the replicas of %s %s over: the spec leaves them unset", *key)
+            await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
+            writes += 1
         log.info("applying %s %s", *key)
-        live[key] = await kube.apply(obj)
+        live[key] = await kube.apply(replicas.as_created(current, obj))
         writes += 1
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for key, obj in list(live.items()):
