@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         help="stop one component and start it again, same arguments (fault tests)",
     )
     p_restart.add_argument("component", choices=COMPONENTS)
+    p_restart.add_argument(
+        "--down", type=float, default=0.0, metavar="SECONDS", help="stay stopped this long"
+    )
     return parser
 
 
@@ -192,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
         return 3 if not running else 1
 
     if args.command == "restart":
-        seconds = cluster.restart(args.component)
+        seconds = cluster.restart(args.component, args.down)
         print(f"{args.component} restarted, healthy again after {seconds:.1f}s")
         return 0
 

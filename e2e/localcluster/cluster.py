@@ -283,9 +283,10 @@ class Cluster:
             state["processes"] = []
             self._save_state(state)
 
-    def restart(self, name: str) -> float:
-        """Stop one running component (SIGTERM, as a supervisor would) and start it again
-        with the same arguments and ports; return the seconds until it is healthy again.
+    def restart(self, name: str, down_seconds: float = 0.0) -> float:
+        """Stop one running component (SIGTERM, as a supervisor would) and start it again,
+        `down_seconds` later, with the same arguments and ports; return the seconds until
+        it is healthy again.
 
         For fault tests: clients of the component see it go away and come back. The other
         components keep running; the cluster's state (etcd data, PKI) is untouched.
@@ -303,6 +304,7 @@ class Cluster:
                 procs.stop([record], grace=STOP_GRACE_SECONDS)
             except RuntimeError as exc:
                 raise ClusterError(str(exc), name) from exc
+            time.sleep(down_seconds)  # an outage of a chosen length
             # argv[0] is the binary; _launch puts the cached one back in front.
             self._launch(name, record.argv[1:], state)
             deadline = time.monotonic() + self.startup_timeout
