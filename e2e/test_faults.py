@@ -116,8 +116,10 @@ def test_operator_killed_while_creating_children_leaves_exactly_the_built_ones(
     and some not: after a restart exactly the children the builders make exist, each once
     (no other object of a child kind, one ReplicaSet per Deployment, as many pods as
     replicas, every Deployment at generation 1: created once and never rolled again), and
-    the resource is Ready. The kill lands at the operator's first write for the resource;
-    when that is already too late (every child there), a new resource is tried."""
+    the resource is Ready. The kill lands at the operator's second write for the resource;
+    when that is not mid-way after all, a new resource is tried. (Killed mid-migration-step:
+    test_migration.py::test_operator_killed_mid_step_resumes_exactly; children deleted or
+    edited by hand: test_backend.py::test_deleted_or_edited_children_are_restored.)"""
     attempts: list[tuple[str, int, int]] = []
     partial = False
     for attempt in range(6):
