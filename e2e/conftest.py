@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import REPO, Kubectl, OperatorProcess, free_port
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 
 E2E_DIR = Path(__file__).parent
 
@@ -54,7 +54,16 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
 def crd(kubectl: Kubectl) -> str:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     name = "inferencebackends.inferops.io"
-    kubectl.run("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+    def established() -> bool:
+        # Polled rather than `kubectl wait`, which fails outright ("<nil> is of the type
+        # <nil>") on a CRD so fresh that it has no conditions yet.
+        conditions = ((kubectl.get("crd", name, "") or {}).get("status") or {}).get(
+            "conditions"
+        ) or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for("the CRD to be Established", established, 60)
     return name
 
 
