@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
+from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
 
 E2E_DIR = Path(__file__).parent
 
@@ -52,19 +52,7 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    name = "inferencebackends.inferops.io"
-
-    def established() -> bool:
-        # Polled rather than `kubectl wait`, which fails outright ("<nil> is of the type
-        # <nil>") on a CRD so fresh that it has no conditions yet.
-        conditions = ((kubectl.get("crd", name, "") or {}).get("status") or {}).get(
-            "conditions"
-        ) or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    wait_for("the CRD to be Established", established, 60)
-    return name
+    return install_crd(kubectl)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from e2e import readonly as ro
 from e2e.process import ManagedProcess, free_port, tail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +90,24 @@ class Kubectl:
         return "\n".join(parts)
 
 
+CRD_NAME = "inferencebackends.inferops.io"
+
+
+def install_crd(kubectl: Kubectl) -> str:
+    """Applies the CRD and waits until the API server serves it. `kubectl wait` fails at
+    once, instead of waiting, on a CRD so new that it has no conditions yet."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
+                             "--timeout=60s", check=False)  # fmt: skip
+        if waited.returncode == 0:
+            return CRD_NAME
+        if time.monotonic() > deadline:
+            raise KubectlError(("wait", "crd"), waited)
+        time.sleep(0.5)
+
+
 def scrape(url: str) -> dict[str, float]:
     """A Prometheus text page as {"name{labels}": value}."""
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -117,23 +136,32 @@ def _python_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return {**base, "PYTHONPATH": path, **extra}
 
 
+def _python(module: str, readonly: Path | None) -> list[str]:
+    """`python -m module`, under e2e/readonly.py's guard when `readonly` is a directory."""
+    return ro.command(readonly, module) if readonly else [sys.executable, "-m", module]
+
+
 class OperatorProcess:
-    """The operator run as its own process, the way it runs in a pod."""
+    """The operator run as its own process, the way it runs in a pod. With `readonly` (a
+    directory), as on the pod's read-only root filesystem with that directory as its /tmp
+    (e2e/readonly.py)."""
 
     def __init__(self, kubectl: Kubectl, log: Path, metrics_port: int,
-                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()
-                 ) -> None:  # fmt: skip
+                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+                 readonly: Path | None = None) -> None:  # fmt: skip
         self.log = log
         self.metrics_port = metrics_port
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        args = [sys.executable, "-m", "inferops", "--metrics-host", "127.0.0.1",
+        args = [*_python("inferops", readonly), "--metrics-host", "127.0.0.1",
                 "--metrics-port", str(metrics_port), "--liveness", liveness]  # fmt: skip
         for ns in namespaces:
             args += ["--namespace", ns]
         args += extra_args
         env = _python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
+        if readonly:
+            env = ro.environment(env, readonly)
         self.process = ManagedProcess("operator", args, env=env, log_path=log,
-                                      health_url=liveness)  # fmt: skip
+                                      health_url=liveness, cwd=readonly)  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> None:
         self.process.start(timeout)
@@ -164,14 +192,18 @@ class RouterProcess:
     command-line arguments), with `engine_urls` replacing the table's engine URLs."""
 
     def __init__(self, source: list[str], log: Path, env: dict[str, str] | None = None,
-                 engine_urls: dict[str, str] | None = None) -> None:  # fmt: skip
+                 engine_urls: dict[str, str] | None = None, readonly: Path | None = None
+                 ) -> None:  # fmt: skip
         self.port = free_port()
-        args = [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1",
+        args = [*_python("inferops.router", readonly), "--host", "127.0.0.1",
                 "--port", str(self.port), *source]  # fmt: skip
         for engine, url in (engine_urls or {}).items():
             args += ["--engine-url", f"{engine}={url}"]
-        self.process = ManagedProcess("router", args, env=_python_env(env or dict(os.environ)),
-                                      log_path=log, health_url=f"{self.url}/readyz")  # fmt: skip
+        full_env = _python_env(env or dict(os.environ))
+        if readonly:
+            full_env = ro.environment(full_env, readonly)
+        self.process = ManagedProcess("router", args, env=full_env, log_path=log,
+                                      health_url=f"{self.url}/readyz", cwd=readonly)  # fmt: skip
 
     @property
     def url(self) -> str:

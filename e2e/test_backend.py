@@ -265,7 +265,7 @@ def test_spec_changes_are_rolled_out_and_disabled_fallback_removed(
     assert kubectl.get("service", "llama32-ollama", namespace) is None
 
 
-def test_weight_change_reaches_the_routing_table_quickly(
+def test_weight_change_reaches_the_routing_table(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     apply_example(kubectl, namespace)
@@ -279,8 +279,8 @@ def test_weight_change_reaches_the_routing_table_quickly(
         return routing_table(kubectl, namespace)["consumers"][1]["weight"] == 50
 
     wait_for("rag's new weight in the routing table", rag_weight, 10, interval=0.05)
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0, f"the routing table changed {elapsed:.2f}s after the spec"
+    # How fast is measured by bench/operator (spec change -> child, with 1,000 backends).
+    print(f"\nthe routing table changed {time.monotonic() - started:.2f}s after the spec")
     status = wait_for("rag's weight in status", lambda: [
         c for c in backend(kubectl, namespace)["status"]["consumers"]
         if c["name"] == "rag" and c["weight"] == 50], 10)  # fmt: skip
@@ -345,3 +345,38 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     assert versions_after[labelled] != versions[labelled]  # our own label edit
     versions[labelled] = versions_after[labelled]
     assert versions_after == versions
+
+
+def test_a_child_the_api_server_refuses_changes_nothing_and_names_the_field(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    """The schema cannot know every rule of every child: a claim's access mode, say, is
+    immutable once created. Such an edit is InvalidSpec, naming the child, its field and the
+    API server's reason; no child changes (not even the Deployment the same edit changes),
+    the operator does not retry it with a traceback, and undoing the edit makes it Ready."""
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    before = resource_versions(kubectl, namespace)
+    log_start = operator.log.stat().st_size
+    vllm = copy.deepcopy(EXAMPLE["spec"]["vllm"])
+    vllm["cache"]["accessMode"] = "ReadWriteMany"
+    vllm["maxModelLen"] = 4096  # also changes the vLLM Deployment
+    apply_example(kubectl, namespace, vllm=vllm)
+    invalid = wait_phase(kubectl, namespace, "InvalidSpec")
+    message = condition(invalid, "Ready")["message"]
+    assert message.startswith(
+        "spec.vllm: the API server refuses PersistentVolumeClaim llama32-vllm-cache built from "
+        "it (422)"
+    ), message
+    assert "spec: Forbidden: spec is immutable after creation" in message, message
+    after = resource_versions(kubectl, namespace)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {f"inferencebackends/{NAME}"}, changed  # its spec and status only
+    time.sleep(3)  # child events and kopf's handling of the PermanentError
+    assert operator.process.returncode is None
+    with operator.log.open("rb") as log:
+        log.seek(log_start)
+        written = log.read().decode(errors="replace")
+    assert "Traceback" not in written, written[-4000:]
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")

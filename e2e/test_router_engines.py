@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,24 @@ def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
     assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]  # as Ollama names it
     after = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
     assert after - before >= 3
+
+
+def test_ollama_client_show_and_ps_see_real_vllm(router: TableRouter) -> None:
+    """`show` is the Ollama engine's description with the context real vLLM serves (its
+    max_model_len, 256, below the stand-in's trained 131072 and loaded 4096); `ps` lists the
+    model vLLM holds for good; pulling is refused."""
+    client = ollama_client(router)
+    shown = client.show(MODEL)
+    assert shown.details is not None
+    assert (shown.details.format, shown.details.family) == ("gguf", "llama")
+    assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 256
+    (model,) = client.ps().models
+    assert model.model == f"{MODEL}:latest" and model.context_length == 256
+    assert model.expires_at is not None
+    assert model.expires_at.year > datetime.now(UTC).year + 20
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.pull(MODEL)
+    assert caught.value.status_code == 403 and "spec.vllm.model" in caught.value.error
 
 
 def test_weight_change_while_streams_are_open(

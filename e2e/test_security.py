@@ -10,6 +10,15 @@
    process (access log on, debug logging), some answered by the engines, some refused by the
    router, some falling back after an engine failure. The value never appears in the
    router's log or metrics.
+
+And the pods run restricted (SECURITY.md, "The operator's permissions"):
+
+3. The operator works on a read-only root filesystem: run under e2e/readonly.py's guard
+   (every write outside its /tmp refused and reported) with the image's environment, it
+   reconciles the example to Ready and serves its metrics without trying to write anything.
+   (The router's check needs no API server: tests/test_security_defaults.py.)
+4. The router Deployment the operator builds passes the restricted Pod Security Standard
+   (the chart's operator Deployment: e2e/test_chart.py).
 """
 
 from __future__ import annotations
@@ -23,10 +32,14 @@ from pathlib import Path
 
 import httpx
 
+from e2e import readonly
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import Kubectl, OperatorProcess, RouterProcess
+from e2e.harness import Kubectl, OperatorProcess, RouterProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 from inferops.api.routing import RoutingTable
+from inferops.api.spec import InferenceBackendSpec
+from inferops.builders import Owner, desired_children
+from inferops.builders.router import name as router_name
 from inferops.router.proxy import CONSUMER_HEADER
 
 # Every kind a namespace of this operator holds, the Secret itself aside.
@@ -146,3 +159,49 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     assert "POST /v1/chat/completions" in text  # the access log is on
     leaks = {"log": _leaks(text, credential), "metrics": _leaks(metrics, credential)}
     assert not any(leaks.values()), f"the credential leaked: {leaks}"
+
+
+def test_the_operator_works_on_a_read_only_root(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    writable = tmp_path / "tmp"  # the pod's emptyDir at /tmp
+    writable.mkdir()
+    log = tmp_path / "operator.log"
+    operator.stop()  # two operators must not drive the same resources
+    guarded = OperatorProcess(kubectl, log, free_port(), readonly=writable)
+    try:
+        guarded.start()
+        apply_example(kubectl, namespace)
+        wait_phase(kubectl, namespace, "Ready")
+        consumers = copy.deepcopy(EXAMPLE["spec"]["consumers"])
+        consumers[1]["weight"] = 50
+        apply_example(kubectl, namespace, consumers=consumers)  # and a change after it
+        wait_phase(kubectl, namespace, "Ready")
+        assert guarded.reconciles(namespace) >= 2
+    finally:
+        guarded.stop()
+        operator.start()
+    text = log.read_text(errors="replace")
+    assert "e2e.readonly" in text  # it really ran under the guard
+    assert readonly.REFUSED not in text, text
+
+
+def test_the_router_deployment_passes_the_restricted_pod_security_standard(
+    kubectl: Kubectl, crd: str, namespace: str
+) -> None:
+    kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted")
+    owner = Owner(name="llama32", namespace=namespace, uid="00000000-0000-0000-0000-000000000000")
+    spec = InferenceBackendSpec.model_validate(EXAMPLE["spec"])
+    deployments = {o["metadata"]["name"]: o for o in desired_children(spec, owner)
+                   if o["kind"] == "Deployment"}  # fmt: skip
+
+    def dry_run(obj: dict[str, object]) -> str:
+        return kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict",
+                           "-f", "-", input=json.dumps(obj)).stderr  # fmt: skip
+
+    # The namespace's warn level makes the API server name every violation of the template.
+    warnings = dry_run(deployments[router_name(owner)])
+    assert "Warning" not in warnings, warnings
+    # ... and it does warn: the vLLM Deployment (its image runs as root) would be refused.
+    warnings = dry_run(deployments["llama32-vllm"])
+    assert "would violate PodSecurity" in warnings, warnings

@@ -21,7 +21,9 @@ import yaml
 from e2e.localcluster.build import HELM
 
 from inferops import registry
+from inferops.__main__ import parse_args
 from inferops.builders.common import DEFAULT_IMAGES
+from inferops.builders.network_policy import NetworkPolicyConfig, parse_peers
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "inferops"
@@ -108,7 +110,8 @@ def kinds(objects: Objects) -> list[str]:
 
 
 def test_helm_lint_strict_passes(helm: Helm) -> None:
-    for values in ([], ["--set", "watchNamespaces={a,b}", "--set", "serviceMonitor.enabled=true"]):
+    for values in ([], ["--set", "watchNamespaces={a,b}", "--set", "serviceMonitor.enabled=true",
+                        "--set", "networkPolicy.enabled=true"]):  # fmt: skip
         result = helm.run("lint", "--strict", str(CHART), *values)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
@@ -135,7 +138,8 @@ def test_defaults_render_the_operator_cluster_wide(render: Callable[..., Objects
 
 
 def test_every_object_carries_the_recommended_labels(render: Callable[..., Objects]) -> None:
-    for values in ({}, {"watchNamespaces": ["a"], "serviceMonitor": {"enabled": True}}):
+    for values in ({}, {"watchNamespaces": ["a"], "serviceMonitor": {"enabled": True},
+                        "networkPolicy": {"enabled": True}}):  # fmt: skip
         for obj in render(values):
             labels = obj["metadata"]["labels"]
             assert labels["app.kubernetes.io/name"] == "inferops", obj["kind"]
@@ -235,6 +239,69 @@ def test_prometheus_url_and_selector(render: Callable[..., Objects]) -> None:
     # Without a URL the operator scrapes the router pods itself.
     assert "INFEROPS_PROMETHEUS_URL" not in env(render())
     assert not any(a.startswith("--prometheus") for a in container(render())["args"])
+
+
+# ---------------------------------------------------------------- NetworkPolicies
+
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}  # fmt: skip
+
+
+def operator_config(objects: Objects) -> NetworkPolicyConfig | None:
+    """The NetworkPolicy configuration the operator reads from the Deployment the chart
+    renders (its args and env, the way the pod starts it)."""
+    main = container(objects)
+    env_ = {e["name"]: e["value"] for e in main["env"]}
+    original = {k: os.environ.get(k) for k in env_}
+    try:
+        os.environ.update(env_)
+        config: NetworkPolicyConfig | None = parse_args(main["args"]).network_policy_config
+        return config
+    finally:
+        for key, value in original.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+def test_no_network_policies_by_default(render: Callable[..., Objects]) -> None:
+    objects = render()
+    assert "NetworkPolicy" not in kinds(objects)
+    assert not any(name.startswith("INFEROPS_NETWORK_POLICY") for name in env(objects))
+    assert operator_config(objects) is None
+
+
+def test_network_policies_for_the_engines_and_the_operator(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render({"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING]},
+                      "metrics": {"port": 9090}})  # fmt: skip
+    # The engines': the operator builds one per InferenceBackend, told so by its env.
+    assert env(objects)["INFEROPS_NETWORK_POLICY"] == "true"
+    assert [p.dump() for p in parse_peers(env(objects)["INFEROPS_NETWORK_POLICY_METRICS_FROM"])
+            ] == [MONITORING]  # fmt: skip
+    config = operator_config(objects)
+    assert config is not None and [p.dump() for p in config.metrics_from] == [MONITORING]
+    # The operator's own: only the scrapers, only to its metrics port; egress left open.
+    policy = only(objects, "NetworkPolicy")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {"from": [MONITORING], "ports": [{"port": 9090, "protocol": "TCP"}]}
+    ]
+    assert {p["name"]: p["containerPort"] for p in container(objects)["ports"]}["metrics"] == 9090
+
+
+def test_network_policies_without_scrapers_admit_nobody(render: Callable[..., Objects]) -> None:
+    objects = render({"networkPolicy": {"enabled": True}})
+    # Not an ingress rule without `from` (everybody): no rule at all.
+    assert only(objects, "NetworkPolicy")["spec"]["ingress"] == []
+    assert env(objects)["INFEROPS_NETWORK_POLICY_METRICS_FROM"] == "[]"
+    assert operator_config(objects) == NetworkPolicyConfig()
 
 
 # ---------------------------------------------------------------- RBAC
@@ -343,6 +410,10 @@ def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objec
 # ---------------------------------------------------------------- values and schema
 
 
+def scrapers(*peers: dict[str, Any]) -> dict[str, Any]:
+    return {"networkPolicy": {"enabled": True, "metricsFrom": list(peers)}}
+
+
 @pytest.mark.parametrize(
     ("values", "named"),
     [
@@ -356,8 +427,16 @@ def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objec
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),  # not a namespace name
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
+        ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+        ({"networkPolicy": {"metricsFrom": {"podSelector": {}}}}, "/networkPolicy/metricsFrom"),
+        (scrapers({}), "/networkPolicy/metricsFrom/0"),  # would be refused by the API server
+        (scrapers({"ipBlock": {"cidr": "10.0.0.0/8"}}), "ipBlock"),
+        (scrapers({"podSelector": {"matchLabels": {"app": "-x"}}}),
+         "/networkPolicy/metricsFrom/0/podSelector/matchLabels/app"),
+        (scrapers({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}),
+         "/networkPolicy/metricsFrom/0/namespaceSelector/matchExpressions/0/operator"),
     ],
-)
+)  # fmt: skip
 def test_the_schema_refuses_unknown_and_mistyped_values(
     helm: Helm, values: dict[str, Any], named: str
 ) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import yaml
+from aiohttp import web
 
 from inferops.kube import Kube, apply_body
 
@@ -21,16 +21,25 @@ def test_apply_body_is_yaml_that_decodes_to_the_object() -> None:
 
 
 async def test_apply_sends_that_body() -> None:
-    seen: list[bytes] = []
+    seen: list[tuple[str, bytes]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.content)
-        return httpx.Response(200, json={})
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.content_type, await request.read()))
+        return web.json_response({})
 
-    kube = Kube(httpx.AsyncClient(transport=httpx.MockTransport(handler),
-                                  base_url="http://api"), "test")  # fmt: skip
+    app = web.Application()
+    app.router.add_patch("/api/v1/namespaces/ns/configmaps/c", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kube = Kube(f"http://127.0.0.1:{port}", "test")
     obj = {"apiVersion": "v1", "kind": "ConfigMap",
            "metadata": {"name": "c", "namespace": "ns"}, "data": {"k": AWKWARD}}  # fmt: skip
-    await kube.apply(obj)
-    await kube.http.aclose()
-    assert seen == [apply_body(obj)]
+    try:
+        await kube.apply(obj)
+    finally:
+        await kube.__aexit__()
+        await runner.cleanup()
+    assert seen == [("application/apply-patch+yaml", apply_body(obj))]

@@ -8,11 +8,20 @@ import logging
 import socket
 from typing import Any
 
-import httpx
 import pytest
 
 from inferops.kube import Kube, KubeError
 from inferops.reconcile import Reconciler
+
+
+class NoChildren:
+    """The watch cache; these resources are gone, so it is never read."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Any]:
+        raise AssertionError("a deleted resource's children are not read")
+
+    def wrote(self, namespace: str, name: str, replaced: Any, obj: Any) -> None:
+        raise AssertionError("nothing is written for a deleted resource")
 
 
 class SlowKube:
@@ -34,7 +43,7 @@ class SlowKube:
 
 async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None:
     kube = SlowKube()
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     first = asyncio.create_task(reconciler.run("ns", "a"))
     await asyncio.sleep(0)  # `first` holds the lock
     queued = asyncio.create_task(reconciler.run("ns", "a", coalesce=True))
@@ -48,7 +57,7 @@ async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None
 
 async def test_different_resources_run_concurrently() -> None:
     kube = SlowKube()
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     await asyncio.gather(*(reconciler.run("ns", name) for name in ("a", "b", "c")))
     assert kube.most_active == 3
     assert reconciler._locks == {}
@@ -70,7 +79,7 @@ class FlakyKube(SlowKube):
 
 async def test_failed_runs_are_retried_with_backoff_until_they_succeed() -> None:
     kube = FlakyKube(failures=2)
-    reconciler = Reconciler(kube, logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     reconciler.retry_later("ns", "a", delay=0.01)
     reconciler.retry_later("ns", "a", delay=0.01)  # one pending retry per resource
     for _ in range(200):
@@ -87,7 +96,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    kube = Kube(httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}"), "test")
+    kube = Kube(f"http://127.0.0.1:{port}", "test")
     with pytest.raises(KubeError) as raised:
         await kube.get("/api/v1/namespaces/ns/pods")
     assert raised.value.status == 0 and "unreachable" in raised.value.message
@@ -101,7 +110,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
         return await real_get(url)
 
     kube.get = counting_get  # type: ignore[method-assign]
-    reconciler = Reconciler(kube, logging.getLogger("test"))
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))
     reconciler.retry_later("ns", "a", delay=0.01)
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -110,7 +119,7 @@ async def test_a_refused_connection_is_a_kube_error_and_retried() -> None:
     assert attempts >= 2  # failed, then tried again (after 0.02 s of backoff)
     for task in reconciler._retries.values():
         task.cancel()
-    await kube.http.aclose()
+    await kube.__aexit__()
 
 
 async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
@@ -121,6 +130,22 @@ async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
         def forget(self, namespace: str, backend: str) -> None:
             forgotten.append((namespace, backend))
 
-    reconciler = Reconciler(SlowKube(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
+    reconciler = Reconciler(SlowKube(), NoChildren(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
     assert await reconciler.run("ns", "gone") is None
     assert forgotten == [("ns", "gone")]
+
+
+async def test_a_burst_of_child_changes_is_one_run_once_it_settles() -> None:
+    kube = SlowKube()
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
+    for _ in range(50):  # a rollout: the Deployment, its ReplicaSet, its pods
+        reconciler.poke("ns", "a")
+        await asyncio.sleep(0.001)
+    reconciler.poke("ns", "b")
+    assert kube.gets == 0  # nothing yet: the burst may not be over
+    for _ in range(100):
+        if kube.gets == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert kube.gets == 2  # one run for a, one for b

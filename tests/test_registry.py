@@ -4,7 +4,7 @@ RBAC rules all agree with it."""
 from __future__ import annotations
 
 from inferops import registry
-from inferops.builders import CHILD_KINDS, desired_children
+from inferops.builders import CHILD_KINDS, NetworkPolicyConfig, desired_children
 from inferops.kube import path
 from tests.conftest import OWNER, make_spec
 
@@ -16,7 +16,8 @@ def test_the_charts_rules_file_is_generated_from_the_registry() -> None:
 def test_every_built_object_is_of_a_registered_child_kind() -> None:
     spec = make_spec(consumers=[{"name": "notes"}],
                      vllm={"model": "m", "cache": {"size": "1Gi"}})  # fmt: skip
-    built = {(o["apiVersion"], o["kind"]) for o in desired_children(spec, OWNER)}
+    children = desired_children(spec, OWNER, network_policy=NetworkPolicyConfig())
+    built = {(o["apiVersion"], o["kind"]) for o in children}
     assert built == set(CHILD_KINDS)  # this spec builds every kind, and nothing else
 
 

@@ -98,12 +98,18 @@ def test_no_handover_when_the_spec_keeps_them_or_nothing_exists() -> None:
 
 
 class RecordingKube:
-    """Records applies; answers with the applied object owned by the manager that sent it."""
+    """Records applies; answers with the applied object owned by the manager that sent it,
+    and a GET with the object `live` holds (with its managedFields, which the operator's
+    watch cache does not keep)."""
 
     field_manager = OPERATOR
 
     def __init__(self) -> None:
         self.applied: list[tuple[str, dict[str, Any]]] = []
+        self.live: dict[str, Any] | None = None
+
+    async def get(self, url: str) -> Any:
+        return self.live
 
     async def apply(self, obj: dict[str, Any], field_manager: str | None = None) -> Any:
         manager = field_manager or self.field_manager
@@ -112,21 +118,39 @@ class RecordingKube:
                     else None)  # fmt: skip
 
 
+class NoCache:
+    """Stands in for the watch cache, which only hears of the operator's writes here."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Any]:
+        return {}
+
+    def wrote(self, namespace: str, name: str, replaced: Any, obj: Any) -> None:
+        pass
+
+
 async def test_apply_creates_then_hands_over_once() -> None:
     kube = RecordingKube()
     vllm = deployments()["vllm"]
-    state: dict[tuple[str, str], Any] = {}
     log = logging.getLogger("test")
-    await _apply(kube, [vllm], state, log)  # type: ignore[arg-type]
+    await _apply(kube, [vllm], {}, log, NoCache())  # type: ignore[arg-type]
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied] == [(OPERATOR, 1)]
     # A spec change (new image): the count goes to the second manager first, then the
-    # operator's apply without replicas, which no longer resets them.
+    # operator's apply without replicas, which no longer resets them. The cached object
+    # has no managedFields: ownership is read from the API server.
     changed = deployments(vllm={"model": "m", "image": "vllm:new"})["vllm"]
-    scaled = live(vllm, 3, OPERATOR)
-    state[("Deployment", "llama32-vllm")] = scaled
-    await _apply(kube, [changed], state, log)  # type: ignore[arg-type]
+    kube.live = live(vllm, 3, OPERATOR)
+    cached = {**kube.live, "metadata": {k: v for k, v in kube.live["metadata"].items()
+                                        if k != "managedFields"}}  # fmt: skip
+    state = {("Deployment", "llama32-vllm"): cached}
+    await _apply(kube, [changed], state, log, NoCache())  # type: ignore[arg-type]
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[1:]] == [
         (replicas.HANDOVER_MANAGER, 3), (OPERATOR, None)]  # fmt: skip
+    # Once handed over (an HPA or the second manager owns them), no second handover.
+    kube.live = live(changed, 3, "kube-controller-manager")
+    state = {("Deployment", "llama32-vllm"): kube.live}
+    newer = deployments(vllm={"model": "m", "image": "vllm:newer"})["vllm"]
+    await _apply(kube, [newer], state, log, NoCache())  # type: ignore[arg-type]
+    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[3:]] == [(OPERATOR, None)]
 
 
 def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() -> None:

@@ -32,7 +32,7 @@ OLLAMA = {"model": "llama3.2:3b"}
         ({"model": "x", "vllm": {**VLLM, "extraArgs": ["--served-model-name", "y"]}},
          "spec.vllm.extraArgs", "set spec.model instead"),
         ({"model": "x", "vllm": {**VLLM, "resources": {"limits": {"nvidia.com/gpu": 2}}}},
-         "spec.vllm", "set tensorParallelSize instead"),
+         "spec.vllm.resources.limits", "set GPUs with vllm.tensorParallelSize"),
         ({"model": "x", "vllm": {**VLLM, "shmSize": "lots"}},
          "spec.vllm.shmSize", "not a Kubernetes quantity"),
         ({"model": "x", "vllm": {**VLLM, "cache": {}}},

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -117,12 +117,16 @@ class Cluster:
         state_dir: Path | str | None = None,
         layout: nodes.NodeLayout | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`extra_args`: more flags per component (e.g. the operator benchmark's audit log
+        and client rate limits), by component name."""
         self.state_dir = (
             Path(state_dir).resolve() if state_dir is not None else paths.default_state_dir()
         )
         self.layout = layout if layout is not None else nodes.NodeLayout()
         self.startup_timeout = startup_timeout
+        self.extra_args = {name: list(args) for name, args in (extra_args or {}).items()}
         self.tools = build.toolset()
         self._records: dict[str, procs.ProcessRecord] = {}
 
@@ -336,6 +340,10 @@ class Cluster:
             )
         return result
 
+    def pids(self) -> dict[str, int]:
+        """The component processes this object started, by name (for measuring them)."""
+        return {name: record.pid for name, record in self._records.items()}
+
     def is_running(self) -> bool:
         """Return whether every component runs and answers its health check."""
         return all(s.running and s.healthy for s in self.status())
@@ -436,7 +444,7 @@ class Cluster:
         env.pop("KUBECONFIG", None)
         record = procs.start(
             name,
-            [str(binary), *args],
+            [str(binary), *args, *self.extra_args.get(name, [])],
             self.logs_dir / f"{name}.log",
             cwd=self.state_dir / "run",
             env=env,

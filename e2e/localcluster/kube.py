@@ -1,12 +1,10 @@
-"""A tiny stdlib HTTPS client for the few API calls the launcher makes itself.
-
-Readiness polling and node creation happen many times per ``up``; doing them over a
-kept TLS context with ``urllib`` is much faster than starting kubectl for each poll,
-and keeps this package free of the kubernetes client library.
-"""
+"""The few API calls the launcher makes itself (readiness polling, node creation), through
+the project's one Kubernetes client (`inferops.kube`) from synchronous code, plus a plain
+health probe for the components' own endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import urllib.error
@@ -14,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from inferops.kube import Kube, KubeError
 
 REQUEST_TIMEOUT = 5.0
 
@@ -36,36 +36,27 @@ class APIClient:
 
     def __init__(self, server: str, ca_cert: Path, client_cert: Path, client_key: Path) -> None:
         self.server = server.rstrip("/")
-        ctx = ssl.create_default_context(cafile=str(ca_cert))
-        ctx.load_cert_chain(str(client_cert), str(client_key))
-        self._opener = _opener(ctx)
+        self._ssl = ssl.create_default_context(cafile=str(ca_cert))
+        self._ssl.load_cert_chain(str(client_cert), str(client_key))
 
     def request(self, method: str, path: str, body: Any = None) -> Response:
         """Send one request: HTTP errors return a Response, connection errors raise OSError."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        req.add_header("Accept", "application/json")
+
+        async def once() -> Response:
+            async with Kube(self.server, "inferops-localcluster", self._ssl, connections=1) as api:
+                answer = await api.request(method, path, json_body=body, timeout=REQUEST_TIMEOUT)
+            return Response(answer.status, answer.text.encode())
+
         try:
-            with self._opener.open(req, timeout=REQUEST_TIMEOUT) as resp:
-                return Response(resp.status, resp.read())
-        except urllib.error.HTTPError as err:
-            return Response(err.code, err.read())
+            return asyncio.run(once())
+        except KubeError as error:  # only transport failures: statuses are returned
+            raise OSError(error.message) from error
 
     def get(self, path: str) -> Response:
         return self.request("GET", path)
 
     def post(self, path: str, body: Any) -> Response:
         return self.request("POST", path, body)
-
-
-def _opener(ctx: ssl.SSLContext) -> urllib.request.OpenerDirector:
-    # An empty ProxyHandler: a user's HTTPS_PROXY must never route loopback calls to
-    # the cluster through a proxy (urllib, unlike Go, does not exempt 127.0.0.1).
-    return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
-    )
 
 
 def probe(url: str, *, insecure: bool = False, timeout: float = 2.0) -> tuple[bool, str]:
@@ -79,8 +70,13 @@ def probe(url: str, *, insecure: bool = False, timeout: float = 2.0) -> tuple[bo
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    # An empty ProxyHandler: a user's HTTPS_PROXY must never route loopback calls to
+    # the cluster through a proxy (urllib, unlike Go, does not exempt 127.0.0.1).
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
     try:
-        with _opener(ctx).open(url, timeout=timeout) as resp:
+        with opener.open(url, timeout=timeout) as resp:
             body = resp.read(200).decode(errors="replace").strip()
             return resp.status == 200, f"HTTP {resp.status} {body}"
     except urllib.error.HTTPError as err:

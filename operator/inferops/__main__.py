@@ -5,22 +5,35 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import kopf
 
 import inferops.handlers  # noqa: F401  (registers the handlers)
 from inferops.builders.common import DEFAULT_IMAGES, Images
+from inferops.builders.network_policy import NetworkPolicyConfig, Peer, parse_peers
 from inferops.migration.sources import DEFAULT_SELECTOR
 
 
-class _QuietChildEvents(logging.Filter):
-    """Drops kopf's INFO line for every successfully handled child event."""
+def _peers(text: str) -> tuple[Peer, ...]:
+    try:
+        return parse_peers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and "'child_changed'" in record.getMessage())
+
+def _flag(variable: str) -> bool:
+    """An environment variable's boolean, as the chart writes it ("true"); a value that is
+    neither true nor false stops the operator rather than meaning off."""
+    value = os.environ.get(variable, "").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "no", "yes"):
+        sys.exit(f"{variable}={value!r}: expected true or false")
+    return value in ("1", "true", "yes")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with defaults from the environment (as the chart sets them);
+    `network_policy_config` is the NetworkPolicy configuration, or None when off."""
     parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
     parser.add_argument(
         "-n", "--namespace", action="append", default=[],
@@ -54,25 +67,53 @@ def main(argv: list[str] | None = None) -> None:
             help=f"{engine} image of resources that name none (env {variable}; "
             "default: %(default)s)",
         )  # fmt: skip
+    parser.add_argument(
+        "--network-policy", action=argparse.BooleanOptionalAction,
+        default=_flag("INFEROPS_NETWORK_POLICY"),
+        help="give every InferenceBackend a NetworkPolicy that lets its engines accept only "
+        "its router pods (and --network-policy-metrics-from); without it, the policies built "
+        "earlier are deleted (env INFEROPS_NETWORK_POLICY=true; default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--network-policy-metrics-from", type=_peers,
+        default=os.environ.get("INFEROPS_NETWORK_POLICY_METRICS_FROM", ""),
+        help="the metrics scrapers the policy admits to vLLM's port (its /metrics): a JSON "
+        "list of NetworkPolicy peers, each a namespaceSelector, a podSelector or both, as "
+        "the chart's networkPolicy.metricsFrom (env INFEROPS_NETWORK_POLICY_METRICS_FROM; "
+        "default: none)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.network_policy_metrics_from and not args.network_policy:
+        parser.error("--network-policy-metrics-from needs --network-policy")
+    args.network_policy_config = (
+        NetworkPolicyConfig(metrics_from=args.network_policy_metrics_from)
+        if args.network_policy
+        else None
+    )
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     kopf.configure(verbose=args.verbose)  # sets up logging for the whole process
     if not args.verbose:
         # One line per API call, or per pod status change, is debugging detail.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("kopf.objects").addFilter(_QuietChildEvents())
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=True,
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(
+            namespaces=args.namespace,
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
             prometheus_url=args.prometheus_url,
             prometheus_selector=args.prometheus_selector,
             router_url=args.router_url,
             images=Images(vllm=args.vllm_image, ollama=args.ollama_image, router=args.router_image),
+            network_policy=args.network_policy_config,
         ),
     )
 

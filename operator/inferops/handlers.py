@@ -2,15 +2,15 @@
 
 The resource's own changes (create, spec update, operator restart) reconcile it with kopf's
 retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
-owner, which is how drift is repaired and status stays current without polling. A migration
-adds two triggers: a one-shot action requested in the annotation, and the reconciler's timer
-for its next sample, pause end or hold-down end.
+owner, which is how drift is repaired and status stays current without polling. Children are
+watched by the operator's own cache (inferops.cache), which reconciliations read from; kopf
+watches only InferenceBackends. A migration adds two triggers: a one-shot action requested
+in the annotation, and the reconciler's timer for its next sample, pause end or hold-down end.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -19,14 +19,16 @@ from prometheus_client import start_http_server
 from inferops import registry
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.builders import router
-from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
-from inferops.kube import Kube, KubeError, path
+from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
+from inferops.cache import ChildCache
+from inferops.kube import Kube, KubeError
 from inferops.migration.observe import MigrationReader, requested_action, router_urls
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 
 @kopf.on.startup()
@@ -42,19 +44,28 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     # One replica with a Recreate strategy: no peering objects to create or watch.
     settings.peering.standalone = True
-    # Watch only what we manage; without this every pod in the cluster streams in.
-    for kind in registry.WATCHED:
-        settings.watching.label_selectors[kind.plural] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     # The handlers name their resources exactly: no need to scan CRDs or namespaces, which
     # would need cluster-wide permissions the chart does not grant.
     settings.scanning.disabled = True
     memo.kube = Kube.connect()
     log = logging.getLogger("inferops.reconcile")
     router_url = memo.get("router_url")
+    # Watch only what we manage; without the selector every pod in the cluster streams in.
+    memo.cache = ChildCache(
+        memo.kube,
+        registry.WATCHED,
+        MANAGED_SELECTOR,
+        memo.get("namespaces") or None,
+        on_change=lambda namespace, name: memo.reconciler.poke(namespace, name),
+        log=logging.getLogger("inferops.cache"),
+    )
+    memo.cache.start()
 
     async def router_pods(namespace: str, backend: str) -> list[str]:
-        selector = f"{BACKEND_LABEL}={backend},{COMPONENT_LABEL}={router.COMPONENT}"
-        pods = [] if router_url else await memo.kube.list(path("v1", "Pod", namespace), selector)
+        pods = [] if router_url else [
+            obj for (kind, _), obj in memo.cache.objects(namespace, backend).items()
+            if kind == "Pod" and obj["metadata"]["labels"].get(COMPONENT_LABEL) == router.COMPONENT
+        ]  # fmt: skip
         return router_urls(pods, router_url)
 
     revisions = ScrapeSource(router_pods, timeout=2.0)
@@ -62,15 +73,19 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
     memo.reader = MigrationReader(source, revisions, log)
     memo.prober = Prober(log, router_url)
+    network_policy = memo.get("network_policy")
     memo.reconciler = Reconciler(
-        memo.kube, log, memo.reader, memo.prober, images=memo.get("images", DEFAULT_IMAGES)
-    )
+        memo.kube, memo.cache, log, memo.reader, memo.prober,
+        images=memo.get("images", DEFAULT_IMAGES), network_policy=network_policy,
+    )  # fmt: skip
+    log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    await memo.cache.stop()
     await memo.prober.aclose()
     await memo.reader.aclose()
     await memo.kube.__aexit__()
@@ -81,6 +96,7 @@ async def close(memo: Any, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # the resource is namespaced
+    await memo.cache.synced()
     outcome = await memo.reconciler.run(namespace, name)
     if outcome is not None and outcome.invalid:
         # Retrying cannot help; the next spec change is handled afresh.
@@ -97,33 +113,8 @@ def _action_pending(body: kopf.Body, **_: Any) -> bool:
 async def action_requested(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """`kubectl ib promote|abort|...` wrote a request: handle it now, not at the next timer."""
     assert namespace is not None
+    await memo.cache.synced()
     try:
         await memo.reconciler.run(namespace, name, coalesce=True)
     except KubeError:
         memo.reconciler.retry_later(namespace, name)
-
-
-MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
-
-
-async def child_changed(
-    namespace: str | None,
-    labels: Mapping[str, str],
-    memo: Any,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
-    name = labels.get(BACKEND_LABEL)
-    if not name or not namespace:
-        return
-    try:
-        await memo.reconciler.run(namespace, name, coalesce=True)
-    except KubeError as error:
-        # kopf does not retry event handlers: the reconciler does, with backoff.
-        logger.warning("reconciling %s/%s after a child change failed: %s", namespace, name, error)
-        memo.reconciler.retry_later(namespace, name)
-
-
-# Any change to a child (edited, deleted, a pod scheduled or failing) reconciles its owner.
-for _kind in registry.WATCHED:
-    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=MANAGED)(child_changed)

@@ -11,8 +11,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -28,14 +30,22 @@ from inferops.builders.common import (
     child_name,
     service_url,
 )
+from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.drift import contains
-from inferops.kube import Kube, KubeError, Obj, path
+from inferops.kube import Kube, KubeError, Obj, object_path, path
 from inferops.migration import planner
 from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
-from inferops.validation import describe_errors, name_conflicts, service_name_clashes
+from inferops.validation import (
+    describe_errors,
+    name_conflicts,
+    refused_children,
+    service_name_clashes,
+)
+
+CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
 
 
 @dataclass(frozen=True)
@@ -60,17 +70,24 @@ def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
-async def _owned_children(kube: Kube, owner: Owner) -> dict[tuple[str, str], Obj]:
-    """Live objects this resource owns, by (kind, name)."""
-    selector = f"{BACKEND_LABEL}={owner.name}"
-    found: dict[tuple[str, str], Obj] = {}
-    for api_version, kind in CHILD_KINDS:
-        for obj in await kube.list(path(api_version, kind, owner.namespace), selector):
-            if _owned_by(obj, owner.uid):
-                obj.setdefault("apiVersion", api_version)
-                obj.setdefault("kind", kind)
-                found[(kind, obj["metadata"]["name"])] = obj
-    return found
+def _split(
+    owner: Owner, objects: Mapping[tuple[str, str], Obj]
+) -> tuple[dict[tuple[str, str], Obj], list[Obj]]:
+    """The children this resource owns, by (kind, name), and its pods."""
+    live = {
+        k: o for k, o in objects.items() if k[0] in CHILD_KIND_NAMES and _owned_by(o, owner.uid)
+    }
+    pods = [o for k, o in objects.items() if k[0] == "Pod"]
+    return live, pods
+
+
+class Children(Protocol):
+    """Where a reconciliation reads the children and pods of a resource (the watch cache),
+    and reports its own writes to them."""
+
+    def objects(self, namespace: str, name: str) -> dict[tuple[str, str], Obj]: ...
+
+    def wrote(self, namespace: str, name: str, replaced: Obj | None, obj: Obj | None) -> None: ...
 
 
 # A component's URL port in status; the router's URLs are the consumers' endpoints instead.
@@ -169,6 +186,7 @@ def decide(
     migration: Observations | None,
     now: datetime,
     images: Images = DEFAULT_IMAGES,
+    network_policy: NetworkPolicyConfig | None = None,
 ) -> Decision:
     """The pure middle of a reconciliation: from what was read to what to write."""
     spec, owner, previous = snap.spec, snap.owner, snap.previous
@@ -196,7 +214,7 @@ def decide(
                 update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
             )
     weights = {c.name: c.weight for c in consumers}
-    desired = desired_children(spec, owner, ready, weights, images)
+    desired = desired_children(spec, owner, ready, weights, images, network_policy)
     status = compute(
         generation=snap.generation,
         engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),
@@ -220,7 +238,9 @@ def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStat
     return [Event(kind, ready.reason, f"{previous.phase} -> {status.phase}: {ready.message}")]
 
 
-async def read(kube: Kube, body: Obj) -> Snapshot:
+async def read(
+    kube: Kube, body: Obj, children: Children, network_policy: NetworkPolicyConfig | None = None
+) -> Snapshot:
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     invalid: str | None = None
@@ -229,14 +249,13 @@ async def read(kube: Kube, body: Obj) -> Snapshot:
         spec = InferenceBackendSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         invalid = describe_errors(error)
-    live = await _owned_children(kube, owner)
-    pods = await kube.list(path("v1", "Pod", owner.namespace), f"{BACKEND_LABEL}={owner.name}")
+    live, pods = _split(owner, children.objects(owner.namespace, owner.name))
     snap = Snapshot(owner, meta.get("generation"), spec, invalid, _previous_status(body), live,
                     pods)  # fmt: skip
     if spec is not None:
         # Child names do not depend on weights or readiness.
         conflicts = service_name_clashes(spec, owner) or await name_conflicts(
-            kube, desired_children(spec, owner), live
+            kube, desired_children(spec, owner, network_policy=network_policy), live
         )
         if conflicts:
             snap = replace(snap, invalid=conflicts)
@@ -246,16 +265,18 @@ async def read(kube: Kube, body: Obj) -> Snapshot:
 async def reconcile(
     kube: Kube,
     body: Obj,
+    children: Children,
     log: logging.Logger,
     reader: MigrationReader | None = None,
     prober: Prober | None = None,
     now: datetime | None = None,
     images: Images = DEFAULT_IMAGES,
+    network_policy: NetworkPolicyConfig | None = None,
 ) -> Outcome:
     """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
     consumers' spec weights apply)."""
     now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    snap = await read(kube, body)
+    snap = await read(kube, body, children, network_policy)
     observations = None
     spec = snap.spec
     if reader is not None and spec is not None and spec.migration and snap.invalid is None:
@@ -263,13 +284,25 @@ async def reconcile(
         observations = await reader.observe(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
-    decision = decide(snap, observations, now, images)
+    decision = decide(snap, observations, now, images, network_policy)
+    # A spec's children are tried (dry run) once, when the spec is new or was refused: later
+    # changes (weights, readiness) come from a spec the API server already accepted, and a
+    # dry run per changed child would double the requests of every reconciliation.
+    untried = (snap.generation != snap.previous.observed_generation
+               or snap.previous.phase == "InvalidSpec")  # fmt: skip
+    refused = ""
+    if decision.desired is not None and untried:
+        refused = await refused_children(kube, decision.desired, snap.live)
+    if refused:
+        # A child the API server refuses: apply none of them, as for any invalid spec.
+        snap = replace(snap, invalid=refused)
+        decision = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 
     writes = 0
     if decision.desired is not None:
-        writes += await _apply(kube, decision.desired, dict(snap.live), log)
+        writes += await _apply(kube, decision.desired, dict(snap.live), log, children)
     if decision.status.migration is not None:
         metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
                                  decision.status)  # fmt: skip
@@ -298,31 +331,57 @@ async def reconcile(
 
 
 async def _apply(
-    kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj], log: logging.Logger
+    kube: Kube,
+    desired: list[Obj],
+    live: dict[tuple[str, str], Obj],
+    log: logging.Logger,
+    children: Children,
 ) -> int:
     """Applies what differs from the live objects, deletes owned objects no longer desired,
-    and keeps `live` current. Returns the number of writes."""
+    and tells `children` of each write. Returns the number of writes."""
     writes = 0
     for obj in desired:
-        key = (obj["kind"], obj["metadata"]["name"])
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["name"])
         current = live.get(key)
         if current is not None and contains(current, obj):
             continue
-        if (handover := replicas.handover(current, obj, kube.field_manager)) is not None:
-            log.info("handing the replicas of %s %s over: the spec leaves them unset", *key)
-            await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
-            writes += 1
-        log.info("applying %s %s", *key)
-        live[key] = await kube.apply(replicas.as_created(current, obj))
+        backend = meta["labels"][BACKEND_LABEL]
+        writes += await _hand_over_replicas(kube, current, obj, log)
+        log.info("%s/%s: applying %s %s", meta["namespace"], backend, *key)
+        children.wrote(meta["namespace"], backend, current,
+                       await kube.apply(replicas.as_created(current, obj)))  # fmt: skip
         writes += 1
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    for key, obj in list(live.items()):
+    for key, obj in live.items():
         if key not in wanted:
-            log.info("deleting %s %s, no longer in the spec", *key)
+            meta = obj["metadata"]
+            backend = meta["labels"][BACKEND_LABEL]
+            log.info("%s/%s: deleting %s %s, no longer in the spec", meta["namespace"], backend,
+                     *key)  # fmt: skip
             await kube.delete(obj)
-            del live[key]
+            children.wrote(meta["namespace"], backend, obj, None)
             writes += 1
     return writes
+
+
+async def _hand_over_replicas(
+    kube: Kube, current: Obj | None, obj: Obj, log: logging.Logger
+) -> int:
+    """Before an apply that leaves a Deployment's replicas out, hands them to a second field
+    manager if the operator still owns them (`inferops.replicas`). The watch cache keeps no
+    managedFields, so the live object is read; only on such an apply, never at rest.
+    Returns the writes made."""
+    if current is None or not replicas.leaves_replicas(obj):
+        return 0
+    handover = replicas.handover(await kube.get(object_path(obj)), obj, kube.field_manager)
+    if handover is None:
+        return 0
+    meta = obj["metadata"]
+    log.info("%s/%s: handing the replicas of Deployment %s over: the spec leaves them unset",
+             meta["namespace"], meta["labels"][BACKEND_LABEL], meta["name"])  # fmt: skip
+    await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
+    return 1
 
 
 def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> Obj:
@@ -332,24 +391,34 @@ def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStat
 
 
 MAX_RETRY_DELAY = 300.0
+MAX_CONCURRENT = 32
+"""Reconciliations running at once; more would only queue for the API client's connections."""
+SETTLE_SECONDS = 0.2
+"""How long a child change waits for the rest of its burst (a rollout changes a Deployment,
+its ReplicaSets and pods within milliseconds): one reconciliation then reads them all."""
 
 
 class Reconciler:
     """Runs reconciliations one at a time per resource, and coalesces bursts of child
-    events: while one waits for its turn, further triggers for the same resource are
-    dropped, since the waiting one will read the latest state anyway."""
+    events: they wait `SETTLE_SECONDS` for the rest of the burst, and while one run waits for
+    its turn, further triggers for the same resource are dropped, since the waiting one will
+    read the latest state anyway."""
 
     def __init__(
         self,
         kube: Kube,
+        children: Children,
         log: logging.Logger,
         reader: MigrationReader | None = None,
         prober: Prober | None = None,
         images: Images = DEFAULT_IMAGES,
+        network_policy: NetworkPolicyConfig | None = None,
     ) -> None:
         self.kube = kube
+        self.children = children
         self.log = log
         self.images = images
+        self.network_policy = network_policy
         self.reader = reader
         self.prober = prober
         self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
@@ -357,6 +426,9 @@ class Reconciler:
         self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
         self._retries: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A thousand resources created at once would otherwise each hold their built
+        # children while waiting for the API: memory the allocator keeps afterwards.
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def retry_later(self, namespace: str, name: str, delay: float = 5.0) -> None:
         """Runs again after `delay`, doubling it (up to 5 minutes) while the API keeps
@@ -376,6 +448,10 @@ class Reconciler:
                 self.retry_later(namespace, name, min(delay * 2, MAX_RETRY_DELAY))
 
         self._retries[key] = asyncio.create_task(later())
+
+    def poke(self, namespace: str, name: str) -> None:
+        """A child of the resource changed: reconcile it once its burst has settled."""
+        self.schedule(namespace, name, SETTLE_SECONDS)
 
     def schedule(self, namespace: str, name: str, delay: float) -> None:
         """Runs again in `delay` seconds (a migration's next sample or step); an earlier
@@ -407,7 +483,8 @@ class Reconciler:
         self._queued.add(key)
         self._users[key] += 1
         try:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._locks.setdefault(key, asyncio.Lock()), self._slots:
+                # Triggers that came while this run waited are covered by what it reads now.
                 self._queued.discard(key)
                 return await self._reconcile(namespace, name)
         finally:
@@ -430,8 +507,9 @@ class Reconciler:
         started = time.perf_counter()
         try:
             outcome = await reconcile(
-                self.kube, body, self.log, self.reader, self.prober, images=self.images
-            )
+                self.kube, body, self.children, self.log, self.reader, self.prober,
+                images=self.images, network_policy=self.network_policy,
+            )  # fmt: skip
         except KubeError as error:
             if error.namespace_terminating:
                 # Its deletion removes the resource too; recreating children is pointless.

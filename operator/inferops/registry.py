@@ -44,13 +44,16 @@ class Kind:
 
 
 RBAC = "rbac.authorization.k8s.io"
-# Children in apply order: what pods need (claims, the routing table, their identity) first.
+NETWORKING = "networking.k8s.io"
+# Children in apply order: what pods need (claims, the routing table, their identity) first,
+# and the engines' NetworkPolicy (optional) before the pods it protects.
 KINDS = (
     Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "child", CHILD_VERBS),
     Kind("", "v1", "ConfigMap", "configmaps", "child", CHILD_VERBS),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", "child", CHILD_VERBS),
     Kind(RBAC, "v1", "Role", "roles", "child", CHILD_VERBS),
     Kind(RBAC, "v1", "RoleBinding", "rolebindings", "child", CHILD_VERBS),
+    Kind(NETWORKING, "v1", "NetworkPolicy", "networkpolicies", "child", CHILD_VERBS),
     Kind("apps", "v1", "Deployment", "deployments", "child", CHILD_VERBS),
     Kind("", "v1", "Service", "services", "child", CHILD_VERBS),
     # Pods tell why an engine is not ready (unschedulable, crash loops); never written.

@@ -38,7 +38,8 @@ def _initial(deployment: Obj) -> int:
     return INITIAL[deployment["metadata"]["labels"][COMPONENT_LABEL]]
 
 
-def _leaves_replicas(desired: Obj) -> bool:
+def leaves_replicas(desired: Obj) -> bool:
+    """Whether `desired` is a Deployment whose replicas the spec leaves to others."""
     return desired["kind"] == "Deployment" and "replicas" not in desired["spec"]
 
 
@@ -55,7 +56,7 @@ def desired(component: str, spec_replicas: int | None, live: Obj | None) -> int:
 def as_created(live: Obj | None, desired_obj: Obj) -> Obj:
     """What to apply: `desired_obj`, with the initial count when it creates a Deployment
     whose replicas are left to others (the next apply hands them over)."""
-    if live is not None or not _leaves_replicas(desired_obj):
+    if live is not None or not leaves_replicas(desired_obj):
         return desired_obj
     return {**desired_obj, "spec": {**desired_obj["spec"], "replicas": _initial(desired_obj)}}
 
@@ -76,7 +77,7 @@ def handover(live: Obj | None, desired_obj: Obj, manager: str) -> Obj | None:
     operator's own scale-down (`afterMigration: ScaleDownOllama`) or from a spec that asked
     for 0: handing it over would keep the component at zero pods, so the initial count is
     handed over instead."""
-    if live is None or not _leaves_replicas(desired_obj) or not owns_replicas(live, manager):
+    if live is None or not leaves_replicas(desired_obj) or not owns_replicas(live, manager):
         return None
     count = int(live["spec"].get("replicas", 1)) or _initial(desired_obj)
     meta = desired_obj["metadata"]
@@ -88,4 +89,12 @@ def handover(live: Obj | None, desired_obj: Obj, manager: str) -> Obj | None:
     }
 
 
-__all__ = ["HANDOVER_MANAGER", "INITIAL", "as_created", "desired", "handover", "owns_replicas"]
+__all__ = [
+    "HANDOVER_MANAGER",
+    "INITIAL",
+    "as_created",
+    "desired",
+    "handover",
+    "leaves_replicas",
+    "owns_replicas",
+]

@@ -6,139 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from kubernetes.config import kube_config
 
+from inferops.kube import Kube
 from inferops.router.configmap import ConfigMapSource
 from inferops.router.routes import VLLM
 from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
+from tests.fake_kube import NS, FakeKubeApi
 from tests.router.conftest import base_table, wait_for
 from tests.router.fakes import FakeEngine
 
-NS, NAME = "ai", "llama32-routes"
-END = object()
-
-
-class FakeKubeApi:
-    """A stand-in for the API server's ConfigMap endpoints: list, and watch from a version."""
-
-    def __init__(self) -> None:
-        self.version = 100
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.history: list[dict[str, Any]] = []
-        self.oldest = 0  # watches from an older version get 410 Gone
-        self.watchers: list[asyncio.Queue[object]] = []
-        self.lists = 0
-        self.watches = 0
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/namespaces/{ns}/configmaps", self._configmaps)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def stop(self) -> None:
-        self.end_watches()
-        if self._runner:
-            await self._runner.cleanup()
-
-    def put(self, name: str, data: dict[str, str]) -> None:
-        self.version += 1
-        kind = "MODIFIED" if name in self.objects else "ADDED"
-        obj = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "data": data,
-            "metadata": {"name": name, "namespace": NS, "resourceVersion": str(self.version)},
-        }
-        self.objects[name] = obj
-        self._emit({"type": kind, "object": obj})
-
-    def delete(self, name: str) -> None:
-        self.version += 1
-        obj = self.objects.pop(name)
-        self._emit({"type": "DELETED", "object": obj})
-
-    def end_watches(self) -> None:
-        """The server closes every watch (as it does at `timeoutSeconds`)."""
-        for queue in self.watchers:
-            queue.put_nowait(END)
-
-    def expire(self) -> None:
-        """Compaction: every version up to now is gone; open watches get 410."""
-        self.oldest = self.version + 1
-        for queue in self.watchers:
-            queue.put_nowait(self._gone())
-            queue.put_nowait(END)
-
-    def _gone(self) -> dict[str, Any]:
-        return {
-            "type": "ERROR",
-            "object": {
-                "kind": "Status",
-                "code": 410,
-                "reason": "Expired",
-                "message": "too old resource version",
-            },
-        }
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        self.history.append(event)
-        for queue in self.watchers:
-            queue.put_nowait(event)
-
-    async def _configmaps(self, request: web.Request) -> web.StreamResponse:
-        name = request.query["fieldSelector"].removeprefix("metadata.name=")
-        if request.query.get("watch") != "true":
-            self.lists += 1
-            items = [self.objects[name]] if name in self.objects else []
-            return web.json_response(
-                {
-                    "kind": "ConfigMapList",
-                    "items": items,
-                    "metadata": {"resourceVersion": str(self.version)},
-                }
-            )
-        since = int(request.query["resourceVersion"])
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        if since < self.oldest:
-            queue.put_nowait(self._gone())
-            queue.put_nowait(END)
-        for event in self.history:
-            if int(event["object"]["metadata"]["resourceVersion"]) > since:
-                queue.put_nowait(event)
-        # Registered before anything awaits, so a watch counted can always be ended.
-        self.watchers.append(queue)
-        self.watches += 1
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request)
-        try:
-            while (event := await queue.get()) is not END:
-                obj = event["object"]  # type: ignore[index]
-                if obj.get("metadata", {}).get("name", name) == name:
-                    await response.write(json.dumps(event).encode() + b"\n")
-        finally:
-            self.watchers.remove(queue)
-        await response.write_eof()
-        return response
+NAME = "llama32-routes"
 
 
 class Sink:
@@ -175,12 +60,12 @@ async def api() -> AsyncIterator[FakeKubeApi]:
 @pytest.fixture
 async def running(api: FakeKubeApi) -> AsyncIterator[Sink]:
     sink = Sink()
-    http = httpx.AsyncClient(base_url=api.url)
-    task = asyncio.create_task(ConfigMapSource(NS, NAME, http=http, max_backoff=0.05).run(sink))
+    kube = Kube(api.url, "test")
+    task = asyncio.create_task(ConfigMapSource(NS, NAME, kube=kube, max_backoff=0.05).run(sink))
     yield sink
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await http.aclose()
+    await kube.__aexit__()
 
 
 def weights(sink: Sink) -> list[int]:
@@ -203,7 +88,9 @@ async def test_list_then_watch_delivers_every_change_quickly(
     assert api.lists == 1  # every change came as a watch event: no re-listing, no polling
 
 
-async def test_relists_when_the_watch_ends_or_expires(api: FakeKubeApi, running: Sink) -> None:
+async def test_rewatches_when_the_watch_ends_and_relists_when_it_expires(
+    api: FakeKubeApi, running: Sink
+) -> None:
     api.put(NAME, routes_json(10))
     await wait_for(lambda: weights(running) == [10], "the first table")
     # The table came from the list; ending watches before the watch is open would end none.
@@ -215,7 +102,7 @@ async def test_relists_when_the_watch_ends_or_expires(api: FakeKubeApi, running:
     api.expire()  # 410 Gone on the open watch ...
     api.put(NAME, routes_json(30))  # ... and a change the expired watch never delivered
     await wait_for(lambda: weights(running) == [10, 20, 30], "the change found by re-listing")
-    assert api.lists == 3
+    assert api.lists == 2  # the first list and the one after 410; an ended watch resumes
 
 
 async def test_an_invalid_or_deleted_table_keeps_the_current_one(
@@ -242,9 +129,10 @@ async def test_a_deletion_missed_while_no_watch_was_open_is_noticed(
     api.put(NAME, routes_json(10))
     await wait_for(lambda: weights(running) == [10], "the first table")
     await wait_for(lambda: api.watches == 1, "the first watch")
-    # The API server goes away (its watches end with it) and the ConfigMap is deleted
-    # before the router lists again: no DELETED event ever reaches it.
-    api.objects.pop(NAME)
+    # The ConfigMap is deleted while no watch is open and its history is compacted away
+    # (an API server restart can do both): the router lists again after the 410, and no
+    # DELETED event ever reaches it.
+    api.objects.pop(("configmaps", NS, NAME))
     api.version += 1
     api.expire()
     await wait_for(lambda: api.lists >= 2, "a new list")
@@ -258,9 +146,9 @@ async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
     api.put(NAME, {"routes.json": json.dumps(table)})
-    http = httpx.AsyncClient(base_url=api.url)
+    kube = Kube(api.url, "test")
     state = RouterState()
-    server = RouterServer(state, ConfigMapSource(NS, NAME, http=http), grace_seconds=1)
+    server = RouterServer(state, ConfigMapSource(NS, NAME, kube=kube), grace_seconds=1)
     await server.start()
     try:
         await wait_for(lambda: state.routes is not None, "the first table")
@@ -295,7 +183,7 @@ async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
             assert state.generation == 1  # the same table throughout: nothing reinstalled
     finally:
         await server.stop()
-        await http.aclose()
+        await kube.__aexit__()
 
 
 async def test_credentials_come_from_kubeconfig(
@@ -332,9 +220,9 @@ async def test_router_follows_the_configmap_without_restart(
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
     api.put(NAME, {"routes.json": json.dumps(table)})
-    http = httpx.AsyncClient(base_url=api.url)
+    kube = Kube(api.url, "test")
     state = RouterState()
-    server = RouterServer(state, ConfigMapSource(NS, NAME, http=http), grace_seconds=1)
+    server = RouterServer(state, ConfigMapSource(NS, NAME, kube=kube), grace_seconds=1)
     await server.start()
     try:
         await wait_for(lambda: state.routes is not None, "the first table")
@@ -355,4 +243,4 @@ async def test_router_follows_the_configmap_without_restart(
             assert {await ask() for _ in range(5)} == {"ollama"}
     finally:
         await server.stop()
-        await http.aclose()
+        await kube.__aexit__()

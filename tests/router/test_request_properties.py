@@ -4,8 +4,9 @@ Random bodies (JSON objects of the right and wrong shapes, arrays, scalars, non-
 UTF-8, deep nesting, empty, over the size limit), headers (Host, the consumer and probe
 headers, credentials, content types), encodings (gzip, deflate, broken or unknown ones) and
 methods, on both APIs (OpenAI `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`;
-Ollama `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`), against a router in
-this process with the engine stand-ins behind it. Every request gets a well-formed answer:
+Ollama `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`; now and then the model
+endpoints and the refused model management), against a router in this process with the
+engine stand-ins behind it. Every request gets a well-formed answer:
 a status below 600, and for 4xx/5xx a JSON error body with a message in the dialect of its
 route; never a hang, and never a 5xx from the router itself (an answer without the
 `X-Inferops-Engine` header) for anything a client sends. The router's memory stays flat:
@@ -334,7 +335,8 @@ def _encode(body: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
-    others = ["/v1/models", "/api/tags", "/api/show", "/v1/nope", "/", "/api/"]
+    others = ["/v1/models", "/api/tags", "/api/show", "/api/ps", "/api/pull", "/api/delete",
+              "/api/blobs/sha256:00", "/v1/nope", "/", "/api/"]  # fmt: skip
     routes = OPENAI_ROUTES + OLLAMA_ROUTES
     path = draw(st.sampled_from(routes) if draw(LIKELY) else st.sampled_from(others))
     methods = ["GET", "PUT", "DELETE", "HEAD", "OPTIONS"]

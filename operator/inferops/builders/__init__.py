@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from inferops.api.spec import InferenceBackendSpec
+from inferops.builders import network_policy as netpol
 from inferops.builders import ollama, router, vllm
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
+from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.registry import CHILDREN
 
 # Kinds of the objects the operator may create, in apply order; anything of these kinds that
@@ -21,17 +23,20 @@ def desired_children(
     ready: Mapping[str, bool] | None = None,
     weights: Mapping[str, int] | None = None,
     images: Images = DEFAULT_IMAGES,
+    network_policy: NetworkPolicyConfig | None = None,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
     Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
-    live vLLM weights (a consumer missing from it gets its spec weight)."""
+    live vLLM weights (a consumer missing from it gets its spec weight). `network_policy`
+    (operator configuration) adds the engines' NetworkPolicy."""
     objects = (
         vllm.children(spec, owner, images)
         + ollama.children(spec, owner, images)
         + router.children(spec, owner, ready or {}, weights, images)
+        + netpol.children(owner, network_policy)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}
     return sorted(objects, key=lambda o: (order[o["kind"]], o["metadata"]["name"]))
 
 
-__all__ = ["CHILD_KINDS", "Images", "Obj", "Owner", "desired_children"]
+__all__ = ["CHILD_KINDS", "Images", "NetworkPolicyConfig", "Obj", "Owner", "desired_children"]

@@ -20,8 +20,14 @@ SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 BACKEND_LABEL = f"{GROUP}/backend"
 COMPONENT_LABEL = f"{GROUP}/component"
 MANAGED_BY = "inferops-operator"
-# What each component is, for the app.kubernetes.io/component label.
-ROLES = {"vllm": "inference-engine", "ollama": "inference-engine", "router": "router"}
+# What each component is, for the app.kubernetes.io/component label ("engines": the
+# NetworkPolicy in front of both engines).
+ROLES = {
+    "vllm": "inference-engine",
+    "ollama": "inference-engine",
+    "router": "router",
+    "engines": "inference-engine",
+}
 
 
 # Default images, pinned: the operator's configuration (set by the Helm chart) overrides them,
@@ -159,8 +165,8 @@ def scheduling(workload: WorkloadSpec, gpus: int) -> Obj:
         out["nodeSelector"] = dict(sorted(workload.node_selector.items()))
     if tolerations_ := tolerations(workload, gpus):
         out["tolerations"] = tolerations_
-    if workload.affinity:
-        out["affinity"] = workload.affinity
+    if workload.affinity is not None:
+        out["affinity"] = workload.affinity.dump()
     if workload.runtime_class_name:
         out["runtimeClassName"] = workload.runtime_class_name
     return out
@@ -187,7 +193,8 @@ def cache_claim(owner: Owner, component: str, cache: CacheSpec | None) -> Obj | 
         "accessModes": [cache.access_mode],
         "resources": {"requests": {"storage": str(cache.size)}},
     }
-    if cache.storage_class_name:
+    if cache.storage_class_name is not None:
+        # "" is Kubernetes' "no class" (only volumes without one), not the cluster default.
         spec["storageClassName"] = cache.storage_class_name
     return with_spec_hash(
         {

@@ -32,6 +32,41 @@ PRE_STOP_SECONDS = 5
 CONSUMER_LABEL = f"{GROUP}/consumer"
 # OpenAI clients expect plain HTTP on 80; Ollama clients were configured with 11434.
 SERVICE_PORTS = (("http", 80), ("ollama", 11434))
+# The image's user (images/inferops/Dockerfile), as the chart runs the operator: numeric, so
+# that runAsNonRoot can be checked, and set here too so that an image without a USER runs
+# as it.
+USER_ID = 65532
+TMP_VOLUME = "tmp"
+
+
+def security(pod_spec: Obj) -> Obj:
+    """`pod_spec` under the restricted Pod Security Standard: non-root, a read-only root
+    filesystem, no privilege escalation, no capabilities, the runtime's default seccomp
+    profile. The router writes nothing, but HOME and the temporary directory are /tmp in the
+    image (a library may want a temporary file): /tmp is a small emptyDir."""
+    containers = [
+        {
+            **c,
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        }
+        for c in pod_spec["containers"]
+    ]
+    return {
+        **pod_spec,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
 
 
 def name(owner: Owner) -> str:
@@ -177,11 +212,10 @@ def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAUL
     }  # fmt: skip
     if res := common.resources(router, 0):
         container["resources"] = res
-    pod_spec: Obj = {
-        "serviceAccountName": name(owner),
-        "containers": [container],
-        **common.scheduling(router, 0),
-    }
+    pod_spec = security(
+        {"serviceAccountName": name(owner), "containers": [container],
+         **common.scheduling(router, 0)}
+    )  # fmt: skip
     # preStop, then the router's own drain period (25 s) for in-flight streams.
     return common.deployment(
         owner, COMPONENT, router, pod_spec, grace_seconds=PRE_STOP_SECONDS + 30

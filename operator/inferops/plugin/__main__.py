@@ -16,7 +16,6 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-import httpx
 from kubernetes.config import ConfigException
 
 from inferops.api import API_VERSION, KIND, SINGULAR
@@ -153,8 +152,6 @@ async def run(
         # Status 0: Kube's word for a transport failure (refused, reset, timed out).
         text = error.message if error.status == 0 else f"the API server refused: {error}"
         outcome = Outcome(1, text)
-    except httpx.HTTPError as error:
-        outcome = Outcome(1, f"API server unreachable: {error!r}")
     if outcome.code == 0:
         print(outcome.message, file=out)
     else:

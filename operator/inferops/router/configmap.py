@@ -1,24 +1,22 @@
 """A routing table read from a ConfigMap through the Kubernetes API, watched for changes.
 
-List, then watch from the list's resourceVersion; on `410 Gone` (the version is too old) or
-when the server ends the watch, list again. A change therefore reaches the router as one watch
-event, within milliseconds of the operator's write, without a restart and without waiting for
-the kubelet to refresh a mounted volume (which takes up to a minute). Credentials come from
-the same loaders as the operator's (`inferops.kube`): the pod's service account, else
-KUBECONFIG. The router needs `get`, `list` and `watch` on that one ConfigMap.
+List, then watch from the list's resourceVersion; when the server ends the watch, watch again
+from the last version seen; on `410 Gone` (that version is too old), list again. A change
+therefore reaches the router as one watch event, within milliseconds of the operator's write,
+without a restart and without waiting for the kubelet to refresh a mounted volume (which takes
+up to a minute). Credentials come from the same client as the operator's (`inferops.kube`):
+the pod's service account, else KUBECONFIG. The router needs `get`, `list` and `watch` on that
+one ConfigMap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
-import httpx
-
 from inferops.api.routing import ROUTES_KEY
-from inferops.kube import Kube, KubeError
+from inferops.kube import Kube, KubeError, WatchExpired, path
 from inferops.router.sources import TableSink, parse
 
 log = logging.getLogger("inferops.router.configmap")
@@ -30,49 +28,49 @@ class ConfigMapSource:
         namespace: str,
         name: str,
         key: str = ROUTES_KEY,
-        http: httpx.AsyncClient | None = None,
+        kube: Kube | None = None,
         watch_seconds: int = 290,
         max_backoff: float = 10.0,
     ) -> None:
-        """`http` is a client whose base URL is the API server (tests pass one); by default
-        one is made from the cluster credentials."""
+        """`kube`: the API client (tests pass one); by default one is made from the cluster
+        credentials."""
         self.namespace = namespace
         self.name = name
         self.key = key
-        self.http = http
+        self.kube = kube
         self.watch_seconds = watch_seconds
         self.max_backoff = max_backoff
         self._text: str | None = None
-        self._path = f"/api/v1/namespaces/{namespace}/configmaps"
+        self._path = path("v1", "ConfigMap", namespace)
         self._selector = f"metadata.name={name}"
 
     def describe(self) -> str:
         return f"configmap {self.namespace}/{self.name} key {self.key}"
 
     async def run(self, sink: TableSink) -> None:
-        owned = self.http is None
-        http = self.http or Kube.connect(field_manager="inferops-router").http
+        kube = self.kube or Kube.connect(field_manager="inferops-router")
         backoff = 0.25
+        version: str | None = None
         try:
             while True:
                 try:
-                    version = await self._list(http, sink)
+                    if version is None:
+                        version = await self._list(kube, sink)
                     backoff = 0.25
-                    await self._watch(http, sink, version)
-                except (httpx.HTTPError, KubeError, ValueError) as err:
+                    version = await self._watch(kube, sink, version)
+                except WatchExpired:
+                    log.debug("%s: watch expired (410), listing again", self.describe())
+                    version = None
+                except (KubeError, ValueError) as err:
                     log.warning("%s: %s; retrying in %.2gs", self.describe(), err, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
         finally:
-            if owned:
-                await http.aclose()
+            if self.kube is None:
+                await kube.__aexit__()
 
-    async def _list(self, http: httpx.AsyncClient, sink: TableSink) -> str:
-        response = await http.get(self._path, params={"fieldSelector": self._selector})
-        if response.status_code >= 400:
-            raise KubeError(response.status_code, response.text)
-        body = response.json()
-        items = body.get("items") or []
+    async def _list(self, kube: Kube, sink: TableSink) -> str:
+        items, version = await kube.list_versioned(self._path, field_selector=self._selector)
         if items:
             self._apply(items[0], sink)
         elif self._text is not None:
@@ -80,38 +78,20 @@ class ConfigMapSource:
             self._lost(sink)
         else:
             log.warning("%s does not exist (yet); waiting for it", self.describe())
-        return str(body["metadata"]["resourceVersion"])
+        return version
 
-    async def _watch(self, http: httpx.AsyncClient, sink: TableSink, version: str) -> None:
-        params = {
-            "fieldSelector": self._selector,
-            "watch": "true",
-            "resourceVersion": version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(self.watch_seconds),
-        }
-        # No read limit beyond the server's own watch timeout, plus a margin for a dead peer.
-        timeout = httpx.Timeout(10.0, read=self.watch_seconds + 30.0)
-        async with http.stream("GET", self._path, params=params, timeout=timeout) as response:
-            if response.status_code == 410:
-                return
-            if response.status_code >= 400:
-                await response.aread()
-                raise KubeError(response.status_code, response.text)
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        log.debug("%s: watch expired (410), listing again", self.describe())
-                        return
-                    raise KubeError(int(obj.get("code") or 500), str(obj.get("message")))
-                if kind in ("ADDED", "MODIFIED"):
-                    self._apply(obj, sink)
-                elif kind == "DELETED":
-                    self._lost(sink)
+    async def _watch(self, kube: Kube, sink: TableSink, version: str) -> str:
+        """Follows the ConfigMap until the server ends the watch; returns the version
+        reached, from which the next watch continues without listing again."""
+        events = kube.watch(self._path, version, field_selector=self._selector,
+                            timeout_seconds=self.watch_seconds)  # fmt: skip
+        async for kind, obj in events:
+            version = obj.get("metadata", {}).get("resourceVersion") or version
+            if kind in ("ADDED", "MODIFIED"):
+                self._apply(obj, sink)
+            elif kind == "DELETED":
+                self._lost(sink)
+        return version
 
     def _lost(self, sink: TableSink) -> None:
         self._text = None  # so that the same table, written back, is installed again

@@ -75,6 +75,22 @@ def untrusted_consumer_header() -> RouterError:
     )
 
 
+def managed_model(method: str, path: str, model: str | None) -> RouterError:
+    """Ollama's model management (pull, push, create, copy, delete, blobs) is refused: the
+    model is declared in the InferenceBackend and rolled out by the operator to both engines,
+    so a change made on one engine behind the router would be wrong on the other and undone
+    at the engine's next restart."""
+    which = f"the model {model!r}" if model else "the model"
+    return RouterError(
+        403,
+        f"{method} {path} is not served here: {which} is declared in its InferenceBackend "
+        "resource and rolled out by the inferops operator. To change it, edit the "
+        "InferenceBackend's spec.ollama.model (the Ollama tag) and spec.vllm.model "
+        "(the vLLM model)",
+        "model_managed_by_operator",
+    )
+
+
 def no_table() -> RouterError:
     return RouterError(503, "no routing table loaded yet", "no_routing_table", "server_error")
 
@@ -109,6 +125,7 @@ __all__ = [
     "RouterError",
     "bad_json",
     "bad_request",
+    "managed_model",
     "no_table",
     "render",
     "stream_error_ollama",

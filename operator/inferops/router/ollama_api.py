@@ -1,10 +1,13 @@
 """Ollama's native API, served by translating to the engines' OpenAI API and back, so that
 consumers written against Ollama keep working when their traffic moves to vLLM.
 
-Routes: `POST /api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`; `GET /api/tags`,
-`/api/version`, and `GET`/`HEAD /` ("Ollama is running"). Ollama streams unless told
-otherwise (`stream` absent means true). The translation rules are in
-`inferops.router.translate`.
+Routes: `POST /api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`, `/api/show`;
+`GET /api/tags`, `/api/ps`, `/api/version`, and `GET`/`HEAD /` ("Ollama is running"). Ollama
+streams unless told otherwise (`stream` absent means true). The translation rules are in
+`inferops.router.translate`; what the model endpoints answer is in
+`inferops.router.modelinfo`. Model management (`/api/pull`, `/api/push`, `/api/create`,
+`/api/copy`, `/api/delete`, `/api/blobs/...`) is refused with 403: the operator owns the
+model.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from inferops.router import errors, translate
+from inferops.router import errors, inquiry, modelinfo, translate
 from inferops.router.errors import OLLAMA, RouterError
-from inferops.router.proxy import Intake, handle, json_response
+from inferops.router.proxy import Intake, handle, json_response, parse_object, read_body
 from inferops.router.relay import relay
 from inferops.router.routes import CHAT_PATH, EMBEDDINGS_PATH
 from inferops.router.state import RouterState
@@ -190,7 +193,65 @@ def tags(state: RouterState) -> Handler:
         if routes is None:
             return errors.render(OLLAMA, errors.no_table())
         names = [routes.model, *routes.table.aliases]
-        return json_response({"models": [translate.tag(n, state.loaded_at) for n in names]})
+        return json_response({"models": [modelinfo.tag(n, state.loaded_at) for n in names]})
+
+    return handler
+
+
+def show(state: RouterState) -> Handler:
+    """The model's description: Ollama's, with the context length every engine accepts
+    (`inferops.router.modelinfo`). Like `/api/tags` it needs no consumer: it describes the
+    model, not a consumer's traffic."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        routes = state.routes
+        if routes is None:
+            return errors.render(OLLAMA, errors.no_table())
+        try:
+            doc = parse_object(await read_body(request, routes.max_body_bytes))
+            verbose = modelinfo.show_request(doc, routes.model_names, routes.model)
+        except RouterError as err:
+            return errors.render(OLLAMA, err)
+        headers = upstream_headers(request.headers)
+        facts = await inquiry.facts(state.session, routes, headers, show=True, verbose=verbose)
+        apis = {consumer.api for consumer in routes.consumers}
+        return json_response(modelinfo.show_answer(facts, apis, state.loaded_at))
+
+    return handler
+
+
+def ps(state: RouterState) -> Handler:
+    """The model while an engine holds it loaded."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        routes = state.routes
+        if routes is None:
+            return errors.render(OLLAMA, errors.no_table())
+        headers = upstream_headers(request.headers)
+        facts = await inquiry.facts(state.session, routes, headers, show=False)
+        return json_response(modelinfo.ps_answer(routes.model, facts, time.time()))
+
+    return handler
+
+
+# Ollama's model management. The operator owns the model (`errors.managed_model`).
+MANAGEMENT_PATHS = (
+    "/api/pull",
+    "/api/push",
+    "/api/create",
+    "/api/copy",
+    "/api/delete",
+    "/api/blobs/{digest}",
+)
+
+
+def refuse(state: RouterState) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        model = state.routes.model if state.routes else None
+        error = errors.managed_model(request.method, request.path, model)
+        # The body is not read (a blob upload can be gigabytes): aiohttp discards what the
+        # client still sends for at most its lingering time (10 s), then hangs up.
+        return errors.render(OLLAMA, error)
 
     return handler
 
@@ -210,8 +271,12 @@ def add_routes(app: web.Application, state: RouterState) -> None:
     app.router.add_post("/api/embed", embed(state))
     app.router.add_post("/api/embeddings", embeddings(state))
     app.router.add_get("/api/tags", tags(state))
+    app.router.add_post("/api/show", show(state))
+    app.router.add_get("/api/ps", ps(state))
+    for path in MANAGEMENT_PATHS:
+        app.router.add_route("*", path, refuse(state))
     app.router.add_get("/api/version", version)
     app.router.add_get("/", root)  # HEAD / comes with it
 
 
-__all__ = ["OLLAMA_COMPAT_VERSION", "add_routes"]
+__all__ = ["MANAGEMENT_PATHS", "OLLAMA_COMPAT_VERSION", "add_routes"]

@@ -103,6 +103,19 @@ def probe_target(routes: Routes, value: str) -> Target:
     return target
 
 
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as err:
+        raise errors.bad_json(str(err)) from None
+    except RecursionError:  # `[[[[...` deeper than Python's recursion limit
+        raise errors.bad_json("nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise errors.bad_request("the request body must be a JSON object")
+    return doc
+
+
 async def take(request: web.Request, state: RouterState, route: str) -> Intake:
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -123,14 +136,7 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
         probe = headers.get(PROBE_HEADER)
         pin = probe_target(routes, probe) if probe is not None else None
         raw = await read_body(request, routes.max_body_bytes)
-        try:
-            doc = json.loads(raw)
-        except ValueError as err:
-            raise errors.bad_json(str(err)) from None
-        except RecursionError:  # `[[[[...` deeper than Python's recursion limit
-            raise errors.bad_json("nested too deeply") from None
-        if not isinstance(doc, dict):
-            raise errors.bad_request("the request body must be a JSON object")
+        doc = parse_object(raw)
         model = doc.get("model")
         if not isinstance(model, str) or not model:
             raise errors.bad_request("the request names no 'model'")
@@ -196,6 +202,7 @@ __all__ = [
     "Intake",
     "handle",
     "json_response",
+    "parse_object",
     "probe_target",
     "read_body",
     "take",

@@ -25,7 +25,6 @@ Choices made where the two APIs do not line up:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -60,10 +59,6 @@ IMAGE_PREFIXES = (
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def rfc3339(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def dumps(obj: object) -> bytes:
@@ -396,28 +391,6 @@ def error_message(body: bytes, status: int) -> str:
     return f"engine answered HTTP {status}"
 
 
-def tag(name: str, loaded_at: float) -> Json:
-    """One `/api/tags` entry. Sizes and digests are the engines' business; the digest is
-    stable per name so clients that cache by digest behave."""
-    if ":" not in name.rpartition("/")[2]:
-        name += ":latest"
-    return {
-        "name": name,
-        "model": name,
-        "modified_at": rfc3339(loaded_at),
-        "size": 0,
-        "digest": hashlib.sha256(name.encode()).hexdigest(),
-        "details": {
-            "parent_model": "",
-            "format": "",
-            "family": "",
-            "families": None,
-            "parameter_size": "",
-            "quantization_level": "",
-        },
-    }
-
-
 # -- streams -------------------------------------------------------------------------------
 
 
@@ -564,5 +537,4 @@ __all__ = [
     "generate_answer",
     "generate_request",
     "loaded",
-    "tag",
 ]

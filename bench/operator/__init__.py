@@ -1,0 +1,1 @@
+"""The operator benchmark: N InferenceBackends on the local cluster, measured."""

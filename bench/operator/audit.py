@@ -1,0 +1,63 @@
+"""Counting the operator's API requests from the API server's own audit log.
+
+The operator and the benchmark both authenticate as the cluster's admin; the audit policy
+records only that user's requests (not the controller manager's, the scheduler's or kwok's),
+and the user agent tells the operator's (its client: `inferops-operator`; kopf's: `kopf/...`)
+from the benchmark's own (`inferops-bench`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from datetime import datetime
+from pathlib import Path
+
+POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    users: ["kubernetes-admin"]
+  - level: None
+"""
+
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def apiserver_args(directory: Path) -> list[str]:
+    policy = directory / "audit-policy.yaml"
+    policy.write_text(POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={directory / 'audit.log'}",
+        "--audit-log-format=json",
+        "--audit-log-maxbackup=0",
+        "--audit-log-maxsize=0",
+    ]
+
+
+def is_operator(user_agent: str) -> bool:
+    return user_agent.startswith(("inferops-operator", "kopf/"))
+
+
+def _time(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def operator_requests(log: Path, start: float, end: float) -> dict[str, int]:
+    """The operator's requests completed in [start, end) (epoch seconds), by verb."""
+    counts: collections.Counter[str] = collections.Counter()
+    with log.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            if not is_operator(event.get("userAgent", "")):
+                continue
+            if start <= _time(event["stageTimestamp"]) < end:
+                counts[event["verb"]] += 1
+    return dict(sorted(counts.items()))
+
+
+def writes(counts: dict[str, int]) -> int:
+    return sum(n for verb, n in counts.items() if verb in WRITES)

@@ -1,0 +1,44 @@
+"""Where the operator's CPU goes: py-spy samples its stacks while the backends are created,
+and the summary lists the functions with the most samples, inclusive and self."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+from pathlib import Path
+
+
+class Profiler:
+    def __init__(self, pid: int, raw: Path) -> None:
+        py_spy = shutil.which("py-spy") or str(Path(__file__).parents[2] / ".venv/bin/py-spy")
+        self.raw = raw
+        self.process = subprocess.Popen(
+            [py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
+             "-o", str(raw), "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.process.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        self.process.wait(timeout=60)
+
+
+def summary(raw: Path, top: int = 25) -> str:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                  + ")" for f in stack.split(";")]  # fmt: skip
+        samples += n
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    lines = [f"{samples} samples at 50 Hz", "", "inclusive:"]
+    lines += [f"{100 * n / samples:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    lines += ["", "self:"]
+    lines += [f"{100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
+    return "\n".join(lines) + "\n"
