@@ -2,7 +2,8 @@
 
 The cluster is the one KUBECONFIG names when it is set (kind in CI, any cluster), otherwise
 the local cluster, started here (and stopped at the end if this session started it). Nothing
-is skipped: if the cluster cannot start, every test errors with the reason.
+is skipped: if the cluster cannot start, every test errors with the reason. (The one test that
+restarts the API server needs the local cluster; with KUBECONFIG set it reports a skip.)
 """
 
 from __future__ import annotations

@@ -121,10 +121,12 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def total(metrics: dict[str, float], name: str, **labels: str) -> float | None:
-    """The sum of `name`'s series that carry all `labels`; None when there is none."""
+    """The sum of `name`'s series that carry all `labels` (a series without labels counts
+    when none are asked for); None when there is none."""
     wanted = [f'{key}="{value}"' for key, value in labels.items()]
     found = [value for key, value in metrics.items()
-             if key.startswith(name + "{") and all(label in key for label in wanted)]  # fmt: skip
+             if (key.startswith(name + "{") or key == name)
+             and all(label in key for label in wanted)]  # fmt: skip
     return sum(found) if found else None
 
 

@@ -191,7 +191,9 @@ def test_deleting_the_resource_removes_every_child(
 def test_deleted_or_edited_children_are_restored(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
-    apply_example(kubectl, namespace)
+    # replicas set: the operator owns them, so a scale is reverted (unset, they are left to
+    # an HPA or a person: e2e/test_faults.py).
+    apply_example(kubectl, namespace, vllm={**EXAMPLE["spec"]["vllm"], "replicas": 1})
     wait_phase(kubectl, namespace, "Ready")
     old = kubectl.get("service", "llama32-vllm", namespace)
     assert old is not None

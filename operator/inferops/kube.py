@@ -317,11 +317,14 @@ class Kube:
         )  # fmt: skip
         return dict(response.body)
 
-    async def apply(self, obj: Obj, *, dry_run: bool = False) -> Obj:
+    async def apply(
+        self, obj: Obj, *, dry_run: bool = False, field_manager: str | None = None
+    ) -> Obj:
         """Server-side apply, taking ownership of the fields the operator sets (force). With
         `dry_run`, the API server validates and answers as if it had applied, storing
-        nothing (not a write)."""
-        params = {"fieldManager": self.field_manager, "force": "true"}
+        nothing (not a write). `field_manager` applies as another manager than the
+        operator's own (a handover)."""
+        params = {"fieldManager": field_manager or self.field_manager, "force": "true"}
         if dry_run:
             params["dryRun"] = "All"
         else:

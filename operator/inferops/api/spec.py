@@ -7,7 +7,7 @@ Rules it cannot check live in `inferops.validation`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -187,8 +187,13 @@ class Resources(Model):
 class WorkloadSpec(Model):
     """Fields shared by both engines' Deployments: size and placement of the pods."""
 
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Number of pods."""
+    INITIAL_REPLICAS: ClassVar[int] = 1
+    """Pods of a Deployment created while `replicas` is unset."""
+
+    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Number of pods, kept by the operator (a `kubectl scale` is reverted). Leave it unset
+    to scale with a HorizontalPodAutoscaler or `kubectl scale`: the Deployment is then
+    created with 1 pod and the operator never writes its replicas again."""
     resources: Resources = Resources()
     """CPU, memory and other resources; GPUs are set by the engine's GPU field."""
     node_selector: LabelMap = {}
@@ -356,8 +361,12 @@ class RouterSpec(WorkloadSpec):
     """The router in front of both engines: one endpoint per consumer, a weighted split, and
     fallback to Ollama."""
 
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 2
-    """Number of router pods."""
+    INITIAL_REPLICAS: ClassVar[int] = 2
+
+    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Number of router pods, kept by the operator (a `kubectl scale` is reverted). Leave it
+    unset to scale with a HorizontalPodAutoscaler or `kubectl scale`: the Deployment is
+    then created with 2 pods and the operator never writes its replicas again."""
     image: Image | None = None
     """Router container image; the operator's default (its configuration) when omitted."""
     fallback: bool = True

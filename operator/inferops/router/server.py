@@ -1,8 +1,9 @@
 """The router's web server: the application, its lifecycle and a graceful stop.
 
 Start-up creates the upstream session and starts the table source; `/healthz` answers as
-long as the process runs, `/readyz` once a table is installed (and until a stop begins), and
-`/metrics` serves the router's own registry. Stopping (SIGTERM) stops accepting connections,
+long as the process runs, `/readyz` once a table is installed (and until a stop begins; a
+stale table still serves, so it stays ready and says so), and `/metrics` serves the
+router's own registry. Stopping (SIGTERM) stops accepting connections,
 turns `/readyz` to 503, lets requests and streams in flight finish within the grace period,
 cancels what is left, then closes the upstream session.
 """
@@ -61,6 +62,9 @@ def create_app(
             return web.Response(status=503, text="stopping")
         if state.routes is None:
             return web.Response(status=503, text="no routing table loaded")
+        if state.stale is not None:
+            # Still ready: the last good table serves, which beats no router at all.
+            return web.Response(text=f"ok: table {state.generation}, stale: {state.stale}")
         return web.Response(text=f"ok: table {state.generation}")
 
     async def metrics(request: web.Request) -> web.StreamResponse:
