@@ -305,7 +305,13 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
                if " -> " in e["message"]]  # fmt: skip
     print("phase changes:", changes)
     assert ("VLLMUnschedulable", "Ready -> Degraded") in changes, changes
-    assert changes[-1] == ("EnginesReady", "Degraded -> Ready"), changes
+    # Back to Ready, directly or through Progressing when a reconciliation saw the new pod
+    # scheduled but not yet ready (both true; which one is a matter of timing).
+    after = changes[changes.index(("VLLMUnschedulable", "Ready -> Degraded")) + 1 :]
+    assert after in (
+        [("EnginesReady", "Degraded -> Ready")],
+        [("VLLMStarting", "Degraded -> Progressing"), ("EnginesReady", "Progressing -> Ready")],
+    ), changes
 
 
 # ------------------------------------------------------------- replicas: who owns them

@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="py-spy the operator while the largest size is created")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rerender", type=Path, metavar="JSON",
+                        help="no run: plot and table of an earlier run's results")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.rest, args.changes = [20, 60], 15.0, 3
@@ -332,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.rerender:
+        results = json.loads(args.rerender.read_text())["results"]
+        plot(results, args.rerender.with_suffix(".png"))
+        print(table(results))
+        return 0
     results = []
     args.out.mkdir(parents=True, exist_ok=True)
     name = "operator-quick" if args.quick else "operator"
