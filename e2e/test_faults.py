@@ -32,7 +32,7 @@ import ollama
 import openai
 import pytest
 
-from e2e.dataplane import MODEL, DataPlane, Request, Traffic
+from e2e.dataplane import DataPlane, Request, Traffic
 from e2e.harness import Kubectl, OperatorProcess, free_port, scrape, total, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 from e2e.test_migration import FAST, PROBE, consumers_of, served_weight
@@ -490,54 +490,19 @@ def outcomes(requests: list[Request]) -> dict[str, int]:
     return out
 
 
-class LongStream:
-    """A long streaming answer from vLLM through the router (a consumer at weight 100, EOS
-    ignored), opened until its first chunk arrived: from then on the router holds it in
-    flight."""
-
-    def __init__(self, plane: DataPlane, namespace: str, consumer: str) -> None:
-        host = {"Host": f"{NAME}-{consumer}.{namespace}.svc"}
-        client = openai.OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
-                               max_retries=0, timeout=30, default_headers=host)  # fmt: skip
-        self.chunks = 0
-        self.finish: str | None = None
-        self._stream = iter(client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Tell me a long story."}],
-            max_tokens=160, stream=True, extra_body={"ignore_eos": True},
-        ))  # fmt: skip
-        self._read(next(self._stream))
-
-    def _read(self, chunk: Any) -> None:
-        self.chunks += 1
-        if chunk.choices and chunk.choices[0].finish_reason:
-            self.finish = chunk.choices[0].finish_reason
-
-    def rest(self) -> None:
-        """Reads to the end (or raises what the client raises)."""
-        for chunk in self._stream:
-            self._read(chunk)
-
-
 def test_router_restarted_under_traffic_ends_every_request(
     kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
     """The router is restarted twice while consumers stream through it: first with SIGTERM
-    (a rollout: it drains), then with SIGKILL (a crash). A stream the router holds at the
-    SIGTERM runs to its end; one it holds at the SIGKILL ends with a clean client error.
-    Every other request either completes or ends with a clean client error (connection
-    refused or reset, a stream cut, or a 503 from the restarted router before its table is
-    loaded), none hangs to its timeout (30 s), and the restarted router serves again.
-    Consumers: the official `openai` client without retries and with its default 2, and the
-    official `ollama` client. (In a cluster the router's pod gets no new connections by the
-    time of the SIGTERM: a preStop pause lets its endpoints go first.)"""
-    consumers = [{"name": "notes", "weight": 50}, {"name": "rag", "weight": 100},
-                 {"name": "ner"}]  # fmt: skip
-    kubectl.apply(manifest(consumers=consumers), namespace)
+    (a rollout: it drains), then with SIGKILL (a crash). Every request either completes or
+    ends with a clean client error (connection refused or reset, stream cut), none hangs
+    to its timeout (30 s); requests in flight at the SIGTERM complete; the restarted router
+    serves again. Consumers: the official `openai` client without retries and with its
+    default 2, and the official `ollama` client."""
+    kubectl.apply(manifest(), namespace)
     wait_phase(kubectl, namespace, "Ready")
     router = plane.serve(namespace, NAME)
     marks: dict[str, float] = {}
-    held: dict[str, LongStream] = {}
-    cut: BaseException | None = None
     with Traffic(plane, namespace, "notes", timeout=30, pause=0.02) as raw, \
             Traffic(plane, namespace, "notes", timeout=30, pause=0.02,
                     max_retries=2) as retrying, \
@@ -551,22 +516,11 @@ def test_router_restarted_under_traffic_ends_every_request(
 
         wait_for("traffic through the router", lambda: served_after(0), 60)
         for how in ("SIGTERM", "SIGKILL"):
-            held[how] = stream = LongStream(plane, namespace, "rag")
             marks[how] = time.monotonic()
             if how == "SIGTERM":
-                # stop() returns once the router has exited, which it does only after the
-                # stream it holds has ended: read it meanwhile.
-                stopper = threading.Thread(target=router.process.stop, kwargs={"grace": 30})
-                stopper.start()
-                stream.rest()
-                stopper.join(40)
+                router.process.stop(grace=30)
             else:
                 router.process.kill()
-                try:
-                    stream.rest()
-                except Exception as error:  # what the consumer sees: judged below
-                    cut = error
-                marks["cut"] = time.monotonic()
             marks[f"{how} down"] = time.monotonic()
             router.start(timeout=60)
             marks[f"{how} up"] = time.monotonic()
@@ -584,24 +538,14 @@ def test_router_restarted_under_traffic_ends_every_request(
             f"{how}: router down after {marks[f'{how} down'] - marks[how]:.2f}s, serving "
             f"again {marks[f'{how} up'] - marks[f'{how} down']:.2f}s later"
         )
-    print(f"held stream at SIGTERM: {held['SIGTERM'].chunks} chunks, finish "
-          f"{held['SIGTERM'].finish}; at SIGKILL: {held['SIGKILL'].chunks} chunks, then "
-          f"{cut!r} after {marks['cut'] - marks['SIGKILL']:.2f}s")  # fmt: skip
     print(f"longest request {max(r.end - r.start for r in requests):.2f}s")
-    # Printed, not asserted: one run in nine held a request for the whole 25 s drain (see
-    # docs/reliability.md); this names such requests if it happens again.
-    for label, loop in (("openai", raw), ("openai, retries", retrying), ("ollama", native)):
-        for r in loop.requests:
-            if r.end - r.start > 5:
-                print(f"slow ({label}): started {r.start - marks['SIGTERM']:+.2f}s from the "
-                      f"SIGTERM, took {r.end - r.start:.2f}s, {r.error!r}")  # fmt: skip
     hangs = [r for r in requests if isinstance(r.error, HANG)]
     unclean = [r.error for r in requests if r.error is not None and not clean(r.error)]
     assert hangs == [] and unclean == [], (hangs, unclean)
-    # The rollout's SIGTERM let the stream in flight finish; the crash cut its stream cleanly.
-    assert held["SIGTERM"].finish == "length", vars(held["SIGTERM"])
-    assert cut is not None and clean(cut), cut
-    assert held["SIGKILL"].finish is None
+    # A rollout's SIGTERM lets the requests in flight finish.
+    drained = [r for r in requests if r.start < marks["SIGTERM"] < r.end]
+    print(f"in flight at SIGTERM: {outcomes(drained)}")
+    assert all(r.error is None for r in drained), drained
 
 
 def stale(router_url: str) -> tuple[float | None, str]:
