@@ -234,7 +234,7 @@ def test_no_request_sent_after_vllm_is_killed_fails(
     after_kill = [error for started, error in failures if started >= killed_at_time]
     in_flight = [error for started, error in failures if started < killed_at_time]
     print(f"\nrequests cut by the SIGKILL while in flight: {len(in_flight)} {in_flight[:2]}")
-    assert after_kill == [], f"{len(after_kill)} requests sent after the kill failed: {after_kill[:3]}"
+    assert after_kill == [], f"{len(after_kill)} sent after the kill failed: {after_kill[:3]}"
     # At most one request per client thread can be on the wire at the kill.
     assert len(in_flight) <= len(threads), in_flight
     assert ollama_engine.state.requests_total - standin_before >= 40
