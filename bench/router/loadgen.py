@@ -5,6 +5,7 @@ open at once.
 Each of `concurrency` workers sends one streaming chat request after the other on a keep-alive
 pool until the phase ends, so the phase stops by itself; only requests started after the
 warm-up count. A request counts as an error unless it answers 200 and ends with `[DONE]`.
+Held streams are the exception: the client closes them once measured, and that is no error.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class StreamRun:
             self.error_samples.append(repr(err))
 
 
-def client_session() -> aiohttp.ClientSession:
+def client_session(timeout: aiohttp.ClientTimeout = TIMEOUT) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=TIMEOUT,
+        timeout=timeout,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
@@ -147,6 +148,10 @@ class HoldRun:
     """What `measure` returned while all streams were open."""
 
 
+HOLD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+"""Held streams last minutes; they end when the client closes them."""
+
+
 async def hold_streams(
     base_urls: list[str],
     streams: int,
@@ -155,8 +160,8 @@ async def hold_streams(
     settle_s: float = 1.0,
     open_timeout_s: float = 30.0,
 ) -> HoldRun:
-    """Opens `streams` streams at once and calls `measure` once all are open (or after
-    `open_timeout_s`), then lets them run to their end."""
+    """Opens `streams` streams at once, calls `measure` once all had their first event (or
+    after `open_timeout_s`), then closes them all (the client leaves mid-stream)."""
     run = HoldRun(streams)
     urls = [base + CHAT for base in base_urls]
     all_open = asyncio.Event()
@@ -177,13 +182,15 @@ async def hold_streams(
             if len(run.error_samples) < 5:
                 run.error_samples.append(repr(err))
 
-    async with client_session() as session:
+    async with client_session(HOLD_TIMEOUT) as session:
         tasks = [asyncio.create_task(one(session, i)) for i in range(streams)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_open.wait(), open_timeout_s)
         await asyncio.sleep(settle_s)
         run.measured = measure()
-        await asyncio.gather(*tasks)
+        for task in tasks:
+            task.cancel()  # closes each stream's connection
+        await asyncio.gather(*tasks, return_exceptions=True)
     return run
 
 
