@@ -140,6 +140,15 @@ def _noise(table: Table, section: str, phases: list[Phase]) -> None:
         lambda p: _metric(p, "proxy_core", "others") * 100,
         compare=False,
     )
+    table.absolute(
+        section,
+        "proxy busy after the phase ended",
+        "s",
+        phases,
+        lambda p: _metric(p, "settle_s"),
+        proxies_only=True,
+        compare=False,
+    )
     # Part of "others": the proxies not measured, idle on the same core.
     table.absolute(
         section,

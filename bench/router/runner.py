@@ -283,6 +283,33 @@ def smoke(stack: Stack) -> None:
     asyncio.run(check())
 
 
+SETTLE_CPU = 0.05
+"""A proxy using less than this share of its core..."""
+SETTLE_WINDOW_S = 0.5
+"""...over this long, with no stream open at the backends, is idle."""
+SETTLE_MAX_S = 180.0
+
+
+def settle(stack: Stack, path: str) -> float:
+    """Waits until the path's proxy is idle and the backends have no stream open; returns
+    the seconds it took (NaN when it was still busy after `SETTLE_MAX_S`).
+
+    A proxy that goes on working for clients that have left (requests a timed-out client or
+    wrk's warm-up abandoned) would otherwise take CPU from the next phase, which may measure
+    another proxy on the same core."""
+    proxy = stack.proxy(path)
+    began = time.perf_counter()
+    while time.perf_counter() - began < SETTLE_MAX_S:
+        streams = sum(s["open_streams"] for s in stack.backend_stats())
+        cpu = proxy.cpu_seconds() if proxy else 0.0
+        time.sleep(SETTLE_WINDOW_S)
+        busy = (proxy.cpu_seconds() - cpu) / SETTLE_WINDOW_S if proxy else 0.0
+        if streams == 0 and busy < SETTLE_CPU:
+            return time.perf_counter() - began - SETTLE_WINDOW_S
+    log.warning("%s was still busy %.0f s after the phase", path, SETTLE_MAX_S)
+    return math.nan
+
+
 def rotated(paths: tuple[str, ...], repeat: int) -> list[str]:
     shift = repeat % len(paths)
     return list(paths[shift:] + paths[:shift])
@@ -293,6 +320,8 @@ def run_all(stack: Stack, wrk_path: str, workdir: Path) -> list[dict[str, Any]]:
     config = stack.config
     os.sched_setaffinity(0, set(config.load_cpus))  # the client runs beside the backends
     smoke(stack)
+    for path in config.paths:  # e.g. LiteLLM's start-up work
+        settle(stack, path)
     script = workdir / "post.lua"
     script.write_text(wrk.lua_script(loadgen.chat_body(stream=False, max_tokens=config.tokens)))
     phases: list[dict[str, Any]] = []
@@ -302,13 +331,15 @@ def run_all(stack: Stack, wrk_path: str, workdir: Path) -> list[dict[str, Any]]:
             for concurrency in config.concurrencies:
                 for path in order:
                     measure = partial(stream_phase, stack, path, profile, concurrency, repeat)
-                    phases.append(_least_disturbed(config, measure))
+                    phases.append(_least_disturbed(config, measure, partial(settle, stack, path)))
         for path in order:
             measure = partial(throughput_phase, stack, path, repeat, wrk_path, script)
-            phases.append(_least_disturbed(config, measure))
+            phases.append(_least_disturbed(config, measure, partial(settle, stack, path)))
         for path in order:
-            phases.append(hold_phase(stack, path, repeat))
-            _log(phases[-1])
+            phase = hold_phase(stack, path, repeat)
+            phase["settle_s"] = settle(stack, path)
+            phases.append(phase)
+            _log(phase)
     return phases
 
 
@@ -321,8 +352,11 @@ def disturbance(phase: dict[str, Any]) -> float:
     return max(load, float(phase["proxy_core"]["others"]))
 
 
-def _least_disturbed(config: Config, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Runs a phase; while other processes took more than `config.disturbed` of a core it
+def _least_disturbed(
+    config: Config, measure: Callable[[], dict[str, Any]], idle: Callable[[], float]
+) -> dict[str, Any]:
+    """Runs a phase, then `idle` (which waits until the proxy is idle again and returns how
+    long that took); while other processes took more than `config.disturbed` of a core it
     uses, waits and runs it again (at most `config.retries` times), keeping the least
     disturbed attempt. The attempts' disturbances are recorded with it."""
     attempts: list[dict[str, Any]] = []
@@ -330,6 +364,7 @@ def _least_disturbed(config: Config, measure: Callable[[], dict[str, Any]]) -> d
         if attempt:
             time.sleep(config.retry_pause_s)
         phase = measure()
+        phase["settle_s"] = idle()
         _log(phase)
         attempts.append(phase)
         if disturbance(phase) <= config.disturbed:
@@ -394,6 +429,7 @@ __all__ = [
     "hold_phase",
     "rotated",
     "run_all",
+    "settle",
     "smoke",
     "stream_phase",
     "throughput_phase",
