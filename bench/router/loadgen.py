@@ -142,6 +142,7 @@ class HoldRun:
     open_all_s: float = float("nan")
     """From the burst's start until every stream had its first event."""
     ttft: list[float] = field(default_factory=list)
+    """Per stream, from the burst's start to its first event."""
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     measured: dict[str, Any] = field(default_factory=dict)
@@ -168,15 +169,17 @@ async def hold_streams(
     began = time.perf_counter()
 
     def opened() -> None:
+        # The streams are closed before they end, so their TTFT is taken here.
+        now = time.perf_counter()
+        run.ttft.append(now - began)
         run.opened += 1
         if run.opened == streams:
-            run.open_all_s = time.perf_counter() - began
+            run.open_all_s = now - began
             all_open.set()
 
     async def one(session: aiohttp.ClientSession, index: int) -> None:
         try:
-            ttft, _ = await stream_once(session, urls[index % len(urls)], body, opened)
-            run.ttft.append(ttft)
+            await stream_once(session, urls[index % len(urls)], body, opened)
         except (aiohttp.ClientError, StreamFailed, TimeoutError) as err:
             run.errors += 1
             if len(run.error_samples) < 5:
