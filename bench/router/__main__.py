@@ -1,10 +1,13 @@
 """`python -m bench.router`: the router benchmark, start to finish.
 
-Starts two backend stand-ins, the inferops router and nginx (each proxy pinned to one core),
-measures streaming TTFT and end-to-end latency at each concurrency, non-streaming requests/s
-(wrk) and a burst of held streams on the direct, router and nginx paths side by side, repeat
-after repeat; stops everything; writes bench/results/router.json and router.png and prints
-the table with the targets' PASS/MISS.
+Installs what is missing (nginx and wrk from Debian's packages; vllm-router and LiteLLM's
+proxy from PyPI into their own cached virtual environments), starts two backend stand-ins,
+the inferops router and its peers (nginx, vllm-router, LiteLLM; every proxy pinned to one
+core), measures streaming TTFT and end-to-end latency at each concurrency for each stream
+profile, non-streaming requests/s (wrk) and a burst of held streams on every path side by
+side, repeat after repeat; stops everything; writes bench/results/router.json and router.png
+(router-quick.* for --quick) and prints the table with the router's ratio to each peer and
+its targets' PASS/MISS.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.router import machine, plot, profile, report, runner, tools
-from bench.router.config import QUICK, Config, split_cpus
+from bench.router import machine, peers, plot, profile, report, runner, tools
+from bench.router.config import PATHS, QUICK, Config, split_cpus
 from bench.router.stack import REPO, Stack
 
 log = logging.getLogger("bench.router")
@@ -40,6 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         nargs="+",
         help="concurrent streams (default 1 64 512)",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=PATHS,
+        metavar="PATH",
+        help=f"the paths to measure, of {', '.join(PATHS)} (default: all; direct is always "
+        "measured, the added latencies are relative to it)",
     )
     parser.add_argument("--hold-streams", type=int, help="streams held open at once (1000)")
     parser.add_argument(
@@ -75,6 +86,9 @@ def make_config(args: argparse.Namespace) -> Config:
         settings["retries"] = args.retries
     if args.hold_streams is not None:
         settings["hold_streams"] = args.hold_streams
+    if args.paths:
+        chosen = {"direct", *args.paths}
+        settings["paths"] = tuple(p for p in PATHS if p in chosen)
     proxy, load = split_cpus()
     return Config(**settings, proxy_cpus=proxy, load_cpus=load, profile=args.profile)
 
@@ -90,11 +104,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def run(config: Config, out: Path, keep_workdir: bool) -> str:
-    """Runs the benchmark; returns the table."""
+def run(config: Config, out: Path, stem: str, keep_workdir: bool) -> str:
+    """Runs the benchmark; writes `<stem>.json` and `<stem>.png` into `out`; returns the
+    table."""
     if importlib.util.find_spec("matplotlib") is None:  # fail now, not after 15 minutes
         raise SystemExit("the plot needs matplotlib: .venv/bin/pip install matplotlib")
-    paths = tools.ensure(["nginx", "wrk"])
+    paths = tools.ensure(["wrk", *(["nginx"] if "nginx" in config.paths else [])])
+    # First use: installs the peers (LiteLLM: a few minutes); each is cached afterwards.
+    peer_venvs = {
+        name: peers.ensure(peers.PEERS[name]) for name in config.paths if name in peers.PEERS
+    }
     started = datetime.datetime.now(datetime.UTC)
     info = machine.machine()
     workdir = Path(tempfile.mkdtemp(prefix="inferops-bench-router-"))
@@ -107,7 +126,7 @@ def run(config: Config, out: Path, keep_workdir: bool) -> str:
     )
     if config.proxy_cpus == config.load_cpus:
         log.warning("only one CPU: proxies and load share it, the figures say little")
-    stack = Stack(config, workdir, paths["nginx"])
+    stack = Stack(config, workdir, paths, peer_venvs)
     profiled: dict[str, Any] | None = None
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -136,27 +155,33 @@ def run(config: Config, out: Path, keep_workdir: bool) -> str:
         "started": started.isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python -m bench.router", *sys.argv[1:]]),
         "machine": info,
-        "versions": machine.versions(paths),
+        "versions": machine.versions(paths, peer_venvs),
         "config": config.to_json(),
         "profile": profiled,
         "notes": NOTES,
     }
-    return publish(doc, phases, config, out)
+    return publish(doc, phases, config, out, stem)
 
 
 NOTES = [
     "added = proxy path minus direct path, percentile against percentile, in the same repeat",
+    "router/<peer> = median of the router's figure divided by the median of the peer's",
     "proxy CPU: user+system from /proc/<pid>/stat over the phase, divided by the requests "
-    "completed in it (nginx: master+worker)",
-    "proxy RSS: VmRSS of the router process / of the nginx worker",
+    "completed in it (the process and its descendants; nginx: master+worker)",
+    "proxy RSS: VmRSS of the nginx worker; of the other proxies, summed over the process and "
+    "its descendants",
     "non-streaming requests/s measured with wrk (one thread, 64 connections)",
     "load cores busy: every process on the load cores (client, wrk, backends, others)",
-    "proxy core used by others: the proxy core's busy time minus the proxy's own CPU time",
+    "proxy core used by others: the proxy core's busy time minus the proxy's own CPU time "
+    "(includes the idle proxies' CPU, also shown on its own)",
+    "every proxy runs for the whole run on the proxy core; only one is under load at a time",
 ]
 
 
-def publish(doc: dict[str, Any], phases: list[dict[str, Any]], config: Config, out: Path) -> str:
-    """Computes the figures from the raw phases, writes router.json and router.png into
+def publish(
+    doc: dict[str, Any], phases: list[dict[str, Any]], config: Config, out: Path, stem: str
+) -> str:
+    """Computes the figures from the raw phases, writes `<stem>.json` and `<stem>.png` into
     `out`; returns the table."""
     rows = report.summarise(phases, config)
     results = report.verdicts(rows, config)
@@ -167,17 +192,23 @@ def publish(doc: dict[str, Any], phases: list[dict[str, Any]], config: Config, o
         "phases": phases,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "router.json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
-    plot.draw(rows, config, out / "router.png")
-    log.info("wrote %s and %s", out / "router.json", out / "router.png")
+    json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
+    json_path.write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    plot.draw(rows, config, png_path)
+    log.info("wrote %s and %s", json_path, png_path)
     return report.render(rows, results, config)
 
 
 def rerender(source: Path, out: Path) -> str:
-    """Recomputes figures, plot and table from the raw phases of an earlier run's JSON."""
+    """Recomputes figures, plot and table from the raw phases of an earlier run's JSON
+    (written back under the same name into `out`)."""
     doc = json.loads(source.read_text())
+    config = Config.from_json(doc["config"])
     phases = _unclean(doc["phases"])
-    return publish(doc, phases, Config.from_json(doc["config"]), out)
+    for phase in phases:  # a run from before profiles streamed with one
+        if phase["kind"] == "stream":
+            phase.setdefault("profile", config.profiles[0].name)
+    return publish(doc, phases, config, out, source.stem)
 
 
 def _unclean(value: Any) -> Any:
@@ -197,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(rerender(args.rerender, args.out) + "\n")
         return
     config = make_config(args)
-    table = run(config, args.out, args.keep_workdir)
+    # A smoke run never overwrites the results of a full one.
+    table = run(config, args.out, "router-quick" if args.quick else "router", args.keep_workdir)
     sys.stdout.write(table + "\n")
     if config.profile:
         profile_txt = args.out / "router-profile.txt"

@@ -205,7 +205,7 @@ class StandinProtocol(asyncio.Protocol):
                 "connections": c.connections,
             }
             self._send("200 OK", "application/json", json.dumps(stats).encode(), keep_alive)
-        elif method == "GET" and path in ("/healthz", "/v1/models"):
+        elif method == "GET" and path in ("/health", "/healthz", "/v1/models"):
             models = {"object": "list", "data": [{"id": "llama3.2", "object": "model"}]}
             self._send("200 OK", "application/json", json.dumps(models).encode(), keep_alive)
         else:

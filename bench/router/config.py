@@ -1,4 +1,5 @@
-"""The benchmark's settings: what is measured, for how long, and the targets it is held to."""
+"""The benchmark's settings: which paths, which stream profiles, for how long, and the targets
+the router is held to."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PATHS = ("direct", "router", "nginx")
-"""The three ways to the same backends, measured side by side."""
+PATHS = ("direct", "router", "nginx", "vllm-router", "litellm")
+"""The ways to the same backends, measured side by side: straight to them, through this
+router, and through each peer (nginx; vLLM's Rust router; LiteLLM's proxy)."""
 
-PROXIES = ("router", "nginx")
+PROXIES = PATHS[1:]
+
+PEERS = ("nginx", "vllm-router", "litellm")
+"""The proxies the router's figures are divided by (router / peer) in the table and plot."""
 
 HOST = "bench"
 """The consumer's Host header (the router tells consumers apart by it)."""
@@ -19,13 +24,39 @@ WEIGHT = 50
 
 
 @dataclass(frozen=True)
+class Profile:
+    """How the backends pace a stream: the first event after `ttft_ms`, then `tokens` events
+    `token_ms` apart. Sent with every streaming request (the stand-in's `x_standin` body
+    field, which every proxy passes through; the run checks that it arrives)."""
+
+    name: str
+    ttft_ms: float
+    token_ms: float
+    tokens: int
+
+    def describe(self) -> str:
+        return f"{self.ttft_ms:g} ms, then {self.tokens} x {self.token_ms:g} ms"
+
+    def standin(self) -> dict[str, float]:
+        return {"ttft_ms": self.ttft_ms, "token_ms": self.token_ms, "tokens": self.tokens}
+
+
+BASELINE = Profile("baseline", ttft_ms=50.0, token_ms=20.0, tokens=16)
+"""The profile of the earlier runs (and of the targets): 50 events/s per stream."""
+REALISTIC = Profile("realistic", ttft_ms=20.0, token_ms=10.0, tokens=32)
+"""An engine's pace: 100 tokens/s per stream, so twice the events per second to relay."""
+
+
+@dataclass(frozen=True)
 class Targets:
     """What the router is held to; the run prints PASS or MISS for each."""
 
     added_ttft_p50_ms: float = 1.0
-    """At `target_concurrency` streams, median over repeats of (router - direct) TTFT p50."""
+    """At `target_concurrency` streams of the `profile` profile, median over repeats of
+    (router - direct) TTFT p50."""
     added_ttft_p99_ms: float = 5.0
     target_concurrency: int = 64
+    profile: str = BASELINE.name
     requests_per_second: float = 5000.0
     """Non-streaming, through one router process on one core (median over repeats)."""
     hold_rss_mib: float = 150.0
@@ -42,17 +73,23 @@ class Config:
     warmup_s: float = 1.0
     """Time before each phase's measurement (connections opened, caches warm)."""
     concurrencies: tuple[int, ...] = (1, 64, 512)
-    ttft_ms: float = 50.0
-    token_ms: float = 20.0
-    tokens: int = 16
+    profiles: tuple[Profile, ...] = (BASELINE, REALISTIC)
+    """The streaming phases run once per profile."""
+    paths: tuple[str, ...] = PATHS
+    """The paths measured (`--paths`; direct is always one of them)."""
+    tokens: int = BASELINE.tokens
+    """Tokens of a non-streaming answer (its size)."""
     throughput_connections: int = 64
     hold_streams: int = 1000
     hold_token_ms: float = 1000.0
     """The held streams trickle one event per second..."""
-    hold_tokens: int = 10
-    """...for this many events, so they end on their own."""
+    hold_tokens: int = 150
+    """...for up to this many events: longer than a slow proxy takes to open them all, so that
+    all are open at once. The client closes them once measured."""
+    hold_open_timeout_s: float = 100.0
+    """The proxy's RSS is read once all held streams had their first event, or after this."""
     proxy_cpus: frozenset[int] = frozenset()
-    """The core the router and nginx are pinned to (one at a time)."""
+    """The core every proxy is pinned to (all run all the time; one is measured at a time)."""
     load_cpus: frozenset[int] = frozenset()
     """The cores of the load generators and backends."""
     disturbed: float = 0.15
@@ -71,6 +108,15 @@ class Config:
         fields = dict(doc)
         fields["targets"] = Targets(**fields.get("targets", {}))
         fields["concurrencies"] = tuple(fields["concurrencies"])
+        if "profiles" in fields:
+            fields["profiles"] = tuple(Profile(**p) for p in fields["profiles"])
+        else:  # a run from before profiles: one, the backends' pace then
+            pace = {k: fields.pop(k) for k in ("ttft_ms", "token_ms") if k in fields}
+            fields["profiles"] = (
+                Profile(BASELINE.name, **pace, tokens=fields.get("tokens", BASELINE.tokens)),
+            )
+        # A run from before the peers measured direct, router and nginx.
+        fields["paths"] = tuple(fields.get("paths", ("direct", "router", "nginx")))
         fields["proxy_cpus"] = frozenset(fields["proxy_cpus"])
         fields["load_cpus"] = frozenset(fields["load_cpus"])
         return cls(**fields)
@@ -80,11 +126,27 @@ class Config:
         doc["proxy_cpus"] = sorted(self.proxy_cpus)
         doc["load_cpus"] = sorted(self.load_cpus)
         doc["concurrencies"] = list(self.concurrencies)
+        doc["paths"] = list(self.paths)
+        doc["profiles"] = [asdict(p) for p in self.profiles]
         return doc
 
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        """The measured paths that go through a proxy."""
+        return tuple(p for p in self.paths if p != "direct")
 
-QUICK = {"repeats": 1, "duration_s": 2.0, "warmup_s": 0.5}
-"""`--quick`: one short repeat, to check that everything runs."""
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """The measured proxies the router is compared with (none without the router)."""
+        if "router" not in self.paths:
+            return ()
+        return tuple(p for p in self.paths if p in PEERS)
+
+
+QUICK = {"repeats": 1, "duration_s": 2.0, "warmup_s": 0.5, "retries": 0}
+"""`--quick`: one short repeat, to check that everything runs (no re-runs of disturbed
+phases: with five paths and two profiles they would triple its time; `--retries` still
+applies)."""
 
 
 def split_cpus() -> tuple[frozenset[int], frozenset[int]]:
@@ -97,13 +159,17 @@ def split_cpus() -> tuple[frozenset[int], frozenset[int]]:
 
 
 __all__ = [
+    "BASELINE",
     "HOST",
     "MODEL",
     "PATHS",
+    "PEERS",
     "PROXIES",
     "QUICK",
+    "REALISTIC",
     "WEIGHT",
     "Config",
+    "Profile",
     "Targets",
     "split_cpus",
 ]

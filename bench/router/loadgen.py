@@ -5,6 +5,7 @@ open at once.
 Each of `concurrency` workers sends one streaming chat request after the other on a keep-alive
 pool until the phase ends, so the phase stops by itself; only requests started after the
 warm-up count. A request counts as an error unless it answers 200 and ends with `[DONE]`.
+Held streams are the exception: the client closes them once measured, and that is no error.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class StreamRun:
             self.error_samples.append(repr(err))
 
 
-def client_session() -> aiohttp.ClientSession:
+def client_session(timeout: aiohttp.ClientTimeout = TIMEOUT) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=TIMEOUT,
+        timeout=timeout,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
@@ -141,10 +142,15 @@ class HoldRun:
     open_all_s: float = float("nan")
     """From the burst's start until every stream had its first event."""
     ttft: list[float] = field(default_factory=list)
+    """Per stream, from the burst's start to its first event."""
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     measured: dict[str, Any] = field(default_factory=dict)
     """What `measure` returned while all streams were open."""
+
+
+HOLD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+"""Held streams last minutes; they end when the client closes them."""
 
 
 async def hold_streams(
@@ -155,35 +161,39 @@ async def hold_streams(
     settle_s: float = 1.0,
     open_timeout_s: float = 30.0,
 ) -> HoldRun:
-    """Opens `streams` streams at once and calls `measure` once all are open (or after
-    `open_timeout_s`), then lets them run to their end."""
+    """Opens `streams` streams at once, calls `measure` once all had their first event (or
+    after `open_timeout_s`), then closes them all (the client leaves mid-stream)."""
     run = HoldRun(streams)
     urls = [base + CHAT for base in base_urls]
     all_open = asyncio.Event()
     began = time.perf_counter()
 
     def opened() -> None:
+        # The streams are closed before they end, so their TTFT is taken here.
+        now = time.perf_counter()
+        run.ttft.append(now - began)
         run.opened += 1
         if run.opened == streams:
-            run.open_all_s = time.perf_counter() - began
+            run.open_all_s = now - began
             all_open.set()
 
     async def one(session: aiohttp.ClientSession, index: int) -> None:
         try:
-            ttft, _ = await stream_once(session, urls[index % len(urls)], body, opened)
-            run.ttft.append(ttft)
+            await stream_once(session, urls[index % len(urls)], body, opened)
         except (aiohttp.ClientError, StreamFailed, TimeoutError) as err:
             run.errors += 1
             if len(run.error_samples) < 5:
                 run.error_samples.append(repr(err))
 
-    async with client_session() as session:
+    async with client_session(HOLD_TIMEOUT) as session:
         tasks = [asyncio.create_task(one(session, i)) for i in range(streams)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_open.wait(), open_timeout_s)
         await asyncio.sleep(settle_s)
         run.measured = measure()
-        await asyncio.gather(*tasks)
+        for task in tasks:
+            task.cancel()  # closes each stream's connection
+        await asyncio.gather(*tasks, return_exceptions=True)
     return run
 
 

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.router import tools
+from bench.router import peers, tools
 from bench.router.stack import REPO
 
 
@@ -55,7 +55,17 @@ def _package(name: str) -> str:
         return "not installed"
 
 
-def versions(tool_paths: dict[str, str]) -> dict[str, Any]:
+def versions(tool_paths: dict[str, str], peer_venvs: dict[str, Path]) -> dict[str, Any]:
+    """Versions of Python, the router's packages, the tools and the peers (each peer's
+    requirement, its installed version and its lock file)."""
+    installed = {
+        name: {
+            "requirement": peers.PEERS[name].requirement,
+            "version": peers.installed_version(peers.PEERS[name], venv),
+            "lock": f"bench/router/locks/{peers.PEERS[name].lock.name}",
+        }
+        for name, venv in peer_venvs.items()
+    }
     return {
         "python": platform.python_version(),
         "aiohttp": _package("aiohttp"),
@@ -63,6 +73,7 @@ def versions(tool_paths: dict[str, str]) -> dict[str, Any]:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--", "operator")),
         **{name: tools.version(path) for name, path in tool_paths.items()},
+        "peers": installed,
     }
 
 

@@ -89,6 +89,28 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children(todo.pop())
+        found.extend(kids)
+        todo.extend(kids)
+    return sorted(found)
+
+
+def tree_memory_kib(pid: int) -> dict[str, int]:
+    """`memory_kib` summed over `pid` and its descendants (processes gone meanwhile skipped):
+    the footprint of a server that runs helper processes."""
+    total = {"VmRSS": 0, "VmHWM": 0}
+    for member in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            for key, value in memory_kib(member).items():
+                total[key] += value
+    return total
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """Returns once 127.0.0.1:`port` accepts connections; raises if `proc` exits first."""
     deadline = time.monotonic() + timeout
@@ -111,6 +133,8 @@ class Service:
     port: int
     log_path: Path
     cwd: Path | None = None
+    env: dict[str, str] | None = None
+    """The whole environment of the process (None: this process's)."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,6 +151,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.cwd,
+                env=self.env,
                 start_new_session=True,
                 # Set in the child before exec, so every thread and child inherits it.
                 preexec_fn=lambda: os.sched_setaffinity(0, cpus),
@@ -144,11 +169,11 @@ class Service:
             return "(no log)"
 
     def pids(self) -> list[int]:
-        """The process and its direct children."""
-        return [self.pid, *children(self.pid)]
+        """The process and its descendants."""
+        return [self.pid, *descendants(self.pid)]
 
     def cpu_seconds(self) -> float:
-        """CPU time of the process and its children, in seconds."""
+        """CPU time of the process and its descendants, in seconds."""
         total = 0.0
         for pid in self.pids():
             with contextlib.suppress(OSError):
@@ -162,6 +187,7 @@ class Service:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)  # a paused group acts on SIGTERM only now
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -180,9 +206,11 @@ __all__ = [
     "children",
     "core_times",
     "cpu_seconds",
+    "descendants",
     "free_port",
     "listen_overflows",
     "memory_kib",
     "total_cpu",
+    "tree_memory_kib",
     "wait_port",
 ]

@@ -173,11 +173,14 @@ def profile_router(
             rate = load.requests_per_s
             what = f"non-streaming, {config.throughput_connections} connections (wrk)"
         else:
-            body = loadgen.chat_body(stream=True, max_tokens=config.tokens)
+            pace = config.profiles[0]
+            body = loadgen.chat_body(stream=True, max_tokens=pace.tokens, standin=pace.standin())
             base = [f"http://127.0.0.1:{router.port}"]
             run = asyncio.run(loadgen.run_streams(base, concurrency, 0.0, duration + 1.0, body))
             rate = run.completed / run.wall_s
-            what = f"streaming, {concurrency} concurrent streams of {config.tokens} events"
+            what = (
+                f"streaming {pace.name}, {concurrency} concurrent streams of {pace.tokens} events"
+            )
         output, _ = spy.communicate(timeout=60)
         if spy.returncode != 0 or not raw.exists():
             log.warning("py-spy failed (%s): %s", spy.returncode, output.strip()[-500:])

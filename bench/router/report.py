@@ -1,6 +1,7 @@
 """From raw phases to the figures the benchmark reports: per-repeat values, added latency
-(proxy minus direct within the same repeat), min/median/max over repeats, router/nginx
-ratios, the targets' PASS/MISS, and the readable table.
+(proxy minus direct within the same repeat), min/median/max over repeats, the router's ratio
+to each peer (router / nginx, router / vllm-router, router / litellm), the targets'
+PASS/MISS, and the readable table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.router.config import PATHS, Config
+from bench.router.config import Config, Profile
 from bench.router.stats import ratio, spread
 
 Phase = dict[str, Any]
@@ -22,15 +23,15 @@ LATENCY_FLOOR_MS = 0.01
 
 @dataclass
 class Row:
-    """One reported figure: min/median/max over repeats per path, and router/nginx."""
+    """One reported figure: min/median/max over repeats per path, and router / each peer."""
 
     section: str
     figure: str
     unit: str
     values: dict[str, dict[str, float]]
     """Path -> spread; paths the figure does not apply to are absent."""
-    ratio: float
-    """median(router) / median(nginx); NaN when meaningless."""
+    ratios: dict[str, float]
+    """Peer -> median(router) / median(peer); NaN when meaningless."""
 
 
 def _metric(phase: Phase, *keys: str) -> float:
@@ -46,6 +47,10 @@ def _select(phases: list[Phase], kind: str, **match: Any) -> list[Phase]:
     return [p for p in phases if p["kind"] == kind and all(p.get(k) == v for k, v in match.items())]
 
 
+def stream_section(profile: Profile, concurrency: int) -> str:
+    return f"streaming {profile.name} ({profile.describe()}), {concurrency} concurrent"
+
+
 def _by_repeat(phases: list[Phase], path: str) -> dict[int, Phase]:
     return {p["repeat"]: p for p in phases if p["path"] == path}
 
@@ -53,8 +58,11 @@ def _by_repeat(phases: list[Phase], path: str) -> dict[int, Phase]:
 class Table:
     """Accumulates rows from one kind of phase."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config) -> None:
         self.rows: list[Row] = []
+        self.paths = config.paths
+        self.proxies = config.proxies
+        self.peers = config.peers
 
     def absolute(
         self,
@@ -63,27 +71,34 @@ class Table:
         unit: str,
         phases: list[Phase],
         get: Getter,
-        paths: tuple[str, ...] = PATHS,
-        floor: float = 0.0,
+        proxies_only: bool = False,
+        compare: bool = True,
     ) -> Row:
+        """Min/median/max per path; `compare=False` for a figure that describes the
+        conditions (noise, errors, the split), where router / peer means nothing."""
+        paths = self.proxies if proxies_only else self.paths
         values = {
             path: spread([get(p) for p in _by_repeat(phases, path).values()]) for path in paths
         }
-        return self._add(section, figure, unit, values, floor)
+        row = self._add(section, figure, unit, values, 0.0)
+        if not compare:
+            row.ratios = {}
+        return row
 
     def added(self, section: str, figure: str, phases: list[Phase], get: Getter) -> Row:
-        """Proxy minus direct, repeat by repeat (both measured in the same repeat). The
-        ratio is given only when nginx added time in every repeat: a ratio to a value that is
-        zero within noise says nothing."""
+        """Proxy minus direct, repeat by repeat (both measured in the same repeat). A ratio
+        to a peer is given only when that peer added time in every repeat: a ratio to a value
+        that is zero within noise says nothing."""
         direct = _by_repeat(phases, "direct")
         values: dict[str, dict[str, float]] = {}
-        for path in ("router", "nginx"):
+        for path in self.proxies:
             proxied = _by_repeat(phases, path)
             diffs = [get(proxied[r]) - get(direct[r]) for r in proxied if r in direct]
             values[path] = spread(diffs)
         row = self._add(section, figure, "ms", values, LATENCY_FLOOR_MS)
-        if not values["nginx"]["min"] > LATENCY_FLOOR_MS:
-            row.ratio = math.nan
+        for peer in row.ratios:
+            if not values[peer]["min"] > LATENCY_FLOOR_MS:
+                row.ratios[peer] = math.nan
         return row
 
     def _add(
@@ -94,9 +109,14 @@ class Table:
         values: dict[str, dict[str, float]],
         floor: float,
     ) -> Row:
-        router, nginx = values.get("router"), values.get("nginx")
-        r = ratio(router["median"], nginx["median"], floor) if router and nginx else math.nan
-        row = Row(section, figure, unit, values, r)
+        router = values.get("router")
+        ratios = {}
+        for peer in self.peers:
+            other = values.get(peer)
+            ratios[peer] = math.nan
+            if router is not None and other is not None:
+                ratios[peer] = ratio(router["median"], other["median"], floor)
+        row = Row(section, figure, unit, values, ratios)
         self.rows.append(row)
         return row
 
@@ -105,7 +125,12 @@ def _noise(table: Table, section: str, phases: list[Phase]) -> None:
     """How busy the load cores were (near 100%: the client side limits the figures), and
     how much of the proxy's core went to other processes (a noisy neighbour)."""
     table.absolute(
-        section, "load cores busy", "%", phases, lambda p: _metric(p, "load_cores", "busy") * 100
+        section,
+        "load cores busy",
+        "%",
+        phases,
+        lambda p: _metric(p, "load_cores", "busy") * 100,
+        compare=False,
     )
     table.absolute(
         section,
@@ -113,35 +138,35 @@ def _noise(table: Table, section: str, phases: list[Phase]) -> None:
         "%",
         phases,
         lambda p: _metric(p, "proxy_core", "others") * 100,
+        compare=False,
+    )
+    table.absolute(
+        section,
+        "proxy busy after the phase ended",
+        "s",
+        phases,
+        lambda p: _metric(p, "settle_s"),
+        proxies_only=True,
+        compare=False,
+    )
+    # Part of "others": the proxies not measured, idle on the same core.
+    table.absolute(
+        section,
+        "idle proxies' CPU",
+        "%",
+        phases,
+        lambda p: _metric(p, "idle_proxies_cpu_util") * 100,
+        compare=False,
     )
 
 
 def summarise(phases: list[Phase], config: Config) -> list[Row]:
-    table = Table()
-    for c in config.concurrencies:
-        section = f"streaming, {c} concurrent"
-        ph = _select(phases, "stream", concurrency=c)
-        table.absolute(section, "TTFT p50", "ms", ph, lambda p: _metric(p, "ttft_ms", "p50"))
-        table.absolute(section, "TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
-        table.added(section, "added TTFT p50", ph, lambda p: _metric(p, "ttft_ms", "p50"))
-        table.added(section, "added TTFT p99", ph, lambda p: _metric(p, "ttft_ms", "p99"))
-        table.added(section, "added end-to-end p50", ph, lambda p: _metric(p, "e2e_ms", "p50"))
-        table.added(section, "added end-to-end p99", ph, lambda p: _metric(p, "e2e_ms", "p99"))
-        table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
-        proxies = ("router", "nginx")
-        table.absolute(
-            section,
-            "proxy CPU per 1,000 requests",
-            "s",
-            ph,
-            lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
-            proxies,
-        )
-        table.absolute(
-            section, "proxy RSS", "MiB", ph, lambda p: _metric(p, "proxy", "rss_mib"), proxies
-        )
-        _noise(table, section, ph)
-        table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    table = Table(config)
+    for profile in config.profiles:
+        for c in config.concurrencies:
+            section = stream_section(profile, c)
+            ph = _select(phases, "stream", profile=profile.name, concurrency=c)
+            _streaming(table, section, ph)
     section = f"non-streaming, {config.throughput_connections} connections (wrk)"
     ph = _select(phases, "throughput")
     table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
@@ -151,7 +176,7 @@ def summarise(phases: list[Phase], config: Config) -> list[Row]:
         "req/s",
         ph,
         lambda p: 1000.0 / _metric(p, "proxy", "cpu_s_per_1k"),
-        ("router", "nginx"),
+        proxies_only=True,
     )
     table.absolute(
         section, "latency p50", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "50")
@@ -159,36 +184,57 @@ def summarise(phases: list[Phase], config: Config) -> list[Row]:
     table.absolute(
         section, "latency p99", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "99")
     )
-    proxies = ("router", "nginx")
     table.absolute(
         section,
         "proxy CPU per 1,000 requests",
         "s",
         ph,
         lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
-        proxies,
+        proxies_only=True,
     )
     table.absolute(
-        section, "proxy CPU busy", "%", ph, lambda p: _metric(p, "proxy", "cpu_util") * 100, proxies
+        section,
+        "proxy CPU busy",
+        "%",
+        ph,
+        lambda p: _metric(p, "proxy", "cpu_util") * 100,
+        proxies_only=True,
     )
     table.absolute(
-        section, "proxy RSS", "MiB", ph, lambda p: _metric(p, "proxy", "rss_mib"), proxies
+        section,
+        "proxy RSS",
+        "MiB",
+        ph,
+        lambda p: _metric(p, "proxy", "rss_mib"),
+        proxies_only=True,
     )
     table.absolute(
-        section, "share sent to backend a", "%", ph, lambda p: p["backend_share_a"] * 100
+        section,
+        "share sent to backend a",
+        "%",
+        ph,
+        lambda p: p["backend_share_a"] * 100,
+        compare=False,
     )
     _noise(table, section, ph)
-    table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
     section = f"{config.hold_streams} concurrent open streams held"
     ph = _select(phases, "hold")
-    table.absolute(section, "streams open at once", "", ph, lambda p: p["backend_open_streams"])
+    table.absolute(
+        section,
+        "streams open at once",
+        "",
+        ph,
+        lambda p: p["backend_open_streams"],
+        compare=False,
+    )
     table.absolute(
         section,
         "proxy RSS while held",
         "MiB",
         ph,
         lambda p: _metric(p, "proxy", "rss_mib"),
-        proxies,
+        proxies_only=True,
     )
     table.absolute(
         section,
@@ -196,15 +242,55 @@ def summarise(phases: list[Phase], config: Config) -> list[Row]:
         "MiB",
         ph,
         lambda p: _metric(p, "proxy", "rss_before_mib"),
-        proxies,
+        proxies_only=True,
     )
     table.absolute(section, "time to open all", "s", ph, lambda p: p["open_all_s"])
+    table.absolute(
+        section,
+        "engine streams closed, after the clients left",
+        "s",
+        ph,
+        lambda p: _metric(p, "upstream_close_s"),
+    )
     table.absolute(section, "burst TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
     table.absolute(
-        section, "listen queue overflows", "", ph, lambda p: _metric(p, "listen_overflows")
+        section,
+        "listen queue overflows",
+        "",
+        ph,
+        lambda p: _metric(p, "listen_overflows"),
+        compare=False,
     )
-    table.absolute(section, "errors", "", ph, lambda p: p["errors"])
+    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
     return table.rows
+
+
+def _streaming(table: Table, section: str, ph: list[Phase]) -> None:
+    table.absolute(section, "TTFT p50", "ms", ph, lambda p: _metric(p, "ttft_ms", "p50"))
+    table.absolute(section, "TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
+    table.added(section, "added TTFT p50", ph, lambda p: _metric(p, "ttft_ms", "p50"))
+    table.added(section, "added TTFT p99", ph, lambda p: _metric(p, "ttft_ms", "p99"))
+    table.added(section, "added end-to-end p50", ph, lambda p: _metric(p, "e2e_ms", "p50"))
+    table.added(section, "added end-to-end p99", ph, lambda p: _metric(p, "e2e_ms", "p99"))
+    table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
+    table.absolute(
+        section,
+        "proxy CPU per 1,000 requests",
+        "s",
+        ph,
+        lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
+        proxies_only=True,
+    )
+    table.absolute(
+        section,
+        "proxy RSS",
+        "MiB",
+        ph,
+        lambda p: _metric(p, "proxy", "rss_mib"),
+        proxies_only=True,
+    )
+    _noise(table, section, ph)
+    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
 
 
 @dataclass
@@ -231,15 +317,20 @@ def _find(rows: list[Row], section_start: str, figure: str) -> Row:
 
 
 def verdicts(rows: list[Row], config: Config) -> list[Verdict]:
+    """The router's targets (none when the router was not measured)."""
     t = config.targets
     out: list[Verdict] = []
+    if "router" not in config.paths:
+        return out
     c = t.target_concurrency
-    if c in config.concurrencies:
+    profile = next((p for p in config.profiles if p.name == t.profile), None)
+    if c in config.concurrencies and profile is not None:
         for q, limit in (("p50", t.added_ttft_p50_ms), ("p99", t.added_ttft_p99_ms)):
-            value = _find(rows, f"streaming, {c} ", f"added TTFT {q}").values["router"]["median"]
+            row = _find(rows, stream_section(profile, c), f"added TTFT {q}")
+            value = row.values["router"]["median"]
             out.append(
                 Verdict(
-                    f"added TTFT {q} at {c} streams",
+                    f"added TTFT {q} at {c} streams ({profile.name} profile)",
                     f"<= {limit:g} ms",
                     value,
                     "ms",
@@ -294,9 +385,15 @@ def _cell(values: dict[str, float] | None, repeats: int) -> str:
 
 
 def render(rows: list[Row], results: list[Verdict], config: Config) -> str:
-    """The table printed at the end of a run (and quoted in docs/benchmarks.md)."""
+    """The table printed at the end of a run (and quoted in docs/benchmarks.md): a column per
+    path, then the router's ratio to each peer."""
     repeats = config.repeats
-    header = ("figure", "unit", "direct", "router", "nginx", "router/nginx")
+    header = (
+        "figure",
+        "unit",
+        *config.paths,
+        *(f"router/{peer}" for peer in config.peers),
+    )
     lines: list[tuple[str, ...]] = []
     section = None
     table: list[tuple[str, ...] | str] = []
@@ -307,10 +404,8 @@ def render(rows: list[Row], results: list[Verdict], config: Config) -> str:
         cells = (
             "  " + row.figure,
             row.unit,
-            _cell(row.values.get("direct"), repeats),
-            _cell(row.values.get("router"), repeats),
-            _cell(row.values.get("nginx"), repeats),
-            _num(row.ratio),
+            *(_cell(row.values.get(path), repeats) for path in config.paths),
+            *(_num(row.ratios.get(peer, math.nan)) for peer in config.peers),
         )
         table.append(cells)
         lines.append(cells)
@@ -330,6 +425,8 @@ def render(rows: list[Row], results: list[Verdict], config: Config) -> str:
     ]
     for item in table:
         out.append(item if isinstance(item, str) else fmt(item))
+    if not results:
+        return "\n".join(out)
     out.append("")
     out.append("Targets (router):")
     for v in results:
@@ -347,4 +444,13 @@ def verdicts_json(results: list[Verdict]) -> list[dict[str, Any]]:
     return [{**asdict(v), "result": v.word} for v in results]
 
 
-__all__ = ["Row", "Verdict", "render", "rows_json", "summarise", "verdicts", "verdicts_json"]
+__all__ = [
+    "Row",
+    "Verdict",
+    "render",
+    "rows_json",
+    "stream_section",
+    "summarise",
+    "verdicts",
+    "verdicts_json",
+]

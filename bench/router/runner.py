@@ -1,6 +1,6 @@
 """Runs the phases, each path side by side, repeat after repeat, and returns every phase's raw
-summary: streaming TTFT and end-to-end latency at each concurrency, non-streaming throughput
-with wrk, and a burst of long streams held open.
+summary: streaming TTFT and end-to-end latency at each concurrency for each stream profile,
+non-streaming throughput with wrk, and a burst of long streams held open.
 
 Within a repeat the order of the paths rotates, so no path always runs first (or right after
 the heaviest one). Around every phase it reads the proxy's CPU time and memory, the CPU time
@@ -24,8 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.router import loadgen, wrk
-from bench.router.config import PATHS, Config
+from bench.router.config import Config, Profile
 from bench.router.procs import core_times, listen_overflows
 from bench.router.stack import Stack
 from bench.router.stats import percentile
@@ -55,8 +57,11 @@ class Meter:
         """`requests` is filled by the phase with the number of requests it completed."""
         stack, proxy = self.stack, self.stack.proxy(self.path)
         backends = stack.backend_services()
+        # The proxies not measured now share the proxy core, idle: what they take is noise.
+        idle = [s for name, s in stack.proxies.items() if name != self.path]
         before_stats = stack.backend_stats()
         load0 = _own_cpu() + sum(b.cpu_seconds() for b in backends)
+        idle0 = sum(s.cpu_seconds() for s in idle)
         proxy0 = proxy.cpu_seconds() if proxy else 0.0
         cores0 = core_times()
         overflows0 = listen_overflows()
@@ -66,6 +71,7 @@ class Meter:
         overflows1 = listen_overflows()
         cores1 = core_times()
         proxy1 = proxy.cpu_seconds() if proxy else 0.0
+        idle1 = sum(s.cpu_seconds() for s in idle)
         load1 = _own_cpu() + sum(b.cpu_seconds() for b in backends)
         after_stats = stack.backend_stats()
         pairs = zip(after_stats, before_stats, strict=True)
@@ -78,6 +84,7 @@ class Meter:
             "backend_share_a": served[0] / sum(served) if sum(served) else math.nan,
             "load_cpu_util": (load1 - load0) / wall / load_cores,
             "listen_overflows": overflows1 - overflows0,
+            "idle_proxies_cpu_util": (idle1 - idle0) / wall,
         }
         config = stack.config
         proxy_core = _core_use(cores0, cores1, config.proxy_cpus)
@@ -120,10 +127,13 @@ def _ms_summary(seconds: list[float], qs: tuple[float, ...]) -> dict[str, float]
     return summary
 
 
-def stream_phase(stack: Stack, path: str, concurrency: int, repeat: int) -> dict[str, Any]:
-    """`concurrency` closed-loop streaming clients on `path`: TTFT, end-to-end, CPU, RSS."""
+def stream_phase(
+    stack: Stack, path: str, profile: Profile, concurrency: int, repeat: int
+) -> dict[str, Any]:
+    """`concurrency` closed-loop streaming clients on `path`, streams paced by `profile`:
+    TTFT, end-to-end, CPU, RSS."""
     config = stack.config
-    body = loadgen.chat_body(stream=True, max_tokens=config.tokens)
+    body = loadgen.chat_body(stream=True, max_tokens=profile.tokens, standin=profile.standin())
     meter = Meter(stack, path)
     completed: list[int] = []
     with meter.measure(completed):
@@ -137,6 +147,7 @@ def stream_phase(stack: Stack, path: str, concurrency: int, repeat: int) -> dict
         "kind": "stream",
         "repeat": repeat,
         "path": path,
+        "profile": profile.name,
         "concurrency": concurrency,
         "samples": len(run.ttft),
         "completed": run.completed,
@@ -158,6 +169,9 @@ def throughput_phase(
     cpus = set(config.load_cpus)
     connections = config.throughput_connections
     wrk.run(wrk_path, urls, connections, max(config.warmup_s, 1.0), script, cpus)  # warm-up
+    # wrk leaves its last requests unanswered when it stops: a proxy that still works on
+    # them would spend the measured run's first seconds on them.
+    warmup_settle_s = settle(stack, path)
     meter = Meter(stack, path)
     completed: list[int] = []
     with meter.measure(completed):
@@ -172,12 +186,25 @@ def throughput_phase(
         "requests_per_s": result.requests_per_s,
         "errors": result.non_2xx + result.socket_errors,
         "wrk": result.to_json(),
+        "warmup_settle_s": warmup_settle_s,
         **meter.result,
     }
 
 
+def _drain(stack: Stack, deadline_s: float) -> float:
+    """Seconds until the backends have no stream open any more (NaN after `deadline_s`): how
+    long the proxy kept streaming from the engine after its clients had gone."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < deadline_s:
+        if sum(s["open_streams"] for s in stack.backend_stats()) == 0:
+            return time.perf_counter() - began
+        time.sleep(0.1)
+    return math.nan
+
+
 def hold_phase(stack: Stack, path: str, repeat: int) -> dict[str, Any]:
-    """A burst of `hold_streams` slow streams on `path`; the proxy's RSS while all are open."""
+    """A burst of `hold_streams` slow streams on `path`; the proxy's RSS once all are open;
+    then the clients close them, and the time until the backends' streams close too."""
     config = stack.config
     body = loadgen.chat_body(
         stream=True,
@@ -193,8 +220,15 @@ def hold_phase(stack: Stack, path: str, repeat: int) -> dict[str, Any]:
         return {"backend_open_streams": open_streams, "memory_kib": memory}
 
     run = asyncio.run(
-        loadgen.hold_streams(stack.base_urls(path), config.hold_streams, body, measure)
+        loadgen.hold_streams(
+            stack.base_urls(path),
+            config.hold_streams,
+            body,
+            measure,
+            open_timeout_s=config.hold_open_timeout_s,
+        )
     )
+    drained = _drain(stack, config.hold_tokens * config.hold_token_ms / 1000 + 10)
     result: dict[str, Any] = {
         "kind": "hold",
         "repeat": repeat,
@@ -207,6 +241,7 @@ def hold_phase(stack: Stack, path: str, repeat: int) -> dict[str, Any]:
         "error_samples": run.error_samples,
         "ttft_ms": _ms_summary(run.ttft, (50, 99)),
         "listen_overflows": listen_overflows() - overflows,
+        "upstream_close_s": drained,
     }
     memory = run.measured["memory_kib"]
     if memory:
@@ -218,17 +253,66 @@ def hold_phase(stack: Stack, path: str, repeat: int) -> dict[str, Any]:
     return result
 
 
+SMOKE_TTFT_S = 0.3
+
+
+class SmokeFailed(RuntimeError):
+    """A path does not serve the benchmark's requests as the backends were asked to."""
+
+
 def smoke(stack: Stack) -> None:
-    """One stream through every path, so a broken setup fails before any measuring."""
-    body = loadgen.chat_body(stream=True, max_tokens=2)
+    """One stream through every path, so a broken setup fails before any measuring. Its pace
+    is asked for in the body (`x_standin`, as every phase does): a first event only after
+    0.3 s shows that the field reached the backend, i.e. that the proxy forwards the body as
+    sent (a proxy that dropped unknown fields would measure another profile)."""
+    body = loadgen.chat_body(
+        stream=True, max_tokens=2, standin={"ttft_ms": SMOKE_TTFT_S * 1000, "token_ms": 1.0}
+    )
 
     async def check() -> None:
         async with loadgen.client_session() as session:
-            for path in PATHS:
+            for path in stack.config.paths:
                 for base in stack.base_urls(path):
-                    await loadgen.stream_once(session, base + loadgen.CHAT, body)
+                    try:
+                        ttft, _ = await loadgen.stream_once(session, base + loadgen.CHAT, body)
+                    except (aiohttp.ClientError, loadgen.StreamFailed, TimeoutError) as err:
+                        raise SmokeFailed(f"{path}: a test stream failed: {err!r}") from None
+                    if ttft < SMOKE_TTFT_S * 0.95:
+                        raise SmokeFailed(
+                            f"{path}: first event after {ttft * 1000:.0f} ms, not after "
+                            f"{SMOKE_TTFT_S * 1000:.0f}: the x_standin field did not reach "
+                            "the backend"
+                        )
 
     asyncio.run(check())
+
+
+SETTLE_CPU = 0.05
+"""A proxy using less than this share of its core..."""
+SETTLE_WINDOW_S = 1.0
+"""...over this long, with no stream open at the backends, is idle. (Half a second once
+caught LiteLLM in a pause: it then worked for 40 s more on the clients of the phase before.)"""
+SETTLE_MAX_S = 180.0
+
+
+def settle(stack: Stack, path: str) -> float:
+    """Waits until the path's proxy is idle and the backends have no stream open; returns
+    the seconds it took (NaN when it was still busy after `SETTLE_MAX_S`).
+
+    A proxy that goes on working for clients that have left (requests a timed-out client or
+    wrk's warm-up abandoned) would otherwise take CPU from the next phase, which may measure
+    another proxy on the same core."""
+    proxy = stack.proxy(path)
+    began = time.perf_counter()
+    while time.perf_counter() - began < SETTLE_MAX_S:
+        streams = sum(s["open_streams"] for s in stack.backend_stats())
+        cpu = proxy.cpu_seconds() if proxy else 0.0
+        time.sleep(SETTLE_WINDOW_S)
+        busy = (proxy.cpu_seconds() - cpu) / SETTLE_WINDOW_S if proxy else 0.0
+        if streams == 0 and busy < SETTLE_CPU:
+            return time.perf_counter() - began - SETTLE_WINDOW_S
+    log.warning("%s was still busy %.0f s after the phase", path, SETTLE_MAX_S)
+    return math.nan
 
 
 def rotated(paths: tuple[str, ...], repeat: int) -> list[str]:
@@ -241,21 +325,26 @@ def run_all(stack: Stack, wrk_path: str, workdir: Path) -> list[dict[str, Any]]:
     config = stack.config
     os.sched_setaffinity(0, set(config.load_cpus))  # the client runs beside the backends
     smoke(stack)
+    for path in config.paths:  # e.g. LiteLLM's start-up work
+        settle(stack, path)
     script = workdir / "post.lua"
     script.write_text(wrk.lua_script(loadgen.chat_body(stream=False, max_tokens=config.tokens)))
     phases: list[dict[str, Any]] = []
     for repeat in range(config.repeats):
-        order = rotated(PATHS, repeat)
-        for concurrency in config.concurrencies:
-            for path in order:
-                measure = partial(stream_phase, stack, path, concurrency, repeat)
-                phases.append(_least_disturbed(config, measure))
+        order = rotated(config.paths, repeat)
+        for profile in config.profiles:
+            for concurrency in config.concurrencies:
+                for path in order:
+                    measure = partial(stream_phase, stack, path, profile, concurrency, repeat)
+                    phases.append(_least_disturbed(config, measure, partial(settle, stack, path)))
         for path in order:
             measure = partial(throughput_phase, stack, path, repeat, wrk_path, script)
-            phases.append(_least_disturbed(config, measure))
+            phases.append(_least_disturbed(config, measure, partial(settle, stack, path)))
         for path in order:
-            phases.append(hold_phase(stack, path, repeat))
-            _log(phases[-1])
+            phase = hold_phase(stack, path, repeat)
+            phase["settle_s"] = settle(stack, path)
+            phases.append(phase)
+            _log(phase)
     return phases
 
 
@@ -268,8 +357,11 @@ def disturbance(phase: dict[str, Any]) -> float:
     return max(load, float(phase["proxy_core"]["others"]))
 
 
-def _least_disturbed(config: Config, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Runs a phase; while other processes took more than `config.disturbed` of a core it
+def _least_disturbed(
+    config: Config, measure: Callable[[], dict[str, Any]], idle: Callable[[], float]
+) -> dict[str, Any]:
+    """Runs a phase, then `idle` (which waits until the proxy is idle again and returns how
+    long that took); while other processes took more than `config.disturbed` of a core it
     uses, waits and runs it again (at most `config.retries` times), keeping the least
     disturbed attempt. The attempts' disturbances are recorded with it."""
     attempts: list[dict[str, Any]] = []
@@ -277,6 +369,7 @@ def _least_disturbed(config: Config, measure: Callable[[], dict[str, Any]]) -> d
         if attempt:
             time.sleep(config.retry_pause_s)
         phase = measure()
+        phase["settle_s"] = idle()
         _log(phase)
         attempts.append(phase)
         if disturbance(phase) <= config.disturbed:
@@ -293,9 +386,10 @@ def _log(phase: dict[str, Any]) -> None:
     proxy = phase.get("proxy", {})
     if phase["kind"] == "stream":
         log.info(
-            "repeat %d  stream x%-4d %-6s ttft p50 %7.2f ms  p99 %7.2f ms  %6.0f req/s  "
+            "repeat %d  %-9s x%-4d %-11s ttft p50 %7.2f ms  p99 %7.2f ms  %6.0f req/s  "
             "cpu %.3f s/1k  others %2.0f%%  errors %d",
             phase["repeat"],
+            phase.get("profile", ""),
             phase["concurrency"],
             phase["path"],
             phase["ttft_ms"]["p50"],
@@ -307,7 +401,7 @@ def _log(phase: dict[str, Any]) -> None:
         )
     elif phase["kind"] == "throughput":
         log.info(
-            "repeat %d  non-stream x%d %-6s %8.0f req/s  proxy cpu %.0f%%  others %.0f%%  "
+            "repeat %d  non-stream x%d %-11s %8.0f req/s  proxy cpu %.0f%%  others %.0f%%  "
             "load cores %.0f%%  errors %d",
             phase["repeat"],
             phase["connections"],
@@ -320,7 +414,8 @@ def _log(phase: dict[str, Any]) -> None:
         )
     else:
         log.info(
-            "repeat %d  hold %d %-6s opened %d (backends %d) in %.2f s  rss %.1f MiB  errors %d",
+            "repeat %d  hold %d %-11s opened %d (backends %d) in %.2f s  rss %.1f MiB  "
+            "upstream closed %.1f s after the clients  errors %d",
             phase["repeat"],
             phase["streams"],
             phase["path"],
@@ -328,8 +423,19 @@ def _log(phase: dict[str, Any]) -> None:
             phase["backend_open_streams"],
             phase["open_all_s"],
             proxy.get("rss_mib", math.nan),
+            phase["upstream_close_s"],
             phase["errors"],
         )
 
 
-__all__ = ["Meter", "hold_phase", "rotated", "run_all", "smoke", "stream_phase", "throughput_phase"]
+__all__ = [
+    "Meter",
+    "SmokeFailed",
+    "hold_phase",
+    "rotated",
+    "run_all",
+    "settle",
+    "smoke",
+    "stream_phase",
+    "throughput_phase",
+]

@@ -1,23 +1,31 @@
-"""The system under test: two backend stand-ins, and the inferops router and nginx in front of
-them, each proxy a single process (worker) pinned to the proxy core.
+"""The system under test: two backend stand-ins, and in front of them the inferops router and
+its peers (nginx, vllm-router, LiteLLM's proxy), each proxy one process (nginx: one worker)
+pinned to the proxy core.
 
-Both proxies split one consumer's requests 50/50 at random between the two backends: the
+Every proxy splits one consumer's requests 50/50 at random between the two backends: the
 router through its routing table (engines vllm and ollama, consumer weight 50), nginx with
-`split_clients` on `$request_id`. The direct path picks a backend at random in the client.
+`split_clients` on `$request_id`, vllm-router with its `random` policy, LiteLLM with two
+deployments of one model and `simple-shuffle` (see peers.py). The direct path picks a backend
+at random in the client. A proxy that does not start stops the run with its log's tail.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.router import peers
 from bench.router.config import HOST, MODEL, WEIGHT, Config
-from bench.router.procs import Service, free_port, memory_kib
+from bench.router.procs import Service, StartError, free_port, memory_kib, tree_memory_kib
 from inferops.api.routing import Consumer, Engine, Engines, RoutingTable
+
+log = logging.getLogger("bench.router")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,7 +84,7 @@ def get_json(url: str, timeout: float = 5.0) -> dict[str, int]:
 
 
 def wait_ok(url: str, timeout: float = 20.0) -> None:
-    """Polls `url` until it answers 200."""
+    """Polls `url` until it answers 200; raises the last error after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -89,114 +97,161 @@ def wait_ok(url: str, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+START_TIMEOUT_S = {"litellm": 240.0}
+"""Seconds a proxy may take to answer after its start (20 s unless given): LiteLLM imports
+for 20 to 60 s on a busy core."""
+
+
 @dataclass
 class Stack:
     """Starts and stops every process the benchmark measures; knows their URLs."""
 
     config: Config
     workdir: Path
-    nginx_path: str
+    tool_paths: dict[str, str]
+    """Programs by name: nginx (when measured)."""
+    peer_venvs: dict[str, Path] = field(default_factory=dict)
+    """The installed peers' virtual environments by path name (peers.ensure)."""
     backends: tuple[Service, Service] | None = None
-    router: Service | None = None
-    nginx: Service | None = None
+    proxies: dict[str, Service] = field(default_factory=dict)
+    """The started proxies by path name."""
 
     def start(self) -> None:
-        config, workdir = self.config, self.workdir
-        proxy = set(config.proxy_cpus)
         ports = (free_port(), free_port())
         self.backends = (self._backend("a", ports[0]), self._backend("b", ports[1]))
         for backend in self.backends:
             backend.start()
-        table = workdir / "routes.json"
+        starters: dict[str, Callable[[tuple[int, int]], tuple[Service, str]]] = {
+            "router": self._router,
+            "nginx": self._nginx,
+            "vllm-router": self._vllm_router,
+            "litellm": self._litellm,
+        }
+        for path in self.config.proxies:
+            service, ready = starters[path](ports)
+            self.proxies[path] = service
+            timeout = START_TIMEOUT_S.get(path, 20.0)
+            began = time.monotonic()
+            service.start(timeout)
+            try:
+                wait_ok(f"http://127.0.0.1:{service.port}{ready}", timeout)
+            except OSError as err:
+                tail = service.log_tail(40)
+                service.stop()
+                raise StartError(f"{path} did not answer {ready}: {err}\n{tail}") from None
+            log.info("%s ready in %.1f s (port %d)", path, time.monotonic() - began, service.port)
+
+    def _proxy_service(
+        self, name: str, cmd: list[str], port: int, env: dict[str, str] | None = None
+    ) -> Service:
+        return Service(
+            name,
+            cmd,
+            set(self.config.proxy_cpus),
+            port,
+            self.workdir / f"{name}.log",
+            cwd=self.workdir if env is not None else REPO,
+            env=env,
+        )
+
+    def _router(self, ports: tuple[int, int]) -> tuple[Service, str]:
+        table = self.workdir / "routes.json"
         table.write_text(json.dumps(routing_table(ports).dump()))
-        router_port = free_port()
-        self.router = Service(
-            "router",
-            [
-                sys.executable,
-                "-m",
-                "inferops.router",
-                "--host=127.0.0.1",
-                f"--port={router_port}",
-                f"--table-file={table}",
-                "--log-level=WARNING",
-                "--grace-seconds=2",
-            ],
-            proxy,
-            router_port,
-            workdir / "router.log",
-            cwd=REPO,
-        )
-        self.router.start()
-        wait_ok(
-            f"http://127.0.0.1:{router_port}/readyz"
-        )  # the table is loaded after the port opens
-        nginx_port = free_port()
-        conf = workdir / "nginx.conf"
-        conf.write_text(nginx_config(workdir, nginx_port, ports))
-        self.nginx = Service(
-            "nginx",
-            [
-                self.nginx_path,
-                "-p",
-                str(workdir),
-                "-e",
-                str(workdir / "nginx-error.log"),
-                "-c",
-                str(conf),
-            ],
-            proxy,
-            nginx_port,
-            workdir / "nginx.log",
-        )
-        self.nginx.start()
+        port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "inferops.router",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--table-file={table}",
+            "--log-level=WARNING",
+            "--grace-seconds=2",
+        ]
+        # /readyz: the table is loaded after the port opens.
+        return self._proxy_service("router", cmd, port), "/readyz"
+
+    def _nginx(self, ports: tuple[int, int]) -> tuple[Service, str]:
+        port = free_port()
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_config(self.workdir, port, ports))
+        workdir = str(self.workdir)
+        cmd = [
+            self.tool_paths["nginx"],
+            "-p",
+            workdir,
+            "-e",
+            str(self.workdir / "nginx-error.log"),
+            "-c",
+            str(conf),
+        ]
+        return self._proxy_service("nginx", cmd, port), "/v1/models"
+
+    def _vllm_router(self, ports: tuple[int, int]) -> tuple[Service, str]:
+        venv = self.peer_venvs["vllm-router"]
+        port = free_port()
+        cmd = peers.vllm_router_command(venv, port, free_port(), ports)
+        env = peers.environment(self.workdir, venv, "vllm-router")
+        # It opens its port once a worker answered /health.
+        return self._proxy_service("vllm-router", cmd, port, env), "/v1/models"
+
+    def _litellm(self, ports: tuple[int, int]) -> tuple[Service, str]:
+        venv = self.peer_venvs["litellm"]
+        port = free_port()
+        config = self.workdir / "litellm.yaml"
+        peers.write_litellm_config(config, ports)
+        env = {**peers.environment(self.workdir, venv, "litellm"), **peers.LITELLM_ENV}
+        cmd = peers.litellm_command(venv, config, port)
+        return self._proxy_service("litellm", cmd, port, env), "/health/liveliness"
 
     def _backend(self, name: str, port: int) -> Service:
-        config = self.config
+        profile = self.config.profiles[0]
         cmd = [
             sys.executable,
             "-m",
             "bench.router.backend",
             f"--port={port}",
-            f"--ttft-ms={config.ttft_ms}",
-            f"--token-ms={config.token_ms}",
-            f"--tokens={config.tokens}",
+            f"--ttft-ms={profile.ttft_ms}",
+            f"--token-ms={profile.token_ms}",
+            f"--tokens={profile.tokens}",
         ]
         log = self.workdir / f"backend-{name}.log"
-        return Service(f"backend-{name}", cmd, set(config.load_cpus), port, log, cwd=REPO)
+        return Service(f"backend-{name}", cmd, set(self.config.load_cpus), port, log, cwd=REPO)
 
     def stop(self) -> None:
-        for service in (self.nginx, self.router, *(self.backends or ())):
-            if service is not None:
-                service.stop()
+        for service in (*reversed(self.proxies.values()), *(self.backends or ())):
+            service.stop()
 
     def backend_services(self) -> tuple[Service, Service]:
         assert self.backends is not None
         return self.backends
 
+    @property
+    def router(self) -> Service | None:
+        return self.proxies.get("router")
+
     def proxy(self, path: str) -> Service | None:
         """The proxy process of a path; None for the direct path."""
-        return {"router": self.router, "nginx": self.nginx}.get(path)
+        return self.proxies.get(path)
 
     def base_urls(self, path: str) -> list[str]:
         """Where a client of `path` sends requests (the direct path: either backend)."""
         if path == "direct":
             return [f"http://127.0.0.1:{b.port}" for b in self.backend_services()]
-        service = self.proxy(path)
-        assert service is not None
-        return [f"http://127.0.0.1:{service.port}"]
+        return [f"http://127.0.0.1:{self.proxies[path].port}"]
 
     def backend_stats(self) -> list[dict[str, int]]:
         return [get_json(f"http://127.0.0.1:{b.port}/stats") for b in self.backend_services()]
 
     def proxy_memory_kib(self, path: str) -> dict[str, int]:
-        """RSS and peak RSS of the process that does a proxy's work: the router's one process,
-        nginx's one worker (its master only reads the configuration)."""
+        """RSS and peak RSS of what does a proxy's work: nginx's one worker (its master only
+        reads the configuration); for the others the process with any helper processes."""
         service = self.proxy(path)
         if service is None:
             return {}
-        pids = service.pids()
-        return memory_kib(pids[-1])
+        if path == "nginx":
+            return memory_kib(service.pids()[-1])
+        return tree_memory_kib(service.pid)
 
 
 __all__ = ["REPO", "Stack", "get_json", "nginx_config", "routing_table", "wait_ok"]
