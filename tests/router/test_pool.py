@@ -5,12 +5,14 @@ connection the engine closed while it sat idle, answers without a length, and th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
 from inferops.api.routing import RoutingTable
+from inferops.router.alarms import Alarms
 from inferops.router.pool import Connection, Origin, Pool
 from inferops.router.routes import Target, compile_table
 from inferops.router.upstream import EngineError, fetch
@@ -197,3 +199,28 @@ def test_origins() -> None:
     )
     with pytest.raises(ValueError):
         Origin.parse("ftp://e")
+
+
+async def test_alarms_go_off_once_in_order_and_can_be_cleared() -> None:
+    rang: list[str] = []
+
+    @dataclass(eq=False)
+    class Owner:
+        name: str
+        alarm_tick: int = 0
+
+        def alarm(self) -> None:
+            rang.append(self.name)
+
+    alarms = Alarms()
+    now = time.monotonic()
+    late, early, never = Owner("late"), Owner("early"), Owner("never")
+    alarms.set(late, now + 0.1)
+    alarms.set(early, now + 0.03)
+    alarms.set(never, now + 0.05)
+    alarms.clear(never)
+    alarms.set(early, now + 0.02)  # replaced, not doubled
+    await asyncio.sleep(0.2)
+    assert rang == ["early", "late"]
+    assert early.alarm_tick == late.alarm_tick == never.alarm_tick == 0
+    alarms.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inferops.router import errors, ollama_api, openai_api
+from inferops.router.alarms import Alarms
 from inferops.router.errors import RouterError
 from inferops.router.forward import Forward
 from inferops.router.http1 import Reply, Request
@@ -98,6 +99,7 @@ class RouterApp:
 
     def __init__(self, state: RouterState) -> None:
         self.state = state
+        self.alarms = Alarms()
         self._tasks: set[asyncio.Task[Reply]] = set()
 
     # -- http1.App -------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class RouterApp:
         if isinstance(plan, Reply):  # nothing to ask an engine
             request.reply(plan)
             return
-        Forward(self.state.pool, request, intake, plan, endpoint.dialect).start()
+        Forward(self.state.pool, self.alarms, request, intake, plan, endpoint.dialect).start()
 
     def _cold(self, request: Request, cold: Cold) -> None:
         answer = cold.handler(self.state, request)
@@ -204,6 +206,7 @@ class RouterApp:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.alarms.close()
 
 
 __all__ = ["COLD", "HOT", "RouterApp"]

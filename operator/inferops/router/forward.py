@@ -12,18 +12,18 @@ back. 4xx answers are the client's problem and pass through unchanged.
 Once a stream's first byte is out there is no fallback any more: an engine that breaks off or
 falls silent for `firstByteSeconds` ends the stream with an in-band error the official
 clients raise on. The silence is watched without per-piece timers: each piece stamps the
-time, and one timer per silence limit checks the stamp when it fires.
+time, and one alarm (`alarms.Alarms`) per silence limit checks the stamp when it goes off.
 A client that goes away closes the engine's connection, which makes the engine stop
 generating; a client that reads slowly pauses the reading from the engine (backpressure).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from inferops.router import errors
+from inferops.router.alarms import Alarms
 from inferops.router.errors import RouterError
 from inferops.router.http1 import Request
 from inferops.router.metrics import CLIENT_CLOSED
@@ -51,6 +51,8 @@ class Forward:
     """Serves one checked inference request (see the module's docstring)."""
 
     __slots__ = (
+        "alarm_tick",
+        "alarms",
         "attempt",
         "can_fall_back",
         "codec",
@@ -70,13 +72,20 @@ class Forward:
         "status",
         "target",
         "targets",
-        "timer",
     )
 
     def __init__(
-        self, pool: Pool, request: Request, intake: Intake, plan: Plan, dialect: str
+        self,
+        pool: Pool,
+        alarms: Alarms,
+        request: Request,
+        intake: Intake,
+        plan: Plan,
+        dialect: str,
     ) -> None:
         self.pool = pool
+        self.alarms = alarms
+        self.alarm_tick = 0
         self.request = request
         self.intake = intake
         self.plan = plan
@@ -88,7 +97,6 @@ class Forward:
         self.target = self.targets[0]
         self.can_fall_back = False
         self.conn: Connection | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.phase = HEAD
         self.status = 0
         self.content_type = b""
@@ -119,8 +127,7 @@ class Forward:
         # last engine there is nothing better to do than wait for the request's deadline.
         limit = min(routes.first_byte_seconds, remaining) if can_fall_back else remaining
         self.limit = limit
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(max(limit, 0.0), self._no_first_byte)
+        self.alarms.set(self, time.monotonic() + limit)
         plan = self.plan
         body = plan.body
         data = b"".join(
@@ -150,19 +157,19 @@ class Forward:
         self.request.reply(errors.render(self.dialect, error))
 
     def _drop_engine(self) -> None:
-        """Stops waiting for the current engine: no timer, its connection closed."""
-        self._cancel_timer()
+        """Stops waiting for the current engine: no alarm, its connection closed."""
+        self.alarms.clear(self)
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()
 
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def alarm(self) -> None:
+        if self.phase == STREAMING:
+            self._check_silence()
+        else:
+            self._no_first_byte()
 
     def _no_first_byte(self) -> None:
-        self.timer = None
         if self.phase in (HEAD, WHOLE, FIRST):
             name = self.target.name
             message = f"engine {name!r} sent no response within {self.limit:.3g}s"
@@ -260,7 +267,7 @@ class Forward:
         return Answer(self.target, self.status, self.content_type, body)
 
     def _whole(self) -> None:
-        self._cancel_timer()
+        self.alarms.clear(self)
         self.phase = FINISHED
         parts = self.parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -284,7 +291,7 @@ class Forward:
 
     def _stream(self, first: bytes) -> None:
         """The first piece of a stream arrived: the answer starts."""
-        self._cancel_timer()
+        self.alarms.clear(self)
         intake = self.intake
         try:
             codec = self.codec = self.plan.codec(intake, self._answer(b""))
@@ -313,12 +320,9 @@ class Forward:
         self._watch(self.last + self.idle_seconds)
 
     def _watch(self, at: float) -> None:
-        at = min(at, self.intake.deadline)
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(max(at - time.monotonic(), 0.0), self._check_silence)
+        self.alarms.set(self, min(at, self.intake.deadline))
 
     def _check_silence(self) -> None:
-        self.timer = None
         if self.phase != STREAMING:
             return
         now = time.monotonic()
@@ -333,7 +337,7 @@ class Forward:
             self._watch(self.last + self.idle_seconds)
 
     def _stream_end(self) -> None:
-        self._cancel_timer()
+        self.alarms.clear(self)
         self.phase = FINISHED
         codec = self.codec
         assert codec is not None
