@@ -81,7 +81,8 @@ test: lint crd-check prepare
 FUZZ_EXAMPLES ?= 10000
 fuzz: venv
 	INFEROPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --hypothesis-show-statistics \
-		tests/test_spec_properties.py tests/router/test_request_properties.py
+		tests/test_spec_properties.py tests/router/test_request_properties.py \
+		tests/router/test_intake.py
 
 cluster-up: venv
 	$(PY) -m e2e.localcluster up
