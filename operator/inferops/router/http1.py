@@ -57,6 +57,20 @@ def status_line(status: int) -> bytes:
     return line
 
 
+_REPLY_STARTS: dict[tuple[int, bytes], bytes] = {}
+
+
+def reply_start(status: int, content_type: bytes) -> bytes:
+    """`<status line>Content-Type: ...\r\nContent-Length: `, built once per pair."""
+    key = (status, content_type)
+    start = _REPLY_STARTS.get(key)
+    if start is None:
+        start = status_line(status) + b"Content-Type: " + content_type + b"\r\nContent-Length: "
+        if len(_REPLY_STARTS) < 1024:  # content types come from engines: keep it bounded
+            _REPLY_STARTS[key] = start
+    return start
+
+
 _date_second = 0
 _date_header = b""
 
@@ -186,10 +200,8 @@ class Request:
         body = reply.body
         head = b"".join(
             (
-                status_line(reply.status),
-                b"Content-Type: ",
-                reply.content_type,
-                b"\r\nContent-Length: %d\r\n" % len(body),
+                reply_start(reply.status, reply.content_type),
+                b"%d\r\n" % len(body),
                 reply.headers,
                 date_header(),
                 conn.connection_header(self),

@@ -41,6 +41,8 @@ class Origin:
     prefix: str
     """A path the engine's URL puts before every request path."""
     host_header: bytes = field(compare=False)
+    key: str = field(compare=False)
+    """What the pool files connections under (a string hashes once; a dataclass every time)."""
 
     @classmethod
     def parse(cls, url: str) -> Origin:
@@ -52,7 +54,8 @@ class Origin:
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         host_header = b"Host: %s\r\n" % (shown if default else f"{shown}:{port}").encode("idna")
-        return cls(parts.scheme, host, port, parts.path.rstrip("/"), host_header)
+        key = f"{parts.scheme}://{shown}:{port}"
+        return cls(parts.scheme, host, port, parts.path.rstrip("/"), host_header, key)
 
     def request_head(self, method: str, path: str, headers: bytes) -> bytes:
         """The request line and the fixed headers of requests for `path`."""
@@ -211,12 +214,14 @@ class Connection(asyncio.Protocol):
     # -- parser callbacks ----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"content-type":
-            self.content_type = value
-        elif lower == b"content-length":
-            self.framed = True
-        elif lower == b"transfer-encoding":
+        size = len(name)  # the three names that matter differ in length: skip the others
+        if size == 12:
+            if name.lower() == b"content-type":
+                self.content_type = value
+        elif size == 14:
+            if name.lower() == b"content-length":
+                self.framed = True
+        elif size == 17 and name.lower() == b"transfer-encoding":
             self.framed = self.chunked = True
 
     def on_headers_complete(self) -> None:
@@ -259,7 +264,8 @@ class Pool:
         self.limit = limit
         """Open connections at most (0: no limit); requests beyond it wait for one."""
         self.keepalive_seconds = keepalive_seconds
-        self.idle: dict[Origin, list[Connection]] = {}
+        self.idle: dict[str, list[Connection]] = {}
+        """Origin key -> idle connections, the most recently used last."""
         self.open = 0
         """Connections open or being opened."""
         self.waiting: deque[tuple[Origin, bytes, Listener, int, float]] = deque()
@@ -273,7 +279,7 @@ class Pool:
         self, origin: Origin, data: bytes, listener: Listener, token: int, connect_seconds: float
     ) -> None:
         """Sends `data` to `origin` on an idle connection, or a new one."""
-        stack = self.idle.get(origin)
+        stack = self.idle.get(origin.key)
         while stack:
             conn = stack.pop()
             if conn.transport is not None and not conn.transport.is_closing():
@@ -293,16 +299,17 @@ class Pool:
         conn.resume()
         if self.waiting:
             origin, data, listener, token, connect_seconds = self.waiting.popleft()
-            if origin == conn.origin:
+            if origin.key == conn.origin.key:
                 conn.send(data, listener, token, True, connect_seconds)
             else:
                 conn.abort()  # frees its place for the waiter's engine
                 self.connect(origin, data, listener, token, connect_seconds)
             return
         conn.idle_since = time.monotonic()
-        stack = self.idle.get(conn.origin)
+        key = conn.origin.key
+        stack = self.idle.get(key)
         if stack is None:
-            stack = self.idle[conn.origin] = []
+            stack = self.idle[key] = []
         stack.append(conn)
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
@@ -311,7 +318,7 @@ class Pool:
     def closed(self, conn: Connection) -> None:
         """`conn` is gone (called once, from its connection_lost)."""
         self.open -= 1
-        stack = self.idle.get(conn.origin)
+        stack = self.idle.get(conn.origin.key)
         if stack and conn in stack:
             stack.remove(conn)
         if self.waiting and not self._closed and (not self.limit or self.open < self.limit):

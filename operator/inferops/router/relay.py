@@ -13,7 +13,7 @@ from typing import Protocol
 
 from inferops.router.errors import stream_error_openai
 
-_DECODER = json.JSONDecoder()
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 class Codec(Protocol):
@@ -42,8 +42,8 @@ def find_usage(data: bytes) -> tuple[int | None, int | None]:
     if start < 0:
         return None, None
     try:
-        usage, _ = _DECODER.raw_decode(data[start:].decode("utf-8", "replace"))
-    except ValueError:
+        usage, _ = _scan(data[start:].decode("utf-8", "replace"), 0)
+    except (ValueError, StopIteration, RecursionError):
         return None, None
     if not isinstance(usage, dict):
         return None, None
