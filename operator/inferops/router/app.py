@@ -23,7 +23,7 @@ from inferops.router.errors import RouterError
 from inferops.router.forward import Forward
 from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import UNKNOWN_CONSUMER
-from inferops.router.proxy import WANTED, Endpoint, Head, check_framing, take_body, take_head
+from inferops.router.proxy import WANTED, Endpoint, Intake, check_framing, take_body, take_head
 from inferops.router.state import RouterState
 
 log = logging.getLogger("inferops.router")
@@ -135,7 +135,7 @@ class RouterApp:
     def overflow(self, request: Request) -> Reply:
         context = request.context
         error = errors.too_large(request.limit)
-        if isinstance(context, Head):
+        if isinstance(context, Intake):
             error.consumer = context.consumer.name
             self._refused(error, context.endpoint)
             return errors.render(context.endpoint.dialect, error)
@@ -143,7 +143,7 @@ class RouterApp:
 
     def handle(self, request: Request) -> None:
         context = request.context
-        if isinstance(context, Head):
+        if isinstance(context, Intake):
             self._hot(request, context)
         elif isinstance(context, Cold):
             self._cold(request, context)
@@ -160,15 +160,15 @@ class RouterApp:
     def _refused(self, err: RouterError, endpoint: Endpoint) -> None:
         self.state.metrics.refused(err.consumer or UNKNOWN_CONSUMER, endpoint.route, err.status)
 
-    def _hot(self, request: Request, head: Head) -> None:
-        endpoint = head.endpoint
+    def _hot(self, request: Request, intake: Intake) -> None:
+        endpoint = intake.endpoint
         try:
-            intake = take_body(self.state, request, head)
+            take_body(request, intake)
             plan = endpoint.prepare(intake)
         except RouterError as err:
             # Refused for its consumer (set by the checks; a translation's refusal is the
             # consumer's too).
-            err.consumer = err.consumer or head.consumer.name
+            err.consumer = err.consumer or intake.consumer.name
             self._refused(err, endpoint)
             request.reply(errors.render(endpoint.dialect, err))
             return

@@ -381,14 +381,15 @@ class HttpConnection(asyncio.Protocol):
 
     # -- parser callbacks ----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.current = Request(self)
-        self.url = b""
-        self.head_bytes = 0
+    # No on_message_begin (one callback less per request): a request starts with its URL.
 
     def on_url(self, url: bytes) -> None:
-        # The URL may come in several pieces.
-        self.url = self.url + url if self.url else url
+        if self.current is None:
+            self.current = Request(self)
+            self.url = url
+            self.head_bytes = 0
+        else:  # the URL may come in several pieces
+            self.url += url
         if len(self.url) > MAX_FIELD_BYTES:
             self.refusal = self.app.malformed(None, 414, "the request URL is too long")
             raise _Refused
@@ -408,7 +409,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         request = self.current
-        assert request is not None
+        if request is None:  # no URL (the parser would have refused): be safe all the same
+            request = self.current = Request(self)
         parser = self.parser
         request.method = parser.get_method().decode("latin-1")
         request.version = parser.get_http_version()
@@ -445,6 +447,7 @@ class HttpConnection(asyncio.Protocol):
         request = self.current
         assert request is not None
         self.current = None
+        self.url = b""
         # Only here is httptools' answer right (read after feed_data it is always False).
         request.keep_alive = self.parser.should_keep_alive()
         request.complete = True

@@ -20,7 +20,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferops.api.routing import PROBE_HEADER
@@ -78,35 +78,25 @@ class Endpoint:
 
 
 @dataclass(slots=True)
-class Head:
-    """What a request's headers decided: table, consumer, pinned engine; and when it came."""
+class Intake:
+    """A request on its way through the checks: what its headers decided (`take_head`),
+    then its body (`take_body`)."""
 
     endpoint: Endpoint
     routes: Routes
+    """The table the request keeps, whatever is installed meanwhile."""
     consumer: ConsumerRoute
-    pin: Target | None
-    start: float
-    """Monotonic time the headers were complete."""
-    forwarded: bytes
-    """The client's header lines that go on to the engine."""
-
-
-@dataclass(slots=True)
-class Intake:
-    """A request that passed the checks: its table, consumer, body and recorder."""
-
-    routes: Routes
-    consumer: ConsumerRoute
-    raw: bytes
-    doc: dict[str, Any]
-    model: str
-    """The model name the client asked for (echoed back by the Ollama API)."""
-    ex: Exchange
-    deadline: float
-    """Monotonic time by which the whole answer must be out."""
     pin: Target | None
     """The engine a probe asked for: the only one tried."""
     forwarded: bytes
+    """The client's header lines that go on to the engine."""
+    ex: Exchange
+    deadline: float
+    """Monotonic time by which the whole answer must be out."""
+    raw: bytes = b""
+    doc: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    """The model name the client asked for (echoed back by the Ollama API)."""
 
     def targets(self) -> tuple[Target, ...]:
         if self.pin is not None:
@@ -183,7 +173,7 @@ def check_framing(request: Request, limit: int) -> None:
     request.limit = limit
 
 
-def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Head:
+def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Intake:
     """The checks of a request's headers; raises `RouterError` (with the consumer, when it
     is known, for the metrics)."""
     start = time.monotonic()
@@ -207,26 +197,28 @@ def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Head:
     except RouterError as err:
         err.consumer = consumer.name
         raise
-    return Head(endpoint, routes, consumer, pin, start, forwarded(headers))
+    ex = Exchange(state.metrics, consumer.name, endpoint.route, start)
+    return Intake(
+        endpoint, routes, consumer, pin, forwarded(headers), ex, start + routes.total_seconds
+    )
 
 
-def take_body(state: RouterState, request: Request, head: Head) -> Intake:
-    """The checks of a request's body; its recorder starts. Raises `RouterError`."""
-    routes = head.routes
+def take_body(request: Request, intake: Intake) -> None:
+    """The checks of a request's body, kept in `intake`. Raises `RouterError`."""
     try:
         raw = request.body
         doc = parse_object(raw)
         model = doc.get("model")
         if not isinstance(model, str) or not model:
             raise errors.bad_request("the request names no 'model'")
-        if model not in routes.model_names:
-            raise errors.unknown_model(model, routes.model)
+        if model not in intake.routes.model_names:
+            raise errors.unknown_model(model, intake.routes.model)
     except RouterError as err:
-        err.consumer = head.consumer.name
+        err.consumer = intake.consumer.name
         raise
-    ex = Exchange(state.metrics, head.consumer.name, head.endpoint.route, head.start)
-    deadline = head.start + routes.total_seconds
-    return Intake(routes, head.consumer, raw, doc, model, ex, deadline, head.pin, head.forwarded)
+    intake.raw = raw
+    intake.doc = doc
+    intake.model = model
 
 
 def json_reply(payload: object, status: int = 200, headers: bytes = b"") -> Reply:
@@ -239,7 +231,6 @@ __all__ = [
     "PROBE_HEADER",
     "WANTED",
     "Endpoint",
-    "Head",
     "Intake",
     "Plan",
     "check_framing",
