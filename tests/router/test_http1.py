@@ -220,3 +220,27 @@ async def test_a_slow_reader_pauses_the_engine_without_losing_bytes(
     vllm.behaviour.words = ["ok"]
     completion = await router.openai().chat.completions.create(model="llama3.2", messages=MESSAGES)
     assert completion.choices[0].message.content == "ok"
+
+
+async def test_a_stop_closes_idle_connections_and_lets_answers_under_way_end(
+    router: Router, vllm: FakeEngine
+) -> None:
+    vllm.behaviour.chunk_delay = 0.1
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", router.server.port)
+    busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", router.server.port)
+    try:
+        idle_writer.write(post(BODY))
+        head = await asyncio.wait_for(idle_reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await idle_reader.readexactly(length)  # answered; the connection stays open, idle
+        busy_writer.write(post(STREAM_BODY))
+        await wait_for(lambda: vllm.streams_open == 1, "the stream")
+        stopping = asyncio.create_task(router.server.stop())
+        assert await asyncio.wait_for(idle_reader.read(), 1) == b""  # closed at once
+        raw = await asyncio.wait_for(busy_reader.read(), 5)  # the stream ends, then it closes
+        events = dechunk(raw.partition(b"\r\n\r\n")[2])
+        assert events.endswith(b"data: [DONE]\n\n") and b" vllm" in events
+        await stopping
+    finally:
+        idle_writer.close()
+        busy_writer.close()

@@ -181,6 +181,8 @@ class Forward:
         if token != self.attempt or self.phase != HEAD or self.conn is not None:
             return False  # an attempt given up on: its connection goes back to the pool
         self.conn = conn
+        if self.request.conn.writing_paused:  # the client is behind already (pipelining)
+            conn.pause()
         return True
 
     def connect_failed(self, error: OSError, token: int) -> None:

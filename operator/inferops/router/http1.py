@@ -485,7 +485,9 @@ class HttpConnection(asyncio.Protocol):
             server.access_log.info('"%s %s" %d', request.method, request.path, request.status)
         if self.active is request:
             self.active = None
-        if not request.keep_alive or self.closing:
+        # Draining, a connection goes once nothing received is left to answer (an answer
+        # started before the drain did not say `Connection: close`).
+        if not request.keep_alive or (self.closing and not self.queue and self.current is None):
             if request.complete:
                 self.close()
             else:
@@ -497,7 +499,9 @@ class HttpConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         # A loop rather than recursion: an answer given at once starts the next request.
-        while self.active is None and self.queue and not self.closing and not self.closed:
+        # Draining (`closing`), a request already received is still answered, with
+        # `Connection: close`.
+        while self.active is None and self.queue and not self.closed:
             request = self.active = self.queue.popleft()
             early = request.early
             if early is not None:
