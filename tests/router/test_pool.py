@@ -5,6 +5,7 @@ connection the engine closed while it sat idle, answers without a length, and th
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from inferops.router.alarms import Alarms
 from inferops.router.pool import Connection, Origin, Pool
 from inferops.router.routes import Target, compile_table
 from inferops.router.upstream import EngineError, fetch
+from tests.router.conftest import Router
+from tests.router.fakes import FakeEngine
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -224,3 +227,28 @@ async def test_alarms_go_off_once_in_order_and_can_be_cleared() -> None:
     assert rang == ["early", "late"]
     assert early.alarm_tick == late.alarm_tick == never.alarm_tick == 0
     alarms.close()
+
+
+async def test_the_router_retries_an_engine_connection_closed_while_idle(
+    router: Router, ollama_engine: FakeEngine
+) -> None:
+    """Through the router: the engine closes each kept-alive connection when the next
+    request arrives on it; every request still gets its answer, and from the engine it was
+    sent to (no fallback: nothing failed)."""
+    body = json.dumps(
+        {"choices": [{"message": {"role": "assistant", "content": "scripted"}}]}
+    ).encode()
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    script = await started(Scripted(lambda conn, n: answer if n == 1 else None))
+    await router.set_engine("vllm", url=f"http://127.0.0.1:{script.port}")
+    client = router.openai("llama32-notes")  # weight 100: vLLM
+    for _ in range(3):
+        completion = await client.chat.completions.create(
+            model="llama3.2", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert completion.choices[0].message.content == "scripted"
+    assert script.connections == 3 and len(script.requests) == 5  # 2 closed, retried
+    assert ollama_engine.hits == 0

@@ -178,7 +178,8 @@ class Forward:
     # -- the engine's side (pool.Listener) -----------------------------------------------------
 
     def attach(self, conn: Connection, token: int) -> bool:
-        if token != self.attempt or self.phase != HEAD or self.conn is not None:
+        # Attached twice in one attempt when the pool retried a connection found closed.
+        if token != self.attempt or self.phase != HEAD:
             return False  # an attempt given up on: its connection goes back to the pool
         self.conn = conn
         if self.request.conn.writing_paused:  # the client is behind already (pipelining)
