@@ -120,6 +120,17 @@ async def test_an_answer_without_a_length_ends_with_the_connection() -> None:
     server.close()
 
 
+async def test_an_engine_answering_twice_loses_its_connection() -> None:
+    script = await started(Scripted(lambda conn, n: OK + OK))  # one answer too many
+    pool = Pool()
+    assert await get(pool, script.port) == (200, b"{}")
+    await asyncio.sleep(0.05)
+    assert pool.open == 0 and not pool.idle.get(target(script.port).origin.key)
+    assert await get(pool, script.port) == (200, b"{}")
+    assert script.connections == 2
+    pool.close()
+
+
 async def test_idle_connections_expire() -> None:
     script = await started(Scripted(lambda conn, n: OK))
     pool = Pool(keepalive_seconds=0.1)

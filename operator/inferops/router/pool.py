@@ -245,12 +245,14 @@ class Connection(asyncio.Protocol):
             self.framed = False
             self.content_type = b""
             return
+        listener = self.listener
+        if listener is None:  # an answer nobody asked for (or given up on): not reusable
+            self.abort()
+            return
         # Only here is httptools' answer right (read after feed_data it is always False).
         keep = self.parser.should_keep_alive()
-        listener = self.listener
         self.listener = None
-        if listener is not None:
-            listener.end()
+        listener.end()
         if keep and self.transport is not None:
             self.pool.release(self)
         elif self.transport is not None:
