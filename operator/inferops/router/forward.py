@@ -315,9 +315,9 @@ class Forward:
             self.status,
             codec.content_type.encode(),
             intake.tags(self.target) + b"Cache-Control: no-cache\r\n",
+            out,
         )
         if out:
-            request.write(out)
             intake.ex.first_byte()
         self.last = time.monotonic()
         self._watch(self.last + self.idle_seconds)

@@ -217,14 +217,20 @@ class Request:
             conn.send(body)
         conn.finished(self)
 
-    def start(self, status: int, content_type: bytes, headers: bytes = b"") -> None:
-        """Starts a streamed answer; `write()` its pieces, then `end()` it."""
+    def start(
+        self, status: int, content_type: bytes, headers: bytes = b"", first: bytes = b""
+    ) -> None:
+        """Starts a streamed answer with its `first` piece (in the same write as the head:
+        one system call less, and no moment where the client has a head and no body); then
+        `write()` the other pieces and `end()` it."""
         conn = self.conn
         self.state = STREAMING
         self.status = status
         if self.version == "1.1":
             self.chunked = True
             framing = b"Transfer-Encoding: chunked\r\n"
+            if first:
+                first = b"%x\r\n%b\r\n" % (len(first), first)
         else:  # HTTP/1.0 knows no chunks: the body ends when the connection closes
             self.keep_alive = False
             framing = b""
@@ -240,6 +246,7 @@ class Request:
                     date_header(),
                     conn.connection_header(self),
                     b"\r\n",
+                    first,
                 )
             )
         )
