@@ -75,14 +75,16 @@ e2e: prepare
 test: lint crd-check prepare
 	$(PY) -m pytest tests e2e
 
-# The property-based tests (generated InferenceBackends against the model and the builders;
-# generated requests against the router) with FUZZ_EXAMPLES examples each instead of
-# `make test`'s few hundred, and new ones on every run.
+# The property-based tests (generated InferenceBackends against the model and the builders,
+# and against the API server: e2e/test_bad_input.py; generated requests against the router)
+# with FUZZ_EXAMPLES examples each instead of `make test`'s few hundred, and new ones on every
+# run. The e2e part needs a cluster: KUBECONFIG's, or the local one (built on first use).
 FUZZ_EXAMPLES ?= 10000
 fuzz: venv
+	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build >/dev/null; fi
 	INFEROPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --hypothesis-show-statistics \
 		tests/test_spec_properties.py tests/router/test_request_properties.py \
-		tests/router/test_intake.py
+		tests/router/test_intake.py e2e/test_bad_input.py
 
 cluster-up: venv
 	$(PY) -m e2e.localcluster up

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ollama
@@ -116,20 +118,36 @@ class DataPlane:
                     part.stop()
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request of a `Traffic` loop: when it started and ended (monotonic clock), and
+    the exception the client raised, if any."""
+
+    start: float
+    end: float
+    error: BaseException | None
+
+
 class Traffic:
     """A consumer's own requests in a loop from a thread, through its endpoint: the
-    official `openai` client (streaming) or the official `ollama` client."""
+    official `openai` client (streaming) or the official `ollama` client. `max_retries`
+    and `timeout` are the clients' own settings (the `openai` client's default retries are
+    2, this loop's 0, so that every failure shows)."""
 
     def __init__(self, plane: DataPlane, namespace: str, consumer: str, api: str = "openai",
-                 pause: float = 0.1, backend: str = "llama32") -> None:  # fmt: skip
+                 pause: float = 0.1, backend: str = "llama32", max_retries: int = 0,
+                 timeout: float | None = None) -> None:  # fmt: skip
         host = f"{backend}-{consumer}.{namespace}.svc"
+        limit = {} if timeout is None else {"timeout": timeout}
         self.openai = OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
-                             max_retries=0, default_headers={"Host": host})  # fmt: skip
-        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host})
+                             max_retries=max_retries, default_headers={"Host": host},
+                             **limit)  # fmt: skip
+        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host}, **limit)
         self.api = api
         self.pause = pause
         self.ok = 0
         self.errors: list[str] = []
+        self.requests: list[Request] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -148,12 +166,20 @@ class Traffic:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            start = time.monotonic()
             try:
                 self._one()
                 self.ok += 1
+                failure: BaseException | None = None
             except Exception as error:  # every client-visible failure is counted
                 self.errors.append(repr(error))
+                failure = error
+            self.requests.append(Request(start, time.monotonic(), failure))
             self._stop.wait(self.pause)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def __enter__(self) -> Traffic:
         self._thread.start()

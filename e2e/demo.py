@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from e2e.dataplane import DataPlane, Traffic
-from e2e.harness import REPO, Kubectl, wait_for
+from e2e.harness import REPO, Kubectl, install_crd, wait_for
 from e2e.localcluster import Cluster
 from inferops.migration.figures import Figures
 from inferops.migration.sources import PrometheusSource
@@ -211,9 +211,7 @@ def main() -> None:
     kubectl = Kubectl(str(cluster.kubectl_path), cluster.kubeconfig, cluster.env)
     print(cluster.node_summary())
     kubectl.run("apply", "-f", str(REPO / "e2e" / "manifests" / "local-volumes.yaml"))
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for=condition=Established",
-                "crd/inferencebackends.inferops.io", "--timeout=60s")  # fmt: skip
+    install_crd(kubectl)
     kubectl.run("create", "namespace", NAMESPACE, check=False)
     # The example reads its Hugging Face token from this Secret. The local cluster's pods are
     # simulated and never read it; on a real cluster, put your own token here.

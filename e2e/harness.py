@@ -90,6 +90,24 @@ class Kubectl:
         return "\n".join(parts)
 
 
+CRD_NAME = "inferencebackends.inferops.io"
+
+
+def install_crd(kubectl: Kubectl) -> str:
+    """Applies the CRD and waits until the API server serves it. `kubectl wait` fails at
+    once, instead of waiting, on a CRD so new that it has no conditions yet."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
+                             "--timeout=60s", check=False)  # fmt: skip
+        if waited.returncode == 0:
+            return CRD_NAME
+        if time.monotonic() > deadline:
+            raise KubectlError(("wait", "crd"), waited)
+        time.sleep(0.5)
+
+
 def scrape(url: str) -> dict[str, float]:
     """A Prometheus text page as {"name{labels}": value}."""
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -103,10 +121,12 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def total(metrics: dict[str, float], name: str, **labels: str) -> float | None:
-    """The sum of `name`'s series that carry all `labels`; None when there is none."""
+    """The sum of `name`'s series that carry all `labels` (a series without labels counts
+    when none are asked for); None when there is none."""
     wanted = [f'{key}="{value}"' for key, value in labels.items()]
     found = [value for key, value in metrics.items()
-             if key.startswith(name + "{") and all(label in key for label in wanted)]  # fmt: skip
+             if (key.startswith(name + "{") or key == name)
+             and all(label in key for label in wanted)]  # fmt: skip
     return sum(found) if found else None
 
 

@@ -191,7 +191,9 @@ def test_deleting_the_resource_removes_every_child(
 def test_deleted_or_edited_children_are_restored(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
-    apply_example(kubectl, namespace)
+    # replicas set: the operator owns them, so a scale is reverted (unset, they are left to
+    # an HPA or a person: e2e/test_faults.py).
+    apply_example(kubectl, namespace, vllm={**EXAMPLE["spec"]["vllm"], "replicas": 1})
     wait_phase(kubectl, namespace, "Ready")
     old = kubectl.get("service", "llama32-vllm", namespace)
     assert old is not None
@@ -343,3 +345,38 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
     assert versions_after[labelled] != versions[labelled]  # our own label edit
     versions[labelled] = versions_after[labelled]
     assert versions_after == versions
+
+
+def test_a_child_the_api_server_refuses_changes_nothing_and_names_the_field(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    """The schema cannot know every rule of every child: a claim's access mode, say, is
+    immutable once created. Such an edit is InvalidSpec, naming the child, its field and the
+    API server's reason; no child changes (not even the Deployment the same edit changes),
+    the operator does not retry it with a traceback, and undoing the edit makes it Ready."""
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")
+    before = resource_versions(kubectl, namespace)
+    log_start = operator.log.stat().st_size
+    vllm = copy.deepcopy(EXAMPLE["spec"]["vllm"])
+    vllm["cache"]["accessMode"] = "ReadWriteMany"
+    vllm["maxModelLen"] = 4096  # also changes the vLLM Deployment
+    apply_example(kubectl, namespace, vllm=vllm)
+    invalid = wait_phase(kubectl, namespace, "InvalidSpec")
+    message = condition(invalid, "Ready")["message"]
+    assert message.startswith(
+        "spec.vllm: the API server refuses PersistentVolumeClaim llama32-vllm-cache built from "
+        "it (422)"
+    ), message
+    assert "spec: Forbidden: spec is immutable after creation" in message, message
+    after = resource_versions(kubectl, namespace)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {f"inferencebackends/{NAME}"}, changed  # its spec and status only
+    time.sleep(3)  # child events and kopf's handling of the PermanentError
+    assert operator.process.returncode is None
+    with operator.log.open("rb") as log:
+        log.seek(log_start)
+        written = log.read().decode(errors="replace")
+    assert "Traceback" not in written, written[-4000:]
+    apply_example(kubectl, namespace)
+    wait_phase(kubectl, namespace, "Ready")

@@ -20,6 +20,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from inferops.api.grammar import quantity_value
 from inferops.api.migration import MAX_DURATION, seconds
 from inferops.api.spec import MANAGED_VLLM_FLAGS, RESERVED_CONSUMER_NAMES
 
@@ -140,6 +141,8 @@ QUANTITY_STRINGS = st.one_of(
     ),
 )
 QUANTITIES = st.one_of(st.integers(0, 10**6), QUANTITY_STRINGS)
+# Sizes of volumes (cache claims, /dev/shm): more than zero.
+SIZES = QUANTITIES.filter(lambda q: quantity_value(q) > 0)
 RESOURCE_KEYS = st.sampled_from(["cpu", "memory", "ephemeral-storage"])
 DURATIONS = st.one_of(
     st.sampled_from(["30s", "1m", "1h30m", "10s", "2m", "500ms", "1.5h"]),
@@ -163,9 +166,17 @@ EXTRA_ARGS = st.one_of(
 )  # fmt: skip
 
 
-def resources() -> st.SearchStrategy[Json]:
+@st.composite
+def resources(draw: st.DrawFn) -> Json:
+    """Requests and limits; a request above its limit (which Kubernetes refuses) is swapped
+    with it."""
     amounts = st.dictionaries(RESOURCE_KEYS, QUANTITIES, max_size=3)
-    return st.fixed_dictionaries({}, optional={"requests": amounts, "limits": amounts})
+    out = draw(st.fixed_dictionaries({}, optional={"requests": amounts, "limits": amounts}))
+    requests, limits = out.get("requests", {}), out.get("limits", {})
+    for key in set(requests) & set(limits):
+        if quantity_value(requests[key]) > quantity_value(limits[key]):
+            requests[key], limits[key] = limits[key], requests[key]
+    return out
 
 
 TOLERATIONS = st.fixed_dictionaries(
@@ -193,6 +204,27 @@ AFFINITY = st.sampled_from(
         {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                                "labelSelector": {"matchLabels": {"a": "b"}}}}]}},
+        {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt",
+                                       "values": ["40000"]},
+                                      {"key": "spot", "operator": "DoesNotExist"}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In",
+                                  "values": ["gpu-node-1"]}]}]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": [
+                    {"key": "zone", "operator": "NotIn", "values": ["a", "b"]}]}}]}},
+        {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "topology.kubernetes.io/zone",
+             "labelSelector": {"matchExpressions": [
+                 {"key": "app", "operator": "In", "values": ["rag"]}]},
+             "namespaces": ["rag", "notes"],
+             "namespaceSelector": {},
+             "matchLabelKeys": ["pod-template-hash"],
+             "mismatchLabelKeys": ["tenant"]}]},
+         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname",
+             "labelSelector": {"matchLabels": {"inferops.io/component": "vllm"}}}]}},
     ]
 )  # fmt: skip
 
@@ -216,9 +248,9 @@ def workload(replicas: int) -> dict[str, st.SearchStrategy[Json]]:
 
 CACHES = st.one_of(
     st.fixed_dictionaries(
-        {"size": QUANTITIES},
+        {"size": SIZES},
         optional={
-            "storageClassName": st.sampled_from(["standard", "fast-ssd", "gp3.encrypted"]),
+            "storageClassName": st.sampled_from(["standard", "fast-ssd", "gp3.encrypted", ""]),
             "accessMode": st.sampled_from(["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]),
         },
     ),
@@ -239,7 +271,7 @@ VLLM = st.fixed_dictionaries(
             {"name": OBJECT_NAMES}, optional={"key": st.sampled_from(["token", "HF_TOKEN", "a.b"])}
         ),
         "cache": CACHES,
-        "shmSize": QUANTITIES,
+        "shmSize": SIZES,
         "startupTimeoutSeconds": st.integers(60, 86400),
     },
 )
@@ -512,7 +544,7 @@ def _mutate_once(draw: st.DrawFn, backend: Backend) -> Backend:
             ))  # fmt: skip
             if change == "last-not-100" and steps:
                 steps[-1] = {"weight": draw(st.integers(1, 99))}
-            elif change == "pause-last" and steps:
+            elif change == "pause-last" and steps and isinstance(steps[-1], dict):
                 steps[-1] = {**steps[-1], "pause": {}}
             elif change == "repeat" and steps:
                 steps.insert(0, copy.deepcopy(steps[-1]))
@@ -578,7 +610,8 @@ def whole_resource_problems(backend: Backend) -> list[str]:
     return [
         f"consumer {c['name']}: Service name {backend.name}-{c['name']} is over 63 characters"
         for c in consumers
-        if isinstance(c, dict) and isinstance(c.get("name"), str) and "serviceName" not in c
+        # A null serviceName is no serviceName: the API server drops nulls before its rules.
+        if isinstance(c, dict) and isinstance(c.get("name"), str) and c.get("serviceName") is None
         and len(backend.name) + 1 + len(c["name"]) > 63
     ]  # fmt: skip
 

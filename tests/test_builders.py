@@ -140,6 +140,10 @@ def test_hf_token_is_referenced_never_copied() -> None:
          "llama32-vllm-cache",
          {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}},
           "storageClassName": "fast"}),
+        # "" is Kubernetes' "no class", not the cluster default: passed on as written.
+        ({"size": "1Gi", "storageClassName": ""}, "llama32-vllm-cache",
+         {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+          "storageClassName": ""}),
         ({"existingClaim": "shared-models"}, "shared-models", None),
     ],
 )  # fmt: skip

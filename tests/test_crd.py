@@ -61,3 +61,35 @@ def test_defaults_reach_the_schema() -> None:
     assert vllm["tensorParallelSize"]["minimum"] == 1
     rules = [r["message"] for r in vllm["extraArgs"]["x-kubernetes-validations"]]
     assert any("--tensor-parallel-size" in m and "tensorParallelSize" in m for m in rules)
+
+
+def _all_nodes(node: Any) -> list[dict[str, Any]]:
+    """Every schema node below `node`, whatever the key it hangs from."""
+    out = []
+    if isinstance(node, dict):
+        out.append(node)
+        for value in node.values():
+            out += _all_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            out += _all_nodes(value)
+    return out
+
+
+def test_nothing_in_the_spec_is_passed_through_unchecked() -> None:
+    """Every field is typed (affinity included): nothing the API server would store without
+    looking at it, and no JSON Schema keyword a structural schema does not have (which the
+    API server drops, with the rule it carried)."""
+    spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for node in _all_nodes(spec):
+        assert not node.get("x-kubernetes-preserve-unknown-fields"), node
+        assert not {"const", "propertyNames", "patternProperties"} & set(node), node
+        if node.get("type") == "object" and "additionalProperties" in node:
+            assert "maxProperties" in node, node  # bounds the cost of its CEL key rule
+
+
+def test_the_resource_rules_name_their_field() -> None:
+    root = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    paths = {rule["fieldPath"] for rule in root["x-kubernetes-validations"]}
+    assert paths == {".metadata.name", ".spec.consumers"}
+    assert root["properties"]["metadata"]["properties"]["name"] == {"type": "string"}

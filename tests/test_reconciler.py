@@ -133,3 +133,19 @@ async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
     reconciler = Reconciler(SlowKube(), NoChildren(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
     assert await reconciler.run("ns", "gone") is None
     assert forgotten == [("ns", "gone")]
+
+
+async def test_a_burst_of_child_changes_is_one_run_once_it_settles() -> None:
+    kube = SlowKube()
+    reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
+    for _ in range(50):  # a rollout: the Deployment, its ReplicaSet, its pods
+        reconciler.poke("ns", "a")
+    reconciler.poke("ns", "b")
+    await asyncio.sleep(0)
+    assert kube.gets == 0  # nothing yet: the burst may not be over
+    for _ in range(100):
+        if kube.gets == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert kube.gets == 2  # one run for a, one for b

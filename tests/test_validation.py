@@ -32,7 +32,7 @@ OLLAMA = {"model": "llama3.2:3b"}
         ({"model": "x", "vllm": {**VLLM, "extraArgs": ["--served-model-name", "y"]}},
          "spec.vllm.extraArgs", "set spec.model instead"),
         ({"model": "x", "vllm": {**VLLM, "resources": {"limits": {"nvidia.com/gpu": 2}}}},
-         "spec.vllm", "set tensorParallelSize instead"),
+         "spec.vllm.resources.limits", "set GPUs with vllm.tensorParallelSize"),
         ({"model": "x", "vllm": {**VLLM, "shmSize": "lots"}},
          "spec.vllm.shmSize", "not a Kubernetes quantity"),
         ({"model": "x", "vllm": {**VLLM, "cache": {}}},
@@ -69,7 +69,7 @@ def test_defaults() -> None:
     spec = InferenceBackendSpec.model_validate({"model": "x", "vllm": VLLM, "ollama": OLLAMA})
     assert spec.vllm.tensor_parallel_size == 1
     assert spec.vllm.gpu_memory_utilization == 0.9
-    assert spec.vllm.replicas == 1
+    assert spec.vllm.replicas is None  # left to an HPA or a person; see tests/test_replicas.py
     assert spec.ollama is not None and spec.ollama.keep_alive == "24h"
 
 

@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.harness import Kubectl, OperatorProcess, scrape, total
+from e2e.harness import Kubectl, OperatorProcess, install_crd, scrape, total
 from e2e.localcluster.cluster import Cluster
 from e2e.process import free_port
 
 from bench.operator import audit, profile, workload
 from inferops.api import GROUP, PLURAL, VERSION
-from inferops.kube import Kube
+from inferops.kube import Kube, KubeError
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="py-spy the operator while the largest size is created")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rerender", type=Path, metavar="JSON",
+                        help="no run: plot and table of an earlier run's results")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.rest, args.changes = [20, 60], 15.0, 3
@@ -95,7 +97,17 @@ async def create_all(kube: Kube, n: int) -> None:
 
     async def one(index: int) -> None:
         async with limit:
-            await kube.create(workload.backend(index))
+            for attempt in range(5):
+                try:
+                    await kube.create(workload.backend(index))
+                    return
+                except KubeError as error:
+                    if error.status == 409 and attempt:  # the timed-out try got through
+                        return
+                    if error.status not in (0, 429, 500, 503, 504) or attempt == 4:
+                        raise
+                    log.warning("creating backend %d: %s; again", index, error)
+                    await asyncio.sleep(1.0 + attempt)
 
     await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -106,9 +118,12 @@ async def ready_count(kube: Kube) -> int:
 
 
 async def wait_ready(kube: Kube, n: int, started: float, timeout: float) -> float:
-    last = -1
+    last = ready = -1
     while True:
-        ready = await ready_count(kube)
+        try:
+            ready = await ready_count(kube)
+        except KubeError as error:  # an API server busy with thousands of pods: ask again
+            log.warning("counting Ready backends: %s", error)
         elapsed = time.time() - started
         if ready != last:
             log.info("%5.1fs  %d/%d Ready", elapsed, ready, n)
@@ -181,6 +196,9 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         cluster_cpu = {name: round(p.cpu_seconds() - cluster_before[name], 1)
                        for name, p in cluster.items()}  # fmt: skip
         rss_ready = stats.peak_rss_mib()
+        page = scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics")
+        cache = {"objects": int(page.get("inferops_cache_objects", 0)),
+                 "mib": round(page.get("inferops_cache_bytes", 0) / 2**20, 1)}  # fmt: skip
         runs = reconciles(operator) - reconciles_before
         await asyncio.sleep(2.0)  # the audit log is written asynchronously
         requests = audit.operator_requests(audit_log, started, ready_at)
@@ -193,6 +211,9 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         at_rest = audit.operator_requests(audit_log, rest_start, rest_end)
         changes = [await time_spec_change(kube, i) for i in range(args.changes)]
         peak_rss = stats.peak_rss_mib()  # of this process: the restart makes another
+        # The changed backend's rollout first: its status would change during the restart.
+        await wait_ready(kube, n, time.time(), args.timeout)
+        await asyncio.sleep(5.0)
         restart = await restart_at_rest(n, operator, audit_log)
     finally:
         await kube.__aexit__()
@@ -204,6 +225,7 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         "cluster_cpu_seconds": cluster_cpu,
         "peak_rss_mib": round(peak_rss, 1),
         "peak_rss_mib_at_ready": round(rss_ready, 1),
+        "cache": cache,
         "reconciles": int(runs),
         "requests_by_verb": requests,
         "requests_per_reconcile": {v: round(c / runs, 3) for v, c in requests.items()}
@@ -234,13 +256,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     operator = None
     try:
         kubectl = Kubectl(str(cluster.kubectl_path), cluster.kubeconfig, cluster.env)
-        kubectl.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        for _ in range(30):  # a CRD just created has no conditions yet: `wait` fails at once
-            established = kubectl.run("wait", "--for=condition=Established", "crd", "--all",
-                                      "--timeout=60s", check=False)  # fmt: skip
-            if established.returncode == 0:
-                break
-            time.sleep(1)
+        install_crd(kubectl)
         for i in range(workload.NAMESPACES):
             kubectl.run("create", "namespace", workload.namespace(i))
         operator = OperatorProcess(kubectl, state / "operator.log", free_port())
@@ -318,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.rerender:
+        results = json.loads(args.rerender.read_text())["results"]
+        plot(results, args.rerender.with_suffix(".png"))
+        print(table(results))
+        return 0
     results = []
     args.out.mkdir(parents=True, exist_ok=True)
     name = "operator-quick" if args.quick else "operator"

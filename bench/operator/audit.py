@@ -55,7 +55,9 @@ def operator_requests(log: Path, start: float, end: float) -> dict[str, int]:
             if not is_operator(event.get("userAgent", "")):
                 continue
             if start <= _time(event["stageTimestamp"]) < end:
-                counts[event["verb"]] += 1
+                # A dry run is a request, not a write: counted apart.
+                dry = "dryRun=" in event.get("requestURI", "")
+                counts[event["verb"] + (" (dry run)" if dry else "")] += 1
     return dict(sorted(counts.items()))
 
 

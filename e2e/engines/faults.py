@@ -75,8 +75,8 @@ class FaultProxy:
                 headers={k: v for k, v in upstream.headers.items()
                          if k.lower() not in HOP_BY_HOP},
             )  # fmt: skip
-            await answer.prepare(request)
             try:
+                await answer.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await answer.write(chunk)
                 await answer.write_eof()

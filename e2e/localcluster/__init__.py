@@ -13,9 +13,10 @@ Python API (for pytest fixtures)::
     cluster = Cluster.default()   # state in .cluster/ (or $INFEROPS_CLUSTER_DIR)
     cluster.up()                  # raises ClusterError with the failing log's tail
     cluster.kubeconfig, cluster.bin_dir, cluster.kubectl_path, cluster.helm_path
+    cluster.restart("kube-apiserver")   # fault tests: stop and start one component
     cluster.down()
 
-CLI: ``python -m e2e.localcluster up|down|status|build|env``.
+CLI: ``python -m e2e.localcluster up|down|status|build|env|restart``.
 """
 
 from .build import BuildError, Toolset

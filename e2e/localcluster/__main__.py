@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2e.localcluster up|down|status|build|env``.
+"""Command line: ``python -m e2e.localcluster up|down|status|build|env|restart``.
 
 User-facing results (how to use the cluster, the status table, the ``export`` lines)
 go to stdout; progress and diagnostics go to stderr through ``logging``, so
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import build, nodes
-from .cluster import Cluster, ClusterError, format_status
+from .cluster import COMPONENTS, Cluster, ClusterError, format_status
 from .pki import PKIError
 
 log = logging.getLogger("e2e.localcluster")
@@ -97,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
         help="show which components run (exit 0 only if all are healthy)",
     )
     sub.add_parser("env", parents=[common], help="print export lines for KUBECONFIG and PATH")
+    p_restart = sub.add_parser(
+        "restart",
+        parents=[common],
+        help="stop one component and start it again, same arguments (fault tests)",
+    )
+    p_restart.add_argument("component", choices=COMPONENTS)
+    p_restart.add_argument(
+        "--down", type=float, default=0.0, metavar="SECONDS", help="stay stopped this long"
+    )
     return parser
 
 
@@ -184,6 +193,11 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         # 3 = not running at all (as systemctl status), 1 = partially up or unhealthy.
         return 3 if not running else 1
+
+    if args.command == "restart":
+        seconds = cluster.restart(args.component, args.down)
+        print(f"{args.component} restarted, healthy again after {seconds:.1f}s")
+        return 0
 
     if args.command == "env":
         if build.missing_components():

@@ -287,6 +287,35 @@ class Cluster:
             state["processes"] = []
             self._save_state(state)
 
+    def restart(self, name: str, down_seconds: float = 0.0) -> float:
+        """Stop one running component (SIGTERM, as a supervisor would) and start it again,
+        `down_seconds` later, with the same arguments and ports; return the seconds until
+        it is healthy again.
+
+        For fault tests: clients of the component see it go away and come back. The other
+        components keep running; the cluster's state (etcd data, PKI) is untouched.
+        """
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+        with self._lock():
+            state = self._load_state()
+            self._records = self._recorded_processes(state)
+            record = self._records.get(name)
+            if record is None or not procs.is_running(record):
+                raise ClusterError(f"{name} is not running in {self.state_dir}; run up first")
+            began = time.monotonic()
+            try:
+                procs.stop([record], grace=STOP_GRACE_SECONDS)
+            except RuntimeError as exc:
+                raise ClusterError(str(exc), name) from exc
+            time.sleep(down_seconds)  # an outage of a chosen length
+            # argv[0] is the binary; _launch puts the cached one back in front.
+            self._launch(name, record.argv[1:], state)
+            deadline = time.monotonic() + self.startup_timeout
+            ports = state.get("ports", {})
+            self._wait(name, f"{name} health", deadline, lambda: self._probe(name, ports))
+            return time.monotonic() - began
+
     def status(self) -> list[ComponentStatus]:
         """Return which components run and whether their health endpoints answer."""
         state = self._load_state()

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from inferops import metrics
 from inferops.builders.common import BACKEND_LABEL
 from inferops.kube import Kube, KubeError, Obj, WatchExpired, path
 from inferops.registry import Kind
@@ -95,6 +96,8 @@ class ChildCache:
         self._listed: set[tuple[str, str | None]] = set()
         self._synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        metrics.CACHE_OBJECTS.set_function(self.size)
+        metrics.CACHE_BYTES.set_function(self.bytes)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class ChildCache:
 
     def size(self) -> int:
         return sum(len(objects) for objects in self._objects.values())
+
+    def bytes(self) -> int:
+        return sum(len(e.packed) for objects in self._objects.values() for e in objects.values())
 
     # -- following the API server -----------------------------------------------------------
 

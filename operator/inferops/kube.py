@@ -317,13 +317,22 @@ class Kube:
         )  # fmt: skip
         return dict(response.body)
 
-    async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply, taking ownership of the fields the operator sets (force)."""
-        _count_write("apply", obj)
+    async def apply(
+        self, obj: Obj, *, dry_run: bool = False, field_manager: str | None = None
+    ) -> Obj:
+        """Server-side apply, taking ownership of the fields the operator sets (force). With
+        `dry_run`, the API server validates and answers as if it had applied, storing
+        nothing (not a write). `field_manager` applies as another manager than the
+        operator's own (a handover)."""
+        params = {"fieldManager": field_manager or self.field_manager, "force": "true"}
+        if dry_run:
+            params["dryRun"] = "All"
+        else:
+            _count_write("apply", obj)
         response = await self._request(
             "PATCH",
             object_path(obj),
-            params={"fieldManager": self.field_manager, "force": "true"},
+            params=params,
             content=apply_body(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )

@@ -24,6 +24,13 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+CACHE_OBJECTS = Gauge(
+    "inferops_cache_objects", "Children and pods held by the operator's watch cache."
+)
+CACHE_BYTES = Gauge(
+    "inferops_cache_bytes", "Size of the watch cache's compact JSON (its objects' memory)."
+)
+
 # The migration, per consumer: where it stands and what the analysis said.
 MIGRATION_WEIGHT = Gauge(
     "inferops_migration_consumer_weight",

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from inferops import metrics
+from inferops import metrics, replicas
 from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, InferenceBackendStatus
@@ -32,13 +32,18 @@ from inferops.builders.common import (
 )
 from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.drift import contains
-from inferops.kube import Kube, KubeError, Obj, path
+from inferops.kube import Kube, KubeError, Obj, object_path, path
 from inferops.migration import planner
 from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.status import EngineObservation, compute, ready_replicas
-from inferops.validation import describe_errors, name_conflicts, service_name_clashes
+from inferops.validation import (
+    describe_errors,
+    name_conflicts,
+    refused_children,
+    service_name_clashes,
+)
 
 CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
 
@@ -89,14 +94,22 @@ class Children(Protocol):
 URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT}
 
 
-def _components(spec: InferenceBackendSpec) -> dict[str, int]:
-    """Desired pods of every component the spec asks for."""
-    out = {vllm.ENGINE: spec.vllm.replicas}
+def _components(
+    spec: InferenceBackendSpec, owner: Owner, live: dict[tuple[str, str], Obj]
+) -> dict[str, int]:
+    """Desired pods of every component the spec asks for (the Deployment's own count when
+    the spec leaves it to an HPA or a person)."""
+    wanted = {vllm.ENGINE: spec.vllm.replicas}
     if (fallback := ollama.enabled(spec)) is not None:
-        out[ollama.ENGINE] = fallback.replicas
+        wanted[ollama.ENGINE] = fallback.replicas
     if spec.consumers:
-        out[router.COMPONENT] = spec.router.replicas
-    return out
+        wanted[router.COMPONENT] = spec.router.replicas
+    return {
+        component: replicas.desired(
+            component, count, live.get(("Deployment", child_name(owner, component)))
+        )
+        for component, count in wanted.items()
+    }
 
 
 def _existing_components(owner: Owner, live: dict[tuple[str, str], Obj]) -> dict[str, int]:
@@ -153,7 +166,8 @@ class Snapshot:
 
     def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
         """Engines with Ready pods; the routing table sends traffic only to those."""
-        observed = _observe(self.owner, _components(spec), self.live, self.pods)
+        components = _components(spec, self.owner, self.live)
+        observed = _observe(self.owner, components, self.live, self.pods)
         return {obs.engine: ready_replicas(obs) > 0 for obs in observed}
 
 
@@ -203,7 +217,7 @@ def decide(
     desired = desired_children(spec, owner, ready, weights, images, network_policy)
     status = compute(
         generation=snap.generation,
-        engines=_observe(owner, _components(spec), snap.live, snap.pods),
+        engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),
         previous=previous,
         now=stamp(now),
         consumers=consumers,
@@ -271,6 +285,18 @@ async def reconcile(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
     decision = decide(snap, observations, now, images, network_policy)
+    # A spec's children are tried (dry run) once, when the spec is new or was refused: later
+    # changes (weights, readiness) come from a spec the API server already accepted, and a
+    # dry run per changed child would double the requests of every reconciliation.
+    untried = (snap.generation != snap.previous.observed_generation
+               or snap.previous.phase == "InvalidSpec")  # fmt: skip
+    refused = ""
+    if decision.desired is not None and untried:
+        refused = await refused_children(kube, decision.desired, snap.live)
+    if refused:
+        # A child the API server refuses: apply none of them, as for any invalid spec.
+        snap = replace(snap, invalid=refused)
+        decision = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
 
@@ -320,9 +346,11 @@ async def _apply(
         current = live.get(key)
         if current is not None and contains(current, obj):
             continue
-        log.info("%s/%s: applying %s %s", meta["namespace"], meta["labels"][BACKEND_LABEL], *key)
-        children.wrote(meta["namespace"], meta["labels"][BACKEND_LABEL], current,
-                       await kube.apply(obj))  # fmt: skip
+        backend = meta["labels"][BACKEND_LABEL]
+        writes += await _hand_over_replicas(kube, current, obj, log)
+        log.info("%s/%s: applying %s %s", meta["namespace"], backend, *key)
+        children.wrote(meta["namespace"], backend, current,
+                       await kube.apply(replicas.as_created(current, obj)))  # fmt: skip
         writes += 1
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     for key, obj in live.items():
@@ -337,6 +365,25 @@ async def _apply(
     return writes
 
 
+async def _hand_over_replicas(
+    kube: Kube, current: Obj | None, obj: Obj, log: logging.Logger
+) -> int:
+    """Before an apply that leaves a Deployment's replicas out, hands them to a second field
+    manager if the operator still owns them (`inferops.replicas`). The watch cache keeps no
+    managedFields, so the live object is read; only on such an apply, never at rest.
+    Returns the writes made."""
+    if current is None or not replicas.leaves_replicas(obj):
+        return 0
+    handover = replicas.handover(await kube.get(object_path(obj)), obj, kube.field_manager)
+    if handover is None:
+        return 0
+    meta = obj["metadata"]
+    log.info("%s/%s: handing the replicas of Deployment %s over: the spec leaves them unset",
+             meta["namespace"], meta["labels"][BACKEND_LABEL], meta["name"])  # fmt: skip
+    await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
+    return 1
+
+
 def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> Obj:
     """A merge patch that also clears fields the new status no longer has."""
     new = status.dump()
@@ -344,6 +391,8 @@ def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStat
 
 
 MAX_RETRY_DELAY = 300.0
+MAX_CONCURRENT = 32
+"""Reconciliations running at once; more would only queue for the API client's connections."""
 SETTLE_SECONDS = 0.2
 """How long a child change waits for the rest of its burst (a rollout changes a Deployment,
 its ReplicaSets and pods within milliseconds): one reconciliation then reads them all."""
@@ -377,6 +426,9 @@ class Reconciler:
         self._users: collections.Counter[tuple[str, str]] = collections.Counter()
         self._queued: set[tuple[str, str]] = set()
         self._retries: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A thousand resources created at once would otherwise each hold their built
+        # children while waiting for the API: memory the allocator keeps afterwards.
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def retry_later(self, namespace: str, name: str, delay: float = 5.0) -> None:
         """Runs again after `delay`, doubling it (up to 5 minutes) while the API keeps
@@ -431,7 +483,8 @@ class Reconciler:
         self._queued.add(key)
         self._users[key] += 1
         try:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._locks.setdefault(key, asyncio.Lock()), self._slots:
+                # Triggers that came while this run waited are covered by what it reads now.
                 self._queued.discard(key)
                 return await self._reconcile(namespace, name)
         finally:

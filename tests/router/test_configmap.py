@@ -30,6 +30,7 @@ class Sink:
     def __init__(self) -> None:
         self.installed: list[Any] = []
         self.rejected: list[str] = []
+        self.lost_: list[str] = []
 
     def install(self, table: Any) -> bool:
         self.installed.append(table)
@@ -37,6 +38,9 @@ class Sink:
 
     def reject(self, message: str) -> None:
         self.rejected.append(message)
+
+    def lost(self, message: str) -> None:
+        self.lost_.append(message)
 
 
 def routes_json(weight: int) -> dict[str, str]:
@@ -113,8 +117,73 @@ async def test_an_invalid_or_deleted_table_keeps_the_current_one(
     await wait_for(lambda: len(running.rejected) == 2, "the second rejection")
     assert "key is missing" in running.rejected[1]
     api.delete(NAME)
+    await wait_for(lambda: len(running.lost_) == 1, "the deletion")
+    assert "was deleted" in running.lost_[0]
     api.put(NAME, routes_json(40))
     await wait_for(lambda: weights(running) == [10, 40], "the recreated table")
+
+
+async def test_a_deletion_missed_while_no_watch_was_open_is_noticed(
+    api: FakeKubeApi, running: Sink
+) -> None:
+    api.put(NAME, routes_json(10))
+    await wait_for(lambda: weights(running) == [10], "the first table")
+    await wait_for(lambda: api.watches == 1, "the first watch")
+    # The ConfigMap is deleted while no watch is open and its history is compacted away
+    # (an API server restart can do both): the router lists again after the 410, and no
+    # DELETED event ever reaches it.
+    api.objects.pop(("configmaps", NS, NAME))
+    api.version += 1
+    api.expire()
+    await wait_for(lambda: api.lists >= 2, "a new list")
+    await wait_for(lambda: len(running.lost_) == 1, "the deletion noticed by the list")
+    api.put(NAME, routes_json(10))  # the same table back: installed again
+    await wait_for(lambda: weights(running) == [10, 10], "the table written back")
+
+
+async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
+    api: FakeKubeApi, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    table = base_table(vllm.url, ollama_engine.url)
+    api.put(NAME, {"routes.json": json.dumps(table)})
+    kube = Kube(api.url, "test")
+    state = RouterState()
+    server = RouterServer(state, ConfigMapSource(NS, NAME, kube=kube), grace_seconds=1)
+    await server.start()
+    try:
+        await wait_for(lambda: state.routes is not None, "the first table")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+
+            async def observed() -> tuple[int, str, float, int]:
+                answer = await client.post(
+                    "/v1/embeddings",
+                    json={"model": "llama3.2", "input": "x"},
+                    headers={"Host": "llama32-notes"},
+                )
+                ready = await client.get("/readyz")
+                stale = state.metrics.registry.get_sample_value("inferops_router_table_stale")
+                return answer.status_code, ready.text, stale or 0.0, ready.status_code
+
+            status, ready, stale, ready_code = await observed()
+            assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
+            for fault, why in (
+                (lambda: api.delete(NAME), "was deleted"),
+                (lambda: api.put(NAME, {"routes.json": "{not json"}), "rejected"),
+            ):
+                fault()
+                await wait_for(lambda: state.stale is not None, f"the router to notice ({why})")
+                status, ready, stale, ready_code = await observed()
+                # Still served and still ready, on the last good table; readiness says why.
+                assert (status, stale, ready_code) == (200, 1.0, 200), ready
+                assert "stale" in ready and why in ready
+                api.put(NAME, {"routes.json": json.dumps(table)})  # restored as it was
+                await wait_for(lambda: state.stale is None, "the restored table")
+                status, ready, stale, ready_code = await observed()
+                assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
+            assert state.generation == 1  # the same table throughout: nothing reinstalled
+    finally:
+        await server.stop()
+        await kube.__aexit__()
 
 
 async def test_credentials_come_from_kubeconfig(

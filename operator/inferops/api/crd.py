@@ -101,6 +101,8 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node.pop("$ref").split("/")[-1]]
         node = {**target, **node}  # the field's own description/default win
     node.pop("title", None)
+    if "const" in node:  # a one-value Literal; structural schemas have no const
+        node["enum"] = [node.pop("const")]
     if isinstance(node.get("default"), dict):
         node["default"] = _without_nulls(node["default"])
     if "properties" in node or node.get("additionalProperties") in (True, False):
@@ -145,7 +147,8 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Declared so that the name rule below can report metadata.name as its field.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": model_schema(InferenceBackendSpec),
             "status": model_schema(InferenceBackendStatus),
         },
@@ -160,6 +163,7 @@ def build_crd() -> dict[str, Any]:
                     "and '-', starting with a letter: it prefixes the names of the Services "
                     "the operator creates"
                 ),
+                "fieldPath": ".metadata.name",
             },
             {
                 "rule": (
@@ -171,6 +175,7 @@ def build_crd() -> dict[str, Any]:
                     f"{MAX_SERVICE_NAME} characters: shorten the names or set the consumer's "
                     "serviceName"
                 ),
+                "fieldPath": ".spec.consumers",
             },
         ],
     }

@@ -7,19 +7,27 @@ Rules it cannot check live in `inferops.validation`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from inferops.api.base import (
+from inferops.api.affinity import Affinity
+from inferops.api.base import JsonDict, Model, cel, cel_rules
+from inferops.api.grammar import (
+    CONFIG_KEY_PATTERN,
     DNS_1035_PATTERN,
     DNS_LABEL_PATTERN,
-    JsonDict,
-    Model,
+    INT32_MAX,
+    LABEL_KEY_PATTERN,
+    AnnotationMap,
+    Image,
+    LabelMap,
+    LabelValue,
     ObjectName,
-    Quantity,
-    cel,
-    cel_rules,
+    PositiveQuantity,
+    ResourceList,
+    StorageClassName,
+    quantity_value,
 )
 from inferops.api.migration import Migration
 
@@ -63,8 +71,9 @@ class SecretKeyRef(Model):
 
     name: ObjectName
     """Name of the Secret."""
-    key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
-    """Key inside the Secret whose value is used."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIG_KEY_PATTERN)] = "token"
+    """Key inside the Secret whose value is used: letters, digits, '-', '_' and '.', not '.'
+    and not starting with '..'."""
 
 
 class CacheSpec(Model):
@@ -78,10 +87,12 @@ class CacheSpec(Model):
         )
     )
 
-    size: Quantity | None = None
-    """Size of a PersistentVolumeClaim the operator creates and owns (e.g. `50Gi`)."""
-    storage_class_name: str | None = None
-    """StorageClass of the created claim; the cluster default when omitted."""
+    size: PositiveQuantity | None = None
+    """Size of a PersistentVolumeClaim the operator creates and owns (e.g. `50Gi`), more
+    than zero."""
+    storage_class_name: StorageClassName | None = None
+    """StorageClass of the created claim (a DNS subdomain); the cluster default when omitted,
+    none when empty (the claim then binds only to a volume without a class)."""
     access_mode: Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"] = "ReadWriteOnce"
     """Access mode of the created claim; use ReadWriteMany when replicas share one cache."""
     existing_claim: ObjectName | None = None
@@ -100,7 +111,8 @@ class Toleration(Model):
 
     model_config = cel_rules(
         cel(
-            "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            "(has(self.key) && self.key != '') || "
+            "(has(self.operator) && self.operator == 'Exists')",
             "a toleration without key must have operator Exists (it then tolerates every taint)",
         ),
         cel(
@@ -115,21 +127,22 @@ class Toleration(Model):
         ),
     )
 
-    key: str | None = None
-    """Taint key the toleration applies to; empty with operator Exists matches all taints."""
+    key: Annotated[str | None, Field(max_length=253, pattern=f"^$|{LABEL_KEY_PATTERN}")] = None
+    """Taint key the toleration applies to (a label key); empty with operator Exists matches
+    all taints."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal (the default)."""
-    value: str | None = None
-    """Taint value to match with operator Equal."""
+    value: LabelValue | None = None
+    """Taint value to match with operator Equal (a label value)."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; all effects when empty."""
-    toleration_seconds: int | None = None
-    """How long a NoExecute taint is tolerated before eviction."""
+    toleration_seconds: Annotated[int | None, Field(ge=0, le=INT32_MAX)] = None
+    """How long a NoExecute taint is tolerated before eviction (0: evicted at once)."""
 
     @model_validator(mode="after")
     def _mirror_cel(self) -> Toleration:
         # Mirrors the CEL rules, which are Kubernetes' own checks of a pod's tolerations.
-        if self.key is None and self.operator != "Exists":
+        if not self.key and self.operator != "Exists":
             raise ValueError("a toleration without key must have operator Exists")
         if self.operator == "Exists" and self.value is not None:
             raise ValueError("value must be empty with operator Exists")
@@ -141,59 +154,79 @@ class Toleration(Model):
 class Resources(Model):
     """Compute resources of the engine container (CPU, memory, ephemeral storage)."""
 
-    requests: dict[str, Quantity] = {}
-    """Minimum resources the scheduler reserves."""
-    limits: dict[str, Quantity] = {}
-    """Maximum resources the container may use."""
+    model_config = cel_rules(
+        cel(
+            "self.requests.all(k, !(k in self.limits) || !isQuantity(string(self.requests[k])) "
+            "|| !isQuantity(string(self.limits[k])) || "
+            "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+            "a request may not exceed the limit of the same resource: lower requests or raise "
+            "limits",
+            ".requests",
+        )
+    )
+
+    requests: ResourceList = {}
+    """Minimum resources the scheduler reserves: cpu, memory, ephemeral-storage."""
+    limits: ResourceList = {}
+    """Maximum resources the container may use: cpu, memory, ephemeral-storage; each at
+    least its request."""
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        # Mirrors the CEL rule, which is Kubernetes' own check of a container's resources.
+        over = [
+            f"requests.{name} {amount} is over limits.{name} {self.limits[name]}"
+            for name, amount in self.requests.items()
+            if name in self.limits and quantity_value(amount) > quantity_value(self.limits[name])
+        ]
+        if over:
+            raise ValueError(f"{'; '.join(over)}: lower requests or raise limits")
+        return self
 
 
 class WorkloadSpec(Model):
     """Fields shared by both engines' Deployments: size and placement of the pods."""
 
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Number of pods."""
+    INITIAL_REPLICAS: ClassVar[int] = 1
+    """Pods of a Deployment created while `replicas` is unset."""
+
+    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Number of pods, kept by the operator (a `kubectl scale` is reverted). Leave it unset
+    to scale with a HorizontalPodAutoscaler or `kubectl scale`: the Deployment is then
+    created with 1 pod and the operator never writes its replicas again."""
     resources: Resources = Resources()
     """CPU, memory and other resources; GPUs are set by the engine's GPU field."""
-    node_selector: dict[str, str] = {}
-    """Node labels the pods must run on."""
-    tolerations: list[Toleration] = []
+    node_selector: LabelMap = {}
+    """Node labels the pods must run on (label keys and values)."""
+    tolerations: Annotated[list[Toleration], Field(max_length=64)] = []
     """Tolerations added to the pods (a GPU toleration is added automatically)."""
-    affinity: Annotated[
-        dict[str, Any] | None,
-        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
-    ] = None
-    """A Kubernetes pod affinity (nodeAffinity, podAffinity, podAntiAffinity), passed as is."""
-    runtime_class_name: str | None = None
+    affinity: Affinity | None = None
+    """A Kubernetes pod affinity (nodeAffinity, podAffinity, podAntiAffinity), checked by
+    Kubernetes' rules for a pod's affinity."""
+    runtime_class_name: ObjectName | None = None
     """RuntimeClass of the pods, e.g. `nvidia` on clusters without a default GPU runtime."""
-    pod_annotations: dict[str, str] = {}
-    """Extra annotations on the pods."""
+    pod_annotations: AnnotationMap = {}
+    """Extra annotations on the pods (annotation keys, any values)."""
 
 
 # The extended resource of NVIDIA GPUs (device plugin); requested by vLLM and GPU Ollama pods.
 GPU = "nvidia.com/gpu"
-_NO_GPU_IN_RESOURCES = cel(
-    f"!('{GPU}' in self.resources.limits) && !('{GPU}' in self.resources.requests)",
-    "resources must not set nvidia.com/gpu: set tensorParallelSize (GPUs per pod) instead",
-    ".resources",
-)
 
 
 class VLLMSpec(WorkloadSpec):
     """The vLLM engine: an OpenAI-compatible server on GPUs."""
 
-    model_config = cel_rules(_NO_GPU_IN_RESOURCES)
-
     model: Annotated[str, Field(min_length=1, max_length=512, pattern=HF_MODEL_PATTERN)]
     """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or an absolute path on
     the cache volume (e.g. `/root/.cache/huggingface/my-model`), without spaces."""
-    image: Annotated[str | None, Field(min_length=1)] = None
+    image: Image | None = None
     """vLLM container image; its entrypoint must be the API server (as in vllm/vllm-openai).
     The operator's default (its configuration) when omitted."""
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     """GPUs per pod; the pod requests and limits this many `nvidia.com/gpu`."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Fraction of each GPU's memory vLLM may use (weights, activations and KV cache)."""
-    max_model_len: Annotated[int | None, Field(ge=1)] = None
+    max_model_len: Annotated[int | None, Field(ge=1, le=INT32_MAX)] = None
     """Maximum context length (prompt plus output) in tokens; the model's own when omitted."""
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     """Data type of weights and activations."""
@@ -215,9 +248,9 @@ class VLLMSpec(WorkloadSpec):
     valueFrom, never copied."""
     cache: CacheSpec | None = None
     """Persistent Hugging Face cache; an emptyDir (lost on restart) when omitted."""
-    shm_size: Quantity | None = None
-    """Size of the memory-backed /dev/shm; defaults to 8Gi when tensorParallelSize > 1, where
-    NCCL needs it."""
+    shm_size: PositiveQuantity | None = None
+    """Size of the memory-backed /dev/shm, more than zero; defaults to 8Gi when
+    tensorParallelSize > 1, where NCCL needs it."""
     startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
     """How long a pod may take to load the model before it is restarted."""
 
@@ -231,14 +264,6 @@ class VLLMSpec(WorkloadSpec):
                     f"{flag} is managed by the operator; set {MANAGED_VLLM_FLAGS[flag]} instead"
                 )
         return extra_args
-
-    @model_validator(mode="after")
-    def _no_gpu_in_resources(self) -> VLLMSpec:
-        if GPU in self.resources.limits or GPU in self.resources.requests:
-            raise ValueError(
-                "vllm.resources must not set nvidia.com/gpu: set tensorParallelSize instead"
-            )
-        return self
 
 
 class OllamaSpec(WorkloadSpec):
@@ -259,7 +284,7 @@ class OllamaSpec(WorkloadSpec):
         str | None, Field(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN)
     ] = None
     """Ollama tag pulled at start (e.g. `llama3.2:3b`) and aliased to spec.model."""
-    image: Annotated[str | None, Field(min_length=1)] = None
+    image: Image | None = None
     """Ollama container image; the operator's default (its configuration) when omitted."""
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     """GPUs per pod; 0 runs on CPU and hides every GPU of the node from the container."""
@@ -267,7 +292,7 @@ class OllamaSpec(WorkloadSpec):
     """Requests served in parallel per model (OLLAMA_NUM_PARALLEL)."""
     keep_alive: Annotated[str, Field(pattern=r"^(-1|[0-9]+(ns|us|ms|s|m|h)?)+$")] = "24h"
     """How long the model stays loaded after a request (OLLAMA_KEEP_ALIVE); -1 is forever."""
-    context_length: Annotated[int | None, Field(ge=1)] = None
+    context_length: Annotated[int | None, Field(ge=1, le=INT32_MAX)] = None
     """Context length in tokens (OLLAMA_CONTEXT_LENGTH); defaults to spec.vllm.maxModelLen,
     then 4096. Ollama silently truncates longer prompts."""
     cache: CacheSpec | None = None
@@ -336,9 +361,13 @@ class RouterSpec(WorkloadSpec):
     """The router in front of both engines: one endpoint per consumer, a weighted split, and
     fallback to Ollama."""
 
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 2
-    """Number of router pods."""
-    image: Annotated[str | None, Field(min_length=1)] = None
+    INITIAL_REPLICAS: ClassVar[int] = 2
+
+    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Number of router pods, kept by the operator (a `kubectl scale` is reverted). Leave it
+    unset to scale with a HorizontalPodAutoscaler or `kubectl scale`: the Deployment is
+    then created with 2 pods and the operator never writes its replicas again."""
+    image: Image | None = None
     """Router container image; the operator's default (its configuration) when omitted."""
     fallback: bool = True
     """Retry a request on Ollama when vLLM fails before the first byte reached the client."""

@@ -165,8 +165,8 @@ def scheduling(workload: WorkloadSpec, gpus: int) -> Obj:
         out["nodeSelector"] = dict(sorted(workload.node_selector.items()))
     if tolerations_ := tolerations(workload, gpus):
         out["tolerations"] = tolerations_
-    if workload.affinity:
-        out["affinity"] = workload.affinity
+    if workload.affinity is not None:
+        out["affinity"] = workload.affinity.dump()
     if workload.runtime_class_name:
         out["runtimeClassName"] = workload.runtime_class_name
     return out
@@ -193,7 +193,8 @@ def cache_claim(owner: Owner, component: str, cache: CacheSpec | None) -> Obj | 
         "accessModes": [cache.access_mode],
         "resources": {"requests": {"storage": str(cache.size)}},
     }
-    if cache.storage_class_name:
+    if cache.storage_class_name is not None:
+        # "" is Kubernetes' "no class" (only volumes without one), not the cluster default.
         spec["storageClassName"] = cache.storage_class_name
     return with_spec_hash(
         {
@@ -228,17 +229,20 @@ def deployment(
     owner: Owner, component: str, workload: WorkloadSpec, pod_spec: Obj, grace_seconds: int
 ) -> Obj:
     """A Deployment around a component's pod spec. Rolling updates never remove a Ready pod
-    before its replacement is Ready: capacity is never lost during an update."""
+    before its replacement is Ready: capacity is never lost during an update. Without
+    `replicas` in the spec, the Deployment's replicas are left to whoever scales it (see
+    `inferops.replicas`)."""
     pod_metadata: Obj = {"labels": labels(owner, component)}
     if workload.pod_annotations:
         pod_metadata["annotations"] = dict(sorted(workload.pod_annotations.items()))
+    size = {} if workload.replicas is None else {"replicas": workload.replicas}
     return with_spec_hash(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": metadata(owner, child_name(owner, component), component),
             "spec": {
-                "replicas": workload.replicas,
+                **size,
                 "selector": {"matchLabels": selector_labels(owner, component)},
                 "strategy": {
                     "type": "RollingUpdate",

@@ -51,6 +51,10 @@ def readyz(state: RouterState, request: Request) -> Reply:
         return Reply(503, b"stopping", b"text/plain; charset=utf-8")
     if state.routes is None:
         return Reply(503, b"no routing table loaded", b"text/plain; charset=utf-8")
+    if state.stale is not None:
+        # Still ready: the last good table serves, which beats no router at all.
+        text = f"ok: table {state.generation}, stale: {state.stale}"
+        return Reply(200, text.encode(), b"text/plain; charset=utf-8")
     return Reply(200, b"ok: table %d" % state.generation, b"text/plain; charset=utf-8")
 
 

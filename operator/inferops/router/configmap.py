@@ -73,6 +73,9 @@ class ConfigMapSource:
         items, version = await kube.list_versioned(self._path, field_selector=self._selector)
         if items:
             self._apply(items[0], sink)
+        elif self._text is not None:
+            # Deleted while no watch was open (e.g. the API server restarted meanwhile).
+            self._lost(sink)
         else:
             log.warning("%s does not exist (yet); waiting for it", self.describe())
         return version
@@ -87,9 +90,12 @@ class ConfigMapSource:
             if kind in ("ADDED", "MODIFIED"):
                 self._apply(obj, sink)
             elif kind == "DELETED":
-                log.warning("%s was deleted; keeping the current table", self.describe())
-                self._text = None
+                self._lost(sink)
         return version
+
+    def _lost(self, sink: TableSink) -> None:
+        self._text = None  # so that the same table, written back, is installed again
+        sink.lost(f"{self.describe()} was deleted")
 
     def _apply(self, obj: dict[str, Any], sink: TableSink) -> None:
         text = (obj.get("data") or {}).get(self.key)

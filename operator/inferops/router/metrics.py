@@ -218,6 +218,13 @@ class RouterMetrics:
             "the operator can tell when every router serves the table it wrote.",
             registry=r,
         )
+        self.table_stale = Gauge(
+            "inferops_router_table_stale",
+            "1 while the router serves its last good table because its source no longer "
+            "holds a usable one (the ConfigMap deleted, or its content rejected); 0 when it "
+            "serves what the source holds.",
+            registry=r,
+        )
         self.table_loads = Counter(
             "inferops_router_table_loads",
             "Routing table loads, by outcome (installed, unchanged, invalid).",

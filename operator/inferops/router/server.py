@@ -2,7 +2,8 @@
 
 Start-up creates the engines' connection pool, starts the table source and listens
 (`http1.HttpServer` serving `app.RouterApp`); `/healthz` answers as long as the process runs,
-`/readyz` once a table is installed (and until a stop begins), and `/metrics` serves the
+`/readyz` once a table is installed (and until a stop begins; a stale table still serves, so
+it stays ready and says so), and `/metrics` serves the
 router's own registry. Stopping (SIGTERM) stops accepting connections, turns `/readyz` to
 503, lets requests and streams in flight finish within the grace period, cuts what is left
 (which closes their engine connections, so the engines stop working for nobody), then closes

@@ -1,6 +1,7 @@
 """Where routing tables come from. A source runs for the router's lifetime and hands every
 new table to a sink (the router's state); a table that does not validate is rejected and the
-current one stays, so a bad write never takes routing down.
+current one stays, so a bad write never takes routing down. A source that disappears (the
+ConfigMap deleted, the file removed) is reported as lost, and the current table stays too.
 
 `FileSource` re-reads a file when it changes (tests, and a ConfigMap mounted as a volume);
 `inferops.router.configmap.ConfigMapSource` watches the ConfigMap through the API, which is
@@ -25,7 +26,11 @@ log = logging.getLogger("inferops.router.sources")
 class TableSink(Protocol):
     def install(self, table: RoutingTable) -> bool: ...
 
-    def reject(self, message: str) -> None: ...
+    def reject(self, message: str) -> None:
+        """The source holds a table that cannot be used."""
+
+    def lost(self, message: str) -> None:
+        """The source holds no table any more (deleted)."""
 
 
 class TableSource(Protocol):
@@ -78,8 +83,9 @@ class FileSource:
                             sink.install(result)
             except OSError as err:
                 seen = None
+                text = None  # the same table written back is news again
                 if not missing_logged:
-                    log.warning("cannot read routing table %s: %s", self.path, err)
+                    sink.lost(f"cannot read routing table {self.path}: {err}")
                     missing_logged = True
             await asyncio.sleep(self.interval)
 

@@ -3,6 +3,8 @@ pool.
 
 Tables arrive from a source (`inferops.router.sources`) and are installed by swapping one
 reference; a request reads `routes` once and keeps that object, so a swap never touches it.
+When the source loses its table or holds a bad one, the last good table keeps serving and
+`stale` says why, until the source holds a good table again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class RouterState:
         self.draining = False
         """Set on SIGTERM: /readyz turns 503 so endpoints drop the pod while streams finish."""
         self.generation = 0
+        self.stale: str | None = None
+        """Why the table served is not the one the source holds (deleted, rejected); None
+        while it is."""
         self._pool: Pool | None = None
 
     @property
@@ -55,6 +60,9 @@ class RouterState:
         metrics = self.metrics
         if self.engine_urls:
             table = with_engine_urls(table, self.engine_urls)
+        if self.stale is not None:
+            log.info("the routing table's source holds a good table again")
+            self._set_stale(None)
         if self.routes is not None and self.routes.table == table:
             metrics.table_loads.labels("unchanged").inc()
             return False
@@ -90,6 +98,17 @@ class RouterState:
         """A table could not be used; the current one stays."""
         self.metrics.table_loads.labels("invalid").inc()
         log.error("routing table rejected, keeping the current one: %s", message)
+        self._set_stale(f"rejected: {message}")
+
+    def lost(self, message: str) -> None:
+        """The source holds no table any more; the current one stays."""
+        log.warning("%s; keeping the current routing table", message)
+        self._set_stale(message)
+
+    def _set_stale(self, reason: str | None) -> None:
+        # Without a table there is nothing stale to serve: /readyz already says so.
+        self.stale = reason if self.routes is not None else None
+        self.metrics.table_stale.set(0 if self.stale is None else 1)
 
 
 __all__ = ["RouterState"]
