@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from inferops.router.http1 import Reply
 
 OPENAI = "openai"
 OLLAMA = "ollama"
@@ -95,17 +95,17 @@ def no_table() -> RouterError:
     return RouterError(503, "no routing table loaded yet", "no_routing_table", "server_error")
 
 
-def render(dialect: str, error: RouterError, headers: dict[str, str] | None = None) -> web.Response:
+def dialect_of(path: str | None) -> str:
+    """The dialect of a route: Ollama's under `/api/`, OpenAI's elsewhere."""
+    return OLLAMA if path and path.startswith("/api/") else OPENAI
+
+
+def render(dialect: str, error: RouterError, headers: bytes = b"") -> Reply:
     if dialect == OLLAMA:
         payload: object = {"error": error.message}
     else:
         payload = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
-    return web.Response(
-        status=error.status,
-        body=json.dumps(payload).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
+    return Reply(error.status, json.dumps(payload).encode(), b"application/json", headers)
 
 
 def stream_error_openai(message: str, code: str) -> bytes:
@@ -125,6 +125,7 @@ __all__ = [
     "RouterError",
     "bad_json",
     "bad_request",
+    "dialect_of",
     "managed_model",
     "no_table",
     "render",

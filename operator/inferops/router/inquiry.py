@@ -14,10 +14,10 @@ import asyncio
 import json
 import logging
 
-import aiohttp
-
 from inferops.router.modelinfo import Facts, Json, ollama_running, vllm_model
+from inferops.router.pool import Pool
 from inferops.router.routes import OLLAMA, VLLM, Routes, Target
+from inferops.router.upstream import EngineError, fetch
 
 log = logging.getLogger("inferops.router.inquiry")
 
@@ -27,30 +27,32 @@ ASK_SECONDS = 5.0
 
 
 async def _ask(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     routes: Routes,
     target: Target,
     path: str,
-    headers: dict[str, str],
+    headers: bytes,
     body: Json | None = None,
 ) -> object:
     """The engine's JSON answer to `GET path` (`POST` with `body`); None if it has none."""
-    url = target.base_url + path
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=routes.connect_seconds)
     try:
         async with asyncio.timeout(min(ASK_SECONDS, routes.first_byte_seconds)):
             method = "GET" if body is None else "POST"
             data = None if body is None else json.dumps(body).encode()
-            async with session.request(
-                method, url, data=data, headers=headers, timeout=timeout
-            ) as response:
-                if response.status >= 300:
-                    log.debug("engine %s answered %d to %s", target.name, response.status, path)
-                    return None
-                return json.loads(await response.read())
-    except (TimeoutError, aiohttp.ClientError, ValueError) as err:
+            status, answer = await fetch(
+                pool, target, method, path, headers, data, routes.connect_seconds
+            )
+    except (OSError, EngineError) as err:  # TimeoutError is an OSError too
         # Per request, so debug only: a failing engine shows in the inference metrics.
         log.debug("engine %s did not answer %s: %r", target.name, path, err)
+        return None
+    if status >= 300:
+        log.debug("engine %s answered %d to %s", target.name, status, path)
+        return None
+    try:
+        return json.loads(answer)
+    except ValueError:
+        log.debug("engine %s answered %s with something else than JSON", target.name, path)
         return None
 
 
@@ -64,9 +66,9 @@ def _ready(routes: Routes, engine: str) -> Target | None:
 
 
 async def facts(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     routes: Routes,
-    headers: dict[str, str],
+    headers: bytes,
     show: bool,
     verbose: bool = False,
 ) -> Facts:
@@ -76,9 +78,9 @@ async def facts(
     served = routes.model
     show_body = {"model": served, "verbose": verbose}
     models, running, described = await asyncio.gather(
-        _ask(session, routes, vllm, "/v1/models", headers) if vllm else _nothing(),
-        _ask(session, routes, ollama, "/api/ps", headers) if ollama else _nothing(),
-        _ask(session, routes, ollama, "/api/show", headers, show_body)
+        _ask(pool, routes, vllm, "/v1/models", headers) if vllm else _nothing(),
+        _ask(pool, routes, ollama, "/api/ps", headers) if ollama else _nothing(),
+        _ask(pool, routes, ollama, "/api/show", headers, show_body)
         if ollama and show
         else _nothing(),
     )

@@ -4,14 +4,28 @@ These are the canary analysis' source: both engines measured at the same place, 
 and engine. `requests_total` counts engine attempts, so a request that fell back from vLLM to
 Ollama counts once for each (the failed vLLM attempt is what the analysis must see); requests
 refused before an engine was chosen count under `engine="none"`.
+
+The per-request figures are plain numbers in a `Series` per (consumer, engine, route), turned
+into metric families only when scraped (`DataPathCollector`): prometheus_client's own
+metrics take a lock and check their state on every update, several times per request, which
+the data path (one thread, the event loop) does not need.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from inferops.api.routing import REVISION_METRIC
 
@@ -29,68 +43,163 @@ TPOT_BUCKETS = (
 )  # fmt: skip
 
 
+LABELS = ["consumer", "engine", "route"]
+HELP = {
+    "requests": "Engine attempts (and requests refused before one), by consumer, engine, route "
+    "and HTTP status; code 499 means the client went away first.",
+    "errors": "Failures attributed to an engine (connect error, 5xx, timeout, broken stream), "
+    "whether or not a fallback hid them from the client.",
+    "latency": "Time from a request's arrival to its last byte, by the engine that answered.",
+    "ttft": "Time from a streaming request's arrival to the first body byte sent to the client.",
+    "tpot": "Time between output tokens of a streaming request: (last byte - first body byte) "
+    "/ (completion tokens - 1), from the engine's `usage`; streams with fewer than two "
+    "completion tokens or without usage are not observed.",
+    "tokens": "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
+    "fallbacks": "Requests retried on the fallback engine; `engine` is the engine that failed.",
+    "in_flight": "Engine attempts under way.",
+}
+
+
+class Histo:
+    """A histogram's buckets as plain numbers (Prometheus' `le`: a value on a bound counts in
+    that bound's bucket)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative, as exposed."""
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append((_le(bound), total))
+        return out
+
+
+def _le(bound: float) -> str:
+    """A bucket's `le` label as prometheus_client writes it (`1.0`, `+Inf`)."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
+
+
+class Series:
+    """The figures of one (consumer, engine, route)."""
+
+    __slots__ = (
+        "by_code",
+        "by_reason",
+        "completion",
+        "fallbacks",
+        "in_flight",
+        "labels",
+        "latency",
+        "prompt",
+        "tpot",
+        "ttft",
+    )
+
+    def __init__(self, consumer: str, engine: str, route: str) -> None:
+        self.labels = (consumer, engine, route)
+        self.in_flight = 0
+        self.latency = Histo(LATENCY_BUCKETS)
+        self.ttft = Histo(TTFT_BUCKETS)
+        self.tpot = Histo(TPOT_BUCKETS)
+        self.prompt = 0
+        self.completion = 0
+        self.by_code: dict[int, int] = {}
+        self.by_reason: dict[str, int] = {}
+        self.fallbacks: dict[str, int] = {}
+
+    def count(self, code: int) -> None:
+        by_code = self.by_code
+        by_code[code] = by_code.get(code, 0) + 1
+
+    def error(self, reason: str, fallback: bool = False) -> None:
+        by_reason = self.by_reason
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        if fallback:
+            self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+
+
+class DataPathCollector(Collector):
+    """Exposes the `Series` of a `RouterMetrics` as metric families."""
+
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(()))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(list(self.metrics.all_series())))
+
+    @staticmethod
+    def _families(series: Iterable[Series]) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "inferops_router_requests", HELP["requests"], labels=[*LABELS, "code"]
+        )
+        errors = CounterMetricFamily(
+            "inferops_router_errors", HELP["errors"], labels=[*LABELS, "reason"]
+        )
+        latency = HistogramMetricFamily(
+            "inferops_router_request_duration_seconds", HELP["latency"], labels=LABELS
+        )
+        ttft = HistogramMetricFamily(
+            "inferops_router_time_to_first_token_seconds", HELP["ttft"], labels=LABELS
+        )
+        tpot = HistogramMetricFamily(
+            "inferops_router_time_per_output_token_seconds", HELP["tpot"], labels=LABELS
+        )
+        tokens = CounterMetricFamily(
+            "inferops_router_tokens", HELP["tokens"], labels=[*LABELS, "kind"]
+        )
+        fallbacks = CounterMetricFamily(
+            "inferops_router_fallbacks", HELP["fallbacks"], labels=[*LABELS, "reason"]
+        )
+        in_flight = GaugeMetricFamily(
+            "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
+        )
+        flying: dict[tuple[str, str], int] = {}
+        for one in series:
+            labels = list(one.labels)
+            for code, n in one.by_code.items():
+                requests.add_metric([*labels, str(code)], n)
+            for reason, n in one.by_reason.items():
+                errors.add_metric([*labels, reason], n)
+            for reason, n in one.fallbacks.items():
+                fallbacks.add_metric([*labels, reason], n)
+            if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
+                continue
+            latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
+            ttft.add_metric(labels, one.ttft.buckets(), one.ttft.sum)
+            tpot.add_metric(labels, one.tpot.buckets(), one.tpot.sum)
+            tokens.add_metric([*labels, "prompt"], one.prompt)
+            tokens.add_metric([*labels, "completion"], one.completion)
+            key = (labels[0], labels[1])
+            flying[key] = flying.get(key, 0) + one.in_flight
+        for (consumer, engine), n in flying.items():
+            in_flight.add_metric([consumer, engine], n)
+        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, in_flight)
+
+
 class RouterMetrics:
-    """The metric families, plus a cache of labelled children: `labels()` takes a lock and
-    builds a key on every call, which the data path should not pay per request."""
+    """The metric families: the data path's as `Series` (see the module's docstring), the
+    routing table's as prometheus_client metrics."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "inferops_router_requests",
-            "Engine attempts (and requests refused before one), by consumer, engine, route "
-            "and HTTP status; code 499 means the client went away first.",
-            ["consumer", "engine", "route", "code"],
-            registry=r,
-        )
-        self.errors = Counter(
-            "inferops_router_errors",
-            "Failures attributed to an engine (connect error, 5xx, timeout, broken stream), "
-            "whether or not a fallback hid them from the client.",
-            ["consumer", "engine", "route", "reason"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "inferops_router_request_duration_seconds",
-            "Time from a request's arrival to its last byte, by the engine that answered.",
-            ["consumer", "engine", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "inferops_router_time_to_first_token_seconds",
-            "Time from a streaming request's arrival to the first body byte sent to the client.",
-            ["consumer", "engine", "route"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.tpot = Histogram(
-            "inferops_router_time_per_output_token_seconds",
-            "Time between output tokens of a streaming request: (last byte - first body byte) "
-            "/ (completion tokens - 1), from the engine's `usage`; streams with fewer than "
-            "two completion tokens or without usage are not observed.",
-            ["consumer", "engine", "route"],
-            buckets=TPOT_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "inferops_router_tokens",
-            "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
-            ["consumer", "engine", "route", "kind"],
-            registry=r,
-        )
-        self.fallbacks = Counter(
-            "inferops_router_fallbacks",
-            "Requests retried on the fallback engine; `engine` is the engine that failed.",
-            ["consumer", "engine", "route", "reason"],
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "inferops_router_in_flight_requests",
-            "Engine attempts under way.",
-            ["consumer", "engine"],
-            registry=r,
-        )
+        self._series: dict[tuple[str, str, str], Series] = {}
+        r.register(DataPathCollector(self))
         self.weight = Gauge(
             "inferops_router_consumer_weight",
             "Percent of a consumer's requests for vLLM as set in the installed table, and as "
@@ -122,69 +231,19 @@ class RouterMetrics:
             ["outcome"],
             registry=r,
         )
-        self._series: dict[tuple[str, str, str], Series] = {}
 
     def series(self, consumer: str, engine: str, route: str) -> Series:
         key = (consumer, engine, route)
         found = self._series.get(key)
         if found is None:
-            found = self._series[key] = Series(self, consumer, engine, route)
+            found = self._series[key] = Series(consumer, engine, route)
         return found
+
+    def all_series(self) -> list[Series]:
+        return list(self._series.values())
 
     def refused(self, consumer: str, route: str, code: int) -> None:
         self.series(consumer, NO_ENGINE, route).count(code)
-
-
-class Series:
-    """The labelled children of one (consumer, engine, route), resolved once: `labels()`
-    takes a lock and builds a key on every call, which the data path should not pay per
-    request."""
-
-    __slots__ = (
-        "_by_code",
-        "_by_reason",
-        "_fallbacks",
-        "_labels",
-        "_metrics",
-        "completion",
-        "in_flight",
-        "latency",
-        "prompt",
-        "tpot",
-        "ttft",
-    )
-
-    def __init__(self, metrics: RouterMetrics, consumer: str, engine: str, route: str) -> None:
-        self._metrics = metrics
-        self._labels = (consumer, engine, route)
-        self.in_flight = metrics.in_flight.labels(consumer, engine)
-        self.latency = metrics.latency.labels(consumer, engine, route)
-        self.ttft = metrics.ttft.labels(consumer, engine, route)
-        self.tpot = metrics.tpot.labels(consumer, engine, route)
-        self.prompt = metrics.tokens.labels(consumer, engine, route, "prompt")
-        self.completion = metrics.tokens.labels(consumer, engine, route, "completion")
-        self._by_code: dict[int, Any] = {}
-        self._by_reason: dict[str, Any] = {}
-        self._fallbacks: dict[str, Any] = {}
-
-    def count(self, code: int) -> None:
-        child = self._by_code.get(code)
-        if child is None:
-            child = self._by_code[code] = self._metrics.requests.labels(*self._labels, str(code))
-        child.inc()
-
-    def error(self, reason: str, fallback: bool = False) -> None:
-        child = self._by_reason.get(reason)
-        if child is None:
-            child = self._by_reason[reason] = self._metrics.errors.labels(*self._labels, reason)
-        child.inc()
-        if fallback:
-            child = self._fallbacks.get(reason)
-            if child is None:
-                child = self._fallbacks[reason] = self._metrics.fallbacks.labels(
-                    *self._labels, reason
-                )
-            child.inc()
 
 
 class Exchange:
@@ -225,14 +284,14 @@ class Exchange:
         self.first_at = None
         self.completion = 0
         self.series = series = self.metrics.series(self.consumer, engine, self.route)
-        series.in_flight.inc()
+        series.in_flight += 1
 
     def failed(self, code: int, reason: str, fallback: bool) -> None:
         """The current attempt failed before anything reached the client."""
         self.active = False
         series = self.series
         assert series is not None
-        series.in_flight.dec()
+        series.in_flight -= 1
         series.count(code)
         series.error(reason, fallback)
 
@@ -248,11 +307,12 @@ class Exchange:
             self.series.error(reason)
 
     def tokens(self, prompt: int | None, completion: int | None) -> None:
-        if self.series is not None:
+        series = self.series
+        if series is not None:
             if prompt:
-                self.series.prompt.inc(prompt)
+                series.prompt += prompt
             if completion:
-                self.series.completion.inc(completion)
+                series.completion += completion
                 self.completion = completion
 
     def done(self, code: int) -> None:
@@ -263,7 +323,7 @@ class Exchange:
         self.active = False
         series = self.series
         now = time.monotonic()
-        series.in_flight.dec()
+        series.in_flight -= 1
         series.count(code)
         series.latency.observe(now - self.start)
         # n tokens arrive over n - 1 gaps after the first; the first token's own wait is TTFT.
@@ -271,4 +331,12 @@ class Exchange:
             series.tpot.observe((now - self.first_at) / (self.completion - 1))
 
 
-__all__ = ["CLIENT_CLOSED", "NO_ENGINE", "UNKNOWN_CONSUMER", "Exchange", "RouterMetrics", "Series"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "NO_ENGINE",
+    "UNKNOWN_CONSUMER",
+    "DataPathCollector",
+    "Exchange",
+    "RouterMetrics",
+    "Series",
+]

@@ -16,50 +16,31 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
 from inferops.router import errors, inquiry, modelinfo, translate
 from inferops.router.errors import OLLAMA, RouterError
-from inferops.router.proxy import Intake, handle, json_response, parse_object, read_body
-from inferops.router.relay import relay
+from inferops.router.http1 import Reply, Request
+from inferops.router.proxy import Endpoint, Intake, Plan, json_reply, parse_object
+from inferops.router.relay import Codec
 from inferops.router.routes import CHAT_PATH, EMBEDDINGS_PATH
 from inferops.router.state import RouterState
-from inferops.router.upstream import Answer, send, upstream_headers
+from inferops.router.upstream import Answer, forwarded
 
 # The Ollama version reported by /api/version: one whose API this router's translation
 # covers, so clients that gate features on the version enable the ones served here.
 OLLAMA_COMPAT_VERSION = "0.12.0"
 
-
-async def _ask(
-    request: web.Request, state: RouterState, intake: Intake, path: str, body: dict[str, Any]
-) -> Answer:
-    return await send(
-        state.session,
-        intake.routes,
-        intake.targets(),
-        path,
-        translate.dumps(body),
-        upstream_headers(request.headers),
-        intake.deadline,
-        intake.ex,
-    )
+NDJSON = translate.OllamaStream.content_type.encode()
 
 
 def _elapsed_ns(intake: Intake) -> int:
     return time.monotonic_ns() - int(intake.ex.start * 1e9)
 
 
-def _whole(answer: Answer, intake: Intake) -> dict[str, Any] | web.Response:
+def _whole(answer: Answer, intake: Intake) -> dict[str, Any] | Reply:
     """A non-stream answer's JSON, or the engine's error in Ollama's dialect."""
-    ex = intake.ex
     if answer.status >= 300:
-        if answer.status >= 500:
-            ex.error("upstream_5xx")
-        ex.done(answer.status)
         message = translate.error_message(answer.body, answer.status)
-        return json_response({"error": message}, answer.status, intake.headers(answer.target))
+        return json_reply({"error": message}, answer.status, intake.tags(answer.target))
     try:
         doc = json.loads(answer.body)
     except ValueError:
@@ -69,214 +50,189 @@ def _whole(answer: Answer, intake: Intake) -> dict[str, Any] | web.Response:
     return doc
 
 
-def _finish(intake: Intake, answer: Answer, payload: dict[str, Any], usage: object) -> web.Response:
+def _finish(intake: Intake, answer: Answer, payload: dict[str, Any], usage: object) -> Reply:
     intake.ex.tokens(*translate.usage_counts(usage))
-    response = json_response(payload, headers=intake.headers(answer.target))
-    intake.ex.done(answer.status)
-    return response
+    return json_reply(payload, headers=intake.tags(answer.target))
 
 
 def _wants_stream(intake: Intake) -> bool:
     return intake.doc.get("stream") is not False
 
 
-async def _generation(
-    request: web.Request,
-    state: RouterState,
-    intake: Intake,
-    path: str,
-    body: dict[str, Any],
-    chat_api: bool,
-    stream: bool,
-) -> web.StreamResponse:
-    answer = await _ask(request, state, intake, path, body)
-    chat_upstream = path == CHAT_PATH
-    if answer.stream is not None:
-        codec = translate.OllamaStream(
-            intake.model, chat_api, chat_upstream, int(intake.ex.start * 1e9)
-        )
-        return await relay(
-            request,
-            answer,
-            codec,
-            intake.ex,
-            intake.deadline,
-            intake.routes.first_byte_seconds,
-            intake.headers(answer.target),
-        )
-    doc = _whole(answer, intake)
-    if isinstance(doc, web.Response):
-        return doc
-    total = _elapsed_ns(intake)
-    if chat_api:
-        payload = translate.chat_answer(doc, intake.model, total)
-    else:
-        payload = translate.generate_answer(doc, intake.model, total, chat_upstream)
-    response = _finish(intake, answer, payload, doc.get("usage"))
-    if stream:  # the engine did not stream after all: one NDJSON line is a valid stream
-        response.content_type = translate.OllamaStream.content_type
-    return response
+class Generation:
+    """A chat or generate request, as a chat or completion upstream."""
 
+    __slots__ = ("body", "chat_api", "path", "stream")
 
-def chat(state: RouterState) -> Handler:
-    async def serve(request: web.Request, intake: Intake) -> web.StreamResponse:
-        stream = _wants_stream(intake)
-        if not intake.doc.get("messages"):
-            return json_response(translate.loaded(intake.model, chat=True))
-        body = translate.chat_request(intake.doc, intake.routes.model, stream)
-        return await _generation(request, state, intake, CHAT_PATH, body, True, stream)
+    def __init__(self, path: str, body: dict[str, Any], chat_api: bool, stream: bool) -> None:
+        self.path = path
+        self.body = translate.dumps(body)
+        self.chat_api = chat_api
+        self.stream = stream
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, state, "ollama_chat", OLLAMA, serve)
-
-    return handler
-
-
-def generate(state: RouterState) -> Handler:
-    async def serve(request: web.Request, intake: Intake) -> web.StreamResponse:
-        stream = _wants_stream(intake)
-        if not intake.doc.get("prompt") and not intake.doc.get("images"):
-            return json_response(translate.loaded(intake.model, chat=False))
-        path, body = translate.generate_request(intake.doc, intake.routes.model, stream)
-        return await _generation(request, state, intake, path, body, False, stream)
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, state, "ollama_generate", OLLAMA, serve)
-
-    return handler
-
-
-def embed(state: RouterState) -> Handler:
-    async def serve(request: web.Request, intake: Intake) -> web.StreamResponse:
-        inputs = translate.embed_inputs(intake.doc)
-        if inputs == []:
-            return json_response({"model": intake.model, "embeddings": []})
-        body = translate.embed_request(intake.doc, intake.routes.model, inputs)
-        answer = await _ask(request, state, intake, EMBEDDINGS_PATH, body)
+    def whole(self, intake: Intake, answer: Answer) -> Reply:
         doc = _whole(answer, intake)
-        if isinstance(doc, web.Response):
+        if isinstance(doc, Reply):
             return doc
+        total = _elapsed_ns(intake)
+        if self.chat_api:
+            payload = translate.chat_answer(doc, intake.model, total)
+        else:
+            payload = translate.generate_answer(doc, intake.model, total, self.path == CHAT_PATH)
+        reply = _finish(intake, answer, payload, doc.get("usage"))
+        if self.stream:  # the engine did not stream after all: one NDJSON line is a stream
+            reply.content_type = NDJSON
+        return reply
+
+    def codec(self, intake: Intake, answer: Answer) -> Codec:
+        chat_upstream = self.path == CHAT_PATH
+        start_ns = int(intake.ex.start * 1e9)
+        return translate.OllamaStream(intake.model, self.chat_api, chat_upstream, start_ns)
+
+
+class Embedding:
+    """An embed (`legacy`: embeddings) request, as an embeddings request upstream."""
+
+    __slots__ = ("body", "legacy", "path")
+
+    def __init__(self, body: dict[str, Any], legacy: bool) -> None:
+        self.path = EMBEDDINGS_PATH
+        self.body = translate.dumps(body)
+        self.legacy = legacy
+
+    def whole(self, intake: Intake, answer: Answer) -> Reply:
+        doc = _whole(answer, intake)
+        if isinstance(doc, Reply):
+            return doc
+        if self.legacy:
+            return _finish(intake, answer, translate.embeddings_answer(doc), doc.get("usage"))
         payload = translate.embed_answer(doc, intake.model, _elapsed_ns(intake))
         return _finish(intake, answer, payload, doc.get("usage"))
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, state, "ollama_embed", OLLAMA, serve)
+    def codec(self, intake: Intake, answer: Answer) -> Codec:
+        # An engine does not stream embeddings; if one did, its events are not embeddings.
+        raise RouterError(502, "the engine streamed an embeddings answer", "bad_engine_answer")
 
-    return handler
+
+def _chat(intake: Intake) -> Plan | Reply:
+    stream = _wants_stream(intake)
+    if not intake.doc.get("messages"):
+        return json_reply(translate.loaded(intake.model, chat=True))
+    body = translate.chat_request(intake.doc, intake.routes.model, stream)
+    return Generation(CHAT_PATH, body, True, stream)
 
 
-def embeddings(state: RouterState) -> Handler:
+def _generate(intake: Intake) -> Plan | Reply:
+    stream = _wants_stream(intake)
+    if not intake.doc.get("prompt") and not intake.doc.get("images"):
+        return json_reply(translate.loaded(intake.model, chat=False))
+    path, body = translate.generate_request(intake.doc, intake.routes.model, stream)
+    return Generation(path, body, False, stream)
+
+
+def _embed(intake: Intake) -> Plan | Reply:
+    inputs = translate.embed_inputs(intake.doc)
+    if inputs == []:
+        return json_reply({"model": intake.model, "embeddings": []})
+    return Embedding(translate.embed_request(intake.doc, intake.routes.model, inputs), False)
+
+
+def _embeddings(intake: Intake) -> Plan | Reply:
     """The older single-prompt endpoint: `prompt` in, `embedding` out."""
-
-    async def serve(request: web.Request, intake: Intake) -> web.StreamResponse:
-        prompt = intake.doc.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise errors.bad_request("'prompt' must be a string")
-        if not prompt:
-            return json_response({"embedding": []})
-        body = translate.embed_request(intake.doc, intake.routes.model, prompt)
-        answer = await _ask(request, state, intake, EMBEDDINGS_PATH, body)
-        doc = _whole(answer, intake)
-        if isinstance(doc, web.Response):
-            return doc
-        return _finish(intake, answer, translate.embeddings_answer(doc), doc.get("usage"))
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, state, "ollama_embeddings", OLLAMA, serve)
-
-    return handler
+    prompt = intake.doc.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise errors.bad_request("'prompt' must be a string")
+    if not prompt:
+        return json_reply({"embedding": []})
+    return Embedding(translate.embed_request(intake.doc, intake.routes.model, prompt), True)
 
 
-def tags(state: RouterState) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        routes = state.routes
-        if routes is None:
-            return errors.render(OLLAMA, errors.no_table())
-        names = [routes.model, *routes.table.aliases]
-        return json_response({"models": [modelinfo.tag(n, state.loaded_at) for n in names]})
-
-    return handler
+ENDPOINTS = {
+    "/api/chat": Endpoint("ollama_chat", OLLAMA, _chat),
+    "/api/generate": Endpoint("ollama_generate", OLLAMA, _generate),
+    "/api/embed": Endpoint("ollama_embed", OLLAMA, _embed),
+    "/api/embeddings": Endpoint("ollama_embeddings", OLLAMA, _embeddings),
+}
+"""Client path -> the inference endpoint."""
 
 
-def show(state: RouterState) -> Handler:
+# -- the model endpoints -----------------------------------------------------------------------
+
+
+def tags(state: RouterState, request: Request) -> Reply:
+    routes = state.routes
+    if routes is None:
+        return errors.render(OLLAMA, errors.no_table())
+    names = [routes.model, *routes.table.aliases]
+    return json_reply({"models": [modelinfo.tag(n, state.loaded_at) for n in names]})
+
+
+async def show(state: RouterState, request: Request) -> Reply:
     """The model's description: Ollama's, with the context length every engine accepts
     (`inferops.router.modelinfo`). Like `/api/tags` it needs no consumer: it describes the
     model, not a consumer's traffic."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        routes = state.routes
-        if routes is None:
-            return errors.render(OLLAMA, errors.no_table())
-        try:
-            doc = parse_object(await read_body(request, routes.max_body_bytes))
-            verbose = modelinfo.show_request(doc, routes.model_names, routes.model)
-        except RouterError as err:
-            return errors.render(OLLAMA, err)
-        headers = upstream_headers(request.headers)
-        facts = await inquiry.facts(state.session, routes, headers, show=True, verbose=verbose)
-        apis = {consumer.api for consumer in routes.consumers}
-        return json_response(modelinfo.show_answer(facts, apis, state.loaded_at))
-
-    return handler
+    routes = state.routes
+    if routes is None:
+        return errors.render(OLLAMA, errors.no_table())
+    try:
+        doc = parse_object(request.body)
+        verbose = modelinfo.show_request(doc, routes.model_names, routes.model)
+    except RouterError as err:
+        return errors.render(OLLAMA, err)
+    headers = forwarded(request.headers)
+    facts = await inquiry.facts(state.pool, routes, headers, show=True, verbose=verbose)
+    apis = {consumer.api for consumer in routes.consumers}
+    return json_reply(modelinfo.show_answer(facts, apis, state.loaded_at))
 
 
-def ps(state: RouterState) -> Handler:
+async def ps(state: RouterState, request: Request) -> Reply:
     """The model while an engine holds it loaded."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        routes = state.routes
-        if routes is None:
-            return errors.render(OLLAMA, errors.no_table())
-        headers = upstream_headers(request.headers)
-        facts = await inquiry.facts(state.session, routes, headers, show=False)
-        return json_response(modelinfo.ps_answer(routes.model, facts, time.time()))
-
-    return handler
+    routes = state.routes
+    if routes is None:
+        return errors.render(OLLAMA, errors.no_table())
+    headers = forwarded(request.headers)
+    facts = await inquiry.facts(state.pool, routes, headers, show=False)
+    return json_reply(modelinfo.ps_answer(routes.model, facts, time.time()))
 
 
 # Ollama's model management. The operator owns the model (`errors.managed_model`).
-MANAGEMENT_PATHS = (
-    "/api/pull",
-    "/api/push",
-    "/api/create",
-    "/api/copy",
-    "/api/delete",
-    "/api/blobs/{digest}",
-)
+MANAGEMENT_PATHS = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete")
+BLOBS = "/api/blobs/"
+"""`/api/blobs/<digest>`, also refused."""
 
 
-def refuse(state: RouterState) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        model = state.routes.model if state.routes else None
-        error = errors.managed_model(request.method, request.path, model)
-        # The body is not read (a blob upload can be gigabytes): aiohttp discards what the
-        # client still sends for at most its lingering time (10 s), then hangs up.
-        return errors.render(OLLAMA, error)
-
-    return handler
+def is_management(path: str) -> bool:
+    if path in MANAGEMENT_PATHS:
+        return True
+    digest = path[len(BLOBS) :] if path.startswith(BLOBS) else ""
+    return bool(digest) and "/" not in digest
 
 
-async def version(request: web.Request) -> web.StreamResponse:
-    return json_response({"version": OLLAMA_COMPAT_VERSION})
+def refuse(state: RouterState, request: Request) -> Reply:
+    """Answered as soon as the headers are in: the body is never read (a blob upload can be
+    gigabytes)."""
+    model = state.routes.model if state.routes else None
+    return errors.render(OLLAMA, errors.managed_model(request.method, request.path, model))
 
 
-async def root(request: web.Request) -> web.StreamResponse:
+def version(state: RouterState, request: Request) -> Reply:
+    return json_reply({"version": OLLAMA_COMPAT_VERSION})
+
+
+def root(state: RouterState, request: Request) -> Reply:
     # Ollama's own liveness answer; clients probe it before their first request.
-    return web.Response(text="Ollama is running")
+    return Reply(200, b"Ollama is running", b"text/plain; charset=utf-8")
 
 
-def add_routes(app: web.Application, state: RouterState) -> None:
-    app.router.add_post("/api/chat", chat(state))
-    app.router.add_post("/api/generate", generate(state))
-    app.router.add_post("/api/embed", embed(state))
-    app.router.add_post("/api/embeddings", embeddings(state))
-    app.router.add_get("/api/tags", tags(state))
-    app.router.add_post("/api/show", show(state))
-    app.router.add_get("/api/ps", ps(state))
-    for path in MANAGEMENT_PATHS:
-        app.router.add_route("*", path, refuse(state))
-    app.router.add_get("/api/version", version)
-    app.router.add_get("/", root)  # HEAD / comes with it
-
-
-__all__ = ["MANAGEMENT_PATHS", "OLLAMA_COMPAT_VERSION", "add_routes"]
+__all__ = [
+    "ENDPOINTS",
+    "MANAGEMENT_PATHS",
+    "OLLAMA_COMPAT_VERSION",
+    "is_management",
+    "ps",
+    "refuse",
+    "root",
+    "show",
+    "tags",
+    "version",
+]

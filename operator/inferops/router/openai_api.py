@@ -8,88 +8,64 @@ relayed byte for byte.
 
 from __future__ import annotations
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
 from inferops.router import errors, translate
 from inferops.router.errors import OPENAI
-from inferops.router.proxy import Intake, handle, json_response
-from inferops.router.relay import SsePassthrough, find_usage, relay
+from inferops.router.http1 import Reply, Request
+from inferops.router.proxy import Endpoint, Intake, Plan, json_reply
+from inferops.router.relay import Codec, SsePassthrough, find_usage
 from inferops.router.routes import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH
 from inferops.router.state import RouterState
-from inferops.router.upstream import send, upstream_headers
+from inferops.router.upstream import Answer
 
 # Upstream path -> the `route` label of its metrics.
 ROUTE_NAMES = {CHAT_PATH: "chat", COMPLETIONS_PATH: "completions", EMBEDDINGS_PATH: "embeddings"}
 
 
-def passthrough(state: RouterState, path: str) -> Handler:
-    route = ROUTE_NAMES[path]
+class Passthrough:
+    """The request as the client sent it (bar the model name); the answer as the engine
+    sent it."""
 
-    async def serve(request: web.Request, intake: Intake) -> web.StreamResponse:
-        routes = intake.routes
-        body = intake.raw
-        if intake.model != routes.model:
-            intake.doc["model"] = routes.model
-            body = translate.dumps(intake.doc)
-        answer = await send(
-            state.session,
-            routes,
-            intake.targets(),
-            path,
-            body,
-            upstream_headers(request.headers),
-            intake.deadline,
-            intake.ex,
-        )
-        headers = intake.headers(answer.target)
-        if answer.stream is not None:
-            codec = SsePassthrough(answer.content_type)
-            return await relay(
-                request,
-                answer,
-                codec,
-                intake.ex,
-                intake.deadline,
-                routes.first_byte_seconds,
-                headers,
-            )
-        ex = intake.ex
+    __slots__ = ("body", "path")
+
+    def __init__(self, path: str, body: bytes) -> None:
+        self.path = path
+        self.body = body
+
+    def whole(self, intake: Intake, answer: Answer) -> Reply:
         if answer.status < 300:
-            ex.tokens(*find_usage(answer.body))
-        elif answer.status >= 500:
-            ex.error("upstream_5xx")
-        headers["Content-Type"] = answer.content_type
-        response = web.Response(status=answer.status, body=answer.body, headers=headers)
-        ex.done(answer.status)
-        return response
+            intake.ex.tokens(*find_usage(answer.body))
+        return Reply(answer.status, answer.body, answer.content_type, intake.tags(answer.target))
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, state, route, OPENAI, serve)
-
-    return handler
+    def codec(self, intake: Intake, answer: Answer) -> Codec:
+        return SsePassthrough(answer.content_type.decode("latin-1"))
 
 
-def models(state: RouterState) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        routes = state.routes
-        if routes is None:
-            return errors.render(OPENAI, errors.no_table())
-        entry = {
-            "id": routes.model,
-            "object": "model",
-            "created": int(state.loaded_at),
-            "owned_by": "inferops",
-        }
-        return json_response({"object": "list", "data": [entry]})
+def _passthrough(path: str) -> Endpoint:
+    def prepare(intake: Intake) -> Plan:
+        body = intake.raw
+        if intake.model != intake.routes.model:
+            intake.doc["model"] = intake.routes.model
+            body = translate.dumps(intake.doc)
+        return Passthrough(path, body)
 
-    return handler
+    return Endpoint(ROUTE_NAMES[path], OPENAI, prepare)
 
 
-def add_routes(app: web.Application, state: RouterState) -> None:
-    for path in ROUTE_NAMES:
-        app.router.add_post(path, passthrough(state, path))
-    app.router.add_get("/v1/models", models(state))
+ENDPOINTS = {path: _passthrough(path) for path in ROUTE_NAMES}
+"""Client path -> the inference endpoint."""
 
 
-__all__ = ["ROUTE_NAMES", "add_routes"]
+def models(state: RouterState, request: Request) -> Reply:
+    routes = state.routes
+    if routes is None:
+        return errors.render(OPENAI, errors.no_table())
+    entry = {
+        "id": routes.model,
+        "object": "model",
+        "created": int(state.loaded_at),
+        "owned_by": "inferops",
+    }
+    return json_reply({"object": "list", "data": [entry]})
+
+
+__all__ = ["ENDPOINTS", "ROUTE_NAMES", "Passthrough", "models"]

@@ -1,6 +1,6 @@
-"""What every proxied request goes through, whichever API it speaks: find its consumer, read
-and check its body, then hand it to the API's own handler; turn refusals into error answers
-in that API's dialect and count them.
+"""What every proxied request goes through, whichever API it speaks: find its consumer, check
+its headers (before any of the body is read), then read and check its body; a refusal is an
+error in that API's dialect, counted for the consumer.
 
 A request carrying `X-Inferops-Probe: vllm|ollama` (the operator's synthetic probe) goes to
 that engine only, never elsewhere: the probe exists to measure one engine, so a fallback
@@ -16,69 +16,96 @@ work, instead of its traffic being counted against another consumer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
-
-from aiohttp import web
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from inferops.api.routing import PROBE_HEADER
 from inferops.router import errors, translate
 from inferops.router.errors import RouterError
-from inferops.router.metrics import CLIENT_CLOSED, NO_ENGINE, UNKNOWN_CONSUMER, Exchange
+from inferops.router.http1 import Reply, Request
+from inferops.router.metrics import Exchange
+from inferops.router.relay import Codec
 from inferops.router.routes import ENGINES, ConsumerRoute, Routes, Target
 from inferops.router.state import RouterState
+from inferops.router.upstream import FORWARDED_HEADERS, Answer, forwarded
 
 CONSUMER_HEADER = "X-Inferops-Consumer"
 ENGINE_HEADER = "X-Inferops-Engine"
-"""Pins a request to one engine, without fallback; sent by the operator's probes."""
+"""Names the engine that answered (with `CONSUMER_HEADER`, the consumer counted)."""
+
+# The request headers the router reads (lowercase name -> the key they are kept under).
+HEADER_KEYS = (
+    "host",
+    CONSUMER_HEADER.lower(),
+    PROBE_HEADER.lower(),
+    "content-encoding",
+    "content-length",
+    *(name.lower() for name in FORWARDED_HEADERS),
+)
+WANTED = {key.encode(): key for key in HEADER_KEYS}
+_CONSUMER = CONSUMER_HEADER.lower()
+_PROBE = PROBE_HEADER.lower()
+
+
+class Plan(Protocol):
+    """What to ask the engine, and what its answer becomes for the client."""
+
+    path: str
+    """The engine's path (`routes.UPSTREAM_PATHS`)."""
+    body: bytes
+
+    def whole(self, intake: Intake, answer: Answer) -> Reply:
+        """The client's answer to a whole (non-stream) engine answer; counts the tokens.
+        May raise `RouterError` (an engine answer that cannot be translated)."""
+
+    def codec(self, intake: Intake, answer: Answer) -> Codec:
+        """What the pieces of a streamed engine answer become (`answer.body` is empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An inference route: its metrics label, its dialect, and what to ask the engine (or
+    the answer itself, when there is nothing to ask)."""
+
+    route: str
+    dialect: str
+    prepare: Callable[[Intake], Plan | Reply]
+    """May raise `RouterError` (a request it cannot translate)."""
 
 
 @dataclass(slots=True)
 class Intake:
-    """A request that passed the checks: its table, consumer, body and recorder."""
+    """A request on its way through the checks: what its headers decided (`take_head`),
+    then its body (`take_body`)."""
 
+    endpoint: Endpoint
     routes: Routes
+    """The table the request keeps, whatever is installed meanwhile."""
     consumer: ConsumerRoute
-    raw: bytes
-    doc: dict[str, Any]
-    model: str
-    """The model name the client asked for (echoed back by the Ollama API)."""
+    pin: Target | None
+    """The engine a probe asked for: the only one tried."""
+    forwarded: bytes
+    """The client's header lines that go on to the engine."""
     ex: Exchange
     deadline: float
-    pin: Target | None = None
-    """The engine a probe asked for: the only one tried."""
+    """Monotonic time by which the whole answer must be out."""
+    raw: bytes = b""
+    doc: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    """The model name the client asked for (echoed back by the Ollama API)."""
 
     def targets(self) -> tuple[Target, ...]:
         if self.pin is not None:
             return (self.pin,)
         return self.consumer.pick(random.random())
 
-    def headers(self, target: Target) -> dict[str, str]:
-        return {ENGINE_HEADER: target.name, CONSUMER_HEADER: self.consumer.name}
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body as sent, at most `limit` bytes. Compressed bodies are refused: neither
-    engine takes them, and inflating one would let a small request cost the limit many
-    times over (the server runs with aiohttp's decompression off, see `server`)."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise errors.unsupported_encoding(encoding)
-    length = request.content_length
-    if length is not None and length > limit:
-        raise errors.too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise errors.too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def tags(self, target: Target) -> bytes:
+        """The header lines naming engine and consumer, for an answer from `target`."""
+        return self.consumer.tags[target.name]
 
 
 def probe_target(routes: Routes, value: str) -> Target:
@@ -103,8 +130,25 @@ def probe_target(routes: Routes, value: str) -> Target:
     return target
 
 
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_JSON_SPACE = " \t\n\r"
+
+
 def parse_object(raw: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object."""
+    # The common case, a UTF-8 object without surrounding space, straight to the scanner:
+    # `json.loads` first guesses the encoding and matches whitespace with regular
+    # expressions, which costs a small body as much again as the parse. Anything else, and
+    # any error (for its message), takes `json.loads`.
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":  # not UTF-16/32: no NUL after the brace
+        try:
+            text = raw.decode("utf-8", "surrogatepass")  # as json.loads decodes
+            doc, end = _scan(text, 0)
+        except (ValueError, StopIteration, RecursionError):
+            pass
+        else:
+            if end == len(text) or not text[end:].strip(_JSON_SPACE):
+                return doc  # type: ignore[no-any-return]
     try:
         doc = json.loads(raw)
     except ValueError as err:
@@ -116,14 +160,28 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-async def take(request: web.Request, state: RouterState, route: str) -> Intake:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+def check_framing(request: Request, limit: int) -> None:
+    """Refuses a body the engines would not take before any of it is read: compressed (and
+    inflating one would let a small request cost the limit many times over), or announced
+    larger than `limit`. Sets the limit for a body sent in chunks."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding not in ("", "identity"):
+        raise errors.unsupported_encoding(encoding)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise errors.too_large(limit)
+    request.limit = limit
+
+
+def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Intake:
+    """The checks of a request's headers; raises `RouterError` (with the consumer, when it
+    is known, for the metrics)."""
+    start = time.monotonic()
     routes = state.routes
     if routes is None:
         raise errors.no_table()
     headers = request.headers
-    host, override = headers.get("Host"), headers.get(CONSUMER_HEADER)
+    host, override = headers.get("host"), headers.get(_CONSUMER)
     if override is not None and not state.trust_consumer_header:
         refused = errors.untrusted_consumer_header()
         by_host = routes.consumer(host, None)
@@ -133,77 +191,52 @@ async def take(request: web.Request, state: RouterState, route: str) -> Intake:
     if consumer is None:
         raise errors.unknown_consumer(host, override)
     try:
-        probe = headers.get(PROBE_HEADER)
+        probe = headers.get(_PROBE)
         pin = probe_target(routes, probe) if probe is not None else None
-        raw = await read_body(request, routes.max_body_bytes)
+        check_framing(request, routes.max_body_bytes)
+    except RouterError as err:
+        err.consumer = consumer.name
+        raise
+    ex = Exchange(state.metrics, consumer.name, endpoint.route, start)
+    return Intake(
+        endpoint, routes, consumer, pin, forwarded(headers), ex, start + routes.total_seconds
+    )
+
+
+def take_body(request: Request, intake: Intake) -> None:
+    """The checks of a request's body, kept in `intake`. Raises `RouterError`."""
+    try:
+        raw = request.body
         doc = parse_object(raw)
         model = doc.get("model")
         if not isinstance(model, str) or not model:
             raise errors.bad_request("the request names no 'model'")
-        if model not in routes.model_names:
-            raise errors.unknown_model(model, routes.model)
+        if model not in intake.routes.model_names:
+            raise errors.unknown_model(model, intake.routes.model)
     except RouterError as err:
-        err.consumer = consumer.name
+        err.consumer = intake.consumer.name
         raise
-    ex = Exchange(state.metrics, consumer.name, route, start)
-    return Intake(routes, consumer, raw, doc, model, ex, start + routes.total_seconds, pin)
+    intake.raw = raw
+    intake.doc = doc
+    intake.model = model
 
 
-Serve = Callable[[web.Request, Intake], Awaitable[web.StreamResponse]]
-
-
-async def handle(
-    request: web.Request, state: RouterState, route: str, dialect: str, serve: Serve
-) -> web.StreamResponse:
-    """Runs `serve` on a checked request; every way out is counted exactly once."""
-    intake: Intake | None = None
-    try:
-        intake = await take(request, state, route)
-        return await serve(request, intake)
-    except RouterError as err:
-        ex = intake.ex if intake else None
-        if ex is None or ex.engine == NO_ENGINE:
-            state.metrics.refused(err.consumer or UNKNOWN_CONSUMER, route, err.status)
-        elif ex.active:
-            ex.error(err.code)
-            ex.done(err.status)
-        # else: `upstream.send` counted the failed attempt already.
-        return errors.render(dialect, err)
-    except ConnectionResetError:  # the client went away before its answer was written
-        if intake:
-            intake.ex.done(CLIENT_CLOSED)
-        raise
-    finally:
-        if intake is not None and intake.ex.active:
-            # Cancellation or a bug: whatever happened, the attempt is over.
-            intake.ex.done(CLIENT_CLOSED if _cancelled() else 500)
-
-
-def _cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def json_response(
-    payload: object, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=translate.dumps(payload),
-        content_type="application/json",
-        headers=headers,
-    )
+def json_reply(payload: object, status: int = 200, headers: bytes = b"") -> Reply:
+    return Reply(status, translate.dumps(payload), b"application/json", headers)
 
 
 __all__ = [
     "CONSUMER_HEADER",
     "ENGINE_HEADER",
     "PROBE_HEADER",
+    "WANTED",
+    "Endpoint",
     "Intake",
-    "handle",
-    "json_response",
+    "Plan",
+    "check_framing",
+    "json_reply",
     "parse_object",
     "probe_target",
-    "read_body",
-    "take",
+    "take_body",
+    "take_head",
 ]

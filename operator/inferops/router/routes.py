@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from yarl import URL
-
 from inferops.api.routing import RoutingTable, normalize_host
+from inferops.router.pool import Origin
 
 VLLM = "vllm"
 OLLAMA = "ollama"
@@ -24,6 +23,9 @@ COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 UPSTREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
 
+# Engines must not compress: the router relays bytes and does not want to re-encode them.
+BASE_HEADERS = b"Content-Type: application/json\r\nAccept-Encoding: identity\r\n"
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -32,8 +34,11 @@ class Target:
     name: str
     base_url: str
     ready: bool
-    urls: dict[str, URL]
-    """Upstream path -> absolute URL, parsed once."""
+    urls: dict[str, str]
+    """Upstream path -> absolute URL (for messages)."""
+    origin: Origin
+    heads: dict[str, bytes]
+    """Upstream path -> the request line and fixed headers of a POST to it, built once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,8 @@ class ConsumerRoute:
     via_vllm: tuple[Target, ...]
     """Engines tried, in order, for a request that starts on vLLM (vLLM, then maybe Ollama)."""
     via_ollama: tuple[Target, ...]
+    tags: dict[str, bytes] = field(default_factory=dict)
+    """Engine -> the header lines that name engine and consumer on an engine's answer."""
 
     def pick(self, draw: float) -> tuple[Target, ...]:
         """The engines to try for a request, given `draw`, uniform in [0, 1)."""
@@ -91,7 +98,25 @@ class Routes:
 
 def _target(name: str, url: str, ready: bool) -> Target:
     base = url.rstrip("/")
-    return Target(name, base, ready, {path: URL(base + path) for path in UPSTREAM_PATHS})
+    origin = Origin.parse(base)
+    return Target(
+        name,
+        base,
+        ready,
+        {path: base + path for path in UPSTREAM_PATHS},
+        origin,
+        {path: origin.request_head("POST", path, BASE_HEADERS) for path in UPSTREAM_PATHS},
+    )
+
+
+def _tags(consumer: str) -> dict[str, bytes]:
+    # Only visible ASCII may go into a header line (the table is the operator's, but a
+    # stray newline must still not split the answer's head).
+    value = "".join(c for c in consumer if " " <= c <= "~").encode()
+    return {
+        engine: b"X-Inferops-Engine: %s\r\nX-Inferops-Consumer: %s\r\n" % (engine.encode(), value)
+        for engine in ENGINES
+    }
 
 
 def _model_names(model: str, aliases: list[str]) -> frozenset[str]:
@@ -124,7 +149,15 @@ def compile_table(table: RoutingTable, generation: int = 0) -> Routes:
         via_vllm = (vllm, ollama) if fallback_ok and ollama is not None else (vllm,)
         via_ollama = (ollama,) if ollama is not None else via_vllm
         consumers.append(
-            ConsumerRoute(consumer.name, consumer.api, consumer.weight, share, via_vllm, via_ollama)
+            ConsumerRoute(
+                consumer.name,
+                consumer.api,
+                consumer.weight,
+                share,
+                via_vllm,
+                via_ollama,
+                _tags(consumer.name),
+            )
         )
     by_name = {c.name: c for c in consumers}
     by_host: dict[str, ConsumerRoute] = {}
@@ -149,6 +182,7 @@ def compile_table(table: RoutingTable, generation: int = 0) -> Routes:
 
 
 __all__ = [
+    "BASE_HEADERS",
     "CHAT_PATH",
     "COMPLETIONS_PATH",
     "EMBEDDINGS_PATH",

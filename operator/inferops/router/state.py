@@ -1,4 +1,5 @@
-"""The router's shared state: the installed routes, the metrics and the upstream session.
+"""The router's shared state: the installed routes, the metrics and the engines' connection
+pool.
 
 Tables arrive from a source (`inferops.router.sources`) and are installed by swapping one
 reference; a request reads `routes` once and keeps that object, so a swap never touches it.
@@ -12,10 +13,9 @@ import logging
 import time
 from collections.abc import Mapping
 
-import aiohttp
-
 from inferops.api.routing import RoutingTable, with_engine_urls
 from inferops.router.metrics import RouterMetrics
+from inferops.router.pool import Pool
 from inferops.router.routes import Routes, compile_table
 
 log = logging.getLogger("inferops.router")
@@ -43,17 +43,17 @@ class RouterState:
         self.stale: str | None = None
         """Why the table served is not the one the source holds (deleted, rejected); None
         while it is."""
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("the upstream session is created when the server starts")
-        return self._session
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError("the engines' connection pool is created when the server starts")
+        return self._pool
 
-    @session.setter
-    def session(self, session: aiohttp.ClientSession | None) -> None:
-        self._session = session
+    @pool.setter
+    def pool(self, pool: Pool | None) -> None:
+        self._pool = pool
 
     def install(self, table: RoutingTable) -> bool:
         """Makes `table` the one new requests use; False when it equals the current one."""
