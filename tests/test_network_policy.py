@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from inferops.__main__ import parse_args
+from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import NetworkPolicyConfig, Owner, desired_children
 from inferops.builders.common import SPEC_HASH_ANNOTATION
 from inferops.builders.network_policy import Peer, engine_policy, parse_peers
 from inferops.reconcile import Snapshot, decide, read
+from inferops.validation import tried_children
 from tests.conftest import OWNER, make_spec
 
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
@@ -199,17 +201,21 @@ def test_bad_configuration_stops_the_operator_at_start(
 
 
 class ForeignPolicyKube:
-    """The API as read() sees it: a NetworkPolicy `llama32-engines` that belongs to someone
-    else (e.g. made by hand from an earlier SECURITY.md example)."""
+    """The API as the operator sees it: a NetworkPolicy `llama32-engines` that belongs to
+    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners."""
 
     async def get(self, path: str) -> dict[str, Any] | None:
         if path.endswith("/networkpolicies/llama32-engines"):
             return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
         return None
 
+    async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        return obj, obj["metadata"]["name"] == "llama32-engines"
+
 
 BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
         "spec": {"model": "llama3.2", "vllm": {"model": "m"}}}  # fmt: skip
+ACCEPTED = {**BODY, "status": {"observedGeneration": 1, "phase": "Ready"}}
 
 
 class NoChildren:
@@ -223,8 +229,14 @@ class NoChildren:
 
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
     kube: Any = ForeignPolicyKube()
-    snap = await read(kube, BODY, NoChildren(), NetworkPolicyConfig())
-    assert snap.invalid is not None
-    assert "NetworkPolicy llama32-engines already exists and is not owned" in snap.invalid
+    message = "NetworkPolicy llama32-engines already exists and is not owned"
+    # A new spec: found by its dry run.
+    spec = InferenceBackendSpec.model_validate(BODY["spec"])
+    assert message in await tried_children(
+        kube, desired_children(spec, OWNER, network_policy=NetworkPolicyConfig()), {}
+    )
+    # A spec already accepted whose policy is missing: looked up before it is created.
+    snap = await read(kube, ACCEPTED, NoChildren(), NetworkPolicyConfig())
+    assert snap.invalid is not None and message in snap.invalid
     # Off: the name is not ours to want.
-    assert (await read(kube, BODY, NoChildren())).invalid is None
+    assert (await read(kube, ACCEPTED, NoChildren())).invalid is None

@@ -17,7 +17,7 @@ from inferops.builders import desired_children
 from inferops.builders.common import Owner
 from inferops.kube import KubeError, path
 from inferops.reconcile import Reconciler, reconcile
-from inferops.validation import refused_children
+from inferops.validation import tried_children
 from tests.conftest import make_spec
 
 OWNER = Owner(name="llama32", namespace="ai", uid="u-1")
@@ -62,11 +62,15 @@ class RefusingKube:
     async def get(self, url: str) -> Any:
         return body() if url == path(API_VERSION, KIND, OWNER.namespace, OWNER.name) else None
 
-    async def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         key = (obj["kind"], obj["metadata"]["name"])
-        (self.dry_runs if dry_run else self.applied).append(key)
+        self.dry_runs.append(key)
         if key in self.refuse:
             raise KubeError(*self.refuse[key])
+        return obj, False
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append((obj["kind"], obj["metadata"]["name"]))
         return obj
 
     async def delete(self, obj: dict[str, Any]) -> None:
@@ -105,7 +109,7 @@ async def test_a_refused_child_makes_the_spec_invalid_and_nothing_is_applied() -
 )
 async def test_other_refusals_of_the_object_itself_count_too(status: int, message: str) -> None:
     kube = RefusingKube({("Deployment", "llama32-vllm"): (status, message)})
-    refused = await refused_children(kube, desired_children(make_spec(), OWNER), {})  # type: ignore[arg-type]
+    refused = await tried_children(kube, desired_children(make_spec(), OWNER), {})  # type: ignore[arg-type]
     assert f"Deployment llama32-vllm built from it ({status}): {message}" in refused
     assert kube.applied == []
 
@@ -116,7 +120,7 @@ async def test_every_refused_child_is_named() -> None:
         ("PersistentVolumeClaim", "llama32-vllm-cache"): (422, "spec: Forbidden: immutable"),
     })  # fmt: skip
     spec = make_spec(vllm={"model": "m", "cache": {"size": "1Gi"}})
-    refused = await refused_children(kube, desired_children(spec, OWNER), {})  # type: ignore[arg-type]
+    refused = await tried_children(kube, desired_children(spec, OWNER), {})  # type: ignore[arg-type]
     assert refused.split("; ") == [
         "spec.vllm: the API server refuses PersistentVolumeClaim llama32-vllm-cache built "
         "from it (422): spec: Forbidden: immutable",
@@ -138,11 +142,11 @@ async def test_children_equal_to_their_live_objects_are_not_sent() -> None:
     kube = RefusingKube({})
     desired = desired_children(make_spec(), OWNER)
     live = {(o["kind"], o["metadata"]["name"]): o for o in desired}
-    assert await refused_children(kube, desired, live) == ""  # type: ignore[arg-type]
+    assert await tried_children(kube, desired, live) == ""  # type: ignore[arg-type]
     assert kube.dry_runs == []
     changed = dict(live)
     del changed[("Service", "llama32-vllm")]
-    assert await refused_children(kube, desired, changed) == ""  # type: ignore[arg-type]
+    assert await tried_children(kube, desired, changed) == ""  # type: ignore[arg-type]
     assert kube.dry_runs == [("Service", "llama32-vllm")]
 
 
@@ -164,3 +168,83 @@ async def test_a_spec_already_accepted_is_not_tried_again() -> None:
     refused = {**body(), "status": {"observedGeneration": 2, "phase": "InvalidSpec"}}
     await reconcile(kube, refused, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     assert kube.dry_runs  # a refused spec is tried again before anything is applied
+
+
+# ---------------------------------------------------------------- someone else's objects
+
+
+class ExistingKube(RefusingKube):
+    """An API server where `existing` objects (by kind and name) are stored with the given
+    owner references; a dry-run apply answers as the real one does: 200 and the stored
+    references merged with the applied ones (a list keyed by uid) for an existing object,
+    201 (not existed) for a new one."""
+
+    def __init__(self, existing: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        super().__init__({})
+        self.existing = existing
+        self.gets: list[str] = []
+
+    async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        self.dry_runs.append(key)
+        if key not in self.existing:
+            return obj, False
+        refs = {r["uid"]: r for r in self.existing[key]}
+        refs.update({r["uid"]: r for r in obj["metadata"]["ownerReferences"]})
+        merged = {**obj["metadata"], "ownerReferences": list(refs.values())}
+        return {**obj, "metadata": merged}, True
+
+    async def get(self, url: str) -> Any:
+        self.gets.append(url)
+        for (kind, name), refs in self.existing.items():
+            if url.endswith(f"/{kind.lower()}s/{name}"):
+                return {"metadata": {"name": name, "ownerReferences": refs}}
+        return None
+
+
+def ib_ref(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
+
+
+VLLM_SERVICE = ("Service", "llama32-vllm")
+
+
+@pytest.mark.parametrize(
+    ("refs", "conflict", "gets"),
+    [
+        # another resource's object: a conflict, told by the dry run alone
+        ([ib_ref("other", "u-9")], True, 0),
+        ([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x", "uid": "u-8"}], True, 0),
+        # a deleted resource of the same name, not yet collected: taken over
+        ([ib_ref("llama32", "u-0")], False, 0),
+        # nobody's object (made by hand): only the stored object tells it from ours
+        ([], True, 1),
+        # already ours, not yet in the watch cache
+        ([ib_ref("llama32", OWNER.uid)], False, 1),
+    ],
+)
+async def test_an_existing_object_is_judged_by_its_owners(
+    refs: list[dict[str, Any]], conflict: bool, gets: int
+) -> None:
+    kube = ExistingKube({VLLM_SERVICE: refs})
+    found = await tried_children(kube, desired_children(make_spec(), OWNER), {})  # type: ignore[arg-type]
+    expected = "Service llama32-vllm already exists and is not owned by this InferenceBackend"
+    assert (expected in found) is conflict, found
+    assert len(kube.gets) == gets
+
+
+async def test_a_new_spec_costs_one_dry_run_per_child_and_no_get() -> None:
+    kube = ExistingKube({})
+    outcome = await reconcile(kube, body(), NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
+    children = desired_children(make_spec(), OWNER)
+    assert outcome.invalid is None
+    assert len(kube.dry_runs) == len(kube.applied) == len(children)
+    assert kube.gets == []  # no look-up of names: the dry runs answered that
+
+
+async def test_someone_elses_object_makes_a_new_spec_invalid_and_nothing_is_applied() -> None:
+    kube = ExistingKube({VLLM_SERVICE: [ib_ref("other", "u-9")]})
+    outcome = await reconcile(kube, body(), NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
+    assert outcome.phase == "InvalidSpec"
+    assert "Service llama32-vllm already exists" in (outcome.invalid or "")
+    assert kube.applied == []

@@ -317,26 +317,27 @@ class Kube:
         )  # fmt: skip
         return dict(response.body)
 
-    async def apply(
-        self, obj: Obj, *, dry_run: bool = False, field_manager: str | None = None
-    ) -> Obj:
-        """Server-side apply, taking ownership of the fields the operator sets (force). With
-        `dry_run`, the API server validates and answers as if it had applied, storing
-        nothing (not a write). `field_manager` applies as another manager than the
-        operator's own (a handover)."""
-        params = {"fieldManager": field_manager or self.field_manager, "force": "true"}
-        if dry_run:
-            params["dryRun"] = "All"
-        else:
-            _count_write("apply", obj)
-        response = await self._request(
+    async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
+        """Server-side apply, taking ownership of the fields the operator sets (force).
+        `field_manager` applies as another manager than the operator's own (a handover)."""
+        _count_write("apply", obj)
+        return dict((await self._apply(obj, field_manager or self.field_manager)).body)
+
+    async def try_apply(self, obj: Obj) -> tuple[Obj, bool]:
+        """`apply` as a server-side dry run, which validates and stores nothing (not a
+        write): the object as it would be stored, and whether it exists already (the API
+        server answers 200 for an update, 201 for a creation)."""
+        response = await self._apply(obj, self.field_manager, dryRun="All")
+        return dict(response.body), response.status == 200
+
+    async def _apply(self, obj: Obj, field_manager: str, **extra: str) -> Response:
+        return await self._request(
             "PATCH",
             object_path(obj),
-            params=params,
+            params={"fieldManager": field_manager, "force": "true", **extra},
             content=apply_body(obj),
             headers={"Content-Type": "application/apply-patch+yaml"},
         )
-        return dict(response.body)
 
     async def delete(self, obj: Obj) -> None:
         """Deletes exactly this object (uid precondition), letting its dependents cascade."""

@@ -41,8 +41,8 @@ from inferops.status import EngineObservation, compute, ready_replicas
 from inferops.validation import (
     describe_errors,
     name_conflicts,
-    refused_children,
     service_name_clashes,
+    tried_children,
 )
 
 CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
@@ -164,6 +164,13 @@ class Snapshot:
     live: dict[tuple[str, str], Obj]
     pods: list[Obj]
 
+    @property
+    def untried(self) -> bool:
+        """The spec's children were never tried against the API server: the spec is new or
+        changed (a generation not observed yet), or was refused."""
+        return (self.generation != self.previous.observed_generation
+                or self.previous.phase == "InvalidSpec")  # fmt: skip
+
     def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
         """Engines with Ready pods; the routing table sends traffic only to those."""
         components = _components(spec, self.owner, self.live)
@@ -253,10 +260,12 @@ async def read(
     snap = Snapshot(owner, meta.get("generation"), spec, invalid, _previous_status(body), live,
                     pods)  # fmt: skip
     if spec is not None:
-        # Child names do not depend on weights or readiness.
-        conflicts = service_name_clashes(spec, owner) or await name_conflicts(
-            kube, desired_children(spec, owner, network_policy=network_policy), live
-        )
+        # Child names do not depend on weights or readiness. An untried spec's children are
+        # checked by the dry run instead (`tried_children`), which answers this too.
+        conflicts = service_name_clashes(spec, owner)
+        if not conflicts and not snap.untried:
+            desired = desired_children(spec, owner, network_policy=network_policy)
+            conflicts = await name_conflicts(kube, desired, live)
         if conflicts:
             snap = replace(snap, invalid=conflicts)
     return snap
@@ -288,13 +297,12 @@ async def reconcile(
     # A spec's children are tried (dry run) once, when the spec is new or was refused: later
     # changes (weights, readiness) come from a spec the API server already accepted, and a
     # dry run per changed child would double the requests of every reconciliation.
-    untried = (snap.generation != snap.previous.observed_generation
-               or snap.previous.phase == "InvalidSpec")  # fmt: skip
     refused = ""
-    if decision.desired is not None and untried:
-        refused = await refused_children(kube, decision.desired, snap.live)
+    if decision.desired is not None and snap.untried:
+        refused = await tried_children(kube, decision.desired, snap.live)
     if refused:
-        # A child the API server refuses: apply none of them, as for any invalid spec.
+        # A child the API server refuses, or someone else's: apply none, as for any invalid
+        # spec.
         snap = replace(snap, invalid=refused)
         decision = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:

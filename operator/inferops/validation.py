@@ -44,13 +44,21 @@ def service_name_clashes(spec: InferenceBackendSpec, owner: Owner) -> str:
     return "; ".join(problems)
 
 
-def _from_earlier_incarnation(existing: Obj, desired: Obj) -> bool:
+def _from_earlier_incarnation(existing: Obj, desired: Obj, skip_uid: str = "") -> bool:
     """A child of a deleted InferenceBackend of the same name, not yet garbage-collected:
-    applying adds the new owner, which is what the user wants after delete-and-recreate."""
+    applying adds the new owner, which is what the user wants after delete-and-recreate.
+    `skip_uid` leaves out the owner reference the operator itself adds."""
     owner_name = desired["metadata"]["ownerReferences"][0]["name"]
     return any(
-        ref.get("kind") == KIND and ref.get("name") == owner_name
+        ref.get("kind") == KIND and ref.get("name") == owner_name and ref.get("uid") != skip_uid
         for ref in existing["metadata"].get("ownerReferences", [])
+    )
+
+
+def _conflict(obj: Obj) -> str:
+    return (
+        f"{obj['kind']} {obj['metadata']['name']} already exists and is not owned by "
+        "this InferenceBackend: rename the InferenceBackend or delete that object"
     )
 
 
@@ -67,11 +75,53 @@ async def name_conflicts(kube: Kube, desired: list[Obj], owned: dict[tuple[str, 
             continue
         existing = await kube.get(object_path(obj))
         if existing is not None and not _from_earlier_incarnation(existing, obj):
-            problems.append(
-                f"{obj['kind']} {obj['metadata']['name']} already exists and is not owned by "
-                "this InferenceBackend: rename the InferenceBackend or delete that object"
-            )
+            problems.append(_conflict(obj))
     return "; ".join(problems)
+
+
+async def tried_children(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
+    """What stops a new (or refused) spec's children, found by one server-side dry run of
+    every child that would change, before any is applied: so such a spec changes nothing at
+    all (no partial set of children), and the resource is InvalidSpec with a message naming
+    what to change. Two findings:
+
+    - the API server refuses a child although the schema accepted the spec: the message names
+      the spec section, the child, its field and the server's reason;
+    - a child the operator does not own yet exists already and belongs to someone else (as
+      `name_conflicts`, without a GET per child: the dry run answers whether the object
+      exists, and with which owners once the operator's reference is merged in).
+
+    Children equal to their live object are not sent (no request for an unchanged one)."""
+    changed = [
+        obj
+        for obj in desired
+        if not contains(live.get((obj["kind"], obj["metadata"]["name"])), obj)
+    ]
+
+    async def problem(obj: Obj) -> str:
+        try:
+            answer, existed = await kube.try_apply(obj)
+        except KubeError as error:
+            if not _refused_for_good(error):
+                raise  # not about the object (API server unavailable, ...): retried
+            return (
+                f"{_section(obj)}: the API server refuses {obj['kind']} "
+                f"{obj['metadata']['name']} built from it ({error.status}): {error.message}"
+            )
+        if not existed or (obj["kind"], obj["metadata"]["name"]) in live:
+            return ""
+        uid = obj["metadata"]["ownerReferences"][0]["uid"]
+        if _from_earlier_incarnation(answer, obj, skip_uid=uid):
+            return ""
+        others = [r for r in answer["metadata"].get("ownerReferences", []) if r.get("uid") != uid]
+        if others:
+            return _conflict(obj)
+        # No owner but this resource's: either nobody's object (a conflict) or already this
+        # resource's and not yet in the watch cache; only the stored object tells them apart.
+        return await name_conflicts(kube, [obj], {})
+
+    problems = await asyncio.gather(*(problem(obj) for obj in changed))
+    return "; ".join(p for p in problems if p)
 
 
 def _refused_for_good(error: KubeError) -> bool:
@@ -89,32 +139,3 @@ def _section(obj: Obj) -> str:
     if component == router.COMPONENT and obj["kind"] == "Service":
         return "spec.consumers"
     return f"spec.{component}" if component else "spec"
-
-
-async def refused_children(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
-    """Children the API server refuses although the schema accepted the spec, found by a
-    server-side dry run of every child that would be applied, before any is: so such a
-    spec changes nothing at all (no partial set of children), and the resource is
-    InvalidSpec with a message naming the spec section, the child, its field and the API
-    server's reason. Children equal to their live object are not sent (no request for an
-    unchanged resource)."""
-    changed = [
-        obj
-        for obj in desired
-        if not contains(live.get((obj["kind"], obj["metadata"]["name"])), obj)
-    ]
-
-    async def refusal(obj: Obj) -> str:
-        try:
-            await kube.apply(obj, dry_run=True)
-        except KubeError as error:
-            if not _refused_for_good(error):
-                raise  # not about the object (API server unavailable, ...): retried
-            return (
-                f"{_section(obj)}: the API server refuses {obj['kind']} "
-                f"{obj['metadata']['name']} built from it ({error.status}): {error.message}"
-            )
-        return ""
-
-    refusals = await asyncio.gather(*(refusal(obj) for obj in changed))
-    return "; ".join(r for r in refusals if r)
