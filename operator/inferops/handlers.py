@@ -25,10 +25,13 @@ from inferops.kube import Kube, KubeError
 from inferops.migration.observe import MigrationReader, requested_action, router_urls
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
-from inferops.reconcile import Reconciler
+from inferops.reconcile import MAX_CONCURRENT, Reconciler
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+KOPF_WORKERS = 2 * MAX_CONCURRENT
+"""Resources kopf handles at once: twice what reconciles at once, so a slot held by a
+handler waiting for its retry does not idle the reconciler."""
 
 
 @kopf.on.startup()
@@ -47,6 +50,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # The handlers name their resources exactly: no need to scan CRDs or namespaces, which
     # would need cluster-wide permissions the chart does not grant.
     settings.scanning.disabled = True
+    # kopf starts a worker per resource with events, all at once: a thousand new resources
+    # held a thousand handlers' bodies, diffs and patches in memory together (the peak, which
+    # the allocator keeps), though only MAX_CONCURRENT reconcile at a time. The others' events
+    # wait in their queues instead; an idle worker frees its place soon.
+    settings.queueing.worker_limit = KOPF_WORKERS
+    settings.queueing.idle_timeout = 0.5
     memo.kube = Kube.connect()
     log = logging.getLogger("inferops.reconcile")
     router_url = memo.get("router_url")
