@@ -90,3 +90,28 @@ def test_vllm_router_gets_both_backends_and_the_random_policy() -> None:
     workers = cmd.index("--worker-urls")
     assert cmd[workers + 1 : workers + 3] == ["http://127.0.0.1:9001", "http://127.0.0.1:9002"]
     assert "--policy=random" in cmd
+
+
+def test_the_latency_targets_compare_with_the_peers_of_the_same_run() -> None:
+    config = Config(
+        paths=("direct", "router", "nginx", "vllm-router"),
+        profiles=(REALISTIC,),
+        concurrencies=(64,),
+        repeats=1,
+    )
+    # Added p50: router 1.0, nginx 0.5 (1.5x is 0.75), vllm-router 2.0; p99 twice that.
+    phases = [_stream("direct", 20.0), _stream("router", 21.0), _stream("nginx", 20.5),
+              _stream("vllm-router", 22.0)]  # fmt: skip
+    table = report.Table(config)
+    report._streaming(table, report.stream_section(REALISTIC, 64), phases)
+    found = {v.target.rpartition(", ")[0] + " " + v.target.rpartition(", ")[2]: v.passed
+             for v in report._latency_verdicts(table.rows, config,
+                                               report.stream_section(REALISTIC, 64))}  # fmt: skip
+    where = "added TTFT {} at 64 streams (realistic profile) vs {}"
+    assert found == {
+        where.format("p50", "nginx"): False,
+        where.format("p50", "vllm-router"): True,
+        where.format("p99", "direct"): True,  # 2.0 ms added, the limit
+        where.format("p99", "nginx"): False,
+        where.format("p99", "vllm-router"): True,
+    }

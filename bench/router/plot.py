@@ -112,8 +112,7 @@ def _throughput(ax: Any, rows: list[Row], config: Config) -> None:
         (path, [rate.values.get(path, {}), per_core.values.get(path, {})]) for path in config.paths
     ]
     _bars(ax, groups, series, log=True)
-    ax.axhline(config.targets.requests_per_second, color="red", linewidth=0.8, linestyle="--")
-    ax.set_ylabel("log scale (dashed: router target)")
+    ax.set_ylabel("log scale")
     ax.set_title(f"non-streaming, {config.throughput_connections} connections (wrk)", fontsize=10)
     ax.legend(fontsize=7)
 
