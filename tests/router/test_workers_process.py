@@ -120,11 +120,12 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped by whoever inherited it, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return False
-    return True
+    return "\nState:\tZ" not in status
 
 
 async def ready(pod: Pod) -> None:
@@ -256,3 +257,12 @@ async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: Fak
     assert "all workers stopped" in pod.log[-1]
     assert not any(alive(pid) for pid in workers.values())
     assert not any(socket_path(pod.run_dir, i).exists() for i in range(2))
+
+
+async def test_workers_do_not_outlive_their_supervisor(pod: Pod) -> None:
+    workers = pod.worker_pids()
+    pod.process.kill()  # no chance to signal anyone: the workers' stdin closes
+    await pod.process.wait()
+    await wait_for(
+        lambda: not any(alive(pid) for pid in workers.values()), "the workers to exit", 10
+    )

@@ -120,9 +120,16 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while not self.stopping:
             started = loop.time()
-            process = await asyncio.create_subprocess_exec(
-                *self.command(index), stdin=asyncio.subprocess.PIPE
-            )
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.command(index), stdin=asyncio.subprocess.PIPE
+                )
+            except OSError as err:  # e.g. out of processes: as if it died at once
+                backoff = next_backoff(backoff, 0.0)
+                log.error("worker %d did not start (%s); retrying in %.1fs", index, err, backoff)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                continue
             assert process.stdin is not None
             self.processes[index] = process
             self.feed.attach(index, process.stdin)
