@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,9 +24,11 @@ from inferops.router.errors import RouterError
 from inferops.router.forward import Forward
 from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import UNKNOWN_CONSUMER
-from inferops.router.podmetrics import PodMetrics
 from inferops.router.proxy import WANTED, Endpoint, Intake, check_framing, take_body, take_head
 from inferops.router.state import RouterState
+
+if TYPE_CHECKING:  # a single router never loads it
+    from inferops.router.podmetrics import PodMetrics
 
 log = logging.getLogger("inferops.router")
 
