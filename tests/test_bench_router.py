@@ -115,3 +115,21 @@ def test_the_latency_targets_compare_with_the_peers_of_the_same_run() -> None:
         where.format("p99", "nginx"): False,
         where.format("p99", "vllm-router"): True,
     }
+
+
+def test_the_two_worker_router_is_asked_for_and_pinned_to_two_cores(tmp_path: Path) -> None:
+    from bench.router.__main__ import make_config, parse_args
+    from bench.router.stack import Stack
+
+    assert "router-2w" in Config().paths  # the one command measures every target
+    config = make_config(parse_args(["--quick", "--paths", "router-2w", "router"]))
+    assert config.paths == ("direct", "router", "router-2w")
+    assert config.peers == ("router-2w",)  # the table shows router/router-2w
+    config = Config(proxy_cpus=frozenset({0}), load_cpus=frozenset({1, 2, 3}))
+    assert config.cpus_of("router") == {0}
+    assert config.cpus_of("router-2w") == {0, 1}
+    stack = Stack(config, tmp_path, {})
+    one, _ = stack._router((9001, 9002))
+    two, _ = stack._router((9001, 9002), path="router-2w")
+    assert "--workers=1" in one.cmd and one.cpus == {0}
+    assert "--workers=2" in two.cmd and two.cpus == {0, 1} and two.name == "router-2w"

@@ -111,3 +111,32 @@ def test_bad_consumers_are_refused(consumers: list[dict[str, Any]], words: str) 
         InferenceBackendSpec.model_validate(
             {"model": "x", "vllm": {"model": "m"}, "consumers": consumers}
         )
+
+
+@pytest.mark.parametrize(
+    ("resources", "workers"),
+    [
+        ({}, 1),
+        ({"requests": {"memory": "1Gi"}}, 1),
+        ({"requests": {"cpu": "100m"}}, 1),
+        ({"requests": {"cpu": "500m"}}, 1),
+        ({"requests": {"cpu": "1"}}, 1),
+        ({"requests": {"cpu": "1000m"}}, 1),
+        ({"requests": {"cpu": "1001m"}}, 2),
+        ({"requests": {"cpu": "1500m"}}, 2),
+        ({"requests": {"cpu": "1.5"}}, 2),
+        ({"requests": {"cpu": "2"}}, 2),
+        ({"requests": {"cpu": 3}}, 3),
+        ({"requests": {"cpu": "2500m"}, "limits": {"cpu": "8"}}, 3),
+        # Kubernetes takes a limit without a request as the request.
+        ({"limits": {"cpu": "4"}}, 4),
+    ],
+)
+def test_router_workers_follow_its_cpu_request(resources: dict[str, Any], workers: int) -> None:
+    spec = make_spec(consumers=CONSUMERS, router={"resources": resources})
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in desired_children(spec, OWNER)}
+    pod = objects[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    # One process is the router's default: the flag appears only for more.
+    expected = [] if workers == 1 else ["--workers", str(workers)]
+    assert args == ["--configmap", "ai/llama32-router", "--port", "8080", *expected]

@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=PATHS,
         metavar="PATH",
-        help=f"the paths to measure, of {', '.join(PATHS)} (default: all; direct is always "
-        "measured, the added latencies are relative to it)",
+        help=f"the paths to measure, of {', '.join(PATHS)} (default: all but router-2w, the "
+        "router as two worker processes on two cores; direct is always measured, the added "
+        "latencies are relative to it)",
     )
     parser.add_argument("--hold-streams", type=int, help="streams held open at once (1000)")
     parser.add_argument(

@@ -7,14 +7,24 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PATHS = ("direct", "router", "nginx", "vllm-router", "litellm")
+PATHS = ("direct", "router", "router-2w", "nginx", "vllm-router", "litellm")
 """The ways to the same backends, measured side by side: straight to them, through this
-router, and through each peer (nginx; vLLM's Rust router; LiteLLM's proxy)."""
+router, through this router as two worker processes (`--workers 2`), and through each peer
+(nginx; vLLM's Rust router; LiteLLM's proxy)."""
+
+DEFAULT_PATHS = PATHS
+"""Measured unless `--paths` says otherwise. `router-2w` uses both cores (the load shares
+one of them), so beside the one-core peers it is not a like-for-like comparison: it is there
+for the scaling from one worker to two and the 512-stream target."""
 
 PROXIES = PATHS[1:]
 
-PEERS = ("nginx", "vllm-router", "litellm")
-"""The proxies the router's figures are divided by (router / peer) in the table and plot."""
+PEERS = ("router-2w", "nginx", "vllm-router", "litellm")
+"""The proxies the router's figures are divided by (router / peer) in the table and plot
+(router/router-2w: one worker against two)."""
+
+ROUTER_WORKERS = {"router": 1, "router-2w": 2}
+"""The router's paths, by their `--workers`."""
 
 HOST = "bench"
 """The consumer's Host header (the router tells consumers apart by it)."""
@@ -81,7 +91,7 @@ class Config:
     concurrencies: tuple[int, ...] = (1, 64, 512)
     profiles: tuple[Profile, ...] = (BASELINE, REALISTIC)
     """The streaming phases run once per profile."""
-    paths: tuple[str, ...] = PATHS
+    paths: tuple[str, ...] = DEFAULT_PATHS
     """The paths measured (`--paths`; direct is always one of them)."""
     tokens: int = BASELINE.tokens
     """Tokens of a non-streaming answer (its size)."""
@@ -137,6 +147,14 @@ class Config:
         doc["profiles"] = [asdict(p) for p in self.profiles]
         return doc
 
+    def cpus_of(self, path: str) -> frozenset[int]:
+        """The cores a proxy is pinned to: the proxy core; for the router's two workers that
+        core and the first load core (on two cores: both, shared with the load generators
+        and backends, as a pod's workers share a node)."""
+        if ROUTER_WORKERS.get(path, 1) > 1:
+            return self.proxy_cpus | {min(self.load_cpus)}
+        return self.proxy_cpus
+
     @property
     def proxies(self) -> tuple[str, ...]:
         """The measured paths that go through a proxy."""
@@ -167,6 +185,7 @@ def split_cpus() -> tuple[frozenset[int], frozenset[int]]:
 
 __all__ = [
     "BASELINE",
+    "DEFAULT_PATHS",
     "HOST",
     "MODEL",
     "PATHS",
@@ -174,6 +193,7 @@ __all__ = [
     "PROXIES",
     "QUICK",
     "REALISTIC",
+    "ROUTER_WORKERS",
     "WEIGHT",
     "Config",
     "Profile",

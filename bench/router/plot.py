@@ -15,6 +15,7 @@ from bench.router.report import Row, stream_section
 COLOURS = {
     "direct": "#888888",
     "router": "#1f77b4",
+    "router-2w": "#17becf",
     "nginx": "#2ca02c",
     "vllm-router": "#ff7f0e",
     "litellm": "#9467bd",

@@ -87,15 +87,24 @@ class Meter:
             "idle_proxies_cpu_util": (idle1 - idle0) / wall,
         }
         config = stack.config
-        proxy_core = _core_use(cores0, cores1, config.proxy_cpus)
-        # Whatever else ran on the proxy's core during the phase: other people's work on a
-        # shared machine (the direct path's figure is the baseline of that noise).
-        share = (proxy1 - proxy0) / wall / len(config.proxy_cpus)
-        proxy_core["others"] = max(proxy_core["busy"] - share, 0.0)
-        self.result["proxy_core"] = proxy_core
-        load_use = _core_use(cores0, cores1, config.load_cpus)
-        load_use["others"] = max(load_use["busy"] - self.result["load_cpu_util"], 0.0)
-        self.result["load_cores"] = load_use
+        if config.cpus_of(self.path) - config.proxy_cpus:
+            # A proxy on load cores too (the router's two workers): which core ran what is
+            # not known, so the others' share is taken over all the cores used.
+            cores = config.cpus_of(self.path) | config.load_cpus
+            use = _core_use(cores0, cores1, cores)
+            own = (proxy1 - proxy0 + load1 - load0) / wall / len(cores)
+            use["others"] = max(use["busy"] - own, 0.0)
+            self.result["proxy_core"] = self.result["load_cores"] = use
+        else:
+            proxy_core = _core_use(cores0, cores1, config.proxy_cpus)
+            # Whatever else ran on the proxy's core during the phase: other people's work on
+            # a shared machine (the direct path's figure is the baseline of that noise).
+            share = (proxy1 - proxy0) / wall / len(config.proxy_cpus)
+            proxy_core["others"] = max(proxy_core["busy"] - share, 0.0)
+            self.result["proxy_core"] = proxy_core
+            load_use = _core_use(cores0, cores1, config.load_cpus)
+            load_use["others"] = max(load_use["busy"] - self.result["load_cpu_util"], 0.0)
+            self.result["load_cores"] = load_use
         if proxy is not None:
             memory = stack.proxy_memory_kib(self.path)
             cpu = proxy1 - proxy0

@@ -1,6 +1,7 @@
 """The system under test: two backend stand-ins, and in front of them the inferops router and
 its peers (nginx, vllm-router, LiteLLM's proxy), each proxy one process (nginx: one worker)
-pinned to the proxy core.
+pinned to the proxy core; and, when asked for, the router as two workers (`router-2w`,
+pinned to two cores: `Config.cpus_of`).
 
 Every proxy splits one consumer's requests 50/50 at random between the two backends: the
 router through its routing table (engines vllm and ollama, consumer weight 50), nginx with
@@ -18,10 +19,11 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bench.router import peers
-from bench.router.config import HOST, MODEL, WEIGHT, Config
+from bench.router.config import HOST, MODEL, ROUTER_WORKERS, WEIGHT, Config
 from bench.router.procs import Service, StartError, free_port, memory_kib, tree_memory_kib
 from inferops.api.routing import Consumer, Engine, Engines, RoutingTable
 
@@ -123,6 +125,7 @@ class Stack:
             backend.start()
         starters: dict[str, Callable[[tuple[int, int]], tuple[Service, str]]] = {
             "router": self._router,
+            "router-2w": partial(self._router, path="router-2w"),
             "nginx": self._nginx,
             "vllm-router": self._vllm_router,
             "litellm": self._litellm,
@@ -147,15 +150,15 @@ class Stack:
         return Service(
             name,
             cmd,
-            set(self.config.proxy_cpus),
+            set(self.config.cpus_of(name)),
             port,
             self.workdir / f"{name}.log",
             cwd=self.workdir if env is not None else REPO,
             env=env,
         )
 
-    def _router(self, ports: tuple[int, int]) -> tuple[Service, str]:
-        table = self.workdir / "routes.json"
+    def _router(self, ports: tuple[int, int], path: str = "router") -> tuple[Service, str]:
+        table = self.workdir / "routes.json"  # the same for both router paths
         table.write_text(json.dumps(routing_table(ports).dump()))
         port = free_port()
         cmd = [
@@ -167,9 +170,10 @@ class Stack:
             f"--table-file={table}",
             "--log-level=WARNING",
             "--grace-seconds=2",
+            f"--workers={ROUTER_WORKERS[path]}",
         ]
         # /readyz: the table is loaded after the port opens.
-        return self._proxy_service("router", cmd, port), "/readyz"
+        return self._proxy_service(path, cmd, port), "/readyz"
 
     def _nginx(self, ports: tuple[int, int]) -> tuple[Service, str]:
         port = free_port()

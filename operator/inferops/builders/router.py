@@ -9,9 +9,11 @@ header.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from inferops.api import GROUP
+from inferops.api.grammar import quantity_value
 from inferops.api.routing import (
     ROUTES_KEY,
     Consumer,
@@ -21,7 +23,7 @@ from inferops.api.routing import (
     Timeouts,
     with_revision,
 )
-from inferops.api.spec import ConsumerSpec, InferenceBackendSpec
+from inferops.api.spec import ConsumerSpec, InferenceBackendSpec, RouterSpec
 from inferops.builders import common, ollama, vllm
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
@@ -193,15 +195,31 @@ def rbac(owner: Owner) -> list[Obj]:
     ]
 
 
+def workers(router: RouterSpec) -> int:
+    """Router processes per pod: one per requested core, rounded up (a Python process uses at
+    most one core; a fraction of a core still gets its process). Kubernetes takes a CPU limit
+    without a request as the request, so this does too; neither set: 1."""
+    resources = router.resources
+    cpu = resources.requests.get("cpu", resources.limits.get("cpu"))
+    if cpu is None:
+        return 1
+    return max(1, math.ceil(quantity_value(cpu)))
+
+
 def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:
     router = spec.router
     http = {"path": "/readyz", "port": "http"}
+    args = ["--configmap", f"{owner.namespace}/{name(owner)}", "--port", str(PORT)]
+    if (count := workers(router)) > 1:
+        # Omitted at 1 (the router's default): a router's pods stay as they were, and an
+        # operator upgrade does not roll every single-core router.
+        args += ["--workers", str(count)]
     container: Obj = {
         "name": COMPONENT,
         "image": router.image or images.router,
         # One image for the operator and the router: its default entrypoint is the operator.
         "command": ["python", "-m", "inferops.router"],
-        "args": ["--configmap", f"{owner.namespace}/{name(owner)}", "--port", str(PORT)],
+        "args": args,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},

@@ -32,7 +32,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="[NS/]NAME",
         help="watch this ConfigMap (namespace defaults to the pod's own)",
     )
+    source.add_argument("--worker", type=int, metavar="INDEX", help=argparse.SUPPRESS)
+    # (--worker: started by a supervisor, which sends the table through stdin.)
     parser.add_argument("--configmap-key", default=ROUTES_KEY)
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="router processes sharing the port (SO_REUSEPORT), one core each; with more than "
+        "one, this process supervises them and watches the routing table once for all",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="with --workers: where workers answer each other's metrics requests (Unix "
+        "sockets); default a new directory under $TMPDIR",
+    )
     parser.add_argument(
         "--engine-url",
         action="append",
@@ -73,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return number
+
+
 def engine_urls(values: list[str]) -> dict[str, str]:
     urls = {}
     for value in values:
@@ -98,27 +120,59 @@ def make_source(args: argparse.Namespace) -> TableSource:
     return ConfigMapSource(namespace, name, key=args.configmap_key)
 
 
+async def run(args: argparse.Namespace) -> None:
+    if args.worker is None and args.workers > 1:
+        # Imported here: a single router does not need it.
+        from inferops.router.workers import supervise
+
+        await supervise(args, make_source(args))
+    else:
+        await serve(args)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    state = RouterState(
+        engine_urls=engine_urls(args.engine_url),
+        trust_consumer_header=args.trust_consumer_header,
+    )
+    source = make_source(args) if args.worker is None else worker_source(args, state, stop)
     server = RouterServer(
-        RouterState(
-            engine_urls=engine_urls(args.engine_url),
-            trust_consumer_header=args.trust_consumer_header,
-        ),
-        make_source(args),
+        state,
+        source,
         host=args.host,
         port=args.port,
+        reuse_port=args.worker is not None,
         grace_seconds=args.grace_seconds,
         access_log=args.access_log,
         connection_limit=args.upstream_connections,
         keepalive_seconds=args.upstream_keepalive_seconds,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if state.pod is not None:
+        await state.pod.start()
     await server.start()
     await stop.wait()
     await server.stop()
+    if state.pod is not None:
+        await state.pod.stop()
+
+
+def worker_source(args: argparse.Namespace, state: RouterState, stop: asyncio.Event) -> TableSource:
+    """A worker's table comes from its supervisor; its metrics are the pod's."""
+    from inferops.router.podmetrics import PodMetrics
+    from inferops.router.tablepipe import PipeSource
+
+    if args.run_dir is None:
+        raise SystemExit("--worker needs --run-dir")
+    pod = state.pod = PodMetrics(state.metrics, args.run_dir, args.worker, args.workers)
+
+    def restarts(n: int) -> None:
+        pod.restarts = n
+
+    return PipeSource(on_eof=stop.set, on_restarts=restarts)
 
 
 def raise_open_file_limit() -> None:
@@ -133,15 +187,17 @@ def raise_open_file_limit() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     raise_open_file_limit()
+    # A worker's lines say which worker wrote them (they share the pod's log).
+    who = "" if args.worker is None else f"[worker {args.worker}] "
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
     if args.log_level.upper() != "DEBUG":
         # One line per watch request to the API server is debugging detail.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
-        runner.run(serve(args))
+        runner.run(run(args))
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,6 +26,9 @@ from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import UNKNOWN_CONSUMER
 from inferops.router.proxy import WANTED, Endpoint, Intake, check_framing, take_body, take_head
 from inferops.router.state import RouterState
+
+if TYPE_CHECKING:  # a single router never loads it
+    from inferops.router.podmetrics import PodMetrics
 
 log = logging.getLogger("inferops.router")
 
@@ -58,8 +62,17 @@ def readyz(state: RouterState, request: Request) -> Reply:
     return Reply(200, b"ok: table %d" % state.generation, b"text/plain; charset=utf-8")
 
 
-def metrics(state: RouterState, request: Request) -> Reply:
+def metrics(state: RouterState, request: Request) -> Reply | Awaitable[Reply]:
+    if state.pod is not None:
+        return pod_metrics(state.pod)
     body = generate_latest(state.metrics.registry)
+    return Reply(200, body, CONTENT_TYPE_LATEST.encode())
+
+
+async def pod_metrics(pod: PodMetrics) -> Reply:
+    """A worker of several answers for the pod: its siblings' figures and its own."""
+    view = await pod.render()
+    body = generate_latest(view)
     return Reply(200, body, CONTENT_TYPE_LATEST.encode())
 
 

@@ -137,13 +137,13 @@ class DataPathCollector(Collector):
         self.metrics = metrics
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families(()))
+        return list(self.families(()))
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._families(list(self.metrics.all_series())))
+        return list(self.families(list(self.metrics.all_series())))
 
     @staticmethod
-    def _families(series: Iterable[Series]) -> Iterator[Metric]:
+    def families(series: Iterable[Series]) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "inferops_router_requests", HELP["requests"], labels=[*LABELS, "code"]
         )
@@ -231,6 +231,15 @@ class RouterMetrics:
             ["outcome"],
             registry=r,
         )
+        self.table_metrics: tuple[Counter | Gauge, ...] = (
+            self.weight,
+            self.table_generation,
+            self.table_revision,
+            self.table_stale,
+            self.table_loads,
+        )
+        """The series of the installed table (a worker of several renders these from its own
+        state and the data path's from every worker: `inferops.router.podmetrics`)."""
 
     def series(self, consumer: str, engine: str, route: str) -> Series:
         key = (consumer, engine, route)

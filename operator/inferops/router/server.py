@@ -26,11 +26,17 @@ from inferops.router.state import RouterState
 log = logging.getLogger("inferops.router")
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 picks a free one (see `getsockname()`)."""
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; port 0 picks a free one (see `getsockname()`).
+
+    `reuse_port` (workers): processes of the same user may listen on the port too, and the
+    kernel spreads new connections across them. Off for a single router, so that a second
+    router started on a port in use fails instead of silently taking half its traffic."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(BACKLOG)
     sock.setblocking(False)
@@ -50,6 +56,7 @@ class RouterServer:
         access_log: bool = False,
         connection_limit: int = 4096,
         keepalive_seconds: float = 4.0,
+        reuse_port: bool = False,
     ) -> None:
         self.state = state
         self.source = source
@@ -58,6 +65,7 @@ class RouterServer:
         self.grace_seconds = grace_seconds
         self.connection_limit = connection_limit
         self.keepalive_seconds = keepalive_seconds
+        self.reuse_port = reuse_port
         self.app = RouterApp(state)
         self.http = HttpServer(self.app, access_log=log if access_log else None)
         self._source_task: asyncio.Task[None] | None = None
@@ -68,7 +76,7 @@ class RouterServer:
         if self.source is not None:
             log.info("routing table from %s", self.source.describe())
             self._source_task = asyncio.create_task(self.source.run(self.state))
-        sock = bind(self.host, self.port)
+        sock = bind(self.host, self.port, self.reuse_port)
         self.port = sock.getsockname()[1]
         await self.http.start(sock)
         self._started = True

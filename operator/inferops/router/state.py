@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from inferops.api.routing import RoutingTable, with_engine_urls
 from inferops.router.metrics import RouterMetrics
 from inferops.router.pool import Pool
 from inferops.router.routes import Routes, compile_table
+
+if TYPE_CHECKING:
+    from inferops.router.podmetrics import PodMetrics
 
 log = logging.getLogger("inferops.router")
 
@@ -43,6 +47,8 @@ class RouterState:
         self.stale: str | None = None
         """Why the table served is not the one the source holds (deleted, rejected); None
         while it is."""
+        self.pod: PodMetrics | None = None
+        """Set in a worker of several (`--workers`): `/metrics` shows the pod's totals."""
         self._pool: Pool | None = None
 
     @property
