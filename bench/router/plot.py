@@ -209,7 +209,8 @@ def draw(rows: list[Row], config: Config, out: Path) -> None:
         _ratios(fig.add_subplot(grid[3, :]), rows, config)
     fig.suptitle(
         f"inferops router vs {', '.join(config.peers) or 'direct'}: median of "
-        f"{config.repeats} repeat(s), whiskers min..max; every proxy pinned to one core",
+        f"{config.repeats} repeat(s), whiskers min..max; every proxy pinned to one core"
+        + (" (router-2w: two, shared with the load)" if "router-2w" in config.paths else ""),
         fontsize=12,
     )
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))  # room for the title
