@@ -187,6 +187,8 @@ class ExistingKube(RefusingKube):
     async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         key = (obj["kind"], obj["metadata"]["name"])
         self.dry_runs.append(key)
+        if key in self.refuse:
+            raise KubeError(*self.refuse[key])
         if key not in self.existing:
             return obj, False
         refs = {r["uid"]: r for r in self.existing[key]}
@@ -231,6 +233,18 @@ async def test_an_existing_object_is_judged_by_its_owners(
     expected = "Service llama32-vllm already exists and is not owned by this InferenceBackend"
     assert (expected in found) is conflict, found
     assert len(kube.gets) == gets
+
+
+async def test_someone_elses_object_refused_in_the_merge_is_reported_as_theirs() -> None:
+    """Their Service's unnamed port merged with the operator's named one is refused (422):
+    the finding is that the object is someone else's, not a fault of the spec."""
+    kube = ExistingKube({VLLM_SERVICE: []})
+    kube.refuse = {VLLM_SERVICE: (422, "spec.ports[0].name: Required value")}
+    found = await tried_children(kube, desired_children(make_spec(), OWNER), {})  # type: ignore[arg-type]
+    assert found == (
+        "Service llama32-vllm already exists and is not owned by this InferenceBackend: "
+        "rename the InferenceBackend or delete that object"
+    )
 
 
 async def test_a_new_spec_costs_one_dry_run_per_child_and_no_get() -> None:

@@ -99,16 +99,20 @@ async def tried_children(kube: Kube, desired: list[Obj], live: dict[tuple[str, s
     ]
 
     async def problem(obj: Obj) -> str:
+        owned = (obj["kind"], obj["metadata"]["name"]) in live
         try:
             answer, existed = await kube.try_apply(obj)
         except KubeError as error:
             if not _refused_for_good(error):
                 raise  # not about the object (API server unavailable, ...): retried
-            return (
+            # Applied over someone else's object, the merge with its fields can be what is
+            # refused (their unnamed port beside ours): then the conflict is the finding.
+            conflict = "" if owned else await name_conflicts(kube, [obj], {})
+            return conflict or (
                 f"{_section(obj)}: the API server refuses {obj['kind']} "
                 f"{obj['metadata']['name']} built from it ({error.status}): {error.message}"
             )
-        if not existed or (obj["kind"], obj["metadata"]["name"]) in live:
+        if not existed or owned:
             return ""
         uid = obj["metadata"]["ownerReferences"][0]["uid"]
         if _from_earlier_incarnation(answer, obj, skip_uid=uid):
