@@ -133,3 +133,9 @@ def test_the_two_worker_router_is_asked_for_and_pinned_to_two_cores(tmp_path: Pa
     two, _ = stack._router((9001, 9002), path="router-2w")
     assert "--workers=1" in one.cmd and one.cpus == {0}
     assert "--workers=2" in two.cmd and two.cpus == {0, 1} and two.name == "router-2w"
+
+
+def test_an_added_time_whose_repeats_span_zero_is_called_noise() -> None:
+    assert "within noise" in report._basis({"min": -2.0, "median": 0.5, "max": 1.0, "n": 3}, "b")
+    assert "within noise" in report._basis({"min": -3.0, "median": -2.0, "max": -1.0, "n": 3}, "b")
+    assert report._basis({"min": 0.2, "median": 0.5, "max": 1.0, "n": 3}, "b") == "b"
