@@ -5,6 +5,7 @@ the router: a weight written to the ConfigMap changes where requests go, without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -141,10 +142,12 @@ async def test_a_deletion_missed_while_no_watch_was_open_is_noticed(
     await wait_for(lambda: weights(running) == [10, 10], "the table written back")
 
 
-async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
-    api: FakeKubeApi, vllm: FakeEngine, ollama_engine: FakeEngine
-) -> None:
-    table = base_table(vllm.url, ollama_engine.url)
+@contextlib.asynccontextmanager
+async def configmap_router(
+    api: FakeKubeApi, table: dict[str, Any]
+) -> AsyncIterator[tuple[RouterState, httpx.AsyncClient]]:
+    """A router fed by the ConfigMap `NAME` holding `table`, once it has installed it, and a
+    client of it."""
     api.put(NAME, {"routes.json": json.dumps(table)})
     kube = Kube(api.url, "test")
     state = RouterState()
@@ -153,37 +156,45 @@ async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
     try:
         await wait_for(lambda: state.routes is not None, "the first table")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-
-            async def observed() -> tuple[int, str, float, int]:
-                answer = await client.post(
-                    "/v1/embeddings",
-                    json={"model": "llama3.2", "input": "x"},
-                    headers={"Host": "llama32-notes"},
-                )
-                ready = await client.get("/readyz")
-                stale = state.metrics.registry.get_sample_value("inferops_router_table_stale")
-                return answer.status_code, ready.text, stale or 0.0, ready.status_code
-
-            status, ready, stale, ready_code = await observed()
-            assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
-            for fault, why in (
-                (lambda: api.delete(NAME), "was deleted"),
-                (lambda: api.put(NAME, {"routes.json": "{not json"}), "rejected"),
-            ):
-                fault()
-                await wait_for(lambda: state.stale is not None, f"the router to notice ({why})")
-                status, ready, stale, ready_code = await observed()
-                # Still served and still ready, on the last good table; readiness says why.
-                assert (status, stale, ready_code) == (200, 1.0, 200), ready
-                assert "stale" in ready and why in ready
-                api.put(NAME, {"routes.json": json.dumps(table)})  # restored as it was
-                await wait_for(lambda: state.stale is None, "the restored table")
-                status, ready, stale, ready_code = await observed()
-                assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
-            assert state.generation == 1  # the same table throughout: nothing reinstalled
+            yield state, client
     finally:
         await server.stop()
         await kube.__aexit__()
+
+
+async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
+    api: FakeKubeApi, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    table = base_table(vllm.url, ollama_engine.url)
+    async with configmap_router(api, table) as (state, client):
+
+        async def observed() -> tuple[int, str, float, int]:
+            answer = await client.post(
+                "/v1/embeddings",
+                json={"model": "llama3.2", "input": "x"},
+                headers={"Host": "llama32-notes"},
+            )
+            ready = await client.get("/readyz")
+            stale = state.metrics.registry.get_sample_value("inferops_router_table_stale")
+            return answer.status_code, ready.text, stale or 0.0, ready.status_code
+
+        status, ready, stale, ready_code = await observed()
+        assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
+        for fault, why in (
+            (lambda: api.delete(NAME), "was deleted"),
+            (lambda: api.put(NAME, {"routes.json": "{not json"}), "rejected"),
+        ):
+            fault()
+            await wait_for(lambda: state.stale is not None, f"the router to notice ({why})")
+            status, ready, stale, ready_code = await observed()
+            # Still served and still ready, on the last good table; readiness says why.
+            assert (status, stale, ready_code) == (200, 1.0, 200), ready
+            assert "stale" in ready and why in ready
+            api.put(NAME, {"routes.json": json.dumps(table)})  # restored as it was
+            await wait_for(lambda: state.stale is None, "the restored table")
+            status, ready, stale, ready_code = await observed()
+            assert (status, stale, ready_code) == (200, 0.0, 200) and "stale" not in ready
+        assert state.generation == 1  # the same table throughout: nothing reinstalled
 
 
 async def test_credentials_come_from_kubeconfig(
@@ -219,28 +230,18 @@ async def test_router_follows_the_configmap_without_restart(
     api: FakeKubeApi, vllm: FakeEngine, ollama_engine: FakeEngine
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
-    api.put(NAME, {"routes.json": json.dumps(table)})
-    kube = Kube(api.url, "test")
-    state = RouterState()
-    server = RouterServer(state, ConfigMapSource(NS, NAME, kube=kube), grace_seconds=1)
-    await server.start()
-    try:
-        await wait_for(lambda: state.routes is not None, "the first table")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+    async with configmap_router(api, table) as (state, client):
 
-            async def ask() -> str:
-                response = await client.post(
-                    "/v1/embeddings",
-                    json={"model": "llama3.2", "input": "x"},
-                    headers={"Host": "llama32-notes"},
-                )
-                return response.headers["x-inferops-engine"]
+        async def ask() -> str:
+            response = await client.post(
+                "/v1/embeddings",
+                json={"model": "llama3.2", "input": "x"},
+                headers={"Host": "llama32-notes"},
+            )
+            return response.headers["x-inferops-engine"]
 
-            assert await ask() == VLLM
-            table["consumers"][0]["weight"] = 0
-            api.put(NAME, {"routes.json": json.dumps(table)})
-            await wait_for(lambda: state.generation == 2, "the new weight", timeout=2.0)
-            assert {await ask() for _ in range(5)} == {"ollama"}
-    finally:
-        await server.stop()
-        await kube.__aexit__()
+        assert await ask() == VLLM
+        table["consumers"][0]["weight"] = 0
+        api.put(NAME, {"routes.json": json.dumps(table)})
+        await wait_for(lambda: state.generation == 2, "the new weight", timeout=2.0)
+        assert {await ask() for _ in range(5)} == {"ollama"}
