@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.dataplane import DataPlane
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
 
 E2E_DIR = Path(__file__).parent
@@ -89,3 +90,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         if isinstance(op, OperatorProcess):
             report.sections.append(("operator log (tail)", op.log_tail()))
     return report
+
+
+@pytest.fixture(scope="module")
+def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
+    """Real vLLM (CPU build), the Ollama stand-in, Prometheus and a router process, for the
+    tests of one module (the migration's and the data plane's faults)."""
+    data_plane = DataPlane(tmp_path_factory.mktemp("dataplane"), kubectl)
+    data_plane.start()
+    yield data_plane
+    data_plane.stop()

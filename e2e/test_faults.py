@@ -457,15 +457,6 @@ def test_replicas_set_in_the_spec_are_kept_and_handed_over_when_unset(
 # --------------------------------------------------------- the data plane's faults
 
 
-@pytest.fixture(scope="module")
-def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
-    """Real vLLM (CPU build), the Ollama stand-in, Prometheus and a router process."""
-    data_plane = DataPlane(tmp_path_factory.mktemp("dataplane"), kubectl)
-    data_plane.start()
-    yield data_plane
-    data_plane.stop()
-
-
 # What a client may see when the router goes away: it refused or dropped the connection,
 # a stream ended early, or the restarted router answered before its first table was loaded
 # (503, and not ready: in a cluster its Service sends it nothing yet). A timeout would be a

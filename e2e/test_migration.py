@@ -38,14 +38,6 @@ PROBE = {"requests": 4, "maxTokens": 4}
 
 
 @pytest.fixture(scope="module")
-def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
-    data_plane = DataPlane(tmp_path_factory.mktemp("dataplane"), kubectl)
-    data_plane.start()
-    yield data_plane
-    data_plane.stop()
-
-
-@pytest.fixture(scope="module")
 def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:  # fmt: skip
     """The operator told where the local router and Prometheus are. The session's operator
