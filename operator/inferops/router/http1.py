@@ -41,6 +41,8 @@ MAX_FIELD_BYTES = 8190
 KEEPALIVE_SECONDS = 75.0
 """An idle client connection is closed after this long (aiohttp's default, kept)."""
 LINGER_SECONDS = 10.0
+IDLE_LINGER_SECONDS = 0.5
+"""On stop, how long idle keep-alive connections stay open for requests already on the way."""
 # Pending connections the kernel queues; Python's default of 100 is overflowed by a burst of
 # new streams (measured by bench/router).
 BACKLOG = 1024
@@ -576,8 +578,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def drain(self) -> None:
-        """Stop: close now if idle, else after the answer under way."""
+        """Stop: close after the answer under way; an idle connection is closed later, by
+        `close_if_idle`."""
         self.closing = True
+
+    def close_if_idle(self) -> None:
         if self.active is None and not self.queue and self.current is None:
             self.close()
 
@@ -623,8 +628,16 @@ class HttpServer:
             self._server.close()
         for conn in list(self.connections):
             conn.drain()
-        deadline = time.monotonic() + grace_seconds
+        # An idle keep-alive connection is not closed at once: a request its client sent as
+        # the stop began may be on the wire, and closing would reset it. For a moment such
+        # a request is still answered (with `Connection: close`); then the idle ones go.
+        now = time.monotonic()
+        deadline = now + grace_seconds
+        idle_cut = now + min(IDLE_LINGER_SECONDS, grace_seconds)
         while self.connections and time.monotonic() < deadline:
+            if time.monotonic() >= idle_cut:
+                for conn in list(self.connections):
+                    conn.close_if_idle()
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.close(abort=True)
