@@ -244,3 +244,27 @@ async def test_a_stop_closes_idle_connections_and_lets_answers_under_way_end(
     finally:
         idle_writer.close()
         busy_writer.close()
+
+
+async def test_a_request_sent_as_the_stop_begins_on_an_idle_connection_is_answered(
+    router: Router, vllm: FakeEngine
+) -> None:
+    """Closing idle keep-alive connections at once would reset a request already on the
+    wire; for a moment they still answer, with `Connection: close`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.server.port)
+    try:
+        writer.write(post(BODY))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)  # answered; the connection is idle now
+        stopping = asyncio.create_task(router.server.stop())
+        await wait_for(lambda: router.state.draining, "the stop to begin")
+        writer.write(post(BODY))
+        raw = await asyncio.wait_for(reader.read(), 5.0)  # until the router closes it
+        [(status, body)] = answers(raw)
+        assert status == 200 and b"connection: close" in raw.lower()
+        assert json.loads(body)["choices"][0]["message"]["content"] == "Hello from vllm"
+        await stopping
+    finally:
+        writer.close()
