@@ -12,7 +12,7 @@ help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
 	@echo "make test          lint, unit tests and the e2e tier (local cluster, or KUBECONFIG)"
 	@echo "make cluster-up    start the local cluster (builds its binaries on first use)"
-	@echo "make cluster-down  stop the local cluster and the demo operator"
+	@echo "make cluster-down  stop the local cluster and what the demo left running"
 	@echo "make crd           regenerate crds/ from the API models"
 	@echo "make fuzz          the property-based tests with many more generated examples"
 	@echo "make images        build the operator/router and vLLM CPU images (needs Docker)"

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import ollama
 from openai import OpenAI
@@ -128,13 +129,20 @@ class Request:
     error: BaseException | None
 
 
+class RouterEndpoint(Protocol):
+    """Where consumers reach the router: a `DataPlane`, or the demo's background one."""
+
+    @property
+    def router_url(self) -> str: ...
+
+
 class Traffic:
     """A consumer's own requests in a loop from a thread, through its endpoint: the
     official `openai` client (streaming) or the official `ollama` client. `max_retries`
     and `timeout` are the clients' own settings (the `openai` client's default retries are
     2, this loop's 0, so that every failure shows)."""
 
-    def __init__(self, plane: DataPlane, namespace: str, consumer: str, api: str = "openai",
+    def __init__(self, plane: RouterEndpoint, namespace: str, consumer: str, api: str = "openai",
                  pause: float = 0.1, backend: str = "llama32", max_retries: int = 0,
                  timeout: float | None = None) -> None:  # fmt: skip
         host = f"{backend}-{consumer}.{namespace}.svc"

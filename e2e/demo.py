@@ -4,14 +4,17 @@ Prometheus) with three consumers sending requests, and the migration moving them
 to vLLM step by step, shown live: `kubectl get ib` and the router's per-engine latency. One
 canary is made bad on purpose and rolled back; `kubectl ib retry` starts it over.
 
-The operator keeps running in the background afterwards so the suggested next steps work;
-`make cluster-down` (or `python -m e2e.demo --stop`) stops it.
+The operator and the data plane (`e2e.demoplane`) keep running in the background afterwards,
+so the commands printed at the end work as printed: the official clients and curl against a
+consumer's endpoint, `kubectl ib`, and new migrations. `make cluster-down` (or
+`python -m e2e.demo --stop`) stops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from e2e.dataplane import DataPlane, Traffic
+from e2e.dataplane import MODEL, Traffic
+from e2e.demoplane import BackgroundPlane
 from e2e.harness import REPO, Kubectl, install_crd, wait_for
 from e2e.localcluster import Cluster
 from inferops.migration.figures import Figures
@@ -102,10 +106,9 @@ DEMO_MIGRATION = {
 }  # fmt: skip
 
 
-def engine_line(plane: DataPlane, consumer: str) -> str:
+def engine_line(plane: BackgroundPlane, consumer: str) -> str:
     """The router's figures for one consumer over the last 10 s, as Prometheus has them."""
-    assert plane.prometheus is not None
-    url = plane.prometheus.url
+    url = plane.state.prometheus_url
 
     async def read() -> Figures:
         source = PrometheusSource(url)
@@ -131,7 +134,7 @@ def phase_of(kubectl: Kubectl, consumer: str) -> str:
     return kubectl.run("get", "ib", "llama32", "-n", NAMESPACE, "-o", f"jsonpath={path}").stdout
 
 
-def show_migration(kubectl: Kubectl, plane: DataPlane, until: Callable[[], bool],
+def show_migration(kubectl: Kubectl, plane: BackgroundPlane, until: Callable[[], bool],
                    timeout: float) -> None:  # fmt: skip
     """Prints `kubectl get ib` when it changes and the per-engine figures every 10 s."""
     deadline = time.monotonic() + timeout
@@ -155,22 +158,22 @@ def show_migration(kubectl: Kubectl, plane: DataPlane, until: Callable[[], bool]
                      f"see `kubectl describe ib llama32 -n {NAMESPACE}`")  # fmt: skip
 
 
-def migrate(kubectl: Kubectl, plane: DataPlane) -> None:
-    assert plane.faults is not None
-    plane.serve(NAMESPACE, "llama32")
+def migrate(kubectl: Kubectl, plane: BackgroundPlane) -> None:
+    endpoint = plane.wait("the router", "router_url", 120)
     print("\nconsumers start calling: notes and ner through the OpenAI client, rag through "
           "the Ollama client")  # fmt: skip
-    with Traffic(plane, NAMESPACE, "notes"), Traffic(plane, NAMESPACE, "rag", api="ollama"), \
-            Traffic(plane, NAMESPACE, "ner") as ner:  # fmt: skip
+    with Traffic(endpoint, NAMESPACE, "notes"), \
+            Traffic(endpoint, NAMESPACE, "rag", api="ollama"), \
+            Traffic(endpoint, NAMESPACE, "ner") as ner:  # fmt: skip
         show_migration(kubectl, plane, lambda: phase_of(kubectl, "notes") == "Migrated", 300)
         print("\nnotes is on vLLM. Now rag's canary goes bad: vLLM answers HTTP 500 to it "
               "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "
               "error, and the analysis rolls rag back.")  # fmt: skip
-        plane.faults.faults.error_share = 1.0
+        plane.inject(error_share=1.0)
         try:
             show_migration(kubectl, plane, lambda: phase_of(kubectl, "rag") == "RolledBack", 120)
         finally:
-            plane.faults.faults.clear()
+            plane.inject()
         events = kubectl.run(
             "get",
             "events",
@@ -198,13 +201,81 @@ def kubectl_ib(kubectl: Kubectl, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+def shell_environment(kubectl: Kubectl) -> str:
+    """The line that makes the printed commands work in a new shell: the cluster's kubeconfig,
+    its kubectl, and this environment's `python` and `kubectl-ib` (`pip install .` put the
+    plugin here, not on the system PATH)."""
+    python_bin = Path(sys.executable).parent
+    kubectl_dir = Path(kubectl.binary).parent
+    return f"export KUBECONFIG={kubectl.kubeconfig} PATH={python_bin}:{kubectl_dir}:$PATH"
+
+
+def consumer_commands(router_url: str, namespace: str, backend: str = "llama32"
+                      ) -> list[tuple[str, str]]:  # fmt: skip
+    """Ready-to-paste requests to consumers' endpoints from this machine. In the cluster, a
+    service calls its own endpoint Service; here the router's local port stands in for it
+    and the Host header names the consumer, as the Service's DNS name would."""
+    notes, rag = (f"{backend}-{consumer}.{namespace}.svc" for consumer in ("notes", "rag"))
+    body = json.dumps({"model": MODEL, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    openai_code = (
+        f"from openai import OpenAI; c = OpenAI(base_url='{router_url}/v1', api_key='unused', "
+        f"default_headers={{'Host': '{notes}'}}); print(c.chat.completions.create("
+        f"model='{MODEL}', max_tokens=8, messages=[{{'role': 'user', 'content': 'hi'}}])"
+        ".choices[0].message.content)"
+    )
+    ollama_code = (
+        f"import ollama; c = ollama.Client(host='{router_url}', headers={{'Host': '{rag}'}}); "
+        f"print(c.chat(model='{MODEL}', messages=[{{'role': 'user', 'content': 'hi'}}], "
+        "options={'num_predict': 8}).message.content)"
+    )
+    return [
+        (f"curl -s {router_url}/v1/chat/completions -H 'Host: {notes}' "
+         f"-H 'Content-Type: application/json' -d '{body}'",
+         "notes' endpoint, OpenAI API (the Host header names the consumer)"),
+        (f'python -c "{openai_code}"', "the same with the official openai client"),
+        (f'python -c "{ollama_code}"', "rag's endpoint with the official ollama client"),
+        (f"curl -s {router_url}/metrics | grep '^inferops_router_requests_total'",
+         "the router's per-consumer, per-engine figures"),
+    ]  # fmt: skip
+
+
+def next_steps(kubectl: Kubectl, router_url: str, namespace: str = NAMESPACE
+               ) -> list[tuple[str, str]]:  # fmt: skip
+    """The commands printed at the end of the demo, each with what it shows."""
+    ns = f"-n {namespace}"
+    return [
+        (shell_environment(kubectl), "in a new shell: the local cluster, kubectl and kubectl ib"),
+        (f"kubectl get ib {ns} -o wide", "phase, migrated consumers, engines"),
+        (f"kubectl ib status llama32 {ns}", "each consumer's step and last analysis"),
+        (f"kubectl describe ib llama32 {ns}", "conditions, consumers and their endpoints"),
+        *consumer_commands(router_url, namespace),
+        (f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
+         "the router's table"),
+        ("kubectl get nodes", "4 GPU nodes, 2 CPU nodes"),
+        (f"kubectl patch ib llama32 {ns} --type=merge "
+         "-p '{\"spec\":{\"vllm\":{\"tensorParallelSize\":16}}}'",
+         "more GPUs than a node has: Degraded"),
+        (f"kubectl delete deployment llama32-vllm {ns}", "it comes back"),
+        ("kubectl explain inferencebackend.spec.vllm", "every field, documented"),
+        ("make cluster-down", "stop the cluster, the operator and the data plane"),
+    ]  # fmt: skip
+
+
+def stop(cluster: Cluster) -> None:
+    """Stops what the demo left running: the operator and the data plane."""
+    stop_operator(cluster)
+    BackgroundPlane(cluster.state_dir / "dataplane").stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stop", action="store_true", help="stop the demo operator")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop the demo's operator and data plane")  # fmt: skip
     args = parser.parse_args()
     cluster = Cluster.default()
     if args.stop:
-        stop_operator(cluster)
+        stop(cluster)
         return
     started = time.monotonic()
     cluster.up()
@@ -217,40 +288,23 @@ def main() -> None:
     # simulated and never read it; on a real cluster, put your own token here.
     kubectl.run("create", "secret", "generic", "hf-token", "-n", NAMESPACE,
                 "--from-literal=token=not-a-real-token", check=False)  # fmt: skip
-    plane = DataPlane(cluster.state_dir / "dataplane", kubectl)
-    print("starting the local data plane: vLLM's CPU build loads a tiny model (about a "
-          "minute), the Ollama stand-in, Prometheus", flush=True)  # fmt: skip
-    plane.start()
-    try:
-        start_operator(cluster, plane.operator_args())
-        manifest = yaml.safe_load(EXAMPLE.read_text())
-        manifest["spec"]["migration"] = DEMO_MIGRATION
-        kubectl.apply(manifest, NAMESPACE)
-        print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}, with "
-              "spec.migration at demo speed (10 s analysis windows)")  # fmt: skip
-        watch(kubectl)
-        migrate(kubectl, plane)
-    finally:
-        plane.stop()
-    ns = f"-n {NAMESPACE}"
-    steps = [
-        (f"export KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin_dir}:$PATH", ""),
-        (f"kubectl get ib {ns} -o wide", "phase, migrated consumers, engines"),
-        (f"kubectl ib status llama32 {ns}", "each consumer's step and last analysis"),
-        (f"kubectl describe ib llama32 {ns}", "conditions, consumers and their endpoints"),
-        (f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
-         "the router's table"),
-        ("kubectl get nodes", "4 GPU nodes, 2 CPU nodes"),
-        (f"kubectl patch ib llama32 {ns} --type=merge "
-         "-p '{\"spec\":{\"vllm\":{\"tensorParallelSize\":16}}}'",
-         "more GPUs than a node has: Degraded"),
-        (f"kubectl delete deployment llama32-vllm {ns}", "it comes back"),
-        ("kubectl explain inferencebackend.spec.vllm", "every field, documented"),
-        ("make cluster-down", "stop everything"),
-    ]  # fmt: skip
-    print(f"\nDone in {time.monotonic() - started:.0f}s. Try next:")
-    for command, comment in steps:
-        print(f"  {command}" + (f"\n      # {comment}" if comment else ""))
+    plane = BackgroundPlane(cluster.state_dir / "dataplane")
+    print("starting the local data plane in the background: vLLM's CPU build loads a tiny "
+          "model (about a minute), the Ollama stand-in, Prometheus", flush=True)  # fmt: skip
+    plane.start(kubectl, NAMESPACE, "llama32")
+    state = plane.wait("the engines and Prometheus", "prometheus_url", 600)
+    start_operator(cluster, tuple(state.operator_args))
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["spec"]["migration"] = DEMO_MIGRATION
+    kubectl.apply(manifest, NAMESPACE)
+    print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}, with "
+          "spec.migration at demo speed (10 s analysis windows)")  # fmt: skip
+    watch(kubectl)
+    migrate(kubectl, plane)
+    print(f"\nDone in {time.monotonic() - started:.0f}s. The operator and the data plane keep "
+          "running until `make cluster-down`. Try next:")  # fmt: skip
+    for command, comment in next_steps(kubectl, plane.state.router_url):
+        print(f"  # {comment}\n  {command}")
 
 
 if __name__ == "__main__":
