@@ -73,6 +73,11 @@ class Gate:
         if self.active < self.limit:
             self.active += 1
             return ADMITTED
+        return self.wait(waiter)
+
+    def wait(self, waiter: Waiter) -> int:
+        """No slot is free: QUEUED or FULL, as `enter`. (The data path checks for a free slot
+        itself, inline, and calls this only when there is none.)"""
         if len(self.queue) < self.max_waiting:
             self.queue.append(waiter)
             return QUEUED

@@ -123,11 +123,11 @@ class Forward:
         target = self.target = self.targets[self.index]
         self.can_fall_back = self.index < len(self.targets) - 1
         gate = target.gate
-        entered = gate.enter(self)
-        if entered == admission.ADMITTED:
+        if gate.active < gate.limit:  # `Gate.enter` inline: a method call per request saved
+            gate.active += 1
             self.held = gate
             self._send()
-        elif entered == admission.QUEUED:
+        elif gate.wait(self) == admission.QUEUED:
             self.phase = WAITING
             self.waited_since = now = time.monotonic()
             self.alarms.set(self, min(now + gate.wait_seconds, self.intake.deadline))
