@@ -21,6 +21,7 @@ from inferops.api.grammar import (
     LABEL_KEY_PATTERN,
     AnnotationMap,
     Image,
+    KeepAlive,
     LabelMap,
     LabelValue,
     ObjectName,
@@ -39,10 +40,6 @@ RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
 MODEL_NAME_PATTERN = (
     r"^[a-zA-Z0-9][a-zA-Z0-9._-]*(/[a-zA-Z0-9][a-zA-Z0-9._-]*)*(:[a-zA-Z0-9_][a-zA-Z0-9._-]*)?$"
 )
-
-# OLLAMA_KEEP_ALIVE: -1 (forever), or a Go duration (`5m`, `1h30m`, `300s`); Ollama also reads
-# a bare number as seconds.
-KEEP_ALIVE_PATTERN = r"^(-1|[0-9]+|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$"
 
 # A Hugging Face repository id (`org/name`, the Hub's own character set), or an absolute path.
 HF_MODEL_PATTERN = r"^(/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
@@ -315,7 +312,7 @@ class OllamaSpec(WorkloadSpec):
     num_parallel: Annotated[int, Field(ge=1, le=256)] = 4
     """Requests served in parallel per model (OLLAMA_NUM_PARALLEL); the router's default
     admission limit for Ollama follows it."""
-    keep_alive: Annotated[str, Field(pattern=KEEP_ALIVE_PATTERN)] = "-1"
+    keep_alive: KeepAlive = "-1"
     """How long the model stays loaded after its last request (OLLAMA_KEEP_ALIVE): `-1`
     (the default) keeps it loaded for good, as vLLM does, so a quiet consumer's next request
     never waits for a load; or a Go duration such as `30m` or `1h30m`. The pod loads the
@@ -460,7 +457,6 @@ class InferenceBackendSpec(Model):
 
 
 __all__ = [
-    "KEEP_ALIVE_PATTERN",
     "MANAGED_VLLM_FLAGS",
     "AdmissionSpec",
     "CacheSpec",
