@@ -210,6 +210,7 @@ def test_services_select_their_engine() -> None:
     ("ollama", "vllm_len", "context", "gpus"),
     [
         ({}, None, "4096", 0),
+        ({"keepAlive": "30m"}, 256, "256", 0),
         ({}, 8192, "8192", 0),
         ({"contextLength": 2048}, 8192, "2048", 0),
         ({"gpus": 1}, None, "4096", 1),
@@ -220,8 +221,7 @@ def test_ollama_environment(ollama: dict[str, Any], vllm_len: int | None, contex
     vllm: dict[str, Any] = {"model": "m"}
     if vllm_len:
         vllm["maxModelLen"] = vllm_len
-    spec = make_spec(vllm=vllm, ollama={"model": "llama3.2:3b", "numParallel": 8,
-                                        "keepAlive": "-1", **ollama})  # fmt: skip
+    spec = make_spec(vllm=vllm, ollama={"model": "llama3.2:3b", "numParallel": 8, **ollama})
     deployment = by_kind_name(desired_children(spec, OWNER))[("Deployment", "llama32-ollama")]
     c = container(deployment)
     env = {e["name"]: e["value"] for e in c["env"]}
@@ -229,7 +229,8 @@ def test_ollama_environment(ollama: dict[str, Any], vllm_len: int | None, contex
     assert env["INFEROPS_SERVED_MODEL"] == "llama3.2"
     assert env["OLLAMA_CONTEXT_LENGTH"] == context
     assert env["OLLAMA_NUM_PARALLEL"] == "8"
-    assert env["OLLAMA_KEEP_ALIVE"] == "-1"
+    # Never unloaded unless the spec says so: a quiet consumer's next request pays no load.
+    assert env["OLLAMA_KEEP_ALIVE"] == ollama.get("keepAlive", "-1")
     assert env["OLLAMA_HOST"] == "0.0.0.0:11434"
     if gpus:
         assert "NVIDIA_VISIBLE_DEVICES" not in env
@@ -240,12 +241,22 @@ def test_ollama_environment(ollama: dict[str, Any], vllm_len: int | None, contex
         assert "resources" not in c and "tolerations" not in pod(deployment)
 
 
-def test_ollama_pulls_and_aliases_before_ready() -> None:
-    c = container(ollama_deployment())
+def test_ollama_pulls_aliases_and_loads_before_ready() -> None:
+    c = container(ollama_deployment(startupTimeoutSeconds=600))
     script = c["command"][2]
-    assert script.index('ollama pull "$INFEROPS_OLLAMA_TAG"') < script.index(
-        'ollama cp "$INFEROPS_OLLAMA_TAG" "$INFEROPS_SERVED_MODEL"'
-    )
+    env = {e["name"]: e["value"] for e in c["env"]}
+    pull = script.index('ollama pull "$INFEROPS_OLLAMA_TAG"')
+    alias = script.index('ollama cp "$INFEROPS_OLLAMA_TAG" "$INFEROPS_SERVED_MODEL"')
+    # An empty prompt loads the model (kept for OLLAMA_KEEP_ALIVE, forever by default)...
+    load = script.index('ollama run "$INFEROPS_SERVED_MODEL" "" </dev/null')
+    marked = script.index('touch "$INFEROPS_LOADED_MARKER"')
+    assert pull < alias < load < marked < script.rindex('wait "$server"')
+    assert env["OLLAMA_KEEP_ALIVE"] == "-1"
+    # ...and only once it returned does the pod count as started, so no consumer pays it.
+    startup = c["startupProbe"]
+    assert startup["exec"]["command"][2] == 'test -f "$INFEROPS_LOADED_MARKER"'
+    assert env["INFEROPS_LOADED_MARKER"].startswith("/tmp/")  # the container's, not the cache's
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 600
     assert "llama3.2" not in script  # values only through the environment
     assert 'ollama show "$INFEROPS_SERVED_MODEL"' in c["readinessProbe"]["exec"]["command"][2]
     assert c["ports"][0]["containerPort"] == 11434

@@ -3,7 +3,7 @@ status before, what was observed, and the status after."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -390,3 +390,17 @@ def test_rollback_condition_and_event_name_the_figures() -> None:
     notes = result.consumers[0]
     assert notes.last_analysis is not None and notes.last_analysis.verdict == "Fail"
     assert "ttftP95 3 > 0.6" in notes.message
+
+
+def test_shed_requests_show_in_the_sample_without_judging_it() -> None:
+    """Requests refused for an engine's overload are reported per engine in the consumer's
+    last analysis, and leave the verdict to the error and latency gates."""
+    shed = Figures(vllm=eng(ttft=0.1), ollama=replace(eng(ttft=0.4), shed=25))
+    states = [running("notes", 0, 10), consumer("rag", phase="Pending")]
+    result = plan(SPEC, base(), states, MigrationStatus(spec_hash=HASH),
+                  Observations(vllm_ready=True, figures={"notes": shed}), at(15))  # fmt: skip
+    analysis = result.consumers[0].last_analysis
+    assert analysis is not None and analysis.verdict == "Pass"
+    assert analysis.ollama is not None and analysis.ollama.shed == 25
+    assert analysis.vllm is not None and analysis.vllm.shed == 0
+    assert analysis.ollama.error_rate == 0

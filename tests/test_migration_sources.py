@@ -21,6 +21,7 @@ from inferops.migration.sources import (
     ERRORS,
     FIRST_SCRAPE,
     REQUESTS,
+    SHED,
     TPOT,
     TTFT,
     PrometheusSource,
@@ -109,6 +110,7 @@ def canned(prometheus: FakePrometheus) -> None:
     prometheus.vectors = {
         REQUESTS: [sample("10", engine="vllm"), sample("90", engine="ollama")],
         ERRORS: [sample("1", engine="vllm")],
+        SHED: [sample("7", engine="ollama")],
         f"{TTFT}_bucket": [sample("0.2", engine="vllm"), sample("0.45", engine="ollama")],
         f"{TPOT}_bucket": [sample("NaN", engine="vllm"), sample("0.05", engine="ollama")],
     }
@@ -122,7 +124,8 @@ async def test_prometheus_normal_vector(
     figures = await source.figures(NS, BACKEND, "notes", 29.6)
     assert figures == Figures(
         vllm=EngineFigures(requests=10, errors=1, ttft_p95=0.2, tpot_p95=None),
-        ollama=EngineFigures(requests=90, errors=0, ttft_p95=0.45, tpot_p95=0.05),
+        # Shed requests are reported beside the error rate, not in it.
+        ollama=EngineFigures(requests=90, errors=0, ttft_p95=0.45, tpot_p95=0.05, shed=7),
         problem=None,
         window_seconds=30,
     )
@@ -133,6 +136,7 @@ async def test_prometheus_normal_vector(
         [
             f"sum by (engine) (increase({REQUESTS}{{{selector}}}[30s]))",
             f"sum by (engine) (increase({ERRORS}{{{selector}}}[30s]))",
+            f"sum by (engine) (increase({SHED}{{{selector}}}[30s]))",
             f"histogram_quantile(0.95, sum by (le, engine) "
             f"(increase({TTFT}_bucket{{{selector}}}[30s])))",
             f"histogram_quantile(0.95, sum by (le, engine) "
@@ -361,12 +365,14 @@ async def test_scrape_window_is_the_difference(
     traffic(m, "notes", "vllm", ok=3, failed=1)
     traffic(m, "notes", "ollama", ok=4)
     m.refused("notes", "chat", 429)
+    m.shed("notes", "ollama", "chat", "queue_full")  # refused for Ollama's overload
+    m.shed("notes", "ollama", "chat", "wait_timeout")
     traffic(m, "rag", "vllm", ok=50)  # another consumer
     clock.now += 30.5
     figures = await source.figures(NS, BACKEND, "notes", 60)
     assert figures == Figures(
         vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None),
-        ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None),
+        ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2),
         problem=None,
         window_seconds=30.5,
     )
@@ -568,8 +574,9 @@ def test_metric_names_are_the_routers() -> None:
     series.ttft.observe(0.1)
     series.tpot.observe(0.01)
     m.table_revision.set(1)
+    m.shed("notes", "ollama", "chat", "queue_full")
     text = generate_latest(m.registry).decode()
-    for name in (REQUESTS, ERRORS, f"{TTFT}_bucket", f"{TPOT}_bucket"):
+    for name in (REQUESTS, ERRORS, SHED, f"{TTFT}_bucket", f"{TPOT}_bucket"):
         assert f"\n{name}{{" in text, name
     assert "\ninferops_router_table_revision " in text
 

@@ -40,7 +40,21 @@ OLLAMA = {"model": "llama3.2:3b"}
         ({"model": "x", "vllm": VLLM, "ollama": {"enabled": True}},
          "spec.ollama", "ollama.model is required"),
         ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "keepAlive": "forever"}},
-         "spec.ollama.keepAlive", "should match pattern"),
+         "spec.ollama.keepAlive", "use -1 (keep the model loaded for good), a Go duration"),
+        ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "keepAlive": "5 minutes"}},
+         "spec.ollama.keepAlive", "'5 minutes' is not a keep-alive"),
+        ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "numParallel": 0}},
+         "spec.ollama.numParallel", "greater than or equal to 1"),
+        ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "contextLength": 0}},
+         "spec.ollama.contextLength", "greater than or equal to 1"),
+        ({"model": "x", "vllm": VLLM, "ollama": {**OLLAMA, "admission": {"maxConcurrent": 0}}},
+         "spec.ollama.admission.maxConcurrent", "greater than or equal to 1"),
+        ({"model": "x", "vllm": {**VLLM, "admission": {"maxWaiting": -1}}},
+         "spec.vllm.admission.maxWaiting", "greater than or equal to 0"),
+        ({"model": "x", "vllm": {**VLLM, "admission": {"maxWaitSeconds": 0}}},
+         "spec.vllm.admission.maxWaitSeconds", "greater than 0"),
+        ({"model": "x", "vllm": {**VLLM, "admission": {"queue": 5}}},
+         "spec.vllm.admission.queue", "Extra inputs are not permitted"),
         ({"model": "x"}, "spec.vllm", "Field required"),
     ],
 )  # fmt: skip
@@ -70,7 +84,9 @@ def test_defaults() -> None:
     assert spec.vllm.tensor_parallel_size == 1
     assert spec.vllm.gpu_memory_utilization == 0.9
     assert spec.vllm.replicas is None  # left to an HPA or a person; see tests/test_replicas.py
-    assert spec.ollama is not None and spec.ollama.keep_alive == "24h"
+    # Never unload, as vLLM never does; context and admission follow vLLM and numParallel.
+    assert spec.ollama is not None and spec.ollama.keep_alive == "-1"
+    assert spec.ollama.context_length is None and spec.ollama.num_parallel == 4
 
 
 def test_a_consumer_service_may_not_take_another_childs_name() -> None:

@@ -117,6 +117,20 @@ StorageClassName = checked_string(
 """The name of a StorageClass, or empty for none."""
 
 
+# OLLAMA_KEEP_ALIVE: -1 (forever), or a Go duration (`5m`, `1h30m`, `300s`); Ollama also reads
+# a bare number as seconds.
+KEEP_ALIVE_PATTERN = r"^(-1|[0-9]+|([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+)$"
+
+KeepAlive = checked_string(
+    KEEP_ALIVE_PATTERN,
+    "is not a keep-alive: use -1 (keep the model loaded for good), a Go duration such as "
+    "30m or 1h30m, or a number of seconds",
+    min_length=1,
+    max_length=32,
+)
+"""How long Ollama keeps a model loaded after its last request."""
+
+
 def is_label_key(key: str) -> bool:
     return len(key) <= LABEL_KEY_MAX and _LABEL_KEY_RE.fullmatch(key) is not None
 
@@ -305,8 +319,10 @@ __all__ = [
     "DNS_SUBDOMAIN_PATTERN",
     "INT32_MAX",
     "INT64_MAX",
+    "KEEP_ALIVE_PATTERN",
     "AnnotationMap",
     "Image",
+    "KeepAlive",
     "LabelKey",
     "LabelMap",
     "LabelValue",

@@ -42,6 +42,19 @@ class TableModel(Model):
     model_config = ConfigDict(extra="ignore")
 
 
+class Admission(TableModel):
+    """How much of an engine one router process may use: requests under way at once, and a
+    bounded wait for the others. Past either bound a request is refused at once (503 with
+    `Retry-After`) instead of queueing without limit on the engine."""
+
+    max_concurrent: Annotated[int, Field(ge=1)]
+    """Requests this router process has under way on the engine at once."""
+    max_waiting: Annotated[int, Field(ge=0)] = 0
+    """Requests that may wait for a free slot; one more is refused at once."""
+    max_wait_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """The longest a request waits for a slot before it is refused."""
+
+
 class Engine(TableModel):
     """One engine's OpenAI-compatible API."""
 
@@ -49,6 +62,9 @@ class Engine(TableModel):
     """Base URL without a path (`http://svc.ns.svc:8000`); `/v1/...` is appended."""
     ready: bool = True
     """False when the engine has no Ready endpoints: it then gets no traffic."""
+    admission: Admission | None = None
+    """The router's limit of requests to this engine; none when absent (a table written by
+    an operator that predates it)."""
 
 
 class Engines(TableModel):
@@ -159,6 +175,7 @@ __all__ = [
     "PROBE_HEADER",
     "REVISION_METRIC",
     "ROUTES_KEY",
+    "Admission",
     "Consumer",
     "Engine",
     "Engines",

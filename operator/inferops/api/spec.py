@@ -21,6 +21,7 @@ from inferops.api.grammar import (
     LABEL_KEY_PATTERN,
     AnnotationMap,
     Image,
+    KeepAlive,
     LabelMap,
     LabelValue,
     ObjectName,
@@ -209,6 +210,24 @@ class WorkloadSpec(Model):
     """Extra annotations on the pods (annotation keys, any values)."""
 
 
+class AdmissionSpec(Model):
+    """How many requests the router lets through to this engine at once, and how many may
+    wait for a slot and for how long; beyond that a request is refused at once (HTTP 503
+    with `Retry-After`, in the dialect of the API it used) instead of queueing on the engine.
+    The limits apply in each router pod (each router process with several workers gets its
+    share, rounded up), for the engine as a whole."""
+
+    max_concurrent: Annotated[int | None, Field(ge=1, le=100000)] = None
+    """Requests under way on the engine at once. Default: vLLM 256 (vLLM's default
+    max_num_seqs) per vLLM replica; Ollama numParallel per Ollama replica, so requests wait
+    in the router, where the wait is bounded, not in Ollama, where it is not."""
+    max_waiting: Annotated[int | None, Field(ge=0, le=100000)] = None
+    """Requests that may wait for a slot; one more is refused at once. Default: vLLM as
+    many as maxConcurrent, Ollama 4 times maxConcurrent."""
+    max_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
+    """The longest a request waits for a slot before it is refused."""
+
+
 # The extended resource of NVIDIA GPUs (device plugin); requested by vLLM and GPU Ollama pods.
 GPU = "nvidia.com/gpu"
 
@@ -253,6 +272,8 @@ class VLLMSpec(WorkloadSpec):
     tensorParallelSize > 1, where NCCL needs it."""
     startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
     """How long a pod may take to load the model before it is restarted."""
+    admission: AdmissionSpec = AdmissionSpec()
+    """The router's limit of requests to vLLM (overload is refused, not queued)."""
 
     @field_validator("extra_args")
     @classmethod
@@ -289,12 +310,21 @@ class OllamaSpec(WorkloadSpec):
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     """GPUs per pod; 0 runs on CPU and hides every GPU of the node from the container."""
     num_parallel: Annotated[int, Field(ge=1, le=256)] = 4
-    """Requests served in parallel per model (OLLAMA_NUM_PARALLEL)."""
-    keep_alive: Annotated[str, Field(pattern=r"^(-1|[0-9]+(ns|us|ms|s|m|h)?)+$")] = "24h"
-    """How long the model stays loaded after a request (OLLAMA_KEEP_ALIVE); -1 is forever."""
+    """Requests served in parallel per model (OLLAMA_NUM_PARALLEL); the router's default
+    admission limit for Ollama follows it."""
+    keep_alive: KeepAlive = "-1"
+    """How long the model stays loaded after its last request (OLLAMA_KEEP_ALIVE): `-1`
+    (the default) keeps it loaded for good, as vLLM does, so a quiet consumer's next request
+    never waits for a load; or a Go duration such as `30m` or `1h30m`. The pod loads the
+    model before it counts as Ready either way."""
     context_length: Annotated[int | None, Field(ge=1, le=INT32_MAX)] = None
     """Context length in tokens (OLLAMA_CONTEXT_LENGTH); defaults to spec.vllm.maxModelLen,
-    then 4096. Ollama silently truncates longer prompts."""
+    then 4096, so a prompt fits both engines alike. Ollama silently truncates longer
+    prompts."""
+    startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """How long a pod may take to pull and load the model before it is restarted."""
+    admission: AdmissionSpec = AdmissionSpec()
+    """The router's limit of requests to Ollama (overload is refused, not queued)."""
     cache: CacheSpec | None = None
     """Persistent storage for pulled models; an emptyDir (pulled again on restart) when
     omitted."""
@@ -428,6 +458,7 @@ class InferenceBackendSpec(Model):
 
 __all__ = [
     "MANAGED_VLLM_FLAGS",
+    "AdmissionSpec",
     "CacheSpec",
     "ConsumerSpec",
     "InferenceBackendSpec",

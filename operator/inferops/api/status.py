@@ -64,6 +64,9 @@ class EngineFiguresStatus(Model):
     """95th percentile time to first token, seconds."""
     tpot_p95: float | None = None
     """95th percentile time per output token, seconds."""
+    shed: float = 0
+    """Requests the router refused (503) because the engine was at its admission limit
+    (spec.vllm.admission, spec.ollama.admission); not counted in requests or errorRate."""
 
 
 class GateResult(Model):

@@ -1,7 +1,12 @@
 """Builds the Ollama fallback engine: its Deployment, Service and optional cache claim.
 
 The pod pulls the configured tag at start and copies it to the logical model name, so a
-request's `model` field is valid on either engine. It is Ready only once that alias exists.
+request's `model` field is valid on either engine. Ollama loads a model on its first request
+(a pause of seconds to minutes that the first consumer would pay), so the pod then loads it
+itself, with an empty prompt (Ollama's documented way to load a model), and the startup probe
+passes only once that load has returned: the pod is not Ready, and gets no traffic, before the
+model is in memory. The load keeps the model for `OLLAMA_KEEP_ALIVE` (forever by default), so
+a quiet consumer does not pay a reload either.
 """
 
 from __future__ import annotations
@@ -29,11 +34,22 @@ done
 echo "pulling $INFEROPS_OLLAMA_TAG"
 ollama pull "$INFEROPS_OLLAMA_TAG"
 ollama cp "$INFEROPS_OLLAMA_TAG" "$INFEROPS_SERVED_MODEL"
-echo "serving $INFEROPS_OLLAMA_TAG as $INFEROPS_SERVED_MODEL"
+echo "loading $INFEROPS_SERVED_MODEL"
+ollama run "$INFEROPS_SERVED_MODEL" "" </dev/null >/dev/null
+touch "$INFEROPS_LOADED_MARKER"
+echo "serving $INFEROPS_OLLAMA_TAG as $INFEROPS_SERVED_MODEL, loaded"
 wait "$server"
 """
 
+LOADED_MARKER = "/tmp/inferops-model-loaded"
+"""Written once the start script's load returned; in the container's own filesystem, so a
+restarted container loads again before it counts as started."""
+
+# Startup: the model was loaded (the marker, not `ollama ps`: with a short keepAlive the model
+# may be unloaded again by the time the probe looks, which must not restart the pod).
+STARTED_CHECK = 'test -f "$INFEROPS_LOADED_MARKER"'
 READY_CHECK = 'ollama show "$INFEROPS_SERVED_MODEL" >/dev/null'
+STARTUP_PERIOD_SECONDS = 2
 
 
 def context_length(spec: InferenceBackendSpec, ollama: OllamaSpec) -> int:
@@ -41,9 +57,14 @@ def context_length(spec: InferenceBackendSpec, ollama: OllamaSpec) -> int:
     return ollama.context_length or spec.vllm.max_model_len or DEFAULT_CONTEXT_LENGTH
 
 
+def startup_failures(ollama: OllamaSpec) -> int:
+    return max(1, -(-ollama.startup_timeout_seconds // STARTUP_PERIOD_SECONDS))
+
+
 def environment(spec: InferenceBackendSpec, ollama: OllamaSpec) -> list[common.Obj]:
     assert ollama.model is not None  # the CRD requires it when enabled
     values = {
+        "INFEROPS_LOADED_MARKER": LOADED_MARKER,
         "INFEROPS_OLLAMA_TAG": ollama.model,
         "INFEROPS_SERVED_MODEL": spec.model,
         "OLLAMA_CONTEXT_LENGTH": str(context_length(spec, ollama)),
@@ -67,9 +88,11 @@ def deployment(
         "command": ["/bin/sh", "-c", START_SCRIPT],
         "env": environment(spec, ollama),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        # The server answers quickly; the pull can take long and only readiness waits for it.
-        "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2,
-                         "failureThreshold": 60},
+        # Pull and load may take long: no liveness kill before they are done, within the
+        # spec's budget.
+        "startupProbe": {"exec": {"command": ["/bin/sh", "-c", STARTED_CHECK]},
+                         "periodSeconds": STARTUP_PERIOD_SECONDS, "timeoutSeconds": 5,
+                         "failureThreshold": startup_failures(ollama)},
         "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
                            "periodSeconds": 10, "timeoutSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 15,

@@ -16,6 +16,7 @@ from inferops.api import GROUP
 from inferops.api.grammar import quantity_value
 from inferops.api.routing import (
     ROUTES_KEY,
+    Admission,
     Consumer,
     Engine,
     Engines,
@@ -23,7 +24,13 @@ from inferops.api.routing import (
     Timeouts,
     with_revision,
 )
-from inferops.api.spec import ConsumerSpec, InferenceBackendSpec, RouterSpec
+from inferops.api.spec import (
+    AdmissionSpec,
+    ConsumerSpec,
+    InferenceBackendSpec,
+    RouterSpec,
+    WorkloadSpec,
+)
 from inferops.builders import common, ollama, vllm
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
@@ -83,6 +90,30 @@ def endpoint(owner: Owner, consumer: ConsumerSpec) -> str:
     return f"http://{service_name(owner, consumer)}.{owner.namespace}.svc"
 
 
+VLLM_SLOTS = 256
+"""vLLM's default `max_num_seqs`: the sequences one replica batches at once."""
+OLLAMA_WAITING_FACTOR = 4
+"""Ollama's default wait room, in multiples of its slots: long enough to absorb a burst,
+short enough that a CPU Ollama serves a waiter within a few requests' time."""
+
+
+def admission(
+    limits: AdmissionSpec, engine: WorkloadSpec, per_replica: int, waiting_factor: int,
+    workers: int,
+) -> Admission:  # fmt: skip
+    """One router process's share of an engine's admission limits. Defaults: `per_replica`
+    slots per engine replica, `waiting_factor` times that waiting; a pod's figures are split
+    between its worker processes, rounded up (each process admits on its own)."""
+    replicas = max(1, engine.replicas if engine.replicas is not None else engine.INITIAL_REPLICAS)
+    concurrent = limits.max_concurrent or per_replica * replicas
+    waiting = limits.max_waiting if limits.max_waiting is not None else concurrent * waiting_factor
+    return Admission(
+        max_concurrent=-(-concurrent // workers),
+        max_waiting=-(-waiting // workers),
+        max_wait_seconds=limits.max_wait_seconds,
+    )
+
+
 def routing_table(
     spec: InferenceBackendSpec,
     owner: Owner,
@@ -96,16 +127,21 @@ def routing_table(
     `weights` are the live weights the operator decided (a rollout moves them step by step);
     a consumer missing from it gets its spec weight."""
     live = weights or {}
+    count = workers(spec.router)
     ollama_engine = None
-    if ollama.enabled(spec):
+    if fallback := ollama.enabled(spec):
         ollama_engine = Engine(
             url=common.service_url(owner, ollama.ENGINE, ollama.PORT),
             ready=ready.get(ollama.ENGINE, False),
+            admission=admission(
+                fallback.admission, fallback, fallback.num_parallel, OLLAMA_WAITING_FACTOR, count
+            ),
         )
     engines = Engines(
         vllm=Engine(
             url=common.service_url(owner, vllm.ENGINE, vllm.PORT),
             ready=ready.get(vllm.ENGINE, False),
+            admission=admission(spec.vllm.admission, spec.vllm, VLLM_SLOTS, 1, count),
         ),
         ollama=ollama_engine,
     )

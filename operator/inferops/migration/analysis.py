@@ -38,6 +38,7 @@ def figures_status(figures: EngineFigures | None) -> EngineFiguresStatus | None:
         error_rate=figures.error_rate,
         ttft_p95=figures.ttft_p95,
         tpot_p95=figures.tpot_p95,
+        shed=figures.shed,
     )
 
 

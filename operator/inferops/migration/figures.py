@@ -37,10 +37,14 @@ class EngineFigures:
     """95th percentile of the time to first token, seconds; None when there is no data."""
     tpot_p95: float | None
     """95th percentile of the time per output token, seconds; None when there is no data."""
+    shed: float = 0.0
+    """Requests the router refused in the window because the engine was at its admission
+    limit (`inferops_router_shed_total`). Not in `requests` nor `errors`: a refusal is the
+    configured capacity speaking, not the engine failing, and it is reported, not judged."""
 
     def __post_init__(self) -> None:
         # A source that let a NaN through is a bug; fail where it happened, not in a verdict.
-        for name in ("requests", "errors"):
+        for name in ("requests", "errors", "shed"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite count >= 0, got {value!r}")

@@ -34,6 +34,7 @@ REQUESTS = "inferops_router_requests_total"
 ERRORS = "inferops_router_errors_total"
 TTFT = "inferops_router_time_to_first_token_seconds"
 TPOT = "inferops_router_time_per_output_token_seconds"
+SHED = "inferops_router_shed_total"
 NO_ENGINE = "none"
 QUANTILE = 0.95
 
@@ -131,6 +132,7 @@ class PrometheusSource:
         return {
             "requests": f"sum by (engine) (increase({REQUESTS}{{{sel}}}[{window}s]))",
             "errors": f"sum by (engine) (increase({ERRORS}{{{sel}}}[{window}s]))",
+            "shed": f"sum by (engine) (increase({SHED}{{{sel}}}[{window}s]))",
             "ttft_p95": histogram(TTFT),
             "tpot_p95": histogram(TPOT),
         }
@@ -170,7 +172,7 @@ class PrometheusSource:
         if not any(engine in values for values in results.values()):
             return None
         counts = {}
-        for name in ("requests", "errors"):
+        for name in ("requests", "errors", "shed"):
             value = results[name].get(engine, 0.0)
             if not math.isfinite(value) or value < 0:
                 raise SourceError(
@@ -184,6 +186,7 @@ class PrometheusSource:
             # NaN is histogram_quantile's "no observation in the window": no data.
             ttft_p95=finite(results["ttft_p95"].get(engine)),
             tpot_p95=finite(results["tpot_p95"].get(engine)),
+            shed=counts["shed"],
         )
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
@@ -239,7 +242,7 @@ class PrometheusSource:
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 """A sample's name and its labels other than `consumer`, sorted."""
 
-WANTED = frozenset({REQUESTS, ERRORS, f"{TTFT}_bucket", f"{TPOT}_bucket"})
+WANTED = frozenset({REQUESTS, ERRORS, SHED, f"{TTFT}_bucket", f"{TPOT}_bucket"})
 
 
 @dataclass(frozen=True)
@@ -428,7 +431,7 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
 
 
 def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigures:
-    sums = {REQUESTS: 0.0, ERRORS: 0.0}
+    sums = {REQUESTS: 0.0, ERRORS: 0.0, SHED: 0.0}
     buckets: dict[str, dict[float, float]] = {f"{TTFT}_bucket": {}, f"{TPOT}_bucket": {}}
     for (name, labels), delta in deltas.items():
         label = dict(labels)
@@ -444,6 +447,7 @@ def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigure
         errors=sums[ERRORS],
         ttft_p95=_p95(buckets[f"{TTFT}_bucket"].items()),
         tpot_p95=_p95(buckets[f"{TPOT}_bucket"].items()),
+        shed=sums[SHED],
     )
 
 

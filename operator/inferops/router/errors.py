@@ -91,6 +91,29 @@ def managed_model(method: str, path: str, model: str | None) -> RouterError:
     )
 
 
+RETRY_AFTER_SECONDS = 1
+RETRY_AFTER = b"Retry-After: %d\r\n" % RETRY_AFTER_SECONDS
+"""The header of an overload refusal: a slot frees about once per request's duration, so a
+short wait is enough, and the clients that honour it (OpenAI's) add jitter of their own."""
+
+
+def overloaded(
+    engine: str, queue_full: bool, limit: int, waiting: int, waited: float
+) -> RouterError:
+    """Refused for overload: 503 (the service is over its capacity for now, as Ollama's own
+    "server busy" answer), not 429 (which tells a client it sent too much)."""
+    if queue_full:
+        why = f"{limit} requests under way and {waiting} waiting, its limit"
+    else:
+        why = f"no slot freed within {waited:.3g}s (its {limit} request slots stayed busy)"
+    return RouterError(
+        503,
+        f"engine {engine!r} is overloaded: {why}; retry after {RETRY_AFTER_SECONDS}s",
+        "engine_overloaded",
+        "server_error",
+    )
+
+
 def no_table() -> RouterError:
     return RouterError(503, "no routing table loaded yet", "no_routing_table", "server_error")
 
@@ -122,12 +145,15 @@ def stream_error_ollama(message: str) -> bytes:
 __all__ = [
     "OLLAMA",
     "OPENAI",
+    "RETRY_AFTER",
+    "RETRY_AFTER_SECONDS",
     "RouterError",
     "bad_json",
     "bad_request",
     "dialect_of",
     "managed_model",
     "no_table",
+    "overloaded",
     "render",
     "stream_error_ollama",
     "stream_error_openai",

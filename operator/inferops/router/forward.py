@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import time
 
-from inferops.router import errors
+from inferops.router import admission, errors
+from inferops.router.admission import Gate
 from inferops.router.alarms import Alarms
 from inferops.router.errors import RouterError
 from inferops.router.http1 import Request
@@ -36,9 +37,9 @@ log = logging.getLogger("inferops.router.forward")
 
 
 # Phases of a Forward.
-HEAD, WHOLE, FIRST, STREAMING, FINISHED = range(5)
+HEAD, WHOLE, FIRST, STREAMING, FINISHED, WAITING = range(6)
 """Waiting for the answer's head; reading a whole answer; waiting for a stream's first piece;
-relaying a stream; over."""
+relaying a stream; over; waiting for a slot on the engine (`admission.Gate`)."""
 
 SSE = b"text/event-stream"
 
@@ -59,6 +60,7 @@ class Forward:
         "conn",
         "content_type",
         "dialect",
+        "held",
         "idle_seconds",
         "index",
         "intake",
@@ -72,6 +74,7 @@ class Forward:
         "status",
         "target",
         "targets",
+        "waited_since",
     )
 
     def __init__(
@@ -106,6 +109,9 @@ class Forward:
         self.idle_seconds = intake.routes.first_byte_seconds
         self.last = 0.0
         """When the last piece of a stream arrived (monotonic)."""
+        self.held: Gate | None = None
+        """The gate whose slot the current attempt holds, until it ends."""
+        self.waited_since = 0.0
 
     def start(self) -> None:
         self.request.listener = self
@@ -114,10 +120,51 @@ class Forward:
     # -- attempts ------------------------------------------------------------------------------
 
     def _attempt(self) -> None:
+        target = self.target = self.targets[self.index]
+        self.can_fall_back = self.index < len(self.targets) - 1
+        gate = target.gate
+        if gate.active < gate.limit:  # `Gate.enter` inline: a method call per request saved
+            gate.active += 1
+            self.held = gate
+            self._send()
+        elif gate.wait(self) == admission.QUEUED:
+            self.phase = WAITING
+            self.waited_since = now = time.monotonic()
+            self.alarms.set(self, min(now + gate.wait_seconds, self.intake.deadline))
+        else:
+            self._shed(admission.QUEUE_FULL)
+
+    def admitted(self) -> None:
+        """A slot freed up for the waiting attempt (`admission.Waiter`)."""
+        self.alarms.clear(self)
+        self.held = self.target.gate
+        self._send()
+
+    def _shed(self, reason: str) -> None:
+        """The engine is at its limit: refused at once, without asking it. No other engine
+        is tried: vLLM's overflow would swamp the consumers still on the smaller Ollama."""
+        self.phase = FINISHED
+        intake = self.intake
+        gate = self.target.gate
+        intake.ex.metrics.shed(intake.ex.consumer, gate.name, intake.ex.route, reason)
+        waited = time.monotonic() - self.waited_since
+        error = errors.overloaded(
+            gate.name, reason == admission.QUEUE_FULL, gate.limit, len(gate.queue), waited
+        )
+        self.request.reply(errors.render(self.dialect, error, errors.RETRY_AFTER))
+
+    def _release(self) -> None:
+        gate = self.held
+        if gate is not None:
+            self.held = None
+            gate.release()
+
+    def _send(self) -> None:
+        """The attempt holds a slot on its engine: the request goes out."""
         intake = self.intake
         routes = intake.routes
-        target = self.target = self.targets[self.index]
-        self.can_fall_back = can_fall_back = self.index < len(self.targets) - 1
+        target = self.target
+        can_fall_back = self.can_fall_back
         self.attempt += 1
         self.phase = HEAD
         self.conn = None
@@ -157,15 +204,21 @@ class Forward:
         self.request.reply(errors.render(self.dialect, error))
 
     def _drop_engine(self) -> None:
-        """Stops waiting for the current engine: no alarm, its connection closed."""
+        """Stops waiting for the current engine: no alarm, its slot freed, its connection
+        closed."""
         self.alarms.clear(self)
+        self._release()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()
 
     def alarm(self) -> None:
-        if self.phase == STREAMING:
+        phase = self.phase
+        if phase == STREAMING:
             self._check_silence()
+        elif phase == WAITING:
+            self.target.gate.leave(self)
+            self._shed(admission.WAIT_TIMEOUT)
         else:
             self._no_first_byte()
 
@@ -227,6 +280,7 @@ class Forward:
     def end(self) -> None:
         phase = self.phase
         self.conn = None  # answered in full: the pool keeps the connection
+        self._release()
         if phase == STREAMING:
             self._stream_end()
         elif phase == WHOLE:
@@ -250,9 +304,16 @@ class Forward:
     # -- the client's side (http1.Listener) ----------------------------------------------------
 
     def client_lost(self) -> None:
-        if self.phase == FINISHED:
+        phase = self.phase
+        if phase == FINISHED:
             return
         self.phase = FINISHED
+        if phase == WAITING:  # never reached the engine: a refusal of the client's making
+            self.alarms.clear(self)
+            self.target.gate.leave(self)
+            ex = self.intake.ex
+            ex.metrics.refused(ex.consumer, ex.route, CLIENT_CLOSED)
+            return
         self._drop_engine()
         self.intake.ex.done(CLIENT_CLOSED)
 

@@ -57,6 +57,8 @@ HELP = {
     "tokens": "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
     "fallbacks": "Requests retried on the fallback engine; `engine` is the engine that failed.",
     "in_flight": "Engine attempts under way.",
+    "shed": "Requests refused for overload (503 with Retry-After) because `engine` was at its "
+    "admission limit: `queue_full` (no room to wait) or `wait_timeout` (no slot in time).",
 }
 
 
@@ -103,6 +105,7 @@ class Series:
         "labels",
         "latency",
         "prompt",
+        "shed",
         "tpot",
         "ttft",
     )
@@ -118,6 +121,7 @@ class Series:
         self.by_code: dict[int, int] = {}
         self.by_reason: dict[str, int] = {}
         self.fallbacks: dict[str, int] = {}
+        self.shed: dict[str, int] = {}
 
     def count(self, code: int) -> None:
         by_code = self.by_code
@@ -165,6 +169,7 @@ class DataPathCollector(Collector):
         fallbacks = CounterMetricFamily(
             "inferops_router_fallbacks", HELP["fallbacks"], labels=[*LABELS, "reason"]
         )
+        shed = CounterMetricFamily("inferops_router_shed", HELP["shed"], labels=[*LABELS, "reason"])
         in_flight = GaugeMetricFamily(
             "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
         )
@@ -177,6 +182,8 @@ class DataPathCollector(Collector):
                 errors.add_metric([*labels, reason], n)
             for reason, n in one.fallbacks.items():
                 fallbacks.add_metric([*labels, reason], n)
+            for reason, n in one.shed.items():
+                shed.add_metric([*labels, reason], n)
             if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
                 continue
             latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
@@ -188,7 +195,7 @@ class DataPathCollector(Collector):
             flying[key] = flying.get(key, 0) + one.in_flight
         for (consumer, engine), n in flying.items():
             in_flight.add_metric([consumer, engine], n)
-        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, in_flight)
+        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed, in_flight)
 
 
 class RouterMetrics:
@@ -253,6 +260,13 @@ class RouterMetrics:
 
     def refused(self, consumer: str, route: str, code: int) -> None:
         self.series(consumer, NO_ENGINE, route).count(code)
+
+    def shed(self, consumer: str, engine: str, route: str, reason: str) -> None:
+        """A request refused (503) because `engine` was at its admission limit: counted as a
+        refusal, and as shed for that engine and `reason`."""
+        self.refused(consumer, route, 503)
+        shed = self.series(consumer, engine, route).shed
+        shed[reason] = shed.get(reason, 0) + 1
 
 
 class Exchange:

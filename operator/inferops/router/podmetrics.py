@@ -38,7 +38,7 @@ Snapshot = list[dict[str, Any]]
 """One worker's figures: one dict per `Series` (see `snapshot`)."""
 
 HISTOGRAMS = ("latency", "ttft", "tpot")
-COUNTS = ("by_code", "by_reason", "fallbacks")
+COUNTS = ("by_code", "by_reason", "fallbacks", "shed")
 
 
 def socket_path(run_dir: str | Path, index: int) -> Path:
@@ -63,6 +63,7 @@ def snapshot(series: Iterable[Series]) -> Snapshot:
         item["by_code"] = {str(code): n for code, n in one.by_code.items()}
         item["by_reason"] = dict(one.by_reason)
         item["fallbacks"] = dict(one.fallbacks)
+        item["shed"] = dict(one.shed)
         out.append(item)
     return out
 
@@ -91,9 +92,10 @@ def merge(snapshots: Iterable[Snapshot]) -> list[Series]:
             into_codes = into.by_code
             for code, n in item["by_code"].items():
                 into_codes[int(code)] = into_codes.get(int(code), 0) + n
-            for name in ("by_reason", "fallbacks"):
+            for name in ("by_reason", "fallbacks", "shed"):
                 counts_by: dict[str, int] = getattr(into, name)
-                for reason, n in item[name].items():
+                # .get: a worker of an older version (mid-upgrade) sends no "shed".
+                for reason, n in item.get(name, {}).items():
                     counts_by[reason] = counts_by.get(reason, 0) + n
     return list(merged.values())
 

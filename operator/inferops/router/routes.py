@@ -9,9 +9,11 @@ the engine of a request in flight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from inferops.api.routing import RoutingTable, normalize_host
+from inferops.api.routing import Admission, RoutingTable, normalize_host
+from inferops.router.admission import Gate
 from inferops.router.pool import Origin
 
 VLLM = "vllm"
@@ -39,6 +41,8 @@ class Target:
     origin: Origin
     heads: dict[str, bytes]
     """Upstream path -> the request line and fixed headers of a POST to it, built once."""
+    gate: Gate
+    """The engine's admission: the router's, shared by every table (`admission.Gate`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,7 @@ class Routes:
         return model in self.model_names
 
 
-def _target(name: str, url: str, ready: bool) -> Target:
+def _target(name: str, url: str, ready: bool, gate: Gate) -> Target:
     base = url.rstrip("/")
     origin = Origin.parse(base)
     return Target(
@@ -106,6 +110,7 @@ def _target(name: str, url: str, ready: bool) -> Target:
         {path: base + path for path in UPSTREAM_PATHS},
         origin,
         {path: origin.request_head("POST", path, BASE_HEADERS) for path in UPSTREAM_PATHS},
+        gate,
     )
 
 
@@ -129,10 +134,24 @@ def _model_names(model: str, aliases: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
-def compile_table(table: RoutingTable, generation: int = 0) -> Routes:
-    vllm = _target(VLLM, table.engines.vllm.url, table.engines.vllm.ready)
+def admissions(table: RoutingTable) -> dict[str, Admission | None]:
+    """Each engine's admission limits in `table` (None: no limit)."""
+    ollama = table.engines.ollama
+    return {VLLM: table.engines.vllm.admission, OLLAMA: ollama.admission if ollama else None}
+
+
+def compile_table(
+    table: RoutingTable, generation: int = 0, gates: Mapping[str, Gate] | None = None
+) -> Routes:
+    """`gates` are the router's, one per engine; a table compiled without them gets gates
+    of its own, configured from it (tests, tools)."""
+    if gates is None:
+        gates = {name: Gate(name) for name in ENGINES}
+        for name, admission in admissions(table).items():
+            gates[name].configure(admission)
+    vllm = _target(VLLM, table.engines.vllm.url, table.engines.vllm.ready, gates[VLLM])
     ollama = (
-        _target(OLLAMA, table.engines.ollama.url, table.engines.ollama.ready)
+        _target(OLLAMA, table.engines.ollama.url, table.engines.ollama.ready, gates[OLLAMA])
         if table.engines.ollama
         else None
     )
@@ -192,5 +211,6 @@ __all__ = [
     "ConsumerRoute",
     "Routes",
     "Target",
+    "admissions",
     "compile_table",
 ]

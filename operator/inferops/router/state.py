@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from inferops.api.routing import RoutingTable, with_engine_urls
+from inferops.router.admission import Gate
 from inferops.router.metrics import RouterMetrics
 from inferops.router.pool import Pool
-from inferops.router.routes import Routes, compile_table
+from inferops.router.routes import ENGINES, Routes, admissions, compile_table
 
 if TYPE_CHECKING:
     from inferops.router.podmetrics import PodMetrics
@@ -49,6 +50,9 @@ class RouterState:
         while it is."""
         self.pod: PodMetrics | None = None
         """Set in a worker of several (`--workers`): `/metrics` shows the pod's totals."""
+        self.gates = {name: Gate(name) for name in ENGINES}
+        """Each engine's admission, kept across tables so requests under way keep their
+        slots when a table is installed."""
         self._pool: Pool | None = None
 
     @property
@@ -73,7 +77,9 @@ class RouterState:
             metrics.table_loads.labels("unchanged").inc()
             return False
         self.generation += 1
-        routes = compile_table(table, self.generation)
+        routes = compile_table(table, self.generation, self.gates)
+        for name, admission in admissions(table).items():
+            self.gates[name].configure(admission)
         previous = self.routes
         self.routes = routes
         self.loaded_at = time.time()
