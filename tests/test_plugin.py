@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -624,3 +627,50 @@ async def test_a_missing_kubeconfig_is_reported(tmp_path: Path) -> None:
     code, _, err = await ib("--kubeconfig", str(tmp_path / "none"), "status", "x")
     assert code == 1
     assert err.startswith("error: no usable kubeconfig")
+
+
+async def test_a_reader_that_stops_early_ends_the_command_quietly(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    """`kubectl ib status NAME | head -1` through a real pipe: the reader takes one line and
+    closes its end while the plugin still has far more to write than a pipe holds. The plugin
+    ends like kubectl or cat killed by SIGPIPE would, as a shell reports it (141), with
+    nothing on stderr."""
+    assert api.obj is not None
+    long = "x" * 2000  # every consumer's block carries a long message: output >> 64 KiB
+    api.obj["status"]["consumers"] = [
+        consumer(f"c{i}", "Pending", message=f"{i} {long}") for i in range(64)
+    ]
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "inferops.plugin",
+        "--kubeconfig",
+        kubeconfig,
+        "status",
+        "llama32",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+
+    def head_1() -> bytes:
+        """head -1: read up to the first newline, then close the read end, so the plugin's
+        next write fails with EPIPE."""
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(read_end, 1)
+            if not chunk:
+                break
+            line += chunk
+        os.close(read_end)
+        return line
+
+    # In a thread: the fake API server answers the plugin from this event loop meanwhile.
+    assert await asyncio.to_thread(head_1) == b"InferenceBackend ai/llama32\n"
+    assert process.stderr is not None
+    err = await process.stderr.read()
+    code = await process.wait()
+    assert err == b""
+    assert code == 128 + signal.SIGPIPE

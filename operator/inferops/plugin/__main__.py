@@ -26,6 +26,8 @@ from inferops.plugin.render import render_status
 
 FIELD_MANAGER = "kubectl-ib"
 DEFAULT_TIMEOUT = 30.0
+# 128 + SIGPIPE (13): the exit status shells give a process killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 # The action commands and their help (argparse formats it: %% is a percent sign).
 ACTION_HELP = {
@@ -160,7 +162,18 @@ async def run(
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run(sys.argv[1:])))
+    try:
+        code = asyncio.run(run(sys.argv[1:]))
+        sys.stdout.flush()  # a reader gone before the last buffered bytes shows here
+    except BrokenPipeError:
+        # The reader closed the pipe (`kubectl ib status NAME | head -1`): stop quietly, with
+        # the status a shell reports for kubectl or cat killed by SIGPIPE. Python ignores
+        # SIGPIPE (so the API connection's sockets raise instead of killing the process), so
+        # this is done by hand. stdout goes to /dev/null so the interpreter's final flush of
+        # what is still buffered does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 
 
 if __name__ == "__main__":
