@@ -150,6 +150,11 @@ ROWS = [
         [running("notes", 1, 50, passed_samples=1), consumer("rag", phase="Pending")], 100,
         Observations(vllm_ready=True, action=Action("a1", "promote", "notes")),
         {"notes": {"phase": "Progressing", "step": 2, "weight": 100}}, events=("ActionDone",)),
+    Row("promote at the last step is rejected: the analysis at 100% decides, or --full",
+        [running("notes", 2, 100), consumer("rag", phase="Pending")], 3,
+        Observations(vllm_ready=True, action=Action("a2", "promote", "notes")),
+        {"notes": {"phase": "Progressing", "step": 2, "weight": 100}},
+        events=("ActionRejected",)),
     Row("promote --full migrates at once",
         [running("notes", 0, 10), consumer("rag", phase="Pending")], 1,
         Observations(vllm_ready=True, action=Action("a1", "promote-full")),
@@ -220,11 +225,22 @@ ROWS = [
         [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)), paused=True),
          consumer("rag", phase="Pending")], 70,
         Observations(vllm_ready=True), {"notes": {"phase": "Paused", "step": 0}}),
+    Row("pause before the step has started: Paused at once, still waiting for routers",
+        [running("notes", 0, 10, started=None), consumer("rag", phase="Pending")], 3,
+        Observations(vllm_ready=True, served=SERVED_0, action=Action("p", "pause", "notes")),
+        {"notes": {"phase": "Paused", "paused": True, "step_started_at": None}},
+        events=("ActionDone",)),
+    Row("spec.migration.paused before the step has started: Paused",
+        [running("notes", 0, 10, started=None)], 3,
+        Observations(vllm_ready=True, served={"notes": 0}),
+        {"notes": {"phase": "Paused", "step_started_at": None}},
+        spec=make_spec([{"name": "notes"}], paused=True)),
     Row("resume lets it move on",
         [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)), paused=True),
          consumer("rag", phase="Pending")], 70,
         Observations(vllm_ready=True, action=Action("r", "resume", "notes")),
-        {"notes": {"phase": "Progressing", "step": 1, "paused": False}}),
+        # Step 2 waits for a promote: Paused from the moment it is written.
+        {"notes": {"phase": "Paused", "step": 1, "paused": False}}),
     Row("spec.migration.paused holds every consumer",
         [running("notes", 0, 10, passed_samples=2, last_sample_at=stamp(at(55)))], 70,
         Observations(vllm_ready=True), {"notes": {"phase": "Paused", "step": 0}},
@@ -243,6 +259,24 @@ ROWS = [
          consumer("rag", phase="Pending")], 10,
         Observations(vllm_ready=True, action=Action("y", "retry", "notes")),
         {"notes": {"phase": "Progressing", "step": 0, "weight": 10, "failed_samples": 0}}),
+    Row("retry while another consumer is in progress: queued, waits for maxParallel",
+        [consumer("notes", phase="Migrated", weight=100, step=2),
+         consumer("rag", phase="Aborted", step=1), running("ner", 0, 10)], 10,
+        Observations(vllm_ready=True, action=Action("y", "retry", "rag")),
+        {"rag": {"phase": "Pending", "weight": 0, "step": None},
+         "ner": {"phase": "Progressing"}},
+        spec=make_spec([{"name": "notes"}, {"name": "rag"}, {"name": "ner"}]),
+        events=("ActionDone",)),
+    Row("retry behind an aborted consumer: queued, list order holds it",
+        [consumer("notes", phase="Aborted", step=1), consumer("rag", phase="Aborted", step=0)],
+        10, Observations(vllm_ready=True, action=Action("y", "retry", "rag")),
+        {"notes": {"phase": "Aborted"}, "rag": {"phase": "Pending", "weight": 0}},
+        events=("ActionDone",)),
+    Row("steps edited: an aborted consumer is queued, not started past maxParallel",
+        [consumer("notes", phase="Aborted", step=2), running("rag", 1, 50)], 10,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Pending", "weight": 0}, "rag": {"step": 0, "weight": 10}},
+        migration=MigrationStatus(spec_hash="older"), events=("SpecChanged",)),
     Row("retry of a consumer in progress is rejected",
         [running("notes", 0, 10), consumer("rag", phase="Pending")], 1,
         Observations(vllm_ready=True, action=Action("y", "retry", "notes")),
@@ -339,9 +373,8 @@ def test_planning_again_from_the_result_changes_nothing_more(row: Row) -> None:
         ),
         at(row.now),
     )
-    assert [c.model_dump(exclude={"message", "phase"}) for c in again.consumers] == [
-        c.model_dump(exclude={"message", "phase"}) for c in first.consumers
-    ]
+    assert [c.model_dump() for c in again.consumers] == [c.model_dump() for c in first.consumers]
+    assert again.migration == first.migration
     assert not [e for e in again.events if e.reason in ("StepStarted", "Migrated", "RolledBack")]
 
 
@@ -390,3 +423,37 @@ def test_rollback_condition_and_event_name_the_figures() -> None:
     notes = result.consumers[0]
     assert notes.last_analysis is not None and notes.last_analysis.verdict == "Fail"
     assert "ttftP95 3 > 0.6" in notes.message
+
+
+def _row(id_: str) -> Row:
+    return ROWS[[r.id for r in ROWS].index(id_)]
+
+
+@pytest.mark.parametrize(
+    ("row_id", "result", "message"),
+    [
+        ("promote at the last step is rejected: the analysis at 100% decides, or --full",
+         "Rejected", "notes is at its last step (3/3, 100%): its analysis at 100% marks it "
+         "Migrated; promote --full marks it Migrated now, without that analysis"),
+        ("promote --full migrates at once", "Done",
+         "notes promoted to 100% and marked Migrated, without the analysis at 100%"),
+        ("promote ends a manual pause", "Done", "notes promoted to 100% (step 3/3)"),
+        ("retry starts over from the first step", "Done", "notes starts over from its first step"),
+        ("retry while another consumer is in progress: queued, waits for maxParallel", "Done",
+         "rag queued: it starts over from its first step when its turn comes "
+         "(maxParallel is 1; in progress: ner)"),
+        ("retry behind an aborted consumer: queued, list order holds it", "Done",
+         "rag queued: it starts over from its first step when its turn comes "
+         "(notes before it in the list is Aborted)"),
+        ("pause before the step has started: Paused at once, still waiting for routers", "Done",
+         "notes paused at 10%"),
+    ],
+)  # fmt: skip
+def test_the_acknowledgement_says_what_happened(row_id: str, result: str, message: str) -> None:
+    """The record `kubectl ib` prints, and the Event beside it."""
+    done = run(_row(row_id))
+    record = done.migration.last_action
+    assert record is not None
+    assert (record.result, record.message) == (result, message)
+    [event] = [e for e in done.events if e.reason.startswith("Action")]
+    assert (event.reason, event.message) == (f"Action{result}", f"{record.action}: {message}")

@@ -335,6 +335,22 @@ def test_phase_checks(action: str, phase: str, paused: bool, refusal: str | None
             actions.plan(obj, action, "rag")
 
 
+def test_promote_at_the_last_step_is_refused_pointing_at_full() -> None:
+    """A second promote (to make sure the first worked) must not skip the analysis at 100%
+    without saying so: it is refused, and --full named as the way to do that on purpose."""
+    obj = resource([consumer("rag", "Progressing", 100, step=2)])
+    with pytest.raises(actions.Refused) as refused:
+        actions.plan(obj, "promote", "rag")
+    assert str(refused.value) == (
+        "rag is at its last step (3/3, 100%): its analysis at 100% marks it Migrated; "
+        "`kubectl ib promote llama32 rag --full -n ai` marks it Migrated now, without that "
+        "analysis"
+    )
+    assert actions.plan(obj, "promote-full", "rag") == "rag"
+    assert actions.plan(resource([consumer("rag", "Progressing", 50, step=1)]), "promote",
+                        "rag") == "rag"  # fmt: skip
+
+
 def test_resume_cannot_lift_a_pause_set_in_the_spec() -> None:
     obj = resource([consumer("rag", "Paused", 10)], migration={"steps": STEPS, "paused": True})
     with pytest.raises(actions.Refused, match=re.escape("held by spec.migration.paused")):
