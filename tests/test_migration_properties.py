@@ -134,7 +134,7 @@ def starting_states(draw: st.DrawFn, setup: Setup) -> list[ConsumerStatus]:
                 _consumer(
                     c.name,
                     phase=phase,
-                    step=index,
+                    step=index + 1,  # status counts steps from 1
                     weight=steps[index].weight,
                     paused=phase == "Paused" and draw(st.booleans()),
                     step_started_at=None
@@ -144,11 +144,11 @@ def starting_states(draw: st.DrawFn, setup: Setup) -> list[ConsumerStatus]:
                 )
             )
         elif phase == "Migrated":
-            states.append(_consumer(c.name, phase=phase, step=len(steps) - 1, weight=100))
+            states.append(_consumer(c.name, phase=phase, step=len(steps), weight=100))
         elif phase == "Pending":
             states.append(_consumer(c.name, phase=phase))
         else:
-            states.append(_consumer(c.name, phase=phase, step=draw(st.integers(0, len(steps) - 1))))
+            states.append(_consumer(c.name, phase=phase, step=draw(st.integers(1, len(steps)))))
     return states
 
 
@@ -189,7 +189,8 @@ def check(spec: InferenceBackendSpec, before: list[ConsumerStatus], after: Plan)
             expected = 100
         elif c.phase in IN_PROGRESS:
             assert c.step is not None
-            expected = migration.steps[c.step].weight
+            assert 1 <= c.step <= len(migration.steps), f"{c.name} at step {c.step}"
+            expected = migration.steps[c.step - 1].weight
         else:
             expected = 0
         assert c.weight == expected, f"{c.name} ({c.phase}) at {c.weight}%, expected {expected}%"

@@ -50,7 +50,7 @@ def consumer(name: str, phase: str, weight: int = 0, **extra: Any) -> dict[str, 
 RAG_ANALYSIS = {
     "verdict": "Pass",
     "time": ago(45),
-    "step": 1,
+    "step": 2,
     "message": "every gate passed",
     "vllm": {"requests": 120.4, "errorRate": 0.008, "ttftP95": 0.412, "tpotP95": 0.0312},
     "ollama": {"requests": 118, "errorRate": 0.0, "ttftP95": 0.38, "tpotP95": 0.045},
@@ -77,12 +77,12 @@ def resource(
         overrides["migration"] = migration or {"steps": STEPS}
     if consumers is None:
         consumers = [
-            consumer("notes", "Migrated", 100, step=2, passedSamples=1),
+            consumer("notes", "Migrated", 100, step=3, passedSamples=1),
             consumer(
                 "rag",
                 "Progressing",
                 50,
-                step=1,
+                step=2,
                 stepStartedAt=ago(252),
                 passedSamples=2,
                 inconclusiveSamples=1,
@@ -150,6 +150,8 @@ def test_consumer_table_aligns_columns_and_counts_steps_from_one() -> None:
         "notes      Migrated      100%     3/3    -         1/0/0     -",
         "rag        Progressing   50%      2/3    4m12s     2/0/1     Pass",
         "ner        Pending       0%       -      -         0/0/0     -",
+        "SAMPLES: passed/failed/inconclusive samples of the step (inconclusive: in a row)",
+        "IN-STEP: time since every router serves the step's weight",
     ]
 
 
@@ -203,9 +205,9 @@ def test_analysis_block_puts_vllm_beside_ollama_with_the_gates() -> None:
 
 
 def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
-    analysis = {**RAG_ANALYSIS, "step": 2, "ollama": None, "gates": []}
+    analysis = {**RAG_ANALYSIS, "step": 3, "ollama": None, "gates": []}
     baseline = {"requests": 50, "errorRate": 0.01, "ttftP95": 0.4, "tpotP95": 0.0049}
-    c = consumer("rag", "Progressing", 100, step=2, lastAnalysis=analysis, baseline=baseline)
+    c = consumer("rag", "Progressing", 100, step=3, lastAnalysis=analysis, baseline=baseline)
     obj = resource([c])
     lines = render.analysis_block(obj["status"]["consumers"][0], STEPS, NOW)
     assert lines[0] == "rag: step 3/3 (100%), sampled 45s ago: Pass"
@@ -338,7 +340,7 @@ def test_phase_checks(action: str, phase: str, paused: bool, refusal: str | None
 def test_promote_at_the_last_step_is_refused_pointing_at_full() -> None:
     """A second promote (to make sure the first worked) must not skip the analysis at 100%
     without saying so: it is refused, and --full named as the way to do that on purpose."""
-    obj = resource([consumer("rag", "Progressing", 100, step=2)])
+    obj = resource([consumer("rag", "Progressing", 100, step=3)])
     with pytest.raises(actions.Refused) as refused:
         actions.plan(obj, "promote", "rag")
     assert str(refused.value) == (
@@ -347,7 +349,7 @@ def test_promote_at_the_last_step_is_refused_pointing_at_full() -> None:
         "analysis"
     )
     assert actions.plan(obj, "promote-full", "rag") == "rag"
-    assert actions.plan(resource([consumer("rag", "Progressing", 50, step=1)]), "promote",
+    assert actions.plan(resource([consumer("rag", "Progressing", 50, step=2)]), "promote",
                         "rag") == "rag"  # fmt: skip
 
 

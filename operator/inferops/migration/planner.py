@@ -107,15 +107,23 @@ def spec_hash(migration: Migration) -> str:
 
 
 def first_step(migration: Migration, api: str) -> int:
-    """Embeddings move 0 -> 100 in one step: vectors of two models are not comparable."""
+    """The index of a consumer's first step. Embeddings move 0 -> 100 in one step: vectors
+    of two models are not comparable."""
     return len(migration.steps) - 1 if api == "embeddings" else 0
+
+
+def index(state: ConsumerStatus) -> int:
+    """The index in `spec.migration.steps` of a consumer's step. Status holds the step's
+    number, counted from 1 like Events, messages and `kubectl ib` count it."""
+    assert state.step is not None
+    return state.step - 1
 
 
 def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
     if state.phase == "Migrated":
         return 100
     if state.phase in IN_PROGRESS and state.step is not None:
-        return migration.steps[state.step].weight
+        return migration.steps[index(state)].weight
     return 0
 
 
@@ -171,14 +179,15 @@ class _Planner:
 
     # Transitions of one consumer. Each returns the new state.
 
-    def start(self, c: ConsumerStatus, step: int | None = None) -> ConsumerStatus:
-        step = first_step(self.m, self.api[c.name]) if step is None else step
-        weight = self.m.steps[step].weight
-        self.event("Normal", "StepStarted", f"{c.name}: step {step + 1} at {weight}%")
+    def start(self, c: ConsumerStatus, at: int | None = None) -> ConsumerStatus:
+        """Starts the step of index `at` (default: the consumer's first)."""
+        at = first_step(self.m, self.api[c.name]) if at is None else at
+        weight = self.m.steps[at].weight
+        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {weight}%")
         started = c.model_copy(
             update={
                 "phase": "Progressing",
-                "step": step,
+                "step": at + 1,
                 "weight": weight,
                 "step_started_at": None,
                 "last_sample_at": None,
@@ -207,7 +216,7 @@ class _Planner:
         return c.model_copy(
             update={
                 "phase": "Migrated",
-                "step": len(self.m.steps) - 1,
+                "step": len(self.m.steps),
                 "weight": 100,
                 "step_started_at": None,
                 "paused": False,
@@ -240,8 +249,7 @@ class _Planner:
         """An in-progress consumer's phase: Paused while held (by `kubectl ib pause` or
         `spec.migration.paused`) or on a step that waits for a promote, from the moment the
         step is written, before every router serves it too."""
-        assert c.step is not None
-        step = self.m.steps[c.step]
+        step = self.m.steps[index(c)]
         waits_for_promote = step.pause is not None and step.pause.duration is None
         return "Paused" if self.held(c) or waits_for_promote else "Progressing"
 
@@ -256,7 +264,7 @@ class _Planner:
                     update={
                         "phase": "Migrated",
                         "weight": 100,
-                        "step": len(self.m.steps) - 1,
+                        "step": len(self.m.steps),
                         "message": "at 100% when the migration began",
                     }
                 )
@@ -276,6 +284,8 @@ class _Planner:
                 f"{c.name}: steps or gates changed, starts over when its turn comes",
             )
             return self.queue(c, "steps or gates changed: starts over from its first step")
+        if c.phase == "Migrated":
+            return c.model_copy(update={"step": len(self.m.steps)})
         return c
 
     def act(self, states: list[ConsumerStatus], action: Action) -> ActionRecord:
@@ -310,9 +320,8 @@ class _Planner:
             if self.prev.failover and action.action.startswith("promote"):
                 return record("Rejected", "vLLM is failed over: nothing to promote", name)
         if action.action == "promote":
-            assert c.step is not None
             total = len(self.m.steps)
-            if c.step + 1 >= total:
+            if index(c) + 1 >= total:
                 # Skipping the analysis at 100% is what --full says out loud; a second promote
                 # typed to make sure the first one worked must not do it silently.
                 return record(
@@ -322,9 +331,11 @@ class _Planner:
                     "without that analysis",
                     name,
                 )
-            states[i] = self.start(c.model_copy(update={"paused": False}), c.step + 1)
+            states[i] = self.start(c.model_copy(update={"paused": False}), index(c) + 1)
             weight = states[i].weight
-            return record("Done", f"{name} promoted to {weight}% (step {c.step + 2}/{total})", name)
+            return record(
+                "Done", f"{name} promoted to {weight}% (step {states[i].step}/{total})", name
+            )
         if action.action == "promote-full":
             states[i] = self.migrated(c, "promoted to 100% by hand, without the analysis at 100%")
             return record(
@@ -390,7 +401,7 @@ class _Planner:
         assert step is not None
         subject = analysis.Subject(
             step=step,
-            at_full=self.m.steps[step].weight == 100,
+            at_full=self.m.steps[index(c)].weight == 100,
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
         )
@@ -412,7 +423,7 @@ class _Planner:
                 c,
                 "RolledBack",
                 "RolledBack",
-                f"rolled back to 0% at step {step + 1}: {result.message}",
+                f"rolled back to 0% at step {step}: {result.message}",
             )
         if c.inconclusive_samples >= limits.inconclusive_limit:
             if limits.on_inconclusive == "Rollback":
@@ -449,9 +460,9 @@ class _Planner:
             c = self.sample(c, figures)
             if c.phase not in IN_PROGRESS:
                 return c
-        index, started = c.step, c.step_started_at
-        assert index is not None and started is not None
-        step = self.m.steps[index]
+        at, started = index(c), c.step_started_at
+        assert started is not None
+        step = self.m.steps[at]
         held = self.held(c)
         c = c.model_copy(update={"phase": self.phase(c)})
         stalled = c.inconclusive_samples >= self.m.analysis.inconclusive_limit
@@ -468,16 +479,15 @@ class _Planner:
             if self.now < end:
                 self.wakeups.append(end)
                 return c
-        if index + 1 >= len(self.m.steps):
+        if at + 1 >= len(self.m.steps):
             return self.migrated(c, "analysis passed at 100%")
-        return self.start(c, index + 1)
+        return self.start(c, at + 1)
 
     def describe(self, c: ConsumerStatus) -> str:
-        assert c.step is not None
-        where = f"step {c.step + 1}/{len(self.m.steps)} at {c.weight}%"
+        where = f"step {c.step}/{len(self.m.steps)} at {c.weight}%"
         if c.paused or self.m.paused:
             return f"{where}: paused (automatic rollback still acts)"
-        step = self.m.steps[c.step]
+        step = self.m.steps[index(c)]
         if step.pause and step.pause.duration is None and c.passed_samples:
             return f"{where}: analysis passed, waiting for promote"
         return f"{where}: {c.passed_samples} passed, {c.failed_samples} failed samples"
@@ -487,6 +497,14 @@ class _Planner:
         states = [self.adopt(b, previous.get(b.name)) for b in base]
         if self.prev.spec_hash and self.prev.spec_hash != digest:
             states = [self.restart_on_edit(c) for c in states]
+        # A step number this migration does not have: a status written by a build that
+        # counted steps from 0, at its first step. Start that step again rather than guess.
+        states = [
+            self.start(c)
+            if c.phase in IN_PROGRESS and not 1 <= (c.step or 0) <= len(self.m.steps)
+            else c
+            for c in states
+        ]
         last_action = self.prev.last_action
         action = self.obs.action
         handled: ActionRecord | None = None

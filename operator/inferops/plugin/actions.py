@@ -145,7 +145,7 @@ def check_phase(obj: Obj, action: str, consumer: str) -> None:
     if phase not in APPLIES_TO[action]:
         raise Refused(f"{consumer} is {phase}: {_WHY[action]}")
     total = len(_list(_dict(_dict(obj.get("spec")).get("migration")).get("steps")))
-    if action == "promote" and total and status.get("step") == total - 1:
+    if action == "promote" and total and status.get("step") == total:
         meta = _dict(obj.get("metadata"))
         full = f"kubectl ib promote {meta.get('name')} {consumer} --full -n {meta.get('namespace')}"
         raise Refused(
