@@ -594,18 +594,21 @@ class _Planner:
         return f"maxParallel is {self.m.max_parallel}; in progress: {', '.join(moving)}"
 
     def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
+        # Every consumer in progress moves first, so one that finishes or rolls back in this
+        # pass frees its place for a Pending one in this same pass, not the next (the pass
+        # is then a fixed point: planning again from its result starts nothing).
+        moved = [self.advance(c) if c.phase in IN_PROGRESS else c for c in states]
         out: list[ConsumerStatus] = []
         blocked = False  # an earlier consumer is not migrated and not moving
-        for i, c in enumerate(states):
-            if c.phase in IN_PROGRESS:
-                c = self.advance(c)
-            elif (
+        for i, c in enumerate(moved):
+            if (
                 c.phase == "Pending"
                 and not blocked
                 and self.obs.vllm_ready
                 and not self.m.paused
-                # In progress: those decided in this pass, and those still to come.
-                and sum(o.phase in IN_PROGRESS for o in out + states[i + 1 :]) < self.m.max_parallel
+                # In progress: those before it and those after it (a consumer inserted
+                # before one in progress waits for a free place).
+                and sum(o.phase in IN_PROGRESS for o in out + moved[i + 1 :]) < self.m.max_parallel
             ):
                 c = self.advance(self.start(c))
             out.append(c)
