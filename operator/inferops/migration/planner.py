@@ -284,8 +284,6 @@ class _Planner:
                 f"{c.name}: steps or gates changed, starts over when its turn comes",
             )
             return self.queue(c, "steps or gates changed: starts over from its first step")
-        if c.phase == "Migrated":
-            return c.model_copy(update={"step": len(self.m.steps)})
         return c
 
     def act(self, states: list[ConsumerStatus], action: Action) -> ActionRecord:
@@ -502,6 +500,8 @@ class _Planner:
         states = [
             self.start(c)
             if c.phase in IN_PROGRESS and not 1 <= (c.step or 0) <= len(self.m.steps)
+            else c.model_copy(update={"step": len(self.m.steps)})
+            if c.phase == "Migrated"
             else c
             for c in states
         ]
