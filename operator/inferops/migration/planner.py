@@ -535,7 +535,7 @@ class _Planner:
             ]
 
         if handled is not None:
-            last_action = handled = self.worded(handled, states)
+            last_action = handled = self.worded(handled, states, failed_over)
             kind = "Normal" if handled.result == "Done" else "Warning"
             self.event(kind, f"Action{handled.result}", f"{handled.action}: {handled.message}")
 
@@ -569,7 +569,9 @@ class _Planner:
             else None,
         )
 
-    def worded(self, record: ActionRecord, states: list[ConsumerStatus]) -> ActionRecord:
+    def worded(
+        self, record: ActionRecord, states: list[ConsumerStatus], failed_over: bool
+    ) -> ActionRecord:
         """A retry's record once the pass is over: started, or queued and why."""
         if record.action != "retry" or record.result != "Done":
             return record
@@ -578,14 +580,16 @@ class _Planner:
             return record
         message = (
             f"{record.consumer} queued: it starts over from its first step when its turn "
-            f"comes ({self.why_waiting(states, i)})"
+            f"comes ({self.why_waiting(states, i, failed_over)})"
         )
         return record.model_copy(update={"message": message})
 
-    def why_waiting(self, states: list[ConsumerStatus], i: int) -> str:
+    def why_waiting(self, states: list[ConsumerStatus], i: int, failed_over: bool) -> str:
         """Why the Pending consumer `states[i]` did not start in this pass."""
-        if self.prev.failover or not self.obs.vllm_ready:
-            return "vLLM is failed over" if self.prev.failover else "vLLM has no ready pod"
+        if failed_over:
+            return "vLLM is failed over: every consumer is on Ollama"
+        if not self.obs.vllm_ready:
+            return "vLLM has no ready pod"
         if self.m.paused:
             return "spec.migration.paused is set"
         if before := [c for c in states[:i] if c.phase in ("Pending", *STOPPED)]:

@@ -31,11 +31,13 @@ EXIT_BROKEN_PIPE = 141
 
 # The action commands and their help (argparse formats it: %% is a percent sign).
 ACTION_HELP = {
-    "promote": "move a consumer to its next step (--full: straight to 100%%)",
+    "promote": "move a consumer to its next step (--full: mark it Migrated at 100%% now, "
+    "without the analysis at 100%%; at the last step only --full applies)",
     "pause": "hold a consumer at its current step (automatic rollback still acts)",
     "resume": "let a paused consumer continue",
     "abort": "send a consumer back to 0%% until `retry`",
-    "retry": "start a rolled back or aborted consumer again from the first step",
+    "retry": "start a rolled back or aborted consumer again from the first step, when list "
+    "order and maxParallel allow",
 }
 
 
