@@ -83,7 +83,8 @@ FUZZ_EXAMPLES ?= 10000
 fuzz: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build >/dev/null; fi
 	INFEROPS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest --hypothesis-show-statistics \
-		tests/test_spec_properties.py tests/router/test_request_properties.py \
+		tests/test_spec_properties.py tests/test_migration_properties.py \
+		tests/router/test_request_properties.py \
 		tests/router/test_intake.py e2e/test_bad_input.py
 
 cluster-up: venv

@@ -275,7 +275,7 @@ def test_plugin_pause_promote_abort_retry(
                  interval=0.05)  # fmt: skip
         print(f"notes' new weight served {time.monotonic() - decided:.2f}s after the "
               "promote was acknowledged")  # fmt: skip
-        wait_consumer(kubectl, namespace, "notes", "at 60%", step=1, weight=60)
+        wait_consumer(kubectl, namespace, "notes", "at 60%", step=2, weight=60)
         kubectl_ib(kubectl, "pause", NAME, *ns)
         wait_consumer(kubectl, namespace, "notes", "paused", phase="Paused", paused=True)
         kubectl_ib(kubectl, "resume", NAME, *ns)
@@ -283,14 +283,14 @@ def test_plugin_pause_promote_abort_retry(
         assert "100%" in kubectl_ib(kubectl, "promote", NAME, "--full", *ns)
         wait_consumer(kubectl, namespace, "notes", "migrated", phase="Migrated", weight=100)
         # rag is next; abort sends it back to 0% and keeps it there.
-        wait_consumer(kubectl, namespace, "rag", "started", step=0, weight=20)
+        wait_consumer(kubectl, namespace, "rag", "started", step=1, weight=20)
         kubectl_ib(kubectl, "abort", NAME, "rag", *ns)
         wait_consumer(kubectl, namespace, "rag", "aborted", phase="Aborted", weight=0)
         wait_for("rag at 0% in the router", lambda: served_weight(plane, "rag") == 0, 10)
         refused = kubectl_ib(kubectl, "promote", NAME, "rag", *ns, check=False)
         assert "Aborted" in refused
         kubectl_ib(kubectl, "retry", NAME, "rag", *ns)
-        wait_consumer(kubectl, namespace, "rag", "retried", step=0, weight=20, failedSamples=0)
+        wait_consumer(kubectl, namespace, "rag", "retried", step=1, weight=20, failedSamples=0)
     missing = kubectl_ib(kubectl, "status", "nosuch", *ns, check=False)
     assert "not found" in missing
     described = kubectl.run("describe", "ib", NAME, "-n", namespace).stdout

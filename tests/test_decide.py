@@ -74,7 +74,7 @@ def test_with_migration_the_operator_owns_the_weights() -> None:
 def test_invalid_spec_keeps_children_and_migration_progress() -> None:
     progress = InferenceBackendStatus(
         consumers=[ConsumerStatus(name="notes", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=0)],
+                                  phase="Progressing", step=1)],
         migration=MigrationStatus(spec_hash="abc", migrated="0/1", current="notes@10%"),
     )  # fmt: skip
     decision = decide(snapshot(None, progress, invalid="spec.x: bad"), None, NOW)
@@ -90,9 +90,9 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
     previous = InferenceBackendStatus(
         phase="Ready",
         consumers=[ConsumerStatus(name="notes", weight=100, service="s", endpoint="e",
-                                  phase="Migrated", step=1),
+                                  phase="Migrated", step=2),
                    ConsumerStatus(name="rag", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=0)],
+                                  phase="Progressing", step=1)],
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
     )  # fmt: skip
     snap = snapshot(s, previous, ready=("ollama", "router"))
@@ -107,7 +107,7 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
 def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
     s = spec(migration={**MIGRATION, "afterMigration": "ScaleDownOllama"})
     done = [ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated",
-                           step=1) for n in ("notes", "rag")]  # fmt: skip
+                           step=2) for n in ("notes", "rag")]  # fmt: skip
     previous = InferenceBackendStatus(
         consumers=done,
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
@@ -131,8 +131,8 @@ def test_rollout_metrics_follow_the_status() -> None:
         return REGISTRY.get_sample_value(name, {"namespace": "m", "backend": "b", **labels})
 
     running = ConsumerStatus(name="notes", weight=50, service="s", endpoint="e",
-                             phase="Progressing", step=1)  # fmt: skip
-    failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:00:10Z", step=1)
+                             phase="Progressing", step=2)  # fmt: skip
+    failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:00:10Z", step=2)
     rolled = running.model_copy(update={"phase": "RolledBack", "weight": 0,
                                         "last_analysis": failed,
                                         "last_sample_at": failed.time})  # fmt: skip

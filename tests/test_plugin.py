@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +50,7 @@ def consumer(name: str, phase: str, weight: int = 0, **extra: Any) -> dict[str, 
 RAG_ANALYSIS = {
     "verdict": "Pass",
     "time": ago(45),
-    "step": 1,
+    "step": 2,
     "message": "every gate passed",
     "vllm": {"requests": 120.4, "errorRate": 0.008, "ttftP95": 0.412, "tpotP95": 0.0312},
     "ollama": {"requests": 118, "errorRate": 0.0, "ttftP95": 0.38, "tpotP95": 0.045},
@@ -74,12 +77,12 @@ def resource(
         overrides["migration"] = migration or {"steps": STEPS}
     if consumers is None:
         consumers = [
-            consumer("notes", "Migrated", 100, step=2, passedSamples=1),
+            consumer("notes", "Migrated", 100, step=3, passedSamples=1),
             consumer(
                 "rag",
                 "Progressing",
                 50,
-                step=1,
+                step=2,
                 stepStartedAt=ago(252),
                 passedSamples=2,
                 inconclusiveSamples=1,
@@ -147,6 +150,8 @@ def test_consumer_table_aligns_columns_and_counts_steps_from_one() -> None:
         "notes      Migrated      100%     3/3    -         1/0/0     -",
         "rag        Progressing   50%      2/3    4m12s     2/0/1     Pass",
         "ner        Pending       0%       -      -         0/0/0     -",
+        "SAMPLES: passed/failed/inconclusive samples of the step (inconclusive: in a row)",
+        "IN-STEP: time since every router serves the step's weight",
     ]
 
 
@@ -200,9 +205,9 @@ def test_analysis_block_puts_vllm_beside_ollama_with_the_gates() -> None:
 
 
 def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
-    analysis = {**RAG_ANALYSIS, "step": 2, "ollama": None, "gates": []}
+    analysis = {**RAG_ANALYSIS, "step": 3, "ollama": None, "gates": []}
     baseline = {"requests": 50, "errorRate": 0.01, "ttftP95": 0.4, "tpotP95": 0.0049}
-    c = consumer("rag", "Progressing", 100, step=2, lastAnalysis=analysis, baseline=baseline)
+    c = consumer("rag", "Progressing", 100, step=3, lastAnalysis=analysis, baseline=baseline)
     obj = resource([c])
     lines = render.analysis_block(obj["status"]["consumers"][0], STEPS, NOW)
     assert lines[0] == "rag: step 3/3 (100%), sampled 45s ago: Pass"
@@ -330,6 +335,22 @@ def test_phase_checks(action: str, phase: str, paused: bool, refusal: str | None
     else:
         with pytest.raises(actions.Refused, match="^" + re.escape(refusal)):
             actions.plan(obj, action, "rag")
+
+
+def test_promote_at_the_last_step_is_refused_pointing_at_full() -> None:
+    """A second promote (to make sure the first worked) must not skip the analysis at 100%
+    without saying so: it is refused, and --full named as the way to do that on purpose."""
+    obj = resource([consumer("rag", "Progressing", 100, step=3)])
+    with pytest.raises(actions.Refused) as refused:
+        actions.plan(obj, "promote", "rag")
+    assert str(refused.value) == (
+        "rag is at its last step (3/3, 100%): its analysis at 100% marks it Migrated; "
+        "`kubectl ib promote llama32 rag --full -n ai` marks it Migrated now, without that "
+        "analysis"
+    )
+    assert actions.plan(obj, "promote-full", "rag") == "rag"
+    assert actions.plan(resource([consumer("rag", "Progressing", 50, step=2)]), "promote",
+                        "rag") == "rag"  # fmt: skip
 
 
 def test_resume_cannot_lift_a_pause_set_in_the_spec() -> None:
@@ -624,3 +645,50 @@ async def test_a_missing_kubeconfig_is_reported(tmp_path: Path) -> None:
     code, _, err = await ib("--kubeconfig", str(tmp_path / "none"), "status", "x")
     assert code == 1
     assert err.startswith("error: no usable kubeconfig")
+
+
+async def test_a_reader_that_stops_early_ends_the_command_quietly(
+    api: FakeApiServer, kubeconfig: str
+) -> None:
+    """`kubectl ib status NAME | head -1` through a real pipe: the reader takes one line and
+    closes its end while the plugin still has far more to write than a pipe holds. The plugin
+    ends like kubectl or cat killed by SIGPIPE would, as a shell reports it (141), with
+    nothing on stderr."""
+    assert api.obj is not None
+    long = "x" * 2000  # every consumer's block carries a long message: output >> 64 KiB
+    api.obj["status"]["consumers"] = [
+        consumer(f"c{i}", "Pending", message=f"{i} {long}") for i in range(64)
+    ]
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "inferops.plugin",
+        "--kubeconfig",
+        kubeconfig,
+        "status",
+        "llama32",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+
+    def head_1() -> bytes:
+        """head -1: read up to the first newline, then close the read end, so the plugin's
+        next write fails with EPIPE."""
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(read_end, 1)
+            if not chunk:
+                break
+            line += chunk
+        os.close(read_end)
+        return line
+
+    # In a thread: the fake API server answers the plugin from this event loop meanwhile.
+    assert await asyncio.to_thread(head_1) == b"InferenceBackend ai/llama32\n"
+    assert process.stderr is not None
+    err = await process.stderr.read()
+    code = await process.wait()
+    assert err == b""
+    assert code == 128 + signal.SIGPIPE

@@ -92,7 +92,7 @@ class AnalysisResult(Model):
     time: str
     """When the sample was taken (RFC 3339)."""
     step: int
-    """The step it judged."""
+    """The number of the step it judged, counted from 1 (as in Events and `kubectl ib`)."""
     message: str = ""
     """Why, in words."""
     vllm: EngineFiguresStatus | None = None
@@ -119,7 +119,8 @@ class ConsumerStatus(Model):
     """Manual (weights from the spec), Pending, Progressing, Paused, Migrated, RolledBack or
     Aborted."""
     step: int | None = None
-    """Index of the current step in spec.migration.steps."""
+    """The number of the current step, counted from 1 like Events and `kubectl ib` count:
+    step 1 is spec.migration.steps[0]; absent while Pending."""
     step_started_at: str | None = None
     """When every ready router began serving the step's weight; absent while waiting."""
     last_sample_at: str | None = None

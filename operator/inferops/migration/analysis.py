@@ -22,12 +22,47 @@ class Subject:
     """What is judged: one consumer's step."""
 
     step: int
+    """The step's number, from 1."""
     at_full: bool
     """The step sends the consumer's every request to vLLM: Ollama has no figures of its
     own in the window, so relative gates compare with the stored baseline."""
     embeddings: bool
     """Embeddings have no tokens to stream: only the error rate applies."""
     baseline: EngineFiguresStatus | None
+
+
+# Figures written to status keep this many significant digits, as the verdicts' messages
+# do: Prometheus' increase() extrapolates (48.932384341637004 requests), and every digit of
+# that showed in `kubectl describe`. Verdicts are taken on the exact figures.
+DIGITS = 4
+
+
+def significant(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.{DIGITS}g}")
+
+
+def _rounded(figures: EngineFiguresStatus | None) -> EngineFiguresStatus | None:
+    if figures is None:
+        return None
+    return figures.model_copy(
+        update={
+            "requests": significant(figures.requests) or 0.0,
+            "error_rate": significant(figures.error_rate),
+            "ttft_p95": significant(figures.ttft_p95),
+            "tpot_p95": significant(figures.tpot_p95),
+            "shed": significant(figures.shed) or 0.0,
+        }
+    )
+
+
+def _rounded_gate(gate: GateResult) -> GateResult:
+    return gate.model_copy(
+        update={
+            "value": significant(gate.value),
+            "baseline": significant(gate.baseline),
+            "threshold": significant(gate.threshold),
+        }
+    )
 
 
 def figures_status(figures: EngineFigures | None) -> EngineFiguresStatus | None:
@@ -93,25 +128,28 @@ def judge(spec: Analysis, figures: Figures, subject: Subject, now: str) -> Analy
             time=now,
             step=subject.step,
             message=message,
-            vllm=figures_status(figures.vllm),
-            ollama=figures_status(figures.ollama),
-            gates=gates or [],
+            vllm=_rounded(figures_status(figures.vllm)),
+            ollama=_rounded(figures_status(figures.ollama)),
+            gates=[_rounded_gate(g) for g in gates or []],
         )
 
     if figures.problem:
         return result("Inconclusive", f"no figures: {figures.problem}")
     vllm = figures_status(figures.vllm)
     if vllm is None or vllm.requests < spec.min_requests:
-        seen = 0 if vllm is None else round(vllm.requests)
-        return result("Inconclusive", f"too few requests on vLLM ({seen} < {spec.min_requests})")
+        seen = 0.0 if vllm is None else vllm.requests
+        return result(
+            "Inconclusive", f"too few requests on vLLM ({seen:.{DIGITS}g} < {spec.min_requests})"
+        )
     if subject.at_full:
         reference = subject.baseline
     else:
         reference = figures_status(figures.ollama)
         if reference is None or reference.requests < spec.min_requests:
-            seen = 0 if reference is None else round(reference.requests)
+            seen = 0.0 if reference is None else reference.requests
             return result(
-                "Inconclusive", f"too few requests on Ollama ({seen} < {spec.min_requests})"
+                "Inconclusive",
+                f"too few requests on Ollama ({seen:.{DIGITS}g} < {spec.min_requests})",
             )
     judged = (
         judge_gate(

@@ -19,7 +19,7 @@ from typing import Literal
 
 from inferops.api.migration import Migration, seconds
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ActionRecord, ConsumerStatus, MigrationStatus
+from inferops.api.status import ActionRecord, ConsumerPhase, ConsumerStatus, MigrationStatus
 from inferops.migration import analysis
 from inferops.migration.figures import Figures
 
@@ -107,15 +107,23 @@ def spec_hash(migration: Migration) -> str:
 
 
 def first_step(migration: Migration, api: str) -> int:
-    """Embeddings move 0 -> 100 in one step: vectors of two models are not comparable."""
+    """The index of a consumer's first step. Embeddings move 0 -> 100 in one step: vectors
+    of two models are not comparable."""
     return len(migration.steps) - 1 if api == "embeddings" else 0
+
+
+def index(state: ConsumerStatus) -> int:
+    """The index in `spec.migration.steps` of a consumer's step. Status holds the step's
+    number, counted from 1 like Events, messages and `kubectl ib` count it."""
+    assert state.step is not None
+    return state.step - 1
 
 
 def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
     if state.phase == "Migrated":
         return 100
     if state.phase in IN_PROGRESS and state.step is not None:
-        return migration.steps[state.step].weight
+        return migration.steps[index(state)].weight
     return 0
 
 
@@ -171,14 +179,15 @@ class _Planner:
 
     # Transitions of one consumer. Each returns the new state.
 
-    def start(self, c: ConsumerStatus, step: int | None = None) -> ConsumerStatus:
-        step = first_step(self.m, self.api[c.name]) if step is None else step
-        weight = self.m.steps[step].weight
-        self.event("Normal", "StepStarted", f"{c.name}: step {step + 1} at {weight}%")
-        return c.model_copy(
+    def start(self, c: ConsumerStatus, at: int | None = None) -> ConsumerStatus:
+        """Starts the step of index `at` (default: the consumer's first)."""
+        at = first_step(self.m, self.api[c.name]) if at is None else at
+        weight = self.m.steps[at].weight
+        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {weight}%")
+        started = c.model_copy(
             update={
                 "phase": "Progressing",
-                "step": step,
+                "step": at + 1,
                 "weight": weight,
                 "step_started_at": None,
                 "last_sample_at": None,
@@ -188,6 +197,7 @@ class _Planner:
                 "message": f"waiting for every router to serve {weight}%",
             }
         )
+        return started.model_copy(update={"phase": self.phase(started)})
 
     def stop(self, c: ConsumerStatus, phase: str, reason: str, message: str) -> ConsumerStatus:
         self.event("Warning", reason, f"{c.name}: {message}")
@@ -206,13 +216,42 @@ class _Planner:
         return c.model_copy(
             update={
                 "phase": "Migrated",
-                "step": len(self.m.steps) - 1,
+                "step": len(self.m.steps),
                 "weight": 100,
                 "step_started_at": None,
                 "paused": False,
                 "message": message,
             }
         )
+
+    def queue(self, c: ConsumerStatus, message: str) -> ConsumerStatus:
+        """Back to Pending at 0%, to start over from the first step when list order and
+        `maxParallel` allow (`progress` starts it, possibly in this very pass)."""
+        return c.model_copy(
+            update={
+                "phase": "Pending",
+                "step": None,
+                "weight": 0,
+                "step_started_at": None,
+                "last_sample_at": None,
+                "passed_samples": 0,
+                "failed_samples": 0,
+                "inconclusive_samples": 0,
+                "paused": False,
+                "message": message,
+            }
+        )
+
+    def held(self, c: ConsumerStatus) -> bool:
+        return c.paused or self.m.paused
+
+    def phase(self, c: ConsumerStatus) -> ConsumerPhase:
+        """An in-progress consumer's phase: Paused while held (by `kubectl ib pause` or
+        `spec.migration.paused`) or on a step that waits for a promote, from the moment the
+        step is written, before every router serves it too."""
+        step = self.m.steps[index(c)]
+        waits_for_promote = step.pause is not None and step.pause.duration is None
+        return "Paused" if self.held(c) or waits_for_promote else "Progressing"
 
     # The pass.
 
@@ -225,7 +264,7 @@ class _Planner:
                     update={
                         "phase": "Migrated",
                         "weight": 100,
-                        "step": len(self.m.steps) - 1,
+                        "step": len(self.m.steps),
                         "message": "at 100% when the migration began",
                     }
                 )
@@ -233,9 +272,18 @@ class _Planner:
         return prev.model_copy(update={"service": base.service, "endpoint": base.endpoint})
 
     def restart_on_edit(self, c: ConsumerStatus) -> ConsumerStatus:
-        if c.phase in IN_PROGRESS or c.phase in STOPPED:
+        """A consumer in progress restarts at its first step (it holds its place among the
+        `maxParallel`); a stopped one is queued, so it starts only when its turn comes."""
+        if c.phase in IN_PROGRESS:
             self.event("Normal", "SpecChanged", f"{c.name}: steps or gates changed, restarting")
             return self.start(c.model_copy(update={"paused": False}))
+        if c.phase in STOPPED:
+            self.event(
+                "Normal",
+                "SpecChanged",
+                f"{c.name}: steps or gates changed, starts over when its turn comes",
+            )
+            return self.queue(c, "steps or gates changed: starts over from its first step")
         return c
 
     def act(self, states: list[ConsumerStatus], action: Action) -> ActionRecord:
@@ -245,8 +293,6 @@ class _Planner:
         def record(
             result: Literal["Done", "Rejected"], message: str, consumer: str = ""
         ) -> ActionRecord:
-            kind = "Normal" if result == "Done" else "Warning"
-            self.event(kind, f"Action{result}", f"{action.action}: {message}")
             return ActionRecord(
                 id=action.id,
                 action=action.action,
@@ -272,20 +318,36 @@ class _Planner:
             if self.prev.failover and action.action.startswith("promote"):
                 return record("Rejected", "vLLM is failed over: nothing to promote", name)
         if action.action == "promote":
-            assert c.step is not None
-            if c.step + 1 >= len(self.m.steps):
-                states[i] = self.migrated(c, "promoted at 100% by hand")
-            else:
-                states[i] = self.start(c.model_copy(update={"paused": False}), c.step + 1)
-            return record("Done", f"{name} promoted to {states[i].weight}%", name)
+            total = len(self.m.steps)
+            if index(c) + 1 >= total:
+                # Skipping the analysis at 100% is what --full says out loud; a second promote
+                # typed to make sure the first one worked must not do it silently.
+                return record(
+                    "Rejected",
+                    f"{name} is at its last step ({total}/{total}, {c.weight}%): its analysis "
+                    "at 100% marks it Migrated; promote --full marks it Migrated now, "
+                    "without that analysis",
+                    name,
+                )
+            states[i] = self.start(c.model_copy(update={"paused": False}), index(c) + 1)
+            weight = states[i].weight
+            return record(
+                "Done", f"{name} promoted to {weight}% (step {states[i].step}/{total})", name
+            )
         if action.action == "promote-full":
-            states[i] = self.migrated(c, "promoted to 100% by hand")
-            return record("Done", f"{name} promoted to 100%", name)
+            states[i] = self.migrated(c, "promoted to 100% by hand, without the analysis at 100%")
+            return record(
+                "Done",
+                f"{name} promoted to 100% and marked Migrated, without the analysis at 100%",
+                name,
+            )
         if action.action == "pause":
-            states[i] = c.model_copy(update={"paused": True})
+            paused = c.model_copy(update={"paused": True})
+            states[i] = paused.model_copy(update={"phase": self.phase(paused)})
             return record("Done", f"{name} paused at {c.weight}%", name)
         if action.action == "resume":
-            states[i] = c.model_copy(update={"paused": False})
+            resumed = c.model_copy(update={"paused": False})
+            states[i] = resumed.model_copy(update={"phase": self.phase(resumed)})
             return record("Done", f"{name} resumed", name)
         if action.action == "abort":
             if c.phase == "Pending" or c.phase in STOPPED:
@@ -299,7 +361,9 @@ class _Planner:
                     f"{name} is {c.phase}: only a rolled back or aborted consumer can be retried",
                     name,
                 )
-            states[i] = self.start(c.model_copy(update={"paused": False}))
+            # Queued, not started here: `progress` starts it when list order and maxParallel
+            # allow, like any Pending consumer (and `run` words the record accordingly).
+            states[i] = self.queue(c, "retried: starts over from its first step")
             return record("Done", f"{name} starts over from its first step", name)
         return record("Rejected", f"unknown action {action.action!r}", name)
 
@@ -335,7 +399,7 @@ class _Planner:
         assert step is not None
         subject = analysis.Subject(
             step=step,
-            at_full=self.m.steps[step].weight == 100,
+            at_full=self.m.steps[index(c)].weight == 100,
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
         )
@@ -357,7 +421,7 @@ class _Planner:
                 c,
                 "RolledBack",
                 "RolledBack",
-                f"rolled back to 0% at step {step + 1}: {result.message}",
+                f"rolled back to 0% at step {step}: {result.message}",
             )
         if c.inconclusive_samples >= limits.inconclusive_limit:
             if limits.on_inconclusive == "Rollback":
@@ -383,7 +447,10 @@ class _Planner:
             served = self.obs.served
             if served is None or served.get(c.name) != c.weight:
                 self.wakeups.append(self.now + timedelta(seconds=SERVED_POLL_SECONDS))
-                return c
+                message = f"waiting for every router to serve {c.weight}%"
+                if self.held(c):
+                    message += ": paused (automatic rollback still acts)"
+                return c.model_copy(update={"phase": self.phase(c), "message": message})
             c = c.model_copy(update={"step_started_at": self.at})
         figures = self.obs.figures.get(c.name)
         due = _sample_due_at(self.m, c)
@@ -391,12 +458,11 @@ class _Planner:
             c = self.sample(c, figures)
             if c.phase not in IN_PROGRESS:
                 return c
-        index, started = c.step, c.step_started_at
-        assert index is not None and started is not None
-        step = self.m.steps[index]
-        held = c.paused or self.m.paused
-        phase = "Paused" if held or (step.pause and step.pause.duration is None) else "Progressing"
-        c = c.model_copy(update={"phase": phase})
+        at, started = index(c), c.step_started_at
+        assert started is not None
+        step = self.m.steps[at]
+        held = self.held(c)
+        c = c.model_copy(update={"phase": self.phase(c)})
         stalled = c.inconclusive_samples >= self.m.analysis.inconclusive_limit
         if not stalled:
             c = c.model_copy(update={"message": self.describe(c)})
@@ -411,16 +477,15 @@ class _Planner:
             if self.now < end:
                 self.wakeups.append(end)
                 return c
-        if index + 1 >= len(self.m.steps):
+        if at + 1 >= len(self.m.steps):
             return self.migrated(c, "analysis passed at 100%")
-        return self.start(c, index + 1)
+        return self.start(c, at + 1)
 
     def describe(self, c: ConsumerStatus) -> str:
-        assert c.step is not None
-        where = f"step {c.step + 1}/{len(self.m.steps)} at {c.weight}%"
+        where = f"step {c.step}/{len(self.m.steps)} at {c.weight}%"
         if c.paused or self.m.paused:
             return f"{where}: paused (automatic rollback still acts)"
-        step = self.m.steps[c.step]
+        step = self.m.steps[index(c)]
         if step.pause and step.pause.duration is None and c.passed_samples:
             return f"{where}: analysis passed, waiting for promote"
         return f"{where}: {c.passed_samples} passed, {c.failed_samples} failed samples"
@@ -430,10 +495,21 @@ class _Planner:
         states = [self.adopt(b, previous.get(b.name)) for b in base]
         if self.prev.spec_hash and self.prev.spec_hash != digest:
             states = [self.restart_on_edit(c) for c in states]
+        # A step number this migration does not have: a status written by a build that
+        # counted steps from 0, at its first step. Start that step again rather than guess.
+        states = [
+            self.start(c)
+            if c.phase in IN_PROGRESS and not 1 <= (c.step or 0) <= len(self.m.steps)
+            else c.model_copy(update={"step": len(self.m.steps)})
+            if c.phase == "Migrated"
+            else c
+            for c in states
+        ]
         last_action = self.prev.last_action
         action = self.obs.action
+        handled: ActionRecord | None = None
         if action is not None and (last_action is None or last_action.id != action.id):
-            last_action = self.act(states, action)
+            handled = last_action = self.act(states, action)
 
         failed_over, ready_since = self.failover(states)
         if not failed_over:
@@ -447,9 +523,21 @@ class _Planner:
             states = self.progress(states)
         else:
             states = [
-                c.model_copy(update={"weight": 0, "step_started_at": None, "last_sample_at": None})
+                c.model_copy(
+                    update={
+                        "weight": 0,
+                        "step_started_at": None,
+                        "last_sample_at": None,
+                        "phase": self.phase(c) if c.phase in IN_PROGRESS else c.phase,
+                    }
+                )
                 for c in states
             ]
+
+        if handled is not None:
+            last_action = handled = self.worded(handled, states, failed_over)
+            kind = "Normal" if handled.result == "Done" else "Warning"
+            self.event(kind, f"Action{handled.result}", f"{handled.action}: {handled.message}")
 
         migrated = sum(c.phase == "Migrated" for c in states)
         # "-" rather than empty: kubectl would print an empty cell and shift the columns.
@@ -481,19 +569,50 @@ class _Planner:
             else None,
         )
 
+    def worded(
+        self, record: ActionRecord, states: list[ConsumerStatus], failed_over: bool
+    ) -> ActionRecord:
+        """A retry's record once the pass is over: started, or queued and why."""
+        if record.action != "retry" or record.result != "Done":
+            return record
+        i = next(i for i, c in enumerate(states) if c.name == record.consumer)
+        if states[i].phase != "Pending":
+            return record
+        message = (
+            f"{record.consumer} queued: it starts over from its first step when its turn "
+            f"comes ({self.why_waiting(states, i, failed_over)})"
+        )
+        return record.model_copy(update={"message": message})
+
+    def why_waiting(self, states: list[ConsumerStatus], i: int, failed_over: bool) -> str:
+        """Why the Pending consumer `states[i]` did not start in this pass."""
+        if failed_over:
+            return "vLLM is failed over: every consumer is on Ollama"
+        if not self.obs.vllm_ready:
+            return "vLLM has no ready pod"
+        if self.m.paused:
+            return "spec.migration.paused is set"
+        if before := [c for c in states[:i] if c.phase in ("Pending", *STOPPED)]:
+            return f"{before[0].name} before it in the list is {before[0].phase}"
+        moving = [c.name for c in states if c.phase in IN_PROGRESS]
+        return f"maxParallel is {self.m.max_parallel}; in progress: {', '.join(moving)}"
+
     def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
+        # Every consumer in progress moves first, so one that finishes or rolls back in this
+        # pass frees its place for a Pending one in this same pass, not the next (the pass
+        # is then a fixed point: planning again from its result starts nothing).
+        moved = [self.advance(c) if c.phase in IN_PROGRESS else c for c in states]
         out: list[ConsumerStatus] = []
         blocked = False  # an earlier consumer is not migrated and not moving
-        for i, c in enumerate(states):
-            if c.phase in IN_PROGRESS:
-                c = self.advance(c)
-            elif (
+        for i, c in enumerate(moved):
+            if (
                 c.phase == "Pending"
                 and not blocked
                 and self.obs.vllm_ready
                 and not self.m.paused
-                # In progress: those decided in this pass, and those still to come.
-                and sum(o.phase in IN_PROGRESS for o in out + states[i + 1 :]) < self.m.max_parallel
+                # In progress: those before it and those after it (a consumer inserted
+                # before one in progress waits for a free place).
+                and sum(o.phase in IN_PROGRESS for o in out + moved[i + 1 :]) < self.m.max_parallel
             ):
                 c = self.advance(self.start(c))
             out.append(c)

@@ -26,14 +26,18 @@ from inferops.plugin.render import render_status
 
 FIELD_MANAGER = "kubectl-ib"
 DEFAULT_TIMEOUT = 30.0
+# 128 + SIGPIPE (13): the exit status shells give a process killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 # The action commands and their help (argparse formats it: %% is a percent sign).
 ACTION_HELP = {
-    "promote": "move a consumer to its next step (--full: straight to 100%%)",
+    "promote": "move a consumer to its next step (--full: mark it Migrated at 100%% now, "
+    "without the analysis at 100%%; at the last step only --full applies)",
     "pause": "hold a consumer at its current step (automatic rollback still acts)",
     "resume": "let a paused consumer continue",
     "abort": "send a consumer back to 0%% until `retry`",
-    "retry": "start a rolled back or aborted consumer again from the first step",
+    "retry": "start a rolled back or aborted consumer again from the first step, when list "
+    "order and maxParallel allow",
 }
 
 
@@ -160,7 +164,18 @@ async def run(
 
 
 def main() -> None:
-    sys.exit(asyncio.run(run(sys.argv[1:])))
+    try:
+        code = asyncio.run(run(sys.argv[1:]))
+        sys.stdout.flush()  # a reader gone before the last buffered bytes shows here
+    except BrokenPipeError:
+        # The reader closed the pipe (`kubectl ib status NAME | head -1`): stop quietly, with
+        # the status a shell reports for kubectl or cat killed by SIGPIPE. Python ignores
+        # SIGPIPE (so the API connection's sockets raise instead of killing the process), so
+        # this is done by hand. stdout goes to /dev/null so the interpreter's final flush of
+        # what is still buffered does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 
 
 if __name__ == "__main__":

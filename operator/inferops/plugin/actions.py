@@ -144,6 +144,15 @@ def check_phase(obj: Obj, action: str, consumer: str) -> None:
         raise Refused(f"{consumer} is not paused (phase {phase})")
     if phase not in APPLIES_TO[action]:
         raise Refused(f"{consumer} is {phase}: {_WHY[action]}")
+    total = len(_list(_dict(_dict(obj.get("spec")).get("migration")).get("steps")))
+    if action == "promote" and total and status.get("step") == total:
+        meta = _dict(obj.get("metadata"))
+        full = f"kubectl ib promote {meta.get('name')} {consumer} --full -n {meta.get('namespace')}"
+        raise Refused(
+            f"{consumer} is at its last step ({total}/{total}, {status.get('weight', '?')}%): "
+            f"its analysis at 100% marks it Migrated; `{full}` marks it Migrated now, "
+            "without that analysis"
+        )
 
 
 def plan(obj: Obj, action: str, consumer: str | None) -> str:

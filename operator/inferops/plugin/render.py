@@ -79,15 +79,15 @@ def steps_of(obj: Obj) -> list[Obj]:
 
 
 def step_text(step: Any, steps: list[Obj]) -> str:
-    """A step index as `2/3`, 1-based like a human counts; `-` when there is none."""
+    """A step number (status counts from 1, as Events do) as `2/3`; `-` when there is none."""
     if not isinstance(step, int):
         return NONE
-    return f"{step + 1}/{len(steps)}" if steps else str(step + 1)
+    return f"{step}/{len(steps)}" if steps else str(step)
 
 
 def _step_weight(step: Any, steps: list[Obj]) -> str:
-    if isinstance(step, int) and 0 <= step < len(steps):
-        return f" ({steps[step].get('weight', '?')}%)"
+    if isinstance(step, int) and 1 <= step <= len(steps):
+        return f" ({steps[step - 1].get('weight', '?')}%)"
     return ""
 
 
@@ -169,6 +169,12 @@ def header(obj: Obj, now: datetime) -> list[str]:
     return [title] + [f"{label + ':':<13}{value}" for label, value in rows]
 
 
+LEGEND = (
+    "SAMPLES: passed/failed/inconclusive samples of the step (inconclusive: in a row)",
+    "IN-STEP: time since every router serves the step's weight",
+)
+
+
 def consumer_table(obj: Obj, now: datetime) -> list[str]:
     """One line per consumer: where it stands in the migration."""
     consumers = _list(_dict(obj.get("status")).get("consumers"))
@@ -191,7 +197,8 @@ def consumer_table(obj: Obj, now: datetime) -> list[str]:
                 str(_dict(c.get("lastAnalysis")).get("verdict", NONE)),
             ]
         )
-    return table(rows)
+    # The two columns whose heading alone does not say what they count.
+    return [*table(rows), *LEGEND]
 
 
 def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
