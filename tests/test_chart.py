@@ -403,7 +403,8 @@ def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objec
     service_labels = only(objects, "Service")["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
+                "honorLabels": True}  # fmt: skip
     assert monitor["spec"]["endpoints"] == [endpoint]
 
 
