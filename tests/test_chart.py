@@ -433,11 +433,13 @@ def test_the_dashboard_configmap_carries_the_generated_json_and_the_sidecar_labe
 def test_the_dashboard_label_namespace_and_annotations_are_configurable(
     render: Callable[..., Objects],
 ) -> None:
-    objects = render({"dashboard": {"enabled": True, "labels": {"team-dashboards": "llm"},
+    objects = render({"dashboard": {"enabled": True, "label": "team.example.com/dashboard",
+                                    "labelValue": "llm", "labels": {"team": "ml"},
                                     "annotations": {"grafana_folder": "LLM"},
                                     "namespace": "monitoring"}})  # fmt: skip
     meta = only(objects, "ConfigMap")["metadata"]
-    assert meta["labels"]["team-dashboards"] == "llm" and "grafana_dashboard" not in meta["labels"]
+    assert meta["labels"]["team.example.com/dashboard"] == "llm"
+    assert meta["labels"]["team"] == "ml" and "grafana_dashboard" not in meta["labels"]
     assert meta["annotations"] == {"grafana_folder": "LLM"}
     assert meta["namespace"] == "monitoring"
 
@@ -620,7 +622,8 @@ def scrapers(*peers: dict[str, Any]) -> dict[str, Any]:
         ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
         ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
         ({"networkPolicy": {"metricsFrom": {"podSelector": {}}}}, "/networkPolicy/metricsFrom"),
-        ({"dashboard": {"labels": {"grafana_dashboard": 1}}}, "/labels/grafana_dashboard"),
+        ({"dashboard": {"labelValue": 1}}, "/dashboard/labelValue"),  # a label value is a string
+        ({"dashboard": {"label": "grafana dashboard"}}, "/dashboard/label"),
         ({"dashboard": {"namespace": "Monitoring"}}, "/dashboard/namespace"),
         ({"prometheusRule": {"fallbackRate": {"threshold": 5}}},
          "/prometheusRule/fallbackRate/threshold"),  # a share, not a percent
