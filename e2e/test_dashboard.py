@@ -108,7 +108,8 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
         wait_consumer(kubectl, namespace, CONSUMER, "passes at 50%", passedSamples=1)
         # What needs the Progressing phase, before the fault ends it.
         seen.until([stalled], 30)
-        print(f"\nwhile progressing at 50%: {len(seen.answers)}/{len(seen.queries)} with series")
+        answered = sum(1 for answers in seen.answers.values() if answers)
+        print(f"\nwhile progressing at 50%: {answered}/{len(seen.queries)} with series")
         plane.faults.faults.error_share = 1.0  # vLLM fails every request from now on
         try:
             wait_for(f"{CONSUMER} back at 0% in the router",
