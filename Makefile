@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images fuzz
+.PHONY: help venv lint crd crd-check dashboard unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images fuzz
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -14,6 +14,7 @@ help:
 	@echo "make cluster-up    start the local cluster (builds its binaries on first use)"
 	@echo "make cluster-down  stop the local cluster and what the demo left running"
 	@echo "make crd           regenerate crds/ from the API models"
+	@echo "make dashboard     regenerate the chart's Grafana dashboard from inferops/dashboard.py"
 	@echo "make fuzz          the property-based tests with many more generated examples"
 	@echo "make images        build the operator/router and vLLM CPU images (needs Docker)"
 
@@ -56,6 +57,12 @@ crd: venv
 
 crd-check: venv
 	$(PY) -m inferops.api.crd --check
+	$(PY) -m inferops.dashboard --check
+
+# The chart's Grafana dashboard (charts/inferops/files/dashboard.json) from its table of
+# panels; tests/test_dashboard.py and crd-check fail when the committed file is stale.
+dashboard: venv
+	$(PY) -m inferops.dashboard
 
 # The chart's tests need helm, which the local cluster's tooling builds (cached after once).
 unit: venv

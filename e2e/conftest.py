@@ -100,3 +100,17 @@ def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     data_plane.start()
     yield data_plane
     data_plane.stop()
+
+
+@pytest.fixture(scope="module")
+def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:  # fmt: skip
+    """The operator told where the local router and Prometheus are. The session's operator
+    pauses meanwhile: two operators must not drive the same resources."""
+    operator.stop()
+    mine = OperatorProcess(kubectl, tmp_path_factory.mktemp("migrator") / "operator.log",
+                           free_port(), extra_args=plane.operator_args())  # fmt: skip
+    mine.start()
+    yield mine
+    mine.stop()
+    operator.start()

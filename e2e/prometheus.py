@@ -1,10 +1,11 @@
 """A real Prometheus for the migration's e2e tests: Debian's package, run as a plain process.
 
 ``ensure_installed()`` installs Debian's ``prometheus`` package when no ``prometheus`` is on
-PATH (DESIGN.md section 3: 2.42, about 100 MB, no service needed). ``Prometheus`` writes a
-config with a 1 s scrape interval and static targets on loopback, each with labels of the
-test's choosing (so a local router process can carry the ``namespace`` and ``pod`` labels
-that ``PrometheusSource``'s default selector expects), runs the server as a
+PATH (DESIGN.md section 3: 2.42, about 100 MB, no service needed); the package brings
+``promtool`` too (``promtool()``), with which the chart's tests check rules. ``Prometheus``
+writes a config with a 1 s scrape interval and static targets on loopback, each with labels
+of the test's choosing (so a local router process can carry the ``namespace`` and ``pod``
+labels that ``PrometheusSource``'s default selector expects), runs the server as a
 ``ManagedProcess`` with a temporary TSDB, and waits for ``/-/ready``.
 
 CLI: ``python -m e2e.prometheus`` installs it if needed (for ``make prepare``) and prints the
@@ -91,6 +92,19 @@ def ensure_installed() -> str:
             f"(PATH={os.environ.get('PATH', '')})"
         )
     progress(f"installed {version(found)} at {found} in {time.monotonic() - started:.0f}s")
+    return found
+
+
+def promtool() -> str:
+    """Return the path of ``promtool`` (Prometheus' rule checker, in the same package),
+    installing the package first if needed."""
+    prometheus = ensure_installed()
+    found = shutil.which("promtool") or str(Path(prometheus).with_name("promtool"))
+    if not Path(found).exists():
+        raise PrometheusUnavailable(
+            f"{prometheus} has no promtool beside it and none is on PATH: install a "
+            "Prometheus 2.x distribution that includes promtool"
+        )
     return found
 
 

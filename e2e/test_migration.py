@@ -15,14 +15,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2e.dataplane import DataPlane, Traffic
-from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
+from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
 pytestmark = pytest.mark.e2e
@@ -35,20 +34,6 @@ FAST = {
     "tpotP95": {"maxRatio": 2, "floor": 0.5},
 }
 PROBE = {"requests": 4, "maxTokens": 4}
-
-
-@pytest.fixture(scope="module")
-def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:  # fmt: skip
-    """The operator told where the local router and Prometheus are. The session's operator
-    pauses meanwhile: two operators must not drive the same resources."""
-    operator.stop()
-    mine = OperatorProcess(kubectl, tmp_path_factory.mktemp("migrator") / "operator.log",
-                           free_port(), extra_args=plane.operator_args())  # fmt: skip
-    mine.start()
-    yield mine
-    mine.stop()
-    operator.start()
 
 
 def apply(kubectl: Kubectl, namespace: str, consumers: list[dict[str, Any]],

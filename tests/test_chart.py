@@ -20,10 +20,11 @@ import pytest
 import yaml
 from e2e.localcluster.build import HELM
 
-from inferops import registry
+from inferops import dashboard, registry
 from inferops.__main__ import parse_args
 from inferops.builders.common import DEFAULT_IMAGES
 from inferops.builders.network_policy import NetworkPolicyConfig, parse_peers
+from tests.monitoring import alerts, check_rules, rule_groups, run_promtool, split_condition
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "inferops"
@@ -111,7 +112,8 @@ def kinds(objects: Objects) -> list[str]:
 
 def test_helm_lint_strict_passes(helm: Helm) -> None:
     for values in ([], ["--set", "watchNamespaces={a,b}", "--set", "serviceMonitor.enabled=true",
-                        "--set", "networkPolicy.enabled=true"]):  # fmt: skip
+                        "--set", "networkPolicy.enabled=true", "--set", "dashboard.enabled=true",
+                        "--set", "prometheusRule.enabled=true"]):  # fmt: skip
         result = helm.run("lint", "--strict", str(CHART), *values)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
@@ -403,8 +405,199 @@ def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objec
     service_labels = only(objects, "Service")["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
+                "honorLabels": True}  # fmt: skip
     assert monitor["spec"]["endpoints"] == [endpoint]
+
+
+# ---------------------------------------------------------------- dashboard and alerts
+
+
+def test_no_dashboard_or_alerts_by_default(render: Callable[..., Objects]) -> None:
+    objects = render()
+    assert "ConfigMap" not in kinds(objects) and "PrometheusRule" not in kinds(objects)
+
+
+def test_the_dashboard_configmap_carries_the_generated_json_and_the_sidecar_label(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render({"dashboard": {"enabled": True}})
+    config = only(objects, "ConfigMap")
+    assert config["metadata"]["name"] == "inferops-dashboard"
+    assert config["metadata"]["namespace"] == NAMESPACE
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert list(config["data"]) == ["inferops-migration.json"]
+    assert json.loads(config["data"]["inferops-migration.json"]) == dashboard.build_dashboard()
+
+
+def test_the_dashboard_label_namespace_and_annotations_are_configurable(
+    render: Callable[..., Objects],
+) -> None:
+    objects = render({"dashboard": {"enabled": True, "label": "team.example.com/dashboard",
+                                    "labelValue": "llm", "labels": {"team": "ml"},
+                                    "annotations": {"grafana_folder": "LLM"},
+                                    "namespace": "monitoring"}})  # fmt: skip
+    meta = only(objects, "ConfigMap")["metadata"]
+    assert meta["labels"]["team.example.com/dashboard"] == "llm"
+    assert meta["labels"]["team"] == "ml" and "grafana_dashboard" not in meta["labels"]
+    assert meta["annotations"] == {"grafana_folder": "LLM"}
+    assert meta["namespace"] == "monitoring"
+
+
+ALERTS = ["InferopsConsumerRolledBack", "InferopsMigrationStepStalled",
+          "InferopsHighFallbackRate", "InferopsRoutingTableStale"]  # fmt: skip
+
+
+def test_the_prometheus_rule_has_the_four_alerts_and_promtool_accepts_them(
+    render: Callable[..., Objects], tmp_path: Path
+) -> None:
+    objects = render({"prometheusRule": {"enabled": True, "labels": {"release": "kps"},
+                                         "alertLabels": {"team": "llm"}}})  # fmt: skip
+    rule = only(objects, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    found = alerts(objects)
+    assert list(found) == ALERTS
+    for name, alert in found.items():
+        assert alert["labels"]["team"] == "llm", name
+        assert alert["labels"]["severity"] in ("warning", "critical"), name
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
+        split_condition(alert["expr"])  # ends in one comparison: the e2e test runs the rest
+    # Prometheus' own parser, on the expressions and the annotations' templates.
+    result = check_rules(rule_groups(objects), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
+
+
+def test_alert_thresholds_and_durations_come_from_values(render: Callable[..., Objects]) -> None:
+    found = alerts(render({"prometheusRule": {
+        "enabled": True, "stalledStepAfter": "3h", "staleTableFor": "2m",
+        "fallbackRate": {"threshold": 0.2, "window": "15m", "for": "1m"}}}))  # fmt: skip
+    assert found["InferopsMigrationStepStalled"]["for"] == "3h"
+    assert found["InferopsRoutingTableStale"]["for"] == "2m"
+    fallback = found["InferopsHighFallbackRate"]
+    assert fallback["for"] == "1m" and "[15m]" in fallback["expr"]
+    assert split_condition(fallback["expr"])[1:] == (">", 0.2)
+    assert "for" not in found["InferopsConsumerRolledBack"]  # it stays rolled back until retried
+
+
+# What each alert must do, on series written out minute by minute (promtool's unit tests of
+# rules: `promtool test rules`), with the chart's default thresholds. `_` is a missing sample,
+# `AxN` N more samples of A, `A+BxN` N more samples rising by B.
+OPERATOR = 'namespace="shop",backend="llama32"'
+ROUTER = 'namespace="shop",pod="llama32-router-5d8f-x2k4q",route="chat"'
+ALERT_CASES: list[dict[str, Any]] = [
+    {
+        "interval": "1m",
+        "input_series": [
+            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
+                       'phase="RolledBack"}', "values": "_x4 1x20"},
+            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
+                       'phase="Progressing"}', "values": "1x24"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "InferopsConsumerRolledBack", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "InferopsConsumerRolledBack", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "namespace": "shop",
+                                "backend": "llama32", "consumer": "notes"}}]},
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # notes moves to step 2 at 30m, then stays there: stalled an hour after that
+            # step began counting as unchanged (10 minutes without a change).
+            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
+                       'phase="Progressing"}', "values": "1x200"},
+            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="notes"}}',
+             "values": "1x29 2x170"},
+            # rag steps every 20 minutes: never stalled.
+            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
+                       'phase="Progressing"}', "values": "1x200"},
+            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="rag"}}',
+             "values": "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30"},
+            # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
+            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="ner",'
+                       'phase="Paused"}', "values": "1x200"},
+            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="ner"}}',
+             "values": "1x200"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "90m", "alertname": "InferopsMigrationStepStalled", "exp_alerts": []},
+            {"eval_time": "110m", "alertname": "InferopsMigrationStepStalled", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "namespace": "shop",
+                                "backend": "llama32", "consumer": "notes"}}]},
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
+            {"series": f'inferops_router_requests_total{{{ROUTER},consumer="notes",'
+                       'engine="vllm",code="200"}', "values": "0+10x40"},
+            {"series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="notes",'
+                       'engine="vllm",reason="status_503"}', "values": "0+1x40"},
+            {"series": f'inferops_router_requests_total{{{ROUTER},consumer="rag",'
+                       'engine="vllm",code="200"}', "values": "0+50x40"},
+            {"series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="rag",'
+                       'engine="vllm",reason="status_503"}', "values": "0+1x40"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "InferopsHighFallbackRate", "exp_alerts": []},
+            {"eval_time": "30m", "alertname": "InferopsHighFallbackRate", "exp_alerts": [
+                {"exp_labels": {"severity": "warning", "namespace": "shop",
+                                "backend": "llama32", "consumer": "notes"}}]},
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            {"series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-1"}',
+             "values": "0x5 1x20"},
+            {"series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-2"}',
+             "values": "0x25"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "9m", "alertname": "InferopsRoutingTableStale", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "InferopsRoutingTableStale", "exp_alerts": [
+                {"exp_labels": {"severity": "critical", "namespace": "shop",
+                                "pod": "llama32-router-a-1"}}]},
+        ],
+    },
+]  # fmt: skip
+
+
+def test_each_alert_fires_when_it_should_and_not_before(
+    render: Callable[..., Objects], tmp_path: Path
+) -> None:
+    groups = rule_groups(render({"prometheusRule": {"enabled": True}}))
+    for group in groups:
+        for rule in group["rules"]:
+            # promtool compares annotations too; theirs are checked by `check rules` above.
+            del rule["annotations"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    tested = {t["alertname"] for case in ALERT_CASES for t in case["alert_rule_test"]}
+    assert tested == set(ALERTS)
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": ALERT_CASES}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_test_rules_can_fail(render: Callable[..., Objects], tmp_path: Path) -> None:
+    """The test above can fail: the rollback alert expected for the wrong consumer."""
+    groups = rule_groups(render({"prometheusRule": {"enabled": True}}))
+    for group in groups:
+        for rule in group["rules"]:
+            del rule["annotations"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    case = json.loads(json.dumps(ALERT_CASES[0]))
+    case["alert_rule_test"][1]["exp_alerts"][0]["exp_labels"]["consumer"] = "rag"
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [case]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+    assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- values and schema
@@ -429,6 +622,13 @@ def scrapers(*peers: dict[str, Any]) -> dict[str, Any]:
         ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
         ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
         ({"networkPolicy": {"metricsFrom": {"podSelector": {}}}}, "/networkPolicy/metricsFrom"),
+        ({"dashboard": {"labelValue": 1}}, "/dashboard/labelValue"),  # a label value is a string
+        ({"dashboard": {"label": "grafana dashboard"}}, "/dashboard/label"),
+        ({"dashboard": {"namespace": "Monitoring"}}, "/dashboard/namespace"),
+        ({"prometheusRule": {"fallbackRate": {"threshold": 5}}},
+         "/prometheusRule/fallbackRate/threshold"),  # a share, not a percent
+        ({"prometheusRule": {"stalledStepAfter": "1 hour"}}, "/prometheusRule/stalledStepAfter"),
+        ({"prometheusRule": {"rollback": {}}}, "rollback"),
         (scrapers({}), "/networkPolicy/metricsFrom/0"),  # would be refused by the API server
         (scrapers({"ipBlock": {"cidr": "10.0.0.0/8"}}), "ipBlock"),
         (scrapers({"podSelector": {"matchLabels": {"app": "-x"}}}),

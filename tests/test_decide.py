@@ -140,9 +140,11 @@ def test_rollout_metrics_follow_the_status() -> None:
         "m", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[running])
     )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 50
+    assert value("inferops_migration_consumer_step", consumer="notes") == 2  # index 1
     record_migration("m", "b", InferenceBackendStatus(consumers=[running]),
                      InferenceBackendStatus(consumers=[rolled]))  # fmt: skip
     assert value("inferops_migration_consumer_weight", consumer="notes") == 0
+    assert value("inferops_migration_consumer_step", consumer="notes") == 2  # still step 2
     assert value("inferops_migration_rollbacks_total", consumer="notes") == 1
     assert value("inferops_migration_analyses_total", consumer="notes", verdict="Fail") == 1
     assert value("inferops_migration_consumer_phase", consumer="notes", phase="RolledBack") == 1

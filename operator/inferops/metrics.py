@@ -37,6 +37,13 @@ MIGRATION_WEIGHT = Gauge(
     "Live percent of a consumer's requests sent to vLLM, as decided by the operator.",
     ["namespace", "backend", "consumer"],
 )
+MIGRATION_STEP = Gauge(
+    "inferops_migration_consumer_step",
+    "The consumer's current step of spec.migration.steps, counting from 1 as Events and "
+    "`kubectl ib` do (a rolled back or aborted consumer keeps the step it stopped at); 0 "
+    "before its first step.",
+    ["namespace", "backend", "consumer"],
+)
 MIGRATION_PHASE = Gauge(
     "inferops_migration_consumer_phase",
     "1 for the consumer's current migration phase (Pending, Progressing, Paused, Migrated, "
@@ -63,6 +70,7 @@ def record_migration(
     for c in status.consumers:
         labels = (namespace, backend, c.name)
         MIGRATION_WEIGHT.labels(*labels).set(c.weight)
+        MIGRATION_STEP.labels(*labels).set(0 if c.step is None else c.step + 1)
         old = before.get(c.name)
         if old is not None and old.phase != c.phase:
             with contextlib.suppress(KeyError):
@@ -76,4 +84,5 @@ def record_migration(
     for name in before.keys() - {c.name for c in status.consumers}:
         with contextlib.suppress(KeyError):
             MIGRATION_WEIGHT.remove(namespace, backend, name)
+            MIGRATION_STEP.remove(namespace, backend, name)
             MIGRATION_PHASE.remove(namespace, backend, name, before[name].phase)
