@@ -70,7 +70,7 @@ def record_migration(
     for c in status.consumers:
         labels = (namespace, backend, c.name)
         MIGRATION_WEIGHT.labels(*labels).set(c.weight)
-        MIGRATION_STEP.labels(*labels).set(0 if c.step is None else c.step + 1)
+        MIGRATION_STEP.labels(*labels).set(c.step or 0)
         old = before.get(c.name)
         if old is not None and old.phase != c.phase:
             with contextlib.suppress(KeyError):
