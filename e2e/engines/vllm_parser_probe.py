@@ -9,9 +9,9 @@ e2e/engines/vllm_parser_probe.py COMMAND``), standard library and vLLM only:
   two ways the images start vLLM are both built, ``python -m
   vllm.entrypoints.openai.api_server`` (the inferops images' entrypoint) and ``vllm serve``
   (the ``vllm/vllm-openai`` image's), and must have the same options.
-- ``parse``: read a JSON list of argument lists on stdin and print, for each, what each of the
-  two parsers makes of it: the namespace (values as JSON, or their repr) or the error that
-  stops vLLM before it starts.
+- ``parse``: read ``{"dests": [...], "cases": [[arg, ...], ...]}`` on stdin and print, for each
+  case, what each of the two parsers makes of it: the values of those destinations (as JSON,
+  or their repr) or the error that stops vLLM before it starts.
 
 The parsers are built exactly as vLLM 0.32 builds them (``entry.main`` and ``cli/main.py``),
 without running anything after the parse.
@@ -91,39 +91,41 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def outcome(parse: Callable[[list[str]], argparse.Namespace], args: list[str]) -> dict[str, Any]:
+def outcome(
+    parse: Callable[[list[str]], argparse.Namespace], args: list[str], dests: list[str]
+) -> dict[str, Any]:
     """Run one parse; argparse reports a bad argument by printing and exiting with 2."""
     stderr = io.StringIO()
     try:
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             namespace = parse(args)
     except SystemExit as exc:
-        return {"error": stderr.getvalue().strip().splitlines()[-1:] or [f"exit {exc.code}"]}
+        return {"error": (stderr.getvalue().strip().splitlines() or [f"exit {exc.code}"])[-1]}
     except Exception as exc:  # vLLM's own pre-processing raises plain exceptions
-        return {"error": [f"{type(exc).__name__}: {exc}"]}
-    return {"values": {k: jsonable(v) for k, v in sorted(vars(namespace).items())}}
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"values": {d: jsonable(getattr(namespace, d, None)) for d in dests}}
 
 
-def parse_api_server(args: list[str]) -> argparse.Namespace:
-    return api_server_parser().parse_args(args)
+def parse(request: dict[str, Any]) -> list[dict[str, Any]]:
+    # Built once: argparse keeps no state between parses.
+    api = api_server_parser()
+    cli = vllm_cli_parser()[0]
 
+    def parse_serve(args: list[str]) -> argparse.Namespace:
+        namespace = cli.parse_args(["serve", *args])
+        # ServeSubcommand.cmd: "If model is specified in CLI (as positional arg), it takes
+        # precedence", so the model that is served is the positional one.
+        if getattr(namespace, "model_tag", None) is not None:
+            namespace.model = namespace.model_tag
+        return namespace
 
-def parse_serve(args: list[str]) -> argparse.Namespace:
-    namespace = vllm_cli_parser()[0].parse_args(["serve", *args])
-    # ServeSubcommand.cmd: "If model is specified in CLI (as positional arg), it takes
-    # precedence", so the model that is served is the positional one.
-    if getattr(namespace, "model_tag", None) is not None:
-        namespace.model = namespace.model_tag
-    return namespace
-
-
-def parse(cases: list[list[str]]) -> list[dict[str, Any]]:
+    dests = request["dests"]
     return [
         {
-            "api_server": outcome(parse_api_server, args),
-            "serve": outcome(parse_serve, args),
+            "api_server": outcome(api.parse_args, args, dests),
+            "serve": outcome(parse_serve, args, dests),
         }
-        for args in cases
+        for args in request["cases"]
     ]
 
 
