@@ -160,7 +160,12 @@ def refusals(items: Sequence[str]) -> list[str]:
     for i, item in enumerate(items):
         where = f'{FIELD}[{i}] "{item}"'
         flag = None if after_separator else read_flag(item)
-        if flag is not None:
+        if item.startswith("-") and any(c.isspace() for c in item.split("=", 1)[0]):
+            # Before reading it as a flag: a space even after a `.` (`--a.b c`) is refused,
+            # as the API server's rule, which cannot tell, refuses it.
+            problems.append(_several_words(where, item))
+            takes = "0"
+        elif flag is not None:
             if problem := _managed_problem(item, flag):
                 problems.append(f"{where}: {problem}")
             if flag.dotted:
@@ -173,9 +178,6 @@ def refusals(items: Sequence[str]) -> list[str]:
                 takes = "any"
         elif item == "--" and not after_separator:
             after_separator, takes = True, "0"
-        elif item.startswith("-") and any(c.isspace() for c in item.split("=", 1)[0]):
-            problems.append(_several_words(where, item))
-            takes = "0"
         elif takes in ("1", "?", "next"):
             takes = "0"
         elif takes == "0":
