@@ -1,6 +1,6 @@
 """`spec.vllm.extraArgs` is judged the way vLLM's parser reads it: every spelling of a flag the
 operator manages is refused naming the item, the flag and the field to use instead; so are
-items holding several words and stray values; other flags pass. The managed flags are the
+items holding several words; other flags pass. The managed flags are the
 ones the builder sets. That vLLM really reads each example so is e2e/test_vllm_args.py's
 part, with vLLM's own parser."""
 
@@ -69,4 +69,5 @@ def test_a_spec_refused_for_several_items_names_each() -> None:
         spec_with(["--port=1", "--enforce-eager", "-tp", "2", "x"])
     message = describe_errors(caught.value)
     named = [i for i in range(5) if f"spec.vllm.extraArgs[{i}]" in message]
-    assert named == [0, 2, 4], message  # "2" is the value of -tp; "x" is nobody's
+    # Values are not judged: "2" is -tp's; "x" is nobody's, which vLLM stops on by itself.
+    assert named == [0, 2], message

@@ -222,7 +222,7 @@ class VLLMSpec(WorkloadSpec):
     """More vLLM command-line arguments, one item per word (e.g. `--max-num-seqs`, `64`).
     An item vLLM would read as a flag the operator manages, in any spelling (`_` for `-`, a
     prefix, a short alias), is refused with the field to use instead, and so is an item
-    holding several words or a stray value."""
+    holding several words."""
     hf_token_secret_ref: SecretKeyRef | None = None
     """Secret holding a Hugging Face token, for gated models. Injected as HF_TOKEN with
     valueFrom, never copied."""

@@ -13,15 +13,17 @@ vLLM 0.32's parser (argparse under vLLM's `FlexibleArgumentParser`):
 - reads `--flag=value` and `--flag value`; `--flag.key=value` sets key of the flag's JSON
   value, so `--served-model-name.a=b` sets the served model name too;
 - takes an item with a space (`"--port 9000"`) as one positional argument: `vllm serve`
-  stops on it ("unrecognized arguments"), the API server module takes it for the model;
-- likewise any positional item that is not the value of the flag before it.
+  stops on it ("unrecognized arguments"), the API server module takes it for the model.
 
 `refusals` reads the items the same way, with vLLM's whole option table
 (`inferops.api.vllm_options`, generated from the real parser), and returns one message per
-refused item naming `spec.vllm.extraArgs[i]`, what vLLM reads and the fix. An item that vLLM
-could read as a managed flag is refused wherever it stands, and so is a prefix that several
-flags share when one of them is managed (vLLM refuses it as ambiguous; the user meant one).
-Options vLLM 0.32 does not know are left alone: an image may carry a newer vLLM.
+refused item naming `spec.vllm.extraArgs[i]`, what vLLM reads and the fix. Each item is judged
+on its own, exactly as the CEL rules of `extra_args_cel_rules` judge it at `kubectl apply`:
+an item that vLLM could read as a managed flag is refused wherever it stands, and so is a
+prefix that several flags share when one of them is managed (vLLM refuses it as ambiguous;
+the user meant one). Options vLLM 0.32 does not know are left alone, as an image may carry a
+newer vLLM, and so are values no flag takes, which need the item before them (vLLM stops on
+them, as on a bad value).
 
 `e2e/test_vllm_args.py` runs vLLM's own parser on every refused spelling and on accepted ones.
 """
@@ -59,6 +61,8 @@ FIELD = "spec.vllm.extraArgs"
 
 # argparse reads these as values, not options (vLLM has no option that looks like a number).
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+# Whitespace as the API server's rule (RE2's \s) sees it.
+_SPACE = re.compile(r"[\t\n\f\r ]")
 
 
 @dataclass(frozen=True)
@@ -70,20 +74,15 @@ class Flag:
     options: tuple[str, ...]
     """The option strings it may stand for: one when exact or a unique prefix, several when
     ambiguous, none when vLLM 0.32 does not know it."""
-    has_value: bool
-    """The value is in the item (`--flag=value`, `-O3`)."""
-    dotted: bool
-    """`--flag.key`: vLLM takes the next item as its value, whatever it looks like."""
 
 
-def option_name(item: str) -> tuple[str, bool]:
-    """The option name of an item starting with `-`, as vLLM's pre-processing leaves it, and
-    whether the item was dotted (`--flag.key[=value]`)."""
-    key = item.split("=", 1)[0]
-    name, dot, _ = key.partition(".")
+def option_name(item: str) -> str:
+    """The option name of an item starting with `-`, as vLLM's pre-processing leaves it: up
+    to `=`, and to the first `.` (`--flag.key=value` sets `key` in the flag's JSON value)."""
+    name = item.split("=", 1)[0].split(".", 1)[0]
     if item.startswith("--"):
         name = "--" + name[2:].replace("_", "-")
-    return name, bool(dot)
+    return name
 
 
 def candidates(name: str) -> tuple[str, ...]:
@@ -106,13 +105,13 @@ def read_flag(item: str) -> Flag | None:
         return None
     if item.startswith("-O") and not item.startswith("--"):
         # vLLM rewrites -O3 and -O=3 to `--optimization-level 3`, and `-O 3` likewise.
-        return Flag("--optimization-level", ("--optimization-level",), item != "-O", False)
-    name, dotted = option_name(item)
-    if any(c.isspace() for c in name):
-        return None  # argparse takes an item with a space for a positional argument
-    options = candidates(name)
-    attached = options == (name[:2],) and len(name) > 2 and not name.startswith("--")
-    return Flag(name, options, "=" in item or attached, dotted)
+        return Flag("--optimization-level", ("--optimization-level",))
+    name = option_name(item)
+    if _SPACE.search(name) or name in ("-", "--"):
+        # argparse takes an item with a space for a positional argument; `--=x` names no
+        # option (the API server's rule leaves it alone too).
+        return None
+    return Flag(name, candidates(name))
 
 
 def _managed_problem(item: str, flag: Flag) -> str | None:
@@ -149,44 +148,16 @@ def _several_words(where: str, item: str) -> str:
 
 
 def refusals(items: Sequence[str]) -> list[str]:
-    """One message per item vLLM would read as a flag the operator manages, or that would
-    stop vLLM or change its model as a stray positional argument; [] when all are fine."""
+    """One message per item vLLM could read as a flag the operator manages, or holding
+    several words; [] when all are fine. Each item is judged on its own, as the API server's
+    rules judge it, so the two agree."""
     problems: list[str] = []
-    # How many values the option before may still take: "0", "1", "?", "+", "*", or "any"
-    # for an option vLLM 0.32 does not know (an image's newer vLLM may) or an ambiguous one.
-    # The operator's own flags before extraArgs have all taken their value.
-    takes = "0"
-    after_separator = False  # argparse reads every item after `--` as positional
     for i, item in enumerate(items):
         where = f'{FIELD}[{i}] "{item}"'
-        flag = None if after_separator else read_flag(item)
-        if item.startswith("-") and any(c.isspace() for c in item.split("=", 1)[0]):
-            # Before reading it as a flag: a space even after a `.` (`--a.b c`) is refused,
-            # as the API server's rule, which cannot tell, refuses it.
+        if item.startswith("-") and _SPACE.search(item.split("=", 1)[0]):
             problems.append(_several_words(where, item))
-            takes = "0"
-        elif flag is not None:
-            if problem := _managed_problem(item, flag):
-                problems.append(f"{where}: {problem}")
-            if flag.dotted:
-                # vLLM takes the next item as the value of `--flag.key`, whatever it is.
-                takes = "0" if "=" in item else "next"
-            elif len(flag.options) == 1:
-                nargs = OPTIONS[flag.options[0]][1]
-                takes = "0" if flag.has_value and nargs in ("1", "?") else nargs
-            else:
-                takes = "any"
-        elif item == "--" and not after_separator:
-            after_separator, takes = True, "0"
-        elif takes in ("1", "?", "next"):
-            takes = "0"
-        elif takes == "0":
-            problems.append(
-                f"{where}: is not the value of a flag (the item before it takes none), so "
-                "vLLM reads it as the model to serve, or stops on it as an unrecognized "
-                "argument: remove it, or put it right after the flag it belongs to (the "
-                "model is spec.vllm.model)"
-            )
+        elif (flag := read_flag(item)) is not None and (problem := _managed_problem(item, flag)):
+            problems.append(f"{where}: {problem}")
     return problems
 
 
@@ -198,11 +169,9 @@ _CEL_NAME = (
 
 
 def extra_args_cel_rules() -> list[JsonDict]:
-    """The API server's share of the check, one rule per managed flag and one for items with
-    a space, so `kubectl apply` refuses what needs no parser state: every spelling of a
-    managed flag (exact, `_` for `-`, prefix, short alias, `=value`, `.key`). Positional
-    items need the option before them and are left to the model (the operator reports them
-    as InvalidSpec). Each rule refuses only what `refusals` refuses too."""
+    """The same check for the API server, one rule per managed flag and one for items with a
+    space, so `kubectl apply` refuses every spelling of a managed flag (exact, `_` for `-`,
+    prefix, short alias, `=value`, `.key`). They refuse exactly what `refusals` refuses."""
     unmanaged_prefixes = [
         option
         for option, (dest, _) in OPTIONS.items()
