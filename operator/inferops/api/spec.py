@@ -33,9 +33,6 @@ from inferops.api.grammar import (
 from inferops.api.migration import Migration
 from inferops.api.vllm_args import extra_args_cel_rules, refusals
 
-# Every spelling of the vLLM flags the operator manages, refused by the API server.
-EXTRA_ARGS_RULES = extra_args_cel_rules()
-
 # Child names the operator derives from the resource's name; a consumer may not take them.
 RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
 
