@@ -211,10 +211,16 @@ class VLLMSpec(WorkloadSpec):
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     """Data type of weights and activations."""
     extra_args: Annotated[
-        list[Annotated[str, Field(max_length=1024)]],
-        Field(
-            max_length=64, json_schema_extra={"x-kubernetes-validations": extra_args_cel_rules()}
-        ),
+        list[
+            Annotated[
+                str,
+                Field(
+                    max_length=1024,
+                    json_schema_extra={"x-kubernetes-validations": extra_args_cel_rules()},
+                ),
+            ]
+        ],
+        Field(max_length=64),
     ] = []
     """More vLLM command-line arguments, one item per word (e.g. `--max-num-seqs`, `64`).
     An item vLLM would read as a flag the operator manages, in any spelling (`_` for `-`, a

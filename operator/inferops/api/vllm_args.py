@@ -161,17 +161,19 @@ def refusals(items: Sequence[str]) -> list[str]:
     return problems
 
 
-# The option name of an item `a`, as `option_name` finds it, in CEL.
+# The option name of an item (`self`), as `option_name` finds it, in CEL.
 _CEL_NAME = (
-    "(a.startsWith('--') ? a.split('=')[0].split('.')[0].replace('_', '-') "
-    ": a.split('=')[0].split('.')[0])"
+    "(self.startsWith('--') ? self.split('=')[0].split('.')[0].replace('_', '-') "
+    ": self.split('=')[0].split('.')[0])"
 )
 
 
 def extra_args_cel_rules() -> list[JsonDict]:
-    """The same check for the API server, one rule per managed flag and one for items with a
-    space, so `kubectl apply` refuses every spelling of a managed flag (exact, `_` for `-`,
-    prefix, short alias, `=value`, `.key`). They refuse exactly what `refusals` refuses."""
+    """The same check for the API server, on each item of `extraArgs` (so its messages name
+    `spec.vllm.extraArgs[i]`): one rule per managed flag, refusing every spelling of it
+    (exact, `_` for `-`, prefix, short alias, `=value`, `.key`), and one for items with a
+    space. They refuse exactly what `refusals` refuses. (Rules on the list with a message
+    naming the index cost more than the API server allows.)"""
     unmanaged_prefixes = [
         option
         for option, (dest, _) in OPTIONS.items()
@@ -190,32 +192,19 @@ def extra_args_cel_rules() -> list[JsonDict]:
         name = "--" + dest.replace("_", "-")
         options.sort(key=lambda o: o != name)  # the flag's own name first, for the message
         listed = "[" + ", ".join(f"'{o}'" for o in options) + "]"
-        bad = (
-            f"a.startsWith('-') && size({_CEL_NAME}) > 1 && {_CEL_NAME} != '--' && "
-            f"{listed}.exists(m, m.startsWith({_CEL_NAME}))"
-        )
         rules.append(
             cel(
-                f"self.all(a, !({bad}))",
-                f"an item is read by vLLM as {options[0]}, which is managed by the operator; {fix}",
+                f"!(self.startsWith('-') && size({_CEL_NAME}) > 1 && {_CEL_NAME} != '--' && "
+                f"{listed}.exists(m, m.startsWith({_CEL_NAME})))",
+                f"vLLM reads it as {options[0]}, which is managed by the operator; {fix}",
             )
-            | {
-                "messageExpression": f"'{FIELD}[' + string(self.map(a, {bad}).indexOf(true)) + "
-                f"']: vLLM reads it as {options[0]}, which is managed by the operator; {fix}'"
-            }
         )
-    spaced = "a.startsWith('-') && a.split('=')[0].matches('\\\\s')"
     rules.append(
         cel(
-            f"self.all(a, !({spaced}))",
-            "an item holds several words; vLLM takes each item as one argument: write one "
-            'item per word, e.g. ["--max-num-seqs", "64"]',
+            "!(self.startsWith('-') && self.split('=')[0].matches('\\\\s'))",
+            "holds several words; vLLM takes each item as one argument: write one item per "
+            'word, e.g. ["--max-num-seqs", "64"]',
         )
-        | {
-            "messageExpression": f"'{FIELD}[' + string(self.map(a, {spaced}).indexOf(true)) + "
-            "']: holds several words; vLLM takes each item as one argument: write one item "
-            'per word, e.g. ["--max-num-seqs", "64"]\''
-        }
     )
     return rules
 
