@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv lint crd crd-check dashboard unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images fuzz
+.PHONY: help venv lint crd crd-check dashboard vllm-options unit prepare e2e test cluster-up cluster-down demo demo-stop clean bench lint-images lint-workflows images fuzz
 
 help:
 	@echo "make demo          local cluster + CRD + operator + example, watched until Ready"
@@ -15,6 +15,7 @@ help:
 	@echo "make cluster-down  stop the local cluster and what the demo left running"
 	@echo "make crd           regenerate crds/ from the API models"
 	@echo "make dashboard     regenerate the chart's Grafana dashboard from inferops/dashboard.py"
+	@echo "make vllm-options  regenerate vLLM's option table from its parser (the cached vLLM env)"
 	@echo "make fuzz          the property-based tests with many more generated examples"
 	@echo "make images        build the operator/router and vLLM CPU images (needs Docker)"
 
@@ -54,6 +55,11 @@ images:
 crd: venv
 	$(PY) -m inferops.api.crd
 	cp crds/inferencebackends.yaml charts/inferops/files/crd.yaml
+
+# vLLM's option table (operator/inferops/api/vllm_options.py), from vLLM's own parser in the
+# cached vLLM CPU env; e2e/test_vllm_args.py fails when it is out of date.
+vllm-options: venv
+	$(PY) -m e2e.engines.vllm_options
 
 crd-check: venv
 	$(PY) -m inferops.api.crd --check

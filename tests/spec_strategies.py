@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from inferops.api.grammar import quantity_value
 from inferops.api.migration import MAX_DURATION, seconds
-from inferops.api.spec import MANAGED_VLLM_FLAGS, RESERVED_CONSUMER_NAMES
+from inferops.api.spec import RESERVED_CONSUMER_NAMES
+from inferops.api.vllm_args import refusals
 
 Json = Any
 Path = tuple[str | int, ...]
@@ -156,14 +157,21 @@ LABEL_KEYS = st.one_of(
     word(LOWER + DIGITS, LOWER + DIGITS + "-.", LOWER + DIGITS, 10),
 )
 LABEL_VALUES = st.one_of(st.just(""), word(ALNUM, ALNUM + "-_.", ALNUM, 12))
-# Vendor flags vLLM takes, none of them managed by the operator.
-EXTRA_ARGS = st.one_of(
+# Vendor flags vLLM takes, none of them managed by the operator, each with its value; any text
+# as a value; and flags vLLM 0.32 does not know (an image's newer vLLM may).
+EXTRA_ARG_GROUPS = st.one_of(
     st.sampled_from(
-        ["--enable-prefix-caching", "--max-num-seqs=64", "--quantization", "awq",
-         "--trust-remote-code", "--enforce-eager", "--kv-cache-dtype=fp8"]
+        [["--enable-prefix-caching"], ["--max-num-seqs=64"], ["--quantization", "awq"],
+         ["--trust-remote-code"], ["--enforce-eager"], ["--kv-cache-dtype=fp8"]]
     ),
-    st.text(max_size=40).filter(lambda a: a.split("=", 1)[0] not in MANAGED_VLLM_FLAGS),
+    st.text(max_size=40).map(lambda value: ["--chat-template", value]),
+    st.text(max_size=30).map(lambda name: [f"--x-{name}"]),
 )  # fmt: skip
+EXTRA_ARGS = (
+    st.lists(EXTRA_ARG_GROUPS, max_size=4)
+    .map(lambda groups: [item for group in groups for item in group])
+    .filter(lambda items: not refusals(items))
+)
 
 
 @st.composite
@@ -266,7 +274,7 @@ VLLM = st.fixed_dictionaries(
         "gpuMemoryUtilization": st.floats(0, 1, exclude_min=True),
         "maxModelLen": st.integers(1, 1 << 20),
         "dtype": st.sampled_from(["auto", "half", "float16", "bfloat16", "float", "float32"]),
-        "extraArgs": st.lists(EXTRA_ARGS, max_size=4),
+        "extraArgs": EXTRA_ARGS,
         "hfTokenSecretRef": st.fixed_dictionaries(
             {"name": OBJECT_NAMES}, optional={"key": st.sampled_from(["token", "HF_TOKEN", "a.b"])}
         ),

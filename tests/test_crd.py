@@ -59,7 +59,7 @@ def test_defaults_reach_the_schema() -> None:
     assert vllm["gpuMemoryUtilization"]["default"] == 0.9
     assert vllm["gpuMemoryUtilization"]["exclusiveMinimum"] is True
     assert vllm["tensorParallelSize"]["minimum"] == 1
-    rules = [r["message"] for r in vllm["extraArgs"]["x-kubernetes-validations"]]
+    rules = [r["message"] for r in vllm["extraArgs"]["items"]["x-kubernetes-validations"]]
     assert any("--tensor-parallel-size" in m and "tensorParallelSize" in m for m in rules)
 
 

@@ -140,7 +140,7 @@ def test_rollout_metrics_follow_the_status() -> None:
         "m", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[running])
     )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 50
-    assert value("inferops_migration_consumer_step", consumer="notes") == 2  # status counts steps from 1, as the gauge does
+    assert value("inferops_migration_consumer_step", consumer="notes") == 2  # from 1, as status
     record_migration("m", "b", InferenceBackendStatus(consumers=[running]),
                      InferenceBackendStatus(consumers=[rolled]))  # fmt: skip
     assert value("inferops_migration_consumer_weight", consumer="notes") == 0

@@ -22,7 +22,8 @@ def describe_errors(error: ValidationError) -> str:
     clauses = []
     for item in error.errors():
         where = ".".join(["spec", *(str(part) for part in item["loc"])])
-        clauses.append(f"{where}: {item['msg']}")
+        # A message may already name a finer place (`spec.vllm.extraArgs[2]`).
+        clauses.append(item["msg"] if item["msg"].startswith(where) else f"{where}: {item['msg']}")
     return "; ".join(clauses)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from inferops.api.affinity import Affinity
-from inferops.api.base import JsonDict, Model, cel, cel_rules
+from inferops.api.base import Model, cel, cel_rules
 from inferops.api.grammar import (
     CONFIG_KEY_PATTERN,
     DNS_1035_PATTERN,
@@ -31,6 +32,7 @@ from inferops.api.grammar import (
     quantity_value,
 )
 from inferops.api.migration import Migration
+from inferops.api.vllm_args import extra_args_cel_rules, refusals
 
 # Child names the operator derives from the resource's name; a consumer may not take them.
 RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
@@ -43,28 +45,6 @@ MODEL_NAME_PATTERN = (
 
 # A Hugging Face repository id (`org/name`, the Hub's own character set), or an absolute path.
 HF_MODEL_PATTERN = r"^(/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
-
-# vLLM flags the operator sets itself, and the field to use instead. Each becomes a CEL rule on
-# `spec.vllm.extraArgs`, so `kubectl apply` refuses e.g. `--tensor-parallel-size=2` there.
-MANAGED_VLLM_FLAGS: dict[str, str] = {
-    "--model": "spec.vllm.model",
-    "--served-model-name": "spec.model",
-    "--tensor-parallel-size": "spec.vllm.tensorParallelSize",
-    "-tp": "spec.vllm.tensorParallelSize",
-    "--gpu-memory-utilization": "spec.vllm.gpuMemoryUtilization",
-    "--max-model-len": "spec.vllm.maxModelLen",
-    "--dtype": "spec.vllm.dtype",
-    "--download-dir": "spec.vllm.cache",
-    "--host": "nothing: the operator listens on all pod addresses",
-    "--port": "nothing: the operator serves on port 8000",
-}
-
-
-def _flag_rule(flag: str, instead: str) -> JsonDict:
-    return cel(
-        f"self.all(a, a != '{flag}' && !a.startsWith('{flag}='))",
-        f"{flag} is managed by the operator; set {instead} instead",
-    )
 
 
 class SecretKeyRef(Model):
@@ -250,18 +230,21 @@ class VLLMSpec(WorkloadSpec):
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     """Data type of weights and activations."""
     extra_args: Annotated[
-        list[Annotated[str, Field(max_length=1024)]],
-        Field(
-            max_length=64,
-            json_schema_extra={
-                "x-kubernetes-validations": [
-                    _flag_rule(flag, instead) for flag, instead in MANAGED_VLLM_FLAGS.items()
-                ]
-            },
-        ),
+        list[
+            Annotated[
+                str,
+                Field(
+                    max_length=1024,
+                    json_schema_extra={"x-kubernetes-validations": extra_args_cel_rules()},
+                ),
+            ]
+        ],
+        Field(max_length=64),
     ] = []
-    """More vLLM command-line arguments (e.g. `--enable-prefix-caching`). Flags the operator
-    manages are refused here."""
+    """More vLLM command-line arguments, one item per word (e.g. `--max-num-seqs`, `64`).
+    An item vLLM would read as a flag the operator manages, in any spelling (`_` for `-`, a
+    prefix, a short alias), is refused with the field to use instead, and so is an item
+    holding several words."""
     hf_token_secret_ref: SecretKeyRef | None = None
     """Secret holding a Hugging Face token, for gated models. Injected as HF_TOKEN with
     valueFrom, never copied."""
@@ -277,13 +260,13 @@ class VLLMSpec(WorkloadSpec):
 
     @field_validator("extra_args")
     @classmethod
-    def _no_managed_flags(cls, extra_args: list[str]) -> list[str]:
-        for arg in extra_args:
-            flag = arg.split("=", 1)[0]
-            if flag in MANAGED_VLLM_FLAGS:
-                raise ValueError(
-                    f"{flag} is managed by the operator; set {MANAGED_VLLM_FLAGS[flag]} instead"
-                )
+    def _read_as_vllm_does(cls, extra_args: list[str]) -> list[str]:
+        if problems := refusals(extra_args):
+            # The messages name the item (`spec.vllm.extraArgs[i]`), a finer place than the
+            # field's own location, which describe_errors then leaves out.
+            raise PydanticCustomError(
+                "vllm_extra_args", "{problems}", {"problems": "; ".join(problems)}
+            )
         return extra_args
 
 
@@ -457,7 +440,6 @@ class InferenceBackendSpec(Model):
 
 
 __all__ = [
-    "MANAGED_VLLM_FLAGS",
     "AdmissionSpec",
     "CacheSpec",
     "ConsumerSpec",
