@@ -171,6 +171,43 @@ def test_invalid_resources_are_rejected_with_the_field(
     assert kubectl.items("inferencebackends", namespace) == []
 
 
+# Fields whose description carries a generated default, range, list bound or pattern.
+EXPLAINED = (
+    "spec.vllm.gpuMemoryUtilization",
+    "spec.migration.analysis.errorRate",
+    "spec.ollama.keepAlive",
+    "spec.vllm.extraArgs",
+    "spec.consumers.weight",
+)
+
+
+def _schema(path: str) -> dict[str, Any]:
+    crd = yaml.safe_load((REPO / "crds" / "inferencebackends.yaml").read_text())
+    node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in path.split("."):
+        node = node.get("items", node)["properties"][name]
+    return node
+
+
+def test_kubectl_explain_shows_each_fields_default_and_range(kubectl: Kubectl, crd: str) -> None:
+    """kubectl explain prints descriptions, not the schema's default or bounds: the CRD's
+    descriptions carry them, and the API server publishes them whole."""
+    for path in EXPLAINED:
+        description = " ".join(_schema(path)["description"].split())
+        assert "Default: " in description or "Items: " in description, description
+
+        def explained(path: str = path) -> str | None:
+            # The API server publishes a new CRD's OpenAPI a moment after it is established.
+            result = kubectl.run("explain", f"inferencebackends.{path}", check=False)
+            return result.stdout if result.returncode == 0 else None
+
+        shown = " ".join(wait_for(f"kubectl explain {path}", explained, timeout=30).split())
+        assert description in shown, f"{path}: {shown}"
+    dtype = kubectl.run("explain", "inferencebackends.spec.vllm.dtype").stdout
+    # Enum values are kubectl's to list; the description states only the default.
+    assert "ENUM:" in dtype and "Default: auto." in " ".join(dtype.split()), dtype
+
+
 def test_deleting_the_resource_removes_every_child(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:

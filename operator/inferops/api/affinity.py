@@ -92,7 +92,7 @@ class NodeFieldSelectorRequirement(Model):
     operator: Literal["In", "NotIn"]
     """In or NotIn."""
     values: Annotated[list[ObjectName], Field(min_length=1, max_length=1)]
-    """Exactly one node name."""
+    """The node's name, as the list's only item."""
 
 
 class NodeSelectorTerm(Model):
@@ -121,7 +121,7 @@ class PreferredSchedulingTerm(Model):
     """A node preference with its weight."""
 
     weight: Weight
-    """Weight of the preference, 1-100."""
+    """Weight of the preference."""
     preference: NodeSelectorTerm
     """The nodes preferred."""
 
@@ -232,7 +232,7 @@ class WeightedPodAffinityTerm(Model):
     """A pod affinity term with its weight."""
 
     weight: Weight
-    """Weight of the term, 1-100."""
+    """Weight of the term."""
     pod_affinity_term: PodAffinityTerm
     """The term."""
 

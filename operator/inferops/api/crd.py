@@ -2,8 +2,10 @@
 
 Pydantic's JSON Schema is turned into a Kubernetes *structural* schema: references inlined,
 `Optional` unwrapped, titles dropped, `additionalProperties` kept only for maps, exclusive
-bounds in OpenAPI v3.0 form. Run `python -m inferops.api.crd` to rewrite `crds/`, or with
-`--check` to fail when the committed file is stale.
+bounds in OpenAPI v3.0 form; each spec field's default and bounds are appended to its
+description (`inferops.api.facts`), where `kubectl explain` shows them. Run
+`python -m inferops.api.crd` to rewrite `crds/`, or with `--check` to fail when the committed
+file is stale.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from inferops.api import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from inferops.api.facts import described
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 
@@ -149,7 +152,7 @@ def build_crd() -> dict[str, Any]:
             "kind": {"type": "string"},
             # Declared so that the name rule below can report metadata.name as its field.
             "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
-            "spec": model_schema(InferenceBackendSpec),
+            "spec": described(model_schema(InferenceBackendSpec)),
             "status": model_schema(InferenceBackendStatus),
         },
         "x-kubernetes-validations": [

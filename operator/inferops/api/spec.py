@@ -198,11 +198,11 @@ class AdmissionSpec(Model):
     share, rounded up), for the engine as a whole."""
 
     max_concurrent: Annotated[int | None, Field(ge=1, le=100000)] = None
-    """Requests under way on the engine at once. Default: vLLM 256 (vLLM's default
+    """Requests under way on the engine at once. When omitted: vLLM 256 (vLLM's default
     max_num_seqs) per vLLM replica; Ollama numParallel per Ollama replica, so requests wait
     in the router, where the wait is bounded, not in Ollama, where it is not."""
     max_waiting: Annotated[int | None, Field(ge=0, le=100000)] = None
-    """Requests that may wait for a slot; one more is refused at once. Default: vLLM as
+    """Requests that may wait for a slot; one more is refused at once. When omitted: vLLM as
     many as maxConcurrent, Ollama 4 times maxConcurrent."""
     max_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
     """The longest a request waits for a slot before it is refused."""
