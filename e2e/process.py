@@ -66,13 +66,18 @@ class ManagedProcess:
         log_path: Path,
         health_url: str,
         cwd: Path | None = None,
+        clean_shm: bool = True,
     ) -> None:
+        """``clean_shm=False`` for a server that never uses POSIX shared memory: the clean-up
+        cannot tell whose an entry is, and would remove the semaphore of a vLLM starting in
+        another test session at that moment (its worker then fails in ``SemLock._rebuild``)."""
         self.name = name
         self.cmd = cmd
         self.env = env
         self.log_path = log_path
         self.health_url = health_url
         self.cwd = cwd
+        self.clean_shm = clean_shm
         self._proc: subprocess.Popen[bytes] | None = None
         self._shm_before: set[str] = set()
         self.start_seconds: float | None = None
@@ -172,6 +177,8 @@ class ManagedProcess:
         return proc.returncode
 
     def _remove_leaked_shm(self) -> None:
+        if not self.clean_shm:
+            return
         new = _shm_entries() - self._shm_before
         if not new:
             return
