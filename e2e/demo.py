@@ -1,5 +1,5 @@
 """`make demo`: the product's job on the local cluster. The CRD, the operator and the example
-until Ready; then the local data plane (the router, vLLM's CPU build, the Ollama stand-in,
+until Ready; then the local data plane (the router, vLLM's CPU build, real Ollama,
 Prometheus) with three consumers sending requests, and the migration moving them from Ollama
 to vLLM step by step, shown live: `kubectl get ib` and the router's per-engine latency. One
 canary is made bad on purpose and rolled back; `kubectl ib retry` starts it over.
@@ -219,7 +219,8 @@ def main() -> None:
                 "--from-literal=token=not-a-real-token", check=False)  # fmt: skip
     plane = DataPlane(cluster.state_dir / "dataplane", kubectl)
     print("starting the local data plane: vLLM's CPU build loads a tiny model (about a "
-          "minute), the Ollama stand-in, Prometheus", flush=True)  # fmt: skip
+          "minute), real Ollama (the same model, built once from its Go module), Prometheus",
+          flush=True)  # fmt: skip
     plane.start()
     try:
         start_operator(cluster, plane.operator_args())
