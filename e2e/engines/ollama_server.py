@@ -109,7 +109,6 @@ class OllamaServer:
             log_path=self.log_path,
             health_url=f"{self.url}/",
             cwd=self._home,
-            clean_shm=False,  # Ollama leaves nothing in /dev/shm
         )
         self.ready_seconds: float | None = None
         """Seconds from spawn to the model loaded (set by ``start``)."""
