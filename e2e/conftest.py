@@ -94,7 +94,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 @pytest.fixture(scope="module")
 def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
-    """Real vLLM (CPU build), the Ollama stand-in, Prometheus and a router process, for the
+    """Real vLLM (CPU build), real Ollama, Prometheus and a router process, for the
     tests of one module (the migration's and the data plane's faults)."""
     data_plane = DataPlane(tmp_path_factory.mktemp("dataplane"), kubectl)
     data_plane.start()

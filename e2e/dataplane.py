@@ -3,8 +3,8 @@ processes on loopback (the cluster's pods are simulated).
 
 - vLLM: the real CPU build serving the tiny generated model, behind a fault injector so a
   test can make the canary bad (errors, latency) without touching vLLM;
-- Ollama: the stand-in (Ollama itself cannot run here), a little slower than vLLM, as on a
-  real GPU node;
+- Ollama: the real thing, built from its Go module, serving a GGUF of the same tiny model
+  under the same logical name (e2e/engines/ollama_server.py);
 - the router: a real router process watching one InferenceBackend's routing-table ConfigMap
   in the cluster, always on the same port, so an operator started with `--router-url` probes
   it and reads the revision it serves;
@@ -27,7 +27,7 @@ import ollama
 from openai import OpenAI
 
 from e2e.engines.faults import FaultProxy
-from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
@@ -56,7 +56,7 @@ class DataPlane:
         self.router_port = free_port()
         self.vllm: VLLMServer | None = None
         self.faults: FaultProxy | None = None
-        self.ollama: OllamaStandinThread | None = None
+        self.ollama: OllamaServer | None = None
         self.prometheus: Prometheus | None = None
         self.prometheus_faults: FaultProxy | None = None
         self.router: FixedPortRouter | None = None
@@ -78,11 +78,7 @@ class DataPlane:
         self.vllm.start()
         self.faults = FaultProxy(self.vllm.url)
         self.faults.start()
-        # Ollama on a CPU is slower than vLLM on a GPU: 30 ms to the first token, then 10 ms
-        # per token; the gates compare vLLM with it.
-        self.ollama = OllamaStandinThread(
-            StandinConfig(model=MODEL, tokens=8, ttft_ms=30, token_interval_ms=10)
-        )
+        self.ollama = OllamaServer(model_names=[MODEL], log_path=self.workdir / "ollama.log")
         self.ollama.start()
         self.prometheus = Prometheus(self.workdir / "prometheus")
         self.prometheus.start()
@@ -112,7 +108,10 @@ class DataPlane:
 
     def stop(self) -> None:
         self.stop_router()
-        parts = (self.prometheus_faults, self.prometheus, self.ollama, self.faults, self.vllm)
+        if self.ollama is not None:
+            with contextlib.suppress(Exception):
+                self.ollama.cleanup()  # stops it and removes its temporary models directory
+        parts = (self.prometheus_faults, self.prometheus, self.faults, self.vllm)
         for part in parts:
             if part is not None:
                 with contextlib.suppress(Exception):

@@ -1,5 +1,5 @@
 """`make demo`: the product's job on the local cluster. The CRD, the operator and the example
-until Ready; then the local data plane (the router, vLLM's CPU build, the Ollama stand-in,
+until Ready; then the local data plane (the router, vLLM's CPU build, real Ollama,
 Prometheus) with three consumers sending requests, and the migration moving them from Ollama
 to vLLM step by step, shown live: `kubectl get ib` and the router's per-engine latency. One
 canary is made bad on purpose and rolled back; `kubectl ib retry` starts it over.
@@ -290,7 +290,7 @@ def main() -> None:
                 "--from-literal=token=not-a-real-token", check=False)  # fmt: skip
     plane = BackgroundPlane(cluster.state_dir / "dataplane")
     print("starting the local data plane in the background: vLLM's CPU build loads a tiny "
-          "model (about a minute), the Ollama stand-in, Prometheus", flush=True)  # fmt: skip
+          "model (about a minute), real Ollama (the same model), Prometheus", flush=True)  # fmt: skip
     plane.start(kubectl, NAMESPACE, "llama32")
     state = plane.wait("the engines and Prometheus", "prometheus_url", 600)
     start_operator(cluster, tuple(state.operator_args))

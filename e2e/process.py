@@ -6,8 +6,10 @@ server gets its own session/process group so that ``stop()`` and ``kill()`` reac
 child it spawns (vLLM's API server forks an engine-core process) and nothing else.
 
 A SIGKILLed vLLM leaves its POSIX shared memory behind (``/dev/shm/psm_*`` of ~400 MB
-apparent size and ``sem.mp-*``, measured): after the group is gone, entries that appeared
-in ``/dev/shm`` while it ran and that no live process maps or holds open are removed.
+apparent size and ``sem.mp-*``, measured): for a process started with ``clean_shm=True``
+(vLLM's), after the group is gone, entries that appeared in ``/dev/shm`` while it ran and that
+no live process maps or holds open are removed. Only for those: a semaphore a vLLM starting
+in another session has created but its worker not yet opened looks just like a leak.
 """
 
 from __future__ import annotations
@@ -66,13 +68,19 @@ class ManagedProcess:
         log_path: Path,
         health_url: str,
         cwd: Path | None = None,
+        clean_shm: bool = False,
     ) -> None:
+        """``clean_shm=True`` only for a server that leaks POSIX shared memory (vLLM): the
+        clean-up cannot tell whose an entry is, so each stop of another server (a router,
+        Prometheus, Ollama) would remove the semaphore of a vLLM starting in another test
+        session at that moment (its worker then fails in ``SemLock._rebuild``, seen here)."""
         self.name = name
         self.cmd = cmd
         self.env = env
         self.log_path = log_path
         self.health_url = health_url
         self.cwd = cwd
+        self.clean_shm = clean_shm
         self._proc: subprocess.Popen[bytes] | None = None
         self._shm_before: set[str] = set()
         self.start_seconds: float | None = None
@@ -172,6 +180,8 @@ class ManagedProcess:
         return proc.returncode
 
     def _remove_leaked_shm(self) -> None:
+        if not self.clean_shm:
+            return
         new = _shm_entries() - self._shm_before
         if not new:
             return

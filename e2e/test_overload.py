@@ -11,10 +11,8 @@ dialect and is counted by the router, and Ollama serves again right after. The f
 (refusal times, success rate, the router's memory) are printed for docs/reliability.md;
 they are not asserted (speed belongs to bench/).
 
-`ollama_engine` is the one line that names the engine: for now the Ollama STAND-IN
-(e2e/engines/ollama_standin.py), configured slow; to be swapped for real Ollama (issue 15,
-deliverable 3) serving the tiny model with OLLAMA_NUM_PARALLEL=NUM_PARALLEL. Nothing else in
-this module depends on which it is.
+The engine is real Ollama (built from its Go module, e2e/engines/ollama.py) serving the tiny
+model with OLLAMA_NUM_PARALLEL=NUM_PARALLEL, as the operator would configure it.
 """
 
 from __future__ import annotations
@@ -26,12 +24,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
 
-from e2e.engines.ollama_standin import OllamaStandinProcess, StandinConfig
+from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import RouterProcess, scrape, total
 from e2e.process import free_port
 
@@ -42,32 +40,24 @@ ADMISSION = {"maxConcurrent": NUM_PARALLEL, "maxWaiting": 4 * NUM_PARALLEL, "max
 CLIENTS = 24
 """Client loops at once: 12 times what Ollama serves at once, twice what it admits and
 lets wait."""
-DURATION = 40.0
+DURATION = 60.0
 CLIENT_TIMEOUT = 30.0
 """Past this a request counts as hung: far beyond the longest wait plus an answer."""
 REFUSED_PAUSE = 0.1
 """A refused loop tries again after this (impatient: the router asks for 1 s)."""
-TOKENS = 16
-
-
-class Engine(Protocol):
-    url: str
-
-    def stop(self) -> Any: ...
+TOKENS = 64
+"""Answers long enough that Ollama's two slots, not the network, set the capacity."""
 
 
 @pytest.fixture(scope="module")
-def ollama_engine() -> Iterator[Engine]:
-    # The Ollama STAND-IN, slow (about 0.5 s an answer), until real Ollama replaces it here.
-    engine = OllamaStandinProcess(StandinConfig(model=MODEL, tokens=TOKENS, ttft_ms=100,
-                                                token_interval_ms=25))  # fmt: skip
-    engine.start(timeout=30)
-    yield engine
-    engine.stop()
+def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with OllamaServer(model_names=[MODEL], num_parallel=NUM_PARALLEL, log_path=log) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
-def router(ollama_engine: Engine, tmp_path_factory: pytest.TempPathFactory
+def router(ollama_engine: OllamaServer, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[RouterProcess]:  # fmt: skip
     directory = tmp_path_factory.mktemp("overload")
     table = {

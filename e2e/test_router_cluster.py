@@ -2,9 +2,12 @@
 least-privilege identity the operator gives it, and follows a weight change within 2 s.
 
 The router runs as a local process (as it would in its pod, but on loopback), authenticated
-with a token of the operator-created ServiceAccount. The engines are two stand-ins on
-loopback (the cluster's engine pods are simulated), so where each request went is counted
-at the engines themselves.
+with a token of the operator-created ServiceAccount. The engines are two real Ollama servers
+on loopback serving the tiny model (the cluster's engine pods are simulated): one is the
+Ollama engine, the other stands in vLLM's place, which it can because the router speaks only
+the OpenAI API upstream and Ollama serves it too (real vLLM starts in a minute; this test is
+about the table, not the engine). Where each request went is counted at the engines
+themselves, in their access logs.
 """
 
 from __future__ import annotations
@@ -18,21 +21,22 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import Kubectl, OperatorProcess, RouterProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 
 
 @pytest.fixture
-def engines() -> Iterator[tuple[OllamaStandinThread, OllamaStandinThread]]:
-    """Stand-ins for the vLLM and the Ollama engine, both serving the example's model."""
-    vllm = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=4))
-    ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=4))
-    vllm.start()
-    ollama.start()
-    yield vllm, ollama
-    vllm.stop()
-    ollama.stop()
+def engines(tmp_path: Path) -> Iterator[tuple[OllamaServer, OllamaServer]]:
+    """Two real Ollama servers in the vLLM and the Ollama engine's places, both serving the
+    example's model."""
+    with (
+        OllamaServer(model_names=["llama3.2"], log_path=tmp_path / "vllm-place.log") as vllm,
+        OllamaServer(model_names=["llama3.2"], log_path=tmp_path / "ollama.log") as ollama,
+    ):
+        vllm.start()
+        ollama.start()
+        yield vllm, ollama
 
 
 def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
@@ -56,7 +60,7 @@ def test_router_follows_the_operators_table(
     kubectl: Kubectl,
     operator: OperatorProcess,
     namespace: str,
-    engines: tuple[OllamaStandinThread, OllamaStandinThread],
+    engines: tuple[OllamaServer, OllamaServer],
     tmp_path: Path,
 ) -> None:
     vllm, ollama = engines
@@ -84,19 +88,22 @@ def test_router_follows_the_operators_table(
         client = OpenAI(base_url=f"{router.url}/v1", api_key="unused",
                         default_headers={"Host": f"llama32-rag.{namespace}.svc"})  # fmt: skip
 
-        def send(count: int) -> tuple[int, int]:
-            """Requests from rag; returns how many reached (vllm, ollama)."""
-            assert vllm.state is not None and ollama.state is not None
-            before = vllm.state.requests_total, ollama.state.requests_total
+        def send(count: int, expected: tuple[int, int]) -> None:
+            """Requests from rag; `expected`: how many reach (vllm, ollama)."""
+            before = vllm.served(), ollama.served()
             for _ in range(count):
                 answer = client.chat.completions.create(
-                    model="llama3.2", messages=[{"role": "user", "content": "hi"}]
+                    model="llama3.2", messages=[{"role": "user", "content": "hi"}], max_tokens=8
                 )
-                assert answer.choices[0].message.content
-            return (vllm.state.requests_total - before[0],
-                    ollama.state.requests_total - before[1])  # fmt: skip
+                assert answer.choices[0].message.content is not None
 
-        assert send(40) == (0, 40)  # rag starts at weight 0: all on Ollama
+            def reached() -> tuple[int, int]:
+                return vllm.served() - before[0], ollama.served() - before[1]
+
+            # An engine logs a request as its answer ends, a moment after the client has it.
+            wait_for(f"{expected} requests at (vllm, ollama)", lambda: reached() == expected, 10)
+
+        send(40, (0, 40))  # rag starts at weight 0: all on Ollama
 
         consumers = copy.deepcopy(EXAMPLE["spec"]["consumers"])
         consumers[1]["weight"] = 100
@@ -110,6 +117,6 @@ def test_router_follows_the_operators_table(
         )  # fmt: skip
         # A figure, not a verdict: bench/operator measures how fast at scale.
         print(f"\nthe router saw the new weight {time.monotonic() - started:.2f}s after the apply")
-        assert send(40) == (40, 0)
+        send(40, (40, 0))
     finally:
         router.stop()

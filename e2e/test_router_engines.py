@@ -1,27 +1,31 @@
 """The router with real engines, seen through the official clients.
 
-vLLM is the real thing (its CPU build serving a tiny model generated here, see
-docs/engines.md); Ollama cannot run here, so its place is taken by the Ollama stand-in,
-which speaks the same OpenAI-compatible API to the router. Consumers are the official
-`openai` and `ollama` Python clients, streaming and not. The router is its own process, fed a
-routing table file. The test that kills vLLM runs last.
+Both engines are the real thing, serving the same tiny model generated here (see
+docs/engines.md): vLLM's CPU build from the Hugging Face files, Ollama built from its Go
+module from a GGUF of the same weights, registered under the logical model name. Consumers
+are the official `openai` and `ollama` Python clients, streaming and not, on both sides of
+the split: weight 100 sends a consumer to vLLM, weight 0 to Ollama. Where a request went is
+counted at the engine (Ollama's own access log) as well as in the router's answer header.
+The router is its own process, fed a routing table file. The test that kills vLLM runs last.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import ollama
+import openai
 import pytest
 from openai import OpenAI
 
-from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
@@ -29,6 +33,7 @@ from e2e.harness import RouterProcess, wait_for
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
+SEARCH_HOST = "llama32-search"  # an embeddings consumer, kept on Ollama
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +47,11 @@ def vllm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
 
 
 @pytest.fixture(scope="module")
-def ollama_engine() -> Iterator[OllamaStandinThread]:
-    standin = OllamaStandinThread(StandinConfig(model=MODEL, tokens=8))
-    standin.start()
-    yield standin
-    standin.stop()
+def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with OllamaServer(model_names=[MODEL], log_path=log) as server:
+        server.start()
+        yield server
 
 
 class TableRouter(RouterProcess):
@@ -73,13 +78,15 @@ class TableRouter(RouterProcess):
 
 
 @pytest.fixture(scope="module")
-def router(vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread,
+def router(vllm_engine: VLLMServer, ollama_engine: OllamaServer,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TableRouter]:  # fmt: skip
     table = {
         "model": MODEL,
         "engines": {"vllm": {"url": vllm_engine.url, "ready": True},
                     "ollama": {"url": ollama_engine.url, "ready": True}},
-        "consumers": [{"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"}],
+        "consumers": [{"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"},
+                      {"name": "search", "hosts": [SEARCH_HOST], "weight": 0,
+                       "api": "embeddings"}],
         "fallback": True,
         "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
         "maxBodyBytes": 1 << 20,
@@ -95,8 +102,8 @@ def openai_client(router: TableRouter) -> OpenAI:
                   default_headers={"Host": HOST})  # fmt: skip
 
 
-def ollama_client(router: TableRouter) -> ollama.Client:
-    return ollama.Client(host=router.url, headers={"Host": HOST})
+def ollama_client(router: TableRouter, host: str = HOST) -> ollama.Client:
+    return ollama.Client(host=router.url, headers={"Host": host})
 
 
 def test_openai_client_reaches_real_vllm(router: TableRouter) -> None:
@@ -162,8 +169,96 @@ def test_ollama_client_show_and_ps_see_real_vllm(router: TableRouter) -> None:
     assert caught.value.status_code == 403 and "spec.vllm.model" in caught.value.error
 
 
+def test_openai_client_reaches_real_ollama(router: TableRouter, ollama_engine: OllamaServer
+                                          ) -> None:  # fmt: skip
+    """Weight 0: the OpenAI API through the router lands on real Ollama's `/v1`, SSE
+    streaming included, under the logical name and its `:latest` form."""
+    client = openai_client(router)
+    router.set_weight("notes", 0)
+    served_before = ollama_engine.served()
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8)  # fmt: skip
+    assert raw.headers["x-inferops-engine"] == "ollama"
+    answer = raw.parse()
+    assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
+    assert answer.usage is not None and answer.usage.completion_tokens >= 1
+
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=16,
+        stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    finished = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(chunks) >= 3 and finished[-1].choices[0].finish_reason in ("length", "stop")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+
+    completion = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=4)
+    assert completion.choices[0].finish_reason in ("length", "stop")
+    hi = [{"role": "user", "content": "Hi"}]
+    tagged = client.chat.completions.create(
+        model=f"{MODEL}:latest", messages=hi, max_tokens=4)  # type: ignore[arg-type]  # fmt: skip
+    assert tagged.choices[0].message.role == "assistant"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model="no-such-model", messages=hi, max_tokens=4)  # type: ignore[arg-type]  # fmt: skip
+    # Four answered by Ollama itself; the unknown model never left the router.
+    wait_for("4 answers in Ollama's log", lambda: ollama_engine.served() - served_before == 4, 10)
+
+
+def test_ollama_client_reaches_real_ollama(router: TableRouter, ollama_engine: OllamaServer
+                                          ) -> None:  # fmt: skip
+    """Weight 0: Ollama's own API through the router (translated to `/v1` upstream) on real
+    Ollama, NDJSON streaming included; names as Ollama gives them."""
+    client = ollama_client(router)
+    router.set_weight("notes", 0)
+    served_before = ollama_engine.served()
+
+    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello"}],
+                        options={"num_predict": 8, "temperature": 0})  # fmt: skip
+    assert reply.message.role == "assistant" and reply.done
+    assert reply.eval_count is not None and reply.eval_count >= 1
+
+    parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                             stream=True, options={"num_predict": 12}))  # fmt: skip
+    assert len(parts) >= 2 and parts[-1].done and not parts[0].done
+
+    generated = client.generate(model=MODEL, prompt="Why is the sky blue?",
+                                options={"num_predict": 6})  # fmt: skip
+    assert generated.done and generated.response
+
+    tagged = client.chat(model=f"{MODEL}:latest", messages=[{"role": "user", "content": "Hi"}],
+                         options={"num_predict": 4})  # fmt: skip
+    assert tagged.done and tagged.model == f"{MODEL}:latest"  # the name sent, as Ollama does
+    assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.status_code == 404 and "no-such-model" in caught.value.error
+    wait_for("4 answers in Ollama's log", lambda: ollama_engine.served() - served_before == 4, 10)
+
+
+def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaServer) -> None:
+    """An embeddings consumer on Ollama: `embed` through the router (translated to Ollama's
+    `/v1/embeddings`) gives the vectors Ollama's own `/api/embed` gives."""
+    through_router = ollama_client(router, SEARCH_HOST).embed(MODEL, input=["notes", "rag"])
+    direct = ollama.Client(host=ollama_engine.url).embed(MODEL, input=["notes", "rag"])
+    assert len(through_router.embeddings) == 2
+    for got, want in zip(through_router.embeddings, direct.embeddings, strict=True):
+        assert len(got) == len(want) == 128  # the tiny model's hidden size
+        assert cosine(got, want) > 0.9999
+    assert cosine(*through_router.embeddings) < 0.9999  # different texts, different vectors
+    vectors = OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
+                     default_headers={"Host": SEARCH_HOST}).embeddings.create(
+        model=MODEL, input="notes")  # fmt: skip
+    assert cosine(vectors.data[0].embedding, direct.embeddings[0]) > 0.9999
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
 def test_weight_change_while_streams_are_open(
-    router: TableRouter, ollama_engine: OllamaStandinThread
+    router: TableRouter, ollama_engine: OllamaServer
 ) -> None:
     client = openai_client(router)
     router.set_weight("notes", 100)
@@ -172,8 +267,7 @@ def test_weight_change_while_streams_are_open(
         stream=True, extra_body={"ignore_eos": True}) for _ in range(4)]  # fmt: skip
     first = [next(iter(stream)) for stream in streams]  # every stream is open on vLLM
     assert all(chunk.model == MODEL for chunk in first)
-    assert ollama_engine.state is not None
-    standin_before = ollama_engine.state.requests_total
+    served_before = ollama_engine.served()
     router.set_weight("notes", 0)
     for stream in streams:  # the open streams finish on the engine they started on
         rest = list(stream)
@@ -181,11 +275,12 @@ def test_weight_change_while_streams_are_open(
     answer = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # fmt: skip
     assert answer.headers["x-inferops-engine"] == "ollama"
-    assert ollama_engine.state.requests_total == standin_before + 1
+    wait_for("the answer in Ollama's log", lambda: ollama_engine.served() == served_before + 1, 10)
+    assert ollama_engine.served() == served_before + 1  # and no more: open streams stayed
 
 
 def test_no_request_sent_after_vllm_is_killed_fails(
-    router: TableRouter, vllm_engine: VLLMServer, ollama_engine: OllamaStandinThread
+    router: TableRouter, vllm_engine: VLLMServer, ollama_engine: OllamaServer
 ) -> None:
     router.set_weight("notes", 100)
     fallbacks_before = router.metric("inferops_router_fallbacks_total", engine="vllm") or 0.0
@@ -224,8 +319,7 @@ def test_no_request_sent_after_vllm_is_killed_fails(
     killed_at_time = time.monotonic()
     vllm_engine.kill()
     killed_at = len(results)
-    assert ollama_engine.state is not None
-    standin_before = ollama_engine.state.requests_total
+    served_before = ollama_engine.served()
     wait_for("40 more answers after vLLM died", lambda: len(results) >= killed_at + 40, 60)
     done.set()
     for thread in threads:
@@ -237,6 +331,6 @@ def test_no_request_sent_after_vllm_is_killed_fails(
     assert after_kill == [], f"{len(after_kill)} sent after the kill failed: {after_kill[:3]}"
     # At most one request per client thread can be on the wire at the kill.
     assert len(in_flight) <= len(threads), in_flight
-    assert ollama_engine.state.requests_total - standin_before >= 40
+    wait_for("40 answers in Ollama's log", lambda: ollama_engine.served() - served_before >= 40, 10)
     fallbacks = router.metric("inferops_router_fallbacks_total", engine="vllm") or 0.0
     assert fallbacks > fallbacks_before

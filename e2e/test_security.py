@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from e2e import readonly
+from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from e2e.harness import Kubectl, OperatorProcess, RouterProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
@@ -113,8 +114,9 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     tmp_path: Path,
 ) -> None:
     credential = f"sk-{secrets.token_urlsafe(24)}"
+    # In vLLM's place a fault injector that answers twice, then fails; Ollama is the real one.
     vllm = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3, fail_after=2))
-    ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3))
+    ollama = OllamaServer(model_names=["llama3.2"], log_path=tmp_path / "ollama.log")
     vllm.start()
     ollama.start()
     table = RoutingTable.model_validate(
@@ -152,7 +154,7 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     finally:
         router.stop()
         vllm.stop()
-        ollama.stop()
+        ollama.cleanup()
     assert statuses == [200, 200, 200, 200, 404, 404, 400, 200], statuses
     assert "inferops_router_fallbacks_total" in metrics
     text = log.read_text(errors="replace")

@@ -80,6 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
         env=env,
         log_path=tmp_path_factory.mktemp("vllm-image") / "vllm.log",
         health_url=f"http://127.0.0.1:{port}/health",
+        clean_shm=True,  # vLLM: a killed one leaves its shared memory behind
     )
     process.start(timeout=DEFAULT_START_TIMEOUT)
     try:

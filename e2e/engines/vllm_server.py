@@ -118,6 +118,7 @@ class VLLMServer:
             env=env,
             log_path=self.log_path,
             health_url=f"{self.url}/health",
+            clean_shm=True,  # a SIGKILLed vLLM leaves its shared memory behind
         )
 
     @staticmethod
