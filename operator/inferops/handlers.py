@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from inferops import registry
+from inferops import metrics, registry
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
@@ -56,7 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # wait in their queues instead; an idle worker frees its place soon.
     settings.queueing.worker_limit = KOPF_WORKERS
     settings.queueing.idle_timeout = 0.5
-    memo.kube = Kube.connect()
+    memo.kube = Kube.connect(on_write=metrics.count_write)
     log = logging.getLogger("inferops.reconcile")
     router_url = memo.get("router_url")
     # Watch only what we manage; without the selector every pod in the cluster streams in.
