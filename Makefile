@@ -26,9 +26,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv lint-images lint-workflows
-	$(VENV)/bin/ruff check operator tests e2e images bench
-	$(VENV)/bin/ruff format --check operator tests e2e images bench
+	$(VENV)/bin/ruff check operator tests e2e testsupport images bench
+	$(VENV)/bin/ruff format --check operator tests e2e testsupport images bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The linters of the Dockerfiles (hadolint) and of the GitHub workflows (actionlint, with
 # shellcheck for run: blocks) are installed on first use by images/tools.py, pinned, into

@@ -30,9 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from testsupport.process import tail
+
 from e2e.dataplane import DataPlane
 from e2e.harness import Kubectl
-from e2e.process import tail
 
 STATE_FILE = "state.json"
 PID_FILE = "dataplane.pid"

@@ -29,8 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import yaml
-
-from e2e.process import ManagedProcess, free_port, tail
+from testsupport.process import ManagedProcess, free_port, tail
 
 PACKAGE = "prometheus"
 Target = tuple[str, dict[str, str]]

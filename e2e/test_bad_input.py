@@ -1,5 +1,5 @@
 """Bad input at scale, against the API server: generated InferenceBackends, valid and broken
-(`tests/spec_strategies.py`, the same as the unit tier's `tests/test_spec_properties.py`).
+(`testsupport/spec_strategies.py`, the same as the unit tier's `tests/test_spec_properties.py`).
 
 1. Each spec is sent as a server-side dry run (nothing is stored). It is either refused with
    a message naming a field, or accepted; then the objects the operator's builders make of
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from pydantic import ValidationError
-from tests.spec_strategies import Backend, backends, examples, whole_resource_problems
+from testsupport.spec_strategies import Backend, backends, examples, whole_resource_problems
 
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from inferops.api import API_VERSION, KIND

@@ -31,9 +31,10 @@ import httpx
 import ollama
 import openai
 import pytest
+from testsupport.programs import scrape, total
 
 from e2e.dataplane import DataPlane, Request, Traffic
-from e2e.harness import Kubectl, OperatorProcess, free_port, scrape, total, wait_for
+from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 from e2e.test_migration import FAST, PROBE, consumers_of, served_weight
 from inferops import registry

@@ -1,7 +1,7 @@
 """The canary analysis' figures from a real Prometheus scraping a real router process.
 
 The router runs as its own process, fed a routing table file, in front of two engine
-stand-ins (tests/router/fakes.py) in this event loop; the official `openai` client sends
+stand-ins (testsupport/fake_engine.py) in this event loop; the official `openai` client sends
 real requests through it; Debian's Prometheus (e2e/prometheus.py) scrapes it every second
 with the `namespace` and `pod` labels Kubernetes discovery would give a router pod, so that
 `PrometheusSource`'s default selector finds it. No Kubernetes cluster is involved.
@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.router.fakes import Behaviour, FakeEngine
+from testsupport.fake_engine import Behaviour, FakeEngine
+from testsupport.programs import RouterProcess
 
-from e2e.harness import RouterProcess
 from e2e.prometheus import Prometheus
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 from openai import OpenAI
+from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import Kubectl, OperatorProcess, RouterProcess, wait_for
+from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 
 

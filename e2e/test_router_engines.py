@@ -20,12 +20,13 @@ from typing import Any
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
-from e2e.harness import RouterProcess, wait_for
+from e2e.harness import wait_for
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it

@@ -13,7 +13,7 @@
 
 And the pods run restricted (SECURITY.md, "The operator's permissions"):
 
-3. The operator works on a read-only root filesystem: run under e2e/readonly.py's guard
+3. The operator works on a read-only root filesystem: run under testsupport/readonly.py's guard
    (every write outside its /tmp refused and reported) with the image's environment, it
    reconciles the example to Ready and serves its metrics without trying to write anything.
    (The router's check needs no API server: tests/test_security_defaults.py.)
@@ -31,10 +31,11 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+from testsupport import readonly
+from testsupport.programs import RouterProcess
 
-from e2e import readonly
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import Kubectl, OperatorProcess, RouterProcess, free_port
+from e2e.harness import Kubectl, OperatorProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 from inferops.api.routing import RoutingTable
 from inferops.api.spec import InferenceBackendSpec
@@ -182,7 +183,7 @@ def test_the_operator_works_on_a_read_only_root(
         guarded.stop()
         operator.start()
     text = log.read_text(errors="replace")
-    assert "e2e.readonly" in text  # it really ran under the guard
+    assert "testsupport.readonly" in text  # it really ran under the guard
     assert readonly.REFUSED not in text, text
 
 

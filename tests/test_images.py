@@ -27,7 +27,7 @@ import pytest
 import yaml
 from e2e.engines import vllm_cpu
 from e2e.localcluster.build import HELM
-from e2e.process import free_port
+from testsupport.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"

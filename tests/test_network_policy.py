@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from testsupport.memkube import MemKube
 
 from inferops.__main__ import parse_args
 from inferops.api.spec import InferenceBackendSpec
@@ -200,17 +201,19 @@ def test_bad_configuration_stops_the_operator_at_start(
 # ---------------------------------------------------------------- someone else's policy
 
 
-class ForeignPolicyKube:
-    """The API as the operator sees it: a NetworkPolicy `llama32-engines` that belongs to
-    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners."""
-
-    async def get(self, path: str) -> dict[str, Any] | None:
-        if path.endswith("/networkpolicies/llama32-engines"):
-            return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
-        return None
-
-    async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        return obj, obj["metadata"]["name"] == "llama32-engines"
+def foreign_policy() -> MemKube:
+    """An API server holding a NetworkPolicy `llama32-engines` that belongs to someone else
+    (e.g. made by hand from an earlier SECURITY.md example), without owners."""
+    kube = MemKube()
+    kube.put(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "llama32-engines", "namespace": "ai"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    return kube
 
 
 BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
@@ -228,7 +231,7 @@ class NoChildren:
 
 
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
-    kube: Any = ForeignPolicyKube()
+    kube: Any = foreign_policy()
     message = "NetworkPolicy llama32-engines already exists and is not owned"
     # A new spec: found by its dry run.
     spec = InferenceBackendSpec.model_validate(BODY["spec"])

@@ -3,7 +3,7 @@
 routers never trust the consumer override header, and router pods run like the operator's
 (restricted Pod Security: non-root, read-only root filesystem, no privilege escalation, no
 capabilities, seccomp RuntimeDefault), which the router really survives: it serves on a
-filesystem that refuses every write outside its /tmp (e2e/readonly.py; the operator gets
+filesystem that refuses every write outside its /tmp (testsupport/readonly.py; the operator gets
 the same check in e2e/test_security.py, as it needs an API server)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e import readonly
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import RouterProcess
+from testsupport import readonly
+from testsupport.programs import RouterProcess
 
 from inferops.api.routing import RoutingTable
 from inferops.builders import desired_children
@@ -173,7 +173,7 @@ def test_the_router_serves_on_a_read_only_root(tmp_path: Path) -> None:
     log = tmp_path / "router.log"
     router = RouterProcess(["--table-file", str(tmp_path / "routes.json"), "--access-log"],
                            log, env={"PATH": "/usr/bin:/bin"}, readonly=writable)  # fmt: skip
-    assert router.process.cmd[:3] == [sys.executable, "-m", "e2e.readonly"]
+    assert router.process.cmd[:3] == [sys.executable, "-m", "testsupport.readonly"]
     router.start()
     try:
         host = {"Host": "llama32-notes"}

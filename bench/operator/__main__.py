@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.harness import Kubectl, OperatorProcess, install_crd, scrape, total
+from e2e.harness import Kubectl, OperatorProcess, install_crd
 from e2e.localcluster.cluster import Cluster
-from e2e.process import free_port
+from testsupport.process import free_port
+from testsupport.programs import scrape, total
 
 from bench.operator import audit, profile, workload
 from inferops.api import GROUP, PLURAL, VERSION

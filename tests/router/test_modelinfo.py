@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from ollama import ProcessResponse, ShowResponse
+from testsupport.fake_engine import OLLAMA_SHOW
 
 from inferops.router import modelinfo
 from inferops.router.errors import RouterError
 from inferops.router.modelinfo import Facts, VllmModel
-from tests.router.fakes import OLLAMA_SHOW
 
 NOW = 1_750_000_000.0  # 2025-06-15
 NAMES = frozenset({"llama3.2", "llama3.2:latest", "llama3.2:3b"})

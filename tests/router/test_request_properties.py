@@ -35,14 +35,14 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from testsupport.fake_engine import FakeEngine
+from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
 from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
 from tests.router.conftest import base_table
-from tests.router.fakes import FakeEngine
-from tests.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 MAX_BODY = 65536  # the table's maxBodyBytes (base_table)
 TIMEOUT = 10.0  # seconds a client waits: an answer later than this is a hang

@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.router.podmetrics import socket_path
 from tests.router.conftest import base_table, wait_for
-from tests.router.fakes import FakeEngine
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS = 40

@@ -1,4 +1,4 @@
-"""`python -m e2e.readonly WRITABLE -m MODULE [ARGS...]`: runs MODULE as `python -m` does,
+"""`python -m testsupport.readonly WRITABLE -m MODULE [ARGS...]`: runs MODULE as `python -m` does,
 on what behaves like a read-only root filesystem with one writable mount.
 
 The operator and router pods run with `readOnlyRootFilesystem: true` and an emptyDir at
@@ -27,7 +27,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "images" / "inferops" / "Dockerfile"
-REFUSED = "e2e.readonly: REFUSED"
+REFUSED = "testsupport.readonly: REFUSED"
 # Where the pods mount their emptyDir (the image's HOME and WORKDIR).
 POD_TMP = "/tmp"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -101,7 +101,7 @@ def image_env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:
 
 def command(writable: Path, module: str) -> list[str]:
     """`python -m MODULE` under the guard; append MODULE's arguments."""
-    return [sys.executable, "-m", "e2e.readonly", str(writable), "-m", module]
+    return [sys.executable, "-m", "testsupport.readonly", str(writable), "-m", module]
 
 
 def environment(base: dict[str, str], writable: Path) -> dict[str, str]:

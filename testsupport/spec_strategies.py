@@ -327,7 +327,9 @@ def gate(rate: bool) -> st.SearchStrategy[Json]:
 @st.composite
 def migrations(draw: st.DrawFn) -> Json:
     weights = [*sorted(draw(st.sets(st.integers(1, 99), max_size=4))), 100]
-    pauses = st.one_of(st.just({}), st.fixed_dictionaries({"duration": DURATIONS}))
+    pauses: st.SearchStrategy[Json] = st.one_of(
+        st.just({}), st.fixed_dictionaries({"duration": DURATIONS})
+    )
     steps = [
         {"weight": w, **({"pause": draw(pauses)} if w != 100 and draw(st.booleans()) else {})}
         for w in weights
