@@ -168,7 +168,7 @@ class MemKube:
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
-        return self._update(current, _merge_patch(current, _without_status(patch)))
+        return self._update(current, merge_patch(current, _without_status(patch)))
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         manager = field_manager or self.field_manager
@@ -213,7 +213,7 @@ class MemKube:
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
-        merged = _merge_patch(current.get("status") or {}, status)
+        merged = merge_patch(current.get("status") or {}, status)
         return self._update(current, {**current, "status": merged}, status_too=True)
 
     async def patch_metadata(self, obj: Obj, patch: Obj) -> Obj:
@@ -227,7 +227,7 @@ class MemKube:
                 "the object has been modified; please apply your changes "
                 "to the latest version and try again",
             )
-        return self._update(current, _merge_patch(current, {"metadata": patch}))
+        return self._update(current, merge_patch(current, {"metadata": patch}))
 
     # -- inside -----------------------------------------------------------------------------
 
@@ -429,7 +429,7 @@ def _remove(obj: Obj, leaf: tuple[str, ...]) -> None:
         node.pop(leaf[-1], None)
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: maps merged, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -438,14 +438,14 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             out.pop(key, None)
         else:
-            out[key] = _merge_patch(out.get(key), value)
+            out[key] = merge_patch(out.get(key), value)
     return out
 
 
 def _apply_merge(current: Obj, applied: Obj) -> Obj:
     """The applied fields over the stored object: maps merged, ownerReferences merged by uid
     (a list-map in the API), other lists replaced by the applied ones."""
-    merged = _merge_patch(current, {k: v for k, v in applied.items() if k != "metadata"})
+    merged = merge_patch(current, {k: v for k, v in applied.items() if k != "metadata"})
     meta = {**current["metadata"], **applied["metadata"]}
     for key in ("labels", "annotations"):
         if key in current["metadata"] or key in applied["metadata"]:
@@ -461,7 +461,7 @@ def _apply_merge(current: Obj, applied: Obj) -> Obj:
     return copy.deepcopy(merged)
 
 
-__all__ = ["Call", "MemKube"]
+__all__ = ["Call", "MemKube", "merge_patch"]
 
 if TYPE_CHECKING:  # mypy (`make lint`) checks that it speaks the client's protocol
     _SPEAKS: KubeApi = MemKube()

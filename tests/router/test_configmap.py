@@ -51,14 +51,6 @@ def routes_json(weight: int) -> dict[str, str]:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[FakeKubeApi]:
-    server = FakeKubeApi()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def running(api: FakeKubeApi) -> AsyncIterator[Sink]:
     sink = Sink()
     kube = Kube(api.url, "test")
