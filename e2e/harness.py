@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
-             interval: float = 0.25) -> T:  # fmt: skip
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25
+) -> T:
     """Polls `probe` until it returns something truthy; fails naming `what` and the last
     value seen when the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -47,12 +48,17 @@ class Kubectl:
     kubeconfig: Path
     env: dict[str, str]
 
-    def run(self, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.binary, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, env=self.env, timeout=timeout,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise KubectlError(args, result)
         return result
@@ -78,11 +84,17 @@ class Kubectl:
     def diagnostics(self, namespace: str) -> str:
         parts = []
         for args in (
-            ("get", "inferencebackends,deployments,services,pvc,pods", "-n", namespace,
-             "-o", "wide"),
+            (
+                "get",
+                "inferencebackends,deployments,services,pvc,pods",
+                "-n",
+                namespace,
+                "-o",
+                "wide",
+            ),
             ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
             ("get", "inferencebackends", "-n", namespace, "-o", "yaml"),
-        ):  # fmt: skip
+        ):
             result = self.run(*args, check=False)
             parts.append(f"$ kubectl {' '.join(args)}\n{result.stdout}{result.stderr}")
         return "\n".join(parts)
@@ -97,8 +109,9 @@ def install_crd(kubectl: Kubectl) -> str:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     deadline = time.monotonic() + 60
     while True:
-        waited = kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
-                             "--timeout=60s", check=False)  # fmt: skip
+        waited = kubectl.run(
+            "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s", check=False
+        )
         if waited.returncode == 0:
             return CRD_NAME
         if time.monotonic() > deadline:
@@ -111,22 +124,36 @@ class OperatorProcess:
     directory), as on the pod's read-only root filesystem with that directory as its /tmp
     (testsupport/readonly.py)."""
 
-    def __init__(self, kubectl: Kubectl, log: Path, metrics_port: int,
-                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
-                 readonly: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kubectl: Kubectl,
+        log: Path,
+        metrics_port: int,
+        namespaces: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (),
+        readonly: Path | None = None,
+    ) -> None:
         self.log = log
         self.metrics_port = metrics_port
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        args = [*python_command("inferops", readonly), "--metrics-host", "127.0.0.1",
-                "--metrics-port", str(metrics_port), "--liveness", liveness]  # fmt: skip
+        args = [
+            *python_command("inferops", readonly),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+            "--liveness",
+            liveness,
+        ]
         for ns in namespaces:
             args += ["--namespace", ns]
         args += extra_args
         env = python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
         if readonly:
             env = ro.environment(env, readonly)
-        self.process = ManagedProcess("operator", args, env=env, log_path=log,
-                                      health_url=liveness, cwd=readonly)  # fmt: skip
+        self.process = ManagedProcess(
+            "operator", args, env=env, log_path=log, health_url=liveness, cwd=readonly
+        )
 
     def start(self, timeout: float = 60.0) -> None:
         self.process.start(timeout)

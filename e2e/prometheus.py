@@ -66,8 +66,16 @@ def ensure_installed() -> str:
             )
         prefix = [sudo, "-n"]
     # Wait for another apt run instead of failing on its lock (parallel sessions, CI).
-    install = [*prefix, apt, "-o", "DPkg::Lock::Timeout=300", "install", "-y",
-               "--no-install-recommends", PACKAGE]  # fmt: skip
+    install = [
+        *prefix,
+        apt,
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        PACKAGE,
+    ]
     progress("prometheus is not on PATH: installing Debian's package (about 100 MB)")
     started = time.monotonic()
     result = _run(install)

@@ -218,9 +218,10 @@ def test_accepted_specs_are_reconciled_into_all_their_children_or_none(
 
     def pending(items: list[dict[str, Any]]) -> list[str]:
         return [
-            o["metadata"]["name"] for o in items
+            o["metadata"]["name"]
+            for o in items
             if o.get("status", {}).get("observedGeneration") != o["metadata"]["generation"]
-        ]  # fmt: skip
+        ]
 
     started = time.monotonic()
     deadline = started + 30

@@ -127,8 +127,13 @@ async def test_prometheus_source_reads_the_routers_figures(
     router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
 ) -> None:
     vllm, ollama = engines
-    client = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
-                                timeout=20, default_headers={"Host": HOST})  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=20,
+        default_headers={"Host": HOST},
+    )
 
     async def targets(namespace: str, backend: str) -> list[str]:
         assert (namespace, backend) == (NAMESPACE, BACKEND)

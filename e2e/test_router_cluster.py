@@ -38,17 +38,24 @@ def engines() -> Iterator[tuple[OllamaStandinThread, OllamaStandinThread]]:
 
 def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
     """A kubeconfig holding a token of the router's ServiceAccount, and nothing more."""
-    token = kubectl.run("create", "token", "llama32-router", "-n", namespace,
-                        "--duration=10m").stdout.strip()  # fmt: skip
+    token = kubectl.run(
+        "create", "token", "llama32-router", "-n", namespace, "--duration=10m"
+    ).stdout.strip()
     admin = yaml.safe_load(kubectl.kubeconfig.read_text())
     cluster = admin["clusters"][0]
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "router",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "router",
         "clusters": [cluster],
         "users": [{"name": "router", "user": {"token": token}}],
-        "contexts": [{"name": "router", "context": {"cluster": cluster["name"],
-                                                    "user": "router", "namespace": namespace}}],
-    }  # fmt: skip
+        "contexts": [
+            {
+                "name": "router",
+                "context": {"cluster": cluster["name"], "user": "router", "namespace": namespace},
+            }
+        ],
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -66,8 +73,9 @@ def test_router_follows_the_operators_table(
     kubeconfig = token_kubeconfig(kubectl, namespace, tmp_path / "router.kubeconfig")
 
     def can_i(*args: str) -> str:
-        result = kubectl.run("auth", "can-i", *args, "-n", namespace,
-                             "--kubeconfig", str(kubeconfig), check=False)  # fmt: skip
+        result = kubectl.run(
+            "auth", "can-i", *args, "-n", namespace, "--kubeconfig", str(kubeconfig), check=False
+        )
         return result.stdout.strip()
 
     assert can_i("watch", "configmaps/llama32-router") == "yes"
@@ -76,14 +84,18 @@ def test_router_follows_the_operators_table(
     assert can_i("update", "configmaps/llama32-router") == "no"
 
     router = RouterProcess(
-        ["--configmap", f"{namespace}/llama32-router"], tmp_path / "router.log",
+        ["--configmap", f"{namespace}/llama32-router"],
+        tmp_path / "router.log",
         env={**kubectl.env, "KUBECONFIG": str(kubeconfig)},
         engine_urls={"vllm": vllm.url, "ollama": ollama.url},
-    )  # fmt: skip
+    )
     router.start()  # ready once it has loaded the table from the cluster
     try:
-        client = OpenAI(base_url=f"{router.url}/v1", api_key="unused",
-                        default_headers={"Host": f"llama32-rag.{namespace}.svc"})  # fmt: skip
+        client = OpenAI(
+            base_url=f"{router.url}/v1",
+            api_key="unused",
+            default_headers={"Host": f"llama32-rag.{namespace}.svc"},
+        )
 
         def send(count: int) -> tuple[int, int]:
             """Requests from rag; returns how many reached (vllm, ollama)."""
@@ -94,8 +106,7 @@ def test_router_follows_the_operators_table(
                     model="llama3.2", messages=[{"role": "user", "content": "hi"}]
                 )
                 assert answer.choices[0].message.content
-            return (vllm.state.requests_total - before[0],
-                    ollama.state.requests_total - before[1])  # fmt: skip
+            return (vllm.state.requests_total - before[0], ollama.state.requests_total - before[1])
 
         assert send(40) == (0, 40)  # rag starts at weight 0: all on Ollama
 
@@ -105,10 +116,13 @@ def test_router_follows_the_operators_table(
         apply_example(kubectl, namespace, consumers=consumers)
         wait_for(
             "rag's new weight in the router",
-            lambda: router.metric("inferops_router_consumer_weight",
-                                  consumer="rag", kind="configured") == 100,
-            10, interval=0.05,
-        )  # fmt: skip
+            lambda: (
+                router.metric("inferops_router_consumer_weight", consumer="rag", kind="configured")
+                == 100
+            ),
+            10,
+            interval=0.05,
+        )
         # A figure, not a verdict: bench/operator measures how fast at scale.
         print(f"\nthe router saw the new weight {time.monotonic() - started:.2f}s after the apply")
         assert send(40) == (40, 0)

@@ -70,8 +70,9 @@ def test_the_hf_token_is_referenced_never_copied(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     token = f"hf_{secrets.token_urlsafe(24)}"
-    kubectl.run("create", "secret", "generic", "hf-token", "-n", namespace,
-                f"--from-literal=token={token}")  # fmt: skip
+    kubectl.run(
+        "create", "secret", "generic", "hf-token", "-n", namespace, f"--from-literal=token={token}"
+    )
     apply_example(kubectl, namespace)
     wait_phase(kubectl, namespace, "Ready")
     # One more generation, so that the operator logs and reports a change too.
@@ -193,12 +194,20 @@ def test_the_router_deployment_passes_the_restricted_pod_security_standard(
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted")
     owner = Owner(name="llama32", namespace=namespace, uid="00000000-0000-0000-0000-000000000000")
     spec = InferenceBackendSpec.model_validate(EXAMPLE["spec"])
-    deployments = {o["metadata"]["name"]: o for o in desired_children(spec, owner)
-                   if o["kind"] == "Deployment"}  # fmt: skip
+    deployments = {
+        o["metadata"]["name"]: o for o in desired_children(spec, owner) if o["kind"] == "Deployment"
+    }
 
     def dry_run(obj: dict[str, object]) -> str:
-        return kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict",
-                           "-f", "-", input=json.dumps(obj)).stderr  # fmt: skip
+        return kubectl.run(
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            "-",
+            input=json.dumps(obj),
+        ).stderr
 
     # The namespace's warn level makes the API server name every violation of the template.
     warnings = dry_run(deployments[router_name(owner)])

@@ -144,8 +144,12 @@ def test_image_healthcheck_script(server: ImageServer) -> None:
         env = {**os.environ, "VLLM_API_PORT": str(port)}
         return subprocess.run(
             [str(server.python), str(IMAGE_DIR / "healthcheck.py")],
-            env=env, capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
 
     assert healthcheck(server.port).returncode == 0
     closed = healthcheck(free_port())
@@ -159,7 +163,8 @@ def test_sigterm_to_the_started_process_stops_vllm(server: ImageServer) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGTERM)  # the process only, as a container runtime does to PID 1
     started = time.monotonic()
-    wait_for("vLLM to exit after SIGTERM", lambda: server.process.returncode is not None,
-             timeout=60)  # fmt: skip
+    wait_for(
+        "vLLM to exit after SIGTERM", lambda: server.process.returncode is not None, timeout=60
+    )
     assert time.monotonic() - started < 60
     assert not server.process.healthy()

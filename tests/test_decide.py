@@ -19,10 +19,15 @@ MIGRATION = {"steps": [{"weight": 10}, {"weight": 100}], "analysis": {"interval"
 
 
 def spec(**extra: Any) -> InferenceBackendSpec:
-    return InferenceBackendSpec.model_validate({
-        "model": "llama3.2", "vllm": {"model": "x"}, "ollama": {"model": "llama3.2:3b"},
-        "consumers": [{"name": "notes", "weight": 30}, {"name": "rag"}], **extra,
-    })  # fmt: skip
+    return InferenceBackendSpec.model_validate(
+        {
+            "model": "llama3.2",
+            "vllm": {"model": "x"},
+            "ollama": {"model": "llama3.2:3b"},
+            "consumers": [{"name": "notes", "weight": 30}, {"name": "rag"}],
+            **extra,
+        }
+    )
 
 
 def ready_deployment(component: str, replicas: int = 1) -> dict[str, Any]:
@@ -30,16 +35,20 @@ def ready_deployment(component: str, replicas: int = 1) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": child_name(OWNER, component), "generation": 1},
         "spec": {"replicas": replicas},
-        "status": {"observedGeneration": 1, "readyReplicas": replicas,
-                   "updatedReplicas": replicas},
-    }  # fmt: skip
+        "status": {"observedGeneration": 1, "readyReplicas": replicas, "updatedReplicas": replicas},
+    }
 
 
-def snapshot(s: InferenceBackendSpec | None, previous: InferenceBackendStatus | None = None,
-             invalid: str | None = None, ready: tuple[str, ...] = ("vllm", "ollama", "router"),
-             ) -> Snapshot:  # fmt: skip
-    live = {("Deployment", child_name(OWNER, c)): ready_deployment(c, 2 if c == "router" else 1)
-            for c in ready}  # fmt: skip
+def snapshot(
+    s: InferenceBackendSpec | None,
+    previous: InferenceBackendStatus | None = None,
+    invalid: str | None = None,
+    ready: tuple[str, ...] = ("vllm", "ollama", "router"),
+) -> Snapshot:
+    live = {
+        ("Deployment", child_name(OWNER, c)): ready_deployment(c, 2 if c == "router" else 1)
+        for c in ready
+    }
     return Snapshot(OWNER, 3, s, invalid, previous or InferenceBackendStatus(), live, [])
 
 
@@ -54,7 +63,9 @@ def test_without_migration_the_spec_weights_apply() -> None:
     decision = decide(snapshot(spec()), None, NOW)
     assert table_weights(decision.desired) == {"notes": 30, "rag": 0}
     assert [(c.name, c.weight, c.phase) for c in decision.status.consumers] == [
-        ("notes", 30, "Manual"), ("rag", 0, "Manual")]  # fmt: skip
+        ("notes", 30, "Manual"),
+        ("rag", 0, "Manual"),
+    ]
     assert decision.status.migration is None
     assert decision.status.phase == "Ready"
     assert [e.reason for e in decision.events] == ["EnginesReady"]  # Pending -> Ready
@@ -73,10 +84,13 @@ def test_with_migration_the_operator_owns_the_weights() -> None:
 
 def test_invalid_spec_keeps_children_and_migration_progress() -> None:
     progress = InferenceBackendStatus(
-        consumers=[ConsumerStatus(name="notes", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=0)],
+        consumers=[
+            ConsumerStatus(
+                name="notes", weight=10, service="s", endpoint="e", phase="Progressing", step=0
+            )
+        ],
         migration=MigrationStatus(spec_hash="abc", migrated="0/1", current="notes@10%"),
-    )  # fmt: skip
+    )
     decision = decide(snapshot(None, progress, invalid="spec.x: bad"), None, NOW)
     assert decision.desired is None
     assert decision.status.consumers == progress.consumers
@@ -89,12 +103,16 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
     s = spec(migration=MIGRATION)
     previous = InferenceBackendStatus(
         phase="Ready",
-        consumers=[ConsumerStatus(name="notes", weight=100, service="s", endpoint="e",
-                                  phase="Migrated", step=1),
-                   ConsumerStatus(name="rag", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=0)],
+        consumers=[
+            ConsumerStatus(
+                name="notes", weight=100, service="s", endpoint="e", phase="Migrated", step=1
+            ),
+            ConsumerStatus(
+                name="rag", weight=10, service="s", endpoint="e", phase="Progressing", step=0
+            ),
+        ],
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     snap = snapshot(s, previous, ready=("ollama", "router"))
     decision = decide(snap, Observations(vllm_ready=False), NOW)
     assert table_weights(decision.desired) == {"notes": 0, "rag": 0}
@@ -106,16 +124,21 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
 
 def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
     s = spec(migration={**MIGRATION, "afterMigration": "ScaleDownOllama"})
-    done = [ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated",
-                           step=1) for n in ("notes", "rag")]  # fmt: skip
+    done = [
+        ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated", step=1)
+        for n in ("notes", "rag")
+    ]
     previous = InferenceBackendStatus(
         consumers=done,
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
     )
     decision = decide(snapshot(s, previous), Observations(vllm_ready=True), NOW)
     assert decision.desired is not None
-    ollama = next(o for o in decision.desired if o["kind"] == "Deployment"
-                  and o["metadata"]["labels"][COMPONENT_LABEL] == "ollama")  # fmt: skip
+    ollama = next(
+        o
+        for o in decision.desired
+        if o["kind"] == "Deployment" and o["metadata"]["labels"][COMPONENT_LABEL] == "ollama"
+    )
     assert ollama["spec"]["replicas"] == 0
     assert decision.status.migration is not None
     assert decision.status.migration.migrated == "2/2"
@@ -130,18 +153,28 @@ def test_rollout_metrics_follow_the_status() -> None:
     def value(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, {"namespace": "m", "backend": "b", **labels})
 
-    running = ConsumerStatus(name="notes", weight=50, service="s", endpoint="e",
-                             phase="Progressing", step=1)  # fmt: skip
+    running = ConsumerStatus(
+        name="notes", weight=50, service="s", endpoint="e", phase="Progressing", step=1
+    )
     failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:00:10Z", step=1)
-    rolled = running.model_copy(update={"phase": "RolledBack", "weight": 0,
-                                        "last_analysis": failed,
-                                        "last_sample_at": failed.time})  # fmt: skip
+    rolled = running.model_copy(
+        update={
+            "phase": "RolledBack",
+            "weight": 0,
+            "last_analysis": failed,
+            "last_sample_at": failed.time,
+        }
+    )
     record_migration(
         "m", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[running])
     )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 50
-    record_migration("m", "b", InferenceBackendStatus(consumers=[running]),
-                     InferenceBackendStatus(consumers=[rolled]))  # fmt: skip
+    record_migration(
+        "m",
+        "b",
+        InferenceBackendStatus(consumers=[running]),
+        InferenceBackendStatus(consumers=[rolled]),
+    )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 0
     assert value("inferops_migration_rollbacks_total", consumer="notes") == 1
     assert value("inferops_migration_analyses_total", consumer="notes", verdict="Fail") == 1

@@ -150,8 +150,17 @@ async def test_the_watch_loop_follows_it_and_relists_after_410() -> None:
     kube = MemKube()
     kube.put(config_map("a", {}))
     seen = Recorder()
-    task = asyncio.create_task(follow(kube, CONFIGMAPS, seen, logging.getLogger("test"),
-                                      "configmaps", watch_seconds=1, max_backoff=0.05))  # fmt: skip
+    task = asyncio.create_task(
+        follow(
+            kube,
+            CONFIGMAPS,
+            seen,
+            logging.getLogger("test"),
+            "configmaps",
+            watch_seconds=1,
+            max_backoff=0.05,
+        )
+    )
 
     async def until(probe: Any) -> None:
         for _ in range(500):

@@ -32,10 +32,14 @@ def body() -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid,
-                     "generation": 2},
+        "metadata": {
+            "name": OWNER.name,
+            "namespace": OWNER.namespace,
+            "uid": OWNER.uid,
+            "generation": 2,
+        },
         "spec": make_spec().dump(),
-    }  # fmt: skip
+    }
 
 
 class NoChildren:
@@ -164,8 +168,14 @@ def existing(refs: list[dict[str, Any]] | None = None) -> MemKube:
     kube = api()
     if refs is not None:
         meta = {"name": "llama32-vllm", "namespace": OWNER.namespace, "ownerReferences": refs}
-        kube.put({"apiVersion": "v1", "kind": "Service", "metadata": meta,
-                  "spec": {"ports": [{"port": 8000}]}})  # fmt: skip
+        kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {"ports": [{"port": 8000}]},
+            }
+        )
     return kube
 
 

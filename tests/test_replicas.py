@@ -24,8 +24,11 @@ NOW = datetime(2026, 11, 26, 10, 0, 0)
 
 def deployments(**sections: Any) -> dict[str, dict[str, Any]]:
     spec = make_spec(consumers=[{"name": "notes"}], **sections)
-    return {o["metadata"]["labels"]["inferops.io/component"]: o
-            for o in desired_children(spec, OWNER) if o["kind"] == "Deployment"}  # fmt: skip
+    return {
+        o["metadata"]["labels"]["inferops.io/component"]: o
+        for o in desired_children(spec, OWNER)
+        if o["kind"] == "Deployment"
+    }
 
 
 def live(desired: dict[str, Any], count: int | None, manager: str | None) -> dict[str, Any]:
@@ -54,8 +57,9 @@ def test_unset_replicas_are_left_out_and_set_ones_applied() -> None:
         ("ollama", None, None, 1),
     ],
 )
-def test_desired_count(component: str, spec_count: int | None, live_count: int | None,
-                       expected: int) -> None:  # fmt: skip
+def test_desired_count(
+    component: str, spec_count: int | None, live_count: int | None, expected: int
+) -> None:
     deployment = None if live_count is None else {"spec": {"replicas": live_count}}
     assert replicas.desired(component, spec_count, deployment) == expected
 
@@ -78,8 +82,9 @@ def test_a_deployment_is_created_with_its_initial_count() -> None:
         (4, None, None),  # nobody applied them: nothing to hand over
     ],
 )
-def test_handover_before_the_operator_lets_go(live_count: int, owner: str | None,
-                                              expected: int | None) -> None:  # fmt: skip
+def test_handover_before_the_operator_lets_go(
+    live_count: int, owner: str | None, expected: int | None
+) -> None:
     ollama = deployments()["ollama"]
     patch = replicas.handover(live(ollama, live_count, owner), ollama, OPERATOR)
     if expected is None:
@@ -170,9 +175,15 @@ def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() 
         "spec": {"replicas": 1},
         "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1},
     }
-    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(),
-                    {("Deployment", "llama32-vllm"): scaled,
-                     ("Deployment", "llama32-ollama"): ollama}, [])  # fmt: skip
+    snap = Snapshot(
+        OWNER,
+        1,
+        spec,
+        None,
+        InferenceBackendStatus(),
+        {("Deployment", "llama32-vllm"): scaled, ("Deployment", "llama32-ollama"): ollama},
+        [],
+    )
     status = decide(snap, None, NOW).status
     assert status.vllm is not None and status.vllm.ready == "3/3"
     assert status.phase == "Ready"

@@ -35,9 +35,12 @@ SETTINGS = settings(
     derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
     deadline=None,
     database=None,  # no .hypothesis/ directory in the checkout; failures print their example
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)  # fmt: skip
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 def check(backend: Backend) -> str:

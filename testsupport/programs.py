@@ -30,9 +30,11 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float | None:
     """The sum of `name`'s series that carry all `labels` (a series without labels counts
     when none are asked for); None when there is none."""
     wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    found = [value for key, value in metrics.items()
-             if (key.startswith(name + "{") or key == name)
-             and all(label in key for label in wanted)]  # fmt: skip
+    found = [
+        value
+        for key, value in metrics.items()
+        if (key.startswith(name + "{") or key == name) and all(label in key for label in wanted)
+    ]
     return sum(found) if found else None
 
 
@@ -51,19 +53,36 @@ class RouterProcess:
     """The router run as its own process, fed by a table file or a ConfigMap (`source`, its
     command-line arguments), with `engine_urls` replacing the table's engine URLs."""
 
-    def __init__(self, source: list[str], log: Path, env: dict[str, str] | None = None,
-                 engine_urls: dict[str, str] | None = None, readonly: Path | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        engine_urls: dict[str, str] | None = None,
+        readonly: Path | None = None,
+    ) -> None:
         self.port = free_port()
-        args = [*python_command("inferops.router", readonly), "--host", "127.0.0.1",
-                "--port", str(self.port), *source]  # fmt: skip
+        args = [
+            *python_command("inferops.router", readonly),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *source,
+        ]
         for engine, url in (engine_urls or {}).items():
             args += ["--engine-url", f"{engine}={url}"]
         full_env = python_env(env or dict(os.environ))
         if readonly:
             full_env = ro.environment(full_env, readonly)
-        self.process = ManagedProcess("router", args, env=full_env, log_path=log,
-                                      health_url=f"{self.url}/readyz", cwd=readonly)  # fmt: skip
+        self.process = ManagedProcess(
+            "router",
+            args,
+            env=full_env,
+            log_path=log,
+            health_url=f"{self.url}/readyz",
+            cwd=readonly,
+        )
 
     @property
     def url(self) -> str:

@@ -33,9 +33,20 @@ POD_TMP = "/tmp"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 # Events whose first argument is a path they create, change or remove.
 _PATH_EVENTS = {
-    "os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.chown", "os.utime",
-    "os.mkfifo", "os.mknod", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr",
-}  # fmt: skip
+    "os.mkdir",
+    "os.remove",
+    "os.rmdir",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.utime",
+    "os.mkfifo",
+    "os.mknod",
+    "os.chflags",
+    "os.lchflags",
+    "os.setxattr",
+    "os.removexattr",
+}
 # Events whose first two arguments are paths (source, destination).
 _TWO_PATH_EVENTS = {"os.rename", "os.replace", "os.link", "os.symlink"}
 
@@ -107,10 +118,13 @@ def command(writable: Path, module: str) -> list[str]:
 def environment(base: dict[str, str], writable: Path) -> dict[str, str]:
     """`base` with the image's environment, its /tmp moved to `writable` (and TMPDIR there:
     /tmp is the image's temporary directory), and this checkout importable."""
-    image = {k: v.replace(POD_TMP, str(writable)) if v.startswith(POD_TMP) else v
-             for k, v in image_env().items()}  # fmt: skip
-    path = os.pathsep.join(filter(None, [str(REPO / "operator"), str(REPO),
-                                         base.get("PYTHONPATH")]))  # fmt: skip
+    image = {
+        k: v.replace(POD_TMP, str(writable)) if v.startswith(POD_TMP) else v
+        for k, v in image_env().items()
+    }
+    path = os.pathsep.join(
+        filter(None, [str(REPO / "operator"), str(REPO), base.get("PYTHONPATH")])
+    )
     return {**base, **image, "TMPDIR": str(writable), "PYTHONPATH": path}
 
 

@@ -41,8 +41,12 @@ ObjectKey = tuple[str, str]
 def _pack(kind: str, obj: Obj) -> bytes:
     meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
     if kind == "Pod":
-        slim: Obj = {"apiVersion": "v1", "kind": kind, "metadata": meta,
-                     "status": obj.get("status") or {}}  # fmt: skip
+        slim: Obj = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": meta,
+            "status": obj.get("status") or {},
+        }
     else:
         slim = {**obj, "metadata": meta}
     return json.dumps(slim, separators=(",", ":")).encode()

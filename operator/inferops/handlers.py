@@ -71,10 +71,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.cache.start()
 
     async def router_pods(namespace: str, backend: str) -> list[str]:
-        pods = [] if router_url else [
-            obj for (kind, _), obj in memo.cache.objects(namespace, backend).items()
-            if kind == "Pod" and obj["metadata"]["labels"].get(COMPONENT_LABEL) == router.COMPONENT
-        ]  # fmt: skip
+        pods = (
+            []
+            if router_url
+            else [
+                obj
+                for (kind, _), obj in memo.cache.objects(namespace, backend).items()
+                if kind == "Pod"
+                and obj["metadata"]["labels"].get(COMPONENT_LABEL) == router.COMPONENT
+            ]
+        )
         return router_urls(pods, router_url)
 
     revisions = ScrapeSource(router_pods, timeout=2.0)
@@ -84,9 +90,14 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
     memo.reconciler = Reconciler(
-        memo.kube, memo.cache, log, memo.reader, memo.prober,
-        images=memo.get("images", DEFAULT_IMAGES), network_policy=network_policy,
-    )  # fmt: skip
+        memo.kube,
+        memo.cache,
+        log,
+        memo.reader,
+        memo.prober,
+        images=memo.get("images", DEFAULT_IMAGES),
+        network_policy=network_policy,
+    )
     log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))

@@ -282,9 +282,13 @@ class Kube:
         limit = aiohttp.ClientTimeout(total=timeout) if timeout else session.timeout
         try:
             async with session.request(
-                method, self.base_url + url, params=params, data=content,
-                headers=self._headers(sent), timeout=limit,
-            ) as answer:  # fmt: skip
+                method,
+                self.base_url + url,
+                params=params,
+                data=content,
+                headers=self._headers(sent),
+                timeout=limit,
+            ) as answer:
                 return Response(answer.status, await answer.text())
         except (aiohttp.ClientError, TimeoutError) as error:
             # A KubeError like any other failed call, so every caller's retry applies.
@@ -332,8 +336,9 @@ class Kube:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0,
-                                        sock_read=timeout_seconds + WATCH_MARGIN)  # fmt: skip
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10.0, sock_read=timeout_seconds + WATCH_MARGIN
+        )
         try:
             async with self._session(watch=True).get(
                 self.base_url + url, params=params, timeout=timeout, headers=self._headers(None)
@@ -363,9 +368,11 @@ class Kube:
         """A JSON merge patch of the object (its spec, say)."""
         self._count_write("patch", obj)
         response = await self._request(
-            "PATCH", object_path(obj), json_body=patch,
+            "PATCH",
+            object_path(obj),
+            json_body=patch,
             headers={"Content-Type": "application/merge-patch+json"},
-        )  # fmt: skip
+        )
         return dict(response.body)
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:

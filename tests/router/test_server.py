@@ -77,8 +77,19 @@ async def test_module_entry_point(tmp_path: Path, vllm: FakeEngine) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(base_table(vllm.url, None)))
     port = free_port()
-    command = [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port",
-               str(port), "--table-file", str(path), "--grace-seconds", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "inferops.router",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--table-file",
+        str(path),
+        "--grace-seconds",
+        "1",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         async with aiohttp.ClientSession() as http:

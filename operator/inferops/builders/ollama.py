@@ -68,14 +68,24 @@ def deployment(
         "env": environment(spec, ollama),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # The server answers quickly; the pull can take long and only readiness waits for it.
-        "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2,
-                         "failureThreshold": 60},
-        "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
-                           "periodSeconds": 10, "timeoutSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 15,
-                          "timeoutSeconds": 5, "failureThreshold": 4},
+        "startupProbe": {
+            "httpGet": {"path": "/", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "readinessProbe": {
+            "exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/", "port": "http"},
+            "periodSeconds": 15,
+            "timeoutSeconds": 5,
+            "failureThreshold": 4,
+        },
         "volumeMounts": [{"name": "cache", "mountPath": MODELS_DIR}],
-    }  # fmt: skip
+    }
     if res := common.resources(ollama, ollama.gpus):
         container["resources"] = res
     pod_spec: Obj = {
