@@ -148,7 +148,7 @@ class Recorder:
 
 async def test_the_watch_loop_follows_it_and_relists_after_410() -> None:
     kube = MemKube()
-    kube.put(config_map("a", {}))
+    kube.put(config_map("a", {}, app="x"))
     seen = Recorder()
     task = asyncio.create_task(
         follow(
@@ -157,6 +157,7 @@ async def test_the_watch_loop_follows_it_and_relists_after_410() -> None:
             seen,
             logging.getLogger("test"),
             "configmaps",
+            label_selector="app=x",
             watch_seconds=1,
             max_backoff=0.05,
         )
@@ -171,16 +172,18 @@ async def test_the_watch_loop_follows_it_and_relists_after_410() -> None:
 
     try:
         await until(lambda: kube.verbs("watch"))
-        kube.put(config_map("b", {}))
+        kube.put(config_map("b", {}, app="x"))
         await until(lambda: seen.changes == [("ADDED", "b")])
-        kube.put(config_map("c", {}))
-        await until(lambda: len(seen.changes) == 2)
-        # The open watch ends at its timeout; the next fails (retried, keeping what the
-        # follower has), the one after finds its version compacted away: a new list.
+        # Only objects it does not select change after that, and their versions are then
+        # compacted away. The open watch ends at its timeout; the next one fails (retried,
+        # keeping what the follower has); the one after starts from a compacted version:
+        # 410, and a new list.
+        kube.put(config_map("c", {}, app="y"))
         kube.fail_next("watch", 1, 500, "etcd unavailable")
         kube.compact()
         await until(lambda: len(seen.lists) == 2)
-        assert seen.lists == [["a"], ["a", "b", "c"]]
+        assert seen.lists == [["a"], ["a", "b"]]
+        assert seen.changes == [("ADDED", "b")]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

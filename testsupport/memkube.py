@@ -102,8 +102,9 @@ class MemKube:
         self._faults[verb] = _Fault(times, status, message)
 
     def compact(self) -> None:
-        """Etcd compaction: watches from any version up to now get 410 Gone."""
-        self._oldest = self.version + 1
+        """Etcd compaction at the current version: a watch from any older version gets
+        410 Gone (a watch already open goes on)."""
+        self._oldest = self.version
 
     def verbs(self, *verbs: str) -> list[str]:
         """The targets of the calls of these verbs, in order."""
@@ -246,8 +247,8 @@ class MemKube:
         self._in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self._in_flight)
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            # Every call suspends, as a request does: a loop of calls cannot starve the others.
+            await asyncio.sleep(self.latency)
             fault = self._faults.get(verb)
             if fault is not None and fault.times > 0:
                 fault.times -= 1
