@@ -28,9 +28,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv lint-images lint-workflows
-	$(VENV)/bin/ruff check operator tests e2e images bench
-	$(VENV)/bin/ruff format --check operator tests e2e images bench
+	$(VENV)/bin/ruff check operator tests e2e testsupport images bench
+	$(VENV)/bin/ruff format --check operator tests e2e testsupport images bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The linters of the Dockerfiles (hadolint) and of the GitHub workflows (actionlint, with
 # shellcheck for run: blocks) are installed on first use by images/tools.py, pinned, into
@@ -82,7 +83,7 @@ prepare: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(PY) -m e2e.localcluster build; fi
 	$(PY) -m e2e.engines.vllm_cpu >/dev/null
 	$(PY) -m e2e.engines.ollama >/dev/null
-	$(PY) -m e2e.prometheus >/dev/null
+	$(PY) -m testsupport.prometheus >/dev/null
 
 e2e: prepare
 	$(PY) -m pytest e2e

@@ -42,8 +42,9 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
 
     cluster = Cluster.default()
     started = cluster.up()
-    client = Kubectl(binary=str(cluster.kubectl_path), kubeconfig=cluster.kubeconfig,
-                     env=cluster.env)  # fmt: skip
+    client = Kubectl(
+        binary=str(cluster.kubectl_path), kubeconfig=cluster.kubeconfig, env=cluster.env
+    )
     # No storage provisioner runs on the local cluster: volumes to bind claims to.
     client.run("apply", "-f", str(REPO / "e2e" / "manifests" / "local-volumes.yaml"))
     yield client
@@ -57,8 +58,9 @@ def crd(kubectl: Kubectl) -> str:
 
 
 @pytest.fixture(scope="session")
-def operator(kubectl: Kubectl, crd: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[OperatorProcess]:  # fmt: skip
+def operator(
+    kubectl: Kubectl, crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(kubectl, log, metrics_port=free_port())
     process.start()
@@ -76,8 +78,7 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[None]:  # fmt: skip
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """On failure, attach what a person would look at: events, objects, operator log."""
     report = yield
     if report.when == "call" and report.failed:

@@ -25,15 +25,16 @@ from typing import Protocol
 
 import ollama
 from openai import OpenAI
+from testsupport.process import free_port
+from testsupport.programs import RouterProcess
+from testsupport.prometheus import Prometheus
 
 from e2e.engines.faults import FaultProxy
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
-from e2e.harness import Kubectl, RouterProcess
-from e2e.process import free_port
-from e2e.prometheus import Prometheus
+from e2e.harness import Kubectl
 
 MODEL = "llama3.2"
 

@@ -60,10 +60,21 @@ def start_operator(cluster: Cluster, extra_args: tuple[str, ...] = ()) -> None:
     env = {**cluster.env, "PYTHONPATH": str(REPO / "operator")}
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inferops", "--metrics-host", "127.0.0.1",
-             "--liveness", "http://127.0.0.1:8081/healthz", *extra_args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "inferops",
+                "--metrics-host",
+                "127.0.0.1",
+                "--liveness",
+                "http://127.0.0.1:8081/healthz",
+                *extra_args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     pid_file.write_text(str(process.pid))
     print(f"operator started (pid {process.pid}), log: {log}")
 
@@ -84,11 +95,13 @@ def watch(kubectl: Kubectl, timeout: float = 300) -> None:
     while time.monotonic() < deadline:
         table = kubectl.run("get", "inferencebackends,deployments", "-n", NAMESPACE).stdout
         if table != shown:
-            print(f"\n$ kubectl get inferencebackends,deployments -n {NAMESPACE}\n{table}",
-                  flush=True)  # fmt: skip
+            print(
+                f"\n$ kubectl get inferencebackends,deployments -n {NAMESPACE}\n{table}", flush=True
+            )
             shown = table
-        phase = kubectl.run("get", "ib", "llama32", "-n", NAMESPACE, "-o",
-                            "jsonpath={.status.phase}").stdout  # fmt: skip
+        phase = kubectl.run(
+            "get", "ib", "llama32", "-n", NAMESPACE, "-o", "jsonpath={.status.phase}"
+        ).stdout
         if phase == "Ready":
             return
         time.sleep(1)
@@ -99,11 +112,15 @@ def watch(kubectl: Kubectl, timeout: float = 300) -> None:
 DEMO_MIGRATION = {
     "steps": [{"weight": 20}, {"weight": 50}, {"weight": 100}],
     "analysis": {
-        "interval": "10s", "initialDelay": "0s", "minRequests": 3, "failureLimit": 0,
-        "ttftP95": {"maxRatio": 2, "floor": 2.0}, "tpotP95": {"maxRatio": 2, "floor": 0.5},
+        "interval": "10s",
+        "initialDelay": "0s",
+        "minRequests": 3,
+        "failureLimit": 0,
+        "ttftP95": {"maxRatio": 2, "floor": 2.0},
+        "tpotP95": {"maxRatio": 2, "floor": 0.5},
     },
     "probe": {"requests": 4, "maxTokens": 4},
-}  # fmt: skip
+}
 
 
 def engine_line(plane: BackgroundPlane, consumer: str) -> str:
@@ -124,8 +141,9 @@ def engine_line(plane: BackgroundPlane, consumer: str) -> str:
             parts.append(f"{name:>6}: -")
             continue
         ttft = "-" if engine.ttft_p95 is None else f"{engine.ttft_p95 * 1000:.0f} ms"
-        parts.append(f"{name:>6}: {engine.requests:5.0f} req, {engine.errors:3.0f} err, "
-                     f"TTFT p95 {ttft}")  # fmt: skip
+        parts.append(
+            f"{name:>6}: {engine.requests:5.0f} req, {engine.errors:3.0f} err, TTFT p95 {ttft}"
+        )
     return f"  {consumer:<6}" + " | ".join(parts)
 
 
@@ -134,8 +152,9 @@ def phase_of(kubectl: Kubectl, consumer: str) -> str:
     return kubectl.run("get", "ib", "llama32", "-n", NAMESPACE, "-o", f"jsonpath={path}").stdout
 
 
-def show_migration(kubectl: Kubectl, plane: BackgroundPlane, until: Callable[[], bool],
-                   timeout: float) -> None:  # fmt: skip
+def show_migration(
+    kubectl: Kubectl, plane: BackgroundPlane, until: Callable[[], bool], timeout: float
+) -> None:
     """Prints `kubectl get ib` when it changes and the per-engine figures every 10 s."""
     deadline = time.monotonic() + timeout
     shown, last_figures = "", 0.0
@@ -154,21 +173,29 @@ def show_migration(kubectl: Kubectl, plane: BackgroundPlane, until: Callable[[],
         if until():
             return
         time.sleep(1)
-    raise SystemExit(f"the migration did not get there in {timeout:.0f}s; "
-                     f"see `kubectl describe ib llama32 -n {NAMESPACE}`")  # fmt: skip
+    raise SystemExit(
+        f"the migration did not get there in {timeout:.0f}s; "
+        f"see `kubectl describe ib llama32 -n {NAMESPACE}`"
+    )
 
 
 def migrate(kubectl: Kubectl, plane: BackgroundPlane) -> None:
     endpoint = plane.wait("the router", "router_url", 120)
-    print("\nconsumers start calling: notes and ner through the OpenAI client, rag through "
-          "the Ollama client")  # fmt: skip
-    with Traffic(endpoint, NAMESPACE, "notes"), \
-            Traffic(endpoint, NAMESPACE, "rag", api="ollama"), \
-            Traffic(endpoint, NAMESPACE, "ner") as ner:  # fmt: skip
+    print(
+        "\nconsumers start calling: notes and ner through the OpenAI client, rag through "
+        "the Ollama client"
+    )
+    with (
+        Traffic(endpoint, NAMESPACE, "notes"),
+        Traffic(endpoint, NAMESPACE, "rag", api="ollama"),
+        Traffic(endpoint, NAMESPACE, "ner") as ner,
+    ):
         show_migration(kubectl, plane, lambda: phase_of(kubectl, "notes") == "Migrated", 300)
-        print("\nnotes is on vLLM. Now rag's canary goes bad: vLLM answers HTTP 500 to it "
-              "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "
-              "error, and the analysis rolls rag back.")  # fmt: skip
+        print(
+            "\nnotes is on vLLM. Now rag's canary goes bad: vLLM answers HTTP 500 to it "
+            "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "
+            "error, and the analysis rolls rag back."
+        )
         plane.inject(error_share=1.0)
         try:
             show_migration(kubectl, plane, lambda: phase_of(kubectl, "rag") == "RolledBack", 120)
@@ -196,8 +223,9 @@ def kubectl_ib(kubectl: Kubectl, *args: str) -> str:
     """The plugin as a user runs it: `kubectl ib`, found on PATH."""
     path = os.pathsep.join([str(Path(sys.executable).parent), kubectl.env.get("PATH", "")])
     env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig), "PATH": path}
-    result = subprocess.run([kubectl.binary, "ib", *args], capture_output=True, text=True,
-                            env=env, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [kubectl.binary, "ib", *args], capture_output=True, text=True, env=env, timeout=60
+    )
     return result.stdout + result.stderr
 
 
@@ -210,14 +238,16 @@ def shell_environment(kubectl: Kubectl) -> str:
     return f"export KUBECONFIG={kubectl.kubeconfig} PATH={python_bin}:{kubectl_dir}:$PATH"
 
 
-def consumer_commands(router_url: str, namespace: str, backend: str = "llama32"
-                      ) -> list[tuple[str, str]]:  # fmt: skip
+def consumer_commands(
+    router_url: str, namespace: str, backend: str = "llama32"
+) -> list[tuple[str, str]]:
     """Ready-to-paste requests to consumers' endpoints from this machine. In the cluster, a
     service calls its own endpoint Service; here the router's local port stands in for it
     and the Host header names the consumer, as the Service's DNS name would."""
     notes, rag = (f"{backend}-{consumer}.{namespace}.svc" for consumer in ("notes", "rag"))
-    body = json.dumps({"model": MODEL, "max_tokens": 8,
-                       "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    body = json.dumps(
+        {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
     openai_code = (
         f"from openai import OpenAI; c = OpenAI(base_url='{router_url}/v1', api_key='unused', "
         f"default_headers={{'Host': '{notes}'}}); print(c.chat.completions.create("
@@ -230,18 +260,23 @@ def consumer_commands(router_url: str, namespace: str, backend: str = "llama32"
         "options={'num_predict': 8}).message.content)"
     )
     return [
-        (f"curl -s {router_url}/v1/chat/completions -H 'Host: {notes}' "
-         f"-H 'Content-Type: application/json' -d '{body}'",
-         "notes' endpoint, OpenAI API (the Host header names the consumer)"),
+        (
+            f"curl -s {router_url}/v1/chat/completions -H 'Host: {notes}' "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+            "notes' endpoint, OpenAI API (the Host header names the consumer)",
+        ),
         (f'python -c "{openai_code}"', "the same with the official openai client"),
         (f'python -c "{ollama_code}"', "rag's endpoint with the official ollama client"),
-        (f"curl -s {router_url}/metrics | grep '^inferops_router_requests_total'",
-         "the router's per-consumer, per-engine figures"),
-    ]  # fmt: skip
+        (
+            f"curl -s {router_url}/metrics | grep '^inferops_router_requests_total'",
+            "the router's per-consumer, per-engine figures",
+        ),
+    ]
 
 
-def next_steps(kubectl: Kubectl, router_url: str, namespace: str = NAMESPACE
-               ) -> list[tuple[str, str]]:  # fmt: skip
+def next_steps(
+    kubectl: Kubectl, router_url: str, namespace: str = NAMESPACE
+) -> list[tuple[str, str]]:
     """The commands printed at the end of the demo, each with what it shows."""
     ns = f"-n {namespace}"
     return [
@@ -250,16 +285,20 @@ def next_steps(kubectl: Kubectl, router_url: str, namespace: str = NAMESPACE
         (f"kubectl ib status llama32 {ns}", "each consumer's step and last analysis"),
         (f"kubectl describe ib llama32 {ns}", "conditions, consumers and their endpoints"),
         *consumer_commands(router_url, namespace),
-        (f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
-         "the router's table"),
+        (
+            f"kubectl get configmap llama32-router {ns} -o jsonpath='{{.data.routes\\.json}}'",
+            "the router's table",
+        ),
         ("kubectl get nodes", "4 GPU nodes, 2 CPU nodes"),
-        (f"kubectl patch ib llama32 {ns} --type=merge "
-         "-p '{\"spec\":{\"vllm\":{\"tensorParallelSize\":16}}}'",
-         "more GPUs than a node has: Degraded"),
+        (
+            f"kubectl patch ib llama32 {ns} --type=merge "
+            '-p \'{"spec":{"vllm":{"tensorParallelSize":16}}}\'',
+            "more GPUs than a node has: Degraded",
+        ),
         (f"kubectl delete deployment llama32-vllm {ns}", "it comes back"),
         ("kubectl explain inferencebackend.spec.vllm", "every field, documented"),
         ("make cluster-down", "stop the cluster, the operator and the data plane"),
-    ]  # fmt: skip
+    ]
 
 
 def stop(cluster: Cluster) -> None:
@@ -270,8 +309,9 @@ def stop(cluster: Cluster) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stop", action="store_true",
-                        help="stop the demo's operator and data plane")  # fmt: skip
+    parser.add_argument(
+        "--stop", action="store_true", help="stop the demo's operator and data plane"
+    )
     args = parser.parse_args()
     cluster = Cluster.default()
     if args.stop:
@@ -286,8 +326,16 @@ def main() -> None:
     kubectl.run("create", "namespace", NAMESPACE, check=False)
     # The example reads its Hugging Face token from this Secret. The local cluster's pods are
     # simulated and never read it; on a real cluster, put your own token here.
-    kubectl.run("create", "secret", "generic", "hf-token", "-n", NAMESPACE,
-                "--from-literal=token=not-a-real-token", check=False)  # fmt: skip
+    kubectl.run(
+        "create",
+        "secret",
+        "generic",
+        "hf-token",
+        "-n",
+        NAMESPACE,
+        "--from-literal=token=not-a-real-token",
+        check=False,
+    )
     plane = BackgroundPlane(cluster.state_dir / "dataplane")
     print("starting the local data plane in the background: vLLM's CPU build loads a tiny "
           "model (about a minute), real Ollama (the same model), Prometheus",
@@ -298,12 +346,16 @@ def main() -> None:
     manifest = yaml.safe_load(EXAMPLE.read_text())
     manifest["spec"]["migration"] = DEMO_MIGRATION
     kubectl.apply(manifest, NAMESPACE)
-    print(f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}, with "
-          "spec.migration at demo speed (10 s analysis windows)")  # fmt: skip
+    print(
+        f"applied {EXAMPLE.relative_to(REPO)} in namespace {NAMESPACE}, with "
+        "spec.migration at demo speed (10 s analysis windows)"
+    )
     watch(kubectl)
     migrate(kubectl, plane)
-    print(f"\nDone in {time.monotonic() - started:.0f}s. The operator and the data plane keep "
-          "running until `make cluster-down`. Try next:")  # fmt: skip
+    print(
+        f"\nDone in {time.monotonic() - started:.0f}s. The operator and the data plane keep "
+        "running until `make cluster-down`. Try next:"
+    )
     for command, comment in next_steps(kubectl, plane.state.router_url):
         print(f"  # {comment}\n  {command}")
 

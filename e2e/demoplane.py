@@ -30,9 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from testsupport.process import tail
+
 from e2e.dataplane import DataPlane
 from e2e.harness import Kubectl
-from e2e.process import tail
 
 STATE_FILE = "state.json"
 PID_FILE = "dataplane.pid"
@@ -158,10 +159,24 @@ class BackgroundPlane:
         env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig)}
         with (self.directory / LOG_FILE).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "e2e.demoplane", "--dir", str(self.directory),
-                 "--kubectl", kubectl.binary, "--namespace", namespace, "--backend", backend],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "e2e.demoplane",
+                    "--dir",
+                    str(self.directory),
+                    "--kubectl",
+                    kubectl.binary,
+                    "--namespace",
+                    namespace,
+                    "--backend",
+                    backend,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self.pid_file.write_text(str(process.pid))
         self._child = process
 
@@ -178,8 +193,10 @@ class BackgroundPlane:
             if getattr(state, ready):
                 return state
             time.sleep(0.5)
-        raise SystemExit(f"the data plane did not bring up {what} in {timeout:.0f}s; "
-                         f"see {self.directory / LOG_FILE}")  # fmt: skip
+        raise SystemExit(
+            f"the data plane did not bring up {what} in {timeout:.0f}s; "
+            f"see {self.directory / LOG_FILE}"
+        )
 
     def inject(self, **faults: float) -> None:
         """Sets the faults in front of vLLM (none given: clears them)."""

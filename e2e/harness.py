@@ -4,25 +4,24 @@ subprocess and its metrics. Used by the tests and by `make demo`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from e2e import readonly as ro
-from e2e.process import ManagedProcess, free_port, tail
+from testsupport import readonly as ro
+from testsupport.process import ManagedProcess, free_port, tail
+from testsupport.programs import python_command, python_env, scrape, total
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0,
-             interval: float = 0.25) -> T:  # fmt: skip
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25
+) -> T:
     """Polls `probe` until it returns something truthy; fails naming `what` and the last
     value seen when the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -49,12 +48,17 @@ class Kubectl:
     kubeconfig: Path
     env: dict[str, str]
 
-    def run(self, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.binary, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, env=self.env, timeout=timeout,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise KubectlError(args, result)
         return result
@@ -80,11 +84,17 @@ class Kubectl:
     def diagnostics(self, namespace: str) -> str:
         parts = []
         for args in (
-            ("get", "inferencebackends,deployments,services,pvc,pods", "-n", namespace,
-             "-o", "wide"),
+            (
+                "get",
+                "inferencebackends,deployments,services,pvc,pods",
+                "-n",
+                namespace,
+                "-o",
+                "wide",
+            ),
             ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
             ("get", "inferencebackends", "-n", namespace, "-o", "yaml"),
-        ):  # fmt: skip
+        ):
             result = self.run(*args, check=False)
             parts.append(f"$ kubectl {' '.join(args)}\n{result.stdout}{result.stderr}")
         return "\n".join(parts)
@@ -99,8 +109,9 @@ def install_crd(kubectl: Kubectl) -> str:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     deadline = time.monotonic() + 60
     while True:
-        waited = kubectl.run("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
-                             "--timeout=60s", check=False)  # fmt: skip
+        waited = kubectl.run(
+            "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s", check=False
+        )
         if waited.returncode == 0:
             return CRD_NAME
         if time.monotonic() > deadline:
@@ -108,60 +119,41 @@ def install_crd(kubectl: Kubectl) -> str:
         time.sleep(0.5)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """A Prometheus text page as {"name{labels}": value}."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
-
-
-def total(metrics: dict[str, float], name: str, **labels: str) -> float | None:
-    """The sum of `name`'s series that carry all `labels` (a series without labels counts
-    when none are asked for); None when there is none."""
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    found = [value for key, value in metrics.items()
-             if (key.startswith(name + "{") or key == name)
-             and all(label in key for label in wanted)]  # fmt: skip
-    return sum(found) if found else None
-
-
-def _python_env(base: dict[str, str], **extra: str) -> dict[str, str]:
-    """`base` with this checkout's operator package importable, as in the images."""
-    path = os.pathsep.join(filter(None, [str(REPO / "operator"), base.get("PYTHONPATH")]))
-    return {**base, "PYTHONPATH": path, **extra}
-
-
-def _python(module: str, readonly: Path | None) -> list[str]:
-    """`python -m module`, under e2e/readonly.py's guard when `readonly` is a directory."""
-    return ro.command(readonly, module) if readonly else [sys.executable, "-m", module]
-
-
 class OperatorProcess:
     """The operator run as its own process, the way it runs in a pod. With `readonly` (a
     directory), as on the pod's read-only root filesystem with that directory as its /tmp
-    (e2e/readonly.py)."""
+    (testsupport/readonly.py)."""
 
-    def __init__(self, kubectl: Kubectl, log: Path, metrics_port: int,
-                 namespaces: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
-                 readonly: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kubectl: Kubectl,
+        log: Path,
+        metrics_port: int,
+        namespaces: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (),
+        readonly: Path | None = None,
+    ) -> None:
         self.log = log
         self.metrics_port = metrics_port
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
-        args = [*_python("inferops", readonly), "--metrics-host", "127.0.0.1",
-                "--metrics-port", str(metrics_port), "--liveness", liveness]  # fmt: skip
+        args = [
+            *python_command("inferops", readonly),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics_port),
+            "--liveness",
+            liveness,
+        ]
         for ns in namespaces:
             args += ["--namespace", ns]
         args += extra_args
-        env = _python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
+        env = python_env(kubectl.env, KUBECONFIG=str(kubectl.kubeconfig))
         if readonly:
             env = ro.environment(env, readonly)
-        self.process = ManagedProcess("operator", args, env=env, log_path=log,
-                                      health_url=liveness, cwd=readonly)  # fmt: skip
+        self.process = ManagedProcess(
+            "operator", args, env=env, log_path=log, health_url=liveness, cwd=readonly
+        )
 
     def start(self, timeout: float = 60.0) -> None:
         self.process.start(timeout)
@@ -185,36 +177,3 @@ class OperatorProcess:
 
     def log_tail(self, lines: int = 80) -> str:
         return tail(self.log, lines) or "(no log)"
-
-
-class RouterProcess:
-    """The router run as its own process, fed by a table file or a ConfigMap (`source`, its
-    command-line arguments), with `engine_urls` replacing the table's engine URLs."""
-
-    def __init__(self, source: list[str], log: Path, env: dict[str, str] | None = None,
-                 engine_urls: dict[str, str] | None = None, readonly: Path | None = None
-                 ) -> None:  # fmt: skip
-        self.port = free_port()
-        args = [*_python("inferops.router", readonly), "--host", "127.0.0.1",
-                "--port", str(self.port), *source]  # fmt: skip
-        for engine, url in (engine_urls or {}).items():
-            args += ["--engine-url", f"{engine}={url}"]
-        full_env = _python_env(env or dict(os.environ))
-        if readonly:
-            full_env = ro.environment(full_env, readonly)
-        self.process = ManagedProcess("router", args, env=full_env, log_path=log,
-                                      health_url=f"{self.url}/readyz", cwd=readonly)  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Returns once the router has loaded a table (`/readyz`)."""
-        self.process.start(timeout)
-
-    def stop(self) -> None:
-        self.process.stop(grace=30)
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return total(scrape(f"{self.url}/metrics"), name, **labels)

@@ -29,8 +29,9 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), {})
 
 
-def wait_phase(kubectl: Kubectl, namespace: str, phase: str, name: str = NAME,
-               timeout: float = 90) -> dict[str, Any]:  # fmt: skip
+def wait_phase(
+    kubectl: Kubectl, namespace: str, phase: str, name: str = NAME, timeout: float = 90
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         obj = backend(kubectl, namespace, name)
         status = obj.get("status", {})
@@ -109,8 +110,10 @@ def test_example_creates_engines_on_the_right_nodes(
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
     ollama = kubectl.get("deployment", "llama32-ollama", namespace)
     assert ollama is not None
-    ollama_env = {e["name"]: e.get("value") for e in
-                  ollama["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+    ollama_env = {
+        e["name"]: e.get("value")
+        for e in ollama["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert ollama_env["OLLAMA_CONTEXT_LENGTH"] == "8192"
     assert ollama_env["INFEROPS_SERVED_MODEL"] == "llama3.2"
     for service, port in (("llama32-vllm", 8000), ("llama32-ollama", 11434)):
@@ -125,9 +128,14 @@ def test_example_creates_engines_on_the_right_nodes(
     assert router is not None and router["status"].get("readyReplicas") == 2
     table = routing_table(kubectl, namespace)
     assert [(c["name"], c["weight"]) for c in table["consumers"]] == [
-        ("notes", 10), ("rag", 0), ("ner", 0)]  # fmt: skip
-    assert table["engines"]["vllm"] == {"url": f"http://llama32-vllm.{namespace}.svc:8000",
-                                        "ready": True}  # fmt: skip
+        ("notes", 10),
+        ("rag", 0),
+        ("ner", 0),
+    ]
+    assert table["engines"]["vllm"] == {
+        "url": f"http://llama32-vllm.{namespace}.svc:8000",
+        "ready": True,
+    }
     assert [(c["name"], c["weight"], c["endpoint"]) for c in ready["status"]["consumers"]] == [
         (name, weight, f"http://llama32-{name}.{namespace}.svc")
         for name, weight in (("notes", 10), ("rag", 0), ("ner", 0))
@@ -142,16 +150,30 @@ def test_example_creates_engines_on_the_right_nodes(
         node = nodes[pods[0]["spec"]["nodeName"]]
         has_gpus = "nvidia.com/gpu" in node["status"].get("allocatable", {})
         assert has_gpus == on_gpu_node, f"{engine} pod landed on {node['metadata']['name']}"
-        assert any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in pods[0]["status"]["conditions"])  # fmt: skip
+        assert any(
+            c["type"] == "Ready" and c["status"] == "True" for c in pods[0]["status"]["conditions"]
+        )
 
     table = kubectl.run("get", "inferencebackends", "-n", namespace).stdout
     assert table.split("\n", 1)[0].split() == [
-        "NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA", "AGE"]  # fmt: skip
+        "NAME",
+        "PHASE",
+        "MIGRATED",
+        "CURRENT",
+        "VLLM",
+        "OLLAMA",
+        "AGE",
+    ]
     row = printed_rows(table)[0]
     # Manual weights: no migration to show.
     assert [row[c] for c in ("NAME", "PHASE", "MIGRATED", "CURRENT", "VLLM", "OLLAMA")] == [
-        "llama32", "Ready", "", "", "1/1", "1/1"]  # fmt: skip
+        "llama32",
+        "Ready",
+        "",
+        "",
+        "1/1",
+        "1/1",
+    ]
     assert (
         kubectl.run("get", "ib", "-n", namespace).stdout.split("\n", 1)[0]
         == (table.split("\n", 1)[0])
@@ -212,11 +234,23 @@ def test_deleting_the_resource_removes_every_child(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     def children() -> list[str]:
-        kinds = ("deployments", "replicasets", "services", "pvc", "pods", "configmaps",
-                 "serviceaccounts", "roles", "rolebindings")  # fmt: skip
+        kinds = (
+            "deployments",
+            "replicasets",
+            "services",
+            "pvc",
+            "pods",
+            "configmaps",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
+        )
         selector = f"inferops.io/backend={NAME}"
-        return [f"{kind}/{o['metadata']['name']}"
-                for kind in kinds for o in kubectl.items(kind, namespace, selector)]  # fmt: skip
+        return [
+            f"{kind}/{o['metadata']['name']}"
+            for kind in kinds
+            for o in kubectl.items(kind, namespace, selector)
+        ]
 
     apply_example(kubectl, namespace)
     wait_phase(kubectl, namespace, "Ready")
@@ -243,15 +277,16 @@ def test_deleted_or_edited_children_are_restored(
     wait_for("the deleted Service to come back", recreated, 30)
 
     kubectl.run("scale", "deployment", "llama32-vllm", "--replicas=3", "-n", namespace)
-    kubectl.run("set", "env", "deployment/llama32-ollama", "OLLAMA_NUM_PARALLEL=1",
-                "-n", namespace)  # fmt: skip
+    kubectl.run("set", "env", "deployment/llama32-ollama", "OLLAMA_NUM_PARALLEL=1", "-n", namespace)
 
     def restored() -> bool:
         vllm = kubectl.get("deployment", "llama32-vllm", namespace)
         ollama = kubectl.get("deployment", "llama32-ollama", namespace)
         assert vllm is not None and ollama is not None
-        env = {e["name"]: e.get("value")
-               for e in ollama["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+        env = {
+            e["name"]: e.get("value")
+            for e in ollama["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
         return vllm["spec"]["replicas"] == 1 and env["OLLAMA_NUM_PARALLEL"] == "4"
 
     wait_for("hand edits to be reverted", restored, 30)
@@ -271,8 +306,9 @@ def test_more_gpus_than_any_node_has_is_reported(
     assert condition(degraded, "Degraded")["status"] == "True"
 
     def row() -> dict[str, str] | None:
-        cells = printed_rows(kubectl.run("get", "ib", NAME, "-n", namespace, "-o",
-                                         "wide").stdout)[0]  # fmt: skip
+        cells = printed_rows(kubectl.run("get", "ib", NAME, "-n", namespace, "-o", "wide").stdout)[
+            0
+        ]
         # Ollama keeps starting meanwhile: the resource stays Degraded, with Ollama ready.
         shown = [cells[c] for c in ("PHASE", "VLLM", "OLLAMA", "REASON")]
         return cells if shown == ["Degraded", "0/1", "1/1", "VLLMUnschedulable"] else None
@@ -286,8 +322,9 @@ def test_spec_changes_are_rolled_out_and_disabled_fallback_removed(
     apply_example(kubectl, namespace)
     wait_phase(kubectl, namespace, "Ready")
     vllm = {**EXAMPLE["spec"]["vllm"], "tensorParallelSize": 2, "maxModelLen": 4096}
-    apply_example(kubectl, namespace, vllm=vllm, ollama={**EXAMPLE["spec"]["ollama"],
-                                                        "enabled": False})  # fmt: skip
+    apply_example(
+        kubectl, namespace, vllm=vllm, ollama={**EXAMPLE["spec"]["ollama"], "enabled": False}
+    )
 
     def rolled_out() -> bool:
         deployment = kubectl.get("deployment", "llama32-vllm", namespace)
@@ -318,9 +355,15 @@ def test_weight_change_reaches_the_routing_table(
     wait_for("rag's new weight in the routing table", rag_weight, 10, interval=0.05)
     # How fast is measured by bench/operator (spec change -> child, with 1,000 backends).
     print(f"\nthe routing table changed {time.monotonic() - started:.2f}s after the spec")
-    status = wait_for("rag's weight in status", lambda: [
-        c for c in backend(kubectl, namespace)["status"]["consumers"]
-        if c["name"] == "rag" and c["weight"] == 50], 10)  # fmt: skip
+    status = wait_for(
+        "rag's weight in status",
+        lambda: [
+            c
+            for c in backend(kubectl, namespace)["status"]["consumers"]
+            if c["name"] == "rag" and c["weight"] == 50
+        ],
+        10,
+    )
     assert status
 
 
@@ -328,10 +371,11 @@ def test_existing_object_of_the_same_name_is_not_taken_over(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     foreign = {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": "llama32-ollama", "labels": {"team": "other"}},
         "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]},
-    }  # fmt: skip
+    }
     kubectl.apply(foreign, namespace)
     before = kubectl.get("service", "llama32-ollama", namespace)
     apply_example(kubectl, namespace)
@@ -364,16 +408,22 @@ def test_reconciling_an_unchanged_resource_writes_nothing(
 
     # A child event: an unrelated label added by hand triggers a reconciliation.
     kubectl.run("label", "service", "llama32-vllm", "team=ml", "-n", namespace)
-    wait_for("a reconciliation after the child event",
-             lambda: operator.reconciles(namespace) > reconciles, 30)  # fmt: skip
+    wait_for(
+        "a reconciliation after the child event",
+        lambda: operator.reconciles(namespace) > reconciles,
+        30,
+    )
     assert operator.writes(namespace) == writes
 
     # An operator restart: a fresh process resumes the resource and must not write either.
     second = OperatorProcess(kubectl, tmp_path / "second.log", free_port(), (namespace,))
     second.start()
     try:
-        wait_for("the restarted operator to resume the resource",
-                 lambda: second.reconciles(namespace) >= 1, 30)  # fmt: skip
+        wait_for(
+            "the restarted operator to resume the resource",
+            lambda: second.reconciles(namespace) >= 1,
+            30,
+        )
         assert second.writes(namespace) == 0, second.metrics()
     finally:
         second.stop()

@@ -1,5 +1,5 @@
 """Bad input at scale, against the API server: generated InferenceBackends, valid and broken
-(`tests/spec_strategies.py`, the same as the unit tier's `tests/test_spec_properties.py`).
+(`testsupport/spec_strategies.py`, the same as the unit tier's `tests/test_spec_properties.py`).
 
 1. Each spec is sent as a server-side dry run (nothing is stored). It is either refused with
    a message naming a field, or accepted; then the objects the operator's builders make of
@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from pydantic import ValidationError
-from tests.spec_strategies import Backend, backends, examples, whole_resource_problems
+from testsupport.spec_strategies import Backend, backends, examples, whole_resource_problems
 
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from inferops.api import API_VERSION, KIND
@@ -218,9 +218,10 @@ def test_accepted_specs_are_reconciled_into_all_their_children_or_none(
 
     def pending(items: list[dict[str, Any]]) -> list[str]:
         return [
-            o["metadata"]["name"] for o in items
+            o["metadata"]["name"]
+            for o in items
             if o.get("status", {}).get("observedGeneration") != o["metadata"]["generation"]
-        ]  # fmt: skip
+        ]
 
     started = time.monotonic()
     deadline = started + 30

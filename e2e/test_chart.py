@@ -50,17 +50,22 @@ class Helm:
         found = str(HELM.path("helm")) if HELM.is_complete() else shutil.which("helm")
         assert found, f"no helm: run `make prepare` (builds {HELM.path('helm')}) or put it on PATH"
         self.binary = found
-        self.env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig),
-                    "HELM_CACHE_HOME": str(home / "cache"),
-                    "HELM_CONFIG_HOME": str(home / "config"),
-                    "HELM_DATA_HOME": str(home / "data")}  # fmt: skip
+        self.env = {
+            **kubectl.env,
+            "KUBECONFIG": str(kubectl.kubeconfig),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         if args[0] in ("install", "upgrade") and EXTRA_VALUES:
             args = (*args, "-f", EXTRA_VALUES)
-        result = subprocess.run([self.binary, *args], capture_output=True, text=True,
-                                env=self.env, timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            [self.binary, *args], capture_output=True, text=True, env=self.env, timeout=timeout
+        )
         if check:
             assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
         return result
@@ -93,22 +98,30 @@ def example() -> dict[str, Any]:
 
 
 def create_hf_token(kubectl: Kubectl, namespace: str) -> None:
-    kubectl.run("create", "secret", "generic", "hf-token", "--from-literal=token=hf_test",
-                "-n", namespace)  # fmt: skip
+    kubectl.run(
+        "create", "secret", "generic", "hf-token", "--from-literal=token=hf_test", "-n", namespace
+    )
 
 
 def token_kubeconfig(kubectl: Kubectl, namespace: str, account: str, path: Path) -> Path:
     """A kubeconfig with a token of `account` and nothing more: the operator pod's identity."""
-    token = kubectl.run("create", "token", account, "-n", namespace,
-                        "--duration=20m").stdout.strip()  # fmt: skip
+    token = kubectl.run(
+        "create", "token", account, "-n", namespace, "--duration=20m"
+    ).stdout.strip()
     cluster = yaml.safe_load(kubectl.kubeconfig.read_text())["clusters"][0]
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": account,
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": account,
         "clusters": [cluster],
         "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account,
-                                                   "namespace": namespace}}],
-    }  # fmt: skip
+        "contexts": [
+            {
+                "name": account,
+                "context": {"cluster": cluster["name"], "user": account, "namespace": namespace},
+            }
+        ],
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -146,22 +159,24 @@ def service_account(namespace: str, name: str = RELEASE) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
-def operator_container(kubectl: Kubectl, namespace: str, release: str = RELEASE
-                       ) -> dict[str, Any]:  # fmt: skip
+def operator_container(kubectl: Kubectl, namespace: str, release: str = RELEASE) -> dict[str, Any]:
     deployment = kubectl.get("deployment", release, namespace)
     assert deployment is not None, "the chart's Deployment is missing"
     return dict(deployment["spec"]["template"]["spec"]["containers"][0])
 
 
-def operator_like_the_pod(kubectl: Kubectl, namespace: str, release: str, kubeconfig: Path,
-                          log: Path) -> OperatorProcess:  # fmt: skip
+def operator_like_the_pod(
+    kubectl: Kubectl, namespace: str, release: str, kubeconfig: Path, log: Path
+) -> OperatorProcess:
     """The operator as the chart's pod runs it: the Deployment's args and env, the
     ServiceAccount's token; only the metrics and liveness ports move to free loopback ones."""
     container = operator_container(kubectl, namespace, release)
     args = list(container["args"])
     local = ("--metrics-port=", "--liveness=")
     assert [a for a in args if a.startswith(local)] == [
-        "--metrics-port=8080", "--liveness=http://0.0.0.0:8081/healthz"]  # fmt: skip
+        "--metrics-port=8080",
+        "--liveness=http://0.0.0.0:8081/healthz",
+    ]
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     identity = Kubectl(binary=kubectl.binary, kubeconfig=kubeconfig, env={**kubectl.env, **env})
     rest = tuple(a for a in args if not a.startswith(local))
@@ -170,8 +185,16 @@ def operator_like_the_pod(kubectl: Kubectl, namespace: str, release: str, kubeco
 
 def dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
     text = "\n---\n".join(json.dumps(o) for o in objects)
-    result = kubectl.run("apply", "--server-side", "--force-conflicts", "--dry-run=server",
-                         "--validate=strict", "-f", "-", input=text)  # fmt: skip
+    result = kubectl.run(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=text,
+    )
     assert "Warning" not in result.stderr, result.stderr  # e.g. PodSecurity, deprecations
 
 
@@ -185,24 +208,36 @@ def test_every_rendered_manifest_is_accepted_by_the_api_server(
         "watchNamespaces": ["--set", f"watchNamespaces={{{namespace},{apps}}}"],
         "crds disabled": ["--set", "crds.enabled=false"],
         "prometheus, images, scheduling": [
-            "--set", "prometheus.url=http://prometheus.monitoring.svc:9090",
-            "--set-string", "image.tag=e2e", "--set", "defaultImages.router=r:1",
-            "--set", "defaultImages.vllm=vllm/vllm-openai:cpu",
-            "--set", "nodeSelector.kubernetes\\.io/os=linux", "--set", "priorityClassName=",
-            "--set-json", 'tolerations=[{"key":"dedicated","operator":"Exists"}]',
-            "--set-json", 'imagePullSecrets=[{"name":"regcred"}]',
+            "--set",
+            "prometheus.url=http://prometheus.monitoring.svc:9090",
+            "--set-string",
+            "image.tag=e2e",
+            "--set",
+            "defaultImages.router=r:1",
+            "--set",
+            "defaultImages.vllm=vllm/vllm-openai:cpu",
+            "--set",
+            "nodeSelector.kubernetes\\.io/os=linux",
+            "--set",
+            "priorityClassName=",
+            "--set-json",
+            'tolerations=[{"key":"dedicated","operator":"Exists"}]',
+            "--set-json",
+            'imagePullSecrets=[{"name":"regcred"}]',
         ],
         "serviceMonitor": ["--set", "serviceMonitor.enabled=true"],
         # The operator pod's NetworkPolicy (the engines' are the operator's: accepted in
         # e2e/test_network_policy.py), with and without scrapers.
         "networkPolicy": ["--set", "networkPolicy.enabled=true"],
         "networkPolicy, scrapers": [
-            "--set", "networkPolicy.enabled=true", "--set-json",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
             'networkPolicy.metricsFrom=[{"namespaceSelector": {"matchLabels": '
             '{"kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {"matchExpressions":'
             ' [{"key": "app", "operator": "In", "values": ["prometheus"]}]}}]',
         ],
-    }  # fmt: skip
+    }
     for name, values in combinations.items():
         objects = helm.template(namespace, *values)
         # No prometheus-operator here: the ServiceMonitor's kind is unknown to this cluster
@@ -233,13 +268,26 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
     # violation leaves the Deployment without a pod and `--wait` fails.
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     stranger = f"nobody-{uuid.uuid4().hex[:8]}"  # a ServiceAccount name nothing is bound to
-    installed = helm.run("install", release, str(CHART), "--namespace", namespace,
-                         "--set", "crds.enabled=false", "--wait", "--timeout", "3m")  # fmt: skip
+    installed = helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "crds.enabled=false",
+        "--wait",
+        "--timeout",
+        "3m",
+    )
     released = True
     try:
         # NOTES.txt says what to do next.
-        for step in ("kubectl create secret generic hf-token", "kubectl get ib",
-                     "kubectl apply -f examples/inferencebackend.yaml"):  # fmt: skip
+        for step in (
+            "kubectl create secret generic hf-token",
+            "kubectl get ib",
+            "kubectl apply -f examples/inferencebackend.yaml",
+        ):
             assert step in installed.stdout, installed.stdout
         deployment = kubectl.get("deployment", release, namespace)
         assert deployment is not None and deployment["status"].get("readyReplicas") == 1
@@ -248,8 +296,10 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
 
         # The ServiceAccount may do exactly what the registry says, in every namespace, on
         # top of what any ServiceAccount may do (a ServiceAccount without bindings shows it).
-        nobody = {where: can_i_list(kubectl, service_account(namespace, stranger), where)
-                  for where in (apps, namespace, "default")}  # fmt: skip
+        nobody = {
+            where: can_i_list(kubectl, service_account(namespace, stranger), where)
+            for where in (apps, namespace, "default")
+        }
         sa = service_account(namespace, release)
         for where, baseline in nobody.items():
             assert not expected(RULES) & baseline
@@ -276,11 +326,24 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
             # Upgrade to a namespace-limited install: a Role in `apps` instead of the
             # ClusterRole, and the operator told to watch only `apps`; NetworkPolicies on.
             assert kubectl.items("networkpolicies", apps) == []
-            helm.run("upgrade", release, str(CHART), "--namespace", namespace,
-                     "--set", "crds.enabled=false", "--set", f"watchNamespaces={{{apps}}}",
-                     "--set", "defaultImages.ollama=ollama/ollama:0.12.7",
-                     "--set", "networkPolicy.enabled=true",
-                     "--wait", "--timeout", "3m")  # fmt: skip
+            helm.run(
+                "upgrade",
+                release,
+                str(CHART),
+                "--namespace",
+                namespace,
+                "--set",
+                "crds.enabled=false",
+                "--set",
+                f"watchNamespaces={{{apps}}}",
+                "--set",
+                "defaultImages.ollama=ollama/ollama:0.12.7",
+                "--set",
+                "networkPolicy.enabled=true",
+                "--wait",
+                "--timeout",
+                "3m",
+            )
             assert kubectl.get("clusterrole", release, "") is None
             assert kubectl.get("role", release, apps) is not None
             container = operator_container(kubectl, namespace, release)
@@ -306,8 +369,11 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
 
             wait_for("the Ollama Deployment on the chart's new default image", ollama_image, 60)
             # ... and creates the engines' NetworkPolicy, with the Role's permissions.
-            wait_for("the engines' NetworkPolicy",
-                     lambda: kubectl.get("networkpolicy", "llama32-engines", apps), 60)  # fmt: skip
+            wait_for(
+                "the engines' NetworkPolicy",
+                lambda: kubectl.get("networkpolicy", "llama32-engines", apps),
+                60,
+            )
             wait_phase(kubectl, apps, "Ready", timeout=120)
             assert "forbidden" not in mine.log_tail(400).lower(), mine.log_tail()
         finally:
@@ -317,8 +383,12 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
         uninstalled = helm.run("uninstall", release, "--namespace", namespace, "--wait")
         released = False
         assert "uninstalled" in uninstalled.stdout
-        for kind, where in (("deployment", namespace), ("serviceaccount", namespace),
-                            ("role", apps), ("rolebinding", apps)):  # fmt: skip
+        for kind, where in (
+            ("deployment", namespace),
+            ("serviceaccount", namespace),
+            ("role", apps),
+            ("rolebinding", apps),
+        ):
             assert kubectl.get(kind, release, where) is None, kind
         # The users' resources are theirs: the InferenceBackend and what it owns stay.
         assert kubectl.get("crd", CRD_NAME, "") is not None
@@ -334,9 +404,12 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
 def assert_no_cluster_objects_left(kubectl: Kubectl, namespace: str) -> None:
     for kind in ("clusterrole", "clusterrolebinding"):
         items = json.loads(kubectl.run("get", kind, "-o", "json").stdout)["items"]
-        left = [i["metadata"]["name"] for i in items
-                if (i["metadata"].get("annotations") or {}).get("meta.helm.sh/release-namespace")
-                == namespace]  # fmt: skip
+        left = [
+            i["metadata"]["name"]
+            for i in items
+            if (i["metadata"].get("annotations") or {}).get("meta.helm.sh/release-namespace")
+            == namespace
+        ]
         for name in left:
             kubectl.run("delete", kind, name, check=False)
         assert not left, f"{kind} {left} left behind by the release in {namespace}"
@@ -351,15 +424,29 @@ def test_uninstall_keeps_the_crd_and_the_inferencebackends(
     before = json.loads(kubectl.run("get", "crd", CRD_NAME, "-o", "json").stdout)
     try:
         # Adopt the CRD the session applied from crds/ (docs/setup.md, "CRD already there").
-        kubectl.run("label", "crd", CRD_NAME, "--overwrite",
-                    "app.kubernetes.io/managed-by=Helm")  # fmt: skip
-        kubectl.run("annotate", "crd", CRD_NAME, "--overwrite",
-                    f"meta.helm.sh/release-name={RELEASE}",
-                    f"meta.helm.sh/release-namespace={namespace}")  # fmt: skip
+        kubectl.run("label", "crd", CRD_NAME, "--overwrite", "app.kubernetes.io/managed-by=Helm")
+        kubectl.run(
+            "annotate",
+            "crd",
+            CRD_NAME,
+            "--overwrite",
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={namespace}",
+        )
         # Namespace-limited, so that nothing else cluster-scoped is created.
         limited = f"watchNamespaces={{{namespace}}}"
-        helm.run("install", RELEASE, str(CHART), "--namespace", namespace, "--set", limited,
-                 "--wait", "--timeout", "3m")  # fmt: skip
+        helm.run(
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            limited,
+            "--wait",
+            "--timeout",
+            "3m",
+        )
         owned = json.loads(kubectl.run("get", "crd", CRD_NAME, "-o", "json").stdout)
         assert owned["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert owned["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -370,9 +457,20 @@ def test_uninstall_keeps_the_crd_and_the_inferencebackends(
         for engine in ("vllm", "ollama"):  # it only has to exist: no claims to bind
             del backend["spec"][engine]["cache"]
         kubectl.apply(backend, namespace)
-        helm.run("upgrade", RELEASE, str(CHART), "--namespace", namespace,
-                 "--set", limited, "--set", "verbose=true",
-                 "--wait", "--timeout", "3m")  # fmt: skip
+        helm.run(
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            limited,
+            "--set",
+            "verbose=true",
+            "--wait",
+            "--timeout",
+            "3m",
+        )
         assert "--verbose" in operator_container(kubectl, namespace)["args"]
 
         result = helm.run("uninstall", RELEASE, "--namespace", namespace, "--wait")
@@ -395,8 +493,9 @@ def restore_crd(kubectl: Kubectl, before: dict[str, Any]) -> None:
         added = [k for k in (now["metadata"].get(field) or {}) if k not in old]
         if added:
             kubectl.run(verb, "crd", CRD_NAME, *[f"{k}-" for k in added])
-        changed = [f"{k}={v}" for k, v in old.items()
-                   if (now["metadata"].get(field) or {}).get(k) != v]  # fmt: skip
+        changed = [
+            f"{k}={v}" for k, v in old.items() if (now["metadata"].get(field) or {}).get(k) != v
+        ]
         if changed:
             kubectl.run(verb, "crd", CRD_NAME, "--overwrite", *changed)
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))

@@ -5,7 +5,7 @@ too, as the chart's ServiceMonitor does) migrates it.
 
 An alert's expression is a condition (`<expression> > 0.05`): a condition that does not hold
 returns nothing, which proves nothing about the query. So for each alert the expression
-before its final comparison (tests/monitoring.py `split_condition`) must return series; the
+before its final comparison (testsupport/monitoring.py `split_condition`) must return series; the
 rollback and fallback-rate alerts, made to hold here (vLLM fails every request until the
 canary is rolled back), must return series as written. Whether each alert holds exactly when
 it should is promtool's unit test of the rules (tests/test_chart.py).
@@ -21,12 +21,13 @@ import time
 from typing import Any
 
 import pytest
-from tests.monitoring import alerts, split_condition
-from tests.test_chart import Helm, helm_binary
+from testsupport.helm import Helm, find_helm
+from testsupport.monitoring import alerts, split_condition
+from testsupport.prometheus import Prometheus
 
 from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
-from e2e.prometheus import Prometheus
+from e2e.localcluster.build import HELM
 from e2e.test_backend import NAME
 from e2e.test_migration import FAST, consumers_of, served_weight, start, wait_consumer
 from inferops import dashboard
@@ -39,7 +40,10 @@ CONSUMER = "notes"
 @pytest.fixture(scope="module")
 def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The alert rules as the chart renders them with its default thresholds."""
-    helm = Helm(helm_binary(), tmp_path_factory.mktemp("helm"))
+    helm = Helm(
+        find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version),
+        tmp_path_factory.mktemp("helm"),
+    )
     return alerts(helm.render({"prometheusRule": {"enabled": True}}))
 
 

@@ -30,8 +30,9 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @pytest.fixture
-def demo_plane(kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
-               ) -> Iterator[BackgroundPlane]:  # fmt: skip
+def demo_plane(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> Iterator[BackgroundPlane]:
     manifest: dict[str, Any] = copy.deepcopy(EXAMPLE)
     del manifest["spec"]["migration"]  # weights stay as applied: notes 100% on vLLM
     manifest["spec"]["consumers"][0]["weight"] = 100
@@ -48,8 +49,13 @@ def demo_plane(kubectl: Kubectl, operator: OperatorProcess, namespace: str, tmp_
 
 def run_printed(setup: str, command: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", "/root")}
-    return subprocess.run(["bash", "-c", f"set -o pipefail; {setup}; {command}"],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {setup}; {command}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_printed_commands_work_from_a_new_shell(
@@ -86,8 +92,11 @@ def test_stopping_the_demo_plane_stops_every_part(
     state = demo_plane.state
     demo_plane.stop()
     assert demo_plane.running() is None
-    for what, url in (("router", state.router_url), ("Prometheus", state.prometheus_url),
-                      ("fault control", state.control_url)):  # fmt: skip
+    for what, url in (
+        ("router", state.router_url),
+        ("Prometheus", state.prometheus_url),
+        ("fault control", state.control_url),
+    ):
 
         def refused(url: str = url) -> bool:
             return run_printed("true", f"curl -s -m 2 {url}/").returncode != 0

@@ -31,9 +31,10 @@ import httpx
 import ollama
 import openai
 import pytest
+from testsupport.programs import scrape, total
 
 from e2e.dataplane import DataPlane, Request, Traffic
-from e2e.harness import Kubectl, OperatorProcess, free_port, scrape, total, wait_for
+from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 from e2e.test_migration import FAST, PROBE, consumers_of, served_weight
 from inferops import registry
@@ -59,8 +60,9 @@ def manifest(name: str = NAME, **spec_changes: Any) -> dict[str, Any]:
 
 def children(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str]]:
     """(kind, name) of every object of a child kind labelled for `name`, duplicates kept."""
-    listed = kubectl.run("get", CHILD_PLURALS, "-n", namespace, "-l", f"{BACKEND_LABEL}={name}",
-                         "-o", "json").stdout  # fmt: skip
+    listed = kubectl.run(
+        "get", CHILD_PLURALS, "-n", namespace, "-l", f"{BACKEND_LABEL}={name}", "-o", "json"
+    ).stdout
     return sorted((o["kind"], o["metadata"]["name"]) for o in json.loads(listed)["items"])
 
 
@@ -72,8 +74,9 @@ def built(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str]]:
     return sorted((o["kind"], o["metadata"]["name"]) for o in desired_children(spec, owner))
 
 
-def deployment(kubectl: Kubectl, namespace: str, component: str,
-               name: str = NAME) -> dict[str, Any]:  # fmt: skip
+def deployment(
+    kubectl: Kubectl, namespace: str, component: str, name: str = NAME
+) -> dict[str, Any]:
     found = kubectl.get("deployment", f"{name}-{component}", namespace)
     assert found is not None, f"no {component} Deployment"
     return found
@@ -81,8 +84,16 @@ def deployment(kubectl: Kubectl, namespace: str, component: str,
 
 def replicas_owners(kubectl: Kubectl, namespace: str, component: str) -> list[str]:
     """The field managers that own a Deployment's `spec.replicas`."""
-    shown = kubectl.run("get", "deployment", f"{NAME}-{component}", "-n", namespace,
-                        "-o", "json", "--show-managed-fields").stdout  # fmt: skip
+    shown = kubectl.run(
+        "get",
+        "deployment",
+        f"{NAME}-{component}",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ).stdout
     return sorted(
         entry["manager"]
         for entry in json.loads(shown)["metadata"].get("managedFields", [])
@@ -91,19 +102,26 @@ def replicas_owners(kubectl: Kubectl, namespace: str, component: str) -> list[st
 
 
 def deployment_writes(operator: OperatorProcess, namespace: str) -> float:
-    return total(operator.metrics(), "inferops_kube_writes_total", namespace=namespace,
-                 kind="Deployment") or 0.0  # fmt: skip
+    return (
+        total(
+            operator.metrics(), "inferops_kube_writes_total", namespace=namespace, kind="Deployment"
+        )
+        or 0.0
+    )
 
 
-def reconcile_by_child_events(kubectl: Kubectl, operator: OperatorProcess, namespace: str,
-                              count: int) -> None:  # fmt: skip
+def reconcile_by_child_events(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, count: int
+) -> None:
     """`count` reconciliations, each triggered by an unrelated label put on a child."""
     for i in range(count):
         before = operator.reconciles(namespace)
-        kubectl.run("label", "--overwrite", "service", f"{NAME}-vllm", f"poke={i}",
-                    "-n", namespace)  # fmt: skip
-        wait_for(f"reconciliation {i + 1}/{count}",
-                 lambda b=before: operator.reconciles(namespace) > b, 30)  # fmt: skip
+        kubectl.run("label", "--overwrite", "service", f"{NAME}-vllm", f"poke={i}", "-n", namespace)
+        wait_for(
+            f"reconciliation {i + 1}/{count}",
+            lambda b=before: operator.reconciles(namespace) > b,
+            30,
+        )
 
 
 # ---------------------------------------------------------------- the operator, killed
@@ -127,9 +145,12 @@ def test_operator_killed_while_creating_children_leaves_exactly_the_built_ones(
         before = operator.writes(namespace)
         kubectl.apply(manifest(name), namespace)
         # The second write counted: the first child is written, the rest are to come.
-        wait_for(f"the operator's second write for {name}",
-                 lambda b=before: operator.writes(namespace) > b + 1, 30,
-                 interval=0.002)  # fmt: skip
+        wait_for(
+            f"the operator's second write for {name}",
+            lambda b=before: operator.writes(namespace) > b + 1,
+            30,
+            interval=0.002,
+        )
         operator.kill()
         found, expected = children(kubectl, namespace, name), built(kubectl, namespace, name)
         attempts.append((name, len(found), len(expected)))
@@ -176,14 +197,23 @@ def recreate_node(kubectl: Kubectl, node: dict[str, Any]) -> None:
         "kind": "Node",
         "metadata": {k: meta[k] for k in ("name", "labels", "annotations") if k in meta},
         "spec": {k: v for k, v in node["spec"].items() if k != "unschedulable"},
-        "status": {k: node["status"][k] for k in ("capacity", "allocatable", "addresses")
-                   if k in node["status"]},
-    }  # fmt: skip
+        "status": {
+            k: node["status"][k]
+            for k in ("capacity", "allocatable", "addresses")
+            if k in node["status"]
+        },
+    }
     kubectl.run("create", "-f", "-", input=json.dumps(fresh))
-    wait_for(f"node {meta['name']} Ready again", lambda: any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (kubectl.get("node", meta["name"], "") or {}).get("status", {})
-        .get("conditions", [])), 60)  # fmt: skip
+    wait_for(
+        f"node {meta['name']} Ready again",
+        lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (kubectl.get("node", meta["name"], "") or {})
+            .get("status", {})
+            .get("conditions", [])
+        ),
+        60,
+    )
 
 
 class Sampler:
@@ -206,12 +236,17 @@ class Sampler:
             "phase": status.get("phase"),
             "reason": condition({"status": status}, "Ready").get("reason"),
             "pods": [
-                (p["metadata"]["name"], p["spec"].get("nodeName"),
-                 any(c["type"] == "Ready" and c["status"] == "True"
-                     for c in p.get("status", {}).get("conditions", [])))
+                (
+                    p["metadata"]["name"],
+                    p["spec"].get("nodeName"),
+                    any(
+                        c["type"] == "Ready" and c["status"] == "True"
+                        for c in p.get("status", {}).get("conditions", [])
+                    ),
+                )
                 for p in pods
             ],
-        }  # fmt: skip
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -244,9 +279,11 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
     gone = pod["spec"]["nodeName"]
     node = kubectl.get("node", gone, "")
     assert node is not None and "nvidia.com/gpu" in node["status"]["allocatable"]
-    spares = [n["metadata"]["name"] for n in kubectl.items("nodes", "")
-              if "nvidia.com/gpu" in n["status"].get("allocatable", {})
-              and n["metadata"]["name"] != gone]  # fmt: skip
+    spares = [
+        n["metadata"]["name"]
+        for n in kubectl.items("nodes", "")
+        if "nvidia.com/gpu" in n["status"].get("allocatable", {}) and n["metadata"]["name"] != gone
+    ]
     assert spares, "no other GPU node to replace the pod on"
     for spare in spares:
         kubectl.run("cordon", spare)
@@ -258,12 +295,16 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
             def degraded() -> dict[str, Any] | None:
                 status = backend(kubectl, namespace)["status"]
                 pods = kubectl.items("pods", namespace, f"{COMPONENT_LABEL}=vllm")
-                pending = [p["metadata"]["name"] != pod["metadata"]["name"]
-                           and not p["spec"].get("nodeName") for p in pods]  # fmt: skip
+                pending = [
+                    p["metadata"]["name"] != pod["metadata"]["name"]
+                    and not p["spec"].get("nodeName")
+                    for p in pods
+                ]
                 return status if pending == [True] and status["phase"] == "Degraded" else None
 
-            status = wait_for("the status Degraded while the replacement is Pending",
-                              degraded, 180, interval=0.5)  # fmt: skip
+            status = wait_for(
+                "the status Degraded while the replacement is Pending", degraded, 180, interval=0.5
+            )
             told = time.monotonic()
             kubectl.run("uncordon", spares[0])
             wait_phase(kubectl, namespace, "Ready", timeout=60)
@@ -273,15 +314,20 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
             kubectl.run("uncordon", spare, check=False)
         recreate_node(kubectl, node)
     samples = sampler.samples
-    old_gone = next(s["t"] for s in samples if s["t"] > deleted and
-                    all(p[0] != pod["metadata"]["name"] for p in s["pods"]))  # fmt: skip
+    old_gone = next(
+        s["t"]
+        for s in samples
+        if s["t"] > deleted and all(p[0] != pod["metadata"]["name"] for p in s["pods"])
+    )
     orphaned = [s for s in samples if deleted < s["t"] < old_gone]
-    print(f"\nnode {gone} deleted: its pod stayed (Ready) {old_gone - deleted:.1f}s until the "
-          f"pod garbage collector removed it, the status Ready in "
-          f"{sum(s['phase'] == 'Ready' for s in orphaned)} of {len(orphaned)} samples "
-          f"meanwhile; Degraded ({condition({'status': status}, 'Ready')['reason']}) seen "
-          f"{told - old_gone:.1f}s after the pod was gone; Ready again "
-          f"{back - told:.1f}s after a GPU node freed up")  # fmt: skip
+    print(
+        f"\nnode {gone} deleted: its pod stayed (Ready) {old_gone - deleted:.1f}s until the "
+        f"pod garbage collector removed it, the status Ready in "
+        f"{sum(s['phase'] == 'Ready' for s in orphaned)} of {len(orphaned)} samples "
+        f"meanwhile; Degraded ({condition({'status': status}, 'Ready')['reason']}) seen "
+        f"{told - old_gone:.1f}s after the pod was gone; Ready again "
+        f"{back - told:.1f}s after a GPU node freed up"
+    )
 
     ready_cond = condition({"status": status}, "Ready")
     assert ready_cond["reason"] == "VLLMUnschedulable", ready_cond
@@ -293,16 +339,23 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
     # From the status' first reaction to the pod's deletion on, no sample shows it Ready
     # without a Ready vLLM pod (the sampler sees the reaction at its own pace, so samples
     # before it are not judged).
-    reacted = next(i for i, s in enumerate(samples) if s["t"] > old_gone
-                   and s["phase"] != "Ready")  # fmt: skip
-    lying = [s for s in samples[reacted:]
-             if s["phase"] == "Ready" and not any(p[2] for p in s["pods"])]  # fmt: skip
+    reacted = next(i for i, s in enumerate(samples) if s["t"] > old_gone and s["phase"] != "Ready")
+    lying = [
+        s for s in samples[reacted:] if s["phase"] == "Ready" and not any(p[2] for p in s["pods"])
+    ]
     assert lying == [], lying
-    events = kubectl.run("get", "events", "-n", namespace, "--field-selector",
-                         f"involvedObject.name={NAME}", "-o", "json").stdout  # fmt: skip
+    events = kubectl.run(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={NAME}",
+        "-o",
+        "json",
+    ).stdout
     items = sorted(json.loads(events)["items"], key=lambda e: e["lastTimestamp"])
-    changes = [(e["reason"], e["message"].split(":")[0]) for e in items
-               if " -> " in e["message"]]  # fmt: skip
+    changes = [(e["reason"], e["message"].split(":")[0]) for e in items if " -> " in e["message"]]
     print("phase changes:", changes)
     assert ("VLLMUnschedulable", "Ready -> Degraded") in changes, changes
     # Back to Ready, directly or through Progressing when a reconciliation saw the new pod
@@ -326,14 +379,22 @@ def hpa(target: str, minimum: int, maximum: int) -> dict[str, Any]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": minimum,
             "maxReplicas": maximum,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
         },
-    }  # fmt: skip
+    }
 
 
-def watch_replicas(kubectl: Kubectl, namespace: str, seconds: float
-                   ) -> dict[str, set[tuple[int, int]]]:  # fmt: skip
+def watch_replicas(
+    kubectl: Kubectl, namespace: str, seconds: float
+) -> dict[str, set[tuple[int, int]]]:
     """(replicas, generation) seen for each Deployment, polled for `seconds`."""
     seen: dict[str, set[tuple[int, int]]] = {c: set() for c in COMPONENTS}
     deadline = time.monotonic() + seconds
@@ -360,8 +421,11 @@ def test_replicas_left_unset_belong_to_an_hpa_or_kubectl_scale(
     kubectl.apply(hpa(f"{NAME}-vllm", 2, 3), namespace)
     asked = time.monotonic()
     kubectl.run("scale", "deployment", f"{NAME}-ollama", "--replicas=2", "-n", namespace)
-    wait_for("the HPA to scale vLLM to 2", lambda: deployment(kubectl, namespace, "vllm")
-             ["spec"]["replicas"] == 2, 60)  # fmt: skip
+    wait_for(
+        "the HPA to scale vLLM to 2",
+        lambda: deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == 2,
+        60,
+    )
     scaled = time.monotonic() - asked
 
     def counted() -> bool:
@@ -373,14 +437,17 @@ def test_replicas_left_unset_belong_to_an_hpa_or_kubectl_scale(
         )
 
     wait_for("the status to count 2/2 for both engines", counted, 30)
-    generations = {c: deployment(kubectl, namespace, c)["metadata"]["generation"]
-                   for c in ("vllm", "ollama")}  # fmt: skip
+    generations = {
+        c: deployment(kubectl, namespace, c)["metadata"]["generation"] for c in ("vllm", "ollama")
+    }
     writes = deployment_writes(operator, namespace)
     reconciles = operator.reconciles(namespace)
 
     reconcile_by_child_events(kubectl, operator, namespace, 5)
-    vllm = {**EXAMPLE["spec"]["vllm"], "extraArgs": ["--enable-prefix-caching",
-                                                     "--max-num-seqs=64"]}  # fmt: skip
+    vllm = {
+        **EXAMPLE["spec"]["vllm"],
+        "extraArgs": ["--enable-prefix-caching", "--max-num-seqs=64"],
+    }
     ollama = {**EXAMPLE["spec"]["ollama"], "numParallel": 2}
     for spec in (vllm, ollama):
         spec.pop("cache")
@@ -390,9 +457,11 @@ def test_replicas_left_unset_belong_to_an_hpa_or_kubectl_scale(
     reconciled = operator.reconciles(namespace) - reconciles
     wrote = deployment_writes(operator, namespace) - writes
     owners = {c: replicas_owners(kubectl, namespace, c) for c in ("vllm", "ollama")}
-    print(f"\nHPA scaled vLLM to 2 within {scaled:.1f}s; over {reconciled:.0f} reconciliations "
-          f"and 20 s: (replicas, generation) seen {seen}; Deployment writes {wrote:.0f}; "
-          f"replicas owned by {owners}")  # fmt: skip
+    print(
+        f"\nHPA scaled vLLM to 2 within {scaled:.1f}s; over {reconciled:.0f} reconciliations "
+        f"and 20 s: (replicas, generation) seen {seen}; Deployment writes {wrote:.0f}; "
+        f"replicas owned by {owners}"
+    )
 
     for component in ("vllm", "ollama"):
         assert seen[component] == {(2, generations[component] + 1)}, (component, seen)
@@ -419,30 +488,40 @@ def test_replicas_set_in_the_spec_are_kept_and_handed_over_when_unset(
     writes = deployment_writes(operator, namespace)
     scaled = time.monotonic()
     kubectl.run("scale", "deployment", f"{NAME}-vllm", "--replicas=3", "-n", namespace)
-    wait_for("the scale to be reverted",
-             lambda: deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == 1, 30,
-             interval=0.05)  # fmt: skip
+    wait_for(
+        "the scale to be reverted",
+        lambda: deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == 1,
+        30,
+        interval=0.05,
+    )
     reverted = time.monotonic() - scaled
     reconcile_by_child_events(kubectl, operator, namespace, 3)
     seen = watch_replicas(kubectl, namespace, 5)["vllm"]
     wrote = deployment_writes(operator, namespace) - writes
-    print(f"\nkubectl scale reverted after {reverted:.2f}s with {wrote:.0f} write(s); then "
-          f"(replicas, generation) seen {seen}")  # fmt: skip
+    print(
+        f"\nkubectl scale reverted after {reverted:.2f}s with {wrote:.0f} write(s); then "
+        f"(replicas, generation) seen {seen}"
+    )
     assert wrote == 1
     assert seen == {(1, generation + 2)}  # the scale and its revert, nothing since
     assert replicas_owners(kubectl, namespace, "vllm") == ["inferops-operator"]
 
     kubectl.apply(manifest(vllm={**vllm, "replicas": 3}), namespace)
-    wait_for("3 vLLM pods ready", lambda: backend(kubectl, namespace)["status"]["vllm"]
-             ["ready"] == "3/3", 30)  # fmt: skip
+    wait_for(
+        "3 vLLM pods ready",
+        lambda: backend(kubectl, namespace)["status"]["vllm"]["ready"] == "3/3",
+        30,
+    )
     three = watch_replicas(kubectl, namespace, 1)["vllm"]
     del vllm["replicas"]
     kubectl.apply(manifest(vllm=vllm), namespace)
     wait_phase(kubectl, namespace, "Ready")  # the new generation observed
     kept = watch_replicas(kubectl, namespace, 5)["vllm"]
     owners = replicas_owners(kubectl, namespace, "vllm")
-    print(f"replicas: 3 removed from the spec: (replicas, generation) {three} before, {kept} "
-          f"after, owned by {owners}")  # fmt: skip
+    print(
+        f"replicas: 3 removed from the spec: (replicas, generation) {three} before, {kept} "
+        f"after, owned by {owners}"
+    )
     # One new generation: the spec-hash annotation changed (a Deployment counts annotation
     # changes too); the count did not.
     assert kept == {(3, max(g for _, g in three) + 1)}, (three, kept)
@@ -450,8 +529,11 @@ def test_replicas_set_in_the_spec_are_kept_and_handed_over_when_unset(
     kubectl.run("scale", "deployment", f"{NAME}-vllm", "--replicas=2", "-n", namespace)
     reconcile_by_child_events(kubectl, operator, namespace, 2)
     assert {count for count, _ in watch_replicas(kubectl, namespace, 3)["vllm"]} == {2}
-    wait_for("the status to count 2/2", lambda: backend(kubectl, namespace)["status"]["vllm"]
-             ["ready"] == "2/2", 30)  # fmt: skip
+    wait_for(
+        "the status to count 2/2",
+        lambda: backend(kubectl, namespace)["status"]["vllm"]["ready"] == "2/2",
+        30,
+    )
 
 
 # --------------------------------------------------------- the data plane's faults
@@ -494,16 +576,15 @@ def test_router_restarted_under_traffic_ends_every_request(
     wait_phase(kubectl, namespace, "Ready")
     router = plane.serve(namespace, NAME)
     marks: dict[str, float] = {}
-    with Traffic(plane, namespace, "notes", timeout=30, pause=0.02) as raw, \
-            Traffic(plane, namespace, "notes", timeout=30, pause=0.02,
-                    max_retries=2) as retrying, \
-            Traffic(plane, namespace, "notes", api="ollama", timeout=30,
-                    pause=0.02) as native:  # fmt: skip
+    with (
+        Traffic(plane, namespace, "notes", timeout=30, pause=0.02) as raw,
+        Traffic(plane, namespace, "notes", timeout=30, pause=0.02, max_retries=2) as retrying,
+        Traffic(plane, namespace, "notes", api="ollama", timeout=30, pause=0.02) as native,
+    ):
         loops = (raw, retrying, native)
 
         def served_after(mark: float) -> bool:
-            return all(any(r.start > mark and r.error is None for r in t.requests)
-                       for t in loops)  # fmt: skip
+            return all(any(r.start > mark and r.error is None for r in t.requests) for t in loops)
 
         wait_for("traffic through the router", lambda: served_after(0), 60)
         for how in ("SIGTERM", "SIGKILL"):
@@ -515,8 +596,11 @@ def test_router_restarted_under_traffic_ends_every_request(
             marks[f"{how} down"] = time.monotonic()
             router.start(timeout=60)
             marks[f"{how} up"] = time.monotonic()
-            wait_for(f"every consumer served after the {how} restart",
-                     lambda m=marks[f"{how} up"]: served_after(m), 30)  # fmt: skip
+            wait_for(
+                f"every consumer served after the {how} restart",
+                lambda m=marks[f"{how} up"]: served_after(m),
+                30,
+            )
     assert not any(t.alive for t in loops), "a consumer loop is stuck"
 
     requests = [r for t in loops for r in t.requests]
@@ -575,8 +659,11 @@ def test_routing_table_deleted_or_corrupted_keeps_serving_and_is_restored(
 
     def restored_since(previous: str) -> bool:
         now = kubectl.get("configmap", name, namespace)
-        return (now is not None and now["metadata"]["resourceVersion"] != previous
-                and now["data"].get("routes.json") == table)  # fmt: skip
+        return (
+            now is not None
+            and now["metadata"]["resourceVersion"] != previous
+            and now["data"].get("routes.json") == table
+        )
 
     with Traffic(plane, namespace, "notes", pause=0.05) as traffic:
         for fault in ("deleted", "corrupted"):
@@ -585,39 +672,57 @@ def test_routing_table_deleted_or_corrupted_keeps_serving_and_is_restored(
             if fault == "deleted":
                 kubectl.run("delete", "configmap", name, "-n", namespace)
             else:
-                kubectl.run("patch", "configmap", name, "-n", namespace, "--type", "merge",
-                            "-p", corrupt)  # fmt: skip
-            wait_for(f"the {fault} ConfigMap restored",
-                     lambda v=version: restored_since(v), 30, interval=0.05)  # fmt: skip
+                kubectl.run(
+                    "patch", "configmap", name, "-n", namespace, "--type", "merge", "-p", corrupt
+                )
+            wait_for(
+                f"the {fault} ConfigMap restored",
+                lambda v=version: restored_since(v),
+                30,
+                interval=0.05,
+            )
             restored[f"{fault}, operator running"] = time.monotonic() - began
             wait_for("the router not stale", lambda: stale(router.url)[0] == 0, 10)
 
         operator.stop()
         try:
             version = kubectl.get("configmap", name, namespace)["metadata"]["resourceVersion"]  # type: ignore[index]
-            kubectl.run("patch", "configmap", name, "-n", namespace, "--type", "merge",
-                        "-p", corrupt)  # fmt: skip
-            gauge, ready = wait_for("the router to say its table is stale (rejected)",
-                                    lambda: stale_because(router.url, "rejected"), 10)  # fmt: skip
+            kubectl.run(
+                "patch", "configmap", name, "-n", namespace, "--type", "merge", "-p", corrupt
+            )
+            gauge, ready = wait_for(
+                "the router to say its table is stale (rejected)",
+                lambda: stale_because(router.url, "rejected"),
+                10,
+            )
             assert gauge == 1 and ready.startswith("ok: table"), ready
             kubectl.run("delete", "configmap", name, "-n", namespace)
-            gauge, ready = wait_for("the router to say its table is stale (deleted)",
-                                    lambda: stale_because(router.url, "deleted"), 10)  # fmt: skip
+            gauge, ready = wait_for(
+                "the router to say its table is stale (deleted)",
+                lambda: stale_because(router.url, "deleted"),
+                10,
+            )
             assert gauge == 1 and ready.startswith("ok: table"), ready
             served = traffic.ok
             wait_for("requests served on the stale table", lambda: traffic.ok > served + 5, 30)
         finally:
             began = time.monotonic()
             operator.start()
-        wait_for("the ConfigMap restored by the started operator",
-                 lambda: restored_since(version), 60, interval=0.05)  # fmt: skip
+        wait_for(
+            "the ConfigMap restored by the started operator",
+            lambda: restored_since(version),
+            60,
+            interval=0.05,
+        )
         restored["deleted and corrupted, operator started"] = time.monotonic() - began
         wait_for("the router not stale", lambda: stale(router.url)[0] == 0, 10)
     log = Path(router.process.log_path).read_text()
-    print(f"\nrestored after: { {k: round(v, 2) for k, v in restored.items()} }; requests "
-          f"{traffic.ok} ok, {len(traffic.errors)} failed; router log: "
-          f"{log.count('was deleted; keeping')} deletions, "
-          f"{log.count('routing table rejected')} rejections reported")  # fmt: skip
+    print(
+        f"\nrestored after: { {k: round(v, 2) for k, v in restored.items()} }; requests "
+        f"{traffic.ok} ok, {len(traffic.errors)} failed; router log: "
+        f"{log.count('was deleted; keeping')} deletions, "
+        f"{log.count('routing table rejected')} rejections reported"
+    )
     assert traffic.errors == []
     assert log.count("was deleted; keeping the current routing table") >= 2
     assert log.count("routing table rejected, keeping the current one") >= 2
@@ -629,13 +734,15 @@ def test_routing_table_deleted_or_corrupted_keeps_serving_and_is_restored(
 
 
 @pytest.fixture
-def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
-             tmp_path: Path) -> Iterator[OperatorProcess]:  # fmt: skip
+def migrator(
+    kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane, tmp_path: Path
+) -> Iterator[OperatorProcess]:
     """An operator told where the local router and Prometheus are, while the session's
     operator pauses: two operators must not drive the same resources."""
     operator.stop()
-    mine = OperatorProcess(kubectl, tmp_path / "operator.log", free_port(),
-                           extra_args=plane.operator_args())  # fmt: skip
+    mine = OperatorProcess(
+        kubectl, tmp_path / "operator.log", free_port(), extra_args=plane.operator_args()
+    )
     mine.start()
     yield mine
     mine.stop()
@@ -663,16 +770,25 @@ def test_apiserver_restarted_mid_migration_step_loses_nothing(
     assert cluster.kubeconfig == kubectl.kubeconfig
     spec = manifest()["spec"]
     spec["consumers"] = [{"name": "notes"}]
-    spec["migration"] = {"steps": [{"weight": 50, "pause": {"duration": "10m"}},
-                                   {"weight": 100}],
-                         "analysis": {**FAST, "failureLimit": 5}, "probe": PROBE}  # fmt: skip
+    spec["migration"] = {
+        "steps": [{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+        "analysis": {**FAST, "failureLimit": 5},
+        "probe": PROBE,
+    }
     kubectl.apply({**manifest(), "spec": spec}, namespace)
     wait_phase(kubectl, namespace, "Ready")
     router = plane.serve(namespace, NAME)
     with Traffic(plane, namespace, "notes") as traffic:
-        before = wait_for("a first passed sample", lambda: (
-            n := consumers_of(kubectl, namespace).get("notes", {})).get("passedSamples", 0)
-            >= 1 and n, 120, interval=0.5)  # fmt: skip
+        before = wait_for(
+            "a first passed sample",
+            lambda: (
+                (n := consumers_of(kubectl, namespace).get("notes", {})).get("passedSamples", 0)
+                >= 1
+                and n
+            ),
+            120,
+            interval=0.5,
+        )
         down = cluster.restart("kube-apiserver")
         after = consumers_of(kubectl, namespace)["notes"]
         restarted = time.monotonic()
@@ -681,32 +797,47 @@ def test_apiserver_restarted_mid_migration_step_loses_nothing(
 
         ollama = {**spec["ollama"], "numParallel": 3}
         router_spec = {"timeouts": {"totalSeconds": 300}}
-        kubectl.apply({**manifest(), "spec": {**spec, "ollama": ollama, "router": router_spec}},
-                      namespace)  # fmt: skip
+        kubectl.apply(
+            {**manifest(), "spec": {**spec, "ollama": ollama, "router": router_spec}}, namespace
+        )
         changed = time.monotonic()
 
         def parallel() -> bool:
             env = deployment(kubectl, namespace, "ollama")["spec"]["template"]["spec"][
-                "containers"][0]["env"]  # fmt: skip
+                "containers"
+            ][0]["env"]
             return {"name": "OLLAMA_NUM_PARALLEL", "value": "3"} in env
 
         wait_for("the new parallelism in the Ollama Deployment", parallel, 60, interval=0.1)
         deployed = time.monotonic() - changed
-        revision = json.loads(kubectl.get("configmap", f"{NAME}-router", namespace)["data"]  # type: ignore[index]
-                              ["routes.json"])["revision"]  # fmt: skip
-        wait_for("the router serving the new table",
-                 lambda: router.metric("inferops_router_table_revision") == revision, 60,
-                 interval=0.1)  # fmt: skip
+        revision = json.loads(
+            kubectl.get("configmap", f"{NAME}-router", namespace)["data"]["routes.json"]  # type: ignore[index]
+        )["revision"]
+        wait_for(
+            "the router serving the new table",
+            lambda: router.metric("inferops_router_table_revision") == revision,
+            60,
+            interval=0.1,
+        )
         routed = time.monotonic() - changed
-        later = wait_for("a sample after the restart", lambda: (
-            n := consumers_of(kubectl, namespace)["notes"])["passedSamples"]
-            > after["passedSamples"] and n, 90, interval=0.5)  # fmt: skip
+        later = wait_for(
+            "a sample after the restart",
+            lambda: (
+                (n := consumers_of(kubectl, namespace)["notes"])["passedSamples"]
+                > after["passedSamples"]
+                and n
+            ),
+            90,
+            interval=0.5,
+        )
         sampled = time.monotonic() - restarted
-    print(f"\napiserver restart took {down:.1f}s; after it, the spec change reached the "
-          f"Deployment in {deployed:.2f}s and the router in {routed:.2f}s; next sample "
-          f"{sampled:.1f}s after the restart; notes: samples {before['passedSamples']} "
-          f"before, {later['passedSamples']} after; requests {traffic.ok} ok, "
-          f"{len(traffic.errors)} failed")  # fmt: skip
+    print(
+        f"\napiserver restart took {down:.1f}s; after it, the spec change reached the "
+        f"Deployment in {deployed:.2f}s and the router in {routed:.2f}s; next sample "
+        f"{sampled:.1f}s after the restart; notes: samples {before['passedSamples']} "
+        f"before, {later['passedSamples']} after; requests {traffic.ok} ok, "
+        f"{len(traffic.errors)} failed"
+    )
     for key in ("step", "weight", "stepStartedAt", "phase"):
         assert later[key] == before[key], key
     assert served_weight(plane, "notes") == 50

@@ -52,8 +52,9 @@ def consumers_of(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in status.get("consumers", [])}
 
 
-def wait_consumer(kubectl: Kubectl, namespace: str, name: str, what: str, timeout: float = 120,
-                  **fields: Any) -> dict[str, Any]:  # fmt: skip
+def wait_consumer(
+    kubectl: Kubectl, namespace: str, name: str, what: str, timeout: float = 120, **fields: Any
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         found = consumers_of(kubectl, namespace).get(name, {})
         return found if all(found.get(k) == v for k, v in fields.items()) else None
@@ -63,15 +64,20 @@ def wait_consumer(kubectl: Kubectl, namespace: str, name: str, what: str, timeou
 
 def served_weight(plane: DataPlane, consumer: str) -> float | None:
     assert plane.router is not None
-    return plane.router.metric("inferops_router_consumer_weight", consumer=consumer,
-                               kind="configured")  # fmt: skip
+    return plane.router.metric(
+        "inferops_router_consumer_weight", consumer=consumer, kind="configured"
+    )
 
 
 def kubectl_ib(kubectl: Kubectl, *args: str, check: bool = True) -> str:
     """`kubectl ib ...`: kubectl finds the plugin on PATH, as after `pip install`."""
-    env = {**kubectl.env, "KUBECONFIG": str(kubectl.kubeconfig),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                    kubectl.env.get("PATH", os.environ["PATH"])])}  # fmt: skip
+    env = {
+        **kubectl.env,
+        "KUBECONFIG": str(kubectl.kubeconfig),
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), kubectl.env.get("PATH", os.environ["PATH"])]
+        ),
+    }
     result = kubectl_run(kubectl, env, "ib", *args)
     if check:
         assert result.returncode == 0, result.stderr + result.stdout
@@ -79,12 +85,18 @@ def kubectl_ib(kubectl: Kubectl, *args: str, check: bool = True) -> str:
 
 
 def kubectl_run(kubectl: Kubectl, env: dict[str, str], *args: str) -> Any:
-    return subprocess.run([kubectl.binary, *args], capture_output=True, text=True, env=env,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [kubectl.binary, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
-def start(kubectl: Kubectl, plane: DataPlane, namespace: str, consumers: list[dict[str, Any]],
-          **migration: Any) -> None:  # fmt: skip
+def start(
+    kubectl: Kubectl,
+    plane: DataPlane,
+    namespace: str,
+    consumers: list[dict[str, Any]],
+    **migration: Any,
+) -> None:
     apply(kubectl, namespace, consumers, **migration)
     wait_phase(kubectl, namespace, "Ready")
     plane.serve(namespace, NAME)
@@ -93,13 +105,20 @@ def start(kubectl: Kubectl, plane: DataPlane, namespace: str, consumers: list[di
 def test_full_migration_notes_rag_ner_in_order(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}, {"name": "ner"}],
-          steps=[{"weight": 50}, {"weight": 100}])  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}, {"name": "rag"}, {"name": "ner"}],
+        steps=[{"weight": 50}, {"weight": 100}],
+    )
     seen: list[str] = []
     began = time.monotonic()
     # notes calls through the OpenAI API, rag through Ollama's; ner sends nothing itself.
-    with Traffic(plane, namespace, "notes") as notes, \
-            Traffic(plane, namespace, "rag", api="ollama") as rag:  # fmt: skip
+    with (
+        Traffic(plane, namespace, "notes") as notes,
+        Traffic(plane, namespace, "rag", api="ollama") as rag,
+    ):
 
         def done() -> bool:
             status = backend(kubectl, namespace)["status"]
@@ -117,7 +136,10 @@ def test_full_migration_notes_rag_ner_in_order(
     assert all("," not in current for current in seen)
     order = [current.split("@")[0] for current in seen]
     assert [c for i, c in enumerate(order) if i == 0 or order[i - 1] != c] == [
-        "notes", "rag", "ner"]  # fmt: skip
+        "notes",
+        "rag",
+        "ner",
+    ]
     status = consumers_of(kubectl, namespace)
     assert {c["phase"] for c in status.values()} == {"Migrated"}
     assert all(served_weight(plane, c) == 100 for c in status)
@@ -127,8 +149,9 @@ def test_full_migration_notes_rag_ner_in_order(
     table = kubectl.run("get", "ib", "-n", namespace).stdout
     print(table)
     assert "3/3" in table and max(len(line) for line in table.splitlines()) <= 80
-    events = kubectl.run("get", "events", "-n", namespace, "--field-selector",
-                         f"involvedObject.name={NAME}").stdout  # fmt: skip
+    events = kubectl.run(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
+    ).stdout
     assert "StepStarted" in events and "Migrated" in events
 
 
@@ -137,9 +160,14 @@ def test_bad_canary_is_rolled_back_without_client_errors(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str, fault: str
 ) -> None:
     assert plane.faults is not None
-    start(kubectl, plane, namespace, [{"name": "notes"}],
-          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-          analysis={**FAST, "failureLimit": 0})  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}],
+        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+        analysis={**FAST, "failureLimit": 0},
+    )
     with Traffic(plane, namespace, "notes") as traffic:
         wait_consumer(kubectl, namespace, "notes", "passes at 50%", passedSamples=1)
         injected = time.monotonic()
@@ -148,8 +176,12 @@ def test_bad_canary_is_rolled_back_without_client_errors(
         else:
             plane.faults.faults.delay_seconds = 3.0
         try:
-            wait_for("notes back at 0% in the router", lambda: served_weight(plane, "notes") == 0,
-                     60, interval=0.2)  # fmt: skip
+            wait_for(
+                "notes back at 0% in the router",
+                lambda: served_weight(plane, "notes") == 0,
+                60,
+                interval=0.2,
+            )
             rollback = time.monotonic() - injected
         finally:
             plane.faults.faults.clear()
@@ -170,9 +202,14 @@ def test_operator_killed_mid_step_resumes_exactly(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
     assert plane.faults is not None
-    start(kubectl, plane, namespace, [{"name": "notes"}],
-          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-          analysis={**FAST, "failureLimit": 5})  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}],
+        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+        analysis={**FAST, "failureLimit": 5},
+    )
     kept = ("step", "weight", "stepStartedAt", "failedSamples", "lastSampleAt", "phase")
     with Traffic(plane, namespace, "notes") as traffic:
         plane.faults.faults.error_share = 1.0  # every sample fails from now on
@@ -185,9 +222,14 @@ def test_operator_killed_mid_step_resumes_exactly(
             after = consumers_of(kubectl, namespace)["notes"]
             assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
             # Counting goes on from where it was: the next failure is the second, not a first.
-            later = wait_consumer(kubectl, namespace, "notes", "a second failed sample",
-                                  failedSamples=before["failedSamples"] + 1,
-                                  timeout=60)  # fmt: skip
+            later = wait_consumer(
+                kubectl,
+                namespace,
+                "notes",
+                "a second failed sample",
+                failedSamples=before["failedSamples"] + 1,
+                timeout=60,
+            )
         finally:
             plane.faults.faults.clear()
     for key in ("step", "weight", "stepStartedAt", "phase"):
@@ -212,9 +254,14 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
 ) -> None:
     faults = plane.prometheus_faults
     assert faults is not None
-    start(kubectl, plane, namespace, [{"name": "notes"}],
-          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-          analysis={**FAST, "failureLimit": 0})  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}],
+        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+        analysis={**FAST, "failureLimit": 0},
+    )
     empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
     nan = {
         "status": "success",
@@ -232,8 +279,14 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
             count = consumers_of(kubectl, namespace)["notes"]["inconclusiveSamples"]
             faults.faults.canned = answer
             try:
-                notes = wait_consumer(kubectl, namespace, "notes", f"inconclusive on {label}",
-                                      inconclusiveSamples=count + 1, timeout=30)  # fmt: skip
+                notes = wait_consumer(
+                    kubectl,
+                    namespace,
+                    "notes",
+                    f"inconclusive on {label}",
+                    inconclusiveSamples=count + 1,
+                    timeout=30,
+                )
             finally:
                 faults.faults.clear()
             print(f"\nprometheus {label}: {notes['lastAnalysis']['message']}")
@@ -246,13 +299,22 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
 def test_plugin_pause_promote_abort_retry(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}],
-          steps=[{"weight": 20, "pause": {}}, {"weight": 60, "pause": {"duration": "10m"}},
-                 {"weight": 100}])  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}, {"name": "rag"}],
+        steps=[
+            {"weight": 20, "pause": {}},
+            {"weight": 60, "pause": {"duration": "10m"}},
+            {"weight": 100},
+        ],
+    )
     ns = ("-n", namespace)
     with Traffic(plane, namespace, "notes"):
-        wait_consumer(kubectl, namespace, "notes", "waiting for promote", phase="Paused",
-                      passedSamples=1)  # fmt: skip
+        wait_consumer(
+            kubectl, namespace, "notes", "waiting for promote", phase="Paused", passedSamples=1
+        )
         print("\n" + kubectl_ib(kubectl, "status", NAME, *ns))
         assert "promoted to 60%" in kubectl_ib(kubectl, "promote", NAME, *ns)
         decided = time.monotonic()  # acknowledged: the table with 60% was written before
@@ -285,36 +347,58 @@ def test_plugin_pause_promote_abort_retry(
 def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(kubectl, plane, namespace, [{"name": "notes"}], steps=[{"weight": 100}],
-          failoverHoldDown="15s")  # fmt: skip
-    gpu_nodes = [n["metadata"]["name"] for n in kubectl.items("nodes", "")
-                 if n["metadata"]["name"].startswith("gpu-node")]  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": "notes"}],
+        steps=[{"weight": 100}],
+        failoverHoldDown="15s",
+    )
+    gpu_nodes = [
+        n["metadata"]["name"]
+        for n in kubectl.items("nodes", "")
+        if n["metadata"]["name"].startswith("gpu-node")
+    ]
     with Traffic(plane, namespace, "notes") as traffic:
         wait_consumer(kubectl, namespace, "notes", "migrated", phase="Migrated")
         for node in gpu_nodes:
             kubectl.run("cordon", node)
         try:
-            kubectl.run("delete", "pods", "-n", namespace, "-l",
-                        "inferops.io/component=vllm", "--wait=false")  # fmt: skip
+            kubectl.run(
+                "delete",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                "inferops.io/component=vllm",
+                "--wait=false",
+            )
             degraded = wait_phase(kubectl, namespace, "Degraded")
             assert condition(degraded, "Degraded")["reason"] in (
                 "VLLMUnschedulable",
                 "VLLMFailedOver",
             )
             assert "every consumer is on Ollama" in condition(degraded, "Degraded")["message"]
-            wait_for("notes on Ollama in the router", lambda: served_weight(plane, "notes") == 0,
-                     10)  # fmt: skip
+            wait_for(
+                "notes on Ollama in the router", lambda: served_weight(plane, "notes") == 0, 10
+            )
         finally:
             for node in gpu_nodes:
                 kubectl.run("uncordon", node)
         back = time.monotonic()
-        wait_for("vLLM ready again", lambda: backend(kubectl, namespace)["status"]["vllm"]
-                 ["readyReplicas"] == 1, 60)  # fmt: skip
+        wait_for(
+            "vLLM ready again",
+            lambda: backend(kubectl, namespace)["status"]["vllm"]["readyReplicas"] == 1,
+            60,
+        )
         ready_at = time.monotonic()
         wait_for("notes back on vLLM", lambda: served_weight(plane, "notes") == 100, 60)
         restored = time.monotonic()
-    print(f"\nvLLM ready {ready_at - back:.1f}s after uncordon; weight back "
-          f"{restored - ready_at:.1f}s later (hold-down 15s)")  # fmt: skip
+    print(
+        f"\nvLLM ready {ready_at - back:.1f}s after uncordon; weight back "
+        f"{restored - ready_at:.1f}s later (hold-down 15s)"
+    )
     # The hold-down was kept: without it the weight returns within a second or two. (Status
     # timestamps have 1 s steps, and the test sees readiness a little after the operator.)
     assert restored - ready_at >= 12

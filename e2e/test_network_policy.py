@@ -21,14 +21,23 @@ from inferops.builders import NetworkPolicyConfig, Owner
 from inferops.builders.network_policy import engine_policy, parse_peers
 from inferops.drift import contains
 
-MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}  # fmt: skip
+MONITORING = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
 POLICY = f"{NAME}-engines"
 
 
 def dry_run(kubectl: Kubectl, obj: dict[str, Any]) -> None:
-    result = kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict",
-                         "-f", "-", input=json.dumps(obj))  # fmt: skip
+    result = kubectl.run(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=json.dumps(obj),
+    )
     assert "Warning" not in result.stderr, result.stderr
 
 
@@ -37,10 +46,18 @@ def test_the_built_policies_are_accepted(kubectl: Kubectl, crd: str, namespace: 
     peers = [
         [],
         [MONITORING],
-        [{"namespaceSelector": {}}, {"podSelector": {"matchExpressions": [
-            {"key": "app", "operator": "In", "values": ["prometheus", "vmagent"]},
-            {"key": "tier", "operator": "DoesNotExist"}]}}],
-    ]  # fmt: skip
+        [
+            {"namespaceSelector": {}},
+            {
+                "podSelector": {
+                    "matchExpressions": [
+                        {"key": "app", "operator": "In", "values": ["prometheus", "vmagent"]},
+                        {"key": "tier", "operator": "DoesNotExist"},
+                    ]
+                }
+            },
+        ],
+    ]
     for scrapers in peers:
         policy = engine_policy(owner, NetworkPolicyConfig(parse_peers(json.dumps(scrapers))))
         # Owner references are checked against live owners only when created for real.
@@ -53,8 +70,7 @@ def test_the_operator_creates_the_policy_when_configured_and_deletes_it_when_not
     scrapers = json.dumps([MONITORING])
     operator.stop()  # two operators must not drive the same resources
     flags = ("--network-policy", "--network-policy-metrics-from", scrapers)
-    configured = OperatorProcess(kubectl, tmp_path / "operator.log", free_port(),
-                                 extra_args=flags)  # fmt: skip
+    configured = OperatorProcess(kubectl, tmp_path / "operator.log", free_port(), extra_args=flags)
     plain = OperatorProcess(kubectl, tmp_path / "operator-plain.log", free_port())
     try:
         configured.start()
@@ -63,15 +79,24 @@ def test_the_operator_creates_the_policy_when_configured_and_deletes_it_when_not
         uid = ready["metadata"]["uid"]
         policy = kubectl.get("networkpolicy", POLICY, namespace)
         assert policy is not None, kubectl.run("get", "networkpolicies", "-n", namespace).stdout
-        built = engine_policy(Owner(NAME, namespace, uid),
-                              NetworkPolicyConfig(parse_peers(scrapers)))  # fmt: skip
+        built = engine_policy(
+            Owner(NAME, namespace, uid), NetworkPolicyConfig(parse_peers(scrapers))
+        )
         assert contains(policy, built), policy  # stored as built
         assert policy["spec"] == built["spec"]  # and nothing defaulted into it
         assert policy["metadata"]["ownerReferences"][0]["uid"] == uid
 
         # Loosened by hand (an ingress rule without `from` admits everybody): put back.
-        kubectl.run("patch", "networkpolicy", POLICY, "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"spec": {"ingress": [{}]}}))  # fmt: skip
+        kubectl.run(
+            "patch",
+            "networkpolicy",
+            POLICY,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"ingress": [{}]}}),
+        )
 
         def restored() -> bool:
             found = kubectl.get("networkpolicy", POLICY, namespace)
@@ -81,16 +106,23 @@ def test_the_operator_creates_the_policy_when_configured_and_deletes_it_when_not
 
         # Turned off: the operator that starts without the flag deletes it, and only it.
         configured.stop()
-        others = {(o["kind"], o["metadata"]["name"], o["metadata"]["uid"])
-                  for kind in ("deployments", "services", "configmaps")
-                  for o in kubectl.items(kind, namespace)}  # fmt: skip
+        others = {
+            (o["kind"], o["metadata"]["name"], o["metadata"]["uid"])
+            for kind in ("deployments", "services", "configmaps")
+            for o in kubectl.items(kind, namespace)
+        }
         plain.start()
-        wait_for("the NetworkPolicy to be deleted",
-                 lambda: kubectl.get("networkpolicy", POLICY, namespace) is None, 30)  # fmt: skip
+        wait_for(
+            "the NetworkPolicy to be deleted",
+            lambda: kubectl.get("networkpolicy", POLICY, namespace) is None,
+            30,
+        )
         assert kubectl.items("networkpolicies", namespace) == []
-        assert {(o["kind"], o["metadata"]["name"], o["metadata"]["uid"])
-                for kind in ("deployments", "services", "configmaps")
-                for o in kubectl.items(kind, namespace)} == others  # fmt: skip
+        assert {
+            (o["kind"], o["metadata"]["name"], o["metadata"]["uid"])
+            for kind in ("deployments", "services", "configmaps")
+            for o in kubectl.items(kind, namespace)
+        } == others
         assert backend(kubectl, namespace)["status"]["phase"] == "Ready"
         for process in (configured, plain):
             # A missing permission shows as "forbidden"; an Event refused in another test's

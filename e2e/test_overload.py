@@ -28,10 +28,10 @@ from typing import Any
 
 import httpx
 import pytest
+from testsupport.process import free_port
+from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
-from e2e.harness import RouterProcess, scrape, total
-from e2e.process import free_port
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"

@@ -1,8 +1,8 @@
 """The canary analysis' figures from a real Prometheus scraping a real router process.
 
 The router runs as its own process, fed a routing table file, in front of two engine
-stand-ins (tests/router/fakes.py) in this event loop; the official `openai` client sends
-real requests through it; Debian's Prometheus (e2e/prometheus.py) scrapes it every second
+stand-ins (testsupport/fake_engine.py) in this event loop; the official `openai` client sends
+real requests through it; Debian's Prometheus (testsupport/prometheus.py) scrapes it every second
 with the `namespace` and `pod` labels Kubernetes discovery would give a router pod, so that
 `PrometheusSource`'s default selector finds it. No Kubernetes cluster is involved.
 
@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.router.fakes import Behaviour, FakeEngine
+from testsupport.fake_engine import Behaviour, FakeEngine
+from testsupport.programs import RouterProcess
+from testsupport.prometheus import Prometheus
 
-from e2e.harness import RouterProcess
-from e2e.prometheus import Prometheus
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
 
@@ -127,8 +127,13 @@ async def test_prometheus_source_reads_the_routers_figures(
     router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
 ) -> None:
     vllm, ollama = engines
-    client = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
-                                timeout=20, default_headers={"Host": HOST})  # fmt: skip
+    client = openai.AsyncOpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=20,
+        default_headers={"Host": HOST},
+    )
 
     async def targets(namespace: str, backend: str) -> list[str]:
         assert (namespace, backend) == (NAMESPACE, BACKEND)

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 from openai import OpenAI
+from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_server import OllamaServer
-from e2e.harness import Kubectl, OperatorProcess, RouterProcess, wait_for
+from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 
 
@@ -41,17 +42,24 @@ def engines(tmp_path: Path) -> Iterator[tuple[OllamaServer, OllamaServer]]:
 
 def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
     """A kubeconfig holding a token of the router's ServiceAccount, and nothing more."""
-    token = kubectl.run("create", "token", "llama32-router", "-n", namespace,
-                        "--duration=10m").stdout.strip()  # fmt: skip
+    token = kubectl.run(
+        "create", "token", "llama32-router", "-n", namespace, "--duration=10m"
+    ).stdout.strip()
     admin = yaml.safe_load(kubectl.kubeconfig.read_text())
     cluster = admin["clusters"][0]
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "router",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "router",
         "clusters": [cluster],
         "users": [{"name": "router", "user": {"token": token}}],
-        "contexts": [{"name": "router", "context": {"cluster": cluster["name"],
-                                                    "user": "router", "namespace": namespace}}],
-    }  # fmt: skip
+        "contexts": [
+            {
+                "name": "router",
+                "context": {"cluster": cluster["name"], "user": "router", "namespace": namespace},
+            }
+        ],
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -69,8 +77,9 @@ def test_router_follows_the_operators_table(
     kubeconfig = token_kubeconfig(kubectl, namespace, tmp_path / "router.kubeconfig")
 
     def can_i(*args: str) -> str:
-        result = kubectl.run("auth", "can-i", *args, "-n", namespace,
-                             "--kubeconfig", str(kubeconfig), check=False)  # fmt: skip
+        result = kubectl.run(
+            "auth", "can-i", *args, "-n", namespace, "--kubeconfig", str(kubeconfig), check=False
+        )
         return result.stdout.strip()
 
     assert can_i("watch", "configmaps/llama32-router") == "yes"
@@ -79,14 +88,18 @@ def test_router_follows_the_operators_table(
     assert can_i("update", "configmaps/llama32-router") == "no"
 
     router = RouterProcess(
-        ["--configmap", f"{namespace}/llama32-router"], tmp_path / "router.log",
+        ["--configmap", f"{namespace}/llama32-router"],
+        tmp_path / "router.log",
         env={**kubectl.env, "KUBECONFIG": str(kubeconfig)},
         engine_urls={"vllm": vllm.url, "ollama": ollama.url},
-    )  # fmt: skip
+    )
     router.start()  # ready once it has loaded the table from the cluster
     try:
-        client = OpenAI(base_url=f"{router.url}/v1", api_key="unused",
-                        default_headers={"Host": f"llama32-rag.{namespace}.svc"})  # fmt: skip
+        client = OpenAI(
+            base_url=f"{router.url}/v1",
+            api_key="unused",
+            default_headers={"Host": f"llama32-rag.{namespace}.svc"},
+        )
 
         def send(count: int, expected: tuple[int, int]) -> None:
             """Requests from rag; `expected`: how many reach (vllm, ollama)."""
@@ -111,10 +124,13 @@ def test_router_follows_the_operators_table(
         apply_example(kubectl, namespace, consumers=consumers)
         wait_for(
             "rag's new weight in the router",
-            lambda: router.metric("inferops_router_consumer_weight",
-                                  consumer="rag", kind="configured") == 100,
-            10, interval=0.05,
-        )  # fmt: skip
+            lambda: (
+                router.metric("inferops_router_consumer_weight", consumer="rag", kind="configured")
+                == 100
+            ),
+            10,
+            interval=0.05,
+        )
         # A figure, not a verdict: bench/operator measures how fast at scale.
         print(f"\nthe router saw the new weight {time.monotonic() - started:.2f}s after the apply")
         send(40, (40, 0))

@@ -24,12 +24,13 @@ import ollama
 import openai
 import pytest
 from openai import OpenAI
+from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
-from e2e.harness import RouterProcess, wait_for
+from e2e.harness import wait_for
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
@@ -39,8 +40,11 @@ SEARCH_HOST = "llama32-search"  # an embeddings consumer, kept on Ollama
 @pytest.fixture(scope="module")
 def vllm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     ensure_vllm_env()
-    server = VLLMServer(ensure_tiny_model(), served_model_name=MODEL,
-                        log_path=tmp_path_factory.mktemp("vllm") / "vllm.log")  # fmt: skip
+    server = VLLMServer(
+        ensure_tiny_model(),
+        served_model_name=MODEL,
+        log_path=tmp_path_factory.mktemp("vllm") / "vllm.log",
+    )
     server.start()
     yield server
     server.stop()
@@ -70,8 +74,9 @@ class TableRouter(RouterProcess):
         self.table_file.write_text(json.dumps(self.table))
 
         def installed() -> bool:
-            found = self.metric("inferops_router_consumer_weight", consumer=consumer,
-                                kind="configured")  # fmt: skip
+            found = self.metric(
+                "inferops_router_consumer_weight", consumer=consumer, kind="configured"
+            )
             return found == weight
 
         wait_for(f"weight {weight} for {consumer} in the router", installed, 10)
@@ -90,7 +95,7 @@ def router(vllm_engine: VLLMServer, ollama_engine: OllamaServer,
         "fallback": True,
         "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
         "maxBodyBytes": 1 << 20,
-    }  # fmt: skip
+    }
     handle = TableRouter(table, tmp_path_factory.mktemp("router"))
     handle.start()
     yield handle
@@ -98,8 +103,9 @@ def router(vllm_engine: VLLMServer, ollama_engine: OllamaServer,
 
 
 def openai_client(router: TableRouter) -> OpenAI:
-    return OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
-                  default_headers={"Host": HOST})  # fmt: skip
+    return OpenAI(
+        base_url=f"{router.url}/v1", api_key="unused", max_retries=0, default_headers={"Host": HOST}
+    )
 
 
 def ollama_client(router: TableRouter, host: str = HOST) -> ollama.Client:
@@ -112,15 +118,22 @@ def test_openai_client_reaches_real_vllm(router: TableRouter) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
 
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8)  # fmt: skip
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+    )
     assert raw.headers["x-inferops-engine"] == "vllm"
     answer = raw.parse()
     assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
 
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=16,
-        stream=True, extra_body={"ignore_eos": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=16,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert len(chunks) >= 16  # token by token, not buffered into one
     assert chunks[-1].choices[0].finish_reason == "length"
 
@@ -133,17 +146,27 @@ def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
     router.set_weight("notes", 100)
     before = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
 
-    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello"}],
-                        options={"num_predict": 8, "temperature": 0})  # fmt: skip
+    reply = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hello"}],
+        options={"num_predict": 8, "temperature": 0},
+    )
     assert reply.message.role == "assistant" and reply.done
     assert reply.eval_count is not None and reply.eval_count >= 1
 
-    parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
-                             stream=True, options={"num_predict": 12}))  # fmt: skip
+    parts = list(
+        client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            options={"num_predict": 12},
+        )
+    )
     assert len(parts) >= 2 and parts[-1].done and not parts[0].done
 
-    generated = client.generate(model=MODEL, prompt="Why is the sky blue?",
-                                options={"num_predict": 6})  # fmt: skip
+    generated = client.generate(
+        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 6}
+    )
     assert generated.done and generated.response is not None
 
     assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]  # as Ollama names it
@@ -262,9 +285,16 @@ def test_weight_change_while_streams_are_open(
 ) -> None:
     client = openai_client(router)
     router.set_weight("notes", 100)
-    streams = [client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=64,
-        stream=True, extra_body={"ignore_eos": True}) for _ in range(4)]  # fmt: skip
+    streams = [
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=64,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        for _ in range(4)
+    ]
     first = [next(iter(stream)) for stream in streams]  # every stream is open on vLLM
     assert all(chunk.model == MODEL for chunk in first)
     served_before = ollama_engine.served()
@@ -273,7 +303,8 @@ def test_weight_change_while_streams_are_open(
         rest = list(stream)
         assert rest[-1].choices[0].finish_reason == "length"
     answer = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # fmt: skip
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
     assert answer.headers["x-inferops-engine"] == "ollama"
     wait_for("the answer in Ollama's log", lambda: ollama_engine.served() == served_before + 1, 10)
     assert ollama_engine.served() == served_before + 1  # and no more: open streams stayed
@@ -297,14 +328,19 @@ def test_no_request_sent_after_vllm_is_killed_fails(
             started = time.monotonic()
             try:
                 if stream:
-                    chunks = list(client.chat.completions.create(
-                        model=MODEL, messages=[{"role": "user", "content": "Hi"}],
-                        max_tokens=4, stream=True))  # fmt: skip
+                    chunks = list(
+                        client.chat.completions.create(
+                            model=MODEL,
+                            messages=[{"role": "user", "content": "Hi"}],
+                            max_tokens=4,
+                            stream=True,
+                        )
+                    )
                     assert chunks[-1].choices[0].finish_reason is not None
                 else:
                     raw = client.chat.completions.with_raw_response.create(
-                        model=MODEL, messages=[{"role": "user", "content": "Hi"}],
-                        max_tokens=4)  # fmt: skip
+                        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+                    )
                     assert raw.parse().choices
                 with lock:
                     results.append("ok")

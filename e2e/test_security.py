@@ -13,7 +13,7 @@
 
 And the pods run restricted (SECURITY.md, "The operator's permissions"):
 
-3. The operator works on a read-only root filesystem: run under e2e/readonly.py's guard
+3. The operator works on a read-only root filesystem: run under testsupport/readonly.py's guard
    (every write outside its /tmp refused and reported) with the image's environment, it
    reconciles the example to Ready and serves its metrics without trying to write anything.
    (The router's check needs no API server: tests/test_security_defaults.py.)
@@ -31,11 +31,12 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+from testsupport import readonly
+from testsupport.programs import RouterProcess
 
-from e2e import readonly
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import Kubectl, OperatorProcess, RouterProcess, free_port
+from e2e.harness import Kubectl, OperatorProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 from inferops.api.routing import RoutingTable
 from inferops.api.spec import InferenceBackendSpec
@@ -70,8 +71,9 @@ def test_the_hf_token_is_referenced_never_copied(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     token = f"hf_{secrets.token_urlsafe(24)}"
-    kubectl.run("create", "secret", "generic", "hf-token", "-n", namespace,
-                f"--from-literal=token={token}")  # fmt: skip
+    kubectl.run(
+        "create", "secret", "generic", "hf-token", "-n", namespace, f"--from-literal=token={token}"
+    )
     apply_example(kubectl, namespace)
     wait_phase(kubectl, namespace, "Ready")
     # One more generation, so that the operator logs and reports a change too.
@@ -184,7 +186,7 @@ def test_the_operator_works_on_a_read_only_root(
         guarded.stop()
         operator.start()
     text = log.read_text(errors="replace")
-    assert "e2e.readonly" in text  # it really ran under the guard
+    assert "testsupport.readonly" in text  # it really ran under the guard
     assert readonly.REFUSED not in text, text
 
 
@@ -194,12 +196,20 @@ def test_the_router_deployment_passes_the_restricted_pod_security_standard(
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted")
     owner = Owner(name="llama32", namespace=namespace, uid="00000000-0000-0000-0000-000000000000")
     spec = InferenceBackendSpec.model_validate(EXAMPLE["spec"])
-    deployments = {o["metadata"]["name"]: o for o in desired_children(spec, owner)
-                   if o["kind"] == "Deployment"}  # fmt: skip
+    deployments = {
+        o["metadata"]["name"]: o for o in desired_children(spec, owner) if o["kind"] == "Deployment"
+    }
 
     def dry_run(obj: dict[str, object]) -> str:
-        return kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict",
-                           "-f", "-", input=json.dumps(obj)).stderr  # fmt: skip
+        return kubectl.run(
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            "-",
+            input=json.dumps(obj),
+        ).stderr
 
     # The namespace's warn level makes the API server name every violation of the template.
     warnings = dry_run(deployments[router_name(owner)])

@@ -6,7 +6,7 @@ subprocess (`e2e/engines/vllm_parser_probe.py`), built the two ways the images s
 `vllm/vllm-openai` image). Each example is parsed after the flags the builder passes:
 
 - the option table the operator judges with is the parser's own (regenerated and compared);
-- every spelling the model refuses (tests/vllm_arg_cases.py, and every prefix of every
+- every spelling the model refuses (testsupport/vllm_arg_cases.py, and every prefix of every
   managed flag in each spelling) makes a parser change a managed value (the model, served
   name, host, port, tensor parallel size, memory fraction, context length, dtype, download
   dir, or the positional model) or stop with an error: the refusal is never a false alarm.
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from tests.vllm_arg_cases import ACCEPTED, REFUSED, Refused
+from testsupport.vllm_arg_cases import ACCEPTED, REFUSED, Refused
 
 from e2e.engines import vllm_options
 from e2e.engines.vllm_cpu import ensure_vllm_env, env_python
@@ -220,7 +220,7 @@ def test_the_api_server_refuses_each_refused_example_and_accepts_the_others(
             if result.returncode != 0:
                 wrong.append(f"{args}: refused: {result.stderr.strip()}")
             continue
-        named = f"spec.vllm.extraArgs[{case.index}]: " in result.stderr
+        named = f"spec.vllm.extraArgs[{case.position}]: " in result.stderr
         said = case.words in result.stderr or case.fix.split(":")[0] in result.stderr
         if result.returncode == 0 or not (named and said):
             wrong.append(f"{args}: not refused as expected: {result.stderr.strip()}")

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testsupport.process import ManagedProcess, free_port
 
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env, env_python
 from e2e.engines.vllm_server import DEFAULT_START_TIMEOUT, VLLM_METRICS, VLLMServer
 from e2e.harness import REPO, wait_for
-from e2e.process import ManagedProcess, free_port
 
 IMAGE_DIR = REPO / "images" / "vllm"
 SERVED_NAME = "tiny-from-env"
@@ -145,8 +145,12 @@ def test_image_healthcheck_script(server: ImageServer) -> None:
         env = {**os.environ, "VLLM_API_PORT": str(port)}
         return subprocess.run(
             [str(server.python), str(IMAGE_DIR / "healthcheck.py")],
-            env=env, capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
 
     assert healthcheck(server.port).returncode == 0
     closed = healthcheck(free_port())
@@ -160,7 +164,8 @@ def test_sigterm_to_the_started_process_stops_vllm(server: ImageServer) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGTERM)  # the process only, as a container runtime does to PID 1
     started = time.monotonic()
-    wait_for("vLLM to exit after SIGTERM", lambda: server.process.returncode is not None,
-             timeout=60)  # fmt: skip
+    wait_for(
+        "vLLM to exit after SIGTERM", lambda: server.process.returncode is not None, timeout=60
+    )
     assert time.monotonic() - started < 60
     assert not server.process.healthy()

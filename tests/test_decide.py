@@ -19,10 +19,15 @@ MIGRATION = {"steps": [{"weight": 10}, {"weight": 100}], "analysis": {"interval"
 
 
 def spec(**extra: Any) -> InferenceBackendSpec:
-    return InferenceBackendSpec.model_validate({
-        "model": "llama3.2", "vllm": {"model": "x"}, "ollama": {"model": "llama3.2:3b"},
-        "consumers": [{"name": "notes", "weight": 30}, {"name": "rag"}], **extra,
-    })  # fmt: skip
+    return InferenceBackendSpec.model_validate(
+        {
+            "model": "llama3.2",
+            "vllm": {"model": "x"},
+            "ollama": {"model": "llama3.2:3b"},
+            "consumers": [{"name": "notes", "weight": 30}, {"name": "rag"}],
+            **extra,
+        }
+    )
 
 
 def ready_deployment(component: str, replicas: int = 1) -> dict[str, Any]:
@@ -30,16 +35,20 @@ def ready_deployment(component: str, replicas: int = 1) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": child_name(OWNER, component), "generation": 1},
         "spec": {"replicas": replicas},
-        "status": {"observedGeneration": 1, "readyReplicas": replicas,
-                   "updatedReplicas": replicas},
-    }  # fmt: skip
+        "status": {"observedGeneration": 1, "readyReplicas": replicas, "updatedReplicas": replicas},
+    }
 
 
-def snapshot(s: InferenceBackendSpec | None, previous: InferenceBackendStatus | None = None,
-             invalid: str | None = None, ready: tuple[str, ...] = ("vllm", "ollama", "router"),
-             ) -> Snapshot:  # fmt: skip
-    live = {("Deployment", child_name(OWNER, c)): ready_deployment(c, 2 if c == "router" else 1)
-            for c in ready}  # fmt: skip
+def snapshot(
+    s: InferenceBackendSpec | None,
+    previous: InferenceBackendStatus | None = None,
+    invalid: str | None = None,
+    ready: tuple[str, ...] = ("vllm", "ollama", "router"),
+) -> Snapshot:
+    live = {
+        ("Deployment", child_name(OWNER, c)): ready_deployment(c, 2 if c == "router" else 1)
+        for c in ready
+    }
     return Snapshot(OWNER, 3, s, invalid, previous or InferenceBackendStatus(), live, [])
 
 
@@ -54,7 +63,9 @@ def test_without_migration_the_spec_weights_apply() -> None:
     decision = decide(snapshot(spec()), None, NOW)
     assert table_weights(decision.desired) == {"notes": 30, "rag": 0}
     assert [(c.name, c.weight, c.phase) for c in decision.status.consumers] == [
-        ("notes", 30, "Manual"), ("rag", 0, "Manual")]  # fmt: skip
+        ("notes", 30, "Manual"),
+        ("rag", 0, "Manual"),
+    ]
     assert decision.status.migration is None
     assert decision.status.phase == "Ready"
     assert [e.reason for e in decision.events] == ["EnginesReady"]  # Pending -> Ready
@@ -76,7 +87,7 @@ def test_invalid_spec_keeps_children_and_migration_progress() -> None:
         consumers=[ConsumerStatus(name="notes", weight=10, service="s", endpoint="e",
                                   phase="Progressing", step=1)],
         migration=MigrationStatus(spec_hash="abc", migrated="0/1", current="notes@10%"),
-    )  # fmt: skip
+    )
     decision = decide(snapshot(None, progress, invalid="spec.x: bad"), None, NOW)
     assert decision.desired is None
     assert decision.status.consumers == progress.consumers
@@ -94,7 +105,7 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
                    ConsumerStatus(name="rag", weight=10, service="s", endpoint="e",
                                   phase="Progressing", step=1)],
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     snap = snapshot(s, previous, ready=("ollama", "router"))
     decision = decide(snap, Observations(vllm_ready=False), NOW)
     assert table_weights(decision.desired) == {"notes": 0, "rag": 0}
@@ -114,8 +125,11 @@ def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
     )
     decision = decide(snapshot(s, previous), Observations(vllm_ready=True), NOW)
     assert decision.desired is not None
-    ollama = next(o for o in decision.desired if o["kind"] == "Deployment"
-                  and o["metadata"]["labels"][COMPONENT_LABEL] == "ollama")  # fmt: skip
+    ollama = next(
+        o
+        for o in decision.desired
+        if o["kind"] == "Deployment" and o["metadata"]["labels"][COMPONENT_LABEL] == "ollama"
+    )
     assert ollama["spec"]["replicas"] == 0
     assert decision.status.migration is not None
     assert decision.status.migration.migrated == "2/2"

@@ -10,21 +10,35 @@ from inferops.drift import contains
 
 DESIRED = {
     "metadata": {"labels": {"a": "1"}},
-    "spec": {"replicas": 1, "template": {"spec": {"containers": [
-        {"name": "vllm", "resources": {"limits": {"memory": "1Gi", "cpu": "1000m"}}}]}}},
-}  # fmt: skip
+    "spec": {
+        "replicas": 1,
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "vllm", "resources": {"limits": {"memory": "1Gi", "cpu": "1000m"}}}
+                ]
+            }
+        },
+    },
+}
 
 
 def live(**changes: Any) -> dict[str, Any]:
-    container = {"name": "vllm", "terminationMessagePath": "/dev/termination-log",
-                 "resources": {"limits": {"memory": "1024Mi", "cpu": "1"}}}  # fmt: skip
+    container = {
+        "name": "vllm",
+        "terminationMessagePath": "/dev/termination-log",
+        "resources": {"limits": {"memory": "1024Mi", "cpu": "1"}},
+    }
     container.update(changes.pop("container", {}))
     obj = {
         "metadata": {"labels": {"a": "1", "extra": "x"}, "resourceVersion": "5"},
-        "spec": {"replicas": changes.pop("replicas", 1), "strategy": {},
-                 "template": {"spec": {"containers": [container], "dnsPolicy": "ClusterFirst"}}},
+        "spec": {
+            "replicas": changes.pop("replicas", 1),
+            "strategy": {},
+            "template": {"spec": {"containers": [container], "dnsPolicy": "ClusterFirst"}},
+        },
         "status": {"readyReplicas": 1},
-    }  # fmt: skip
+    }
     return obj
 
 

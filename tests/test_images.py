@@ -27,7 +27,7 @@ import pytest
 import yaml
 from e2e.engines import vllm_cpu
 from e2e.localcluster.build import HELM
-from e2e.process import free_port
+from testsupport.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
@@ -164,9 +164,15 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 
 def test_child_environment_drops_consumed_variables_and_service_links() -> None:
     env, notes = ep.child_environment(
-        {"VLLM_MODEL": "m", "VLLM_EXTRA_ARGS": "--x", "VLLM_API_PORT": "8000",
-         "VLLM_PORT": "tcp://10.96.0.12:8000", "VLLM_CPU_KVCACHE_SPACE": "4", "HOME": "/tmp"}
-    )  # fmt: skip
+        {
+            "VLLM_MODEL": "m",
+            "VLLM_EXTRA_ARGS": "--x",
+            "VLLM_API_PORT": "8000",
+            "VLLM_PORT": "tcp://10.96.0.12:8000",
+            "VLLM_CPU_KVCACHE_SPACE": "4",
+            "HOME": "/tmp",
+        }
+    )
     assert env == {"VLLM_CPU_KVCACHE_SPACE": "4", "HOME": "/tmp"}
     assert len(notes) == 1 and "service link" in notes[0]
     # A plain VLLM_PORT is vLLM's own internal-port setting: left alone.
@@ -175,8 +181,12 @@ def test_child_environment_drops_consumed_variables_and_service_links() -> None:
 
 def test_redact_hides_the_api_key() -> None:
     assert ep.redact(["--api-key", "s3cret", "--api-key=s3cret", "--port", "1"]) == [
-        "--api-key", "***", "--api-key=***", "--port", "1",
-    ]  # fmt: skip
+        "--api-key",
+        "***",
+        "--api-key=***",
+        "--port",
+        "1",
+    ]
 
 
 # ------------------------------------------------------- the script, run as a process
@@ -203,8 +213,11 @@ def _run_entrypoint(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     return subprocess.Popen(
         [sys.executable, str(ENTRYPOINT), *args],
-        env={**base, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env={**base, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_entrypoint_execs_the_api_server_module(fake_vllm: Path, tmp_path: Path) -> None:
@@ -219,16 +232,25 @@ def test_entrypoint_execs_the_api_server_module(fake_vllm: Path, tmp_path: Path)
             "VLLM_PORT": "tcp://10.96.0.12:8000",
             "VLLM_CPU_KVCACHE_SPACE": "1",
         },
-        "--max-num-seqs", "2",
-    )  # fmt: skip
+        "--max-num-seqs",
+        "2",
+    )
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     started: dict[str, Any] = json.loads(out.read_text())
     assert started["pid"] == process.pid  # exec: the server replaced the entrypoint
     assert started["argv"] == [
-        "--model", "/models/tiny", "--served-model-name", "tiny", "--port", "8000",
-        "--api-key", "hidden", "--max-num-seqs", "2",
-    ]  # fmt: skip
+        "--model",
+        "/models/tiny",
+        "--served-model-name",
+        "tiny",
+        "--port",
+        "8000",
+        "--api-key",
+        "hidden",
+        "--max-num-seqs",
+        "2",
+    ]
     env = started["env"]
     assert "VLLM_MODEL" not in env and "VLLM_EXTRA_ARGS" not in env
     assert "VLLM_PORT" not in env  # the service link, dropped with a note
@@ -241,9 +263,12 @@ def test_entrypoint_execs_the_api_server_module(fake_vllm: Path, tmp_path: Path)
 def test_entrypoint_refuses_a_malformed_value_with_exit_2(fake_vllm: Path, tmp_path: Path) -> None:
     out = tmp_path / "started.json"
     process = _run_entrypoint(
-        {"PYTHONPATH": str(fake_vllm), "FAKE_VLLM_OUT": str(out),
-         "VLLM_GPU_MEMORY_UTILIZATION": "1.5"}
-    )  # fmt: skip
+        {
+            "PYTHONPATH": str(fake_vllm),
+            "FAKE_VLLM_OUT": str(out),
+            "VLLM_GPU_MEMORY_UTILIZATION": "1.5",
+        }
+    )
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert stderr.strip().splitlines() == [
@@ -279,13 +304,18 @@ def health_server() -> Iterator[http.server.HTTPServer]:
 
 def _healthcheck(port: int | str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(HEALTHCHECK)], env={**os.environ, "VLLM_API_PORT": str(port)},
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [sys.executable, str(HEALTHCHECK)],
+        env={**os.environ, "VLLM_API_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
-def test_healthcheck(health_server: http.server.HTTPServer, monkeypatch: pytest.MonkeyPatch
-                     ) -> None:  # fmt: skip
+def test_healthcheck(
+    health_server: http.server.HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = health_server.server_address[1]
     assert _healthcheck(port).returncode == 0
     monkeypatch.setattr(_Health, "status", 503)
@@ -352,8 +382,11 @@ def test_base_images_are_pinned_to_exact_releases(name: str) -> None:
 
 def test_vllm_images_match_the_tested_vllm_version() -> None:
     assert _base_images(DOCKERFILES["vllm"]) == [f"vllm/vllm-openai:v{vllm_cpu.VLLM_CPU_VERSION}"]
-    args = dict(rest.partition("=")[::2] for kw, rest in _instructions(DOCKERFILES["vllm-cpu"])
-                if kw == "ARG")  # fmt: skip
+    args = dict(
+        rest.partition("=")[::2]
+        for kw, rest in _instructions(DOCKERFILES["vllm-cpu"])
+        if kw == "ARG"
+    )
     assert args["VLLM_CPU_VERSION"] == vllm_cpu.VLLM_CPU_VERSION
     assert args["TORCH_VERSION"] == vllm_cpu.TORCH_VERSION
     assert vllm_cpu.REQUIREMENTS_SCRIPT == VLLM_DIR / "requirements.py"
@@ -414,8 +447,11 @@ def _tool(name: str) -> str:
     """The pinned linter's binary, installed on first use (`make lint` already did)."""
     result = subprocess.run(
         [sys.executable, str(IMAGES / "tools.py"), "path", name],
-        capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -432,13 +468,15 @@ def test_hadolint_catches_a_bad_dockerfile_and_passes_ours(tmp_path: Path) -> No
     hadolint = _tool("hadolint")
     bad = tmp_path / "Dockerfile"
     bad.write_text(BAD_DOCKERFILE)
-    result = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [hadolint, "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 1
     for rule in ("DL3007", "DL3003", "DL3008", "DL3013", "DL3020", "DL3025"):
         assert rule in result.stdout, rule
-    ours = subprocess.run([hadolint, *map(str, DOCKERFILES.values())], capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    ours = subprocess.run(
+        [hadolint, *map(str, DOCKERFILES.values())], capture_output=True, text=True, check=False
+    )
     assert ours.returncode == 0, ours.stdout
 
 
@@ -462,8 +500,13 @@ def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
     bad.write_text(BAD_WORKFLOW)
-    result = subprocess.run([actionlint, "-no-color", str(bad)], capture_output=True,
-                            text=True, cwd=tmp_path, check=False)  # fmt: skip
+    result = subprocess.run(
+        [actionlint, "-no-color", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
     assert "no-such-input" in result.stdout  # an unknown input of a known action
     assert "potentially untrusted" in result.stdout  # script injection
@@ -485,13 +528,24 @@ def test_the_kind_workflow_values_fit_the_chart() -> None:
     values = REPO / ".github" / "kind" / "values.yaml"
     assert str(values.relative_to(REPO)) in (REPO / ".github/workflows/e2e-kind.yml").read_text()
     result = subprocess.run(
-        [_helm(), "template", "inferops", str(REPO / "charts" / "inferops"),
-         "--namespace", "inferops-system", "--values", str(values)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            _helm(),
+            "template",
+            "inferops",
+            str(REPO / "charts" / "inferops"),
+            "--namespace",
+            "inferops-system",
+            "--values",
+            str(values),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    (deployment,) = [d for d in yaml.safe_load_all(result.stdout)
-                     if d and d["kind"] == "Deployment"]  # fmt: skip
+    (deployment,) = [
+        d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment"
+    ]
     pod = deployment["spec"]["template"]["spec"]
     (operator,) = pod["containers"]
     assert operator["image"] == "inferops/inferops:ci"

@@ -35,8 +35,12 @@ async def test_apply_sends_that_body() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     kube = Kube(f"http://127.0.0.1:{port}", "test")
-    obj = {"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": "c", "namespace": "ns"}, "data": {"k": AWKWARD}}  # fmt: skip
+    obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "ns"},
+        "data": {"k": AWKWARD},
+    }
     try:
         await kube.apply(obj)
     finally:

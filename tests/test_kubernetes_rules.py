@@ -94,21 +94,29 @@ def test_requests_within_their_limits_are_accepted(resources: dict[str, Any]) ->
 @pytest.mark.parametrize(
     ("vllm", "field", "words"),
     [
-        ({"resources": {"requests": {"cpu": "-1"}}}, "spec.vllm.resources.requests.cpu",
-         "is negative"),
-        ({"resources": {"limits": {"memory": -5}}}, "spec.vllm.resources.limits.memory",
-         "is negative"),
-        ({"resources": {"limits": {"cpu": 2**63}}}, "spec.vllm.resources.limits.cpu",
-         "too large"),
-        ({"resources": {"limits": {"cpu": "1e999"}}}, "spec.vllm.resources.limits.cpu",
-         "not a Kubernetes quantity"),
+        (
+            {"resources": {"requests": {"cpu": "-1"}}},
+            "spec.vllm.resources.requests.cpu",
+            "is negative",
+        ),
+        (
+            {"resources": {"limits": {"memory": -5}}},
+            "spec.vllm.resources.limits.memory",
+            "is negative",
+        ),
+        ({"resources": {"limits": {"cpu": 2**63}}}, "spec.vllm.resources.limits.cpu", "too large"),
+        (
+            {"resources": {"limits": {"cpu": "1e999"}}},
+            "spec.vllm.resources.limits.cpu",
+            "not a Kubernetes quantity",
+        ),
         ({"shmSize": "0"}, "spec.vllm.shmSize", "must be greater than zero"),
         ({"shmSize": "-8Gi"}, "spec.vllm.shmSize", "must be greater than zero"),
         ({"cache": {"size": 0}}, "spec.vllm.cache.size", "must be greater than zero"),
         ({"cache": {"size": "0.0Gi"}}, "spec.vllm.cache.size", "must be greater than zero"),
         ({"cache": {"size": "-50Gi"}}, "spec.vllm.cache.size", "must be greater than zero"),
     ],
-)  # fmt: skip
+)
 def test_negative_and_zero_quantities_are_refused(
     vllm: dict[str, Any], field: str, words: str
 ) -> None:
@@ -117,8 +125,10 @@ def test_negative_and_zero_quantities_are_refused(
 
 
 def test_sizes_above_zero_are_accepted() -> None:
-    spec = accepted(vllm={**VLLM, "shmSize": "0.5Gi", "cache": {"size": 1}},
-                    ollama={"model": "llama3.2:3b", "cache": {"size": "100Mi"}})  # fmt: skip
+    spec = accepted(
+        vllm={**VLLM, "shmSize": "0.5Gi", "cache": {"size": 1}},
+        ollama={"model": "llama3.2:3b", "cache": {"size": "100Mi"}},
+    )
     objects = {(o["kind"], o["metadata"]["name"]): o for o in desired_children(spec, OWNER)}
     claims = {
         name: o["spec"]["resources"]["requests"]["storage"]
@@ -172,10 +182,12 @@ def test_storage_class_names_kubernetes_accepts_are_accepted(name: str) -> None:
         ({"tolerations": [{"key": "", "operator": "Equal"}]}, "spec.vllm.tolerations.0"),
         ({"tolerations": [{"key": "bad key"}]}, "spec.vllm.tolerations.0.key"),
         ({"tolerations": [{"key": "k", "value": "a b"}]}, "spec.vllm.tolerations.0.value"),
-        ({"tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 2**31}]},
-         "spec.vllm.tolerations.0.tolerationSeconds"),
+        (
+            {"tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 2**31}]},
+            "spec.vllm.tolerations.0.tolerationSeconds",
+        ),
     ],
-)  # fmt: skip
+)
 def test_pod_fields_follow_kubernetes_grammars(vllm: dict[str, Any], field: str) -> None:
     message = refusal(vllm={**VLLM, **vllm})
     assert field in message, message
@@ -205,8 +217,9 @@ PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 
 
 def node_terms(*expressions: dict[str, Any]) -> dict[str, Any]:
-    return {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [
-        {"matchExpressions": list(expressions)}]}}}  # fmt: skip
+    return {
+        "nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": list(expressions)}]}}
+    }
 
 
 def pod_term(**term: Any) -> dict[str, Any]:
@@ -216,56 +229,136 @@ def pod_term(**term: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("affinity", "where", "words"),
     [
-        (node_terms({"key": "pool", "operator": "In"}), "matchExpressions.0",
-         "values must not be empty with operator In or NotIn"),
-        (node_terms({"key": "pool", "operator": "NotIn", "values": []}), "matchExpressions.0",
-         "values must not be empty"),
-        (node_terms({"key": "pool", "operator": "Exists", "values": ["a"]}),
-         "matchExpressions.0", "values must be empty with operator Exists"),
-        (node_terms({"key": "mem", "operator": "Gt", "values": ["lots"]}),
-         "matchExpressions.0", "exactly one value, an integer"),
-        (node_terms({"key": "mem", "operator": "Lt", "values": ["1", "2"]}),
-         "matchExpressions.0", "exactly one value, an integer"),
-        (node_terms({"key": "pool", "operator": "Near", "values": ["a"]}),
-         "matchExpressions.0.operator", "Input should be"),
-        (node_terms({"key": "bad key", "operator": "Exists"}), "matchExpressions.0.key",
-         "should match pattern"),
-        (node_terms({"key": "pool", "operator": "In", "values": ["a b"]}),
-         "matchExpressions.0.values.0", "should match pattern"),
-        ({"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": []}}}, "nodeSelectorTerms",
-         "at least 1 item"),
-        ({"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchFields": [
-            {"key": "metadata.labels", "operator": "In", "values": ["n"]}]}]}}},
-         "matchFields.0.key", "'metadata.name'"),
-        ({"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]}]}}},
-         "matchFields.0.values", "at most 1 item"),
-        ({"nodeAffinity": {PREFERRED: [{"weight": 0, "preference": {}}]}}, "weight",
-         "greater than or equal to 1"),
-        ({"nodeAffinity": {PREFERRED: [{"weight": 101, "preference": {}}]}}, "weight",
-         "less than or equal to 100"),
+        (
+            node_terms({"key": "pool", "operator": "In"}),
+            "matchExpressions.0",
+            "values must not be empty with operator In or NotIn",
+        ),
+        (
+            node_terms({"key": "pool", "operator": "NotIn", "values": []}),
+            "matchExpressions.0",
+            "values must not be empty",
+        ),
+        (
+            node_terms({"key": "pool", "operator": "Exists", "values": ["a"]}),
+            "matchExpressions.0",
+            "values must be empty with operator Exists",
+        ),
+        (
+            node_terms({"key": "mem", "operator": "Gt", "values": ["lots"]}),
+            "matchExpressions.0",
+            "exactly one value, an integer",
+        ),
+        (
+            node_terms({"key": "mem", "operator": "Lt", "values": ["1", "2"]}),
+            "matchExpressions.0",
+            "exactly one value, an integer",
+        ),
+        (
+            node_terms({"key": "pool", "operator": "Near", "values": ["a"]}),
+            "matchExpressions.0.operator",
+            "Input should be",
+        ),
+        (
+            node_terms({"key": "bad key", "operator": "Exists"}),
+            "matchExpressions.0.key",
+            "should match pattern",
+        ),
+        (
+            node_terms({"key": "pool", "operator": "In", "values": ["a b"]}),
+            "matchExpressions.0.values.0",
+            "should match pattern",
+        ),
+        (
+            {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": []}}},
+            "nodeSelectorTerms",
+            "at least 1 item",
+        ),
+        (
+            {
+                "nodeAffinity": {
+                    REQUIRED: {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.labels", "operator": "In", "values": ["n"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "matchFields.0.key",
+            "'metadata.name'",
+        ),
+        (
+            {
+                "nodeAffinity": {
+                    REQUIRED: {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": ["a", "b"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "matchFields.0.values",
+            "at most 1 item",
+        ),
+        (
+            {"nodeAffinity": {PREFERRED: [{"weight": 0, "preference": {}}]}},
+            "weight",
+            "greater than or equal to 1",
+        ),
+        (
+            {"nodeAffinity": {PREFERRED: [{"weight": 101, "preference": {}}]}},
+            "weight",
+            "less than or equal to 100",
+        ),
         ({"nodeAffinity": {PREFERRED: [{"preference": {}}]}}, "weight", "Field required"),
-        ({"podAntiAffinity": {REQUIRED: [{"labelSelector": {}}]}}, "topologyKey",
-         "Field required"),
+        ({"podAntiAffinity": {REQUIRED: [{"labelSelector": {}}]}}, "topologyKey", "Field required"),
         (pod_term(topologyKey=""), "topologyKey", "at least 1 character"),
         (pod_term(namespaces=["Ops"]), "namespaces.0", "should match pattern"),
-        (pod_term(labelSelector={"matchLabels": {"app": "a b"}}), "matchLabels.app",
-         "should match pattern"),
-        (pod_term(labelSelector={"matchExpressions": [{"key": "app", "operator": "Gt",
-                                                       "values": ["1"]}]}),
-         "matchExpressions.0.operator", "Input should be"),
-        (pod_term(matchLabelKeys=["pod-template-hash"]), "podAntiAffinity",
-         "need a labelSelector"),
-        (pod_term(labelSelector={}, matchLabelKeys=["a"], mismatchLabelKeys=["a"]),
-         "podAntiAffinity", "both matchLabelKeys and mismatchLabelKeys"),
-        (pod_term(labelSelector={"matchLabels": {"app": "x"}}, matchLabelKeys=["app"]),
-         "podAntiAffinity", "may not also be in labelSelector"),
-        ({"nodeAffinity": {"requiredDuringSchedulingRequiredDuringExecution": {}}},
-         "nodeAffinity.requiredDuringSchedulingRequiredDuringExecution", "Extra inputs"),
-        ({"podAffinity": {REQUIRED: [{"topologyKey": "zone", "bogus": 1}]}}, "bogus",
-         "Extra inputs"),
+        (
+            pod_term(labelSelector={"matchLabels": {"app": "a b"}}),
+            "matchLabels.app",
+            "should match pattern",
+        ),
+        (
+            pod_term(
+                labelSelector={
+                    "matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]
+                }
+            ),
+            "matchExpressions.0.operator",
+            "Input should be",
+        ),
+        (pod_term(matchLabelKeys=["pod-template-hash"]), "podAntiAffinity", "need a labelSelector"),
+        (
+            pod_term(labelSelector={}, matchLabelKeys=["a"], mismatchLabelKeys=["a"]),
+            "podAntiAffinity",
+            "both matchLabelKeys and mismatchLabelKeys",
+        ),
+        (
+            pod_term(labelSelector={"matchLabels": {"app": "x"}}, matchLabelKeys=["app"]),
+            "podAntiAffinity",
+            "may not also be in labelSelector",
+        ),
+        (
+            {"nodeAffinity": {"requiredDuringSchedulingRequiredDuringExecution": {}}},
+            "nodeAffinity.requiredDuringSchedulingRequiredDuringExecution",
+            "Extra inputs",
+        ),
+        (
+            {"podAffinity": {REQUIRED: [{"topologyKey": "zone", "bogus": 1}]}},
+            "bogus",
+            "Extra inputs",
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_affinity_kubernetes_would_refuse_is_refused_naming_its_field(
     affinity: dict[str, Any], where: str, words: str
 ) -> None:
@@ -276,27 +369,72 @@ def test_an_affinity_kubernetes_would_refuse_is_refused_naming_its_field(
 @pytest.mark.parametrize(
     "affinity",
     [
-        node_terms({"key": "pool", "operator": "In", "values": ["gpu", "a100"]},
-                   {"key": "spot", "operator": "DoesNotExist"},
-                   {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40000"]}),
-        {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{}, {"matchFields": [
-            {"key": "metadata.name", "operator": "NotIn", "values": ["node-1"]}]}]},
-            PREFERRED: [{"weight": 1, "preference": {"matchExpressions": [
-                {"key": "zone", "operator": "NotIn", "values": ["a"]}]}}]}},
-        {"podAffinity": {PREFERRED: [{"weight": 100, "podAffinityTerm": {
-            "topologyKey": "topology.kubernetes.io/zone", "namespaceSelector": {},
-            "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
-            "matchLabelKeys": ["pod-template-hash"], "mismatchLabelKeys": ["app"]}}]},
-         "podAntiAffinity": {REQUIRED: [{"topologyKey": "kubernetes.io/hostname",
-                                         "namespaces": ["ai"],
-                                         "labelSelector": {"matchLabels": {"a": "b"}}}]}},
+        node_terms(
+            {"key": "pool", "operator": "In", "values": ["gpu", "a100"]},
+            {"key": "spot", "operator": "DoesNotExist"},
+            {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40000"]},
+        ),
+        {
+            "nodeAffinity": {
+                REQUIRED: {
+                    "nodeSelectorTerms": [
+                        {},
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "NotIn", "values": ["node-1"]}
+                            ]
+                        },
+                    ]
+                },
+                PREFERRED: [
+                    {
+                        "weight": 1,
+                        "preference": {
+                            "matchExpressions": [
+                                {"key": "zone", "operator": "NotIn", "values": ["a"]}
+                            ]
+                        },
+                    }
+                ],
+            }
+        },
+        {
+            "podAffinity": {
+                PREFERRED: [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "namespaceSelector": {},
+                            "labelSelector": {
+                                "matchExpressions": [{"key": "app", "operator": "Exists"}]
+                            },
+                            "matchLabelKeys": ["pod-template-hash"],
+                            "mismatchLabelKeys": ["app"],
+                        },
+                    }
+                ]
+            },
+            "podAntiAffinity": {
+                REQUIRED: [
+                    {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "namespaces": ["ai"],
+                        "labelSelector": {"matchLabels": {"a": "b"}},
+                    }
+                ]
+            },
+        },
     ],
-)  # fmt: skip
+)
 def test_an_affinity_kubernetes_accepts_reaches_the_pod_as_written(
     affinity: dict[str, Any],
 ) -> None:
-    spec = accepted(vllm={**VLLM, "affinity": affinity}, router={"affinity": affinity},
-                    consumers=[{"name": "notes"}])  # fmt: skip
+    spec = accepted(
+        vllm={**VLLM, "affinity": affinity},
+        router={"affinity": affinity},
+        consumers=[{"name": "notes"}],
+    )
     assert pod_spec(spec)["affinity"] == affinity
     assert pod_spec(spec, "router")["affinity"] == affinity
 
@@ -306,8 +444,13 @@ def test_affinity_leaves_out_what_the_api_server_drops() -> None:
     applied either: otherwise the live Deployment would never contain what was applied and
     every reconciliation would apply it again. An empty labelSelector stays: it selects
     every pod, where no labelSelector selects none."""
-    affinity = {"podAffinity": {REQUIRED: [{"topologyKey": "zone", "namespaces": [],
-                                            "labelSelector": {"matchLabels": {}}}],
-                                PREFERRED: []}}  # fmt: skip
+    affinity = {
+        "podAffinity": {
+            REQUIRED: [
+                {"topologyKey": "zone", "namespaces": [], "labelSelector": {"matchLabels": {}}}
+            ],
+            PREFERRED: [],
+        }
+    }
     built = pod_spec(accepted(vllm={**VLLM, "affinity": affinity}))["affinity"]
     assert built == {"podAffinity": {REQUIRED: [{"topologyKey": "zone", "labelSelector": {}}]}}

@@ -22,12 +22,12 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
+from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, MigrationStatus
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.planner import Action, Observations, Plan, due_samples, plan, stamp
-from tests.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 NAMES = ("notes", "rag", "ner", "chat")

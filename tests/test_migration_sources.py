@@ -534,8 +534,11 @@ async def test_scrape_unreachable_and_no_pods_and_lister_failure(
     async def empty(namespace: str, backend: str) -> list[str]:
         return []
 
-    for targets, words in ((unreachable, "unreachable"), (broken, "API server down"),
-                           (empty, "no ready router pod")):  # fmt: skip
+    for targets, words in (
+        (unreachable, "unreachable"),
+        (broken, "API server down"),
+        (empty, "no ready router pod"),
+    ):
         source = ScrapeSource(targets, http=http)
         figures = await source.figures(NS, BACKEND, "notes", 60)
         assert figures.problem is not None and words in figures.problem
@@ -641,8 +644,13 @@ def test_engine_figures_never_hold_nan() -> None:
         {"ttft_p95": math.nan},
         {"tpot_p95": math.inf},
     ):
-        fields: dict[str, Any] = {"requests": 1.0, "errors": 0.0, "ttft_p95": None,
-                                  "tpot_p95": None, **bad}  # fmt: skip
+        fields: dict[str, Any] = {
+            "requests": 1.0,
+            "errors": 0.0,
+            "ttft_p95": None,
+            "tpot_p95": None,
+            **bad,
+        }
         with pytest.raises(ValueError):
             EngineFigures(**fields)
     assert Figures.failed("x").engine("vllm") is None

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from testsupport.memkube import merge_patch
 
 from inferops.api.migration import ACTION_ANNOTATION
 from inferops.api.status import InferenceBackendStatus
@@ -378,19 +379,6 @@ def test_timeout_flag_takes_seconds_or_durations() -> None:
 URL = "/apis/inferops.io/v1alpha1/namespaces/{namespace}/inferencebackends/{name}"
 
 
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge(out.get(key), value)
-    return out
-
-
 def status_error(code: int, reason: str, message: str) -> web.Response:
     body = {"kind": "Status", "status": "Failure", "reason": reason, "message": message}
     return web.json_response({**body, "code": code}, status=code)
@@ -467,7 +455,7 @@ class FakeApiServer:
             return status_error(
                 409, "Conflict", "the object has been modified; please apply your changes"
             )
-        self.obj = merge(obj, patch)
+        self.obj = merge_patch(obj, patch)
         self._bump()
         if self.ack:
             task = asyncio.create_task(self._acknowledge(self.ack))

@@ -9,6 +9,7 @@ import socket
 from typing import Any
 
 import pytest
+from testsupport.memkube import MemKube
 
 from inferops.kube import Kube, KubeError
 from inferops.reconcile import Reconciler
@@ -24,25 +25,17 @@ class NoChildren:
         raise AssertionError("nothing is written for a deleted resource")
 
 
-class SlowKube:
-    """Answers every GET after a pause (the resource is gone), recording overlap."""
+def slow_kube() -> MemKube:
+    """An API server that answers every call after a pause; the resources are gone."""
+    return MemKube(latency=0.01)
 
-    def __init__(self) -> None:
-        self.active = 0
-        self.most_active = 0
-        self.gets = 0
 
-    async def get(self, url: str) -> Any:
-        self.gets += 1
-        self.active += 1
-        self.most_active = max(self.most_active, self.active)
-        await asyncio.sleep(0.01)
-        self.active -= 1
-        return None
+def gets(kube: MemKube) -> int:
+    return len(kube.verbs("get"))
 
 
 async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None:
-    kube = SlowKube()
+    kube = slow_kube()
     reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     first = asyncio.create_task(reconciler.run("ns", "a"))
     await asyncio.sleep(0)  # `first` holds the lock
@@ -50,43 +43,30 @@ async def test_runs_for_one_resource_never_overlap_and_bursts_coalesce() -> None
     await asyncio.sleep(0)  # `queued` waits for its turn
     burst = [asyncio.create_task(reconciler.run("ns", "a", coalesce=True)) for _ in range(20)]
     await asyncio.gather(first, queued, *burst)
-    assert kube.most_active == 1
-    assert kube.gets == 2  # the first run and the one queued run; the burst was dropped
+    assert kube.most_in_flight == 1
+    assert gets(kube) == 2  # the first run and the one queued run; the burst was dropped
     assert reconciler._locks == {} and not reconciler._users
 
 
 async def test_different_resources_run_concurrently() -> None:
-    kube = SlowKube()
+    kube = slow_kube()
     reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     await asyncio.gather(*(reconciler.run("ns", name) for name in ("a", "b", "c")))
-    assert kube.most_active == 3
+    assert kube.most_in_flight == 3
     assert reconciler._locks == {}
 
 
-class FlakyKube(SlowKube):
-    """Fails the first `failures` GETs the way an overloaded API server does."""
-
-    def __init__(self, failures: int) -> None:
-        super().__init__()
-        self.failures = failures
-
-    async def get(self, url: str) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise KubeError(503, "the server is currently unable to handle the request")
-        return await super().get(url)
-
-
 async def test_failed_runs_are_retried_with_backoff_until_they_succeed() -> None:
-    kube = FlakyKube(failures=2)
+    kube = slow_kube()
+    kube.fail_next("get", 2, 503, "the server is currently unable to handle the request")
     reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     reconciler.retry_later("ns", "a", delay=0.01)
     reconciler.retry_later("ns", "a", delay=0.01)  # one pending retry per resource
     for _ in range(200):
-        if kube.gets:
+        if gets(kube) == 3:
             break
         await asyncio.sleep(0.01)
-    assert kube.failures == 0 and kube.gets == 1  # failed, failed (0.02 s later), succeeded
+    assert gets(kube) == 3  # failed, failed (0.02 s later), succeeded
     assert reconciler._retries == {}
 
 
@@ -130,22 +110,22 @@ async def test_a_deleted_backend_is_forgotten_by_the_metrics_readers() -> None:
         def forget(self, namespace: str, backend: str) -> None:
             forgotten.append((namespace, backend))
 
-    reconciler = Reconciler(SlowKube(), NoChildren(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
+    reconciler = Reconciler(slow_kube(), NoChildren(), logging.getLogger("test"), reader=Reader())  # type: ignore[arg-type]
     assert await reconciler.run("ns", "gone") is None
     assert forgotten == [("ns", "gone")]
 
 
 async def test_a_burst_of_child_changes_is_one_run_once_it_settles() -> None:
-    kube = SlowKube()
+    kube = slow_kube()
     reconciler = Reconciler(kube, NoChildren(), logging.getLogger("test"))  # type: ignore[arg-type]
     for _ in range(50):  # a rollout: the Deployment, its ReplicaSet, its pods
         reconciler.poke("ns", "a")
     reconciler.poke("ns", "b")
     await asyncio.sleep(0)
-    assert kube.gets == 0  # nothing yet: the burst may not be over
+    assert gets(kube) == 0  # nothing yet: the burst may not be over
     for _ in range(100):
-        if kube.gets == 2:
+        if gets(kube) == 2:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.3)
-    assert kube.gets == 2  # one run for a, one for b
+    assert gets(kube) == 2  # one run for a, one for b

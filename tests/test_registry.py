@@ -14,8 +14,7 @@ def test_the_charts_rules_file_is_generated_from_the_registry() -> None:
 
 
 def test_every_built_object_is_of_a_registered_child_kind() -> None:
-    spec = make_spec(consumers=[{"name": "notes"}],
-                     vllm={"model": "m", "cache": {"size": "1Gi"}})  # fmt: skip
+    spec = make_spec(consumers=[{"name": "notes"}], vllm={"model": "m", "cache": {"size": "1Gi"}})
     children = desired_children(spec, OWNER, network_policy=NetworkPolicyConfig())
     built = {(o["apiVersion"], o["kind"]) for o in children}
     assert built == set(CHILD_KINDS)  # this spec builds every kind, and nothing else

@@ -30,21 +30,23 @@ def children(**overrides: Any) -> dict[tuple[str, str], dict[str, Any]]:
 def test_no_router_without_consumers() -> None:
     kinds = {o["kind"] for o in desired_children(make_spec(), OWNER)}
     assert kinds == {"Deployment", "Service"}
-    assert not any(o["metadata"]["name"].endswith("-router")
-                   for o in desired_children(make_spec(), OWNER))  # fmt: skip
+    assert not any(
+        o["metadata"]["name"].endswith("-router") for o in desired_children(make_spec(), OWNER)
+    )
 
 
 def test_one_service_per_consumer_in_front_of_the_router() -> None:
     objects = children()
     router = objects[("Deployment", "llama32-router")]
     selector = router["spec"]["selector"]["matchLabels"]
-    for name, consumer in (("llama32-notes", "notes"), ("llama32-rag", "rag"),
-                           ("ner-llm", "ner")):  # fmt: skip
+    for name, consumer in (("llama32-notes", "notes"), ("llama32-rag", "rag"), ("ner-llm", "ner")):
         svc = objects[("Service", name)]
         assert svc["spec"]["selector"] == selector
         assert svc["metadata"]["labels"]["inferops.io/consumer"] == consumer
         assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
-            ("http", 80, "http"), ("ollama", 11434, "http")]  # fmt: skip
+            ("http", 80, "http"),
+            ("ollama", 11434, "http"),
+        ]
 
 
 def test_routing_table_content() -> None:
@@ -57,13 +59,20 @@ def test_routing_table_content() -> None:
                    "admission": {"maxConcurrent": 4, "maxWaiting": 16, "maxWaitSeconds": 10}},
     }  # fmt: skip
     notes = table["consumers"][0]
-    assert notes == {"name": "notes", "weight": 10, "api": "chat", "hosts": [
-        "llama32-notes", "llama32-notes.ai", "llama32-notes.ai.svc",
-        "llama32-notes.ai.svc.cluster.local"]}  # fmt: skip
+    assert notes == {
+        "name": "notes",
+        "weight": 10,
+        "api": "chat",
+        "hosts": [
+            "llama32-notes",
+            "llama32-notes.ai",
+            "llama32-notes.ai.svc",
+            "llama32-notes.ai.svc.cluster.local",
+        ],
+    }
     assert [c["name"] for c in table["consumers"]] == ["notes", "rag", "ner"]
     assert table["fallback"] is True
-    assert table["timeouts"] == {"connectSeconds": 2, "firstByteSeconds": 60,
-                                 "totalSeconds": 600}  # fmt: skip
+    assert table["timeouts"] == {"connectSeconds": 2, "firstByteSeconds": 60, "totalSeconds": 600}
     assert table["maxBodyBytes"] == 10 << 20
 
 
@@ -103,12 +112,18 @@ def test_engine_admission_defaults_follow_the_engines(
 def test_router_reads_only_its_own_table() -> None:
     objects = children()
     role = objects[("Role", "llama32-router")]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                              "resourceNames": ["llama32-router"],
-                              "verbs": ["get", "list", "watch"]}]  # fmt: skip
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["llama32-router"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     binding = objects[("RoleBinding", "llama32-router")]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llama32-router",
-                                    "namespace": "ai"}]  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "llama32-router", "namespace": "ai"}
+    ]
     pod = objects[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "llama32-router"
     assert pod["containers"][0]["args"] == ["--configmap", "ai/llama32-router", "--port", "8080"]

@@ -3,7 +3,7 @@
 routers never trust the consumer override header, and router pods run like the operator's
 (restricted Pod Security: non-root, read-only root filesystem, no privilege escalation, no
 capabilities, seccomp RuntimeDefault), which the router really survives: it serves on a
-filesystem that refuses every write outside its /tmp (e2e/readonly.py; the operator gets
+filesystem that refuses every write outside its /tmp (testsupport/readonly.py; the operator gets
 the same check in e2e/test_security.py, as it needs an API server)."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e import readonly
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
-from e2e.harness import RouterProcess
+from testsupport import readonly
+from testsupport.helm import Helm
+from testsupport.programs import RouterProcess
 
 from inferops.api.routing import RoutingTable
 from inferops.builders import desired_children
 from inferops.router.__main__ import parse_args
 from tests.conftest import OWNER, make_spec
-from tests.test_chart import Helm, helm_binary
+from tests.test_chart import helm_binary
 
 SPEC: dict[str, Any] = {
     "vllm": {
@@ -72,9 +73,10 @@ def test_routers_never_trust_the_consumer_header() -> None:
 
 def _router_pod() -> dict[str, Any]:
     deployment = next(
-        o for o in desired_children(make_spec(**SPEC), OWNER)
+        o
+        for o in desired_children(make_spec(**SPEC), OWNER)
         if o["kind"] == "Deployment" and o["metadata"]["name"] == "llama32-router"
-    )  # fmt: skip
+    )
     return dict(deployment["spec"]["template"]["spec"])
 
 
@@ -118,12 +120,14 @@ def test_router_and_operator_pods_run_alike(tmp_path: Path) -> None:
     assert RESTRICTED.items() <= _effective(operator_pod).items()
     keys = (*RESTRICTED, "runAsGroup")
     assert {k: _effective(router_pod).get(k) for k in keys} == {
-        k: _effective(operator_pod).get(k) for k in keys}  # fmt: skip
+        k: _effective(operator_pod).get(k) for k in keys
+    }
     for pod in (operator_pod, router_pod):
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = pod["containers"][0]["volumeMounts"]
         assert [(m["mountPath"], "emptyDir" in volumes[m["name"]]) for m in mounts] == [
-            ("/tmp", True)]  # fmt: skip
+            ("/tmp", True)
+        ]
     assert readonly.image_env()["HOME"] == "/tmp"
     assert readonly.image_env()["PYTHONDONTWRITEBYTECODE"] == "1"  # no .pyc on a read-only root
 
@@ -139,9 +143,14 @@ def test_the_read_only_guard_refuses_writes_outside_tmp(tmp_path: Path) -> None:
     env = readonly.environment({"PATH": "/usr/bin:/bin"}, writable)
 
     def compile_in(where: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*readonly.command(writable, "py_compile"), str(where / "m.py")],
-                              capture_output=True, text=True, env=env, cwd=writable,
-                              timeout=60)  # fmt: skip
+        return subprocess.run(
+            [*readonly.command(writable, "py_compile"), str(where / "m.py")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=writable,
+            timeout=60,
+        )
 
     refused = compile_in(elsewhere)
     assert refused.returncode != 0
@@ -162,18 +171,24 @@ def test_the_router_serves_on_a_read_only_root(tmp_path: Path) -> None:
     ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3))
     vllm.start()
     ollama.start()
-    table = RoutingTable.model_validate({
-        "model": "llama3.2",
-        "engines": {"vllm": {"url": vllm.url}, "ollama": {"url": ollama.url}},
-        "consumers": [{"name": "notes", "hosts": ["llama32-notes"], "weight": 100}],
-    })  # fmt: skip
+    table = RoutingTable.model_validate(
+        {
+            "model": "llama3.2",
+            "engines": {"vllm": {"url": vllm.url}, "ollama": {"url": ollama.url}},
+            "consumers": [{"name": "notes", "hosts": ["llama32-notes"], "weight": 100}],
+        }
+    )
     (tmp_path / "routes.json").write_text(table.model_dump_json(by_alias=True))
     writable = tmp_path / "tmp"
     writable.mkdir()
     log = tmp_path / "router.log"
-    router = RouterProcess(["--table-file", str(tmp_path / "routes.json"), "--access-log"],
-                           log, env={"PATH": "/usr/bin:/bin"}, readonly=writable)  # fmt: skip
-    assert router.process.cmd[:3] == [sys.executable, "-m", "e2e.readonly"]
+    router = RouterProcess(
+        ["--table-file", str(tmp_path / "routes.json"), "--access-log"],
+        log,
+        env={"PATH": "/usr/bin:/bin"},
+        readonly=writable,
+    )
+    assert router.process.cmd[:3] == [sys.executable, "-m", "testsupport.readonly"]
     router.start()
     try:
         host = {"Host": "llama32-notes"}

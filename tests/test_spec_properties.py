@@ -1,5 +1,5 @@
 """Property-based: thousands of generated InferenceBackend specs, valid and broken
-(`tests/spec_strategies.py`). Each is refused by the model with a message naming a field, or
+(`testsupport/spec_strategies.py`). Each is refused by the model with a message naming a field, or
 accepted and built into children without an exception, with no two children of one kind and
 name unless the operator's own check refuses the spec naming the field.
 """
@@ -12,11 +12,7 @@ import re
 
 from hypothesis import HealthCheck, event, given, settings
 from pydantic import ValidationError
-
-from inferops.api.spec import InferenceBackendSpec
-from inferops.builders import Owner, desired_children
-from inferops.validation import describe_errors, service_name_clashes
-from tests.spec_strategies import (
+from testsupport.spec_strategies import (
     FUZZ_EXAMPLES_ENV,
     Backend,
     backends,
@@ -24,6 +20,10 @@ from tests.spec_strategies import (
     valid_backends,
     whole_resource_problems,
 )
+
+from inferops.api.spec import InferenceBackendSpec
+from inferops.builders import Owner, desired_children
+from inferops.validation import describe_errors, service_name_clashes
 
 # `spec.vllm.tensorParallelSize: ...`, `spec.consumers.0.name: ...`: a field, not just "spec".
 NAMES_A_FIELD = re.compile(r"\bspec\.[A-Za-z]")
@@ -35,9 +35,12 @@ SETTINGS = settings(
     derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
     deadline=None,
     database=None,  # no .hypothesis/ directory in the checkout; failures print their example
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
-)  # fmt: skip
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 def check(backend: Backend) -> str:

@@ -16,27 +16,51 @@ LATER = "2026-11-26T10:05:00Z"
 def deployment(ready: int, replicas: int, **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"generation": 2},
-        "status": {"observedGeneration": 2, "readyReplicas": ready, "updatedReplicas": replicas,
-                   "replicas": replicas, **status},
-    }  # fmt: skip
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas,
+            "replicas": replicas,
+            **status,
+        },
+    }
 
 
 def unschedulable_pod(name: str = "llama32-vllm-abc") -> dict[str, Any]:
     message = "0/6 nodes are available: 2 node(s) didn't match, 4 Insufficient nvidia.com/gpu."
     return {
         "metadata": {"name": name},
-        "status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-             "message": message}]},
-    }  # fmt: skip
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
+            ],
+        },
+    }
 
 
 def crashing_pod() -> dict[str, Any]:
     return {
         "metadata": {"name": "llama32-vllm-xyz"},
-        "status": {"containerStatuses": [{"name": "vllm", "state": {"waiting": {
-            "reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting"}}}]},
-    }  # fmt: skip
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "state": {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": "back-off 5m0s restarting",
+                        }
+                    },
+                }
+            ]
+        },
+    }
 
 
 def obs(engine: str, desired: int, dep: Any, pods: list[Any] | None = None) -> EngineObservation:
@@ -50,24 +74,65 @@ def conditions(status: InferenceBackendStatus) -> dict[str, tuple[str, str]]:
 @pytest.mark.parametrize(
     ("engines", "phase", "ready", "degraded_reason"),
     [
-        ([obs("vllm", 1, deployment(1, 1)), obs("ollama", 1, deployment(1, 1))],
-         "Ready", ("True", "EnginesReady"), "AsExpected"),
-        ([obs("vllm", 1, None), obs("ollama", 1, None)],
-         "Progressing", ("False", "VLLMCreating"), "AsExpected"),
-        ([obs("vllm", 2, deployment(1, 2)), obs("ollama", 1, deployment(1, 1))],
-         "Progressing", ("False", "VLLMStarting"), "AsExpected"),
-        ([obs("vllm", 1, deployment(0, 1), [unschedulable_pod()]),
-          obs("ollama", 1, deployment(1, 1))],
-         "Degraded", ("False", "VLLMUnschedulable"), "VLLMUnschedulable"),
-        ([obs("vllm", 1, deployment(0, 1), [crashing_pod()])],
-         "Degraded", ("False", "VLLMCrashLoopBackOff"), "VLLMCrashLoopBackOff"),
-        ([obs("vllm", 1, deployment(0, 1, conditions=[
-            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-             "message": "ReplicaSet has timed out progressing."}]))],
-         "Degraded", ("False", "VLLMProgressDeadlineExceeded"), "VLLMProgressDeadlineExceeded"),
+        (
+            [obs("vllm", 1, deployment(1, 1)), obs("ollama", 1, deployment(1, 1))],
+            "Ready",
+            ("True", "EnginesReady"),
+            "AsExpected",
+        ),
+        (
+            [obs("vllm", 1, None), obs("ollama", 1, None)],
+            "Progressing",
+            ("False", "VLLMCreating"),
+            "AsExpected",
+        ),
+        (
+            [obs("vllm", 2, deployment(1, 2)), obs("ollama", 1, deployment(1, 1))],
+            "Progressing",
+            ("False", "VLLMStarting"),
+            "AsExpected",
+        ),
+        (
+            [
+                obs("vllm", 1, deployment(0, 1), [unschedulable_pod()]),
+                obs("ollama", 1, deployment(1, 1)),
+            ],
+            "Degraded",
+            ("False", "VLLMUnschedulable"),
+            "VLLMUnschedulable",
+        ),
+        (
+            [obs("vllm", 1, deployment(0, 1), [crashing_pod()])],
+            "Degraded",
+            ("False", "VLLMCrashLoopBackOff"),
+            "VLLMCrashLoopBackOff",
+        ),
+        (
+            [
+                obs(
+                    "vllm",
+                    1,
+                    deployment(
+                        0,
+                        1,
+                        conditions=[
+                            {
+                                "type": "Progressing",
+                                "status": "False",
+                                "reason": "ProgressDeadlineExceeded",
+                                "message": "ReplicaSet has timed out progressing.",
+                            }
+                        ],
+                    ),
+                )
+            ],
+            "Degraded",
+            ("False", "VLLMProgressDeadlineExceeded"),
+            "VLLMProgressDeadlineExceeded",
+        ),
         ([obs("vllm", 0, deployment(0, 0))], "Ready", ("True", "EnginesReady"), "AsExpected"),
     ],
-)  # fmt: skip
+)
 def test_phase_and_conditions(
     engines: list[EngineObservation], phase: str, ready: tuple[str, str], degraded_reason: str
 ) -> None:

@@ -18,14 +18,26 @@ OLLAMA = {"model": "llama3.2:3b"}
 @pytest.mark.parametrize(
     ("raw", "field", "words"),
     [
-        ({"model": "x", "vllm": {**VLLM, "tensorParallelSize": 0}},
-         "spec.vllm.tensorParallelSize", "greater than or equal to 1"),
-        ({"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 1.5}},
-         "spec.vllm.gpuMemoryUtilization", "less than or equal to 1"),
-        ({"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 0}},
-         "spec.vllm.gpuMemoryUtilization", "greater than 0"),
-        ({"model": "x", "vllm": {**VLLM, "tensorParalelSize": 2}},
-         "spec.vllm.tensorParalelSize", "Extra inputs are not permitted"),
+        (
+            {"model": "x", "vllm": {**VLLM, "tensorParallelSize": 0}},
+            "spec.vllm.tensorParallelSize",
+            "greater than or equal to 1",
+        ),
+        (
+            {"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 1.5}},
+            "spec.vllm.gpuMemoryUtilization",
+            "less than or equal to 1",
+        ),
+        (
+            {"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 0}},
+            "spec.vllm.gpuMemoryUtilization",
+            "greater than 0",
+        ),
+        (
+            {"model": "x", "vllm": {**VLLM, "tensorParalelSize": 2}},
+            "spec.vllm.tensorParalelSize",
+            "Extra inputs are not permitted",
+        ),
         ({"model": "bad name!", "vllm": VLLM}, "spec.model", "should match pattern"),
         ({"model": "x", "vllm": {**VLLM, "extraArgs": ["--tensor-parallel-size=2"]}},
          "spec.vllm.extraArgs", "set spec.vllm.tensorParallelSize instead"),
@@ -57,7 +69,7 @@ OLLAMA = {"model": "llama3.2:3b"}
          "spec.vllm.admission.queue", "Extra inputs are not permitted"),
         ({"model": "x"}, "spec.vllm", "Field required"),
     ],
-)  # fmt: skip
+)
 def test_invalid_spec_names_field_and_fix(raw: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as caught:
         InferenceBackendSpec.model_validate(raw)
@@ -92,8 +104,11 @@ def test_defaults() -> None:
 def test_a_consumer_service_may_not_take_another_childs_name() -> None:
     from inferops.validation import service_name_clashes
 
-    consumers = [{"name": "notes", "serviceName": "llama32-vllm"}, {"name": "rag"},
-                 {"name": "ner", "serviceName": "llama32-rag"}]  # fmt: skip
+    consumers = [
+        {"name": "notes", "serviceName": "llama32-vllm"},
+        {"name": "rag"},
+        {"name": "ner", "serviceName": "llama32-rag"},
+    ]
     spec = make_spec(consumers=consumers)
     message = service_name_clashes(spec, OWNER)
     assert "spec.consumers[0].serviceName: llama32-vllm is the name of vLLM's Service" in message
@@ -104,7 +119,6 @@ def test_a_consumer_service_may_not_take_another_childs_name() -> None:
 
 
 def test_model_names_must_match_their_grammar() -> None:
-    for bad in ({"vllm": {"model": "meta-llama/Llama 3.2"}},
-                {"ollama": {"model": "llama3.2 3b"}}):  # fmt: skip
+    for bad in ({"vllm": {"model": "meta-llama/Llama 3.2"}}, {"ollama": {"model": "llama3.2 3b"}}):
         with pytest.raises(ValidationError):
             make_spec(**bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from testsupport.vllm_arg_cases import ACCEPTED, REFUSED, Refused
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.vllm_args import MANAGED, MANAGED_VLLM_FLAGS, read_flag
@@ -15,7 +16,6 @@ from inferops.api.vllm_options import OPTIONS
 from inferops.builders import vllm
 from inferops.validation import describe_errors
 from tests.conftest import OWNER, make_spec
-from tests.vllm_arg_cases import ACCEPTED, REFUSED, Refused
 
 
 def spec_with(extra_args: list[str]) -> InferenceBackendSpec:
@@ -29,7 +29,7 @@ def test_refused_spellings_name_the_item_the_flag_and_the_fix(case: Refused) -> 
     with pytest.raises(ValidationError) as caught:
         spec_with(case.args)
     message = describe_errors(caught.value)
-    item = f'spec.vllm.extraArgs[{case.index}] "{case.args[case.index]}"'
+    item = f'spec.vllm.extraArgs[{case.position}] "{case.args[case.position]}"'
     assert message.startswith(item), message
     assert case.words in message and case.fix in message, message
     assert message.count("spec.vllm.extraArgs[") == 1, message  # no other item blamed
@@ -43,12 +43,12 @@ def test_other_flags_are_accepted_and_passed_as_written(args: list[str]) -> None
 
 def test_every_option_string_of_a_managed_flag_has_refused_rows() -> None:
     """A new alias in a regenerated table needs its rows (and is refused meanwhile)."""
-    exact = {c.args[c.index].split("=", 1)[0] for c in REFUSED}
+    exact = {c.args[c.position].split("=", 1)[0] for c in REFUSED}
     assert set(MANAGED_VLLM_FLAGS) <= exact, set(MANAGED_VLLM_FLAGS) - exact
     refused_dests = {
         OPTIONS[flag.options[0]][0]
         for c in REFUSED
-        if (flag := read_flag(c.args[c.index])) is not None and len(flag.options) == 1
+        if (flag := read_flag(c.args[c.position])) is not None and len(flag.options) == 1
     }
     assert refused_dests == set(MANAGED)
 

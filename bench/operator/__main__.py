@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.harness import Kubectl, OperatorProcess, install_crd, scrape, total
+from e2e.harness import Kubectl, OperatorProcess, install_crd
 from e2e.localcluster.cluster import Cluster
-from e2e.process import free_port
+from testsupport.process import free_port
+from testsupport.programs import scrape, total
 
 from bench.operator import audit, profile, workload
 from inferops.api import GROUP, PLURAL, VERSION
@@ -39,8 +40,12 @@ from inferops.kube import Kube, KubeError
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
-TARGETS = {"ready_seconds": 120.0, "peak_rss_mib": 256.0, "writes_per_minute_at_rest": 0.0,
-           "change_seconds": 2.0}  # fmt: skip
+TARGETS = {
+    "ready_seconds": 120.0,
+    "peak_rss_mib": 256.0,
+    "writes_per_minute_at_rest": 0.0,
+    "change_seconds": 2.0,
+}
 log = logging.getLogger("bench.operator")
 
 CLUSTER_ARGS = {
@@ -61,12 +66,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--changes", type=int, default=5, help="spec changes timed per size")
     parser.add_argument("--timeout", type=float, default=900.0, help="per size, until Ready")
     parser.add_argument("--quick", action="store_true", help="sizes 20 and 60, 15 s at rest")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the operator while the largest size is created")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the operator while the largest size is created",
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--rerender", type=Path, metavar="JSON",
-                        help="no run: plot and table of an earlier run's results")  # fmt: skip
+    parser.add_argument(
+        "--rerender",
+        type=Path,
+        metavar="JSON",
+        help="no run: plot and table of an earlier run's results",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.rest, args.changes = [20, 60], 15.0, 3
@@ -164,18 +176,31 @@ async def restart_at_rest(n: int, operator: OperatorProcess, audit_log: Path) ->
     done = time.time()
     await asyncio.sleep(5.0)  # late child-event runs, then the audit log's flush
     requests = audit.operator_requests(audit_log, started, time.time() - 2.0)
-    return {"seconds": round(done - started, 1), "requests_by_verb": requests,
-            "writes": audit.writes(requests)}  # fmt: skip
+    return {
+        "seconds": round(done - started, 1),
+        "requests_by_verb": requests,
+        "writes": audit.writes(requests),
+    }
 
 
 def reconciles(operator: OperatorProcess) -> float:
-    return total(scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics"),
-                 "inferops_reconciles_total") or 0.0  # fmt: skip
+    return (
+        total(
+            scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics"), "inferops_reconciles_total"
+        )
+        or 0.0
+    )
 
 
-async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
-                  operator: OperatorProcess, stats: ProcessStats, audit_log: Path,
-                  cluster: dict[str, ProcessStats]) -> dict[str, Any]:  # fmt: skip
+async def measure(
+    n: int,
+    args: argparse.Namespace,
+    kubeconfig: Path,
+    operator: OperatorProcess,
+    stats: ProcessStats,
+    audit_log: Path,
+    cluster: dict[str, ProcessStats],
+) -> dict[str, Any]:
     kube = Kube.connect(field_manager="inferops-bench", config_file=str(kubeconfig))
     try:
         cpu_before, reconciles_before = stats.cpu_seconds(), reconciles(operator)
@@ -193,12 +218,15 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
             (args.out / "operator-profile.txt").write_text(profile.summary(profiler.raw))
         ready_at = time.time()
         cpu = stats.cpu_seconds() - cpu_before
-        cluster_cpu = {name: round(p.cpu_seconds() - cluster_before[name], 1)
-                       for name, p in cluster.items()}  # fmt: skip
+        cluster_cpu = {
+            name: round(p.cpu_seconds() - cluster_before[name], 1) for name, p in cluster.items()
+        }
         rss_ready = stats.peak_rss_mib()
         page = scrape(f"http://127.0.0.1:{operator.metrics_port}/metrics")
-        cache = {"objects": int(page.get("inferops_cache_objects", 0)),
-                 "mib": round(page.get("inferops_cache_bytes", 0) / 2**20, 1)}  # fmt: skip
+        cache = {
+            "objects": int(page.get("inferops_cache_objects", 0)),
+            "mib": round(page.get("inferops_cache_bytes", 0) / 2**20, 1),
+        }
         runs = reconciles(operator) - reconciles_before
         await asyncio.sleep(2.0)  # the audit log is written asynchronously
         requests = audit.operator_requests(audit_log, started, ready_at)
@@ -250,8 +278,9 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     layout = workload.layout(n)
     extra = {**CLUSTER_ARGS, "kube-apiserver": audit.apiserver_args(state)}
     cluster = Cluster(state_dir=state, layout=layout, extra_args=extra)
-    log.info("%d backends: cluster with %d GPU and %d CPU nodes", n, layout.gpu_nodes,
-             layout.cpu_nodes)  # fmt: skip
+    log.info(
+        "%d backends: cluster with %d GPU and %d CPU nodes", n, layout.gpu_nodes, layout.cpu_nodes
+    )
     cluster.up()
     operator = None
     try:
@@ -265,8 +294,9 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         stats = ProcessStats(operator.process.pid)
         # Where the rest of the time goes: the control plane's own processes.
         components = {name: ProcessStats(pid) for name, pid in cluster.pids().items()}
-        result = asyncio.run(measure(n, args, cluster.kubeconfig, operator, stats,
-                                     state / "audit.log", components))  # fmt: skip
+        result = asyncio.run(
+            measure(n, args, cluster.kubeconfig, operator, stats, state / "audit.log", components)
+        )
         result["nodes"] = {"gpu": layout.gpu_nodes, "cpu": layout.cpu_nodes}
         log.info("%s", json.dumps(result))
         return result
@@ -313,14 +343,18 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     sizes = [r["backends"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(sizes, [r["ready_seconds"] for r in results], "o-", label="all Ready (s)")
-    left.plot(sizes, [r["operator_cpu_seconds"] for r in results], "s-",
-              label="operator CPU (s)")  # fmt: skip
+    left.plot(sizes, [r["operator_cpu_seconds"] for r in results], "s-", label="operator CPU (s)")
     left.axhline(TARGETS["ready_seconds"], color="grey", linestyle=":", label="target 120 s")
     left.set_xlabel("InferenceBackends (3 consumers each)")
     left.set_ylabel("seconds")
     left.legend()
-    right.plot(sizes, [r["peak_rss_mib"] for r in results], "o-", color="#d62728",
-               label="operator peak RSS")  # fmt: skip
+    right.plot(
+        sizes,
+        [r["peak_rss_mib"] for r in results],
+        "o-",
+        color="#d62728",
+        label="operator peak RSS",
+    )
     right.axhline(TARGETS["peak_rss_mib"], color="grey", linestyle=":", label="target 256 MiB")
     right.set_xlabel("InferenceBackends (3 consumers each)")
     right.set_ylabel("MiB")

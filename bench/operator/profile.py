@@ -14,10 +14,22 @@ class Profiler:
         py_spy = shutil.which("py-spy") or str(Path(__file__).parents[2] / ".venv/bin/py-spy")
         self.raw = raw
         self.process = subprocess.Popen(
-            [py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
-             "-o", str(raw), "-p", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                py_spy,
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "--nonblocking",
+                "-o",
+                str(raw),
+                "-p",
+                str(pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         self.process.send_signal(2)  # SIGINT: py-spy writes its file and exits
@@ -31,8 +43,10 @@ def summary(raw: Path, top: int = 25) -> str:
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
-                  + ")" for f in stack.split(";")]  # fmt: skip
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            for f in stack.split(";")
+        ]
         samples += n
         for frame in set(frames):
             inclusive[frame] += n

@@ -27,7 +27,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from testsupport import paths
 
 from bench.router.config import MODEL
 
@@ -86,8 +86,7 @@ class InstallError(RuntimeError):
 
 
 def cache_root() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "inferops" / "bench"
+    return paths.cache_root() / "bench"
 
 
 def home(peer: Peer) -> Path:

@@ -17,18 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from testsupport.process import free_port
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class StartError(RuntimeError):
     """A process exited or did not answer in time; carries its log's tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

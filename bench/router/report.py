@@ -331,17 +331,28 @@ def verdicts(rows: list[Row], config: Config) -> list[Verdict]:
         values = _find(rows, section, "added TTFT p99").values.get(ROUTER_2W)
         if values is not None:
             value = values["median"]
-            out.append(Verdict(
-                f"added TTFT p99 at {t.workers_concurrency} streams, router with 2 workers",
-                f"<= {t.workers_added_ttft_p99_ms:g} ms", value, "ms",
-                _basis(values, "median over repeats"), value <= t.workers_added_ttft_p99_ms,
-            ))  # fmt: skip
+            out.append(
+                Verdict(
+                    f"added TTFT p99 at {t.workers_concurrency} streams, router with 2 workers",
+                    f"<= {t.workers_added_ttft_p99_ms:g} ms",
+                    value,
+                    "ms",
+                    _basis(values, "median over repeats"),
+                    value <= t.workers_added_ttft_p99_ms,
+                )
+            )
     out += _throughput_verdicts(rows, config)
     rss = _find(rows, f"{config.hold_streams} ", "proxy RSS while held").values["router"]["max"]
-    out.append(Verdict(
-        f"router RSS with {config.hold_streams} open streams, one worker",
-        f"<= {t.hold_rss_mib:g} MiB", rss, "MiB", "worst repeat", rss <= t.hold_rss_mib,
-    ))  # fmt: skip
+    out.append(
+        Verdict(
+            f"router RSS with {config.hold_streams} open streams, one worker",
+            f"<= {t.hold_rss_mib:g} MiB",
+            rss,
+            "MiB",
+            "worst repeat",
+            rss <= t.hold_rss_mib,
+        )
+    )
     return out
 
 
@@ -370,26 +381,43 @@ def _latency_verdicts(rows: list[Row], config: Config, section: str) -> list[Ver
         medians = _basis(row.values["router"], "medians over repeats")
         where = f"added TTFT {q} at {t.concurrency} streams ({t.profile} profile)"
         if q == "p99":
-            out.append(Verdict(
-                f"{where}, vs direct", f"<= {t.added_ttft_p99_ms:g} ms", value, "ms",
-                _basis(row.values["router"], "median over repeats"),
-                value <= t.added_ttft_p99_ms,
-            ))  # fmt: skip
+            out.append(
+                Verdict(
+                    f"{where}, vs direct",
+                    f"<= {t.added_ttft_p99_ms:g} ms",
+                    value,
+                    "ms",
+                    _basis(row.values["router"], "median over repeats"),
+                    value <= t.added_ttft_p99_ms,
+                )
+            )
         if "nginx" in row.values:
             # Within noise of zero, nginx's added time is taken as the floor: 1.5x of nothing
             # would ask for less than a measurement can tell.
             nginx = max(row.values["nginx"]["median"], LATENCY_FLOOR_MS)
             limit = t.nginx_latency_factor * nginx
-            out.append(Verdict(
-                f"{where}, vs nginx", f"<= {t.nginx_latency_factor:g} x nginx's ({_num(nginx)} ms)",
-                value, "ms", medians, value <= limit,
-            ))  # fmt: skip
+            out.append(
+                Verdict(
+                    f"{where}, vs nginx",
+                    f"<= {t.nginx_latency_factor:g} x nginx's ({_num(nginx)} ms)",
+                    value,
+                    "ms",
+                    medians,
+                    value <= limit,
+                )
+            )
         if "vllm-router" in row.values:
             peer = max(row.values["vllm-router"]["median"], LATENCY_FLOOR_MS)
-            out.append(Verdict(
-                f"{where}, vs vllm-router", f"< vllm-router's ({_num(peer)} ms)", value, "ms",
-                medians, value < peer,
-            ))  # fmt: skip
+            out.append(
+                Verdict(
+                    f"{where}, vs vllm-router",
+                    f"< vllm-router's ({_num(peer)} ms)",
+                    value,
+                    "ms",
+                    medians,
+                    value < peer,
+                )
+            )
     return out
 
 
@@ -398,22 +426,34 @@ def _throughput_verdicts(rows: list[Row], config: Config) -> list[Verdict]:
     rate = _find(rows, "non-streaming", "requests/s").values
     per_core = _find(rows, "non-streaming", "requests/s per core of proxy CPU").values
     router = rate["router"]["median"]
-    basis = (f"medians over repeats; router {_num(per_core['router']['median'])} per core of "
-             "its own CPU")  # fmt: skip
+    basis = (
+        f"medians over repeats; router {_num(per_core['router']['median'])} per core of its own CPU"
+    )
     out = []
     if "vllm-router" in rate:
         peer = rate["vllm-router"]["median"]
-        out.append(Verdict(
-            "non-streaming requests/s, one router process on one core, vs vllm-router",
-            f"> vllm-router's ({_num(peer)})", router, "req/s", basis, router > peer,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                "non-streaming requests/s, one router process on one core, vs vllm-router",
+                f"> vllm-router's ({_num(peer)})",
+                router,
+                "req/s",
+                basis,
+                router > peer,
+            )
+        )
     if "nginx" in rate:
         limit = t.nginx_rps_share * rate["nginx"]["median"]
-        out.append(Verdict(
-            "non-streaming requests/s, one router process on one core, vs nginx (the aim)",
-            f">= {t.nginx_rps_share:g} x nginx's ({_num(rate['nginx']['median'])})", router,
-            "req/s", basis, router >= limit,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                "non-streaming requests/s, one router process on one core, vs nginx (the aim)",
+                f">= {t.nginx_rps_share:g} x nginx's ({_num(rate['nginx']['median'])})",
+                router,
+                "req/s",
+                basis,
+                router >= limit,
+            )
+        )
     return out
 
 

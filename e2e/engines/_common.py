@@ -17,14 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-PROJECT_CACHE_NAME = "inferops"
-
-
-def cache_root() -> Path:
-    """Return ``${XDG_CACHE_HOME:-~/.cache}/inferops``."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / PROJECT_CACHE_NAME
+from testsupport.paths import cache_root
 
 
 def repo_root() -> Path:

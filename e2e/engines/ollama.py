@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e.process import tail
+from testsupport.process import tail
 
 from ._common import cache_root, die_with_parent, dir_size, file_lock, progress
 

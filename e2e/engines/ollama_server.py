@@ -14,7 +14,7 @@ load. It is the project's "Ollama engine" in tests and in the demo.
         ollama.kill()             # a crash, for fallback tests (SIGKILL, server and runner)
 
 The server forks one runner process per loaded model; it runs in its own process group so
-that ``stop`` and ``kill`` reach both (``e2e.process.ManagedProcess``).
+that ``stop`` and ``kill`` reach both (``testsupport.process.ManagedProcess``).
 
 CLI: ``python -m e2e.engines.ollama_server [--port P] [--model-name NAME]`` runs one until ^C.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from e2e.process import ManagedProcess, ServerStartError, free_port, tail
+from testsupport.process import ManagedProcess, ServerStartError, free_port, tail
 
 from ._common import cache_root
 from .ollama import ensure_ollama

@@ -65,8 +65,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
-
-from e2e.process import ManagedProcess, free_port
+from testsupport.process import ManagedProcess, free_port
 
 from ._common import cache_root, repo_root
 

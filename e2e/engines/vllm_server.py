@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from e2e.process import ManagedProcess, ServerStartError, free_port
+from testsupport.process import ManagedProcess, ServerStartError, free_port
 
 from ._common import cache_root
 from .tiny_model import ensure_tiny_model

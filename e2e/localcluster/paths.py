@@ -12,20 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from testsupport.paths import cache_root
+
 STATE_DIR_ENV = "INFEROPS_CLUSTER_DIR"
-PROJECT_CACHE_NAME = "inferops"
 
 
 def repo_root() -> Path:
     """Return the checkout root (this file is ``<root>/e2e/localcluster/paths.py``)."""
     return Path(__file__).resolve().parents[2]
-
-
-def cache_root() -> Path:
-    """Return ``${XDG_CACHE_HOME:-~/.cache}/inferops``."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / PROJECT_CACHE_NAME
 
 
 def bin_root() -> Path:

@@ -200,11 +200,24 @@ def _make_ca(directory: Path, stem: str, common_name: str) -> None:
         ],
     )
     _openssl(
-        "req", "-x509", "-config", str(cnf), "-extensions", "ext",
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(directory / f"{stem}.key"), "-out", str(directory / f"{stem}.crt"),
-        "-days", str(CA_DAYS),
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-config",
+        str(cnf),
+        "-extensions",
+        "ext",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(directory / f"{stem}.key"),
+        "-out",
+        str(directory / f"{stem}.crt"),
+        "-days",
+        str(CA_DAYS),
+    )
 
 
 def _make_leaf(
@@ -230,8 +243,25 @@ def _make_leaf(
     # `req -x509 -CA` (OpenSSL 3) creates the key and the CA-signed certificate in
     # one call, without a CSR file or a serial-number file.
     _openssl(
-        "req", "-x509", "-config", str(cnf), "-extensions", "ext",
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(pki.dir / f"{stem}.key"), "-out", str(pki.dir / f"{stem}.crt"),
-        "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key), "-days", str(LEAF_DAYS),
-    )  # fmt: skip
+        "req",
+        "-x509",
+        "-config",
+        str(cnf),
+        "-extensions",
+        "ext",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(pki.dir / f"{stem}.key"),
+        "-out",
+        str(pki.dir / f"{stem}.crt"),
+        "-CA",
+        str(pki.ca_cert),
+        "-CAkey",
+        str(pki.ca_key),
+        "-days",
+        str(LEAF_DAYS),
+    )

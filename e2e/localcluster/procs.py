@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from e2e import process
+from testsupport import process
 
 log = logging.getLogger(__name__)
 

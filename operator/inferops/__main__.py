@@ -36,52 +36,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     `network_policy_config` is the NetworkPolicy configuration, or None when off."""
     parser = argparse.ArgumentParser(prog="inferops-operator", description=__doc__)
     parser.add_argument(
-        "-n", "--namespace", action="append", default=[],
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
         help="namespace to watch (repeatable; exact names); all namespaces when omitted",
-    )  # fmt: skip
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0")
     parser.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
     parser.add_argument(
         "--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL"
     )
     parser.add_argument(
-        "--prometheus-url", default=os.environ.get("INFEROPS_PROMETHEUS_URL"),
+        "--prometheus-url",
+        default=os.environ.get("INFEROPS_PROMETHEUS_URL"),
         help="Prometheus the migration analysis queries (HTTP API base URL); without it the "
         "operator scrapes the router pods itself",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--prometheus-selector", default=DEFAULT_SELECTOR,
+        "--prometheus-selector",
+        default=DEFAULT_SELECTOR,
         help="label matchers selecting one backend's router series in Prometheus, with "
         "{namespace} and {backend} placeholders (default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--router-url", default=os.environ.get("INFEROPS_ROUTER_URL"),
+        "--router-url",
+        default=os.environ.get("INFEROPS_ROUTER_URL"),
         help="reach every router at this URL instead of its pods (an operator and a router "
         "run outside the cluster: development and the e2e tier)",
-    )  # fmt: skip
-    for engine, default in (("vllm", DEFAULT_IMAGES.vllm), ("ollama", DEFAULT_IMAGES.ollama),
-                            ("router", DEFAULT_IMAGES.router)):  # fmt: skip
+    )
+    for engine, default in (
+        ("vllm", DEFAULT_IMAGES.vllm),
+        ("ollama", DEFAULT_IMAGES.ollama),
+        ("router", DEFAULT_IMAGES.router),
+    ):
         variable = f"INFEROPS_{engine.upper()}_IMAGE"
         parser.add_argument(
-            f"--{engine}-image", default=os.environ.get(variable) or default,
+            f"--{engine}-image",
+            default=os.environ.get(variable) or default,
             help=f"{engine} image of resources that name none (env {variable}; "
             "default: %(default)s)",
-        )  # fmt: skip
+        )
     parser.add_argument(
-        "--network-policy", action=argparse.BooleanOptionalAction,
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
         default=_flag("INFEROPS_NETWORK_POLICY"),
         help="give every InferenceBackend a NetworkPolicy that lets its engines accept only "
         "its router pods (and --network-policy-metrics-from); without it, the policies built "
         "earlier are deleted (env INFEROPS_NETWORK_POLICY=true; default: %(default)s)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--network-policy-metrics-from", type=_peers,
+        "--network-policy-metrics-from",
+        type=_peers,
         default=os.environ.get("INFEROPS_NETWORK_POLICY_METRICS_FROM", ""),
         help="the metrics scrapers the policy admits to vLLM's port (its /metrics): a JSON "
         "list of NetworkPolicy peers, each a namespaceSelector, a podSelector or both, as "
         "the chart's networkPolicy.metricsFrom (env INFEROPS_NETWORK_POLICY_METRICS_FROM; "
         "default: none)",
-    )  # fmt: skip
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.network_policy_metrics_from and not args.network_policy:

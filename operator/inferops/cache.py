@@ -3,8 +3,9 @@
 A reconciliation reads its children here instead of listing eight kinds from the API server,
 so with nothing changing the operator makes no API request at all, and a burst of child
 events costs memory lookups. One list, then one watch per kind (per watched namespace),
-resumed from the last version seen when the server ends it and listed again on `410 Gone`;
-each change names its backend to `on_change`, which is how drift is repaired and status kept
+resumed from the last version seen when the server ends it and listed again on `410 Gone`
+(the loop of `inferops.watch`, which the router's ConfigMap source follows too); each
+change names its backend to `on_change`, which is how drift is repaired and status kept
 current without polling.
 
 Objects are kept as compact JSON without `managedFields` (and pods without their spec, which
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 
 from inferops import metrics
 from inferops.builders.common import BACKEND_LABEL
-from inferops.kube import Kube, KubeError, Obj, WatchExpired, path
+from inferops.kube import Kube, Obj, path
 from inferops.registry import Kind
+from inferops.watch import follow
 
 Key = tuple[str, str]
 """(namespace, InferenceBackend name)."""
@@ -39,8 +41,12 @@ ObjectKey = tuple[str, str]
 def _pack(kind: str, obj: Obj) -> bytes:
     meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
     if kind == "Pod":
-        slim: Obj = {"apiVersion": "v1", "kind": kind, "metadata": meta,
-                     "status": obj.get("status") or {}}  # fmt: skip
+        slim: Obj = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": meta,
+            "status": obj.get("status") or {},
+        }
     else:
         slim = {**obj, "metadata": meta}
     return json.dumps(slim, separators=(",", ":")).encode()
@@ -158,30 +164,27 @@ class ChildCache:
 
     async def _follow(self, kind: Kind, namespace: str | None) -> None:
         url = path(kind.api_version, kind.kind, namespace)
-        version: str | None = None
-        backoff = 0.25
-        while True:
-            try:
-                if version is None:
-                    items, version = await self.kube.list_versioned(url, self.selector)
-                    self._replace(kind.kind, namespace, [_typed(kind, o) for o in items])
-                    self._mark_listed(kind.kind, namespace)
-                backoff = 0.25
-                events = self.kube.watch(url, version, self.selector,
-                                         timeout_seconds=self.watch_seconds)  # fmt: skip
-                async for event, obj in events:
-                    version = obj["metadata"].get("resourceVersion") or version
-                    if event == "DELETED":
-                        self._remove(kind.kind, obj, notify=True)
-                    elif event in ("ADDED", "MODIFIED"):
-                        self._put(kind.kind, _typed(kind, obj), notify=True)
-            except WatchExpired:
-                version = None
-            except KubeError as error:
-                # Also an API server that restarts: keep the cache, try again.
-                self.log.warning("watching %s: %s; retrying in %.2gs", url, error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+        # Also an API server that restarts: the loop keeps the cache and tries again.
+        await follow(
+            self.kube,
+            url,
+            _Scope(self, kind, namespace),
+            self.log,
+            f"watching {url}",
+            label_selector=self.selector,
+            watch_seconds=self.watch_seconds,
+            max_backoff=self.max_backoff,
+        )
+
+    def _relisted(self, kind: Kind, namespace: str | None, items: list[Obj]) -> None:
+        self._replace(kind.kind, namespace, [_typed(kind, o) for o in items])
+        self._mark_listed(kind.kind, namespace)
+
+    def _changed(self, kind: Kind, event: str, obj: Obj) -> None:
+        if event == "DELETED":
+            self._remove(kind.kind, obj, notify=True)
+        else:
+            self._put(kind.kind, _typed(kind, obj), notify=True)
 
     def _mark_listed(self, kind: str, namespace: str | None) -> None:
         self._listed.add((kind, namespace))
@@ -233,6 +236,21 @@ class ChildCache:
             del self._objects[owner]
         if notify:
             self.on_change(*owner)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """One kind in one namespace (or all) of the cache, as the watch loop's follower."""
+
+    cache: ChildCache
+    kind: Kind
+    namespace: str | None
+
+    def listed(self, items: list[Obj]) -> None:
+        self.cache._relisted(self.kind, self.namespace, items)
+
+    def changed(self, event: str, obj: Obj) -> None:
+        self.cache._changed(self.kind, event, obj)
 
 
 __all__ = ["ChildCache"]

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from inferops import registry
+from inferops import metrics, registry
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
@@ -56,7 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # wait in their queues instead; an idle worker frees its place soon.
     settings.queueing.worker_limit = KOPF_WORKERS
     settings.queueing.idle_timeout = 0.5
-    memo.kube = Kube.connect()
+    memo.kube = Kube.connect(on_write=metrics.count_write)
     log = logging.getLogger("inferops.reconcile")
     router_url = memo.get("router_url")
     # Watch only what we manage; without the selector every pod in the cluster streams in.
@@ -71,10 +71,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.cache.start()
 
     async def router_pods(namespace: str, backend: str) -> list[str]:
-        pods = [] if router_url else [
-            obj for (kind, _), obj in memo.cache.objects(namespace, backend).items()
-            if kind == "Pod" and obj["metadata"]["labels"].get(COMPONENT_LABEL) == router.COMPONENT
-        ]  # fmt: skip
+        pods = (
+            []
+            if router_url
+            else [
+                obj
+                for (kind, _), obj in memo.cache.objects(namespace, backend).items()
+                if kind == "Pod"
+                and obj["metadata"]["labels"].get(COMPONENT_LABEL) == router.COMPONENT
+            ]
+        )
         return router_urls(pods, router_url)
 
     revisions = ScrapeSource(router_pods, timeout=2.0)
@@ -84,9 +90,14 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
     memo.reconciler = Reconciler(
-        memo.kube, memo.cache, log, memo.reader, memo.prober,
-        images=memo.get("images", DEFAULT_IMAGES), network_policy=network_policy,
-    )  # fmt: skip
+        memo.kube,
+        memo.cache,
+        log,
+        memo.reader,
+        memo.prober,
+        images=memo.get("images", DEFAULT_IMAGES),
+        network_policy=network_policy,
+    )
     log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
         start_http_server(memo.metrics_port, addr=memo.get("metrics_host", "0.0.0.0"))

@@ -2,8 +2,10 @@
 
 Credentials come from the standard places (in-cluster service account, else KUBECONFIG or
 ~/.kube/config) through the official client's loaders; requests go through aiohttp so they
-never block the event loop. Every write is counted in `inferops_kube_writes_total`, which is
-how "an unchanged resource causes no write" is measured.
+never block the event loop. Every write is reported to the `on_write` hook the client is made
+with: the operator counts them in `inferops_kube_writes_total` (how "an unchanged resource
+causes no write" is measured). The hook keeps this module free of the operator's own modules,
+so the router and the tooling use the same client without importing the operator.
 """
 
 from __future__ import annotations
@@ -13,21 +15,19 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from inferops import metrics
 from inferops.registry import PLURALS
 
 Obj = dict[str, Any]
 
-
-def _count_write(verb: str, obj: Obj) -> None:
-    namespace = obj["metadata"]["namespace"]
-    metrics.KUBE_WRITES.labels(namespace=namespace, verb=verb, kind=obj["kind"]).inc()
+WriteHook = Callable[[str, Obj], None]
+"""Told of every write before it is sent: the verb (create, apply, patch, patch_status,
+patch_metadata, delete) and the object written."""
 
 
 class KubeError(Exception):
@@ -133,6 +133,46 @@ class Response:
             return self.text
 
 
+class KubeApi(Protocol):
+    """What the operator, the router and the tooling use of the API: `Kube` speaks it over
+    HTTP, the tests' in-memory API server (testsupport/memkube.py) in process."""
+
+    field_manager: str
+
+    async def get(self, url: str) -> Obj | None: ...
+
+    async def list_versioned(
+        self, url: str, label_selector: str | None = None, field_selector: str | None = None
+    ) -> tuple[list[Obj], str]: ...
+
+    def watch(
+        self,
+        url: str,
+        version: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 290,
+    ) -> AsyncIterator[tuple[str, Obj]]: ...
+
+    async def create(self, obj: Obj) -> Obj: ...
+
+    async def merge_patch(self, obj: Obj, patch: Obj) -> Obj: ...
+
+    async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj: ...
+
+    async def try_apply(self, obj: Obj) -> tuple[Obj, bool]: ...
+
+    async def delete(self, obj: Obj) -> None: ...
+
+    async def post_event(
+        self, obj: Obj, type: str, reason: str, message: str, now: str, component: str
+    ) -> None: ...
+
+    async def patch_status(self, obj: Obj, status: Obj) -> Obj: ...
+
+    async def patch_metadata(self, obj: Obj, patch: Obj) -> Obj: ...
+
+
 class Kube:
     """The one Kubernetes API client of the operator, the router and the tooling. Use
     `async with Kube.connect() as kube`.
@@ -148,9 +188,12 @@ class Kube:
         ssl_context: ssl.SSLContext | None = None,
         token: Callable[[], str | None] | None = None,
         connections: int = 16,
+        on_write: WriteHook | None = None,
     ) -> None:
         """`connections`: requests share this many kept-alive connections (bursts wait for
-        one rather than pay a TLS handshake each); watches hold connections of their own."""
+        one rather than pay a TLS handshake each); watches hold connections of their own.
+        `on_write`: told of every write (the operator counts them)."""
+        self.on_write = on_write
         self.base_url = base_url.rstrip("/")
         self.field_manager = field_manager
         self.ssl_context = ssl_context
@@ -161,7 +204,10 @@ class Kube:
 
     @classmethod
     def connect(
-        cls, field_manager: str = "inferops-operator", config_file: str | None = None
+        cls,
+        field_manager: str = "inferops-operator",
+        config_file: str | None = None,
+        on_write: WriteHook | None = None,
     ) -> Kube:
         """`config_file`: a kubeconfig path (or `:`-separated list) to use instead of the
         in-cluster service account and the default kubeconfig."""
@@ -172,7 +218,8 @@ class Kube:
             context.verify_mode = ssl.CERT_NONE
         if configuration.cert_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        return cls(configuration.host, field_manager, context, _token_of(configuration))
+        token = _token_of(configuration)
+        return cls(configuration.host, field_manager, context, token, on_write=on_write)
 
     def _session(self, watch: bool = False) -> aiohttp.ClientSession:
         # Sessions belong to the running event loop: made on first use, not in __init__.
@@ -201,6 +248,10 @@ class Kube:
         if self.token is not None and (token := self.token()):
             headers["Authorization"] = token
         return headers
+
+    def _count_write(self, verb: str, obj: Obj) -> None:
+        if self.on_write is not None:
+            self.on_write(verb, obj)
 
     async def __aenter__(self) -> Kube:
         return self
@@ -231,9 +282,13 @@ class Kube:
         limit = aiohttp.ClientTimeout(total=timeout) if timeout else session.timeout
         try:
             async with session.request(
-                method, self.base_url + url, params=params, data=content,
-                headers=self._headers(sent), timeout=limit,
-            ) as answer:  # fmt: skip
+                method,
+                self.base_url + url,
+                params=params,
+                data=content,
+                headers=self._headers(sent),
+                timeout=limit,
+            ) as answer:
                 return Response(answer.status, await answer.text())
         except (aiohttp.ClientError, TimeoutError) as error:
             # A KubeError like any other failed call, so every caller's retry applies.
@@ -281,8 +336,9 @@ class Kube:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0,
-                                        sock_read=timeout_seconds + WATCH_MARGIN)  # fmt: skip
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10.0, sock_read=timeout_seconds + WATCH_MARGIN
+        )
         try:
             async with self._session(watch=True).get(
                 self.base_url + url, params=params, timeout=timeout, headers=self._headers(None)
@@ -304,23 +360,25 @@ class Kube:
 
     async def create(self, obj: Obj) -> Obj:
         meta = obj["metadata"]
-        _count_write("create", obj)
+        self._count_write("create", obj)
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"])
         return dict((await self._request("POST", url, json_body=obj)).body)
 
     async def merge_patch(self, obj: Obj, patch: Obj) -> Obj:
         """A JSON merge patch of the object (its spec, say)."""
-        _count_write("patch", obj)
+        self._count_write("patch", obj)
         response = await self._request(
-            "PATCH", object_path(obj), json_body=patch,
+            "PATCH",
+            object_path(obj),
+            json_body=patch,
             headers={"Content-Type": "application/merge-patch+json"},
-        )  # fmt: skip
+        )
         return dict(response.body)
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         """Server-side apply, taking ownership of the fields the operator sets (force).
         `field_manager` applies as another manager than the operator's own (a handover)."""
-        _count_write("apply", obj)
+        self._count_write("apply", obj)
         return dict((await self._apply(obj, field_manager or self.field_manager)).body)
 
     async def try_apply(self, obj: Obj) -> tuple[Obj, bool]:
@@ -341,7 +399,7 @@ class Kube:
 
     async def delete(self, obj: Obj) -> None:
         """Deletes exactly this object (uid precondition), letting its dependents cascade."""
-        _count_write("delete", obj)
+        self._count_write("delete", obj)
         body = {
             "propagationPolicy": "Background",
             "preconditions": {"uid": obj["metadata"]["uid"]},
@@ -373,11 +431,11 @@ class Kube:
             "source": {"component": component},
             "reportingComponent": component,
         }
-        _count_write("create", event)
+        self._count_write("create", event)
         await self._request("POST", path("v1", "Event", meta["namespace"]), json_body=event)
 
     async def patch_status(self, obj: Obj, status: Obj) -> Obj:
-        _count_write("patch_status", obj)
+        self._count_write("patch_status", obj)
         response = await self._request(
             "PATCH",
             object_path(obj) + "/status",
@@ -390,7 +448,7 @@ class Kube:
         """Merge-patches the metadata (annotations, labels) of exactly the version of `obj`
         that was read: its resourceVersion is a precondition, so the server answers 409
         Conflict (a KubeError) when someone wrote the object in between."""
-        _count_write("patch_metadata", obj)
+        self._count_write("patch_metadata", obj)
         body = {"metadata": {**patch, "resourceVersion": obj["metadata"]["resourceVersion"]}}
         response = await self._request(
             "PATCH",
@@ -429,9 +487,11 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
 
 __all__ = [
     "Kube",
+    "KubeApi",
     "KubeError",
     "Obj",
     "WatchExpired",
+    "WriteHook",
     "kubeconfig_namespace",
     "object_path",
     "path",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -13,6 +14,14 @@ KUBE_WRITES = Counter(
     "Write calls the operator made to the Kubernetes API, by namespace, verb and kind.",
     ["namespace", "verb", "kind"],
 )
+
+
+def count_write(verb: str, obj: dict[str, Any]) -> None:
+    """The operator's `Kube` write hook."""
+    namespace = obj["metadata"]["namespace"]
+    KUBE_WRITES.labels(namespace=namespace, verb=verb, kind=obj["kind"]).inc()
+
+
 RECONCILES = Counter(
     "inferops_reconciles",
     "Reconciliations of an InferenceBackend, by namespace and outcome.",

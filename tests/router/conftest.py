@@ -13,11 +13,11 @@ import aiohttp
 import ollama
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
 from inferops.router.state import RouterState
-from tests.router.fakes import FakeEngine
 
 NS = "ai"
 

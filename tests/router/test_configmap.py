@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes.config import kube_config
+from testsupport.fake_engine import FakeEngine
 
 from inferops.kube import Kube
 from inferops.router.configmap import ConfigMapSource
@@ -22,7 +23,6 @@ from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
 from tests.fake_kube import NS, FakeKubeApi
 from tests.router.conftest import base_table, wait_for
-from tests.router.fakes import FakeEngine
 
 NAME = "llama32-routes"
 
@@ -48,14 +48,6 @@ def routes_json(weight: int) -> dict[str, str]:
     table = base_table("http://127.0.0.1:1", None)
     table["consumers"][0]["weight"] = weight
     return {"routes.json": json.dumps(table)}
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeKubeApi]:
-    server = FakeKubeApi()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import asyncio
 import json
 
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.router.pool import Connection
 from tests.router.conftest import Router, wait_for
-from tests.router.fakes import FakeEngine
 from tests.router.test_routing import sample
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 from inferops.router.errors import RouterError
 from inferops.router.proxy import parse_object
-from tests.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 # The quick run in `make test` is the same examples every time; `make fuzz` explores.
 SETTINGS = settings(

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from ollama import ProcessResponse, ShowResponse
+from testsupport.fake_engine import OLLAMA_SHOW
 
 from inferops.router import modelinfo
 from inferops.router.errors import RouterError
 from inferops.router.modelinfo import Facts, VllmModel
-from tests.router.fakes import OLLAMA_SHOW
 
 NOW = 1_750_000_000.0  # 2025-06-15
 NAMES = frozenset({"llama3.2", "llama3.2:latest", "llama3.2:3b"})
@@ -106,17 +106,26 @@ def test_ollama_ps_entry_by_either_name() -> None:
         (Facts(vllm=VllmModel(2048, None)), True, 2048),
         (Facts(ollama_running=running(context_length=8192)), False, 8192),
         (Facts(ollama_running=running(context_length="8192")), False, None),
-        (Facts(vllm=VllmModel(2048, None), ollama_running=running(context_length=1024)), False,
-         1024),
+        (
+            Facts(vllm=VllmModel(2048, None), ollama_running=running(context_length=1024)),
+            False,
+            1024,
+        ),
         (Facts(vllm=VllmModel(2048, None), ollama_show=show()), True, 2048),
-        (Facts(vllm=VllmModel(2048, None), ollama_show=show(**{"llama.context_length": 512})),
-         True, 512),
+        (
+            Facts(vllm=VllmModel(2048, None), ollama_show=show(**{"llama.context_length": 512})),
+            True,
+            512,
+        ),
         # `/api/ps` leaves out the trained length: a loaded context is already within it.
-        (Facts(vllm=VllmModel(2048, None), ollama_show=show(**{"llama.context_length": 512})),
-         False, 2048),
+        (
+            Facts(vllm=VllmModel(2048, None), ollama_show=show(**{"llama.context_length": 512})),
+            False,
+            2048,
+        ),
         (Facts(ollama_show=show()), True, 131072),
     ],
-)  # fmt: skip
+)
 def test_context_length_is_the_smallest_any_engine_reported(
     facts: Facts, with_trained: bool, expected: int | None
 ) -> None:

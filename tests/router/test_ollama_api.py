@@ -7,9 +7,9 @@ import json
 
 import ollama
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from tests.router.conftest import Router
-from tests.router.fakes import FakeEngine
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import ollama
 import pytest
+from testsupport.fake_engine import OLLAMA_SHOW, FakeEngine
 
 from inferops.router import inquiry
 from tests.router.conftest import Router
-from tests.router.fakes import OLLAMA_SHOW, FakeEngine
 
 
 def asked(engine: FakeEngine) -> list[tuple[str, dict[str, Any]]]:

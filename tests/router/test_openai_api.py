@@ -6,9 +6,9 @@ import json
 
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from tests.router.conftest import Router
-from tests.router.fakes import FakeEngine
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

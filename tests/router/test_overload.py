@@ -15,11 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from testsupport.fake_engine import FakeEngine
 
 from inferops.api.routing import Admission
 from inferops.router.admission import ADMITTED, FULL, QUEUED, Gate
 from tests.router.conftest import Router, wait_for
-from tests.router.fakes import FakeEngine
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
 OLLAMA_CHAT = {**CHAT, "stream": False}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.api.routing import RoutingTable
 from inferops.router.alarms import Alarms
@@ -18,7 +19,6 @@ from inferops.router.pool import Connection, Origin, Pool
 from inferops.router.routes import Target, compile_table
 from inferops.router.upstream import EngineError, fetch
 from tests.router.conftest import Router
-from tests.router.fakes import FakeEngine
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

@@ -9,13 +9,13 @@ import json
 import ollama
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine, closed_port_url
 
 from inferops.api.routing import RoutingTable
 from inferops.router.errors import RouterError
 from inferops.router.proxy import PROBE_HEADER, probe_target
 from inferops.router.routes import OLLAMA, VLLM, compile_table
 from tests.router.conftest import Router, base_table
-from tests.router.fakes import FakeEngine, closed_port_url
 from tests.router.test_routing import sample
 
 MESSAGES = [{"role": "user", "content": "hi"}]

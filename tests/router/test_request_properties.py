@@ -35,14 +35,14 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from testsupport.fake_engine import FakeEngine
+from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
 from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
 from tests.router.conftest import base_table
-from tests.router.fakes import FakeEngine
-from tests.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 MAX_BODY = 65536  # the table's maxBodyBytes (base_table)
 TIMEOUT = 10.0  # seconds a client waits: an answer later than this is a hang
@@ -135,9 +135,11 @@ class RouterThread:
 
     def send(self, request: Request) -> httpx.Response:
         return self.http.request(
-            request.method, self.url + request.path, headers=request.headers,
+            request.method,
+            self.url + request.path,
+            headers=request.headers,
             content=request.body,
-        )  # fmt: skip
+        )
 
     def forget(self) -> None:
         """Drops what the stand-ins remember of each request (it is theirs, not the
@@ -185,8 +187,11 @@ LIKELY = st.sampled_from([True] * 9 + [False])
 # see the rest of the body; the other values are drawn often enough all the same.
 OTHER_MODELS = st.one_of(
     st.sampled_from(["llama3.2:3b", "llama3.2:latest", "gpt-4", ""]),
-    st.none(), st.integers(), st.lists(st.just("llama3.2"), max_size=2), st.text(max_size=8),
-)  # fmt: skip
+    st.none(),
+    st.integers(),
+    st.lists(st.just("llama3.2"), max_size=2),
+    st.text(max_size=8),
+)
 MODELS = LIKELY.flatmap(lambda usual: st.just("llama3.2") if usual else OTHER_MODELS)
 # A lone surrogate is valid JSON (`"\\ud800"`) with no UTF-8 form.
 TEXT = st.one_of(
@@ -206,11 +211,20 @@ MESSAGE = st.one_of(
     st.fixed_dictionaries(
         {"role": st.sampled_from(["user", "system", "assistant", "tool"]), "content": TEXT},
         optional={
-            "images": st.one_of(st.lists(st.sampled_from(["aGk=", "!!", ""]), max_size=2),
-                                JSON_VALUES),
+            "images": st.one_of(
+                st.lists(st.sampled_from(["aGk=", "!!", ""]), max_size=2), JSON_VALUES
+            ),
             "tool_calls": st.one_of(
-                st.lists(st.fixed_dictionaries({"function": st.fixed_dictionaries(
-                    {"name": TEXT}, optional={"arguments": JSON_VALUES})}), max_size=2),
+                st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "function": st.fixed_dictionaries(
+                                {"name": TEXT}, optional={"arguments": JSON_VALUES}
+                            )
+                        }
+                    ),
+                    max_size=2,
+                ),
                 JSON_VALUES,
             ),
             "tool_name": TEXT,
@@ -218,18 +232,26 @@ MESSAGE = st.one_of(
     ),
     st.fixed_dictionaries({"role": JSON_VALUES, "content": JSON_VALUES}),
     JSON_VALUES,
-)  # fmt: skip
+)
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "messages": st.one_of(st.lists(MESSAGE, max_size=3), JSON_VALUES),
     "prompt": st.one_of(TEXT, st.lists(TEXT, max_size=2), JSON_VALUES),
-    "input": st.one_of(TEXT, st.lists(TEXT, max_size=3), st.lists(st.integers(), max_size=3),
-                       JSON_VALUES),
+    "input": st.one_of(
+        TEXT, st.lists(TEXT, max_size=3), st.lists(st.integers(), max_size=3), JSON_VALUES
+    ),
     "stream": st.one_of(st.booleans(), JSON_VALUES),
     "stream_options": st.one_of(st.just({"include_usage": True}), JSON_VALUES),
     "options": st.one_of(
-        st.fixed_dictionaries({}, optional={
-            "num_predict": JSON_VALUES, "temperature": JSON_VALUES, "top_p": JSON_VALUES,
-            "stop": JSON_VALUES, "seed": JSON_VALUES}),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "num_predict": JSON_VALUES,
+                "temperature": JSON_VALUES,
+                "top_p": JSON_VALUES,
+                "stop": JSON_VALUES,
+                "seed": JSON_VALUES,
+            },
+        ),
         JSON_VALUES,
     ),
     "format": st.one_of(st.just("json"), st.just({"type": "object"}), JSON_VALUES),
@@ -241,7 +263,7 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "dimensions": JSON_VALUES,
     "max_tokens": JSON_VALUES,
     "keep_alive": JSON_VALUES,
-}  # fmt: skip
+}
 
 
 def _dumps(doc: Any, ascii_only: bool = False) -> bytes:
@@ -283,14 +305,26 @@ OTHER_BODIES = st.one_of(
             f"about {n} bytes",
         )
     ),
-    st.just((_dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
-             .decode().encode("utf-16"), "utf-16")),
-)  # fmt: skip
+    st.just(
+        (
+            _dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
+            .decode()
+            .encode("utf-16"),
+            "utf-16",
+        )
+    ),
+)
 
 CONSUMER_HOSTS = st.sampled_from(
-    ["llama32-notes", "llama32-rag.ai.svc", "llama32-ner:80", "llama32-search",
-     "LLAMA32-NOTES.ai.svc.cluster.local:8080", "llama32-search.ai:11434"]
-)  # fmt: skip
+    [
+        "llama32-notes",
+        "llama32-rag.ai.svc",
+        "llama32-ner:80",
+        "llama32-search",
+        "LLAMA32-NOTES.ai.svc.cluster.local:8080",
+        "llama32-search.ai:11434",
+    ]
+)
 OTHER_HOSTS = st.one_of(
     st.sampled_from(["unknown", "", "x" * 300, "llama32-notes:99999", "[::1]", "llama32-notes."]),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20),
@@ -304,18 +338,27 @@ EXTRA_HEADERS = st.fixed_dictionaries(
     {},
     optional={
         CONSUMER_HEADER: st.one_of(st.sampled_from(["notes", "rag", "nobody", ""]), HEADER_VALUES),
-        PROBE_HEADER: st.one_of(st.sampled_from(["vllm", "ollama", "VLLM", "gpu", ""]),
-                                HEADER_VALUES),
+        PROBE_HEADER: st.one_of(
+            st.sampled_from(["vllm", "ollama", "VLLM", "gpu", ""]), HEADER_VALUES
+        ),
         "Authorization": st.one_of(st.just("Bearer sk-test"), HEADER_VALUES),
         "Content-Type": st.one_of(
-            st.sampled_from(["application/json", "text/plain", "application/json; charset=utf-16",
-                             "multipart/form-data; boundary=x", ""]),
-            HEADER_VALUES),
+            st.sampled_from(
+                [
+                    "application/json",
+                    "text/plain",
+                    "application/json; charset=utf-16",
+                    "multipart/form-data; boundary=x",
+                    "",
+                ]
+            ),
+            HEADER_VALUES,
+        ),
         "X-Request-Id": HEADER_VALUES,
         "Accept": st.sampled_from(["*/*", "text/event-stream", "application/x-ndjson"]),
         "X-Random-Header": HEADER_VALUES,
     },
-)  # fmt: skip
+)
 ENCODINGS = st.sampled_from(["gzip", "deflate", "gzip-broken", "br-broken", "unknown"])
 
 
@@ -335,8 +378,18 @@ def _encode(body: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
-    others = ["/v1/models", "/api/tags", "/api/show", "/api/ps", "/api/pull", "/api/delete",
-              "/api/blobs/sha256:00", "/v1/nope", "/", "/api/"]  # fmt: skip
+    others = [
+        "/v1/models",
+        "/api/tags",
+        "/api/show",
+        "/api/ps",
+        "/api/pull",
+        "/api/delete",
+        "/api/blobs/sha256:00",
+        "/v1/nope",
+        "/",
+        "/api/",
+    ]
     routes = OPENAI_ROUTES + OLLAMA_ROUTES
     path = draw(st.sampled_from(routes) if draw(LIKELY) else st.sampled_from(others))
     methods = ["GET", "PUT", "DELETE", "HEAD", "OPTIONS"]
@@ -360,20 +413,44 @@ _HI = [{"role": "user", "content": "hi"}]
 # Always tried, whatever is drawn: each once made the router answer 500.
 EDGE_CASES = [
     # A lone surrogate in a body the router re-encodes (model alias; Ollama translation).
-    Request("POST", "/v1/chat/completions", _NOTES,
-            _dumps({"model": "llama3.2:3b", "messages": [{"role": "user", "content": "\ud800"}]},
-                   ascii_only=True), "lone surrogate, alias"),
-    Request("POST", "/api/chat", _NOTES,
-            _dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "\udfff"}]},
-                   ascii_only=True), "lone surrogate, ollama"),
+    Request(
+        "POST",
+        "/v1/chat/completions",
+        _NOTES,
+        _dumps(
+            {"model": "llama3.2:3b", "messages": [{"role": "user", "content": "\ud800"}]},
+            ascii_only=True,
+        ),
+        "lone surrogate, alias",
+    ),
+    Request(
+        "POST",
+        "/api/chat",
+        _NOTES,
+        _dumps(
+            {"model": "llama3.2", "messages": [{"role": "user", "content": "\udfff"}]},
+            ascii_only=True,
+        ),
+        "lone surrogate, ollama",
+    ),
     # Nesting deeper than Python's recursion limit, under the size limit.
     Request("POST", "/api/chat", _NOTES, _nested(20000), "nested 20000"),
     Request("POST", "/v1/chat/completions", _NOTES, _nested(20000), "nested 20000"),
-    Request("POST", "/api/generate", _NOTES,
-            b'{"model": "llama3.2", "prompt": "hi", "options": {"num_predict": NaN}}', "NaN"),
-    Request("POST", "/api/chat", {**_NOTES, "Content-Type": "application/json; charset=utf-16"},
-            _dumps({"model": "llama3.2", "messages": _HI}).decode().encode("utf-16"), "utf-16"),
-]  # fmt: skip
+    Request(
+        "POST",
+        "/api/generate",
+        _NOTES,
+        b'{"model": "llama3.2", "prompt": "hi", "options": {"num_predict": NaN}}',
+        "NaN",
+    ),
+    Request(
+        "POST",
+        "/api/chat",
+        {**_NOTES, "Content-Type": "application/json; charset=utf-16"},
+        _dumps({"model": "llama3.2", "messages": _HI}).decode().encode("utf-16"),
+        "utf-16",
+    ),
+]
 
 
 # -- the property ----------------------------------------------------------------------------
@@ -437,9 +514,14 @@ def test_a_gzip_bomb_is_refused_without_inflating_it(router: RouterThread) -> No
     tracemalloc.start()
     try:
         response = router.send(
-            Request("POST", "/v1/chat/completions",
-                    {"Host": "llama32-notes", "Content-Encoding": "gzip"}, bomb, "bomb")
-        )  # fmt: skip
+            Request(
+                "POST",
+                "/v1/chat/completions",
+                {"Host": "llama32-notes", "Content-Encoding": "gzip"},
+                bomb,
+                "bomb",
+            )
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -452,9 +534,14 @@ def test_an_oversized_header_gets_an_answer(router: RouterThread) -> None:
     """Framing errors are answered by aiohttp's HTTP parser before any handler runs (400,
     plain text, connection closed); what matters is that the client is not left waiting."""
     response = router.send(
-        Request("POST", "/v1/chat/completions",
-                {"Host": "llama32-notes", "X-Big": "x" * 20000}, b"{}", "big header")
-    )  # fmt: skip
+        Request(
+            "POST",
+            "/v1/chat/completions",
+            {"Host": "llama32-notes", "X-Big": "x" * 20000},
+            b"{}",
+            "big header",
+        )
+    )
     assert 400 <= response.status_code < 500
 
 
@@ -465,8 +552,13 @@ def _collect(count: int) -> list[Request]:
     """`count` generated requests, drawn once so that they can be replayed."""
     drawn: list[Request] = []
 
-    @settings(max_examples=count, database=None, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(request=requests())
     def draw(request: Request) -> None:
         drawn.append(request)
@@ -498,8 +590,10 @@ def test_memory_stays_flat_over_many_requests(router: RouterThread) -> None:
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
-              tracemalloc.Filter(False, "*/hypothesis/*")]  # fmt: skip
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "*/hypothesis/*"),
+    ]
     growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
     grown = sum(stat.size_diff for stat in growth)
     top = "\n".join(str(stat) for stat in growth[:8])

@@ -10,9 +10,9 @@ import aiohttp
 import ollama
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine, closed_port_url
 
 from tests.router.conftest import Router, wait_for
-from tests.router.fakes import FakeEngine, closed_port_url
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -7,19 +7,19 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+from testsupport.fake_engine import FakeEngine
+from testsupport.process import free_port
 
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
 from inferops.router.state import RouterState
 from tests.router.conftest import Router, base_table, wait_for
-from tests.router.fakes import FakeEngine
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -73,18 +73,23 @@ async def test_streams_past_the_grace_period_are_cut(tmp_path: Path, vllm: FakeE
     await wait_for(lambda: vllm.cancelled == 1, "the upstream stream to be closed")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_module_entry_point(tmp_path: Path, vllm: FakeEngine) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(base_table(vllm.url, None)))
     port = free_port()
-    command = [sys.executable, "-m", "inferops.router", "--host", "127.0.0.1", "--port",
-               str(port), "--table-file", str(path), "--grace-seconds", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "inferops.router",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--table-file",
+        str(path),
+        "--grace-seconds",
+        "1",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         async with aiohttp.ClientSession() as http:

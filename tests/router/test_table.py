@@ -146,11 +146,13 @@ def test_engine_urls_can_be_replaced_for_a_router_outside_the_cluster() -> None:
     table = RoutingTable.model_validate(
         {
             "model": "m",
-            "engines": {"vllm": {"url": "http://a.ns.svc:8000"},
-                        "ollama": {"url": "http://b.ns.svc:11434", "ready": False}},
+            "engines": {
+                "vllm": {"url": "http://a.ns.svc:8000"},
+                "ollama": {"url": "http://b.ns.svc:11434", "ready": False},
+            },
             "consumers": [],
         }
-    )  # fmt: skip
+    )
     replaced = with_engine_urls(table, {"ollama": "http://127.0.0.1:9"})
     assert replaced.engines.vllm.url == "http://a.ns.svc:8000"
     assert replaced.engines.ollama is not None

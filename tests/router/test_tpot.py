@@ -6,11 +6,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.router import metrics as metrics_module
 from inferops.router.metrics import Exchange, RouterMetrics
 from tests.router.conftest import Router
-from tests.router.fakes import FakeEngine
 from tests.router.test_routing import sample
 
 TPOT = "inferops_router_time_per_output_token_seconds"

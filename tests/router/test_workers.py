@@ -128,8 +128,10 @@ async def test_a_worker_renders_the_pods_totals_and_covers_a_silent_sibling(
         text = generate_latest(await worker0.render()).decode()
         assert requests_total(text) == len(OBSERVED)
         got = samples(text)
-        count = ("inferops_router_request_duration_seconds_count",
-                 (("consumer", "notes"), ("engine", "vllm"), ("route", "chat")))  # fmt: skip
+        count = (
+            "inferops_router_request_duration_seconds_count",
+            (("consumer", "notes"), ("engine", "vllm"), ("route", "chat")),
+        )
         assert got[count] == 3  # two from worker 0, one from worker 1
         assert got[("inferops_router_scrape_workers", (("source", "live"),))] == 2
         # Asked the other way round: the same totals.
@@ -190,8 +192,10 @@ async def test_the_pipe_carries_tables_stale_reports_and_restarts_into_a_workers
     late = Pipe()
     feed.attach(1, late)  # type: ignore[arg-type]
     assert [json.loads(line).popitem()[0] for line in late.lines] == [
-        "install", "reject", "restarts"
-    ]  # fmt: skip
+        "install",
+        "reject",
+        "restarts",
+    ]
 
     for lines in (early.lines, late.lines):
         state = RouterState()
@@ -229,21 +233,50 @@ async def test_a_dead_workers_pipe_is_dropped_and_bad_lines_are_skipped() -> Non
 
 def test_a_workers_command_carries_the_supervisors_serving_options(tmp_path: Path) -> None:
     args = parse_args(
-        ["--workers", "3", "--host", "127.0.0.1", "--port", "9000", "--table-file", "t.json",
-         "--engine-url", "vllm=http://a", "--engine-url", "ollama=http://b",
-         "--grace-seconds", "7", "--upstream-connections", "10",
-         "--upstream-keepalive-seconds", "2", "--trust-consumer-header", "--loop", "asyncio",
-         "--access-log", "--log-level", "DEBUG"]
-    )  # fmt: skip
+        [
+            "--workers",
+            "3",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "9000",
+            "--table-file",
+            "t.json",
+            "--engine-url",
+            "vllm=http://a",
+            "--engine-url",
+            "ollama=http://b",
+            "--grace-seconds",
+            "7",
+            "--upstream-connections",
+            "10",
+            "--upstream-keepalive-seconds",
+            "2",
+            "--trust-consumer-header",
+            "--loop",
+            "asyncio",
+            "--access-log",
+            "--log-level",
+            "DEBUG",
+        ]
+    )
     command = worker_command(args, 2, 9001, tmp_path)
     assert command[1:3] == ["-m", "inferops.router"]
     worker = parse_args(command[3:])
     assert (worker.worker, worker.workers, worker.run_dir) == (2, 3, tmp_path)
     assert worker.table_file is None and worker.configmap is None
     assert worker.port == 9001
-    same = ("host", "engine_url", "grace_seconds", "upstream_connections",
-            "upstream_keepalive_seconds", "trust_consumer_header", "loop", "access_log",
-            "log_level")  # fmt: skip
+    same = (
+        "host",
+        "engine_url",
+        "grace_seconds",
+        "upstream_connections",
+        "upstream_keepalive_seconds",
+        "trust_consumer_header",
+        "loop",
+        "access_log",
+        "log_level",
+    )
     assert {k: getattr(worker, k) for k in same} == {k: getattr(args, k) for k in same}
 
 

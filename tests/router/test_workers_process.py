@@ -19,10 +19,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from testsupport.fake_engine import FakeEngine
 
 from inferops.router.podmetrics import socket_path
 from tests.router.conftest import base_table, wait_for
-from tests.router.fakes import FakeEngine
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS = 40
@@ -152,11 +152,24 @@ async def pod(tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine) -> As
     table.write_text(json.dumps(base_table(vllm.url, ollama_engine.url)))
     run_dir = tmp_path / "run"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "inferops.router", "--workers", "2",
-        "--host", "127.0.0.1", "--port", "0",  # the supervisor picks the port
-        "--table-file", str(table), "--run-dir", str(run_dir), "--grace-seconds", "5",
-        stderr=asyncio.subprocess.PIPE, env=os.environ.copy(),
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "inferops.router",
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",  # the supervisor picks the port
+        "--table-file",
+        str(table),
+        "--run-dir",
+        str(run_dir),
+        "--grace-seconds",
+        "5",
+        stderr=asyncio.subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     harness = Pod(process, run_dir, table)
     try:
         await ready(harness)
@@ -196,8 +209,11 @@ async def test_two_workers_share_the_port_the_table_and_the_metrics(
     table = json.loads(pod.table_path.read_text())
     table["consumers"][0]["weight"] = 0  # notes: everything to Ollama
     pod.table_path.write_text(json.dumps(table))
-    await wait_for(lambda: sum("routing table 2 installed" in line for line in pod.log) == 2,
-                   "both workers to install the new table", timeout=10)  # fmt: skip
+    await wait_for(
+        lambda: sum("routing table 2 installed" in line for line in pod.log) == 2,
+        "both workers to install the new table",
+        timeout=10,
+    )
     assert await pod.ask(REQUESTS) == ["Hello from ollama"] * REQUESTS
     assert [await pod.served(i, "vllm") for i in range(2)] == served  # no more for vLLM
     assert all([await pod.served(i, "ollama") for i in range(2)])
@@ -232,9 +248,12 @@ async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: Fak
 
     async def stream() -> str:
         client = openai.AsyncOpenAI(
-            base_url=f"{pod.url}/v1", api_key="sk-test", max_retries=0, timeout=10,
+            base_url=f"{pod.url}/v1",
+            api_key="sk-test",
+            max_retries=0,
+            timeout=10,
             default_headers={"Host": "llama32-notes"},
-        )  # fmt: skip
+        )
         text = ""
         async with client:
             async for chunk in await client.chat.completions.create(

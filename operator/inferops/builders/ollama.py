@@ -98,7 +98,7 @@ def deployment(
         "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 15,
                           "timeoutSeconds": 5, "failureThreshold": 4},
         "volumeMounts": [{"name": "cache", "mountPath": MODELS_DIR}],
-    }  # fmt: skip
+    }
     if res := common.resources(ollama, ollama.gpus):
         container["resources"] = res
     pod_spec: Obj = {

@@ -258,18 +258,24 @@ def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAUL
         "args": args,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 2},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                          "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
         # Endpoints drop a terminating pod with some lag; the router stops accepting on
         # SIGTERM, so keep serving a few seconds first (kubelet-side sleep, no binary needed).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
-    }  # fmt: skip
+    }
     if res := common.resources(router, 0):
         container["resources"] = res
     pod_spec = security(
-        {"serviceAccountName": name(owner), "containers": [container],
-         **common.scheduling(router, 0)}
-    )  # fmt: skip
+        {
+            "serviceAccountName": name(owner),
+            "containers": [container],
+            **common.scheduling(router, 0),
+        }
+    )
     # preStop, then the router's own drain period (25 s) for in-flight streams.
     return common.deployment(
         owner, COMPONENT, router, pod_spec, grace_seconds=PRE_STOP_SECONDS + 30

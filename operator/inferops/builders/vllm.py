@@ -21,14 +21,21 @@ def args(spec: InferenceBackendSpec) -> list[str]:
     """The API server's arguments: the image's entrypoint already is the server."""
     vllm = spec.vllm
     out = [
-        "--model", vllm.model,
-        "--served-model-name", spec.model,
-        "--host", "0.0.0.0",
-        "--port", str(PORT),
-        "--tensor-parallel-size", str(vllm.tensor_parallel_size),
-        "--gpu-memory-utilization", str(vllm.gpu_memory_utilization),
-        "--dtype", vllm.dtype,
-    ]  # fmt: skip
+        "--model",
+        vllm.model,
+        "--served-model-name",
+        spec.model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--tensor-parallel-size",
+        str(vllm.tensor_parallel_size),
+        "--gpu-memory-utilization",
+        str(vllm.gpu_memory_utilization),
+        "--dtype",
+        vllm.dtype,
+    ]
     if vllm.max_model_len is not None:
         out += ["--max-model-len", str(vllm.max_model_len)]
     return out + list(vllm.extra_args)
@@ -49,15 +56,21 @@ def probes(spec: InferenceBackendSpec) -> Obj:
             **health,
             "periodSeconds": STARTUP_PROBE_PERIOD,
             "timeoutSeconds": 5,
-            "failureThreshold": math.ceil(
-                spec.vllm.startup_timeout_seconds / STARTUP_PROBE_PERIOD
-            ),
+            "failureThreshold": math.ceil(spec.vllm.startup_timeout_seconds / STARTUP_PROBE_PERIOD),
         },
-        "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 5,
-                           "failureThreshold": 3},
-        "livenessProbe": {**health, "periodSeconds": 15, "timeoutSeconds": 10,
-                          "failureThreshold": 4},
-    }  # fmt: skip
+        "readinessProbe": {
+            **health,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            **health,
+            "periodSeconds": 15,
+            "timeoutSeconds": 10,
+            "failureThreshold": 4,
+        },
+    }
 
 
 def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:

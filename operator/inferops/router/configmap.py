@@ -1,7 +1,8 @@
 """A routing table read from a ConfigMap through the Kubernetes API, watched for changes.
 
 List, then watch from the list's resourceVersion; when the server ends the watch, watch again
-from the last version seen; on `410 Gone` (that version is too old), list again. A change
+from the last version seen; on `410 Gone` (that version is too old), list again: the loop of
+`inferops.watch`, shared with the operator's watch cache. A change
 therefore reaches the router as one watch event, within milliseconds of the operator's write,
 without a restart and without waiting for the kubelet to refresh a mounted volume (which takes
 up to a minute). Credentials come from the same client as the operator's (`inferops.kube`):
@@ -11,13 +12,14 @@ one ConfigMap.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from inferops.api.routing import ROUTES_KEY
-from inferops.kube import Kube, KubeError, WatchExpired, path
+from inferops.kube import Kube, path
 from inferops.router.sources import TableSink, parse
+from inferops.watch import follow
 
 log = logging.getLogger("inferops.router.configmap")
 
@@ -49,28 +51,22 @@ class ConfigMapSource:
 
     async def run(self, sink: TableSink) -> None:
         kube = self.kube or Kube.connect(field_manager="inferops-router")
-        backoff = 0.25
-        version: str | None = None
         try:
-            while True:
-                try:
-                    if version is None:
-                        version = await self._list(kube, sink)
-                    backoff = 0.25
-                    version = await self._watch(kube, sink, version)
-                except WatchExpired:
-                    log.debug("%s: watch expired (410), listing again", self.describe())
-                    version = None
-                except (KubeError, ValueError) as err:
-                    log.warning("%s: %s; retrying in %.2gs", self.describe(), err, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.max_backoff)
+            await follow(
+                kube,
+                self._path,
+                _Follower(self, sink),
+                log,
+                self.describe(),
+                field_selector=self._selector,
+                watch_seconds=self.watch_seconds,
+                max_backoff=self.max_backoff,
+            )
         finally:
             if self.kube is None:
                 await kube.__aexit__()
 
-    async def _list(self, kube: Kube, sink: TableSink) -> str:
-        items, version = await kube.list_versioned(self._path, field_selector=self._selector)
+    def _listed(self, items: list[dict[str, Any]], sink: TableSink) -> None:
         if items:
             self._apply(items[0], sink)
         elif self._text is not None:
@@ -78,20 +74,6 @@ class ConfigMapSource:
             self._lost(sink)
         else:
             log.warning("%s does not exist (yet); waiting for it", self.describe())
-        return version
-
-    async def _watch(self, kube: Kube, sink: TableSink, version: str) -> str:
-        """Follows the ConfigMap until the server ends the watch; returns the version
-        reached, from which the next watch continues without listing again."""
-        events = kube.watch(self._path, version, field_selector=self._selector,
-                            timeout_seconds=self.watch_seconds)  # fmt: skip
-        async for kind, obj in events:
-            version = obj.get("metadata", {}).get("resourceVersion") or version
-            if kind in ("ADDED", "MODIFIED"):
-                self._apply(obj, sink)
-            elif kind == "DELETED":
-                self._lost(sink)
-        return version
 
     def _lost(self, sink: TableSink) -> None:
         self._text = None  # so that the same table, written back, is installed again
@@ -110,6 +92,21 @@ class ConfigMapSource:
             sink.reject(result)
         else:
             sink.install(result)
+
+
+@dataclass(frozen=True)
+class _Follower:
+    source: ConfigMapSource
+    sink: TableSink
+
+    def listed(self, items: list[dict[str, Any]]) -> None:
+        self.source._listed(items, self.sink)
+
+    def changed(self, event: str, obj: dict[str, Any]) -> None:
+        if event == "DELETED":
+            self.source._lost(self.sink)
+        else:
+            self.source._apply(obj, self.sink)
 
 
 __all__ = ["ConfigMapSource"]

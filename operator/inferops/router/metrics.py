@@ -38,9 +38,24 @@ TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 # Per output token: ~1 ms (a small model on a big GPU) to ~2 s (a large one on a CPU), denser
 # where GPU decoding lands (10-100 ms) so a vLLM-vs-Ollama difference shows in the quantiles.
 TPOT_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25,
-    0.5, 1, 2,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1,
+    2,
+)
 
 
 LABELS = ["consumer", "engine", "route"]

@@ -85,8 +85,9 @@ def merge(snapshots: Iterable[Snapshot]) -> list[Series]:
                 histo: Histo = getattr(into, name)
                 counts = item[name]["counts"]
                 if len(counts) != len(histo.counts):
-                    raise ValueError(f"{name} of {key}: {len(counts)} buckets, expected "
-                                     f"{len(histo.counts)}")  # fmt: skip
+                    raise ValueError(
+                        f"{name} of {key}: {len(counts)} buckets, expected {len(histo.counts)}"
+                    )
                 histo.counts = [a + b for a, b in zip(histo.counts, counts, strict=True)]
                 histo.sum += item[name]["sum"]
             into_codes = into.by_code

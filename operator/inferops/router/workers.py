@@ -41,18 +41,30 @@ def worker_command(args: argparse.Namespace, index: int, port: int, run_dir: Pat
     """The command line of worker `index`: the supervisor's own options for serving, its
     table source replaced by the pipe."""
     command = [
-        sys.executable, "-m", "inferops.router",
-        "--worker", str(index),
-        "--workers", str(args.workers),
-        "--run-dir", str(run_dir),
-        "--host", args.host,
-        "--port", str(port),
-        "--grace-seconds", str(args.grace_seconds),
-        "--upstream-connections", str(args.upstream_connections),
-        "--upstream-keepalive-seconds", str(args.upstream_keepalive_seconds),
-        "--loop", args.loop,
-        "--log-level", args.log_level,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "inferops.router",
+        "--worker",
+        str(index),
+        "--workers",
+        str(args.workers),
+        "--run-dir",
+        str(run_dir),
+        "--host",
+        args.host,
+        "--port",
+        str(port),
+        "--grace-seconds",
+        str(args.grace_seconds),
+        "--upstream-connections",
+        str(args.upstream_connections),
+        "--upstream-keepalive-seconds",
+        str(args.upstream_keepalive_seconds),
+        "--loop",
+        args.loop,
+        "--log-level",
+        args.log_level,
+    ]
     for value in args.engine_url:
         command += ["--engine-url", value]
     if args.trust_consumer_header:
@@ -148,8 +160,11 @@ class Supervisor:
             backoff = next_backoff(backoff, loop.time() - started)
             log.error(
                 "worker %d (pid %d) died (exit code %s); restarting in %.1fs",
-                index, process.pid, code, backoff,
-            )  # fmt: skip
+                index,
+                process.pid,
+                code,
+                backoff,
+            )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff)
             if not self.stopping:
@@ -171,8 +186,12 @@ async def supervise(args: argparse.Namespace, source: TableSource) -> None:
         loop.add_signal_handler(signum, stop.set)
     log.info(
         "supervisor (pid %d): %d workers on %s:%d, run directory %s",
-        os.getpid(), args.workers, args.host, port, run_dir,
-    )  # fmt: skip
+        os.getpid(),
+        args.workers,
+        args.host,
+        port,
+        run_dir,
+    )
     try:
         await Supervisor(
             source, lambda i: worker_command(args, i, port, run_dir), args.workers

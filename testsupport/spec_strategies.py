@@ -206,35 +206,89 @@ TOLERATIONS = st.fixed_dictionaries(
 )
 AFFINITY = st.sampled_from(
     [
-        {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
-        {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                               "labelSelector": {"matchLabels": {"a": "b"}}}}]}},
-        {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt",
-                                       "values": ["40000"]},
-                                      {"key": "spot", "operator": "DoesNotExist"}]},
-                {"matchFields": [{"key": "metadata.name", "operator": "In",
-                                  "values": ["gpu-node-1"]}]}]},
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 100, "preference": {"matchExpressions": [
-                    {"key": "zone", "operator": "NotIn", "values": ["a", "b"]}]}}]}},
-        {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"topologyKey": "topology.kubernetes.io/zone",
-             "labelSelector": {"matchExpressions": [
-                 {"key": "app", "operator": "In", "values": ["rag"]}]},
-             "namespaces": ["rag", "notes"],
-             "namespaceSelector": {},
-             "matchLabelKeys": ["pod-template-hash"],
-             "mismatchLabelKeys": ["tenant"]}]},
-         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-            {"topologyKey": "kubernetes.io/hostname",
-             "labelSelector": {"matchLabels": {"inferops.io/component": "vllm"}}}]}},
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}
+                    ]
+                }
+            }
+        },
+        {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 10,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"a": "b"}},
+                        },
+                    }
+                ]
+            }
+        },
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "nvidia.com/gpu.memory",
+                                    "operator": "Gt",
+                                    "values": ["40000"],
+                                },
+                                {"key": "spot", "operator": "DoesNotExist"},
+                            ]
+                        },
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": ["gpu-node-1"]}
+                            ]
+                        },
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "preference": {
+                            "matchExpressions": [
+                                {"key": "zone", "operator": "NotIn", "values": ["a", "b"]}
+                            ]
+                        },
+                    }
+                ],
+            }
+        },
+        {
+            "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "labelSelector": {
+                            "matchExpressions": [
+                                {"key": "app", "operator": "In", "values": ["rag"]}
+                            ]
+                        },
+                        "namespaces": ["rag", "notes"],
+                        "namespaceSelector": {},
+                        "matchLabelKeys": ["pod-template-hash"],
+                        "mismatchLabelKeys": ["tenant"],
+                    }
+                ]
+            },
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"inferops.io/component": "vllm"}},
+                    }
+                ]
+            },
+        },
     ]
-)  # fmt: skip
+)
 
 
 def workload(replicas: int) -> dict[str, st.SearchStrategy[Json]]:
@@ -296,14 +350,17 @@ OLLAMA = st.one_of(
             "numParallel": st.integers(1, 256),
             "keepAlive": st.one_of(
                 st.sampled_from(["24h", "-1", "5m", "0", "1h30m"]),
-                st.builds(lambda n, u: f"{n}{u}", st.integers(0, 9999),
-                          st.sampled_from(["", "ns", "us", "ms", "s", "m", "h"])),
+                st.builds(
+                    lambda n, u: f"{n}{u}",
+                    st.integers(0, 9999),
+                    st.sampled_from(["", "ns", "us", "ms", "s", "m", "h"]),
+                ),
             ),
             "contextLength": st.integers(1, 1 << 20),
             "cache": CACHES,
         },
     ),
-)  # fmt: skip
+)
 
 ROUTER = st.fixed_dictionaries(
     {},
@@ -335,7 +392,9 @@ def gate(rate: bool) -> st.SearchStrategy[Json]:
 @st.composite
 def migrations(draw: st.DrawFn) -> Json:
     weights = [*sorted(draw(st.sets(st.integers(1, 99), max_size=4))), 100]
-    pauses = st.one_of(st.just({}), st.fixed_dictionaries({"duration": DURATIONS}))
+    pauses: st.SearchStrategy[Json] = st.one_of(
+        st.just({}), st.fixed_dictionaries({"duration": DURATIONS})
+    )
     steps = [
         {"weight": w, **({"pause": draw(pauses)} if w != 100 and draw(st.booleans()) else {})}
         for w in weights
@@ -431,24 +490,77 @@ WRONG_VALUES = st.one_of(
     st.dictionaries(st.sampled_from(["a", "name", "x"]), st.integers(0, 3), max_size=2),
 )
 EDGE_NUMBERS = st.sampled_from(
-    [-1, 0, -0.5, 0.5, 1.5, 1.0, 63, 64, 65, 100, 101, 255, 256, 257, 1000, 1001, 1023,
-     86401, 2**31, 2**53 + 1, 2**63, 1e308, 1e-9]
-)  # fmt: skip
+    [
+        -1,
+        0,
+        -0.5,
+        0.5,
+        1.5,
+        1.0,
+        63,
+        64,
+        65,
+        100,
+        101,
+        255,
+        256,
+        257,
+        1000,
+        1001,
+        1023,
+        86401,
+        2**31,
+        2**53 + 1,
+        2**63,
+        1e308,
+        1e-9,
+    ]
+)
 BAD_STRINGS = st.one_of(
     st.sampled_from(
-        ["", " ", "a b", "UPPER", "-lead", "trail-", "1abc", "x" * 300, "ü", "a\nb",
-         "a\u00a0b", "a\u2003b", "../x", "a:b:c", "a//b", "a_b", "--model=x", "NaN", "1e99h"]
+        [
+            "",
+            " ",
+            "a b",
+            "UPPER",
+            "-lead",
+            "trail-",
+            "1abc",
+            "x" * 300,
+            "ü",
+            "a\nb",
+            "a\u00a0b",
+            "a\u2003b",
+            "../x",
+            "a:b:c",
+            "a//b",
+            "a_b",
+            "--model=x",
+            "NaN",
+            "1e99h",
+        ]
     ),
     st.text(max_size=20),
-)  # fmt: skip
+)
 UNKNOWN_KEYS = st.sampled_from(["bogus", "tensorParalelSize", "Model", "replica", "x-extra"])
 
 
 # Drawn uniformly: a kind listed twice is drawn twice as often.
 MUTATIONS = (
-    "type", "type", "number", "number", "string", "string", "unknown", "delete", "null",
-    "list", "migration", "clash", "clash",
-)  # fmt: skip
+    "type",
+    "type",
+    "number",
+    "number",
+    "string",
+    "string",
+    "unknown",
+    "delete",
+    "null",
+    "list",
+    "migration",
+    "clash",
+    "clash",
+)
 
 
 def _paths(doc: Json, at: Path = ()) -> list[Path]:
@@ -547,9 +659,11 @@ def _mutate_once(draw: st.DrawFn, backend: Backend) -> Backend:
         migration = doc.setdefault("migration", {"steps": [{"weight": 100}]})
         if isinstance(migration, dict) and isinstance(migration.get("steps"), list):
             steps = migration["steps"]
-            change = draw(st.sampled_from(
-                ["last-not-100", "pause-last", "repeat", "unsorted", "no-steps", "interval"]
-            ))  # fmt: skip
+            change = draw(
+                st.sampled_from(
+                    ["last-not-100", "pause-last", "repeat", "unsorted", "no-steps", "interval"]
+                )
+            )
             if change == "last-not-100" and steps:
                 steps[-1] = {"weight": draw(st.integers(1, 99))}
             elif change == "pause-last" and steps and isinstance(steps[-1], dict):
@@ -574,14 +688,25 @@ def _mutate_once(draw: st.DrawFn, backend: Backend) -> Backend:
                 listed[:] = [{"name": "notes"}]
             i = draw(st.integers(0, len(listed) - 1))
             others = [c.get("name") for j, c in enumerate(listed) if j != i]
-            service = draw(st.sampled_from(
-                [f"{name}-vllm", f"{name}-ollama", f"{name}-router"]
-                + [f"{name}-{o}" for o in others if isinstance(o, str)]
-                + [c["serviceName"] for c in listed if isinstance(c.get("serviceName"), str)]
-            ))  # fmt: skip
-            change = draw(st.sampled_from(
-                ["serviceName", "serviceName", "serviceName", "reserved", "same-name", "embeddings"]
-            ))  # fmt: skip
+            service = draw(
+                st.sampled_from(
+                    [f"{name}-vllm", f"{name}-ollama", f"{name}-router"]
+                    + [f"{name}-{o}" for o in others if isinstance(o, str)]
+                    + [c["serviceName"] for c in listed if isinstance(c.get("serviceName"), str)]
+                )
+            )
+            change = draw(
+                st.sampled_from(
+                    [
+                        "serviceName",
+                        "serviceName",
+                        "serviceName",
+                        "reserved",
+                        "same-name",
+                        "embeddings",
+                    ]
+                )
+            )
             if change == "serviceName":
                 listed[i]["serviceName"] = service
             elif change == "reserved":
@@ -619,9 +744,11 @@ def whole_resource_problems(backend: Backend) -> list[str]:
         f"consumer {c['name']}: Service name {backend.name}-{c['name']} is over 63 characters"
         for c in consumers
         # A null serviceName is no serviceName: the API server drops nulls before its rules.
-        if isinstance(c, dict) and isinstance(c.get("name"), str) and c.get("serviceName") is None
+        if isinstance(c, dict)
+        and isinstance(c.get("name"), str)
+        and c.get("serviceName") is None
         and len(backend.name) + 1 + len(c["name"]) > 63
-    ]  # fmt: skip
+    ]
 
 
 def backends() -> st.SearchStrategy[Backend]:

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 class Refused(NamedTuple):
     args: list[str]
-    index: int
-    """The item the message names (`spec.vllm.extraArgs[index]`)."""
+    position: int
+    """The item the message names (`spec.vllm.extraArgs[position]`)."""
     words: str
     """In the message: the flag vLLM reads, or what is wrong."""
     fix: str

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e.prometheus import promtool
+
+from testsupport.prometheus import promtool
 
 CONDITION = re.compile(r"^(?P<series>.*?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<threshold>[0-9.]+)\s*$",
                        re.DOTALL)  # fmt: skip

@@ -8,8 +8,8 @@ of the test's choosing (so a local router process can carry the ``namespace`` an
 labels that ``PrometheusSource``'s default selector expects), runs the server as a
 ``ManagedProcess`` with a temporary TSDB, and waits for ``/-/ready``.
 
-CLI: ``python -m e2e.prometheus`` installs it if needed (for ``make prepare``) and prints the
-binary's path.
+CLI: ``python -m testsupport.prometheus`` installs it if needed (for ``make prepare``) and
+prints the binary's path.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Self
 
 import yaml
 
-from e2e.process import ManagedProcess, free_port, tail
+from testsupport.process import ManagedProcess, free_port, tail
 
 PACKAGE = "prometheus"
 Target = tuple[str, dict[str, str]]
@@ -44,7 +44,7 @@ class PrometheusUnavailable(RuntimeError):
 
 def progress(message: str) -> None:
     """One progress line to stderr: an install takes a while and must show it is alive."""
-    print(f"[e2e.prometheus] {message}", file=sys.stderr, flush=True)
+    print(f"[testsupport.prometheus] {message}", file=sys.stderr, flush=True)
 
 
 def ensure_installed() -> str:
@@ -68,8 +68,16 @@ def ensure_installed() -> str:
             )
         prefix = [sudo, "-n"]
     # Wait for another apt run instead of failing on its lock (parallel sessions, CI).
-    install = [*prefix, apt, "-o", "DPkg::Lock::Timeout=300", "install", "-y",
-               "--no-install-recommends", PACKAGE]  # fmt: skip
+    install = [
+        *prefix,
+        apt,
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        PACKAGE,
+    ]
     progress("prometheus is not on PATH: installing Debian's package (about 100 MB)")
     started = time.monotonic()
     result = _run(install)
@@ -271,7 +279,7 @@ def main() -> int:
     try:
         binary = ensure_installed()
     except PrometheusUnavailable as error:
-        print(f"[e2e.prometheus] {error}", file=sys.stderr)
+        print(f"[testsupport.prometheus] {error}", file=sys.stderr)
         return 1
     progress(version(binary))
     print(binary)

@@ -1,4 +1,4 @@
-"""`python -m e2e.readonly WRITABLE -m MODULE [ARGS...]`: runs MODULE as `python -m` does,
+"""`python -m testsupport.readonly WRITABLE -m MODULE [ARGS...]`: runs MODULE as `python -m` does,
 on what behaves like a read-only root filesystem with one writable mount.
 
 The operator and router pods run with `readOnlyRootFilesystem: true` and an emptyDir at
@@ -27,15 +27,26 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "images" / "inferops" / "Dockerfile"
-REFUSED = "e2e.readonly: REFUSED"
+REFUSED = "testsupport.readonly: REFUSED"
 # Where the pods mount their emptyDir (the image's HOME and WORKDIR).
 POD_TMP = "/tmp"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 # Events whose first argument is a path they create, change or remove.
 _PATH_EVENTS = {
-    "os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.chown", "os.utime",
-    "os.mkfifo", "os.mknod", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr",
-}  # fmt: skip
+    "os.mkdir",
+    "os.remove",
+    "os.rmdir",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.utime",
+    "os.mkfifo",
+    "os.mknod",
+    "os.chflags",
+    "os.lchflags",
+    "os.setxattr",
+    "os.removexattr",
+}
 # Events whose first two arguments are paths (source, destination).
 _TWO_PATH_EVENTS = {"os.rename", "os.replace", "os.link", "os.symlink"}
 
@@ -101,16 +112,19 @@ def image_env(dockerfile: Path = DOCKERFILE) -> dict[str, str]:
 
 def command(writable: Path, module: str) -> list[str]:
     """`python -m MODULE` under the guard; append MODULE's arguments."""
-    return [sys.executable, "-m", "e2e.readonly", str(writable), "-m", module]
+    return [sys.executable, "-m", "testsupport.readonly", str(writable), "-m", module]
 
 
 def environment(base: dict[str, str], writable: Path) -> dict[str, str]:
     """`base` with the image's environment, its /tmp moved to `writable` (and TMPDIR there:
     /tmp is the image's temporary directory), and this checkout importable."""
-    image = {k: v.replace(POD_TMP, str(writable)) if v.startswith(POD_TMP) else v
-             for k, v in image_env().items()}  # fmt: skip
-    path = os.pathsep.join(filter(None, [str(REPO / "operator"), str(REPO),
-                                         base.get("PYTHONPATH")]))  # fmt: skip
+    image = {
+        k: v.replace(POD_TMP, str(writable)) if v.startswith(POD_TMP) else v
+        for k, v in image_env().items()
+    }
+    path = os.pathsep.join(
+        filter(None, [str(REPO / "operator"), str(REPO), base.get("PYTHONPATH")])
+    )
     return {**base, **image, "TMPDIR": str(writable), "PYTHONPATH": path}
 
 
