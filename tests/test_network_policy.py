@@ -9,19 +9,19 @@ operator creates and removes it."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from inferops.__main__ import parse_args
-from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import NetworkPolicyConfig, Owner, desired_children
 from inferops.builders.common import SPEC_HASH_ANNOTATION
 from inferops.builders.network_policy import Peer, engine_policy, parse_peers
-from inferops.reconcile import Snapshot, decide, read
-from inferops.validation import tried_children
+from inferops.kube import KubeError
+from inferops.reconcile import Snapshot, decide, reconcile
 from tests.conftest import OWNER, make_spec
 
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
@@ -202,15 +202,29 @@ def test_bad_configuration_stops_the_operator_at_start(
 
 class ForeignPolicyKube:
     """The API as the operator sees it: a NetworkPolicy `llama32-engines` that belongs to
-    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners."""
+    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners.
+    A create-only apply of it is answered 409, as the real server does; others succeed."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
 
     async def get(self, path: str) -> dict[str, Any] | None:
         if path.endswith("/networkpolicies/llama32-engines"):
             return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
         return None
 
-    async def try_apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        return obj, obj["metadata"]["name"] == "llama32-engines"
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["metadata"]["name"] == "llama32-engines":
+            raise KubeError(409, "the object has been modified")
+        return obj
+
+    async def delete(self, obj: dict[str, Any]) -> None:
+        self.deleted.append(obj["metadata"]["name"])
+
+    async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> Any:
+        return obj
+
+    async def post_event(self, *_: Any) -> None: ...
 
 
 BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
@@ -228,15 +242,14 @@ class NoChildren:
 
 
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
-    kube: Any = ForeignPolicyKube()
     message = "NetworkPolicy llama32-engines already exists and is not owned"
-    # A new spec: found by its dry run.
-    spec = InferenceBackendSpec.model_validate(BODY["spec"])
-    assert message in await tried_children(
-        kube, desired_children(spec, OWNER, network_policy=NetworkPolicyConfig()), {}
+    log = logging.getLogger("test")
+    kube: Any = ForeignPolicyKube()
+    outcome = await reconcile(
+        kube, ACCEPTED, NoChildren(), log, network_policy=NetworkPolicyConfig()
     )
-    # A spec already accepted whose policy is missing: looked up before it is created.
-    snap = await read(kube, ACCEPTED, NoChildren(), NetworkPolicyConfig())
-    assert snap.invalid is not None and message in snap.invalid
+    assert outcome.invalid is not None and message in outcome.invalid
+    assert kube.deleted  # the children created beside it are undone
     # Off: the name is not ours to want.
-    assert (await read(kube, ACCEPTED, NoChildren())).invalid is None
+    kube = ForeignPolicyKube()
+    assert (await reconcile(kube, ACCEPTED, NoChildren(), log)).invalid is None

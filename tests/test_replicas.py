@@ -13,7 +13,9 @@ import pytest
 from inferops import replicas
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import desired_children
-from inferops.reconcile import Snapshot, _apply, decide
+from inferops.execute import write_children
+from inferops.plan import Plan, changes
+from inferops.reconcile import Snapshot, decide
 from tests.conftest import OWNER, make_spec
 
 OPERATOR = "inferops-operator"
@@ -128,11 +130,17 @@ class NoCache:
         pass
 
 
+async def _apply(kube: RecordingKube, desired: list[dict[str, Any]],
+                 live: dict[tuple[str, str], Any]) -> None:  # fmt: skip
+    create, update, delete = changes(desired, live)
+    plan = Plan(desired, InferenceBackendStatus(), [], None, create, update, delete)
+    await write_children(kube, plan, OWNER, logging.getLogger("test"), NoCache())  # type: ignore[arg-type]
+
+
 async def test_apply_creates_then_hands_over_once() -> None:
     kube = RecordingKube()
     vllm = deployments()["vllm"]
-    log = logging.getLogger("test")
-    await _apply(kube, [vllm], {}, log, NoCache())  # type: ignore[arg-type]
+    await _apply(kube, [vllm], {})
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied] == [(OPERATOR, 1)]
     # A spec change (new image): the count goes to the second manager first, then the
     # operator's apply without replicas, which no longer resets them. The cached object
@@ -142,14 +150,14 @@ async def test_apply_creates_then_hands_over_once() -> None:
     cached = {**kube.live, "metadata": {k: v for k, v in kube.live["metadata"].items()
                                         if k != "managedFields"}}  # fmt: skip
     state = {("Deployment", "llama32-vllm"): cached}
-    await _apply(kube, [changed], state, log, NoCache())  # type: ignore[arg-type]
+    await _apply(kube, [changed], state)
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[1:]] == [
         (replicas.HANDOVER_MANAGER, 3), (OPERATOR, None)]  # fmt: skip
     # Once handed over (an HPA or the second manager owns them), no second handover.
     kube.live = live(changed, 3, "kube-controller-manager")
     state = {("Deployment", "llama32-vllm"): kube.live}
     newer = deployments(vllm={"model": "m", "image": "vllm:newer"})["vllm"]
-    await _apply(kube, [newer], state, log, NoCache())  # type: ignore[arg-type]
+    await _apply(kube, [newer], state)
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[3:]] == [(OPERATOR, None)]
 
 

@@ -4,12 +4,15 @@ The resource's own changes (create, spec update, operator restart) reconcile it 
 retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
 owner, which is how drift is repaired and status stays current without polling. Children are
 watched by the operator's own cache (inferops.cache), which reconciliations read from; kopf
-watches only InferenceBackends. A migration adds two triggers: a one-shot action requested
-in the annotation, and the reconciler's timer for its next sample, pause end or hold-down end.
+watches only InferenceBackends, and keeps the latest of each (inferops.bodies) so a
+reconciliation needs no GET of its resource. A migration adds two triggers: a one-shot
+action requested in the annotation, and the reconciler's timer for its next sample, pause
+end or hold-down end.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -18,6 +21,7 @@ from prometheus_client import start_http_server
 
 from inferops import registry
 from inferops.api import GROUP, PLURAL, VERSION
+from inferops.bodies import Bodies
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
 from inferops.cache import ChildCache
@@ -83,9 +87,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.reader = MigrationReader(source, revisions, log)
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
+    memo.bodies = Bodies()
     memo.reconciler = Reconciler(
         memo.kube, memo.cache, log, memo.reader, memo.prober,
         images=memo.get("images", DEFAULT_IMAGES), network_policy=network_policy,
+        bodies=memo.bodies,
     )  # fmt: skip
     log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
@@ -110,6 +116,17 @@ async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any)
     if outcome is not None and outcome.invalid:
         # Retrying cannot help; the next spec change is handled afresh.
         raise kopf.PermanentError(outcome.invalid)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def backend_seen(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Keeps the latest body for the reconciler, which then needs no GET of it."""
+    obj: dict[str, Any] = copy.deepcopy(dict(event["object"]))  # kopf keeps its own
+    if event["type"] == "DELETED":
+        meta = obj["metadata"]
+        memo.bodies.forget(meta["namespace"], meta["name"])
+    else:
+        memo.bodies.seen(obj)
 
 
 def _action_pending(body: kopf.Body, **_: Any) -> bool:
