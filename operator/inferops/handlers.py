@@ -30,6 +30,7 @@ from inferops.migration.observe import MigrationReader, requested_action, router
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import MAX_CONCURRENT, Reconciler
+from inferops.traffic.router import RouterTraffic
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -84,7 +85,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     revisions = ScrapeSource(router_pods, timeout=2.0)
     prometheus = memo.get("prometheus_url")
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
-    memo.reader = MigrationReader(source, revisions, log)
+    memo.reader = MigrationReader(source, RouterTraffic(revisions), log)
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
     memo.bodies = Bodies()
