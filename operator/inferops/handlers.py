@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from inferops import registry
 from inferops.api import GROUP, PLURAL, VERSION
+from inferops.api.migration import last_action_id
 from inferops.bodies import Bodies
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
@@ -132,8 +133,7 @@ async def backend_seen(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 
 def _action_pending(body: kopf.Body, **_: Any) -> bool:
     action = requested_action(dict(body))
-    last = ((body.get("status") or {}).get("migration") or {}).get("lastAction") or {}
-    return action is not None and action.id != last.get("id")
+    return action is not None and action.id != last_action_id(body)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_action_pending)

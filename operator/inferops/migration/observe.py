@@ -10,13 +10,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from inferops.api.migration import ACTION_ANNOTATION
+from inferops.api.migration import ACTION_ANNOTATION, action_request
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import router
@@ -30,18 +29,14 @@ from inferops.traffic import Traffic, served_everywhere
 def requested_action(body: Obj) -> Action | None:
     """The action annotation as an Action; a malformed one becomes an action the planner
     rejects with a message, rather than being ignored silently."""
-    raw = (body["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
-    if not raw:
+    request = action_request(body)
+    if request is None:
         return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
-        digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
-        return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {raw[:60]}")
-    return Action(id=doc["id"], action=str(doc.get("action", "")),
-                  consumer=str(doc.get("consumer") or ""))  # fmt: skip
+    if isinstance(request, str):
+        digest = hashlib.sha256(request.encode()).hexdigest()[:16]
+        return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {request[:60]}")
+    return Action(id=request["id"], action=str(request.get("action", "")),
+                  consumer=str(request.get("consumer") or ""))  # fmt: skip
 
 
 def router_urls(pods: list[Obj], override: str | None) -> list[str]:
