@@ -254,3 +254,25 @@ async def test_an_existing_object_is_judged_by_its_owners(
         assert kube.stored == {VLLM_SERVICE: theirs(refs)}  # theirs untouched, ours undone
     else:
         assert len(kube.stored) == len(desired_children(make_spec(), OWNER))
+
+
+@pytest.mark.parametrize(
+    ("refuse", "stored", "finding"),
+    [
+        ({}, {VLLM_SERVICE: THEIRS}, "Service llama32-vllm already exists"),
+        ({("Deployment", "llama32-vllm"): (422, REFUSAL)}, {}, "refuses Deployment llama32-vllm"),
+    ],
+)
+async def test_a_spec_found_invalid_is_tried_again_without_writing(
+    refuse: dict[Key, tuple[int, str]], stored: dict[Key, Any], finding: str
+) -> None:
+    """Child events and restarts run it again: each run finds the problem again with GETs
+    and dry runs, rather than creating and deleting the other children every time."""
+    kube = FakeApi(refuse, dict(stored))
+    first = await run(kube, body())
+    assert finding in first.invalid
+    kube.calls.clear()
+    again = await run(kube, body({"observedGeneration": 2, "phase": "InvalidSpec"}))
+    assert finding in again.invalid
+    assert {verb for verb, _ in kube.calls} <= {"get", "dry run"}
+    assert kube.stored == stored

@@ -32,7 +32,12 @@ from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import stamp
 from inferops.migration.probe import Prober, probe_targets
 from inferops.plan import Decision, Plan, Snapshot, decide, previous_status, split
-from inferops.validation import describe_errors, service_name_clashes, tried_changes
+from inferops.validation import (
+    describe_errors,
+    service_name_clashes,
+    tried_again,
+    tried_changes,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,9 @@ async def read(
     """The snapshot a plan is made from: the spec (or why it is invalid), the previous
     status, the owned children and pods from the watch cache. A spec not tried yet (new,
     changed or refused before) also gets its changed claims dry-run: the one refusal our
-    models cannot foresee (`validation.tried_changes`)."""
+    models cannot foresee (`validation.tried_changes`); a spec found InvalidSpec before at
+    the same generation is tried in full instead (`validation.tried_again`), which writes
+    nothing."""
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     invalid: str | None = None
@@ -79,7 +86,10 @@ async def read(
         problems = service_name_clashes(spec, owner)
         if not problems and snap.untried:
             desired = desired_children(spec, owner, network_policy=network_policy)
-            problems = await tried_changes(kube, desired, live)
+            refused_before = (snap.previous.phase == "InvalidSpec"
+                              and snap.previous.observed_generation == snap.generation)  # fmt: skip
+            check = tried_again if refused_before else tried_changes
+            problems = await check(kube, desired, live)
         if problems:
             snap = replace(snap, invalid=problems)
     return snap

@@ -14,7 +14,7 @@ from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import ollama, router, vllm
 from inferops.builders.common import COMPONENT_LABEL, Owner, child_name
 from inferops.drift import contains
-from inferops.kube import Kube, KubeError, Obj
+from inferops.kube import Kube, KubeError, Obj, object_path
 
 
 def describe_errors(error: ValidationError) -> str:
@@ -93,6 +93,34 @@ async def tried_changes(kube: Kube, desired: list[Obj], live: dict[tuple[str, st
         except KubeError as error:
             if not refused_for_good(error):
                 raise  # not about the object (API server unavailable, ...): retried
+            return refusal(obj, error)
+        return ""
+
+    problems = await asyncio.gather(*(problem(obj) for obj in changed))
+    return "; ".join(p for p in problems if p)
+
+
+async def tried_again(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
+    """For a spec already found InvalidSpec at its generation (a child refused, or a name
+    taken): every child that would be created is looked up (one GET: someone else's object
+    is the conflict again) and dry-run, like every child that would change. Trying it again
+    (after a child event, an operator restart) then writes nothing until the problem is
+    gone, instead of creating and deleting the new children each time."""
+    changed = [o for o in desired if not contains(live.get((o["kind"], o["metadata"]["name"])), o)]
+
+    async def problem(obj: Obj) -> str:
+        if (obj["kind"], obj["metadata"]["name"]) not in live:
+            existing = await kube.get(object_path(obj))
+            uid = obj["metadata"]["ownerReferences"][0]["uid"]
+            refs = (existing or {}).get("metadata", {}).get("ownerReferences", [])
+            ours = any(ref.get("uid") == uid for ref in refs)
+            if existing is not None and not ours and not from_earlier_incarnation(existing, obj):
+                return conflict(obj)
+        try:
+            await kube.try_apply(obj)
+        except KubeError as error:
+            if not refused_for_good(error):
+                raise
             return refusal(obj, error)
         return ""
 
