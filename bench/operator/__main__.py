@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="sizes 20 and 60, 15 s at rest")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the operator while the largest size is created")  # fmt: skip
+    parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
+                        help="a CPU profile of the API server over the first SECONDS of "
+                        "creating the largest size (go tool pprof)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--rerender", type=Path, metavar="JSON",
@@ -176,7 +179,7 @@ def reconciles(operator: OperatorProcess) -> float:
 
 async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
                   operator: OperatorProcess, stats: ProcessStats, audit_log: Path,
-                  cluster: dict[str, ProcessStats]) -> dict[str, Any]:  # fmt: skip
+                  cluster: dict[str, ProcessStats], kubectl: str) -> dict[str, Any]:  # fmt: skip
     kube = Kube.connect(field_manager="inferops-bench", config_file=str(kubeconfig))
     try:
         cpu_before, reconciles_before = stats.cpu_seconds(), reconciles(operator)
@@ -184,6 +187,12 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         profiler = None
         if args.profile and n == max(args.sizes):
             profiler = profile.Profiler(stats.pid, args.workdir / f"operator-{n}.stacks")
+        apiserver = None
+        if args.profile_apiserver and n == max(args.sizes):
+            apiserver = profile.ApiserverProfile(
+                kubectl, kubeconfig, args.profile_apiserver,
+                args.workdir / f"apiserver-{n}.pprof",
+            )  # fmt: skip
         started = time.time()
         await create_all(kube, n)
         created = time.time() - started
@@ -193,6 +202,10 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "operator-profile.txt").write_text(profile.summary(profiler.raw))
         ready_at = time.time()
+        if apiserver is not None:
+            pprof = await asyncio.to_thread(apiserver.wait)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "apiserver-profile.txt").write_text(profile.pprof_top(pprof))
         cpu = stats.cpu_seconds() - cpu_before
         cluster_cpu = {name: round(p.cpu_seconds() - cluster_before[name], 1)
                        for name, p in cluster.items()}  # fmt: skip
@@ -252,7 +265,8 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     layout = workload.layout(n)
-    extra = {**CLUSTER_ARGS, "kube-apiserver": audit.apiserver_args(state)}
+    # Profiling on (the local cluster turns it off), for --profile-apiserver.
+    extra = {**CLUSTER_ARGS, "kube-apiserver": [*audit.apiserver_args(state), "--profiling=true"]}
     cluster = Cluster(state_dir=state, layout=layout, extra_args=extra)
     log.info("%d backends: cluster with %d GPU and %d CPU nodes", n, layout.gpu_nodes,
              layout.cpu_nodes)  # fmt: skip
@@ -270,7 +284,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         # Where the rest of the time goes: the control plane's own processes.
         components = {name: ProcessStats(pid) for name, pid in cluster.pids().items()}
         result = asyncio.run(measure(n, args, cluster.kubeconfig, operator, stats,
-                                     state / "audit.log", components))  # fmt: skip
+                                     state / "audit.log", components, kubectl.binary))  # fmt: skip
         result["nodes"] = {"gpu": layout.gpu_nodes, "cpu": layout.cpu_nodes}
         log.info("%s", json.dumps(result))
         return result
