@@ -118,9 +118,10 @@ async def reconcile(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
     plan = decide(snap, observations, now, images, network_policy)
-    writes = 0
+    writes, created = 0, False
     if plan.desired is not None:
         written = await write_children(kube, plan, snap.owner, log, children)
+        created = bool(plan.create) and not written.refused
         writes += written.writes
         if written.refused:
             # A new child the API server refuses, or someone else's: the run's creations
@@ -132,7 +133,13 @@ async def reconcile(
     if plan.status.migration is not None:
         metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
                                  plan.status)  # fmt: skip
-    status_writes, patched = await write_status(kube, body, plan, log, stamp(now))
+    status_writes, patched = 0, None
+    # A run that created children leaves the status (and its Events) to the run their watch
+    # events trigger, which sees them: what this one would write is stale already, and a
+    # thousand new backends would pay a request each for it. Not during a migration, whose
+    # samples taken in this run must be recorded now.
+    if not (created and plan.status.migration is None):
+        status_writes, patched = await write_status(kube, body, plan, log, stamp(now))
     writes += status_writes
     if prober is not None and snap.spec is not None:
         prober.update(snap.owner.namespace, snap.owner.name,
