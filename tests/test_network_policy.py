@@ -206,6 +206,7 @@ class ForeignPolicyKube:
     A create-only apply of it is answered 409, as the real server does; others succeed."""
 
     def __init__(self) -> None:
+        self.applied: list[str] = []
         self.deleted: list[str] = []
 
     async def get(self, path: str) -> dict[str, Any] | None:
@@ -216,6 +217,7 @@ class ForeignPolicyKube:
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj["metadata"]["name"] == "llama32-engines":
             raise KubeError(409, "the object has been modified")
+        self.applied.append(obj["metadata"]["name"])
         return obj
 
     async def delete(self, obj: dict[str, Any]) -> None:
@@ -249,7 +251,7 @@ async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> N
         kube, ACCEPTED, NoChildren(), log, network_policy=NetworkPolicyConfig()
     )
     assert outcome.invalid is not None and message in outcome.invalid
-    assert kube.deleted  # the children created beside it are undone
+    assert kube.deleted == kube.applied  # the children created before it are undone
     # Off: the name is not ours to want.
     kube = ForeignPolicyKube()
     assert (await reconcile(kube, ACCEPTED, NoChildren(), log)).invalid is None

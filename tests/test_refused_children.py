@@ -135,8 +135,8 @@ async def test_a_new_spec_costs_one_apply_per_child_and_nothing_else() -> None:
 async def test_a_refused_new_child_leaves_no_child_and_names_the_field() -> None:
     kube = FakeApi({("Deployment", "llama32-vllm"): (422, REFUSAL)})
     outcome = await run(kube, body())
-    assert kube.stored == {}  # the others were created, then deleted again
-    assert kube.verbs().count("delete") == len(desired_children(make_spec(), OWNER)) - 1
+    assert kube.stored == {}  # those created before it were deleted again
+    assert kube.verbs().count("delete") == kube.verbs().count("apply") - 1
     assert outcome.phase == "InvalidSpec"
     assert outcome.invalid == (
         f"spec.vllm: the API server refuses Deployment llama32-vllm built from it (422): {REFUSAL}"
@@ -167,7 +167,10 @@ async def test_every_refused_child_is_named() -> None:
         ("Deployment", "llama32-ollama"): (422, "spec.template.spec.affinity: Invalid"),
         ("PersistentVolumeClaim", "llama32-vllm-cache"): (422, "spec: Forbidden: immutable"),
     })  # fmt: skip
-    outcome = await run(kube, body(vllm={"model": "m", "cache": {"size": "1Gi"}}))
+    spec = {"vllm": {"model": "m", "cache": {"size": "1Gi"}}}
+    first = await run(kube, body(**spec))  # stops at the first refusal, undoing the rest
+    assert first.invalid.count("refuses") == 1 and kube.stored == {}
+    outcome = await run(kube, body({"observedGeneration": 2, "phase": "InvalidSpec"}, **spec))
     assert sorted(outcome.invalid.split("; ")) == [
         "spec.ollama: the API server refuses Deployment llama32-ollama built from it (422): "
         "spec.template.spec.affinity: Invalid",

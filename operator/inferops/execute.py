@@ -8,16 +8,15 @@ cache does not have is applied with a resourceVersion no stored object has
 a stranger's object (a conflict) from this resource's own or an earlier incarnation's.
 
 A new set of children is all or nothing: when the API server refuses one of them (a rule
-our models do not check) or one is someone else's, the children created in the same run are
-deleted again and the resource is InvalidSpec with a message naming the spec section, the
-child, and the server's reason or the owner problem. The one refusal known to be beyond the
-schema on a change (a claim's immutable fields) is caught before any write by
-`reconcile.read`'s dry run; any other refused change leaves what was applied before it.
+our models do not check) or one is someone else's, the children created before it in the
+same run are deleted again and the resource is InvalidSpec with a message naming the spec
+section, the child, and the server's reason or the owner problem. The one refusal known to
+be beyond the schema on a change (a claim's immutable fields) is caught before any write
+by `reconcile.read`'s dry run; any other refused change leaves what was applied before it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,32 +90,30 @@ async def write_children(
 async def _create(
     kube: Kube, new: list[Obj], owner: Owner, log: logging.Logger, children: Children
 ) -> tuple[list[Obj], str]:
-    """Applies the new children at once, each only if its name is free. Returns the
-    objects created and what stops the set (empty when nothing does)."""
-
-    async def one(obj: Obj) -> Obj | str:
+    """Applies the new children one after another, each only if its name is free, and stops
+    at the first that cannot be (a later run that tries the spec again names every problem:
+    `validation.tried_again`). One at a time: a thousand new backends at once would
+    otherwise queue hundreds of requests on the client's connections. Returns the objects
+    created and what stops the set (empty when nothing does)."""
+    created: list[Obj] = []
+    for obj in new:
         meta = obj["metadata"]
         log.info("%s/%s: creating %s %s", *_backend(obj), obj["kind"], meta["name"])
         try:
             only_new = {**meta, "resourceVersion": CREATE_ONLY_VERSION}
-            return await kube.apply({**obj, "metadata": only_new})
+            answer: Obj | str = await kube.apply({**obj, "metadata": only_new})
         except KubeError as error:
             if error.status == 409:
-                return await _over_existing(kube, obj, owner)
-            if refused_for_good(error):
-                return refusal(obj, error)
-            raise
-
-    answers = await asyncio.gather(*(one(obj) for obj in new), return_exceptions=True)
-    created = []
-    for obj, answer in zip(new, answers, strict=True):
-        if isinstance(answer, dict):
-            children.wrote(*_backend(obj), None, answer)
-            created.append(answer)
-    failures = [a for a in answers if isinstance(a, BaseException)]
-    if failures:
-        raise failures[0]  # not about the objects (API server unavailable): retried
-    return created, "; ".join(a for a in answers if isinstance(a, str) and a)
+                answer = await _over_existing(kube, obj, owner)
+            elif refused_for_good(error):
+                answer = refusal(obj, error)
+            else:
+                raise  # not about the object (API server unavailable): retried
+        if isinstance(answer, str):
+            return created, answer
+        children.wrote(*_backend(obj), None, answer)
+        created.append(answer)
+    return created, ""
 
 
 async def _over_existing(kube: Kube, obj: Obj, owner: Owner) -> Obj | str:

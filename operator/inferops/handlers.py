@@ -114,7 +114,13 @@ async def close(memo: Any, **_: Any) -> None:
 async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # the resource is namespaced
     await memo.cache.synced()
-    outcome = await memo.reconciler.run(namespace, name)
+    try:
+        outcome = await memo.reconciler.run(namespace, name)
+    except KubeError:
+        # The API server failing or overloaded: the reconciler's own backoff starts at 5 s,
+        # where kopf's would wait a minute for every resource caught in a burst.
+        memo.reconciler.retry_later(namespace, name)
+        return
     if outcome is not None and outcome.invalid:
         # Retrying cannot help; the next spec change is handled afresh.
         raise kopf.PermanentError(outcome.invalid)
