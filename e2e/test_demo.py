@@ -62,7 +62,7 @@ def test_printed_commands_work_from_a_new_shell(
     kubectl: Kubectl, demo_plane: BackgroundPlane, namespace: str
 ) -> None:
     steps = next_steps(kubectl, demo_plane.state.router_url, namespace)
-    (setup, _), *commands = [command for command, _ in steps]
+    setup, *commands = [command for command, _ in steps]
     assert setup.startswith("export ")
     ran = 0
     for command in commands:

@@ -9,31 +9,25 @@ operator creates and removes it."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
 import pytest
-from testsupport.memkube import MemKube
 
 from inferops.__main__ import parse_args
-from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import NetworkPolicyConfig, Owner, desired_children
 from inferops.builders.common import SPEC_HASH_ANNOTATION
 from inferops.builders.network_policy import Peer, engine_policy, parse_peers
-from inferops.reconcile import Snapshot, decide, read
-from inferops.validation import tried_children
+from inferops.kube import KubeError
+from inferops.reconcile import Snapshot, decide, reconcile
 from tests.conftest import OWNER, make_spec
 
-MONITORING = {
-    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-}
-ROUTERS = {
-    "podSelector": {
-        "matchLabels": {"inferops.io/backend": "llama32", "inferops.io/component": "router"}
-    }
-}
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}  # fmt: skip
+ROUTERS = {"podSelector": {"matchLabels": {"inferops.io/backend": "llama32",
+                                           "inferops.io/component": "router"}}}  # fmt: skip
 BOTH_PORTS = [{"port": 8000, "protocol": "TCP"}, {"port": 11434, "protocol": "TCP"}]
 VLLM_PORT = [{"port": 8000, "protocol": "TCP"}]
 
@@ -75,14 +69,10 @@ def test_without_scrapers_only_the_routers_get_in() -> None:
 
 def test_the_policy_selects_this_backends_engines_and_not_its_router() -> None:
     """The selectors against the labels the builders put on the pods."""
-    objects = desired_children(
-        make_spec(consumers=[{"name": "notes"}]), OWNER, network_policy=NetworkPolicyConfig()
-    )
-    pod_labels = {
-        o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
-        for o in objects
-        if o["kind"] == "Deployment"
-    }
+    objects = desired_children(make_spec(consumers=[{"name": "notes"}]), OWNER,
+                               network_policy=NetworkPolicyConfig())  # fmt: skip
+    pod_labels = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+                  for o in objects if o["kind"] == "Deployment"}  # fmt: skip
     (policy,) = policies(objects)
 
     def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -94,31 +84,24 @@ def test_the_policy_selects_this_backends_engines_and_not_its_router() -> None:
 
     target = policy["spec"]["podSelector"]
     assert {n for n, labels in pod_labels.items() if selects(target, labels)} == {
-        "llama32-vllm",
-        "llama32-ollama",
-    }
+        "llama32-vllm", "llama32-ollama"}  # fmt: skip
     source = policy["spec"]["ingress"][0]["from"][0]["podSelector"]
-    assert {n for n, labels in pod_labels.items() if selects(source, labels)} == {"llama32-router"}
-    other = desired_children(
-        make_spec(consumers=[{"name": "notes"}]), Owner(name="other", namespace="ai", uid="u")
-    )
+    assert {n for n, labels in pod_labels.items() if selects(source, labels)} == {
+        "llama32-router"}  # fmt: skip
+    other = desired_children(make_spec(consumers=[{"name": "notes"}]),
+                             Owner(name="other", namespace="ai", uid="u"))  # fmt: skip
     for deployment in (o for o in other if o["kind"] == "Deployment"):
         assert not selects(target, deployment["spec"]["template"]["metadata"]["labels"])
 
 
 def test_built_only_when_configured_whatever_the_spec() -> None:
-    for spec in (
-        make_spec(),
-        make_spec(consumers=[{"name": "notes"}]),
-        make_spec(ollama={"model": "llama3.2:3b", "enabled": False}),
-    ):
+    for spec in (make_spec(), make_spec(consumers=[{"name": "notes"}]),
+                 make_spec(ollama={"model": "llama3.2:3b", "enabled": False})):  # fmt: skip
         assert policies(desired_children(spec, OWNER)) == []
         built = policies(desired_children(spec, OWNER, network_policy=NetworkPolicyConfig()))
         assert [p["metadata"]["name"] for p in built] == ["llama32-engines"]
-    kinds = [
-        o["kind"]
-        for o in desired_children(make_spec(), OWNER, network_policy=NetworkPolicyConfig())
-    ]
+    kinds = [o["kind"] for o in desired_children(make_spec(), OWNER,
+                                                 network_policy=NetworkPolicyConfig())]  # fmt: skip
     assert kinds.index("NetworkPolicy") < kinds.index("Deployment")  # before the pods start
 
 
@@ -143,18 +126,13 @@ def test_turned_off_the_policy_is_no_longer_desired_so_it_is_deleted() -> None:
         ('[{"ipBlock": {"cidr": "10.0.0.0/8"}}]', "ipBlock: Extra inputs are not permitted"),
         ('[{"podSelector": {"matchLabels": {"a b": "x"}}}]', "should match pattern"),
         ('[{"podSelector": {"matchLabels": {"app": "-x"}}}]', "should match pattern"),
-        (
-            '[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]',
-            "operator In needs values",
-        ),
-        (
-            '[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",'
-            ' "values": ["x"]}]}}]',
-            "operator Exists takes no values",
-        ),
+        ('[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]',
+         "operator In needs values"),
+        ('[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",'
+         ' "values": ["x"]}]}}]', "operator Exists takes no values"),
         ("monitoring", "Invalid JSON"),
     ],
-)
+)  # fmt: skip
 def test_bad_peers_are_refused_naming_the_problem(text: str, words: str) -> None:
     with pytest.raises(ValueError, match="not a JSON list of NetworkPolicy peers") as error:
         parse_peers(text)
@@ -162,13 +140,8 @@ def test_bad_peers_are_refused_naming_the_problem(text: str, words: str) -> None
 
 
 def test_peers_keep_what_kubernetes_needs() -> None:
-    text = json.dumps(
-        [
-            MONITORING,
-            {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
-            {"namespaceSelector": {}},
-        ]
-    )
+    text = json.dumps([MONITORING, {"podSelector": {"matchExpressions": [
+        {"key": "app", "operator": "Exists"}]}}, {"namespaceSelector": {}}])  # fmt: skip
     assert [p.dump() for p in parse_peers(text)] == [
         MONITORING,
         {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
@@ -193,9 +166,8 @@ def test_off_by_default(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_flags(clean_env: pytest.MonkeyPatch) -> None:
     assert parse_args(["--network-policy"]).network_policy_config == NetworkPolicyConfig()
-    config = parse_args(
-        ["--network-policy", "--network-policy-metrics-from", json.dumps([MONITORING])]
-    ).network_policy_config
+    config = parse_args(["--network-policy", "--network-policy-metrics-from",
+                         json.dumps([MONITORING])]).network_policy_config  # fmt: skip
     assert config == NetworkPolicyConfig((Peer.model_validate(MONITORING),))
 
 
@@ -204,12 +176,8 @@ def test_the_environment_as_the_chart_sets_it(clean_env: pytest.MonkeyPatch) -> 
     clean_env.setenv("INFEROPS_NETWORK_POLICY_METRICS_FROM", json.dumps([MONITORING]))
     config = parse_args([]).network_policy_config
     assert config is not None and [p.dump() for p in config.metrics_from] == [MONITORING]
-    assert (
-        parse_args(
-            ["--no-network-policy", "--network-policy-metrics-from", ""]
-        ).network_policy_config
-        is None
-    )
+    assert parse_args(["--no-network-policy", "--network-policy-metrics-from", ""]
+                      ).network_policy_config is None  # fmt: skip
     clean_env.setenv("INFEROPS_NETWORK_POLICY", "false")
     clean_env.setenv("INFEROPS_NETWORK_POLICY_METRICS_FROM", "")
     assert parse_args([]).network_policy_config is None
@@ -232,25 +200,37 @@ def test_bad_configuration_stops_the_operator_at_start(
 # ---------------------------------------------------------------- someone else's policy
 
 
-def foreign_policy() -> MemKube:
-    """An API server holding a NetworkPolicy `llama32-engines` that belongs to someone else
-    (e.g. made by hand from an earlier SECURITY.md example), without owners."""
-    kube = MemKube()
-    kube.put(
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "llama32-engines", "namespace": "ai"},
-            "spec": {"podSelector": {}},
-        }
-    )
-    return kube
+class ForeignPolicyKube:
+    """The API as the operator sees it: a NetworkPolicy `llama32-engines` that belongs to
+    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners.
+    A create-only apply of it is answered 409, as the real server does; others succeed."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.deleted: list[str] = []
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        if path.endswith("/networkpolicies/llama32-engines"):
+            return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
+        return None
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["metadata"]["name"] == "llama32-engines":
+            raise KubeError(409, "the object has been modified")
+        self.applied.append(obj["metadata"]["name"])
+        return obj
+
+    async def delete(self, obj: dict[str, Any]) -> None:
+        self.deleted.append(obj["metadata"]["name"])
+
+    async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> Any:
+        return obj
+
+    async def post_event(self, *_: Any) -> None: ...
 
 
-BODY = {
-    "metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
-    "spec": {"model": "llama3.2", "vllm": {"model": "m"}},
-}
+BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
+        "spec": {"model": "llama3.2", "vllm": {"model": "m"}}}  # fmt: skip
 ACCEPTED = {**BODY, "status": {"observedGeneration": 1, "phase": "Ready"}}
 
 
@@ -264,15 +244,14 @@ class NoChildren:
 
 
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
-    kube: Any = foreign_policy()
     message = "NetworkPolicy llama32-engines already exists and is not owned"
-    # A new spec: found by its dry run.
-    spec = InferenceBackendSpec.model_validate(BODY["spec"])
-    assert message in await tried_children(
-        kube, desired_children(spec, OWNER, network_policy=NetworkPolicyConfig()), {}
+    log = logging.getLogger("test")
+    kube: Any = ForeignPolicyKube()
+    outcome = await reconcile(
+        kube, ACCEPTED, NoChildren(), log, network_policy=NetworkPolicyConfig()
     )
-    # A spec already accepted whose policy is missing: looked up before it is created.
-    snap = await read(kube, ACCEPTED, NoChildren(), NetworkPolicyConfig())
-    assert snap.invalid is not None and message in snap.invalid
+    assert outcome.invalid is not None and message in outcome.invalid
+    assert kube.deleted == kube.applied  # the children created before it are undone
     # Off: the name is not ours to want.
-    assert (await read(kube, ACCEPTED, NoChildren())).invalid is None
+    kube = ForeignPolicyKube()
+    assert (await reconcile(kube, ACCEPTED, NoChildren(), log)).invalid is None

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from testsupport.memkube import MemKube
 
 from inferops import replicas
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import desired_children
-from inferops.kube import object_path
-from inferops.reconcile import Snapshot, _apply, decide
+from inferops.execute import write_children
+from inferops.plan import Plan, changes
+from inferops.reconcile import Snapshot, decide
 from tests.conftest import OWNER, make_spec
 
 OPERATOR = "inferops-operator"
@@ -24,11 +24,8 @@ NOW = datetime(2026, 11, 26, 10, 0, 0)
 
 def deployments(**sections: Any) -> dict[str, dict[str, Any]]:
     spec = make_spec(consumers=[{"name": "notes"}], **sections)
-    return {
-        o["metadata"]["labels"]["inferops.io/component"]: o
-        for o in desired_children(spec, OWNER)
-        if o["kind"] == "Deployment"
-    }
+    return {o["metadata"]["labels"]["inferops.io/component"]: o
+            for o in desired_children(spec, OWNER) if o["kind"] == "Deployment"}  # fmt: skip
 
 
 def live(desired: dict[str, Any], count: int | None, manager: str | None) -> dict[str, Any]:
@@ -57,9 +54,8 @@ def test_unset_replicas_are_left_out_and_set_ones_applied() -> None:
         ("ollama", None, None, 1),
     ],
 )
-def test_desired_count(
-    component: str, spec_count: int | None, live_count: int | None, expected: int
-) -> None:
+def test_desired_count(component: str, spec_count: int | None, live_count: int | None,
+                       expected: int) -> None:  # fmt: skip
     deployment = None if live_count is None else {"spec": {"replicas": live_count}}
     assert replicas.desired(component, spec_count, deployment) == expected
 
@@ -82,9 +78,8 @@ def test_a_deployment_is_created_with_its_initial_count() -> None:
         (4, None, None),  # nobody applied them: nothing to hand over
     ],
 )
-def test_handover_before_the_operator_lets_go(
-    live_count: int, owner: str | None, expected: int | None
-) -> None:
+def test_handover_before_the_operator_lets_go(live_count: int, owner: str | None,
+                                              expected: int | None) -> None:  # fmt: skip
     ollama = deployments()["ollama"]
     patch = replicas.handover(live(ollama, live_count, owner), ollama, OPERATOR)
     if expected is None:
@@ -104,6 +99,27 @@ def test_no_handover_when_the_spec_keeps_them_or_nothing_exists() -> None:
     assert replicas.handover(None, deployments()["vllm"], OPERATOR) is None
 
 
+class RecordingKube:
+    """Records applies; answers with the applied object owned by the manager that sent it,
+    and a GET with the object `live` holds (with its managedFields, which the operator's
+    watch cache does not keep)."""
+
+    field_manager = OPERATOR
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, dict[str, Any]]] = []
+        self.live: dict[str, Any] | None = None
+
+    async def get(self, url: str) -> Any:
+        return self.live
+
+    async def apply(self, obj: dict[str, Any], field_manager: str | None = None) -> Any:
+        manager = field_manager or self.field_manager
+        self.applied.append((manager, obj))
+        return live(obj, obj["spec"].get("replicas"), manager if "replicas" in obj["spec"]
+                    else None)  # fmt: skip
+
+
 class NoCache:
     """Stands in for the watch cache, which only hears of the operator's writes here."""
 
@@ -114,51 +130,35 @@ class NoCache:
         pass
 
 
-def cached(kube: MemKube, obj: dict[str, Any]) -> dict[tuple[str, str], Any]:
-    """The live object as the watch cache holds it: without managedFields."""
-    stored = kube.stored(obj)
-    assert stored is not None
-    del stored["metadata"]["managedFields"]
-    return {(obj["kind"], obj["metadata"]["name"]): stored}
+async def _apply(kube: RecordingKube, desired: list[dict[str, Any]],
+                 live: dict[tuple[str, str], Any]) -> None:  # fmt: skip
+    create, update, delete = changes(desired, live)
+    plan = Plan(desired, InferenceBackendStatus(), [], None, create, update, delete)
+    await write_children(kube, plan, OWNER, logging.getLogger("test"), NoCache())  # type: ignore[arg-type]
 
 
 async def test_apply_creates_then_hands_over_once() -> None:
-    kube = MemKube(field_manager=OPERATOR)
-    log = logging.getLogger("test")
+    kube = RecordingKube()
     vllm = deployments()["vllm"]
-    await _apply(kube, [vllm], {}, log, NoCache())  # type: ignore[arg-type]
-    assert kube.stored(vllm)["spec"]["replicas"] == 1  # type: ignore[index]
-    # A spec that pinned 3, the operator's; then a spec change (new image) that leaves them
-    # unset: the count goes to the second manager first, then the operator's apply without
-    # replicas no longer resets them. The cached object has no managedFields: ownership is
-    # read from the API server.
-    pinned = deployments(vllm={"model": "m", "replicas": 3})["vllm"]
-    await _apply(kube, [pinned], cached(kube, vllm), log, NoCache())  # type: ignore[arg-type]
+    await _apply(kube, [vllm], {})
+    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied] == [(OPERATOR, 1)]
+    # A spec change (new image): the count goes to the second manager first, then the
+    # operator's apply without replicas, which no longer resets them. The cached object
+    # has no managedFields: ownership is read from the API server.
     changed = deployments(vllm={"model": "m", "image": "vllm:new"})["vllm"]
-    calls = len(kube.calls)
-    await _apply(kube, [changed], cached(kube, vllm), log, NoCache())  # type: ignore[arg-type]
-    assert kube.verbs("get") == [object_path(vllm)]
-    assert [c.manager for c in kube.calls[calls:] if c.verb == "apply"] == [
-        replicas.HANDOVER_MANAGER,
-        OPERATOR,
-    ]
-    assert kube.stored(vllm)["spec"]["replicas"] == 3  # type: ignore[index]
-    # Once handed over (the second manager owns them), no second handover.
+    kube.live = live(vllm, 3, OPERATOR)
+    cached = {**kube.live, "metadata": {k: v for k, v in kube.live["metadata"].items()
+                                        if k != "managedFields"}}  # fmt: skip
+    state = {("Deployment", "llama32-vllm"): cached}
+    await _apply(kube, [changed], state)
+    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[1:]] == [
+        (replicas.HANDOVER_MANAGER, 3), (OPERATOR, None)]  # fmt: skip
+    # Once handed over (an HPA or the second manager owns them), no second handover.
+    kube.live = live(changed, 3, "kube-controller-manager")
+    state = {("Deployment", "llama32-vllm"): kube.live}
     newer = deployments(vllm={"model": "m", "image": "vllm:newer"})["vllm"]
-    calls = len(kube.calls)
-    await _apply(kube, [newer], cached(kube, vllm), log, NoCache())  # type: ignore[arg-type]
-    assert [(c.verb, c.manager) for c in kube.calls[calls:]] == [("get", ""), ("apply", OPERATOR)]
-    assert kube.stored(vllm)["spec"]["replicas"] == 3  # type: ignore[index]
-
-
-async def test_without_the_handover_the_operator_would_reset_the_count() -> None:
-    """What the handover prevents, shown on the same API: the operator's apply without the
-    replicas it alone applied removes them (the Deployment falls back to 1)."""
-    kube = MemKube(field_manager=OPERATOR)
-    pinned = deployments(vllm={"model": "m", "replicas": 3})["vllm"]
-    await kube.apply(pinned)
-    await kube.apply(deployments(vllm={"model": "m", "image": "vllm:new"})["vllm"])
-    assert "replicas" not in kube.stored(pinned)["spec"]  # type: ignore[index]
+    await _apply(kube, [newer], state)
+    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[3:]] == [(OPERATOR, None)]
 
 
 def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() -> None:
@@ -175,15 +175,9 @@ def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() 
         "spec": {"replicas": 1},
         "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1},
     }
-    snap = Snapshot(
-        OWNER,
-        1,
-        spec,
-        None,
-        InferenceBackendStatus(),
-        {("Deployment", "llama32-vllm"): scaled, ("Deployment", "llama32-ollama"): ollama},
-        [],
-    )
+    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(),
+                    {("Deployment", "llama32-vllm"): scaled,
+                     ("Deployment", "llama32-ollama"): ollama}, [])  # fmt: skip
     status = decide(snap, None, NOW).status
     assert status.vllm is not None and status.vllm.ready == "3/3"
     assert status.phase == "Ready"

@@ -61,5 +61,25 @@ def operator_requests(log: Path, start: float, end: float) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def operator_requests_by_resource(log: Path, start: float, end: float) -> dict[str, int]:
+    """The operator's requests completed in [start, end), by verb and resource
+    (`patch deployments`, `patch (dry run) persistentvolumeclaims`, `patch
+    inferencebackends/status`): where the API server's work for the operator goes."""
+    counts: collections.Counter[str] = collections.Counter()
+    with log.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            if not is_operator(event.get("userAgent", "")):
+                continue
+            if start <= _time(event["stageTimestamp"]) < end:
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "?")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                dry = " (dry run)" if "dryRun=" in event.get("requestURI", "") else ""
+                counts[f"{event['verb']}{dry} {resource}"] += 1
+    return dict(sorted(counts.items()))
+
+
 def writes(counts: dict[str, int]) -> int:
     return sum(n for verb, n in counts.items() if verb in WRITES)

@@ -56,3 +56,37 @@ def summary(raw: Path, top: int = 25) -> str:
     lines += ["", "self:"]
     lines += [f"{100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     return "\n".join(lines) + "\n"
+
+
+class ApiserverProfile:
+    """A CPU profile of the API server over `seconds` (its /debug/pprof, which the
+    benchmark's cluster enables), fetched with `kubectl get --raw` in the background and
+    saved to `out` (gzipped protobuf, for `go tool pprof`)."""
+
+    def __init__(self, kubectl: str, kubeconfig: Path, seconds: int, out: Path) -> None:
+        self.out = out
+        self._file = out.open("wb")
+        self.process = subprocess.Popen(
+            [kubectl, "--kubeconfig", str(kubeconfig), "get", "--raw",
+             f"/debug/pprof/profile?seconds={seconds}", f"--request-timeout={seconds + 60}s"],
+            stdout=self._file, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait(self) -> Path:
+        self.process.wait(timeout=600)
+        self._file.close()
+        if self.process.returncode:
+            raise RuntimeError(f"kubectl get --raw /debug/pprof/profile: {self.process.returncode}")
+        return self.out
+
+
+def pprof_top(profile: Path, nodes: int = 40) -> str:
+    """`go tool pprof -top`: the functions with the most CPU, flat and cumulative."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    flat = subprocess.run([go, "tool", "pprof", "-top", f"-nodecount={nodes}", str(profile)],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    cumulative = subprocess.run(
+        [go, "tool", "pprof", "-top", "-cum", f"-nodecount={nodes}", str(profile)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return f"flat:\n{flat}\ncumulative:\n{cumulative}"

@@ -4,12 +4,15 @@ The resource's own changes (create, spec update, operator restart) reconcile it 
 retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
 owner, which is how drift is repaired and status stays current without polling. Children are
 watched by the operator's own cache (inferops.cache), which reconciliations read from; kopf
-watches only InferenceBackends. A migration adds two triggers: a one-shot action requested
-in the annotation, and the reconciler's timer for its next sample, pause end or hold-down end.
+watches only InferenceBackends, and keeps the latest of each (inferops.bodies) so a
+reconciliation needs no GET of its resource. A migration adds two triggers: a one-shot
+action requested in the annotation, and the reconciler's timer for its next sample, pause
+end or hold-down end.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -18,6 +21,8 @@ from prometheus_client import start_http_server
 
 from inferops import metrics, registry
 from inferops.api import GROUP, PLURAL, VERSION
+from inferops.api.migration import last_action_id
+from inferops.bodies import Bodies
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
 from inferops.cache import ChildCache
@@ -26,6 +31,7 @@ from inferops.migration.observe import MigrationReader, requested_action, router
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import MAX_CONCURRENT, Reconciler
+from inferops.traffic.router import RouterTraffic
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -86,9 +92,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     revisions = ScrapeSource(router_pods, timeout=2.0)
     prometheus = memo.get("prometheus_url")
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
-    memo.reader = MigrationReader(source, revisions, log)
+    memo.reader = MigrationReader(source, RouterTraffic(revisions), log)
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
+    memo.bodies = Bodies()
     memo.reconciler = Reconciler(
         memo.kube,
         memo.cache,
@@ -97,6 +104,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         memo.prober,
         images=memo.get("images", DEFAULT_IMAGES),
         network_policy=network_policy,
+        bodies=memo.bodies,
     )
     log.info("NetworkPolicies: %s", network_policy.describe() if network_policy else "off")
     if memo.get("metrics_port"):
@@ -117,16 +125,32 @@ async def close(memo: Any, **_: Any) -> None:
 async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # the resource is namespaced
     await memo.cache.synced()
-    outcome = await memo.reconciler.run(namespace, name)
+    try:
+        outcome = await memo.reconciler.run(namespace, name)
+    except KubeError:
+        # The API server failing or overloaded: the reconciler's own backoff starts at 5 s,
+        # where kopf's would wait a minute for every resource caught in a burst.
+        memo.reconciler.retry_later(namespace, name)
+        return
     if outcome is not None and outcome.invalid:
         # Retrying cannot help; the next spec change is handled afresh.
         raise kopf.PermanentError(outcome.invalid)
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def backend_seen(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Keeps the latest body for the reconciler, which then needs no GET of it."""
+    obj: dict[str, Any] = copy.deepcopy(dict(event["object"]))  # kopf keeps its own
+    if event["type"] == "DELETED":
+        meta = obj["metadata"]
+        memo.bodies.forget(meta["namespace"], meta["name"])
+    else:
+        memo.bodies.seen(obj)
+
+
 def _action_pending(body: kopf.Body, **_: Any) -> bool:
     action = requested_action(dict(body))
-    last = ((body.get("status") or {}).get("migration") or {}).get("lastAction") or {}
-    return action is not None and action.id != last.get("id")
+    return action is not None and action.id != last_action_id(body)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_action_pending)

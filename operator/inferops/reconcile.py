@@ -1,5 +1,7 @@
-"""One level-triggered reconciliation of an InferenceBackend: read, build, apply what
-differs, delete what is no longer wanted, observe, write status if it changed.
+"""One level-triggered reconciliation of an InferenceBackend, in three parts: read (one
+snapshot of the resource, its children and pods from the watch cache, and what the API
+server would refuse of a changed claim), plan (pure: `inferops.plan`), execute (the writes:
+`inferops.execute`).
 
 It works from the current state only, so it can run any number of times, after any event or
 restart, with the same result; with nothing changed it makes no write at all.
@@ -11,41 +13,31 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import ValidationError
 
-from inferops import metrics, replicas
+from inferops import metrics
 from inferops.api import API_VERSION, KIND
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ConsumerStatus, InferenceBackendStatus
-from inferops.builders import CHILD_KINDS, Images, Owner, desired_children, ollama, router, vllm
-from inferops.builders.common import (
-    BACKEND_LABEL,
-    COMPONENT_LABEL,
-    DEFAULT_IMAGES,
-    child_name,
-    service_url,
-)
+from inferops.bodies import Bodies
+from inferops.builders import Images, Owner, desired_children, vllm
+from inferops.builders.common import DEFAULT_IMAGES
 from inferops.builders.network_policy import NetworkPolicyConfig
-from inferops.drift import contains
-from inferops.kube import Kube, KubeError, Obj, object_path, path
-from inferops.migration import planner
+from inferops.execute import write_children, write_status
+from inferops.kube import Kube, KubeError, Obj, path
 from inferops.migration.observe import MigrationReader
-from inferops.migration.planner import Event, Observations, stamp
+from inferops.migration.planner import stamp
 from inferops.migration.probe import Prober, probe_targets
-from inferops.status import EngineObservation, compute, ready_replicas
+from inferops.plan import Decision, Plan, Snapshot, decide, previous_status, split
 from inferops.validation import (
     describe_errors,
-    name_conflicts,
     service_name_clashes,
-    tried_children,
+    tried_again,
+    tried_changes,
 )
-
-CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
 
 
 @dataclass(frozen=True)
@@ -57,28 +49,8 @@ class Outcome:
     invalid: str | None = None
     requeue_after: float | None = None
     """Seconds until the migration needs another look (a sample, a pause ending)."""
-
-
-def _previous_status(body: Obj) -> InferenceBackendStatus:
-    try:
-        return InferenceBackendStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return InferenceBackendStatus()  # written by an older operator: start afresh
-
-
-def _owned_by(obj: Obj, uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
-
-
-def _split(
-    owner: Owner, objects: Mapping[tuple[str, str], Obj]
-) -> tuple[dict[tuple[str, str], Obj], list[Obj]]:
-    """The children this resource owns, by (kind, name), and its pods."""
-    live = {
-        k: o for k, o in objects.items() if k[0] in CHILD_KIND_NAMES and _owned_by(o, owner.uid)
-    }
-    pods = [o for k, o in objects.items() if k[0] == "Pod"]
-    return live, pods
+    body: Obj | None = None
+    """The resource as this run's status patch left it (None: no status patch)."""
 
 
 class Children(Protocol):
@@ -90,164 +62,15 @@ class Children(Protocol):
     def wrote(self, namespace: str, name: str, replaced: Obj | None, obj: Obj | None) -> None: ...
 
 
-# A component's URL port in status; the router's URLs are the consumers' endpoints instead.
-URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT}
-
-
-def _components(
-    spec: InferenceBackendSpec, owner: Owner, live: dict[tuple[str, str], Obj]
-) -> dict[str, int]:
-    """Desired pods of every component the spec asks for (the Deployment's own count when
-    the spec leaves it to an HPA or a person)."""
-    wanted = {vllm.ENGINE: spec.vllm.replicas}
-    if (fallback := ollama.enabled(spec)) is not None:
-        wanted[ollama.ENGINE] = fallback.replicas
-    if spec.consumers:
-        wanted[router.COMPONENT] = spec.router.replicas
-    return {
-        component: replicas.desired(
-            component, count, live.get(("Deployment", child_name(owner, component)))
-        )
-        for component, count in wanted.items()
-    }
-
-
-def _existing_components(owner: Owner, live: dict[tuple[str, str], Obj]) -> dict[str, int]:
-    """The components that exist, for when the spec cannot be acted on."""
-    out = {}
-    for component in (vllm.ENGINE, ollama.ENGINE, router.COMPONENT):
-        if deployment := live.get(("Deployment", child_name(owner, component))):
-            out[component] = int(deployment["spec"].get("replicas", 1))
-    return out
-
-
-def _observe(
-    owner: Owner, components: dict[str, int], live: dict[tuple[str, str], Obj], pods: list[Obj]
-) -> list[EngineObservation]:
-    return [
-        EngineObservation(
-            engine=component,
-            desired=desired,
-            url=service_url(owner, component, URL_PORTS[component])
-            if component in URL_PORTS
-            else None,
-            deployment=live.get(("Deployment", child_name(owner, component))),
-            pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT_LABEL) == component],
-        )
-        for component, desired in components.items()
-    ]
-
-
-def _manual_consumers(spec: InferenceBackendSpec, owner: Owner) -> list[ConsumerStatus]:
-    """Each consumer of the spec with its Service and endpoint, at its spec weight."""
-    return [
-        ConsumerStatus(
-            name=c.name,
-            weight=c.weight,
-            service=router.service_name(owner, c),
-            endpoint=router.endpoint(owner, c),
-        )
-        for c in spec.consumers
-    ]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What one reconciliation read: the resource, its children, its pods."""
-
-    owner: Owner
-    generation: int | None
-    spec: InferenceBackendSpec | None
-    invalid: str | None
-    """Why the spec cannot be acted on (schema or name conflicts)."""
-    previous: InferenceBackendStatus
-    live: dict[tuple[str, str], Obj]
-    pods: list[Obj]
-
-    @property
-    def untried(self) -> bool:
-        """The spec's children were never tried against the API server: the spec is new or
-        changed (a generation not observed yet), or was refused."""
-        return (self.generation != self.previous.observed_generation
-                or self.previous.phase == "InvalidSpec")  # fmt: skip
-
-    def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
-        """Engines with Ready pods; the routing table sends traffic only to those."""
-        components = _components(spec, self.owner, self.live)
-        observed = _observe(self.owner, components, self.live, self.pods)
-        return {obs.engine: ready_replicas(obs) > 0 for obs in observed}
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to write: children (None leaves them as they are), status, Events."""
-
-    desired: list[Obj] | None
-    status: InferenceBackendStatus
-    events: list[Event]
-    requeue_after: float | None
-
-
-def decide(
-    snap: Snapshot,
-    migration: Observations | None,
-    now: datetime,
-    images: Images = DEFAULT_IMAGES,
-    network_policy: NetworkPolicyConfig | None = None,
-) -> Decision:
-    """The pure middle of a reconciliation: from what was read to what to write."""
-    spec, owner, previous = snap.spec, snap.owner, snap.previous
-    if spec is None or snap.invalid is not None:
-        # Progress is kept as it was: an invalid edit must not lose a migration's state.
-        status = compute(
-            generation=snap.generation,
-            engines=_observe(owner, _existing_components(owner, snap.live), snap.live, snap.pods),
-            previous=previous,
-            now=stamp(now),
-            invalid=snap.invalid or "invalid spec",
-            consumers=previous.consumers,
-            migration=previous.migration,
-        )
-        return Decision(None, status, _phase_events(previous, status), None)
-
-    ready = snap.ready(spec)
-    consumers = _manual_consumers(spec, owner)
-    plan = None
-    if spec.migration is not None and migration is not None:
-        plan = planner.plan(spec, consumers, previous.consumers, previous.migration, migration, now)
-        consumers = plan.consumers
-        if plan.scale_down_ollama and spec.ollama is not None:
-            spec = spec.model_copy(
-                update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
-            )
-    weights = {c.name: c.weight for c in consumers}
-    desired = desired_children(spec, owner, ready, weights, images, network_policy)
-    status = compute(
-        generation=snap.generation,
-        engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),
-        previous=previous,
-        now=stamp(now),
-        consumers=consumers,
-        migration=plan.migration if plan else None,
-        migrating=plan.condition.triple() if plan else None,
-        failover=plan.failover_message if plan else None,
-    )
-    events = (plan.events if plan else []) + _phase_events(previous, status)
-    return Decision(desired, status, events, plan.requeue_after if plan else None)
-
-
-def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> list[Event]:
-    """One Event per change of phase, naming the Ready condition's reason."""
-    if previous.phase == status.phase:
-        return []
-    ready = next(c for c in status.conditions if c.type == "Ready")
-    kind = "Warning" if status.phase in ("Degraded", "InvalidSpec") else "Normal"
-    return [Event(kind, ready.reason, f"{previous.phase} -> {status.phase}: {ready.message}")]
-
-
 async def read(
     kube: Kube, body: Obj, children: Children, network_policy: NetworkPolicyConfig | None = None
 ) -> Snapshot:
+    """The snapshot a plan is made from: the spec (or why it is invalid), the previous
+    status, the owned children and pods from the watch cache. A spec not tried yet (new,
+    changed or refused before) also gets its changed claims dry-run: the one refusal our
+    models cannot foresee (`validation.tried_changes`); a spec found InvalidSpec before at
+    the same generation is tried in full instead (`validation.tried_again`), which writes
+    nothing."""
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     invalid: str | None = None
@@ -256,18 +79,19 @@ async def read(
         spec = InferenceBackendSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         invalid = describe_errors(error)
-    live, pods = _split(owner, children.objects(owner.namespace, owner.name))
-    snap = Snapshot(owner, meta.get("generation"), spec, invalid, _previous_status(body), live,
+    live, pods = split(owner, children.objects(owner.namespace, owner.name))
+    snap = Snapshot(owner, meta.get("generation"), spec, invalid, previous_status(body), live,
                     pods)  # fmt: skip
     if spec is not None:
-        # Child names do not depend on weights or readiness. An untried spec's children are
-        # checked by the dry run instead (`tried_children`), which answers this too.
-        conflicts = service_name_clashes(spec, owner)
-        if not conflicts and not snap.untried:
+        problems = service_name_clashes(spec, owner)
+        if not problems and snap.untried:
             desired = desired_children(spec, owner, network_policy=network_policy)
-            conflicts = await name_conflicts(kube, desired, live)
-        if conflicts:
-            snap = replace(snap, invalid=conflicts)
+            refused_before = (snap.previous.phase == "InvalidSpec"
+                              and snap.previous.observed_generation == snap.generation)  # fmt: skip
+            check = tried_again if refused_before else tried_changes
+            problems = await check(kube, desired, live)
+        if problems:
+            snap = replace(snap, invalid=problems)
     return snap
 
 
@@ -282,7 +106,7 @@ async def reconcile(
     images: Images = DEFAULT_IMAGES,
     network_policy: NetworkPolicyConfig | None = None,
 ) -> Outcome:
-    """Read, decide (pure), write. Without a `reader`, migrations are not driven (the
+    """Read, plan (pure), execute. Without a `reader`, migrations are not driven (the
     consumers' spec weights apply)."""
     now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     snap = await read(kube, body, children, network_policy)
@@ -293,109 +117,41 @@ async def reconcile(
         observations = await reader.observe(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
-    decision = decide(snap, observations, now, images, network_policy)
-    # A spec's children are tried (dry run) once, when the spec is new or was refused: later
-    # changes (weights, readiness) come from a spec the API server already accepted, and a
-    # dry run per changed child would double the requests of every reconciliation.
-    refused = ""
-    if decision.desired is not None and snap.untried:
-        refused = await tried_children(kube, decision.desired, snap.live)
-    if refused:
-        # A child the API server refuses, or someone else's: apply none, as for any invalid
-        # spec.
-        snap = replace(snap, invalid=refused)
-        decision = decide(snap, observations, now, images, network_policy)
+    plan = decide(snap, observations, now, images, network_policy)
+    writes, created = 0, False
+    if plan.desired is not None:
+        written = await write_children(kube, plan, snap.owner, log, children)
+        created = bool(plan.create) and not written.refused
+        writes += written.writes
+        if written.refused:
+            # A new child the API server refuses, or someone else's: the run's creations
+            # were undone; the resource is InvalidSpec like any invalid spec.
+            snap = replace(snap, invalid=written.refused)
+            plan = decide(snap, observations, now, images, network_policy)
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
-
-    writes = 0
-    if decision.desired is not None:
-        writes += await _apply(kube, decision.desired, dict(snap.live), log, children)
-    if decision.status.migration is not None:
+    if plan.status.migration is not None:
         metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
-                                 decision.status)  # fmt: skip
-    if decision.status != snap.previous:
-        await kube.patch_status(body, _status_patch(snap.previous, decision.status))
-        writes += 1
-    for event in decision.events:
-        log.info("%s/%s %s: %s", snap.owner.namespace, snap.owner.name, event.reason,
-                 event.message)  # fmt: skip
-        try:
-            await kube.post_event(body, event.type, event.reason, event.message, stamp(now),
-                                  "inferops-operator")  # fmt: skip
-            writes += 1
-        except KubeError as error:  # an Event is a courtesy: never fail a reconcile for one
-            log.warning("could not post Event %s: %s", event.reason, error)
+                                 plan.status)  # fmt: skip
+    status_writes, patched = 0, None
+    # A run that created children leaves the status (and its Events) to the run their watch
+    # events trigger, which sees them: what this one would write is stale already, and a
+    # thousand new backends would pay a request each for it. Not during a migration, whose
+    # samples taken in this run must be recorded now.
+    if not (created and plan.status.migration is None):
+        status_writes, patched = await write_status(kube, body, plan, log, stamp(now))
+    writes += status_writes
     if prober is not None and snap.spec is not None:
         prober.update(snap.owner.namespace, snap.owner.name,
-                      probe_targets(snap.spec, snap.owner.namespace, decision.status,
+                      probe_targets(snap.spec, snap.owner.namespace, plan.status,
                                     prober.router_url))  # fmt: skip
     return Outcome(
-        phase=decision.status.phase,
+        phase=plan.status.phase,
         writes=writes,
         invalid=snap.invalid,
-        requeue_after=decision.requeue_after,
+        requeue_after=plan.requeue_after,
+        body=patched,
     )
-
-
-async def _apply(
-    kube: Kube,
-    desired: list[Obj],
-    live: dict[tuple[str, str], Obj],
-    log: logging.Logger,
-    children: Children,
-) -> int:
-    """Applies what differs from the live objects, deletes owned objects no longer desired,
-    and tells `children` of each write. Returns the number of writes."""
-    writes = 0
-    for obj in desired:
-        meta = obj["metadata"]
-        key = (obj["kind"], meta["name"])
-        current = live.get(key)
-        if current is not None and contains(current, obj):
-            continue
-        backend = meta["labels"][BACKEND_LABEL]
-        writes += await _hand_over_replicas(kube, current, obj, log)
-        log.info("%s/%s: applying %s %s", meta["namespace"], backend, *key)
-        children.wrote(meta["namespace"], backend, current,
-                       await kube.apply(replicas.as_created(current, obj)))  # fmt: skip
-        writes += 1
-    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
-    for key, obj in live.items():
-        if key not in wanted:
-            meta = obj["metadata"]
-            backend = meta["labels"][BACKEND_LABEL]
-            log.info("%s/%s: deleting %s %s, no longer in the spec", meta["namespace"], backend,
-                     *key)  # fmt: skip
-            await kube.delete(obj)
-            children.wrote(meta["namespace"], backend, obj, None)
-            writes += 1
-    return writes
-
-
-async def _hand_over_replicas(
-    kube: Kube, current: Obj | None, obj: Obj, log: logging.Logger
-) -> int:
-    """Before an apply that leaves a Deployment's replicas out, hands them to a second field
-    manager if the operator still owns them (`inferops.replicas`). The watch cache keeps no
-    managedFields, so the live object is read; only on such an apply, never at rest.
-    Returns the writes made."""
-    if current is None or not replicas.leaves_replicas(obj):
-        return 0
-    handover = replicas.handover(await kube.get(object_path(obj)), obj, kube.field_manager)
-    if handover is None:
-        return 0
-    meta = obj["metadata"]
-    log.info("%s/%s: handing the replicas of Deployment %s over: the spec leaves them unset",
-             meta["namespace"], meta["labels"][BACKEND_LABEL], meta["name"])  # fmt: skip
-    await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
-    return 1
-
-
-def _status_patch(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> Obj:
-    """A merge patch that also clears fields the new status no longer has."""
-    new = status.dump()
-    return {key: new.get(key) for key in set(previous.dump()) | set(new)}
 
 
 MAX_RETRY_DELAY = 300.0
@@ -421,8 +177,11 @@ class Reconciler:
         prober: Prober | None = None,
         images: Images = DEFAULT_IMAGES,
         network_policy: NetworkPolicyConfig | None = None,
+        bodies: Bodies | None = None,
     ) -> None:
+        """`bodies`: the resources as last seen (kopf's watch), read instead of a GET."""
         self.kube = kube
+        self.bodies = bodies
         self.children = children
         self.log = log
         self.images = images
@@ -503,8 +262,12 @@ class Reconciler:
                 del self._locks[key]
 
     async def _reconcile(self, namespace: str, name: str) -> Outcome | None:
-        body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
+        body = self.bodies.get(namespace, name) if self.bodies is not None else None
+        if body is None:
+            body = await self.kube.get(path(API_VERSION, KIND, namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
+            if self.bodies is not None:
+                self.bodies.forget(namespace, name)
             if self.prober is not None:
                 self.prober.update(namespace, name, {})
             if self.reader is not None:
@@ -527,8 +290,13 @@ class Reconciler:
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if outcome.body is not None and self.bodies is not None:
+            self.bodies.seen(outcome.body)
         if outcome.requeue_after is not None:
             self.schedule(namespace, name, outcome.requeue_after)
         result = "invalid" if outcome.invalid else "ok"
         metrics.RECONCILES.labels(namespace=namespace, outcome=result).inc()
         return outcome
+
+
+__all__ = ["Decision", "Outcome", "Plan", "Reconciler", "Snapshot", "decide", "read", "reconcile"]

@@ -1,7 +1,7 @@
 """Checks beyond the resource's schema, turned into InvalidSpec messages that name the field
 or object and the fix: those the API server cannot make when the resource is applied (Service
 name clashes, objects owned by someone else), and its refusal of a child built from a spec
-it accepted."""
+it accepted (found by a dry run where the schema cannot know the rule: `tried_changes`)."""
 
 from __future__ import annotations
 
@@ -45,91 +45,99 @@ def service_name_clashes(spec: InferenceBackendSpec, owner: Owner) -> str:
     return "; ".join(problems)
 
 
-def _from_earlier_incarnation(existing: Obj, desired: Obj, skip_uid: str = "") -> bool:
+def from_earlier_incarnation(existing: Obj, desired: Obj) -> bool:
     """A child of a deleted InferenceBackend of the same name, not yet garbage-collected:
-    applying adds the new owner, which is what the user wants after delete-and-recreate.
-    `skip_uid` leaves out the owner reference the operator itself adds."""
-    owner_name = desired["metadata"]["ownerReferences"][0]["name"]
+    applying adds the new owner, which is what the user wants after delete-and-recreate."""
+    owner = desired["metadata"]["ownerReferences"][0]
     return any(
-        ref.get("kind") == KIND and ref.get("name") == owner_name and ref.get("uid") != skip_uid
+        ref.get("kind") == KIND
+        and ref.get("name") == owner["name"]
+        and ref.get("uid") != owner["uid"]
         for ref in existing["metadata"].get("ownerReferences", [])
     )
 
 
-def _conflict(obj: Obj) -> str:
+def conflict(obj: Obj) -> str:
     return (
         f"{obj['kind']} {obj['metadata']['name']} already exists and is not owned by "
         "this InferenceBackend: rename the InferenceBackend or delete that object"
     )
 
 
-async def name_conflicts(kube: Kube, desired: list[Obj], owned: dict[tuple[str, str], Obj]) -> str:
-    """Objects the operator would create but that already exist and belong to someone else.
-
-    Applying over them would silently take them over; instead the resource is refused and
-    names what to rename or remove. Only objects not already owned are looked up.
-    """
-    problems = []
-    for obj in desired:
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key in owned:
-            continue
-        existing = await kube.get(object_path(obj))
-        if existing is not None and not _from_earlier_incarnation(existing, obj):
-            problems.append(_conflict(obj))
-    return "; ".join(problems)
+DRY_RUN_KINDS = frozenset({"PersistentVolumeClaim"})
+"""Kinds whose changes the API server refuses for reasons the resource's schema cannot see:
+a claim's spec is immutable once created (but for growing its size), so a changed
+`cache.accessMode` or `storageClassName` passes our validation and fails on the claim. The
+other children's rules (names, quantities, ports, labels) are the models' own validation,
+and their immutable fields (a Deployment's selector, a Service's clusterIP) are never
+changed by the builders."""
 
 
-async def tried_children(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
-    """What stops a new (or refused) spec's children, found by one server-side dry run of
-    every child that would change, before any is applied: so such a spec changes nothing at
-    all (no partial set of children), and the resource is InvalidSpec with a message naming
-    what to change. Two findings:
-
-    - the API server refuses a child although the schema accepted the spec: the message names
-      the spec section, the child, its field and the server's reason;
-    - a child the operator does not own yet exists already and belongs to someone else (as
-      `name_conflicts`, without a GET per child: the dry run answers whether the object
-      exists, and with which owners once the operator's reference is merged in).
-
-    Children equal to their live object are not sent (no request for an unchanged one)."""
+async def tried_changes(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
+    """What stops a changed spec, found by a server-side dry run of each existing child of
+    `DRY_RUN_KINDS` that would change, before anything is applied: so such a spec changes
+    nothing at all, and the resource is InvalidSpec with a message naming the spec section,
+    the child, its field and the server's reason. Nothing is sent for other children, for
+    new ones (their refusal undoes the run's creations: `inferops.execute`) or for
+    unchanged ones."""
     changed = [
         obj
         for obj in desired
-        if not contains(live.get((obj["kind"], obj["metadata"]["name"])), obj)
+        if obj["kind"] in DRY_RUN_KINDS
+        and (current := live.get((obj["kind"], obj["metadata"]["name"]))) is not None
+        and not contains(current, obj)
     ]
 
     async def problem(obj: Obj) -> str:
-        owned = (obj["kind"], obj["metadata"]["name"]) in live
         try:
-            answer, existed = await kube.try_apply(obj)
+            await kube.try_apply(obj)
         except KubeError as error:
-            if not _refused_for_good(error):
+            if not refused_for_good(error):
                 raise  # not about the object (API server unavailable, ...): retried
-            # Applied over someone else's object, the merge with its fields can be what is
-            # refused (their unnamed port beside ours): then the conflict is the finding.
-            conflict = "" if owned else await name_conflicts(kube, [obj], {})
-            return conflict or (
-                f"{_section(obj)}: the API server refuses {obj['kind']} "
-                f"{obj['metadata']['name']} built from it ({error.status}): {error.message}"
-            )
-        if not existed or owned:
-            return ""
-        uid = obj["metadata"]["ownerReferences"][0]["uid"]
-        if _from_earlier_incarnation(answer, obj, skip_uid=uid):
-            return ""
-        others = [r for r in answer["metadata"].get("ownerReferences", []) if r.get("uid") != uid]
-        if others:
-            return _conflict(obj)
-        # No owner but this resource's: either nobody's object (a conflict) or already this
-        # resource's and not yet in the watch cache; only the stored object tells them apart.
-        return await name_conflicts(kube, [obj], {})
+            return refusal(obj, error)
+        return ""
 
     problems = await asyncio.gather(*(problem(obj) for obj in changed))
     return "; ".join(p for p in problems if p)
 
 
-def _refused_for_good(error: KubeError) -> bool:
+async def tried_again(kube: Kube, desired: list[Obj], live: dict[tuple[str, str], Obj]) -> str:
+    """For a spec already found InvalidSpec at its generation (a child refused, or a name
+    taken): every child that would be created is looked up (one GET: someone else's object
+    is the conflict again) and dry-run, like every child that would change. Trying it again
+    (after a child event, an operator restart) then writes nothing until the problem is
+    gone, instead of creating and deleting the new children each time."""
+    changed = [o for o in desired if not contains(live.get((o["kind"], o["metadata"]["name"])), o)]
+
+    async def problem(obj: Obj) -> str:
+        if (obj["kind"], obj["metadata"]["name"]) not in live:
+            existing = await kube.get(object_path(obj))
+            uid = obj["metadata"]["ownerReferences"][0]["uid"]
+            refs = (existing or {}).get("metadata", {}).get("ownerReferences", [])
+            ours = any(ref.get("uid") == uid for ref in refs)
+            if existing is not None and not ours and not from_earlier_incarnation(existing, obj):
+                return conflict(obj)
+        try:
+            await kube.try_apply(obj)
+        except KubeError as error:
+            if not refused_for_good(error):
+                raise
+            return refusal(obj, error)
+        return ""
+
+    problems = await asyncio.gather(*(problem(obj) for obj in changed))
+    return "; ".join(p for p in problems if p)
+
+
+def refusal(obj: Obj, error: KubeError) -> str:
+    """The InvalidSpec message for a child the API server refuses."""
+    return (
+        f"{_section(obj)}: the API server refuses {obj['kind']} "
+        f"{obj['metadata']['name']} built from it ({error.status}): {error.message}"
+    )
+
+
+def refused_for_good(error: KubeError) -> bool:
     """The API server refuses the object itself, so sending it again cannot help: 422
     Invalid (a field fails the kind's validation), 400 (the body cannot be read as that
     kind), or server-side apply's 500 for a field of the wrong type."""

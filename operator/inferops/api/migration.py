@@ -9,8 +9,10 @@ Ollama, in the same window), rolls back on failure, and records its progress in 
 from __future__ import annotations
 
 import itertools
+import json
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
@@ -61,6 +63,50 @@ NULLABLE = Field(json_schema_extra={"nullable": True})
 # once and acknowledges it by copying its id to `status.migration.lastAction.id`.
 ACTION_ANNOTATION = "inferops.io/action"
 ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
+
+# Consumer phases in groups, as the planner and `kubectl ib` both reason about them.
+IN_PROGRESS = ("Progressing", "Paused")
+STOPPED = ("RolledBack", "Aborted")
+
+# The phases each action applies to; another phase is refused with `ACTION_REFUSALS[action]`.
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "promote": IN_PROGRESS,
+    "promote-full": IN_PROGRESS,
+    "pause": IN_PROGRESS,
+    "resume": IN_PROGRESS,  # `kubectl ib` checks the paused flag instead
+    "abort": (*IN_PROGRESS, "Migrated"),
+    "retry": STOPPED,
+}
+ACTION_REFUSALS = {
+    "promote": "promote applies to a consumer in progress (Progressing or Paused)",
+    "promote-full": "promote applies to a consumer in progress (Progressing or Paused)",
+    "pause": "pause applies to a consumer in progress (Progressing or Paused)",
+    "abort": "it is at 0% already (a RolledBack or Aborted one starts again with retry)",
+    "retry": "retry applies to a RolledBack or Aborted consumer",
+}
+
+
+def action_request(resource: Mapping[str, Any]) -> dict[str, Any] | str | None:
+    """The request in the resource's action annotation: its JSON object when it has a
+    non-empty string `id`, the raw text when it is malformed, None when there is none."""
+    metadata = resource.get("metadata") or {}
+    raw = (metadata.get("annotations") or {}).get(ACTION_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return str(raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+        return str(raw)
+    return doc
+
+
+def last_action_id(resource: Mapping[str, Any]) -> str | None:
+    """The id of the request the operator acknowledged last (`status.migration.lastAction`)."""
+    migration = (resource.get("status") or {}).get("migration") or {}
+    last = migration.get("lastAction") or {} if isinstance(migration, dict) else {}
+    return str(last["id"]) if isinstance(last, dict) and "id" in last else None
 
 
 def seconds(duration: str) -> float:
@@ -236,6 +282,10 @@ class Migration(Model):
 __all__ = [
     "ACTIONS",
     "ACTION_ANNOTATION",
+    "ACTION_REFUSALS",
+    "APPLIES_TO",
+    "IN_PROGRESS",
+    "STOPPED",
     "Analysis",
     "Gate",
     "Migration",
@@ -243,5 +293,7 @@ __all__ = [
     "Probe",
     "RateGate",
     "Step",
+    "action_request",
+    "last_action_id",
     "seconds",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import network_policy as netpol
@@ -16,6 +16,10 @@ from inferops.registry import CHILDREN
 # `ollama.enabled: false`).
 CHILD_KINDS = tuple((k.api_version, k.kind) for k in CHILDREN)
 
+WeightSetter = Callable[[InferenceBackendSpec, Owner, Mapping[str, bool], Mapping[str, int] | None],
+                        list[Obj]]  # fmt: skip
+"""`Traffic.set_weights` (inferops.traffic): the objects that carry the consumers' weights."""
+
 
 def desired_children(
     spec: InferenceBackendSpec,
@@ -24,19 +28,30 @@ def desired_children(
     weights: Mapping[str, int] | None = None,
     images: Images = DEFAULT_IMAGES,
     network_policy: NetworkPolicyConfig | None = None,
+    set_weights: WeightSetter = router.weights,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
     Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
     live vLLM weights (a consumer missing from it gets its spec weight). `network_policy`
-    (operator configuration) adds the engines' NetworkPolicy."""
+    (operator configuration) adds the engines' NetworkPolicy. `set_weights` builds what
+    carries the weights: the built-in router's ConfigMap unless another traffic backend's."""
     objects = (
         vllm.children(spec, owner, images)
         + ollama.children(spec, owner, images)
-        + router.children(spec, owner, ready or {}, weights, images)
+        + router.children(spec, owner, images)
+        + set_weights(spec, owner, ready or {}, weights)
         + netpol.children(owner, network_policy)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}
     return sorted(objects, key=lambda o: (order[o["kind"]], o["metadata"]["name"]))
 
 
-__all__ = ["CHILD_KINDS", "Images", "NetworkPolicyConfig", "Obj", "Owner", "desired_children"]
+__all__ = [
+    "CHILD_KINDS",
+    "Images",
+    "NetworkPolicyConfig",
+    "Obj",
+    "Owner",
+    "WeightSetter",
+    "desired_children",
+]

@@ -193,6 +193,17 @@ def config_map(
     )
 
 
+def weights(
+    spec: InferenceBackendSpec,
+    owner: Owner,
+    ready: Mapping[str, bool],
+    weights: Mapping[str, int] | None = None,
+) -> list[Obj]:
+    """The objects that set the weights with the built-in router (`traffic.router`): the
+    routing ConfigMap, when there are consumers."""
+    return [config_map(spec, owner, ready, weights)] if spec.consumers else []
+
+
 def rbac(owner: Owner) -> list[Obj]:
     """The router may read its own routing table and nothing else."""
     meta = common.metadata(owner, name(owner), COMPONENT)
@@ -303,17 +314,13 @@ def consumer_service(owner: Owner, consumer: ConsumerSpec) -> Obj:
 
 
 def children(
-    spec: InferenceBackendSpec,
-    owner: Owner,
-    ready: Mapping[str, bool],
-    weights: Mapping[str, int] | None = None,
-    images: Images = DEFAULT_IMAGES,
+    spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES
 ) -> list[Obj]:
-    """Nothing without consumers: the engines alone need no router."""
+    """Nothing without consumers: the engines alone need no router. The routing ConfigMap,
+    which carries the weights, comes from `weights` (the traffic interface's setter)."""
     if not spec.consumers:
         return []
     return [
-        config_map(spec, owner, ready, weights),
         *rbac(owner),
         deployment(spec, owner, images),
         *(consumer_service(owner, c) for c in spec.consumers),

@@ -1,61 +1,42 @@
 """The migration's reads: everything the planner observes, gathered before it plans.
 
 - the one-shot action requested in the resource's annotation, if not yet acknowledged;
-- the weights every ready router serves: the routing-table revision each one reports
-  (always scraped from the router pods directly: it must be current within a second, which a
-  Prometheus scrape interval is not) against the revision of the live ConfigMap;
+- the weights every data-plane replica serves, from the traffic interface (inferops.traffic;
+  the built-in router's pods are scraped directly: it must be current within a second,
+  which a Prometheus scrape interval is not); unknown on any replica means not served;
 - the analysis figures of the consumers whose sample is due, from the metrics source.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import ValidationError
-
-from inferops.api.migration import ACTION_ANNOTATION
-from inferops.api.routing import ROUTES_KEY, RoutingTable
+from inferops.api.migration import ACTION_ANNOTATION, action_request
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, Owner
 from inferops.kube import Obj
 from inferops.migration.planner import Action, Observations, due_samples
-from inferops.migration.sources import MetricsSource, ScrapeSource
+from inferops.migration.sources import MetricsSource
+from inferops.traffic import Traffic, served_everywhere
 
 
 def requested_action(body: Obj) -> Action | None:
     """The action annotation as an Action; a malformed one becomes an action the planner
     rejects with a message, rather than being ignored silently."""
-    raw = (body["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
-    if not raw:
+    request = action_request(body)
+    if request is None:
         return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
-        digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
-        return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {raw[:60]}")
-    return Action(id=doc["id"], action=str(doc.get("action", "")),
-                  consumer=str(doc.get("consumer") or ""))  # fmt: skip
-
-
-def live_table(live: Mapping[tuple[str, str], Obj], owner: Owner) -> RoutingTable | None:
-    """The routing table in the live ConfigMap, as the routers read it."""
-    config_map = live.get(("ConfigMap", router.name(owner)))
-    text = ((config_map or {}).get("data") or {}).get(ROUTES_KEY)
-    if not text:
-        return None
-    try:
-        return RoutingTable.model_validate_json(text)
-    except ValidationError:
-        return None
+    if isinstance(request, str):
+        digest = hashlib.sha256(request.encode()).hexdigest()[:16]
+        return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {request[:60]}")
+    return Action(id=request["id"], action=str(request.get("action", "")),
+                  consumer=str(request.get("consumer") or ""))  # fmt: skip
 
 
 def router_urls(pods: list[Obj], override: str | None) -> list[str]:
@@ -77,11 +58,11 @@ def router_urls(pods: list[Obj], override: str | None) -> list[str]:
 
 @dataclass
 class MigrationReader:
-    """Reads observations for the planner. `source` gives the analysis figures; `revisions`
-    scrapes the routers for the revision they serve."""
+    """Reads observations for the planner. `source` gives the analysis figures; `traffic`
+    what each data-plane replica serves."""
 
     source: MetricsSource
-    revisions: ScrapeSource
+    traffic: Traffic
     log: logging.Logger
 
     async def observe(
@@ -106,7 +87,7 @@ class MigrationReader:
                               found.problem)  # fmt: skip
         return Observations(
             vllm_ready=vllm_ready,
-            served=await self.served(owner, live),
+            served=served_everywhere(await self.traffic.served(owner, live)),
             figures=figures,
             action=requested_action(body),
         )
@@ -114,22 +95,11 @@ class MigrationReader:
     def forget(self, namespace: str, backend: str) -> None:
         """A deleted backend: its readings would otherwise stay in memory for good."""
         self.source.forget(namespace, backend)
-        self.revisions.forget(namespace, backend)
+        self.traffic.forget(namespace, backend)
 
     async def aclose(self) -> None:
         await self.source.aclose()
-        await self.revisions.aclose()
-
-    async def served(
-        self, owner: Owner, live: Mapping[tuple[str, str], Obj]
-    ) -> dict[str, int] | None:
-        table = live_table(live, owner)
-        if table is None:
-            return None
-        revisions = await self.revisions.served_revisions(owner.namespace, owner.name)
-        if not revisions or any(r != table.revision for r in revisions):
-            return None
-        return {c.name: c.weight for c in table.consumers}
+        await self.traffic.aclose()
 
 
-__all__ = ["MigrationReader", "live_table", "requested_action", "router_urls"]
+__all__ = ["MigrationReader", "requested_action", "router_urls"]

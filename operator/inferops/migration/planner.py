@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from inferops.api.migration import Migration, seconds
+from inferops.api.migration import IN_PROGRESS, STOPPED, Migration, seconds
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ActionRecord, ConsumerPhase, ConsumerStatus, MigrationStatus
 from inferops.migration import analysis
@@ -26,8 +26,6 @@ from inferops.migration.figures import Figures
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # How soon to look again while waiting for routers to serve a new weight.
 SERVED_POLL_SECONDS = 1.0
-IN_PROGRESS = ("Progressing", "Paused")
-STOPPED = ("RolledBack", "Aborted")
 
 
 def stamp(now: datetime) -> str:

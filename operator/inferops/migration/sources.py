@@ -340,6 +340,22 @@ class ScrapeSource:
             values.append(float(found[0]))
         return _revisions(values)
 
+    async def revisions_by_replica(
+        self, namespace: str, backend: str
+    ) -> list[tuple[str, int | None]]:
+        """(url, routing-table revision) of every ready router pod; None for a pod that
+        cannot say (unreachable, no gauge or more than one): unknown, not a revision."""
+        try:
+            urls = await self.targets(namespace, backend)
+        except Exception:  # the caller's lister: no replica known
+            return []
+        pages = await asyncio.gather(*(self._page(url) for url in urls), return_exceptions=True)
+        out: list[tuple[str, int | None]] = []
+        for url, page in zip(urls, pages, strict=True):
+            found = None if isinstance(page, BaseException) else _one_revision(page)
+            out.append((url, found))
+        return out
+
     async def _scrape(self, namespace: str, backend: str) -> list[tuple[str, str]]:
         """(url, page) of every ready router pod; SourceError when any read fails."""
         try:
@@ -453,6 +469,21 @@ def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigure
 
 def _p95(buckets: Iterable[tuple[float, float]]) -> float | None:
     return finite(quantile(QUANTILE, list(buckets)))
+
+
+def _one_revision(page: str) -> int | None:
+    """The revision gauge of one router's page, or None when it has not exactly one."""
+    try:
+        found = [
+            sample.value
+            for family in text_string_to_metric_families(page)
+            for sample in family.samples
+            if sample.name == REVISION_METRIC
+        ]
+    except Exception:  # the parser raises assorted types on malformed input
+        return None
+    revisions = _revisions(found) if len(found) == 1 else None
+    return revisions[0] if revisions else None
 
 
 def _revisions(values: list[float]) -> list[int] | None:

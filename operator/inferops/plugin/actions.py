@@ -18,30 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferops.api import API_VERSION, KIND, SINGULAR
-from inferops.api.migration import ACTION_ANNOTATION, ACTIONS
+from inferops.api.migration import (
+    ACTION_ANNOTATION,
+    ACTION_REFUSALS,
+    ACTIONS,
+    APPLIES_TO,
+    IN_PROGRESS,
+    STOPPED,
+    action_request,
+    last_action_id,
+)
 from inferops.kube import Kube, KubeError, path
 
 Obj = dict[str, Any]
-
-IN_PROGRESS = ("Progressing", "Paused")
-STOPPED = ("RolledBack", "Aborted")
-
-# The phases each action applies to; another phase is refused with `_WHY[action]`.
-APPLIES_TO: dict[str, tuple[str, ...]] = {
-    "promote": IN_PROGRESS,
-    "promote-full": IN_PROGRESS,
-    "pause": IN_PROGRESS,
-    "resume": IN_PROGRESS,  # checked on the paused flag instead, see check_phase
-    "abort": (*IN_PROGRESS, "Migrated"),
-    "retry": STOPPED,
-}
-_WHY = {
-    "promote": "promote applies to a consumer in progress (Progressing or Paused)",
-    "promote-full": "promote applies to a consumer in progress (Progressing or Paused)",
-    "pause": "pause applies to a consumer in progress (Progressing or Paused)",
-    "abort": "it is at 0% already (a RolledBack or Aborted one starts again with retry)",
-    "retry": "retry applies to a RolledBack or Aborted consumer",
-}
 
 CONFLICT_RETRIES = 5
 
@@ -82,25 +71,14 @@ def consumer_status(obj: Obj, name: str) -> Obj | None:
     return next((c for c in consumers if c.get("name") == name), None)
 
 
-def last_action_id(obj: Obj) -> str | None:
-    last = _dict(_dict(_dict(obj.get("status")).get("migration")).get("lastAction"))
-    return str(last["id"]) if "id" in last else None
-
-
 def pending_request(obj: Obj) -> Obj | None:
     """The request in the annotation when the operator has not acknowledged it yet. An
     unreadable annotation is not pending: the operator cannot acknowledge it, so a new
     request replaces it."""
-    raw = _dict(_dict(obj.get("metadata")).get("annotations")).get(ACTION_ANNOTATION)
-    if not raw:
+    request = action_request(obj)
+    if not isinstance(request, dict):
         return None
-    try:
-        request = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(request, dict) or not request.get("id"):
-        return None
-    return None if str(request["id"]) == last_action_id(obj) else request
+    return None if request["id"] == last_action_id(obj) else request
 
 
 def _names(obj: Obj) -> str:
@@ -143,7 +121,7 @@ def check_phase(obj: Obj, action: str, consumer: str) -> None:
             )
         raise Refused(f"{consumer} is not paused (phase {phase})")
     if phase not in APPLIES_TO[action]:
-        raise Refused(f"{consumer} is {phase}: {_WHY[action]}")
+        raise Refused(f"{consumer} is {phase}: {ACTION_REFUSALS[action]}")
     total = len(_list(_dict(_dict(obj.get("spec")).get("migration")).get("steps")))
     if action == "promote" and total and status.get("step") == total:
         meta = _dict(obj.get("metadata"))

@@ -1,0 +1,107 @@
+"""The pure parts of a reconciliation's plan: which children to create, change and delete,
+when the status is written, which phase changes make an Event; and the latest bodies the
+reconciler starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from inferops.api.status import InferenceBackendStatus
+from inferops.bodies import Bodies
+from inferops.builders import desired_children
+from inferops.plan import changes, decide
+from inferops.reconcile import Snapshot
+from tests.conftest import OWNER, make_spec
+from tests.test_decide import NOW, snapshot
+
+DESIRED = desired_children(make_spec(), OWNER)
+KEYS = [(o["kind"], o["metadata"]["name"]) for o in DESIRED]
+VLLM = ("Deployment", "llama32-vllm")
+OLD = ("Service", "llama32-gone")
+
+
+def live(*, drop: tuple[tuple[str, str], ...] = (), edit: tuple[tuple[str, str], ...] = (),
+         extra: tuple[tuple[str, str], ...] = ()) -> dict[tuple[str, str], Any]:  # fmt: skip
+    out = {k: o for k, o in zip(KEYS, DESIRED, strict=True) if k not in drop}
+    for key in edit:
+        out[key] = {**out[key], "metadata": {**out[key]["metadata"], "labels": {}}}
+    for kind, name in extra:
+        out[(kind, name)] = {"kind": kind, "metadata": {"name": name}}
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    live: dict[tuple[str, str], Any]
+    create: tuple[tuple[str, str], ...] = ()
+    update: tuple[tuple[str, str], ...] = ()
+    delete: tuple[tuple[str, str], ...] = ()
+
+
+ROWS = [
+    Row("nothing yet: every child is created", {}, create=tuple(KEYS)),
+    Row("all there and equal: no write", live()),
+    Row("one gone: only it is created", live(drop=(VLLM,)), create=(VLLM,)),
+    Row("one edited: only it is changed", live(edit=(VLLM,)), update=(VLLM,)),
+    Row("one no longer wanted: deleted", live(extra=(OLD,)), delete=(OLD,)),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_changes(row: Row) -> None:
+    create, update, delete = changes(DESIRED, row.live)
+    assert [(o["kind"], o["metadata"]["name"]) for o in create] == list(row.create)
+    assert [(o["kind"], o["metadata"]["name"]) for _, o in update] == list(row.update)
+    assert [(o["kind"], o["metadata"]["name"]) for o in delete] == list(row.delete)
+
+
+def test_a_created_deployment_gets_its_initial_replicas() -> None:
+    create, _, _ = changes(DESIRED, {})
+    vllm = next(o for o in create if (o["kind"], o["metadata"]["name"]) == VLLM)
+    assert vllm["spec"]["replicas"] == 1
+
+
+def test_the_status_is_patched_only_when_it_changed() -> None:
+    first = decide(snapshot(make_spec()), None, NOW)
+    assert first.status_patch is not None
+    again = decide(snapshot(make_spec(), previous=first.status), None, NOW)
+    assert again.status_patch is None and again.events == []
+
+
+@pytest.mark.parametrize(
+    ("previous", "ready", "events"),
+    [
+        (InferenceBackendStatus(), (), []),  # a new resource starting: no Event
+        (InferenceBackendStatus(), ("vllm", "ollama", "router"), ["EnginesReady"]),
+        (InferenceBackendStatus(observed_generation=1, phase="Ready"), (), ["VLLMCreating"]),
+    ],
+)
+def test_phase_events(previous: InferenceBackendStatus, ready: tuple[str, ...],
+                      events: list[str]) -> None:  # fmt: skip
+    plan = decide(snapshot(make_spec(), previous=previous, ready=ready), None, NOW)
+    assert [e.reason for e in plan.events] == events, plan.status.phase
+
+
+def test_an_invalid_spec_plans_no_child_write() -> None:
+    snap: Snapshot = snapshot(make_spec(), invalid="spec.x: wrong")
+    plan = decide(snap, None, NOW)
+    assert plan.desired is None and (plan.create, plan.update, plan.delete) == ([], [], [])
+
+
+def body(rv: str, phase: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ai", "name": "b", "resourceVersion": rv},
+            "status": {"phase": phase}}  # fmt: skip
+
+
+def test_bodies_keep_the_newest_version() -> None:
+    bodies = Bodies()
+    bodies.seen(body("10", "Progressing"))
+    bodies.seen(body("12", "Ready"))  # our status patch's answer
+    bodies.seen(body("11", "Progressing"))  # the watch catching up
+    assert bodies.get("ai", "b") == body("12", "Ready")
+    bodies.forget("ai", "b")
+    assert bodies.get("ai", "b") is None
