@@ -104,13 +104,21 @@ def plane(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def migrator(kubectl: Kubectl, operator: OperatorProcess, plane: DataPlane,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:  # fmt: skip
+def migrator(
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    plane: DataPlane,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
     """The operator told where the local router and Prometheus are. The session's operator
     pauses meanwhile: two operators must not drive the same resources."""
     operator.stop()
-    mine = OperatorProcess(kubectl, tmp_path_factory.mktemp("migrator") / "operator.log",
-                           free_port(), extra_args=plane.operator_args())  # fmt: skip
+    mine = OperatorProcess(
+        kubectl,
+        tmp_path_factory.mktemp("migrator") / "operator.log",
+        free_port(),
+        extra_args=plane.operator_args(),
+    )
     mine.start()
     yield mine
     mine.stop()

@@ -42,8 +42,14 @@ MODEL = "llama3.2"
 class FixedPortRouter(RouterProcess):
     """A router on a given port (the operator was told where to find it)."""
 
-    def __init__(self, port: int, source: list[str], log: Path, env: dict[str, str],
-                 engine_urls: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        source: list[str],
+        log: Path,
+        env: dict[str, str],
+        engine_urls: dict[str, str],
+    ) -> None:
         super().__init__(source, log, env=env, engine_urls=engine_urls)
         self.port = port
         self.process.cmd[self.process.cmd.index("--port") + 1] = str(port)
@@ -74,8 +80,9 @@ class DataPlane:
     def start(self) -> None:
         """Engines and Prometheus; vLLM takes about a minute to load."""
         ensure_vllm_env()
-        self.vllm = VLLMServer(ensure_tiny_model(), served_model_name=MODEL,
-                               log_path=self.workdir / "vllm.log")  # fmt: skip
+        self.vllm = VLLMServer(
+            ensure_tiny_model(), served_model_name=MODEL, log_path=self.workdir / "vllm.log"
+        )
         self.vllm.start()
         self.faults = FaultProxy(self.vllm.url)
         self.faults.start()
@@ -92,11 +99,12 @@ class DataPlane:
         assert self.prometheus is not None
         self.stop_router()
         self.router = FixedPortRouter(
-            self.router_port, ["--configmap", f"{namespace}/{backend}-router"],
+            self.router_port,
+            ["--configmap", f"{namespace}/{backend}-router"],
             self.workdir / f"router-{namespace}.log",
             env={**self.kubectl.env, "KUBECONFIG": str(self.kubectl.kubeconfig)},
             engine_urls={"vllm": self.faults.url, "ollama": self.ollama.url},
-        )  # fmt: skip
+        )
         self.router.start(timeout=60)
         labels = {"namespace": namespace, "pod": f"{backend}-router-local"}
         self.prometheus.set_targets([(f"127.0.0.1:{self.router_port}", labels)])
@@ -142,14 +150,26 @@ class Traffic:
     and `timeout` are the clients' own settings (the `openai` client's default retries are
     2, this loop's 0, so that every failure shows)."""
 
-    def __init__(self, plane: RouterEndpoint, namespace: str, consumer: str, api: str = "openai",
-                 pause: float = 0.1, backend: str = "llama32", max_retries: int = 0,
-                 timeout: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plane: RouterEndpoint,
+        namespace: str,
+        consumer: str,
+        api: str = "openai",
+        pause: float = 0.1,
+        backend: str = "llama32",
+        max_retries: int = 0,
+        timeout: float | None = None,
+    ) -> None:
         host = f"{backend}-{consumer}.{namespace}.svc"
         limit = {} if timeout is None else {"timeout": timeout}
-        self.openai = OpenAI(base_url=f"{plane.router_url}/v1", api_key="unused",
-                             max_retries=max_retries, default_headers={"Host": host},
-                             **limit)  # fmt: skip
+        self.openai = OpenAI(
+            base_url=f"{plane.router_url}/v1",
+            api_key="unused",
+            max_retries=max_retries,
+            default_headers={"Host": host},
+            **limit,
+        )
         self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host}, **limit)
         self.api = api
         self.pause = pause
@@ -163,13 +183,19 @@ class Traffic:
         messages = [{"role": "user", "content": "Summarise my notes."}]
         if self.api == "openai":
             stream = self.openai.chat.completions.create(
-                model=MODEL, messages=messages, max_tokens=8, stream=True,  # type: ignore[arg-type]
+                model=MODEL,
+                messages=messages,
+                max_tokens=8,
+                stream=True,  # type: ignore[arg-type]
                 stream_options={"include_usage": True},
-            )  # fmt: skip
+            )
             assert any(True for _ in stream)
         else:
-            parts = list(self.ollama.chat(model=MODEL, messages=messages, stream=True,
-                                          options={"num_predict": 8}))  # fmt: skip
+            parts = list(
+                self.ollama.chat(
+                    model=MODEL, messages=messages, stream=True, options={"num_predict": 8}
+                )
+            )
             assert parts and parts[-1].done
 
     def _run(self) -> None:

@@ -337,9 +337,11 @@ def main() -> None:
         check=False,
     )
     plane = BackgroundPlane(cluster.state_dir / "dataplane")
-    print("starting the local data plane in the background: vLLM's CPU build loads a tiny "
-          "model (about a minute), real Ollama (the same model), Prometheus",
-          flush=True)  # fmt: skip
+    print(
+        "starting the local data plane in the background: vLLM's CPU build loads a tiny "
+        "model (about a minute), real Ollama (the same model), Prometheus",
+        flush=True,
+    )
     plane.start(kubectl, NAMESPACE, "llama32")
     state = plane.wait("the engines and Prometheus", "prometheus_url", 600)
     start_operator(cluster, tuple(state.operator_args))

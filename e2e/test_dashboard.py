@@ -64,21 +64,28 @@ class Seen:
         return [name for name, answers in self.answers.items() if not answers]
 
     def until(self, names: list[str], timeout: float) -> None:
-        wait_for(f"series from {names}", lambda: not set(names) & set(self.ask()), timeout,
-                 interval=1)  # fmt: skip
+        wait_for(
+            f"series from {names}", lambda: not set(names) & set(self.ask()), timeout, interval=1
+        )
 
     def labels(self, prefix: str, label: str) -> set[str]:
         """The values of `label` in the answers of the queries named `prefix...`."""
-        return {metric.get(label, "") for name, answers in self.answers.items()
-                if name.startswith(prefix) for metric in answers}  # fmt: skip
+        return {
+            metric.get(label, "")
+            for name, answers in self.answers.items()
+            if name.startswith(prefix)
+            for metric in answers
+        }
 
 
-def label_values(prometheus: Prometheus, variable: dashboard.Variable,
-                 values: dict[str, str]) -> list[str]:  # fmt: skip
+def label_values(
+    prometheus: Prometheus, variable: dashboard.Variable, values: dict[str, str]
+) -> list[str]:
     """What Grafana's `label_values(metric, label)` offers for a dashboard variable."""
     match = dashboard.substitute(variable.metric, values)
-    found: list[str] = prometheus.api(f"/api/v1/label/{variable.label_name}/values",
-                                      **{"match[]": match})  # fmt: skip
+    found: list[str] = prometheus.api(
+        f"/api/v1/label/{variable.label_name}/values", **{"match[]": match}
+    )
     return found
 
 
@@ -91,20 +98,36 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
 ) -> None:
     assert plane.faults is not None and plane.prometheus is not None
     prometheus = plane.prometheus
-    start(kubectl, plane, namespace, [{"name": CONSUMER}],
-          steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-          analysis={**FAST, "failureLimit": 0})  # fmt: skip
+    start(
+        kubectl,
+        plane,
+        namespace,
+        [{"name": CONSUMER}],
+        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
+        analysis={**FAST, "failureLimit": 0},
+    )
     # The operator's metrics too, without target labels: its series keep their own
     # `namespace` (the InferenceBackend's), as the chart's ServiceMonitor (honorLabels) does.
     prometheus.set_targets([*prometheus.targets, (f"127.0.0.1:{migrator.metrics_port}", {})])
-    values = {"namespace": namespace, "backend": NAME, "consumer": CONSUMER,
-              "__rate_interval": "30s", "__range": "1h"}  # fmt: skip
-    panels = {f"panel {title!r} #{i}": dashboard.substitute(expr, values)
-              for i, (title, expr) in enumerate(dashboard.expressions())}  # fmt: skip
-    compared = {f"alert {name} without its condition": split_condition(rule["expr"])[0]
-                for name, rule in rules.items()}  # fmt: skip
-    firing = {f"alert {name}": rules[name]["expr"]
-              for name in ("InferopsConsumerRolledBack", "InferopsHighFallbackRate")}  # fmt: skip
+    values = {
+        "namespace": namespace,
+        "backend": NAME,
+        "consumer": CONSUMER,
+        "__rate_interval": "30s",
+        "__range": "1h",
+    }
+    panels = {
+        f"panel {title!r} #{i}": dashboard.substitute(expr, values)
+        for i, (title, expr) in enumerate(dashboard.expressions())
+    }
+    compared = {
+        f"alert {name} without its condition": split_condition(rule["expr"])[0]
+        for name, rule in rules.items()
+    }
+    firing = {
+        f"alert {name}": rules[name]["expr"]
+        for name in ("InferopsConsumerRolledBack", "InferopsHighFallbackRate")
+    }
     seen = Seen(prometheus, {**panels, **compared, **firing})
     stalled = "alert InferopsMigrationStepStalled without its condition"
 
@@ -116,8 +139,12 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
         print(f"\nwhile progressing at 50%: {answered}/{len(seen.queries)} with series")
         plane.faults.faults.error_share = 1.0  # vLLM fails every request from now on
         try:
-            wait_for(f"{CONSUMER} back at 0% in the router",
-                     lambda: served_weight(plane, CONSUMER) == 0, 60, interval=0.2)  # fmt: skip
+            wait_for(
+                f"{CONSUMER} back at 0% in the router",
+                lambda: served_weight(plane, CONSUMER) == 0,
+                60,
+                interval=0.2,
+            )
             # Ollama alone for a while: the fallbacks' and the rollback's series settle.
             time.sleep(3)
         finally:
@@ -149,7 +176,12 @@ def test_another_namespace_selects_nothing(plane: DataPlane) -> None:
     """The check above can fail: the same queries for a namespace without a router return
     no series (on the same Prometheus, after the test above filled it)."""
     assert plane.prometheus is not None
-    values = {"namespace": "nowhere", "backend": NAME, "consumer": CONSUMER,
-              "__rate_interval": "30s", "__range": "1h"}  # fmt: skip
+    values = {
+        "namespace": "nowhere",
+        "backend": NAME,
+        "consumer": CONSUMER,
+        "__rate_interval": "30s",
+        "__range": "1h",
+    }
     for title, expr in dashboard.expressions():
         assert plane.prometheus.query(dashboard.substitute(expr, values)) == [], title

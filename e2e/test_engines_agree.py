@@ -67,9 +67,10 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     model = ensure_tiny_model()
     with (
         VLLMServer(model, served_model_name=MODEL, log_path=logs / "vllm.log") as vllm,
-        OllamaServer(model_names=[MODEL], model_dir=ensure_tiny_gguf(model),
-                     log_path=logs / "ollama.log") as real_ollama,
-    ):  # fmt: skip
+        OllamaServer(
+            model_names=[MODEL], model_dir=ensure_tiny_gguf(model), log_path=logs / "ollama.log"
+        ) as real_ollama,
+    ):
         real_ollama.start()
         vllm.start()
         yield vllm.url, real_ollama.url
@@ -80,8 +81,11 @@ def test_vllm_and_ollama_give_the_same_greedy_answer(engines: tuple[str, str], p
     vllm_url, ollama_url = engines
     messages = [{"role": "user", "content": prompt}]
     from_vllm = OpenAI(base_url=f"{vllm_url}/v1", api_key="unused").chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=MAX_TOKENS, temperature=0,  # type: ignore[arg-type]
-    )  # fmt: skip
+        model=MODEL,
+        messages=messages,
+        max_tokens=MAX_TOKENS,
+        temperature=0,  # type: ignore[arg-type]
+    )
     from_ollama = ollama.Client(host=ollama_url).chat(
         model=MODEL, messages=messages, options={"num_predict": MAX_TOKENS, "temperature": 0}
     )
@@ -102,8 +106,10 @@ def test_digits_are_tokenized_differently(engines: tuple[str, str]) -> None:
     vllm_url, ollama_url = engines
     messages = [{"role": "user", "content": "Count from 0 to 10."}]
     from_vllm = OpenAI(base_url=f"{vllm_url}/v1", api_key="unused").chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=1,  # type: ignore[arg-type]
-    )  # fmt: skip
+        model=MODEL,
+        messages=messages,
+        max_tokens=1,  # type: ignore[arg-type]
+    )
     from_ollama = ollama.Client(host=ollama_url).chat(
         model=MODEL, messages=messages, options={"num_predict": 1}
     )

@@ -36,8 +36,9 @@ FAST = {
 PROBE = {"requests": 4, "maxTokens": 4}
 
 
-def apply(kubectl: Kubectl, namespace: str, consumers: list[dict[str, Any]],
-          **migration: Any) -> None:  # fmt: skip
+def apply(
+    kubectl: Kubectl, namespace: str, consumers: list[dict[str, Any]], **migration: Any
+) -> None:
     manifest = copy.deepcopy(EXAMPLE)
     # No model caches: the engines that serve here are local processes, and the local
     # cluster's volumes are not reused once released.
@@ -318,10 +319,13 @@ def test_plugin_pause_promote_abort_retry(
         print("\n" + kubectl_ib(kubectl, "status", NAME, *ns))
         assert "promoted to 60%" in kubectl_ib(kubectl, "promote", NAME, *ns)
         decided = time.monotonic()  # acknowledged: the table with 60% was written before
-        wait_for("60% in the router", lambda: served_weight(plane, "notes") == 60, 10,
-                 interval=0.05)  # fmt: skip
-        print(f"notes' new weight served {time.monotonic() - decided:.2f}s after the "
-              "promote was acknowledged")  # fmt: skip
+        wait_for(
+            "60% in the router", lambda: served_weight(plane, "notes") == 60, 10, interval=0.05
+        )
+        print(
+            f"notes' new weight served {time.monotonic() - decided:.2f}s after the "
+            "promote was acknowledged"
+        )
         wait_consumer(kubectl, namespace, "notes", "at 60%", step=2, weight=60)
         kubectl_ib(kubectl, "pause", NAME, *ns)
         wait_consumer(kubectl, namespace, "notes", "paused", phase="Paused", paused=True)

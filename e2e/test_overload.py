@@ -57,18 +57,21 @@ def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaSe
 
 
 @pytest.fixture(scope="module")
-def router(ollama_engine: OllamaServer, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[RouterProcess]:  # fmt: skip
+def router(
+    ollama_engine: OllamaServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RouterProcess]:
     directory = tmp_path_factory.mktemp("overload")
     table = {
         "model": MODEL,
         # vLLM lost: no Ready pod (and nothing listens there either).
-        "engines": {"vllm": {"url": f"http://127.0.0.1:{free_port()}", "ready": False},
-                    "ollama": {"url": ollama_engine.url, "ready": True, "admission": ADMISSION}},
+        "engines": {
+            "vllm": {"url": f"http://127.0.0.1:{free_port()}", "ready": False},
+            "ollama": {"url": ollama_engine.url, "ready": True, "admission": ADMISSION},
+        },
         "consumers": [{"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"}],
         "fallback": True,
         "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
-    }  # fmt: skip
+    }
     table_file = directory / "routes.json"
     table_file.write_text(json.dumps(table))
     process = RouterProcess(["--table-file", str(table_file)], directory / "router.log")
@@ -88,14 +91,22 @@ class Outcome:
 
 
 def openai_request() -> tuple[str, dict[str, Any]]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
-            "max_tokens": TOKENS, "stream": True}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": TOKENS,
+        "stream": True,
+    }
     return "/v1/chat/completions", body
 
 
 def ollama_request() -> tuple[str, dict[str, Any]]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
-            "options": {"num_predict": TOKENS}, "stream": True}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "options": {"num_predict": TOKENS},
+        "stream": True,
+    }
     return "/api/chat", body
 
 
@@ -109,8 +120,11 @@ def refusal_problem(api: str, response: httpx.Response, body: bytes) -> str:
     doc = json.loads(body)
     if api == "openai":
         error = doc.get("error") if isinstance(doc, dict) else None
-        if not (isinstance(error, dict) and error.get("code") == "engine_overloaded"
-                and "is overloaded" in error.get("message", "")):  # fmt: skip
+        if not (
+            isinstance(error, dict)
+            and error.get("code") == "engine_overloaded"
+            and "is overloaded" in error.get("message", "")
+        ):
             return f"not an OpenAI overload error: {doc}"
     elif not (isinstance(doc, dict) and set(doc) == {"error"} and "is overloaded" in doc["error"]):
         return f"not an Ollama error: {doc}"
@@ -144,8 +158,12 @@ async def one(client: httpx.AsyncClient, api: str) -> Outcome:
     seconds = time.monotonic() - start
     if response.status_code == 503:
         problem = refusal_problem(api, response, data)
-        return Outcome(api, "broken" if problem else "refused", seconds,
-                       problem or json.dumps(json.loads(data)))  # fmt: skip
+        return Outcome(
+            api,
+            "broken" if problem else "refused",
+            seconds,
+            problem or json.dumps(json.loads(data)),
+        )
     if response.status_code == 200:
         problem = answer_problem(api, data)
         return Outcome(api, "broken" if problem else "ok", seconds, problem)
@@ -156,8 +174,9 @@ async def load(url: str) -> list[Outcome]:
     """`CLIENTS` loops for `DURATION` seconds."""
     outcomes: list[Outcome] = []
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=url, headers={"Host": HOST}, limits=limits,
-                                 timeout=CLIENT_TIMEOUT) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Host": HOST}, limits=limits, timeout=CLIENT_TIMEOUT
+    ) as client:
         end = time.monotonic() + DURATION
 
         async def loop(index: int) -> None:
@@ -197,8 +216,10 @@ def test_overload_is_shed_fast_and_admitted_requests_succeed(router: RouterProce
 
     rss_after = rss_kib(pid)
     after = scrape(f"{router.url}/metrics")
-    kinds = {kind: [o for o in outcomes if o.kind == kind]
-             for kind in ("ok", "refused", "hung", "broken")}  # fmt: skip
+    kinds = {
+        kind: [o for o in outcomes if o.kind == kind]
+        for kind in ("ok", "refused", "hung", "broken")
+    }
     refused = kinds["refused"]
     at_once = [o.seconds for o in refused if "no slot freed" not in o.detail]
     waited = [o.seconds for o in refused if "no slot freed" in o.detail]
@@ -253,6 +274,7 @@ def test_overload_is_shed_fast_and_admitted_requests_succeed(router: RouterProce
 
 
 async def warmup(url: str) -> list[Outcome]:
-    async with httpx.AsyncClient(base_url=url, headers={"Host": HOST},
-                                 timeout=CLIENT_TIMEOUT) as client:  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Host": HOST}, timeout=CLIENT_TIMEOUT
+    ) as client:
         return [await one(client, "openai"), await one(client, "ollama")]

@@ -83,15 +83,19 @@ class TableRouter(RouterProcess):
 
 
 @pytest.fixture(scope="module")
-def router(vllm_engine: VLLMServer, ollama_engine: OllamaServer,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TableRouter]:  # fmt: skip
+def router(
+    vllm_engine: VLLMServer, ollama_engine: OllamaServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TableRouter]:
     table = {
         "model": MODEL,
-        "engines": {"vllm": {"url": vllm_engine.url, "ready": True},
-                    "ollama": {"url": ollama_engine.url, "ready": True}},
-        "consumers": [{"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"},
-                      {"name": "search", "hosts": [SEARCH_HOST], "weight": 0,
-                       "api": "embeddings"}],
+        "engines": {
+            "vllm": {"url": vllm_engine.url, "ready": True},
+            "ollama": {"url": ollama_engine.url, "ready": True},
+        },
+        "consumers": [
+            {"name": "notes", "hosts": [HOST], "weight": 100, "api": "chat"},
+            {"name": "search", "hosts": [SEARCH_HOST], "weight": 0, "api": "embeddings"},
+        ],
         "fallback": True,
         "timeouts": {"connectSeconds": 2, "firstByteSeconds": 30, "totalSeconds": 120},
         "maxBodyBytes": 1 << 20,
@@ -192,8 +196,9 @@ def test_ollama_client_show_and_ps_see_real_vllm(router: TableRouter) -> None:
     assert caught.value.status_code == 403 and "spec.vllm.model" in caught.value.error
 
 
-def test_openai_client_reaches_real_ollama(router: TableRouter, ollama_engine: OllamaServer
-                                          ) -> None:  # fmt: skip
+def test_openai_client_reaches_real_ollama(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
     """Weight 0: the OpenAI API through the router lands on real Ollama's `/v1`, SSE
     streaming included, under the logical name and its `:latest` form."""
     client = openai_client(router)
@@ -202,15 +207,22 @@ def test_openai_client_reaches_real_ollama(router: TableRouter, ollama_engine: O
     assert [m.id for m in client.models.list().data] == [MODEL]
 
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8)  # fmt: skip
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+    )
     assert raw.headers["x-inferops-engine"] == "ollama"
     answer = raw.parse()
     assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
 
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=16,
-        stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     finished = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(chunks) >= 3 and finished[-1].choices[0].finish_reason in ("length", "stop")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
@@ -218,39 +230,51 @@ def test_openai_client_reaches_real_ollama(router: TableRouter, ollama_engine: O
     completion = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=4)
     assert completion.choices[0].finish_reason in ("length", "stop")
     hi = [{"role": "user", "content": "Hi"}]
-    tagged = client.chat.completions.create(
-        model=f"{MODEL}:latest", messages=hi, max_tokens=4)  # type: ignore[arg-type]  # fmt: skip
+    tagged = client.chat.completions.create(model=f"{MODEL}:latest", messages=hi, max_tokens=4)  # type: ignore[arg-type]
     assert tagged.choices[0].message.role == "assistant"
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(
-            model="no-such-model", messages=hi, max_tokens=4)  # type: ignore[arg-type]  # fmt: skip
+        client.chat.completions.create(model="no-such-model", messages=hi, max_tokens=4)  # type: ignore[arg-type]
     # Four answered by Ollama itself; the unknown model never left the router.
     wait_for("4 answers in Ollama's log", lambda: ollama_engine.served() - served_before == 4, 10)
 
 
-def test_ollama_client_reaches_real_ollama(router: TableRouter, ollama_engine: OllamaServer
-                                          ) -> None:  # fmt: skip
+def test_ollama_client_reaches_real_ollama(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
     """Weight 0: Ollama's own API through the router (translated to `/v1` upstream) on real
     Ollama, NDJSON streaming included; names as Ollama gives them."""
     client = ollama_client(router)
     router.set_weight("notes", 0)
     served_before = ollama_engine.served()
 
-    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello"}],
-                        options={"num_predict": 8, "temperature": 0})  # fmt: skip
+    reply = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hello"}],
+        options={"num_predict": 8, "temperature": 0},
+    )
     assert reply.message.role == "assistant" and reply.done
     assert reply.eval_count is not None and reply.eval_count >= 1
 
-    parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
-                             stream=True, options={"num_predict": 12}))  # fmt: skip
+    parts = list(
+        client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            options={"num_predict": 12},
+        )
+    )
     assert len(parts) >= 2 and parts[-1].done and not parts[0].done
 
-    generated = client.generate(model=MODEL, prompt="Why is the sky blue?",
-                                options={"num_predict": 6})  # fmt: skip
+    generated = client.generate(
+        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 6}
+    )
     assert generated.done and generated.response
 
-    tagged = client.chat(model=f"{MODEL}:latest", messages=[{"role": "user", "content": "Hi"}],
-                         options={"num_predict": 4})  # fmt: skip
+    tagged = client.chat(
+        model=f"{MODEL}:latest",
+        messages=[{"role": "user", "content": "Hi"}],
+        options={"num_predict": 4},
+    )
     assert tagged.done and tagged.model == f"{MODEL}:latest"  # the name sent, as Ollama does
     assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]
     with pytest.raises(ollama.ResponseError) as caught:
@@ -269,9 +293,12 @@ def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaS
         assert len(got) == len(want) == 128  # the tiny model's hidden size
         assert cosine(got, want) > 0.9999
     assert cosine(*through_router.embeddings) < 0.9999  # different texts, different vectors
-    vectors = OpenAI(base_url=f"{router.url}/v1", api_key="unused", max_retries=0,
-                     default_headers={"Host": SEARCH_HOST}).embeddings.create(
-        model=MODEL, input="notes")  # fmt: skip
+    vectors = OpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers={"Host": SEARCH_HOST},
+    ).embeddings.create(model=MODEL, input="notes")
     assert cosine(vectors.data[0].embedding, direct.embeddings[0]) > 0.9999
 
 

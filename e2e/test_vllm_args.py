@@ -45,10 +45,16 @@ SPEC = {"model": "llama3.2", "vllm": {"model": "org/model", "maxModelLen": 4096}
 WATCHED = [*MANAGED, "model_tag"]
 # A value for each managed flag that differs from what the builder passes.
 VALUES = {
-    "model": "other/model", "served_model_name": "other", "host": "127.0.0.2", "port": "9000",
-    "tensor_parallel_size": "2", "gpu_memory_utilization": "0.5", "max_model_len": "100",
-    "dtype": "half", "download_dir": "/tmp/models",
-}  # fmt: skip
+    "model": "other/model",
+    "served_model_name": "other",
+    "host": "127.0.0.2",
+    "port": "9000",
+    "tensor_parallel_size": "2",
+    "gpu_memory_utilization": "0.5",
+    "max_model_len": "100",
+    "dtype": "half",
+    "download_dir": "/tmp/models",
+}
 
 
 def refused(extra_args: list[str]) -> bool:
@@ -150,8 +156,10 @@ def test_the_builders_flags_parse_as_the_spec_says(
         values = results[()][parser]["values"]
         assert values["model"] == "org/model" and values["served_model_name"] == ["llama3.2"]
         assert (values["port"], values["tensor_parallel_size"], values["max_model_len"]) == (
-            8000, 1, 4096,
-        )  # fmt: skip
+            8000,
+            1,
+            4096,
+        )
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=[" ".join(c.args) for c in REFUSED])
@@ -212,9 +220,15 @@ def test_the_api_server_refuses_each_refused_example_and_accepts_the_others(
     wrong = []
     for i, args in enumerate([*(c.args for c in REFUSED), *ACCEPTED]):
         result = kubectl.run(
-            "apply", "--dry-run=server", "-n", namespace, "-f", "-",
-            input=manifest(f"case-{i}", args), check=False,
-        )  # fmt: skip
+            "apply",
+            "--dry-run=server",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=manifest(f"case-{i}", args),
+            check=False,
+        )
         case = REFUSED[i] if i < len(REFUSED) else None
         if case is None:
             if result.returncode != 0:

@@ -74,9 +74,21 @@ def kinds(objects: Objects) -> list[str]:
 
 
 def test_helm_lint_strict_passes(helm: Helm) -> None:
-    for values in ([], ["--set", "watchNamespaces={a,b}", "--set", "serviceMonitor.enabled=true",
-                        "--set", "networkPolicy.enabled=true", "--set", "dashboard.enabled=true",
-                        "--set", "prometheusRule.enabled=true"]):  # fmt: skip
+    for values in (
+        [],
+        [
+            "--set",
+            "watchNamespaces={a,b}",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "dashboard.enabled=true",
+            "--set",
+            "prometheusRule.enabled=true",
+        ],
+    ):
         result = helm.run("lint", "--strict", str(CHART), *values)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
@@ -401,8 +413,13 @@ def test_service_monitor_scrapes_the_metrics_service(render: Callable[..., Objec
     service_labels = only(objects, "Service")["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    endpoint = {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
-                "honorLabels": True}  # fmt: skip
+    endpoint = {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+        "honorLabels": True,
+    }
     assert monitor["spec"]["endpoints"] == [endpoint]
 
 
@@ -429,10 +446,18 @@ def test_the_dashboard_configmap_carries_the_generated_json_and_the_sidecar_labe
 def test_the_dashboard_label_namespace_and_annotations_are_configurable(
     render: Callable[..., Objects],
 ) -> None:
-    objects = render({"dashboard": {"enabled": True, "label": "team.example.com/dashboard",
-                                    "labelValue": "llm", "labels": {"team": "ml"},
-                                    "annotations": {"grafana_folder": "LLM"},
-                                    "namespace": "monitoring"}})  # fmt: skip
+    objects = render(
+        {
+            "dashboard": {
+                "enabled": True,
+                "label": "team.example.com/dashboard",
+                "labelValue": "llm",
+                "labels": {"team": "ml"},
+                "annotations": {"grafana_folder": "LLM"},
+                "namespace": "monitoring",
+            }
+        }
+    )
     meta = only(objects, "ConfigMap")["metadata"]
     assert meta["labels"]["team.example.com/dashboard"] == "llm"
     assert meta["labels"]["team"] == "ml" and "grafana_dashboard" not in meta["labels"]
@@ -440,15 +465,26 @@ def test_the_dashboard_label_namespace_and_annotations_are_configurable(
     assert meta["namespace"] == "monitoring"
 
 
-ALERTS = ["InferopsConsumerRolledBack", "InferopsMigrationStepStalled",
-          "InferopsHighFallbackRate", "InferopsRoutingTableStale"]  # fmt: skip
+ALERTS = [
+    "InferopsConsumerRolledBack",
+    "InferopsMigrationStepStalled",
+    "InferopsHighFallbackRate",
+    "InferopsRoutingTableStale",
+]
 
 
 def test_the_prometheus_rule_has_the_four_alerts_and_promtool_accepts_them(
     render: Callable[..., Objects], tmp_path: Path
 ) -> None:
-    objects = render({"prometheusRule": {"enabled": True, "labels": {"release": "kps"},
-                                         "alertLabels": {"team": "llm"}}})  # fmt: skip
+    objects = render(
+        {
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "kps"},
+                "alertLabels": {"team": "llm"},
+            }
+        }
+    )
     rule = only(objects, "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "kps"
@@ -466,9 +502,18 @@ def test_the_prometheus_rule_has_the_four_alerts_and_promtool_accepts_them(
 
 
 def test_alert_thresholds_and_durations_come_from_values(render: Callable[..., Objects]) -> None:
-    found = alerts(render({"prometheusRule": {
-        "enabled": True, "stalledStepAfter": "3h", "staleTableFor": "2m",
-        "fallbackRate": {"threshold": 0.2, "window": "15m", "for": "1m"}}}))  # fmt: skip
+    found = alerts(
+        render(
+            {
+                "prometheusRule": {
+                    "enabled": True,
+                    "stalledStepAfter": "3h",
+                    "staleTableFor": "2m",
+                    "fallbackRate": {"threshold": 0.2, "window": "15m", "for": "1m"},
+                }
+            }
+        )
+    )
     assert found["InferopsMigrationStepStalled"]["for"] == "3h"
     assert found["InferopsRoutingTableStale"]["for"] == "2m"
     fallback = found["InferopsHighFallbackRate"]
@@ -486,16 +531,33 @@ ALERT_CASES: list[dict[str, Any]] = [
     {
         "interval": "1m",
         "input_series": [
-            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
-                       'phase="RolledBack"}', "values": "_x4 1x20"},
-            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
-                       'phase="Progressing"}', "values": "1x24"},
+            {
+                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
+                'phase="RolledBack"}',
+                "values": "_x4 1x20",
+            },
+            {
+                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
+                'phase="Progressing"}',
+                "values": "1x24",
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "3m", "alertname": "InferopsConsumerRolledBack", "exp_alerts": []},
-            {"eval_time": "10m", "alertname": "InferopsConsumerRolledBack", "exp_alerts": [
-                {"exp_labels": {"severity": "warning", "namespace": "shop",
-                                "backend": "llama32", "consumer": "notes"}}]},
+            {
+                "eval_time": "10m",
+                "alertname": "InferopsConsumerRolledBack",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "shop",
+                            "backend": "llama32",
+                            "consumer": "notes",
+                        }
+                    }
+                ],
+            },
         ],
     },
     {
@@ -503,64 +565,127 @@ ALERT_CASES: list[dict[str, Any]] = [
         "input_series": [
             # notes moves to step 2 at 30m, then stays there: stalled an hour after that
             # step began counting as unchanged (10 minutes without a change).
-            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
-                       'phase="Progressing"}', "values": "1x200"},
-            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="notes"}}',
-             "values": "1x29 2x170"},
+            {
+                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
+                'phase="Progressing"}',
+                "values": "1x200",
+            },
+            {
+                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="notes"}}',
+                "values": "1x29 2x170",
+            },
             # rag steps every 20 minutes: never stalled.
-            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
-                       'phase="Progressing"}', "values": "1x200"},
-            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="rag"}}',
-             "values": "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30"},
+            {
+                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
+                'phase="Progressing"}',
+                "values": "1x200",
+            },
+            {
+                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="rag"}}',
+                "values": "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30",
+            },
             # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
-            {"series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="ner",'
-                       'phase="Paused"}', "values": "1x200"},
-            {"series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="ner"}}',
-             "values": "1x200"},
+            {
+                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="ner",'
+                'phase="Paused"}',
+                "values": "1x200",
+            },
+            {
+                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="ner"}}',
+                "values": "1x200",
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "90m", "alertname": "InferopsMigrationStepStalled", "exp_alerts": []},
-            {"eval_time": "110m", "alertname": "InferopsMigrationStepStalled", "exp_alerts": [
-                {"exp_labels": {"severity": "warning", "namespace": "shop",
-                                "backend": "llama32", "consumer": "notes"}}]},
+            {
+                "eval_time": "110m",
+                "alertname": "InferopsMigrationStepStalled",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "shop",
+                            "backend": "llama32",
+                            "consumer": "notes",
+                        }
+                    }
+                ],
+            },
         ],
     },
     {
         "interval": "1m",
         "input_series": [
             # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
-            {"series": f'inferops_router_requests_total{{{ROUTER},consumer="notes",'
-                       'engine="vllm",code="200"}', "values": "0+10x40"},
-            {"series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="notes",'
-                       'engine="vllm",reason="status_503"}', "values": "0+1x40"},
-            {"series": f'inferops_router_requests_total{{{ROUTER},consumer="rag",'
-                       'engine="vllm",code="200"}', "values": "0+50x40"},
-            {"series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="rag",'
-                       'engine="vllm",reason="status_503"}', "values": "0+1x40"},
+            {
+                "series": f'inferops_router_requests_total{{{ROUTER},consumer="notes",'
+                'engine="vllm",code="200"}',
+                "values": "0+10x40",
+            },
+            {
+                "series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="notes",'
+                'engine="vllm",reason="status_503"}',
+                "values": "0+1x40",
+            },
+            {
+                "series": f'inferops_router_requests_total{{{ROUTER},consumer="rag",'
+                'engine="vllm",code="200"}',
+                "values": "0+50x40",
+            },
+            {
+                "series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="rag",'
+                'engine="vllm",reason="status_503"}',
+                "values": "0+1x40",
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "3m", "alertname": "InferopsHighFallbackRate", "exp_alerts": []},
-            {"eval_time": "30m", "alertname": "InferopsHighFallbackRate", "exp_alerts": [
-                {"exp_labels": {"severity": "warning", "namespace": "shop",
-                                "backend": "llama32", "consumer": "notes"}}]},
+            {
+                "eval_time": "30m",
+                "alertname": "InferopsHighFallbackRate",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "shop",
+                            "backend": "llama32",
+                            "consumer": "notes",
+                        }
+                    }
+                ],
+            },
         ],
     },
     {
         "interval": "1m",
         "input_series": [
-            {"series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-1"}',
-             "values": "0x5 1x20"},
-            {"series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-2"}',
-             "values": "0x25"},
+            {
+                "series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-1"}',
+                "values": "0x5 1x20",
+            },
+            {
+                "series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-2"}',
+                "values": "0x25",
+            },
         ],
         "alert_rule_test": [
             {"eval_time": "9m", "alertname": "InferopsRoutingTableStale", "exp_alerts": []},
-            {"eval_time": "12m", "alertname": "InferopsRoutingTableStale", "exp_alerts": [
-                {"exp_labels": {"severity": "critical", "namespace": "shop",
-                                "pod": "llama32-router-a-1"}}]},
+            {
+                "eval_time": "12m",
+                "alertname": "InferopsRoutingTableStale",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "namespace": "shop",
+                            "pod": "llama32-router-a-1",
+                        }
+                    }
+                ],
+            },
         ],
     },
-]  # fmt: skip
+]
 
 
 def test_each_alert_fires_when_it_should_and_not_before(

@@ -13,8 +13,13 @@ from testsupport.monitoring import check_rules
 
 from inferops import dashboard
 
-VALUES = {"namespace": "shop", "backend": "llama32", "consumer": "notes",
-          "__rate_interval": "1m", "__range": "3h"}  # fmt: skip
+VALUES = {
+    "namespace": "shop",
+    "backend": "llama32",
+    "consumer": "notes",
+    "__rate_interval": "1m",
+    "__range": "3h",
+}
 """What Grafana puts in place of the dashboard's variables before it sends a query."""
 
 
@@ -33,8 +38,10 @@ def test_every_query_parses_as_promql(tmp_path: Path) -> None:
     """Each query, its variables substituted, as the expression of a recording rule: promtool
     parses every one with Prometheus' parser and names the rule of any that fails."""
     queries = dashboard.expressions()
-    rules = [{"record": f"dashboard:query_{i}", "expr": dashboard.substitute(expr, VALUES)}
-             for i, (_, expr) in enumerate(queries)]  # fmt: skip
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": dashboard.substitute(expr, VALUES)}
+        for i, (_, expr) in enumerate(queries)
+    ]
     result = check_rules([{"name": "dashboard", "rules": rules}], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
@@ -52,9 +59,16 @@ def test_promtool_refuses_a_broken_query(tmp_path: Path) -> None:
 def test_the_panels_cover_the_comparison_per_consumer() -> None:
     """What a migration is judged and steered by, per consumer, with both engines."""
     titles = [panel.title for panel in dashboard.PANELS]
-    assert titles == ["Requests by engine", "Error share by engine", "Time to first token p95",
-                      "Time per output token p95", "Weight to vLLM", "Step", "Phase",
-                      "Fallbacks to Ollama"]  # fmt: skip
+    assert titles == [
+        "Requests by engine",
+        "Error share by engine",
+        "Time to first token p95",
+        "Time per output token p95",
+        "Weight to vLLM",
+        "Step",
+        "Phase",
+        "Fallbacks to Ollama",
+    ]
     for panel in dashboard.PANELS:
         for query in panel.queries:
             assert 'consumer="$consumer"' in query.expr, panel.title
@@ -74,8 +88,11 @@ def test_the_json_is_a_dashboard_grafana_loads() -> None:
     for panel in board["panels"]:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, panel["title"]
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}  # fmt: skip
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not mine & cells, f"{panel['title']} overlaps another panel"
         cells |= mine
         if panel["type"] != "row":

@@ -84,8 +84,11 @@ def test_with_migration_the_operator_owns_the_weights() -> None:
 
 def test_invalid_spec_keeps_children_and_migration_progress() -> None:
     progress = InferenceBackendStatus(
-        consumers=[ConsumerStatus(name="notes", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=1)],
+        consumers=[
+            ConsumerStatus(
+                name="notes", weight=10, service="s", endpoint="e", phase="Progressing", step=1
+            )
+        ],
         migration=MigrationStatus(spec_hash="abc", migrated="0/1", current="notes@10%"),
     )
     decision = decide(snapshot(None, progress, invalid="spec.x: bad"), None, NOW)
@@ -100,10 +103,14 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
     s = spec(migration=MIGRATION)
     previous = InferenceBackendStatus(
         phase="Ready",
-        consumers=[ConsumerStatus(name="notes", weight=100, service="s", endpoint="e",
-                                  phase="Migrated", step=2),
-                   ConsumerStatus(name="rag", weight=10, service="s", endpoint="e",
-                                  phase="Progressing", step=1)],
+        consumers=[
+            ConsumerStatus(
+                name="notes", weight=100, service="s", endpoint="e", phase="Migrated", step=2
+            ),
+            ConsumerStatus(
+                name="rag", weight=10, service="s", endpoint="e", phase="Progressing", step=1
+            ),
+        ],
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
     )
     snap = snapshot(s, previous, ready=("ollama", "router"))
@@ -117,8 +124,10 @@ def test_failover_makes_the_resource_degraded_and_every_weight_zero() -> None:
 
 def test_ollama_scaled_down_once_every_consumer_is_migrated() -> None:
     s = spec(migration={**MIGRATION, "afterMigration": "ScaleDownOllama"})
-    done = [ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated",
-                           step=2) for n in ("notes", "rag")]  # fmt: skip
+    done = [
+        ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated", step=2)
+        for n in ("notes", "rag")
+    ]
     previous = InferenceBackendStatus(
         consumers=done,
         migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
@@ -144,19 +153,29 @@ def test_rollout_metrics_follow_the_status() -> None:
     def value(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, {"namespace": "m", "backend": "b", **labels})
 
-    running = ConsumerStatus(name="notes", weight=50, service="s", endpoint="e",
-                             phase="Progressing", step=2)  # fmt: skip
+    running = ConsumerStatus(
+        name="notes", weight=50, service="s", endpoint="e", phase="Progressing", step=2
+    )
     failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:00:10Z", step=2)
-    rolled = running.model_copy(update={"phase": "RolledBack", "weight": 0,
-                                        "last_analysis": failed,
-                                        "last_sample_at": failed.time})  # fmt: skip
+    rolled = running.model_copy(
+        update={
+            "phase": "RolledBack",
+            "weight": 0,
+            "last_analysis": failed,
+            "last_sample_at": failed.time,
+        }
+    )
     record_migration(
         "m", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[running])
     )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 50
     assert value("inferops_migration_consumer_step", consumer="notes") == 2  # from 1, as status
-    record_migration("m", "b", InferenceBackendStatus(consumers=[running]),
-                     InferenceBackendStatus(consumers=[rolled]))  # fmt: skip
+    record_migration(
+        "m",
+        "b",
+        InferenceBackendStatus(consumers=[running]),
+        InferenceBackendStatus(consumers=[rolled]),
+    )
     assert value("inferops_migration_consumer_weight", consumer="notes") == 0
     assert value("inferops_migration_consumer_step", consumer="notes") == 2  # still step 2
     assert value("inferops_migration_rollbacks_total", consumer="notes") == 1

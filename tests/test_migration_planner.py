@@ -441,8 +441,14 @@ def test_shed_requests_show_in_the_sample_without_judging_it() -> None:
     last analysis, and leave the verdict to the error and latency gates."""
     shed = Figures(vllm=eng(ttft=0.1), ollama=replace(eng(ttft=0.4), shed=25))
     states = [running("notes", 1, 10), consumer("rag", phase="Pending")]
-    result = plan(SPEC, base(), states, MigrationStatus(spec_hash=HASH),
-                  Observations(vllm_ready=True, figures={"notes": shed}), at(15))  # fmt: skip
+    result = plan(
+        SPEC,
+        base(),
+        states,
+        MigrationStatus(spec_hash=HASH),
+        Observations(vllm_ready=True, figures={"notes": shed}),
+        at(15),
+    )
     analysis = result.consumers[0].last_analysis
     assert analysis is not None and analysis.verdict == "Pass"
     assert analysis.ollama is not None and analysis.ollama.shed == 25
@@ -512,25 +518,41 @@ def test_figures_in_status_are_rounded_and_verdicts_use_the_exact_ones() -> None
             requests=51.06666666666667, errors=1.0, ttft_p95=0.38, tpot_p95=0.0456789
         ),
     )
-    row = Row("", [running("notes", 1, 10), consumer("rag", phase="Pending")], 15,
-              Observations(vllm_ready=True, figures={"notes": raw}), {})  # fmt: skip
+    row = Row(
+        "",
+        [running("notes", 1, 10), consumer("rag", phase="Pending")],
+        15,
+        Observations(vllm_ready=True, figures={"notes": raw}),
+        {},
+    )
     analysis = run(row).consumers[0].last_analysis
     assert analysis is not None and analysis.vllm is not None and analysis.ollama is not None
     assert analysis.verdict == "Pass"
     assert analysis.vllm.model_dump() == {
-        "requests": 48.93, "error_rate": 0.0, "ttft_p95": 0.1235, "tpot_p95": 0.02123,
+        "requests": 48.93,
+        "error_rate": 0.0,
+        "ttft_p95": 0.1235,
+        "tpot_p95": 0.02123,
         "shed": 0.0,
-    }  # fmt: skip
+    }
     assert analysis.ollama.model_dump() == {
-        "requests": 51.07, "error_rate": 0.01958, "ttft_p95": 0.38, "tpot_p95": 0.04568,
+        "requests": 51.07,
+        "error_rate": 0.01958,
+        "ttft_p95": 0.38,
+        "tpot_p95": 0.04568,
         "shed": 0.0,
-    }  # fmt: skip
+    }
     gates = {g.metric: g.model_dump(exclude={"metric", "verdict"}) for g in analysis.gates}
     assert gates["ttftP95"] == {"value": 0.1235, "baseline": 0.38, "threshold": 0.57}
     # Just under minRequests (5) stays too few, however close the rounding comes.
     close = Figures(vllm=eng(requests=4.96), ollama=eng())
-    row = Row("", [running("notes", 1, 10), consumer("rag", phase="Pending")], 15,
-              Observations(vllm_ready=True, figures={"notes": close}), {})  # fmt: skip
+    row = Row(
+        "",
+        [running("notes", 1, 10), consumer("rag", phase="Pending")],
+        15,
+        Observations(vllm_ready=True, figures={"notes": close}),
+        {},
+    )
     analysis = run(row).consumers[0].last_analysis
     assert analysis is not None and analysis.verdict == "Inconclusive"
     assert analysis.message == "too few requests on vLLM (4.96 < 5)"

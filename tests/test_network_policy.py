@@ -24,10 +24,15 @@ from inferops.kube import KubeError
 from inferops.reconcile import Snapshot, decide, reconcile
 from tests.conftest import OWNER, make_spec
 
-MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}  # fmt: skip
-ROUTERS = {"podSelector": {"matchLabels": {"inferops.io/backend": "llama32",
-                                           "inferops.io/component": "router"}}}  # fmt: skip
+MONITORING = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+ROUTERS = {
+    "podSelector": {
+        "matchLabels": {"inferops.io/backend": "llama32", "inferops.io/component": "router"}
+    }
+}
 BOTH_PORTS = [{"port": 8000, "protocol": "TCP"}, {"port": 11434, "protocol": "TCP"}]
 VLLM_PORT = [{"port": 8000, "protocol": "TCP"}]
 
@@ -69,10 +74,14 @@ def test_without_scrapers_only_the_routers_get_in() -> None:
 
 def test_the_policy_selects_this_backends_engines_and_not_its_router() -> None:
     """The selectors against the labels the builders put on the pods."""
-    objects = desired_children(make_spec(consumers=[{"name": "notes"}]), OWNER,
-                               network_policy=NetworkPolicyConfig())  # fmt: skip
-    pod_labels = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
-                  for o in objects if o["kind"] == "Deployment"}  # fmt: skip
+    objects = desired_children(
+        make_spec(consumers=[{"name": "notes"}]), OWNER, network_policy=NetworkPolicyConfig()
+    )
+    pod_labels = {
+        o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+        for o in objects
+        if o["kind"] == "Deployment"
+    }
     (policy,) = policies(objects)
 
     def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -84,24 +93,31 @@ def test_the_policy_selects_this_backends_engines_and_not_its_router() -> None:
 
     target = policy["spec"]["podSelector"]
     assert {n for n, labels in pod_labels.items() if selects(target, labels)} == {
-        "llama32-vllm", "llama32-ollama"}  # fmt: skip
+        "llama32-vllm",
+        "llama32-ollama",
+    }
     source = policy["spec"]["ingress"][0]["from"][0]["podSelector"]
-    assert {n for n, labels in pod_labels.items() if selects(source, labels)} == {
-        "llama32-router"}  # fmt: skip
-    other = desired_children(make_spec(consumers=[{"name": "notes"}]),
-                             Owner(name="other", namespace="ai", uid="u"))  # fmt: skip
+    assert {n for n, labels in pod_labels.items() if selects(source, labels)} == {"llama32-router"}
+    other = desired_children(
+        make_spec(consumers=[{"name": "notes"}]), Owner(name="other", namespace="ai", uid="u")
+    )
     for deployment in (o for o in other if o["kind"] == "Deployment"):
         assert not selects(target, deployment["spec"]["template"]["metadata"]["labels"])
 
 
 def test_built_only_when_configured_whatever_the_spec() -> None:
-    for spec in (make_spec(), make_spec(consumers=[{"name": "notes"}]),
-                 make_spec(ollama={"model": "llama3.2:3b", "enabled": False})):  # fmt: skip
+    for spec in (
+        make_spec(),
+        make_spec(consumers=[{"name": "notes"}]),
+        make_spec(ollama={"model": "llama3.2:3b", "enabled": False}),
+    ):
         assert policies(desired_children(spec, OWNER)) == []
         built = policies(desired_children(spec, OWNER, network_policy=NetworkPolicyConfig()))
         assert [p["metadata"]["name"] for p in built] == ["llama32-engines"]
-    kinds = [o["kind"] for o in desired_children(make_spec(), OWNER,
-                                                 network_policy=NetworkPolicyConfig())]  # fmt: skip
+    kinds = [
+        o["kind"]
+        for o in desired_children(make_spec(), OWNER, network_policy=NetworkPolicyConfig())
+    ]
     assert kinds.index("NetworkPolicy") < kinds.index("Deployment")  # before the pods start
 
 
@@ -126,13 +142,18 @@ def test_turned_off_the_policy_is_no_longer_desired_so_it_is_deleted() -> None:
         ('[{"ipBlock": {"cidr": "10.0.0.0/8"}}]', "ipBlock: Extra inputs are not permitted"),
         ('[{"podSelector": {"matchLabels": {"a b": "x"}}}]', "should match pattern"),
         ('[{"podSelector": {"matchLabels": {"app": "-x"}}}]', "should match pattern"),
-        ('[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]',
-         "operator In needs values"),
-        ('[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",'
-         ' "values": ["x"]}]}}]', "operator Exists takes no values"),
+        (
+            '[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]',
+            "operator In needs values",
+        ),
+        (
+            '[{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists",'
+            ' "values": ["x"]}]}}]',
+            "operator Exists takes no values",
+        ),
         ("monitoring", "Invalid JSON"),
     ],
-)  # fmt: skip
+)
 def test_bad_peers_are_refused_naming_the_problem(text: str, words: str) -> None:
     with pytest.raises(ValueError, match="not a JSON list of NetworkPolicy peers") as error:
         parse_peers(text)
@@ -140,8 +161,13 @@ def test_bad_peers_are_refused_naming_the_problem(text: str, words: str) -> None
 
 
 def test_peers_keep_what_kubernetes_needs() -> None:
-    text = json.dumps([MONITORING, {"podSelector": {"matchExpressions": [
-        {"key": "app", "operator": "Exists"}]}}, {"namespaceSelector": {}}])  # fmt: skip
+    text = json.dumps(
+        [
+            MONITORING,
+            {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
+            {"namespaceSelector": {}},
+        ]
+    )
     assert [p.dump() for p in parse_peers(text)] == [
         MONITORING,
         {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}},
@@ -166,8 +192,9 @@ def test_off_by_default(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_flags(clean_env: pytest.MonkeyPatch) -> None:
     assert parse_args(["--network-policy"]).network_policy_config == NetworkPolicyConfig()
-    config = parse_args(["--network-policy", "--network-policy-metrics-from",
-                         json.dumps([MONITORING])]).network_policy_config  # fmt: skip
+    config = parse_args(
+        ["--network-policy", "--network-policy-metrics-from", json.dumps([MONITORING])]
+    ).network_policy_config
     assert config == NetworkPolicyConfig((Peer.model_validate(MONITORING),))
 
 
@@ -176,8 +203,12 @@ def test_the_environment_as_the_chart_sets_it(clean_env: pytest.MonkeyPatch) -> 
     clean_env.setenv("INFEROPS_NETWORK_POLICY_METRICS_FROM", json.dumps([MONITORING]))
     config = parse_args([]).network_policy_config
     assert config is not None and [p.dump() for p in config.metrics_from] == [MONITORING]
-    assert parse_args(["--no-network-policy", "--network-policy-metrics-from", ""]
-                      ).network_policy_config is None  # fmt: skip
+    assert (
+        parse_args(
+            ["--no-network-policy", "--network-policy-metrics-from", ""]
+        ).network_policy_config
+        is None
+    )
     clean_env.setenv("INFEROPS_NETWORK_POLICY", "false")
     clean_env.setenv("INFEROPS_NETWORK_POLICY_METRICS_FROM", "")
     assert parse_args([]).network_policy_config is None
@@ -229,8 +260,10 @@ class ForeignPolicyKube:
     async def post_event(self, *_: Any) -> None: ...
 
 
-BODY = {"metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
-        "spec": {"model": "llama3.2", "vllm": {"model": "m"}}}  # fmt: skip
+BODY = {
+    "metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
+    "spec": {"model": "llama3.2", "vllm": {"model": "m"}},
+}
 ACCEPTED = {**BODY, "status": {"observedGeneration": 1, "phase": "Ready"}}
 
 

@@ -23,8 +23,12 @@ VLLM = ("Deployment", "llama32-vllm")
 OLD = ("Service", "llama32-gone")
 
 
-def live(*, drop: tuple[tuple[str, str], ...] = (), edit: tuple[tuple[str, str], ...] = (),
-         extra: tuple[tuple[str, str], ...] = ()) -> dict[tuple[str, str], Any]:  # fmt: skip
+def live(
+    *,
+    drop: tuple[tuple[str, str], ...] = (),
+    edit: tuple[tuple[str, str], ...] = (),
+    extra: tuple[tuple[str, str], ...] = (),
+) -> dict[tuple[str, str], Any]:
     out = {k: o for k, o in zip(KEYS, DESIRED, strict=True) if k not in drop}
     for key in edit:
         out[key] = {**out[key], "metadata": {**out[key]["metadata"], "labels": {}}}
@@ -80,8 +84,9 @@ def test_the_status_is_patched_only_when_it_changed() -> None:
         (InferenceBackendStatus(observed_generation=1, phase="Ready"), (), ["VLLMCreating"]),
     ],
 )
-def test_phase_events(previous: InferenceBackendStatus, ready: tuple[str, ...],
-                      events: list[str]) -> None:  # fmt: skip
+def test_phase_events(
+    previous: InferenceBackendStatus, ready: tuple[str, ...], events: list[str]
+) -> None:
     plan = decide(snapshot(make_spec(), previous=previous, ready=ready), None, NOW)
     assert [e.reason for e in plan.events] == events, plan.status.phase
 
@@ -93,8 +98,10 @@ def test_an_invalid_spec_plans_no_child_write() -> None:
 
 
 def body(rv: str, phase: str) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ai", "name": "b", "resourceVersion": rv},
-            "status": {"phase": phase}}  # fmt: skip
+    return {
+        "metadata": {"namespace": "ai", "name": "b", "resourceVersion": rv},
+        "status": {"phase": phase},
+    }
 
 
 def test_bodies_keep_the_newest_version() -> None:

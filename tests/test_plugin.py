@@ -350,8 +350,10 @@ def test_promote_at_the_last_step_is_refused_pointing_at_full() -> None:
         "analysis"
     )
     assert actions.plan(obj, "promote-full", "rag") == "rag"
-    assert actions.plan(resource([consumer("rag", "Progressing", 50, step=2)]), "promote",
-                        "rag") == "rag"  # fmt: skip
+    assert (
+        actions.plan(resource([consumer("rag", "Progressing", 50, step=2)]), "promote", "rag")
+        == "rag"
+    )
 
 
 def test_resume_cannot_lift_a_pause_set_in_the_spec() -> None:

@@ -34,11 +34,15 @@ def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid,
-                     "generation": 2},
+        "metadata": {
+            "name": OWNER.name,
+            "namespace": OWNER.namespace,
+            "uid": OWNER.uid,
+            "generation": 2,
+        },
         "spec": make_spec(**spec).dump(),
         "status": status or {},
-    }  # fmt: skip
+    }
 
 
 class Cache:
@@ -163,10 +167,12 @@ async def test_other_refusals_of_the_object_itself_count_too(status: int, messag
 
 
 async def test_every_refused_child_is_named() -> None:
-    kube = FakeApi({
-        ("Deployment", "llama32-ollama"): (422, "spec.template.spec.affinity: Invalid"),
-        ("PersistentVolumeClaim", "llama32-vllm-cache"): (422, "spec: Forbidden: immutable"),
-    })  # fmt: skip
+    kube = FakeApi(
+        {
+            ("Deployment", "llama32-ollama"): (422, "spec.template.spec.affinity: Invalid"),
+            ("PersistentVolumeClaim", "llama32-vllm-cache"): (422, "spec: Forbidden: immutable"),
+        }
+    )
     spec = {"vllm": {"model": "m", "cache": {"size": "1Gi"}}}
     first = await run(kube, body(**spec))  # stops at the first refusal, undoing the rest
     assert first.invalid.count("refuses") == 1 and kube.stored == {}
@@ -196,8 +202,11 @@ async def test_a_changed_claim_is_tried_first_and_its_refusal_changes_nothing() 
     cache = Cache(live)
     claim = ("PersistentVolumeClaim", "llama32-vllm-cache")
     kube = FakeApi({claim: (422, "spec: Forbidden: spec is immutable after creation")})
-    changed = {"model": "m", "maxModelLen": 4096,
-               "cache": {"size": "1Gi", "accessMode": "ReadWriteMany"}}  # fmt: skip
+    changed = {
+        "model": "m",
+        "maxModelLen": 4096,
+        "cache": {"size": "1Gi", "accessMode": "ReadWriteMany"},
+    }
     outcome = await run(kube, body(vllm=changed), cache)
     assert kube.calls == [("dry run", claim)]  # not even the Deployment the edit changes
     assert outcome.invalid.startswith(
@@ -230,8 +239,12 @@ def ib_ref(name: str, uid: str) -> dict[str, Any]:
 
 
 VLLM_SERVICE = ("Service", "llama32-vllm")
-THEIRS = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "llama32-vllm"},
-          "spec": {"ports": [{"port": 80}]}}  # fmt: skip
+THEIRS = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "llama32-vllm"},
+    "spec": {"ports": [{"port": 80}]},
+}
 
 
 def theirs(refs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -296,14 +309,18 @@ async def test_a_run_starts_from_the_latest_body_and_keeps_its_status_answer() -
 
         async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> Any:
             self.statuses.append(status)
-            return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "9"},
-                    "status": status}  # fmt: skip
+            return {
+                **obj,
+                "metadata": {**obj["metadata"], "resourceVersion": "9"},
+                "status": status,
+            }
 
     kube = Answering()
     bodies = Bodies()
     bodies.seen({**body(), "metadata": {**body()["metadata"], "resourceVersion": "8"}})
-    cache = Cache({(o["kind"], o["metadata"]["name"]): o
-                   for o in desired_children(make_spec(), OWNER)})  # fmt: skip
+    cache = Cache(
+        {(o["kind"], o["metadata"]["name"]): o for o in desired_children(make_spec(), OWNER)}
+    )
     reconciler = Reconciler(kube, cache, logging.getLogger("test"), bodies=bodies)  # type: ignore[arg-type]
     await reconciler.run(OWNER.namespace, OWNER.name)
     assert len(kube.statuses) == 1

@@ -24,8 +24,11 @@ NOW = datetime(2026, 11, 26, 10, 0, 0)
 
 def deployments(**sections: Any) -> dict[str, dict[str, Any]]:
     spec = make_spec(consumers=[{"name": "notes"}], **sections)
-    return {o["metadata"]["labels"]["inferops.io/component"]: o
-            for o in desired_children(spec, OWNER) if o["kind"] == "Deployment"}  # fmt: skip
+    return {
+        o["metadata"]["labels"]["inferops.io/component"]: o
+        for o in desired_children(spec, OWNER)
+        if o["kind"] == "Deployment"
+    }
 
 
 def live(desired: dict[str, Any], count: int | None, manager: str | None) -> dict[str, Any]:
@@ -54,8 +57,9 @@ def test_unset_replicas_are_left_out_and_set_ones_applied() -> None:
         ("ollama", None, None, 1),
     ],
 )
-def test_desired_count(component: str, spec_count: int | None, live_count: int | None,
-                       expected: int) -> None:  # fmt: skip
+def test_desired_count(
+    component: str, spec_count: int | None, live_count: int | None, expected: int
+) -> None:
     deployment = None if live_count is None else {"spec": {"replicas": live_count}}
     assert replicas.desired(component, spec_count, deployment) == expected
 
@@ -78,8 +82,9 @@ def test_a_deployment_is_created_with_its_initial_count() -> None:
         (4, None, None),  # nobody applied them: nothing to hand over
     ],
 )
-def test_handover_before_the_operator_lets_go(live_count: int, owner: str | None,
-                                              expected: int | None) -> None:  # fmt: skip
+def test_handover_before_the_operator_lets_go(
+    live_count: int, owner: str | None, expected: int | None
+) -> None:
     ollama = deployments()["ollama"]
     patch = replicas.handover(live(ollama, live_count, owner), ollama, OPERATOR)
     if expected is None:
@@ -116,8 +121,9 @@ class RecordingKube:
     async def apply(self, obj: dict[str, Any], field_manager: str | None = None) -> Any:
         manager = field_manager or self.field_manager
         self.applied.append((manager, obj))
-        return live(obj, obj["spec"].get("replicas"), manager if "replicas" in obj["spec"]
-                    else None)  # fmt: skip
+        return live(
+            obj, obj["spec"].get("replicas"), manager if "replicas" in obj["spec"] else None
+        )
 
 
 class NoCache:
@@ -130,8 +136,9 @@ class NoCache:
         pass
 
 
-async def _apply(kube: RecordingKube, desired: list[dict[str, Any]],
-                 live: dict[tuple[str, str], Any]) -> None:  # fmt: skip
+async def _apply(
+    kube: RecordingKube, desired: list[dict[str, Any]], live: dict[tuple[str, str], Any]
+) -> None:
     create, update, delete = changes(desired, live)
     plan = Plan(desired, InferenceBackendStatus(), [], None, create, update, delete)
     await write_children(kube, plan, OWNER, logging.getLogger("test"), NoCache())  # type: ignore[arg-type]
@@ -147,12 +154,16 @@ async def test_apply_creates_then_hands_over_once() -> None:
     # has no managedFields: ownership is read from the API server.
     changed = deployments(vllm={"model": "m", "image": "vllm:new"})["vllm"]
     kube.live = live(vllm, 3, OPERATOR)
-    cached = {**kube.live, "metadata": {k: v for k, v in kube.live["metadata"].items()
-                                        if k != "managedFields"}}  # fmt: skip
+    cached = {
+        **kube.live,
+        "metadata": {k: v for k, v in kube.live["metadata"].items() if k != "managedFields"},
+    }
     state = {("Deployment", "llama32-vllm"): cached}
     await _apply(kube, [changed], state)
     assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[1:]] == [
-        (replicas.HANDOVER_MANAGER, 3), (OPERATOR, None)]  # fmt: skip
+        (replicas.HANDOVER_MANAGER, 3),
+        (OPERATOR, None),
+    ]
     # Once handed over (an HPA or the second manager owns them), no second handover.
     kube.live = live(changed, 3, "kube-controller-manager")
     state = {("Deployment", "llama32-vllm"): kube.live}
@@ -175,9 +186,15 @@ def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() 
         "spec": {"replicas": 1},
         "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1},
     }
-    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(),
-                    {("Deployment", "llama32-vllm"): scaled,
-                     ("Deployment", "llama32-ollama"): ollama}, [])  # fmt: skip
+    snap = Snapshot(
+        OWNER,
+        1,
+        spec,
+        None,
+        InferenceBackendStatus(),
+        {("Deployment", "llama32-vllm"): scaled, ("Deployment", "llama32-ollama"): ollama},
+        [],
+    )
     status = decide(snap, None, NOW).status
     assert status.vllm is not None and status.vllm.ready == "3/3"
     assert status.phase == "Ready"

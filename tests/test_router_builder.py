@@ -53,11 +53,17 @@ def test_routing_table_content() -> None:
     table = json.loads(objects_table())
     assert table["model"] == "llama3.2"
     assert table["engines"] == {
-        "vllm": {"url": "http://llama32-vllm.ai.svc:8000", "ready": True,
-                 "admission": {"maxConcurrent": 256, "maxWaiting": 256, "maxWaitSeconds": 10}},
-        "ollama": {"url": "http://llama32-ollama.ai.svc:11434", "ready": False,
-                   "admission": {"maxConcurrent": 4, "maxWaiting": 16, "maxWaitSeconds": 10}},
-    }  # fmt: skip
+        "vllm": {
+            "url": "http://llama32-vllm.ai.svc:8000",
+            "ready": True,
+            "admission": {"maxConcurrent": 256, "maxWaiting": 256, "maxWaitSeconds": 10},
+        },
+        "ollama": {
+            "url": "http://llama32-ollama.ai.svc:11434",
+            "ready": False,
+            "admission": {"maxConcurrent": 4, "maxWaiting": 16, "maxWaitSeconds": 10},
+        },
+    }
     notes = table["consumers"][0]
     assert notes == {
         "name": "notes",
@@ -93,13 +99,27 @@ def test_table_without_fallback_engine() -> None:
         # vLLM: its default max_num_seqs per replica, as many waiting.
         ({"vllm": {"model": "m", "replicas": 2}}, "vllm", (512, 512, 10)),
         # The spec's own figures win; a waiting room of 0 refuses as soon as slots are full.
-        ({"ollama": {"model": "m", "admission": {"maxConcurrent": 3, "maxWaiting": 0,
-                                                "maxWaitSeconds": 2.5}}}, "ollama", (3, 0, 2.5)),
+        (
+            {
+                "ollama": {
+                    "model": "m",
+                    "admission": {"maxConcurrent": 3, "maxWaiting": 0, "maxWaitSeconds": 2.5},
+                }
+            },
+            "ollama",
+            (3, 0, 2.5),
+        ),
         # Three worker processes share a pod's limits, each rounding up.
-        ({"router": {"resources": {"requests": {"cpu": "3"}}},
-          "ollama": {"model": "m", "numParallel": 4}}, "ollama", (2, 6, 10)),
+        (
+            {
+                "router": {"resources": {"requests": {"cpu": "3"}}},
+                "ollama": {"model": "m", "numParallel": 4},
+            },
+            "ollama",
+            (2, 6, 10),
+        ),
     ],
-)  # fmt: skip
+)
 def test_engine_admission_defaults_follow_the_engines(
     overrides: dict[str, Any], engine: str, expected: tuple[float, float, float]
 ) -> None:

@@ -50,11 +50,15 @@ async def test_the_router_serves_the_live_table_exactly_where_its_revision_match
     live = live_with_table(A)
     table = live_table(live, OWNER)
     assert table is not None
-    pods = Revisions([("http://r1", table.revision), ("http://r2", table.revision - 1),
-                      ("http://r3", None)])  # fmt: skip
+    pods = Revisions(
+        [("http://r1", table.revision), ("http://r2", table.revision - 1), ("http://r3", None)]
+    )
     served = await RouterTraffic(pods).served(OWNER, live)  # type: ignore[arg-type]
-    assert served == [ReplicaWeights("http://r1", A), ReplicaWeights("http://r2", None),
-                      ReplicaWeights("http://r3", None)]  # fmt: skip
+    assert served == [
+        ReplicaWeights("http://r1", A),
+        ReplicaWeights("http://r2", None),
+        ReplicaWeights("http://r3", None),
+    ]
 
 
 async def test_without_a_routing_table_nothing_is_served() -> None:

@@ -12,8 +12,9 @@ import yaml
 
 from testsupport.prometheus import promtool
 
-CONDITION = re.compile(r"^(?P<series>.*?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<threshold>[0-9.]+)\s*$",
-                       re.DOTALL)  # fmt: skip
+CONDITION = re.compile(
+    r"^(?P<series>.*?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<threshold>[0-9.]+)\s*$", re.DOTALL
+)
 """An alert's expression: PromQL, then one comparison with a number (the chart's rule)."""
 
 

@@ -161,12 +161,18 @@ LABEL_VALUES = st.one_of(st.just(""), word(ALNUM, ALNUM + "-_.", ALNUM, 12))
 # as a value; and flags vLLM 0.32 does not know (an image's newer vLLM may).
 EXTRA_ARG_GROUPS = st.one_of(
     st.sampled_from(
-        [["--enable-prefix-caching"], ["--max-num-seqs=64"], ["--quantization", "awq"],
-         ["--trust-remote-code"], ["--enforce-eager"], ["--kv-cache-dtype=fp8"]]
+        [
+            ["--enable-prefix-caching"],
+            ["--max-num-seqs=64"],
+            ["--quantization", "awq"],
+            ["--trust-remote-code"],
+            ["--enforce-eager"],
+            ["--kv-cache-dtype=fp8"],
+        ]
     ),
     st.text(max_size=40).map(lambda value: ["--chat-template", value]),
     st.text(max_size=30).map(lambda name: [f"--x-{name}"]),
-)  # fmt: skip
+)
 EXTRA_ARGS = (
     st.lists(EXTRA_ARG_GROUPS, max_size=4)
     .map(lambda groups: [item for group in groups for item in group])

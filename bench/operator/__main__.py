@@ -41,8 +41,13 @@ from inferops.kube import Kube, KubeError
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
-TARGETS = {"ready_seconds": 120.0, "peak_rss_mib": 256.0, "writes_per_minute_at_rest": 0.0,
-           "change_seconds": 2.0, "requests_per_backend": 12.0}  # fmt: skip
+TARGETS = {
+    "ready_seconds": 120.0,
+    "peak_rss_mib": 256.0,
+    "writes_per_minute_at_rest": 0.0,
+    "change_seconds": 2.0,
+    "requests_per_backend": 12.0,
+}
 log = logging.getLogger("bench.operator")
 
 CLUSTER_ARGS = {
@@ -63,11 +68,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--changes", type=int, default=5, help="spec changes timed per size")
     parser.add_argument("--timeout", type=float, default=900.0, help="per size, until Ready")
     parser.add_argument("--quick", action="store_true", help="sizes 20 and 60, 15 s at rest")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the operator while the largest size is created")  # fmt: skip
-    parser.add_argument("--profile-apiserver", type=int, default=0, metavar="SECONDS",
-                        help="a CPU profile of the API server over the first SECONDS of "
-                        "creating the largest size (go tool pprof)")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the operator while the largest size is created",
+    )
+    parser.add_argument(
+        "--profile-apiserver",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="a CPU profile of the API server over the first SECONDS of "
+        "creating the largest size (go tool pprof)",
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -189,9 +202,16 @@ def reconciles(operator: OperatorProcess) -> float:
     )
 
 
-async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
-                  operator: OperatorProcess, stats: ProcessStats, audit_log: Path,
-                  cluster: dict[str, ProcessStats], kubectl: str) -> dict[str, Any]:  # fmt: skip
+async def measure(
+    n: int,
+    args: argparse.Namespace,
+    kubeconfig: Path,
+    operator: OperatorProcess,
+    stats: ProcessStats,
+    audit_log: Path,
+    cluster: dict[str, ProcessStats],
+    kubectl: str,
+) -> dict[str, Any]:
     kube = Kube.connect(field_manager="inferops-bench", config_file=str(kubeconfig))
     try:
         cpu_before, reconciles_before = stats.cpu_seconds(), reconciles(operator)
@@ -202,9 +222,11 @@ async def measure(n: int, args: argparse.Namespace, kubeconfig: Path,
         apiserver = None
         if args.profile_apiserver and n == max(args.sizes):
             apiserver = profile.ApiserverProfile(
-                kubectl, kubeconfig, args.profile_apiserver,
+                kubectl,
+                kubeconfig,
+                args.profile_apiserver,
                 args.workdir / f"apiserver-{n}.pprof",
-            )  # fmt: skip
+            )
         started = time.time()
         await create_all(kube, n)
         created = time.time() - started
@@ -299,8 +321,18 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         stats = ProcessStats(operator.process.pid)
         # Where the rest of the time goes: the control plane's own processes.
         components = {name: ProcessStats(pid) for name, pid in cluster.pids().items()}
-        result = asyncio.run(measure(n, args, cluster.kubeconfig, operator, stats,
-                                     state / "audit.log", components, kubectl.binary))  # fmt: skip
+        result = asyncio.run(
+            measure(
+                n,
+                args,
+                cluster.kubeconfig,
+                operator,
+                stats,
+                state / "audit.log",
+                components,
+                kubectl.binary,
+            )
+        )
         result["nodes"] = {"gpu": layout.gpu_nodes, "cpu": layout.cpu_nodes}
         log.info("%s", json.dumps(result))
         return result

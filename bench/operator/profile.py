@@ -67,10 +67,18 @@ class ApiserverProfile:
         self.out = out
         self._file = out.open("wb")
         self.process = subprocess.Popen(
-            [kubectl, "--kubeconfig", str(kubeconfig), "get", "--raw",
-             f"/debug/pprof/profile?seconds={seconds}", f"--request-timeout={seconds + 60}s"],
-            stdout=self._file, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                kubectl,
+                "--kubeconfig",
+                str(kubeconfig),
+                "get",
+                "--raw",
+                f"/debug/pprof/profile?seconds={seconds}",
+                f"--request-timeout={seconds + 60}s",
+            ],
+            stdout=self._file,
+            stderr=subprocess.DEVNULL,
+        )
 
     def wait(self) -> Path:
         self.process.wait(timeout=600)
@@ -83,10 +91,16 @@ class ApiserverProfile:
 def pprof_top(profile: Path, nodes: int = 40) -> str:
     """`go tool pprof -top`: the functions with the most CPU, flat and cumulative."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
-    flat = subprocess.run([go, "tool", "pprof", "-top", f"-nodecount={nodes}", str(profile)],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    flat = subprocess.run(
+        [go, "tool", "pprof", "-top", f"-nodecount={nodes}", str(profile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     cumulative = subprocess.run(
         [go, "tool", "pprof", "-top", "-cum", f"-nodecount={nodes}", str(profile)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return f"flat:\n{flat}\ncumulative:\n{cumulative}"

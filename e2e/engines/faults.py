@@ -19,8 +19,15 @@ from aiohttp import web
 
 # Hop-by-hop headers, and the encoding ones: aiohttp's client decompresses what it reads, so
 # forwarding Content-Encoding would announce gzip over a plain body.
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
-              "content-encoding", "accept-encoding"}  # fmt: skip
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "content-encoding",
+    "accept-encoding",
+}
 
 
 @dataclass
@@ -67,14 +74,15 @@ class FaultProxy:
             await asyncio.sleep(self.faults.delay_seconds)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=headers,
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
             data=await request.read(),
-        ) as upstream:  # fmt: skip
+        ) as upstream:
             answer = web.StreamResponse(
                 status=upstream.status,
-                headers={k: v for k, v in upstream.headers.items()
-                         if k.lower() not in HOP_BY_HOP},
-            )  # fmt: skip
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
+            )
             try:
                 await answer.prepare(request)
                 async for chunk in upstream.content.iter_any():

@@ -90,10 +90,35 @@ KEEP_ALIVE_SECONDS = 300.0
 """How long the model stays loaded after a request: Ollama's default keep-alive."""
 
 WORDS = (
-    "the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "a",
-    "router", "moves", "traffic", "from", "one", "engine", "to", "another", "step", "by",
-    "step", "and", "every", "consumer", "keeps", "its", "endpoint",
-)  # fmt: skip
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "a",
+    "router",
+    "moves",
+    "traffic",
+    "from",
+    "one",
+    "engine",
+    "to",
+    "another",
+    "step",
+    "by",
+    "step",
+    "and",
+    "every",
+    "consumer",
+    "keeps",
+    "its",
+    "endpoint",
+)
 """Generated text cycles through these words: token i is ``WORDS[i % len(WORDS)]``."""
 
 

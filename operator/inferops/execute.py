@@ -61,8 +61,13 @@ async def write_children(
     created, refused = await _create(kube, plan.create, owner, log, children)
     if refused:
         for obj in created:
-            log.info("%s/%s: deleting %s %s again: %s", *_backend(obj), obj["kind"],
-                     obj["metadata"]["name"], "a sibling was refused")  # fmt: skip
+            log.info(
+                "%s/%s: deleting %s %s again: %s",
+                *_backend(obj),
+                obj["kind"],
+                obj["metadata"]["name"],
+                "a sibling was refused",
+            )
             await kube.delete(obj)
             children.wrote(*_backend(obj), obj, None)
         return Written(2 * len(created), refused)
@@ -79,8 +84,12 @@ async def write_children(
         children.wrote(*_backend(obj), current, answer)
         writes += 1
     for obj in plan.delete:
-        log.info("%s/%s: deleting %s %s, no longer in the spec", *_backend(obj), obj["kind"],
-                 obj["metadata"]["name"])  # fmt: skip
+        log.info(
+            "%s/%s: deleting %s %s, no longer in the spec",
+            *_backend(obj),
+            obj["kind"],
+            obj["metadata"]["name"],
+        )
         await kube.delete(obj)
         children.wrote(*_backend(obj), obj, None)
         writes += 1
@@ -142,8 +151,12 @@ async def _hand_over_replicas(
     if handover is None:
         return 0
     meta = obj["metadata"]
-    log.info("%s/%s: handing the replicas of Deployment %s over: the spec leaves them unset",
-             meta["namespace"], meta["labels"][BACKEND_LABEL], meta["name"])  # fmt: skip
+    log.info(
+        "%s/%s: handing the replicas of Deployment %s over: the spec leaves them unset",
+        meta["namespace"],
+        meta["labels"][BACKEND_LABEL],
+        meta["name"],
+    )
     await kube.apply(handover, field_manager=replicas.HANDOVER_MANAGER)
     return 1
 
@@ -161,8 +174,9 @@ async def write_status(
     for event in plan.events:
         log.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
         try:
-            await kube.post_event(body, event.type, event.reason, event.message, now,
-                                  "inferops-operator")  # fmt: skip
+            await kube.post_event(
+                body, event.type, event.reason, event.message, now, "inferops-operator"
+            )
             writes += 1
         except KubeError as error:  # an Event is a courtesy: never fail a reconcile for one
             log.warning("could not post Event %s: %s", event.reason, error)

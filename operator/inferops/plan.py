@@ -127,8 +127,10 @@ class Snapshot:
     def untried(self) -> bool:
         """The spec's children were never tried against the API server: the spec is new or
         changed (a generation not observed yet), or was refused."""
-        return (self.generation != self.previous.observed_generation
-                or self.previous.phase == "InvalidSpec")  # fmt: skip
+        return (
+            self.generation != self.previous.observed_generation
+            or self.previous.phase == "InvalidSpec"
+        )
 
     def ready(self, spec: InferenceBackendSpec) -> dict[str, bool]:
         """Engines with Ready pods; the routing table sends traffic only to those."""
@@ -235,8 +237,9 @@ def decide(
         failover=rollout.failover_message if rollout else None,
     )
     events = (rollout.events if rollout else []) + _phase_events(previous, status)
-    return _plan(previous, desired, snap.live, status, events,
-                 rollout.requeue_after if rollout else None)  # fmt: skip
+    return _plan(
+        previous, desired, snap.live, status, events, rollout.requeue_after if rollout else None
+    )
 
 
 def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> list[Event]:

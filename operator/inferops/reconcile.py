@@ -80,14 +80,15 @@ async def read(
     except ValidationError as error:
         invalid = describe_errors(error)
     live, pods = split(owner, children.objects(owner.namespace, owner.name))
-    snap = Snapshot(owner, meta.get("generation"), spec, invalid, previous_status(body), live,
-                    pods)  # fmt: skip
+    snap = Snapshot(owner, meta.get("generation"), spec, invalid, previous_status(body), live, pods)
     if spec is not None:
         problems = service_name_clashes(spec, owner)
         if not problems and snap.untried:
             desired = desired_children(spec, owner, network_policy=network_policy)
-            refused_before = (snap.previous.phase == "InvalidSpec"
-                              and snap.previous.observed_generation == snap.generation)  # fmt: skip
+            refused_before = (
+                snap.previous.phase == "InvalidSpec"
+                and snap.previous.observed_generation == snap.generation
+            )
             check = tried_again if refused_before else tried_changes
             problems = await check(kube, desired, live)
         if problems:
@@ -131,8 +132,7 @@ async def reconcile(
     if snap.invalid is not None:
         log.error("invalid spec, children left unchanged: %s", snap.invalid)
     if plan.status.migration is not None:
-        metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous,
-                                 plan.status)  # fmt: skip
+        metrics.record_migration(snap.owner.namespace, snap.owner.name, snap.previous, plan.status)
     status_writes, patched = 0, None
     # A run that created children leaves the status (and its Events) to the run their watch
     # events trigger, which sees them: what this one would write is stale already, and a
@@ -142,9 +142,11 @@ async def reconcile(
         status_writes, patched = await write_status(kube, body, plan, log, stamp(now))
     writes += status_writes
     if prober is not None and snap.spec is not None:
-        prober.update(snap.owner.namespace, snap.owner.name,
-                      probe_targets(snap.spec, snap.owner.namespace, plan.status,
-                                    prober.router_url))  # fmt: skip
+        prober.update(
+            snap.owner.namespace,
+            snap.owner.name,
+            probe_targets(snap.spec, snap.owner.namespace, plan.status, prober.router_url),
+        )
     return Outcome(
         phase=plan.status.phase,
         writes=writes,
@@ -278,9 +280,15 @@ class Reconciler:
         started = time.perf_counter()
         try:
             outcome = await reconcile(
-                self.kube, body, self.children, self.log, self.reader, self.prober,
-                images=self.images, network_policy=self.network_policy,
-            )  # fmt: skip
+                self.kube,
+                body,
+                self.children,
+                self.log,
+                self.reader,
+                self.prober,
+                images=self.images,
+                network_policy=self.network_policy,
+            )
         except KubeError as error:
             if error.namespace_terminating:
                 # Its deletion removes the resource too; recreating children is pointless.

@@ -155,8 +155,9 @@ async def test_a_fallback_into_a_full_ollama_is_refused(
 ) -> None:
     await router.set_engine("ollama", admission=limits(1, 0))
     ollama_engine.behaviour.delay = 1.0
-    busy = asyncio.create_task(post(router.http, f"{router.url}/v1/chat/completions", CHAT,
-                                    host="llama32-rag"))  # fmt: skip
+    busy = asyncio.create_task(
+        post(router.http, f"{router.url}/v1/chat/completions", CHAT, host="llama32-rag")
+    )
     await wait_for(lambda: ollama_engine.hits == 1, "Ollama's one slot taken")
     vllm.behaviour.fail_status = 500
     status, headers, body = await post(router.http, f"{router.url}/v1/chat/completions", CHAT)
@@ -232,8 +233,10 @@ async def test_memory_stays_flat_under_overload(router: Router, ollama_engine: F
     finally:
         tracemalloc.stop()
     # The router uses no aiohttp: that is the test's client and the engine stand-in.
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
-              tracemalloc.Filter(False, "*/aiohttp/*")]  # fmt: skip
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "*/aiohttp/*"),
+    ]
     growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
     grown = sum(stat.size_diff for stat in growth)
     top = "\n".join(str(stat) for stat in growth[:8])

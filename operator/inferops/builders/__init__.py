@@ -16,8 +16,9 @@ from inferops.registry import CHILDREN
 # `ollama.enabled: false`).
 CHILD_KINDS = tuple((k.api_version, k.kind) for k in CHILDREN)
 
-WeightSetter = Callable[[InferenceBackendSpec, Owner, Mapping[str, bool], Mapping[str, int] | None],
-                        list[Obj]]  # fmt: skip
+WeightSetter = Callable[
+    [InferenceBackendSpec, Owner, Mapping[str, bool], Mapping[str, int] | None], list[Obj]
+]
 """`Traffic.set_weights` (inferops.traffic): the objects that carry the consumers' weights."""
 
 

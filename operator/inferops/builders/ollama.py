@@ -90,13 +90,23 @@ def deployment(
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # Pull and load may take long: no liveness kill before they are done, within the
         # spec's budget.
-        "startupProbe": {"exec": {"command": ["/bin/sh", "-c", STARTED_CHECK]},
-                         "periodSeconds": STARTUP_PERIOD_SECONDS, "timeoutSeconds": 5,
-                         "failureThreshold": startup_failures(ollama)},
-        "readinessProbe": {"exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
-                           "periodSeconds": 10, "timeoutSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 15,
-                          "timeoutSeconds": 5, "failureThreshold": 4},
+        "startupProbe": {
+            "exec": {"command": ["/bin/sh", "-c", STARTED_CHECK]},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": startup_failures(ollama),
+        },
+        "readinessProbe": {
+            "exec": {"command": ["/bin/sh", "-c", READY_CHECK]},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/", "port": "http"},
+            "periodSeconds": 15,
+            "timeoutSeconds": 5,
+            "failureThreshold": 4,
+        },
         "volumeMounts": [{"name": "cache", "mountPath": MODELS_DIR}],
     }
     if res := common.resources(ollama, ollama.gpus):

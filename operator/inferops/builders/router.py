@@ -98,9 +98,12 @@ short enough that a CPU Ollama serves a waiter within a few requests' time."""
 
 
 def admission(
-    limits: AdmissionSpec, engine: WorkloadSpec, per_replica: int, waiting_factor: int,
+    limits: AdmissionSpec,
+    engine: WorkloadSpec,
+    per_replica: int,
+    waiting_factor: int,
     workers: int,
-) -> Admission:  # fmt: skip
+) -> Admission:
     """One router process's share of an engine's admission limits. Defaults: `per_replica`
     slots per engine replica, `waiting_factor` times that waiting; a pod's figures are split
     between its worker processes, rounded up (each process admits on its own)."""

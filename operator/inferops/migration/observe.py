@@ -35,8 +35,11 @@ def requested_action(body: Obj) -> Action | None:
     if isinstance(request, str):
         digest = hashlib.sha256(request.encode()).hexdigest()[:16]
         return Action(id=digest, action=f"malformed {ACTION_ANNOTATION}: {request[:60]}")
-    return Action(id=request["id"], action=str(request.get("action", "")),
-                  consumer=str(request.get("consumer") or ""))  # fmt: skip
+    return Action(
+        id=request["id"],
+        action=str(request.get("action", "")),
+        consumer=str(request.get("consumer") or ""),
+    )
 
 
 def router_urls(pods: list[Obj], override: str | None) -> list[str]:
@@ -49,8 +52,10 @@ def router_urls(pods: list[Obj], override: str | None) -> list[str]:
         if pod["metadata"].get("labels", {}).get(COMPONENT_LABEL) != router.COMPONENT:
             continue
         status = pod.get("status", {})
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions", []))  # fmt: skip
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions", [])
+        )
         if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
             urls.append(f"http://{status['podIP']}:{router.PORT}")
     return sorted(urls)
@@ -83,8 +88,9 @@ class MigrationReader:
         }
         for name, found in figures.items():
             if found.problem:
-                self.log.info("%s/%s %s: no figures: %s", owner.namespace, owner.name, name,
-                              found.problem)  # fmt: skip
+                self.log.info(
+                    "%s/%s %s: no figures: %s", owner.namespace, owner.name, name, found.problem
+                )
         return Observations(
             vllm_ready=vllm_ready,
             served=served_everywhere(await self.traffic.served(owner, live)),

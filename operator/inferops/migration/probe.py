@@ -110,9 +110,14 @@ class Prober:
             if code != 200:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:  # visible, not flooding
-                    self.log.info("%s/%s probe of %s on %s: HTTP %s (failure %d)",
-                                  *key[:2], key[2], engine, code or "unreachable",
-                                  failures)  # fmt: skip
+                    self.log.info(
+                        "%s/%s probe of %s on %s: HTTP %s (failure %d)",
+                        *key[:2],
+                        key[2],
+                        engine,
+                        code or "unreachable",
+                        failures,
+                    )
 
         try:
             while True:
@@ -135,9 +140,11 @@ class Prober:
 
 
 def probe_targets(
-    spec: InferenceBackendSpec, namespace: str, status: InferenceBackendStatus,
+    spec: InferenceBackendSpec,
+    namespace: str,
+    status: InferenceBackendStatus,
     router_url: str | None,
-) -> dict[str, ProbeTarget]:  # fmt: skip
+) -> dict[str, ProbeTarget]:
     """What to probe now: every consumer in progress, unless probes are off or vLLM is
     failed over. `router_url` replaces the consumers' endpoints (a router run outside the
     cluster)."""
