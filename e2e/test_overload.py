@@ -53,6 +53,7 @@ TOKENS = 64
 def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
     log = tmp_path_factory.mktemp("ollama") / "ollama.log"
     with OllamaServer(model_names=[MODEL], num_parallel=NUM_PARALLEL, log_path=log) as engine:
+        engine.start()
         yield engine
 
 
