@@ -132,9 +132,18 @@ def test_example_creates_engines_on_the_right_nodes(
         ("rag", 0),
         ("ner", 0),
     ]
+    # The router's admission: vLLM's default batch size per replica, Ollama's parallel slots
+    # per replica with 4 times as many waiting (docs/router.md, "Overload").
     assert table["engines"]["vllm"] == {
         "url": f"http://llama32-vllm.{namespace}.svc:8000",
         "ready": True,
+        "admission": {"maxConcurrent": 256, "maxWaiting": 256, "maxWaitSeconds": 10.0},
+    }
+    slots = EXAMPLE["spec"]["ollama"].get("numParallel", 4)
+    assert table["engines"]["ollama"]["admission"] == {
+        "maxConcurrent": slots,
+        "maxWaiting": 4 * slots,
+        "maxWaitSeconds": 10.0,
     }
     assert [(c["name"], c["weight"], c["endpoint"]) for c in ready["status"]["consumers"]] == [
         (name, weight, f"http://llama32-{name}.{namespace}.svc")
