@@ -118,11 +118,11 @@ def _phase(ttft: float, tps: float, **extra: float) -> dict[str, Any]:
 REPEATS: list[dict[str, dict[int, dict[str, Any]]]] = [
     {
         "vllm": {1: _phase(10, 250, engine_cores_busy=2.0), 8: _phase(80, 800)},
-        "ollama": {1: _phase(14, 1000), 8: _phase(90, 900)},
+        "ollama": {1: _phase(14, 1000, others_cores_busy=0.5), 8: _phase(90, 900)},
     },
     {
         "vllm": {1: _phase(12, 270, engine_cores_busy=1.9), 8: _phase(86, 840)},
-        "ollama": {1: _phase(13, 1100), 8: _phase(88, 880)},
+        "ollama": {1: _phase(13, 1100, others_cores_busy=0.1), 8: _phase(88, 880)},
     },
     {
         "vllm": {1: _phase(11, 260, engine_cores_busy=1.8), 8: _phase(84, 820)},
@@ -146,6 +146,8 @@ def test_ratios_divide_vllm_medians_by_ollama_medians() -> None:
     assert rel[1]["ttft_p50_ms"] == pytest.approx(11 / 14)
     assert rel[8]["tokens_per_s"] == pytest.approx(820 / 890)
     assert math.isnan(rel[1]["engine_cores_busy"])  # Ollama's is missing here
+    # Other processes' CPU describes the machine, not an engine: no ratio.
+    assert all(report.CONDITIONS.isdisjoint(figures) for figures in rel.values())
 
 
 def test_the_table() -> None:
@@ -157,7 +159,9 @@ def test_the_table() -> None:
     assert "11.0 (10.0-12.0)" in ttft_1
     assert "14.0 (13.0-20.0)" in ttft_1
     assert ttft_1.endswith("0.79")
-    cores_8 = next(line for line in lines if line.startswith("8 ") and "cores busy" in line)
+    others_1 = next(line for line in lines if line.startswith("1 ") and "other process" in line)
+    assert others_1.split()[-1] == "(0.1-0.5)"  # Ollama's figure, and no ratio after it
+    cores_8 = next(line for line in lines if line.startswith("8 ") and "engine cores" in line)
     assert cores_8.split()[-2:] == ["-", "-"]  # no figure, no ratio
     # One row per figure and the errors, per concurrency, under the two header lines.
     assert len(lines) == 2 + 2 * (len(report.METRICS) + 1)

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -43,6 +44,9 @@ MODEL = "tiny-llama"
 ENGINES = ("vllm", "ollama")
 PROMPT = "Tell me a long story about a small router that carried messages between two towns."
 WARMUP_REQUESTS = 2
+IDLE_SECONDS = 5.0
+"""How long each engine's CPU use is read while it serves nothing: an engine that busy-waits
+when idle takes CPU from the other engine's phases (they share the machine)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,17 +85,40 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
+def _machine_busy() -> float:
+    """CPU seconds all cores have been busy since boot (/proc/stat)."""
+    return sum(busy for busy, _, _ in procs.core_times().values()) / procs.CLOCK_TICKS
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _measure(
-    url: str, pid: int | None, body: bytes, concurrency: int, requests: int
+    servers: dict[str, tuple[str, int | None]],
+    engine: str,
+    body: bytes,
+    concurrency: int,
+    requests: int,
 ) -> dict[str, Any]:
-    cpu_before = _tree_cpu(pid)
+    """One phase on `engine`, with its CPU figures and the CPU other processes took
+    meanwhile (the machine's busy time minus both engines' and this client's)."""
+    url = servers[engine][0]
+    trees = {name: _tree_cpu(p) for name, (_, p) in servers.items()}
+    machine_before, own_before = _machine_busy(), _own_cpu()
     phase: Phase = asyncio.run(run_phase(url, body, concurrency, requests))
-    cpu = _tree_cpu(pid) - cpu_before
+    machine_cpu, own_cpu = _machine_busy() - machine_before, _own_cpu() - own_before
+    used = {name: _tree_cpu(p) - trees[name] for name, (_, p) in servers.items()}
     summary = report.summarise_phase(phase)
     tokens = sum(s.tokens for s in phase.samples)
-    summary["engine_cpu_s"] = cpu
-    summary["engine_cores_busy"] = cpu / phase.wall_s if phase.wall_s > 0 else math.nan
-    summary["engine_cpu_ms_per_token"] = cpu * 1000 / tokens if tokens else math.nan
+    wall = phase.wall_s
+    summary["engine_cpu_s"] = used[engine]
+    summary["client_cpu_s"] = own_cpu
+    summary["engine_cores_busy"] = used[engine] / wall if wall > 0 else math.nan
+    summary["engine_cpu_ms_per_token"] = used[engine] * 1000 / tokens if tokens else math.nan
+    others = machine_cpu - sum(used.values()) - own_cpu
+    summary["others_cores_busy"] = max(others, 0.0) / wall if wall > 0 else math.nan
     return summary
 
 
@@ -127,19 +154,24 @@ def run(args: argparse.Namespace) -> str:
         ollama_start = ollama.start()
         log.info("vLLM healthy in %.1f s; Ollama ready in %.2f s", vllm_start, ollama_start)
         servers = {"vllm": (vllm.url, vllm.pid), "ollama": (ollama.url, ollama.pid)}
-        for url, pid in servers.values():  # unmeasured: first-request costs stay out
-            _measure(url, pid, body, 1, WARMUP_REQUESTS)
+        for engine in servers:  # unmeasured: first-request costs stay out
+            _measure(servers, engine, body, 1, WARMUP_REQUESTS)
+        idle_cores: dict[str, float] = {}
+        for engine, (_, pid) in servers.items():
+            before = _tree_cpu(pid)
+            time.sleep(IDLE_SECONDS)
+            idle_cores[engine] = round((_tree_cpu(pid) - before) / IDLE_SECONDS, 3)
+        log.info("cores used while idle: %s", idle_cores)
         for rep in range(args.repeats):
             order = ENGINES[rep % 2 :] + ENGINES[: rep % 2]
             results: dict[str, dict[int, dict[str, Any]]] = {}
             for engine in order:
-                url, pid = servers[engine]
                 for conc in args.concurrency:
-                    summary = _measure(url, pid, body, conc, args.requests)
+                    summary = _measure(servers, engine, body, conc, args.requests)
                     results.setdefault(engine, {})[conc] = summary
                     log.info(
                         "repeat %d %s %d streams: TTFT p50 %.1f ms, TPOT p50 %.2f ms, "
-                        "%.0f tok/s, %.1f tok/answer, %d errors, %.2f cores",
+                        "%.0f tok/s, %.1f tok/answer, %d errors, %.2f cores (others %.2f)",
                         rep + 1,
                         engine,
                         conc,
@@ -149,6 +181,7 @@ def run(args: argparse.Namespace) -> str:
                         summary["tokens_mean"],
                         summary["errors"],
                         summary["engine_cores_busy"],
+                        summary["others_cores_busy"],
                     )
             raw.append(results)
         ollama_env = {k: v for k, v in ollama.env.items() if k.startswith("OLLAMA_")}
@@ -182,14 +215,17 @@ def run(args: argparse.Namespace) -> str:
         "engines": {
             "vllm": {
                 "start_seconds": vllm_start,
-                "threads": "1 OpenMP compute thread, bound to core 0 "
-                "(VLLM_CPU_OMP_THREADS_BIND=0); API server process unpinned",
+                "idle_cores": idle_cores["vllm"],
+                "threads": "1 OpenMP compute thread in the worker process, bound to core 0 "
+                "(VLLM_CPU_OMP_THREADS_BIND=0); the API server and engine-core (scheduler) "
+                "processes unpinned",
                 "max_model_len": CONTEXT_LENGTH,
                 "enforce_eager": True,
                 "kv_cache_gib": 1,
             },
             "ollama": {
                 "start_seconds": ollama_start,
+                "idle_cores": idle_cores["ollama"],
                 "threads": "1 compute thread (Modelfile PARAMETER num_thread 1), unpinned",
                 "environment": ollama_env,
                 "modelfile_parameters": [
@@ -214,7 +250,8 @@ def run(args: argparse.Namespace) -> str:
     log.info("wrote %s and %s", json_path, png_path)
     return (
         report.table(figures, ENGINES)
-        + f"\n\nload average (1, 5, 15 min): at start {load_start}, at end {load_end}"
+        + f"\n\ncores used while idle: {idle_cores}"
+        + f"\nload average (1, 5, 15 min): at start {load_start}, at end {load_end}"
     )
 
 

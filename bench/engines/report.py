@@ -21,9 +21,13 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("tokens_mean", "output tokens per answer", "tok"),
     ("engine_cpu_ms_per_token", "engine CPU per output token", "ms"),
     ("engine_cores_busy", "engine cores busy", "cores"),
+    ("others_cores_busy", "other processes' cores busy", "cores"),
 )
-"""The summary's figures, in table order. The engine's CPU figures are added to a phase's
-summary by the runner, which reads the engine's processes (NaN where absent)."""
+"""The summary's figures, in table order. The CPU figures are added to a phase's summary by
+the runner, which reads the engines' processes and /proc/stat (NaN where absent)."""
+
+CONDITIONS = frozenset({"others_cores_busy"})
+"""Figures that describe the machine during a phase, not the engine: no ratio."""
 
 
 def summarise_phase(phase: Phase) -> dict[str, Any]:
@@ -80,7 +84,9 @@ def ratios(
     num, den = figures.get(numerator, {}), figures.get(denominator, {})
     return {
         conc: {
-            key: ratio(num[conc][key]["median"], den[conc][key]["median"]) for key, _, _ in METRICS
+            key: ratio(num[conc][key]["median"], den[conc][key]["median"])
+            for key, _, _ in METRICS
+            if key not in CONDITIONS
         }
         for conc in sorted(set(num) & set(den))
     }
@@ -115,4 +121,4 @@ def table(
     return "\n".join(line.rstrip() for line in lines)
 
 
-__all__ = ["METRICS", "aggregate", "ratios", "summarise_phase", "table"]
+__all__ = ["CONDITIONS", "METRICS", "aggregate", "ratios", "summarise_phase", "table"]
