@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> str:
     table."""
     if importlib.util.find_spec("matplotlib") is None:  # fail now, not after the run
         raise SystemExit("the plot needs matplotlib: .venv/bin/pip install -e '.[bench]'")
-    load_start = [round(x, 2) for x in machine.load_average()]
+    host = machine.machine()  # before the engines start: its load average is the start's
+    load_start = [round(x, 2) for x in host["load_average_at_start"]]
     started = datetime.datetime.now(datetime.UTC)
     body = chat_body(MODEL, args.prompt, args.max_tokens)
     top = max(args.concurrency)
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> str:
         "benchmark": "engines",
         "started": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
-        "machine": machine.machine(),
+        "machine": host,
         "load_average_at_start": load_start,
         "load_average_at_end": load_end,
         "versions": {
