@@ -76,7 +76,7 @@ def test_time_per_output_token_is_the_decode_pace_after_the_first() -> None:
 def _sample(ttft_ms: float, tokens: int = 11, tpot_ms: float = 2.0) -> Sample:
     ttft = ttft_ms / 1000
     last = ttft + (tokens - 1) * tpot_ms / 1000
-    return Sample(ttft, last, last + 0.001, tokens, "usage")
+    return Sample(ttft, last, last + 0.001, tokens, "usage", chunks=tokens // 2)
 
 
 def test_a_phase_summary() -> None:
@@ -92,6 +92,7 @@ def test_a_phase_summary() -> None:
     assert s["tpot_p50_ms"] == pytest.approx(2.0)
     assert s["tokens_per_s"] == pytest.approx((11 * 3 + 21) / 2.0)
     assert s["tokens_mean"] == pytest.approx(13.5)
+    assert s["chunks_mean"] == pytest.approx((5 * 3 + 10) / 4)
     assert s["token_sources"] == ["usage"]
 
 
@@ -110,6 +111,7 @@ def _phase(ttft: float, tps: float, **extra: float) -> dict[str, Any]:
         "tokens_per_s": tps,
         "stream_tokens_per_s": tps,
         "tokens_mean": 64.0,
+        "chunks_mean": 64.0,
         "errors": 0,
         **extra,
     }
@@ -188,6 +190,12 @@ STREAMS = {
     ],
     # No usage chunk: the client counts content chunks.
     "/nousage": [_delta("a"), _delta("b")],
+    # Two tokens in one chunk, as a server that fell behind its engine sends them.
+    "/coalesced": [
+        _delta("a"),
+        _delta("bc"),
+        {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}},
+    ],
     "/empty": [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}],
 }
 
@@ -222,11 +230,13 @@ async def test_the_client_counts_tokens_from_usage_or_from_content_chunks(canned
     body = chat_body("m", "p", 3)
     phase = await run_phase(canned + "/vllm", body, concurrency=2, requests=3)
     assert phase.errors == []
-    assert [(s.tokens, s.token_source) for s in phase.samples] == [(3, "usage")] * 3
+    assert [(s.tokens, s.token_source, s.chunks) for s in phase.samples] == [(3, "usage", 3)] * 3
     for s in phase.samples:
         assert 0 < s.ttft <= s.last <= s.total
+    phase = await run_phase(canned + "/coalesced", body, concurrency=1, requests=1)
+    assert [(s.tokens, s.token_source, s.chunks) for s in phase.samples] == [(3, "usage", 2)]
     phase = await run_phase(canned + "/nousage", body, concurrency=1, requests=1)
-    assert [(s.tokens, s.token_source) for s in phase.samples] == [(2, "chunks")]
+    assert [(s.tokens, s.token_source, s.chunks) for s in phase.samples] == [(2, "chunks", 2)]
 
 
 async def test_failed_streams_are_errors_not_samples(canned: str) -> None:

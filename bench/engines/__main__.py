@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> str:
                     results.setdefault(engine, {})[conc] = summary
                     log.info(
                         "repeat %d %s %d streams: TTFT p50 %.1f ms, TPOT p50 %.2f ms, "
-                        "%.0f tok/s, %.1f tok/answer, %d errors, %.2f cores (others %.2f)",
+                        "%.0f tok/s, %.1f tok in %.1f chunks/answer, %d errors, "
+                        "%.2f cores (others %.2f)",
                         rep + 1,
                         engine,
                         conc,
@@ -180,6 +181,7 @@ def run(args: argparse.Namespace) -> str:
                         summary["tpot_p50_ms"],
                         summary["tokens_per_s"],
                         summary["tokens_mean"],
+                        summary["chunks_mean"],
                         summary["errors"],
                         summary["engine_cores_busy"],
                         summary["others_cores_busy"],

@@ -48,6 +48,10 @@ class Sample:
     tokens: int
     token_source: str
     """"usage" (the engine's count) or "chunks" (content chunks counted by the client)."""
+    chunks: int = 0
+    """Content chunks received: fewer than `tokens` when the engine sent several tokens in
+    one chunk (a server that fell behind its engine coalesces them; then the time per
+    output token seen by the client is shorter, and TTFT longer, than the engine's)."""
 
     @property
     def tpot(self) -> float | None:
@@ -108,7 +112,7 @@ async def stream_once(session: aiohttp.ClientSession, url: str, body: bytes) -> 
                     raise StreamFailed("stream ended without content")
                 tokens = usage_tokens if usage_tokens is not None else chunks
                 source = "usage" if usage_tokens is not None else "chunks"
-                return Sample(first, last, now, tokens, source)
+                return Sample(first, last, now, tokens, source, chunks)
             assert isinstance(event, dict)
             if chunk_content(event):
                 chunks += 1

@@ -19,6 +19,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("tokens_per_s", "output tokens/s (all streams)", "tok/s"),
     ("stream_tokens_per_s", "output tokens/s per stream p50", "tok/s"),
     ("tokens_mean", "output tokens per answer", "tok"),
+    ("chunks_mean", "content chunks per answer", "chunks"),
     ("engine_cpu_ms_per_token", "engine CPU per output token", "ms"),
     ("engine_cores_busy", "engine cores busy", "cores"),
     ("others_cores_busy", "other processes' cores busy", "cores"),
@@ -47,6 +48,9 @@ def summarise_phase(phase: Phase) -> dict[str, Any]:
         "tokens_per_s": tokens / phase.wall_s if phase.wall_s > 0 and tokens else math.nan,
         "stream_tokens_per_s": percentile(per_stream, 50),
         "tokens_mean": statistics.fmean(s.tokens for s in phase.samples)
+        if phase.samples
+        else math.nan,
+        "chunks_mean": statistics.fmean(s.chunks for s in phase.samples)
         if phase.samples
         else math.nan,
         "token_sources": sorted({s.token_source for s in phase.samples}),
