@@ -354,7 +354,12 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
         "-o",
         "json",
     ).stdout
-    items = sorted(json.loads(events)["items"], key=lambda e: e["lastTimestamp"])
+    # Timestamps have whole seconds, and the Ready -> Degraded -> Ready changes can fall in
+    # one second: within a second, the creation order is the etcd revision's.
+    items = sorted(
+        json.loads(events)["items"],
+        key=lambda e: (e["lastTimestamp"], int(e["metadata"]["resourceVersion"])),
+    )
     changes = [(e["reason"], e["message"].split(":")[0]) for e in items if " -> " in e["message"]]
     print("phase changes:", changes)
     assert ("VLLMUnschedulable", "Ready -> Degraded") in changes, changes
