@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -200,8 +201,6 @@ class BackgroundPlane:
 
     def inject(self, **faults: float) -> None:
         """Sets the faults in front of vLLM (none given: clears them)."""
-        import urllib.request
-
         request = urllib.request.Request(
             f"{self.state.control_url}/faults", data=json.dumps(faults).encode(), method="POST"
         )
