@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from testsupport.paths import cache_root
 
@@ -23,6 +25,19 @@ from testsupport.paths import cache_root
 def repo_root() -> Path:
     """Return the checkout root (this file is ``<root>/e2e/engines/_common.py``)."""
     return Path(__file__).resolve().parents[2]
+
+
+MARKER_FILE = ".inferops-complete.json"
+"""Written into a cached tool's directory only once its build has finished."""
+
+
+def read_marker(directory: Path) -> dict[str, Any]:
+    """What a cached tool's build recorded (durations, size, versions); {} if not built."""
+    try:
+        data: dict[str, Any] = json.loads((directory / MARKER_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data
 
 
 def progress(message: str) -> None:

