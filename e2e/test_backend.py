@@ -468,7 +468,7 @@ def test_a_child_the_api_server_refuses_changes_nothing_and_names_the_field(
     after = resource_versions(kubectl, namespace)
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {f"inferencebackends/{NAME}"}, changed  # its spec and status only
-    time.sleep(3)  # child events and kopf's handling of the PermanentError
+    time.sleep(3)  # the child events of the undone creations, handled
     assert operator.process.returncode is None
     with operator.log.open("rb") as log:
         log.seek(log_start)

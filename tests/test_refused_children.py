@@ -15,11 +15,13 @@ import pytest
 
 from inferops import handlers
 from inferops.api import API_VERSION, KIND
+from inferops.bodies import Bodies
 from inferops.builders import desired_children
 from inferops.builders.common import Owner
 from inferops.execute import CREATE_ONLY_VERSION
 from inferops.kube import KubeError, path
 from inferops.reconcile import Reconciler, reconcile
+from inferops.triggers import Generations
 from tests.conftest import make_spec
 
 OWNER = Owner(name="llama32", namespace="ai", uid="u-1")
@@ -222,13 +224,28 @@ async def test_an_accepted_spec_and_unchanged_children_cost_nothing() -> None:
     assert kube.calls == []
 
 
-async def test_the_handler_gives_up_for_good_on_a_refused_child() -> None:
+async def test_a_refused_spec_is_tried_once_per_generation() -> None:
     kube = FakeApi({("Deployment", "llama32-vllm"): (422, REFUSAL)})
-    reconciler = Reconciler(kube, Cache(), logging.getLogger("test"))  # type: ignore[arg-type]
-    memo = kopf.Memo(reconciler=reconciler, cache=Cache())
-    with pytest.raises(kopf.PermanentError, match="refuses Deployment llama32-vllm"):
-        await handlers.backend_changed(namespace=OWNER.namespace, name=OWNER.name, memo=memo)
-    assert kube.stored == {}
+    bodies = Bodies()
+    reconciler = Reconciler(kube, Cache(), logging.getLogger("test"), bodies=bodies)  # type: ignore[arg-type]
+    memo = kopf.Memo(reconciler=reconciler, cache=Cache(), bodies=bodies, generations=Generations())
+
+    async def event(kind: str, resource: dict[str, Any]) -> None:
+        await handlers.backend_event(event={"type": kind, "object": resource}, memo=memo)
+
+    await event("ADDED", body())
+    assert kube.stored == {} and kube.calls
+    assert kube.statuses[-1]["phase"] == "InvalidSpec"
+    assert "refuses Deployment llama32-vllm" in kube.statuses[-1]["conditions"][0]["message"]
+    tried = len(kube.calls)
+    # Its own status patch comes back as an event of the same generation: not tried again.
+    await event("MODIFIED", body(status=kube.statuses[-1]))
+    assert len(kube.calls) == tried
+    # A spec change is.
+    changed = body(status=kube.statuses[-1])
+    changed["metadata"]["generation"] = 3
+    await event("MODIFIED", changed)
+    assert len(kube.calls) > tried
 
 
 # ---------------------------------------------------------------- someone else's objects

@@ -1,13 +1,12 @@
 """kopf handlers: thin glue from events to the reconciler.
 
-The resource's own changes (create, spec update, operator restart) reconcile it with kopf's
-retries; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
+The resource's own changes (create, spec update, operator restart, a manual action) reconcile
+it, as `inferops.triggers` tells from its watch events; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
 owner, which is how drift is repaired and status stays current without polling. Children are
 watched by the operator's own cache (inferops.cache), which reconciliations read from; kopf
 watches only InferenceBackends, and keeps the latest of each (inferops.bodies) so a
-reconciliation needs no GET of its resource. A migration adds two triggers: a one-shot
-action requested in the annotation, and the reconciler's timer for its next sample, pause
-end or hold-down end.
+reconciliation needs no GET of its resource. A migration adds the reconciler's timer for its
+next sample, pause end or hold-down end.
 """
 
 from __future__ import annotations
@@ -21,17 +20,17 @@ from prometheus_client import start_http_server
 
 from inferops import metrics, registry
 from inferops.api import GROUP, PLURAL, VERSION
-from inferops.api.migration import last_action_id
 from inferops.bodies import Bodies
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, MANAGED_BY
 from inferops.cache import ChildCache
 from inferops.kube import Kube, KubeError
-from inferops.migration.observe import MigrationReader, requested_action, router_urls
+from inferops.migration.observe import MigrationReader, router_urls
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
 from inferops.reconcile import MAX_CONCURRENT, Reconciler
 from inferops.traffic.router import RouterTraffic
+from inferops.triggers import Generations
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -42,12 +41,8 @@ handler waiting for its retry does not idle the reconciler."""
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    # All kopf state lives in our own annotations: the status schema is strict and belongs
-    # to the API, and a prefix of ours makes the annotations recognisable.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # Only event handlers: kopf then keeps no state on the resources (no annotation patch
+    # per handled change); `inferops.triggers` decides what to reconcile.
     # Only problems become Kubernetes Events; routine success would be a write per
     # reconciliation.
     settings.posting.level = logging.WARNING
@@ -96,6 +91,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
     memo.bodies = Bodies()
+    memo.generations = Generations()
     memo.reconciler = Reconciler(
         memo.kube,
         memo.cache,
@@ -119,46 +115,29 @@ async def close(memo: Any, **_: Any) -> None:
     await memo.kube.__aexit__()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def backend_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    assert namespace is not None  # the resource is namespaced
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def backend_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Keeps the latest body for the reconciler (which then needs no GET of it), and
+    reconciles when the event calls for it (`inferops.triggers`): a resource seen first, a
+    spec change, or a manual action (`kubectl ib promote|abort|...`) handled now rather
+    than at the next timer."""
+    obj: dict[str, Any] = copy.deepcopy(dict(event["object"]))  # kopf keeps its own
+    meta = obj["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if event["type"] == "DELETED":
+        memo.bodies.forget(namespace, name)
+        memo.generations.forget(namespace, name)
+        return
+    memo.bodies.seen(obj)
+    if not memo.generations.wanted(obj):
+        return
     await memo.cache.synced()
     try:
-        outcome = await memo.reconciler.run(namespace, name)
+        outcome = await memo.reconciler.run(namespace, name, coalesce=True)
     except KubeError:
-        # The API server failing or overloaded: the reconciler's own backoff starts at 5 s,
-        # where kopf's would wait a minute for every resource caught in a burst.
+        # The API server failing or overloaded: the reconciler's own backoff, from 5 s.
         memo.reconciler.retry_later(namespace, name)
         return
-    if outcome is not None and outcome.invalid:
-        # Retrying cannot help; the next spec change is handled afresh.
-        raise kopf.PermanentError(outcome.invalid)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def backend_seen(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    """Keeps the latest body for the reconciler, which then needs no GET of it."""
-    obj: dict[str, Any] = copy.deepcopy(dict(event["object"]))  # kopf keeps its own
-    if event["type"] == "DELETED":
-        meta = obj["metadata"]
-        memo.bodies.forget(meta["namespace"], meta["name"])
-    else:
-        memo.bodies.seen(obj)
-
-
-def _action_pending(body: kopf.Body, **_: Any) -> bool:
-    action = requested_action(dict(body))
-    return action is not None and action.id != last_action_id(body)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, when=_action_pending)
-async def action_requested(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """`kubectl ib promote|abort|...` wrote a request: handle it now, not at the next timer."""
-    assert namespace is not None
-    await memo.cache.synced()
-    try:
-        await memo.reconciler.run(namespace, name, coalesce=True)
-    except KubeError:
-        memo.reconciler.retry_later(namespace, name)
+    if outcome is not None:
+        # InvalidSpec included: trying again cannot help; the next spec change is handled.
+        memo.generations.handled(obj)
