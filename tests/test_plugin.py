@@ -240,6 +240,10 @@ def test_analysis_block_of_a_migrated_consumer_shows_its_watch_and_comparison() 
         "  served: vLLM 412 tokens/s, 3.2 requests/s over 7 windows; "
         "Ollama 98 tokens/s, 2.75 requests/s over 5 windows",
     ]
+    # Just migrated: the last sample is still the step's at 100%.
+    fresh = render.analysis_block({**c, "watch": {"failing": False, "samples": 0}}, STEPS, NOW)
+    assert fresh[0] == "rag: step 3/3 (100%), sampled 45s ago: Fail"
+    assert "  watch: no sample yet" in fresh
     passing = {**c, "watch": {"failing": False, "samples": 9}}
     assert "  watch: passing (9 samples since migrated)" in render.analysis_block(
         passing, STEPS, NOW

@@ -213,7 +213,8 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     if isinstance(analysis, dict):
         step = analysis.get("step")
         where = f"step {step_text(step, steps)}{_step_weight(step, steps)}"
-        if consumer.get("phase") == "Migrated" and isinstance(watch, dict):
+        # The last sample is the watch's once it has taken one (before: the step at 100%).
+        if consumer.get("phase") == "Migrated" and _dict(watch).get("samples"):
             where = "watched after migration"
         sampled = age(analysis.get("time"), now)
         lines.append(f"{name}: {where}, sampled {sampled} ago: {analysis.get('verdict', '?')}")
