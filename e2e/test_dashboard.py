@@ -120,9 +120,11 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
         f"panel {title!r} #{i}": dashboard.substitute(expr, values)
         for i, (title, expr) in enumerate(dashboard.expressions())
     }
+    # The watch's alert needs a migrated consumer; e2e/test_watch.py runs its expression.
     compared = {
         f"alert {name} without its condition": split_condition(rule["expr"])[0]
         for name, rule in rules.items()
+        if name != "InferopsMigratedConsumerFailing"
     }
     firing = {
         f"alert {name}": rules[name]["expr"]

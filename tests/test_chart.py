@@ -467,13 +467,14 @@ def test_the_dashboard_label_namespace_and_annotations_are_configurable(
 
 ALERTS = [
     "InferopsConsumerRolledBack",
+    "InferopsMigratedConsumerFailing",
     "InferopsMigrationStepStalled",
     "InferopsHighFallbackRate",
     "InferopsRoutingTableStale",
 ]
 
 
-def test_the_prometheus_rule_has_the_four_alerts_and_promtool_accepts_them(
+def test_the_prometheus_rule_has_its_alerts_and_promtool_accepts_them(
     render: Callable[..., Objects], tmp_path: Path
 ) -> None:
     objects = render(
@@ -547,6 +548,37 @@ ALERT_CASES: list[dict[str, Any]] = [
             {
                 "eval_time": "10m",
                 "alertname": "InferopsConsumerRolledBack",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "shop",
+                            "backend": "llama32",
+                            "consumer": "notes",
+                        }
+                    }
+                ],
+            },
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # notes, migrated, passes its watch, then fails it from 10m; rag always passes.
+            {
+                "series": f'inferops_migration_watch_failing{{{OPERATOR},consumer="notes"}}',
+                "values": "0x9 1x10",
+            },
+            {
+                "series": f'inferops_migration_watch_failing{{{OPERATOR},consumer="rag"}}',
+                "values": "0x20",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "InferopsMigratedConsumerFailing", "exp_alerts": []},
+            {
+                "eval_time": "12m",
+                "alertname": "InferopsMigratedConsumerFailing",
                 "exp_alerts": [
                     {
                         "exp_labels": {

@@ -182,3 +182,79 @@ def test_rollout_metrics_follow_the_status() -> None:
     assert value("inferops_migration_analyses_total", consumer="notes", verdict="Fail") == 1
     assert value("inferops_migration_consumer_phase", consumer="notes", phase="RolledBack") == 1
     assert value("inferops_migration_consumer_phase", consumer="notes", phase="Progressing") is None
+
+
+def test_a_migrated_consumer_failing_its_watch_makes_the_resource_degraded() -> None:
+    """Issue 16's case: vLLM's pods Ready, every consumer migrated, vLLM answers 500 (the
+    router falls back to Ollama for all of them). The resource said Ready and Completed."""
+    from inferops.migration.figures import EngineFigures, Figures
+
+    s = spec(migration=MIGRATION)
+    done = [
+        ConsumerStatus(name=n, weight=100, service="s", endpoint="e", phase="Migrated", step=2)
+        for n in ("notes", "rag")
+    ]
+    previous = InferenceBackendStatus(
+        phase="Ready",
+        consumers=done,
+        migration=MigrationStatus(spec_hash=spec_hash(s.migration)),  # type: ignore[arg-type]
+    )
+    failing = Figures(
+        vllm=EngineFigures(requests=40, errors=40, ttft_p95=None, tpot_p95=None),
+        ollama=EngineFigures(requests=40, errors=0, ttft_p95=0.2, tpot_p95=0.02),
+    )
+    snap = snapshot(s, previous)
+    decision = decide(snap, Observations(vllm_ready=True, figures={"notes": failing}), NOW)
+    assert table_weights(decision.desired) == {"notes": 100, "rag": 100}  # Report: kept
+    assert decision.status.phase == "Degraded"
+    by_type = {c.type: c for c in decision.status.conditions}
+    assert (by_type["Degraded"].status, by_type["Degraded"].reason) == ("True", "WatchFailed")
+    assert by_type["Ready"].status == "False"
+    assert "notes: errorRate 1 > 0.05" in by_type["Degraded"].message
+    assert (by_type["Migrating"].reason, by_type["Migrating"].status) == ("WatchFailed", "False")
+    assert {"WatchFailed"} <= {e.reason for e in decision.events}
+
+
+def test_watch_metrics_follow_the_status() -> None:
+    from prometheus_client import REGISTRY
+
+    from inferops.api.status import AnalysisResult, WatchStatus
+    from inferops.metrics import record_migration
+
+    def value(name: str) -> float | None:
+        labels = {"namespace": "w", "backend": "b", "consumer": "notes"}
+        return REGISTRY.get_sample_value(name, labels)
+
+    ok = ConsumerStatus(
+        name="notes", weight=100, service="s", endpoint="e", phase="Migrated", step=2,
+        watch=WatchStatus(samples=1),
+        last_analysis=AnalysisResult(verdict="Pass", time="2026-11-26T10:00:00Z", step=2),
+        last_sample_at="2026-11-26T10:00:00Z",
+    )  # fmt: skip
+    failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:01:00Z", step=2)
+    failing = ok.model_copy(
+        update={
+            "watch": WatchStatus(failing=True, failed_samples=1, samples=2),
+            "last_analysis": failed,
+            "last_sample_at": failed.time,
+        }
+    )
+    record_migration("w", "b", InferenceBackendStatus(), InferenceBackendStatus(consumers=[ok]))
+    assert value("inferops_migration_watch_failing") == 0
+    assert value("inferops_migration_watch_failures_total") is None
+    record_migration(
+        "w",
+        "b",
+        InferenceBackendStatus(consumers=[ok]),
+        InferenceBackendStatus(consumers=[failing]),
+    )
+    assert value("inferops_migration_watch_failing") == 1
+    assert value("inferops_migration_watch_failures_total") == 1
+    rolled = failing.model_copy(update={"phase": "RolledBack", "weight": 0})
+    record_migration(
+        "w",
+        "b",
+        InferenceBackendStatus(consumers=[failing]),
+        InferenceBackendStatus(consumers=[rolled]),
+    )
+    assert value("inferops_migration_watch_failing") is None  # not migrated: no watch

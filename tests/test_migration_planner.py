@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ActionRecord, ConsumerStatus, MigrationStatus
+from inferops.api.status import (
+    ActionRecord,
+    ConsumerStatus,
+    EngineFiguresStatus,
+    MigrationStatus,
+    WatchStatus,
+)
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.planner import (
     Action,
@@ -107,6 +113,30 @@ class Row:
 
 
 SERVED_0 = {"notes": 0, "rag": 0}
+BASELINE = EngineFiguresStatus(requests=100, error_rate=0.0, ttft_p95=0.4, tpot_p95=0.02)
+
+
+def migrated(name: str, sampled: float | None = 0, **more: Any) -> ConsumerStatus:
+    """A migrated consumer under watch, last sampled at `sampled` seconds."""
+    fields: dict[str, Any] = {"baseline": BASELINE, "watch": WatchStatus(), **more}
+    return consumer(
+        name,
+        phase="Migrated",
+        step=3,
+        weight=100,
+        last_sample_at=None if sampled is None else stamp(at(sampled)),
+        **fields,
+    )
+
+
+# At 100%: vLLM serves every request; Ollama only what vLLM failed first (fallbacks).
+WATCH_GOOD = Figures(vllm=eng(ttft=0.1), ollama=None)
+WATCH_500 = Figures(vllm=eng(errors=100), ollama=eng())
+FAILING = WatchStatus(failing=True, since=stamp(T0), failed_samples=1, samples=3,
+                      message="errorRate 1 > 0.01 (Ollama 0)")  # fmt: skip
+ROLLBACK = make_spec(watch={"onFailure": "Rollback"})
+ROLLBACK_HASH = MigrationStatus(spec_hash=spec_hash(ROLLBACK.migration))  # type: ignore[arg-type]
+UNWATCHED = make_spec(watch={"enabled": False})
 ROWS = [
     Row("first run: the first consumer starts, the rest wait", [], 0,
         Observations(vllm_ready=True, served=SERVED_0),
@@ -345,6 +375,75 @@ ROWS = [
         migration=MigrationStatus(spec_hash=HASH, failover=True,
                                   vllm_ready_since=stamp(at(60))),
         events=("Restored",)),
+    # The watch after migration (spec.migration.watch).
+    Row("migrated: a watch sample passes, the consumer stays at 100%",
+        [migrated("notes"), running("rag", 1, 10)], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_GOOD}),
+        {"notes": {"phase": "Migrated", "weight": 100, "last_sample_at": stamp(at(10)),
+                   "message": "migrated; watched: every gate passed"}}),
+    Row("migrated: a watch sample not due yet is ignored",
+        [migrated("notes", sampled=5), running("rag", 1, 10)], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "last_sample_at": stamp(at(5)), "watch": {
+            "failing": False, "since": None, "failed_samples": 0, "samples": 0,
+            "message": ""}}}),
+    Row("migrated: vLLM answers 500 (all on fallback): reported, stays at 100% (Report)",
+        [migrated("notes"), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "weight": 100, "watch": {
+            "failing": True, "since": stamp(at(10)), "failed_samples": 1, "samples": 1,
+            "message": "errorRate 1 > 0.01 (Ollama 0)"}},
+         "rag": {"phase": "Migrated", "weight": 100}},
+        events=("WatchFailed",)),
+    Row("migrated: failing again with Report: still reported once, stays at 100%",
+        [migrated("notes", watch=FAILING), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "weight": 100, "watch": {
+            "failing": True, "since": stamp(T0), "failed_samples": 2, "samples": 4,
+            "message": "errorRate 1 > 0.01 (Ollama 0)"}}}),
+    Row("migrated: first failure with Rollback is only reported (failureLimit 1)",
+        [migrated("notes"), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "weight": 100}},
+        spec=ROLLBACK, migration=ROLLBACK_HASH, events=("WatchFailed",)),
+    Row("migrated: failures in a row past failureLimit with Rollback: back to Ollama",
+        [migrated("notes", watch=FAILING), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "RolledBack", "weight": 0, "step": 3},
+         "rag": {"phase": "Migrated", "weight": 100}},
+        spec=ROLLBACK, migration=ROLLBACK_HASH, events=("RolledBack",)),
+    Row("migrated: an inconclusive watch sample neither sets nor clears a failure",
+        [migrated("notes", watch=FAILING), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": BROKEN}),
+        {"notes": {"phase": "Migrated", "weight": 100, "watch": {
+            **FAILING.model_dump(), "samples": 4}}}),
+    Row("migrated: a passing sample after failures recovers",
+        [migrated("notes", watch=FAILING), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_GOOD}),
+        {"notes": {"phase": "Migrated", "watch": {
+            "failing": False, "since": None, "failed_samples": 0, "samples": 4,
+            "message": "every gate passed"}}},
+        events=("WatchRecovered",)),
+    Row("migrated: a rolled back consumer is retried from its first step",
+        [migrated("notes", watch=FAILING).model_copy(update={"phase": "RolledBack", "weight": 0}),
+         consumer("rag", phase="Pending")], 10,
+        Observations(vllm_ready=True, served=SERVED_0, action=Action("r1", "retry", "notes")),
+        {"notes": {"phase": "Progressing", "step": 1, "weight": 10, "watch": None,
+                   "comparison": None}},
+        spec=ROLLBACK, migration=ROLLBACK_HASH, events=("ActionDone", "StepStarted")),
+    Row("at 100% when the migration began: watched from the first pass",
+        [consumer("notes", weight=100), consumer("rag")], 0,
+        Observations(vllm_ready=True, served={"notes": 100, "rag": 0},
+                     figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "weight": 100, "last_sample_at": stamp(T0)}},
+        migration=None, events=("WatchFailed",)),
+    Row("the watch switched off: no sample, no watch status",
+        [migrated("notes"), migrated("rag")], 10,
+        Observations(vllm_ready=True, figures={"notes": WATCH_500}),
+        {"notes": {"phase": "Migrated", "weight": 100, "watch": None,
+                   "last_sample_at": stamp(T0)}},
+        spec=UNWATCHED,
+        migration=MigrationStatus(spec_hash=spec_hash(UNWATCHED.migration))),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 
@@ -556,3 +655,92 @@ def test_figures_in_status_are_rounded_and_verdicts_use_the_exact_ones() -> None
     analysis = run(row).consumers[0].last_analysis
     assert analysis is not None and analysis.verdict == "Inconclusive"
     assert analysis.message == "too few requests on vLLM (4.96 < 5)"
+
+
+def test_a_failing_watch_makes_the_migration_say_so_and_wakes_each_interval() -> None:
+    """The case from issue 16: every consumer migrated, vLLM answers 500 while its pods stay
+    Ready. Before the watch the resource said Completed; now the Migrating condition and the
+    plan's Degraded reason name the consumer and the gate, and the next sample is due one
+    interval later."""
+    row = _row("migrated: vLLM answers 500 (all on fallback): reported, stays at 100% (Report)")
+    both = {"notes": WATCH_500, "rag": WATCH_GOOD}
+    result = run(replace(row, obs=Observations(vllm_ready=True, figures=both)))
+    assert result.condition.triple() == (
+        "False",
+        "WatchFailed",
+        "migrated, but fails a gate: notes: errorRate 1 > 0.01 (Ollama 0)",
+    )
+    assert result.watch_message == result.condition.message
+    [event] = [e for e in result.events if e.reason == "WatchFailed"]
+    assert (event.type, event.message) == (
+        "Warning",
+        "notes: migrated, but fails a gate: errorRate 1 > 0.01 (Ollama 0)",
+    )
+    # Both were sampled at 10: both are due again at 20 (one due and not sampled: at once).
+    assert result.requeue_after == 10
+    states = result.consumers
+    assert due_samples(SPEC, states, False, at(19)) == {}
+    assert due_samples(SPEC, states, False, at(20)) == {"notes": 10.0, "rag": 10.0}
+    assert due_samples(SPEC, states, True, at(20)) == {}  # failed over: nothing to watch
+    assert due_samples(UNWATCHED, states, False, at(20)) == {}
+    assert run(row).requeue_after == 0.1  # rag was due and had no figures: look again now
+    recovered = plan(
+        SPEC,
+        base(),
+        states,
+        result.migration,
+        Observations(vllm_ready=True, figures={"notes": WATCH_GOOD, "rag": WATCH_GOOD}),
+        at(20),
+    )
+    assert recovered.condition.reason == "Completed"
+    assert recovered.watch_message is None
+
+
+def test_the_comparison_pools_the_migration_windows_and_is_kept_after_it() -> None:
+    """Each sample of a step adds its window to the consumer's comparison; at 100% Ollama's
+    figures stop (only fallbacks reach it) and once migrated the comparison is kept as it
+    was, while the watch samples go on."""
+    vllm = replace(eng(ttft=0.1, tpot=0.01), ttft_count=50, tpot_count=50, output_tokens=900)
+    ollama = replace(eng(ttft=0.31, tpot=0.024), ttft_count=50, tpot_count=50, output_tokens=800)
+    window = Figures(vllm=vllm, ollama=ollama, window_seconds=10)
+    first = run(
+        Row(
+            "",
+            [running("notes", 1, 10), consumer("rag", phase="Pending")],
+            15,
+            Observations(vllm_ready=True, figures={"notes": window}),
+            {},
+        )
+    ).consumers[0]
+    assert first.comparison is not None
+    assert first.comparison.summary == "TTFT p95 3.1x faster, TPOT p95 2.4x faster, errors 0% vs 0%"
+    assert first.comparison.vllm is not None and first.comparison.ollama is not None
+    assert (first.comparison.vllm.windows, first.comparison.ollama.windows) == (1, 1)
+    assert first.comparison.vllm.output_tokens_per_second == 90
+
+    at_full = running("notes", 3, 100, comparison=first.comparison)
+    broken_ollama = Figures(vllm=vllm, ollama=eng(ttft=30), window_seconds=10)
+    full = run(
+        Row(
+            "",
+            [at_full, consumer("rag", phase="Pending")],
+            15,
+            Observations(vllm_ready=True, figures={"notes": broken_ollama}),
+            {},
+        )
+    ).consumers[0]
+    assert full.phase == "Migrated"
+    assert full.comparison is not None and full.comparison.vllm is not None
+    assert full.comparison.vllm.windows == 2
+    assert full.comparison.ollama == first.comparison.ollama  # fallbacks are not pooled
+
+    watched = plan(
+        SPEC,
+        base(),
+        [full, consumer("rag", phase="Pending")],
+        MigrationStatus(spec_hash=HASH),
+        Observations(vllm_ready=True, figures={"notes": window}),
+        at(25),
+    ).consumers[0]
+    assert watched.last_sample_at == stamp(at(25))
+    assert watched.comparison == full.comparison

@@ -1,7 +1,8 @@
 """Property-based test of the migration planner: generated specs, starting states and
 sequences of what can happen to a migration (every `kubectl ib` action, analysis samples that
-pass, fail or say nothing, time passing, routers lagging, vLLM lost and back, steps edited),
-each planned the way the executor does, with the invariants checked after every pass:
+pass, fail or say nothing, for consumers in progress and migrated ones under watch, time
+passing, routers lagging, vLLM lost and back, steps edited), each planned the way the
+executor does, with the invariants checked after every pass:
 
 - never more than `maxParallel` consumers in progress (Progressing or Paused);
 - list order: a consumer starts only when no consumer before it is Pending, RolledBack or
@@ -62,6 +63,8 @@ class Setup:
     paused: bool
     failure_limit: int
     on_inconclusive: str
+    watch: dict[str, Any]
+    """spec.migration.watch: migrated consumers are sampled too, and may be rolled back."""
 
     def spec(self, steps: int | None = None) -> InferenceBackendSpec:
         return InferenceBackendSpec.model_validate(
@@ -83,6 +86,7 @@ class Setup:
                     "maxParallel": self.max_parallel,
                     "paused": self.paused,
                     "failoverHoldDown": "30s",
+                    "watch": self.watch,
                 },
             }
         )
@@ -102,6 +106,11 @@ def setups(draw: st.DrawFn) -> Setup:
         paused=draw(st.sampled_from([False, False, False, True])),
         failure_limit=draw(st.integers(0, 1)),
         on_inconclusive=draw(st.sampled_from(["Hold", "Rollback"])),
+        watch=draw(
+            st.sampled_from(
+                [{}, {"onFailure": "Rollback"}, {"onFailure": "Rollback"}, {"enabled": False}]
+            )
+        ),
     )
 
 

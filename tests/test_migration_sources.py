@@ -22,6 +22,7 @@ from inferops.migration.sources import (
     FIRST_SCRAPE,
     REQUESTS,
     SHED,
+    TOKENS,
     TPOT,
     TTFT,
     PrometheusSource,
@@ -106,13 +107,23 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def median_of(name: str) -> str:
+    """The start of the median's query of histogram `name` (a longer key than the name)."""
+    return f"histogram_quantile(0.5, sum by (le, engine) (increase({name}_bucket"
+
+
 def canned(prometheus: FakePrometheus) -> None:
     prometheus.vectors = {
         REQUESTS: [sample("10", engine="vllm"), sample("90", engine="ollama")],
         ERRORS: [sample("1", engine="vllm")],
         SHED: [sample("7", engine="ollama")],
+        TOKENS: [sample("80", engine="vllm"), sample("700", engine="ollama")],
+        f"{TTFT}_count": [sample("8", engine="vllm"), sample("88", engine="ollama")],
+        f"{TPOT}_count": [sample("0", engine="vllm"), sample("80", engine="ollama")],
         f"{TTFT}_bucket": [sample("0.2", engine="vllm"), sample("0.45", engine="ollama")],
         f"{TPOT}_bucket": [sample("NaN", engine="vllm"), sample("0.05", engine="ollama")],
+        median_of(TTFT): [sample("0.1", engine="vllm"), sample("0.3", engine="ollama")],
+        median_of(TPOT): [sample("NaN", engine="vllm"), sample("0.02", engine="ollama")],
     }
 
 
@@ -123,9 +134,28 @@ async def test_prometheus_normal_vector(
     source = PrometheusSource(prometheus.url, http=http)
     figures = await source.figures(NS, BACKEND, "notes", 29.6)
     assert figures == Figures(
-        vllm=EngineFigures(requests=10, errors=1, ttft_p95=0.2, tpot_p95=None),
+        vllm=EngineFigures(
+            requests=10,
+            errors=1,
+            ttft_p95=0.2,
+            tpot_p95=None,
+            ttft_p50=0.1,
+            ttft_count=8,
+            output_tokens=80,
+        ),
         # Shed requests are reported beside the error rate, not in it.
-        ollama=EngineFigures(requests=90, errors=0, ttft_p95=0.45, tpot_p95=0.05, shed=7),
+        ollama=EngineFigures(
+            requests=90,
+            errors=0,
+            ttft_p95=0.45,
+            tpot_p95=0.05,
+            shed=7,
+            ttft_p50=0.3,
+            tpot_p50=0.02,
+            ttft_count=88,
+            tpot_count=80,
+            output_tokens=700,
+        ),
         problem=None,
         window_seconds=30,
     )
@@ -137,9 +167,16 @@ async def test_prometheus_normal_vector(
             f"sum by (engine) (increase({REQUESTS}{{{selector}}}[30s]))",
             f"sum by (engine) (increase({ERRORS}{{{selector}}}[30s]))",
             f"sum by (engine) (increase({SHED}{{{selector}}}[30s]))",
+            f'sum by (engine) (increase({TOKENS}{{{selector},kind="completion"}}[30s]))',
+            f"sum by (engine) (increase({TTFT}_count{{{selector}}}[30s]))",
+            f"sum by (engine) (increase({TPOT}_count{{{selector}}}[30s]))",
             f"histogram_quantile(0.95, sum by (le, engine) "
             f"(increase({TTFT}_bucket{{{selector}}}[30s])))",
             f"histogram_quantile(0.95, sum by (le, engine) "
+            f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
+            f"histogram_quantile(0.5, sum by (le, engine) "
+            f"(increase({TTFT}_bucket{{{selector}}}[30s])))",
+            f"histogram_quantile(0.5, sum by (le, engine) "
             f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
         ]
     )
@@ -364,6 +401,8 @@ async def test_scrape_window_is_the_difference(
 
     traffic(m, "notes", "vllm", ok=3, failed=1)
     traffic(m, "notes", "ollama", ok=4)
+    m.series("notes", "vllm", "chat").completion += 40  # output tokens (prompt ones: not)
+    m.series("notes", "vllm", "chat").prompt += 1000
     m.refused("notes", "chat", 429)
     m.shed("notes", "ollama", "chat", "queue_full")  # refused for Ollama's overload
     m.shed("notes", "ollama", "chat", "wait_timeout")
@@ -371,7 +410,7 @@ async def test_scrape_window_is_the_difference(
     clock.now += 30.5
     figures = await source.figures(NS, BACKEND, "notes", 60)
     assert figures == Figures(
-        vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None),
+        vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40),
         ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2),
         problem=None,
         window_seconds=30.5,
@@ -477,6 +516,12 @@ async def test_scrape_quantiles_from_bucket_deltas(
     assert figures.vllm.tpot_p95 == pytest.approx(0.01 + 0.005 * 19 / 20)
     assert figures.ollama.ttft_p95 == TTFT_BUCKETS[-1]  # +Inf bucket: the highest bound
     assert figures.ollama.tpot_p95 is None  # no observation
+    # The median of the same buckets: rank 10 of 20 -> 0.025 + 0.025 * 10/20.
+    assert figures.vllm.ttft_p50 == pytest.approx(0.025 + 0.025 * 10 / 20)
+    assert figures.vllm.tpot_p50 == pytest.approx(0.01 + 0.005 * 10 / 20)
+    # The observations behind them (the window's only: the 50 before it are not counted).
+    assert (figures.vllm.ttft_count, figures.vllm.tpot_count) == (20, 20)
+    assert (figures.ollama.ttft_count, figures.ollama.tpot_count) == (2, 0)
 
 
 async def test_scrape_failed_pod_is_a_problem_and_keeps_the_window(
@@ -579,7 +624,17 @@ def test_metric_names_are_the_routers() -> None:
     m.table_revision.set(1)
     m.shed("notes", "ollama", "chat", "queue_full")
     text = generate_latest(m.registry).decode()
-    for name in (REQUESTS, ERRORS, SHED, f"{TTFT}_bucket", f"{TPOT}_bucket"):
+    series.completion += 3
+    for name in (
+        REQUESTS,
+        ERRORS,
+        SHED,
+        TOKENS,
+        f"{TTFT}_bucket",
+        f"{TPOT}_bucket",
+        f"{TTFT}_count",
+        f"{TPOT}_count",
+    ):
         assert f"\n{name}{{" in text, name
     assert "\ninferops_router_table_revision " in text
 

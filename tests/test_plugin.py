@@ -217,6 +217,39 @@ def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
     assert "  * Ollama: the baseline from the last conclusive sample" in lines
 
 
+def test_analysis_block_of_a_migrated_consumer_shows_its_watch_and_comparison() -> None:
+    """The line users migrate for, kept after the migration, and the watch that follows it
+    (issue 16, items 6 and 7)."""
+    analysis = {**RAG_ANALYSIS, "step": 3, "verdict": "Fail", "ollama": None, "gates": [],
+                "message": "errorRate 1 > 0.05"}  # fmt: skip
+    comparison = {
+        "summary": "TTFT p95 3.1x faster, TPOT p95 2.4x faster, errors 0.1% vs 0.3%",
+        "vllm": {"windows": 7, "outputTokensPerSecond": 412.5, "requestsPerSecond": 3.2},
+        "ollama": {"windows": 5, "outputTokensPerSecond": 98.04, "requestsPerSecond": 2.75},
+    }
+    watch = {"failing": True, "since": ago(125), "failedSamples": 2, "samples": 9,
+             "message": "errorRate 1 > 0.05"}  # fmt: skip
+    c = consumer("rag", "Migrated", 100, step=3, lastAnalysis=analysis, watch=watch,
+                 comparison=comparison)  # fmt: skip
+    lines = render.analysis_block(c, STEPS, NOW)
+    assert lines[0] == "rag: watched after migration, sampled 45s ago: Fail"
+    assert lines[-3:] == [
+        "  watch: FAILING for 2m5s (2 failed samples in a row): errorRate 1 > 0.05",
+        "  vLLM vs Ollama over the migration: TTFT p95 3.1x faster, TPOT p95 2.4x faster, "
+        "errors 0.1% vs 0.3%",
+        "  served: vLLM 412 tokens/s, 3.2 requests/s over 7 windows; "
+        "Ollama 98 tokens/s, 2.75 requests/s over 5 windows",
+    ]
+    # Just migrated: the last sample is still the step's at 100%.
+    fresh = render.analysis_block({**c, "watch": {"failing": False, "samples": 0}}, STEPS, NOW)
+    assert fresh[0] == "rag: step 3/3 (100%), sampled 45s ago: Fail"
+    assert "  watch: no sample yet" in fresh
+    passing = {**c, "watch": {"failing": False, "samples": 9}}
+    assert "  watch: passing (9 samples since migrated)" in render.analysis_block(
+        passing, STEPS, NOW
+    )
+
+
 def test_analysis_block_is_empty_for_a_consumer_with_nothing_to_say() -> None:
     assert render.analysis_block(consumer("ner", "Pending"), STEPS, NOW) == []
     assert render.analysis_block(consumer("ner", "Pending", message="waiting"), STEPS, NOW) == [

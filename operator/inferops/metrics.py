@@ -64,6 +64,17 @@ ANALYSES = Counter(
     "Analysis samples taken, by verdict (Pass, Fail, Inconclusive).",
     ["namespace", "backend", "consumer", "verdict"],
 )
+WATCH_FAILING = Gauge(
+    "inferops_migration_watch_failing",
+    "1 while a migrated consumer fails its gates (spec.migration.watch), 0 while it passes; "
+    "absent for a consumer that is not migrated.",
+    ["namespace", "backend", "consumer"],
+)
+WATCH_FAILURES = Counter(
+    "inferops_migration_watch_failures",
+    "Failed watch samples of migrated consumers.",
+    ["namespace", "backend", "consumer"],
+)
 ROLLBACKS = Counter(
     "inferops_migration_rollbacks",
     "Automatic rollbacks of a consumer to 0%.",
@@ -88,10 +99,21 @@ def record_migration(
                 ROLLBACKS.labels(*labels).inc()
         MIGRATION_PHASE.labels(*labels, c.phase).set(1)
         sample = c.last_analysis
-        if sample is not None and (old is None or old.last_sample_at != c.last_sample_at):
+        sampled = sample is not None and (old is None or old.last_sample_at != c.last_sample_at)
+        if sample is not None and sampled:
             ANALYSES.labels(*labels, sample.verdict).inc()
+            # A watch sample: taken while Migrated (one that rolled back is RolledBack now).
+            if old is not None and old.phase == "Migrated" and sample.verdict == "Fail":
+                WATCH_FAILURES.labels(*labels).inc()
+        if c.phase == "Migrated" and c.watch is not None:
+            WATCH_FAILING.labels(*labels).set(1 if c.watch.failing else 0)
+        else:
+            with contextlib.suppress(KeyError):
+                WATCH_FAILING.remove(*labels)
     for name in before.keys() - {c.name for c in status.consumers}:
         with contextlib.suppress(KeyError):
             MIGRATION_WEIGHT.remove(namespace, backend, name)
             MIGRATION_STEP.remove(namespace, backend, name)
             MIGRATION_PHASE.remove(namespace, backend, name, before[name].phase)
+        with contextlib.suppress(KeyError):
+            WATCH_FAILING.remove(namespace, backend, name)

@@ -235,6 +235,7 @@ def decide(
         migration=rollout.migration if rollout else None,
         migrating=rollout.condition.triple() if rollout else None,
         failover=rollout.failover_message if rollout else None,
+        watch=rollout.watch_message if rollout else None,
     )
     events = (rollout.events if rollout else []) + _phase_events(previous, status)
     return _plan(

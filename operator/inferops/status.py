@@ -168,13 +168,19 @@ def compute(
     migration: MigrationStatus | None = None,
     migrating: tuple[Literal["True", "False", "Unknown"], str, str] | None = None,
     failover: str | None = None,
+    watch: str | None = None,
 ) -> InferenceBackendStatus:
     """The status to write. `invalid` is the InvalidSpec message when the spec was refused;
     `migrating` the Migrating condition (status, reason, message) when a migration is
-    configured; `failover` why every consumer is on Ollama, if they are."""
+    configured; `failover` why every consumer is on Ollama, if they are; `watch` what the
+    migrated consumers failing their watch fail."""
     findings = [f for obs in engines for f in engine_findings(obs)]
     if failover is not None:
         findings.append(Finding("VLLMFailedOver", failover, failing=True))
+    if watch is not None:
+        # vLLM's pods are Ready and the consumer "migrated", yet its requests fail or crawl:
+        # Ready would be a lie (its traffic may run entirely on fallback).
+        findings.append(Finding("WatchFailed", watch, failing=True))
     failing = [f for f in findings if f.failing]
     prev = {c.type: c for c in previous.conditions}
 

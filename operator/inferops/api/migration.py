@@ -227,6 +227,20 @@ class Probe(Model):
     """The probe's user message."""
 
 
+class Watch(Model):
+    """The analysis of a consumer after it is Migrated: the same gates against the Ollama
+    baseline kept from its migration, on its own traffic (no probes), every analysis
+    interval. A failing sample makes the resource Degraded, emits a `WatchFailed` Event and
+    sets `inferops_migration_watch_failing`."""
+
+    enabled: bool = True
+    """Keep analysing migrated consumers."""
+    on_failure: Literal["Report", "Rollback"] = "Report"
+    """Report: say so (condition, Event, metric) and leave the consumer on vLLM. Rollback:
+    also send it back to Ollama (weight 0, phase RolledBack) once more samples in a row fail
+    than analysis.failureLimit tolerates; `kubectl ib retry` migrates it again."""
+
+
 class Migration(Model):
     """The staged, metric-gated move of the consumers from Ollama to vLLM."""
 
@@ -266,6 +280,8 @@ class Migration(Model):
     failover_hold_down: Duration = "2m"
     """After vLLM lost every ready pod, how long it must be ready again before consumers
     get their vLLM weights back."""
+    watch: Watch = Watch()
+    """What happens after a consumer is migrated: its gates keep being checked."""
 
     @model_validator(mode="after")
     def _mirror_cel(self) -> Migration:
@@ -293,6 +309,7 @@ __all__ = [
     "Probe",
     "RateGate",
     "Step",
+    "Watch",
     "action_request",
     "last_action_id",
     "seconds",

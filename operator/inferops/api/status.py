@@ -103,6 +103,69 @@ class AnalysisResult(Model):
     """Each gate's verdict."""
 
 
+class EngineComparison(Model):
+    """One engine's figures for a consumer pooled over the migration's analysis windows
+    (how: docs/migration.md, "The comparison")."""
+
+    windows: int = 0
+    """Analysis windows pooled."""
+    seconds: float = 0
+    """Their total length, seconds."""
+    requests: float = 0
+    """Requests in those windows."""
+    errors: float = 0
+    """Failed requests in those windows."""
+    output_tokens: float = 0
+    """Completion tokens in those windows."""
+    ttft_observations: float = 0
+    """Streamed answers behind the TTFT figures (their weight)."""
+    tpot_observations: float = 0
+    """Streamed answers behind the TPOT figures (their weight)."""
+    error_rate: float | None = None
+    """errors / requests over every window."""
+    ttft_p50: float | None = None
+    """Median time to first token, seconds: the windows' medians weighted by observations."""
+    ttft_p95: float | None = None
+    """95th percentile time to first token, seconds, weighted like ttftP50."""
+    tpot_p50: float | None = None
+    """Median time per output token, seconds, weighted like ttftP50."""
+    tpot_p95: float | None = None
+    """95th percentile time per output token, seconds, weighted like ttftP50."""
+    output_tokens_per_second: float | None = None
+    """Completion tokens served per second of the windows: follows the share of traffic the
+    engine had, not its speed."""
+    requests_per_second: float | None = None
+    """Requests served per second of the windows; follows the traffic share too."""
+
+
+class Comparison(Model):
+    """vLLM against Ollama for one consumer over its migration; kept once it is migrated."""
+
+    vllm: EngineComparison | None = None
+    """vLLM's pooled figures (every window of the migration)."""
+    ollama: EngineComparison | None = None
+    """Ollama's pooled figures (windows below 100%; at 100% Ollama serves the consumer only
+    fallbacks, so its figures stop there, as the baseline does)."""
+    summary: str = ""
+    """The comparison in words, e.g. `TTFT p95 3.1x faster, TPOT p95 2.4x faster, errors 0.1%
+    vs 0.3%`; `too few samples` instead of a ratio below analysis.minRequests."""
+
+
+class WatchStatus(Model):
+    """The watch of a migrated consumer: its analysis keeps running on the same gates."""
+
+    failing: bool = False
+    """The last conclusive sample failed a gate."""
+    since: str | None = None
+    """When it began failing (RFC 3339)."""
+    failed_samples: int = 0
+    """Failed samples in a row."""
+    samples: int = 0
+    """Samples taken since the consumer was migrated."""
+    message: str = ""
+    """The last conclusive sample's verdict in words."""
+
+
 class ConsumerStatus(Model):
     """Where one consumer stands."""
 
@@ -140,6 +203,10 @@ class ConsumerStatus(Model):
     baseline: EngineFiguresStatus | None = None
     """Ollama's figures from the last conclusive sample, the reference at 100% where the
     consumer sends Ollama nothing."""
+    comparison: Comparison | None = None
+    """vLLM against Ollama over the migration's analysis windows, kept after it."""
+    watch: WatchStatus | None = None
+    """Once Migrated: the watch on the same gates (spec.migration.watch)."""
 
 
 class ActionRecord(Model):

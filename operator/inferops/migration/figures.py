@@ -41,14 +41,26 @@ class EngineFigures:
     """Requests the router refused in the window because the engine was at its admission
     limit (`inferops_router_shed_total`). Not in `requests` nor `errors`: a refusal is the
     configured capacity speaking, not the engine failing, and it is reported, not judged."""
+    ttft_p50: float | None = None
+    """Median time to first token, seconds; None when there is no data."""
+    tpot_p50: float | None = None
+    """Median time per output token, seconds; None when there is no data."""
+    ttft_count: float = 0.0
+    """Observations behind the TTFT quantiles (streamed answers), their weight when windows
+    are pooled (`inferops.migration.comparison`)."""
+    tpot_count: float = 0.0
+    """Observations behind the TPOT quantiles."""
+    output_tokens: float = 0.0
+    """Completion tokens the engine reported in the window (`inferops_router_tokens_total`,
+    kind="completion"): the throughput's numerator."""
 
     def __post_init__(self) -> None:
         # A source that let a NaN through is a bug; fail where it happened, not in a verdict.
-        for name in ("requests", "errors", "shed"):
+        for name in ("requests", "errors", "shed", "ttft_count", "tpot_count", "output_tokens"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite count >= 0, got {value!r}")
-        for name in ("ttft_p95", "tpot_p95"):
+        for name in ("ttft_p95", "tpot_p95", "ttft_p50", "tpot_p50"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be finite or None, got {value!r}")

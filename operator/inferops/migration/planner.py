@@ -19,8 +19,14 @@ from typing import Literal
 
 from inferops.api.migration import IN_PROGRESS, STOPPED, Migration, seconds
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ActionRecord, ConsumerPhase, ConsumerStatus, MigrationStatus
-from inferops.migration import analysis
+from inferops.api.status import (
+    ActionRecord,
+    ConsumerPhase,
+    ConsumerStatus,
+    MigrationStatus,
+    WatchStatus,
+)
+from inferops.migration import analysis, comparison
 from inferops.migration.figures import Figures
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -92,6 +98,8 @@ class Plan:
     failover_message: str | None
     """Set while every consumer is failed over to Ollama: the reason the resource is
     Degraded."""
+    watch_message: str | None = None
+    """Set while a migrated consumer fails its watch: the reason the resource is Degraded."""
 
     @property
     def weights(self) -> dict[str, int]:
@@ -126,10 +134,15 @@ def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
 
 
 def _sample_due_at(migration: Migration, state: ConsumerStatus) -> datetime | None:
-    """When the current step's next sample is due; None when it cannot be sampled yet."""
+    """When the current step's next sample is due (or a migrated consumer's next watch
+    sample); None when it cannot be sampled yet."""
+    interval = timedelta(seconds=seconds(migration.analysis.interval))
+    if state.phase == "Migrated" and migration.watch.enabled:
+        if state.last_sample_at is None:
+            return datetime.min  # adopted at 100%: watched from now on
+        return parse_time(state.last_sample_at) + interval
     if state.phase not in IN_PROGRESS or state.step_started_at is None:
         return None
-    interval = timedelta(seconds=seconds(migration.analysis.interval))
     if state.last_sample_at is not None:
         return parse_time(state.last_sample_at) + interval
     delay = timedelta(seconds=seconds(migration.analysis.initial_delay))
@@ -219,6 +232,7 @@ class _Planner:
                 "step_started_at": None,
                 "paused": False,
                 "message": message,
+                "watch": WatchStatus() if self.m.watch.enabled else None,
             }
         )
 
@@ -237,6 +251,9 @@ class _Planner:
                 "inconclusive_samples": 0,
                 "paused": False,
                 "message": message,
+                # A new migration: its comparison starts over too.
+                "comparison": None,
+                "watch": None,
             }
         )
 
@@ -402,7 +419,18 @@ class _Planner:
             baseline=c.baseline,
         )
         result = analysis.judge(self.m.analysis, figures, subject, self.at)
-        update: dict[str, object] = {"last_sample_at": self.at, "last_analysis": result}
+        update: dict[str, object] = {
+            "last_sample_at": self.at,
+            "last_analysis": result,
+            "comparison": comparison.add(
+                c.comparison,
+                figures,
+                with_ollama=not subject.at_full,
+                seconds=seconds(self.m.analysis.interval),
+                min_requests=self.m.analysis.min_requests,
+                latency=not subject.embeddings,
+            ),
+        }
         if result.verdict != "Inconclusive" and result.ollama and not subject.at_full:
             update["baseline"] = result.ollama
         if result.verdict == "Pass":
@@ -436,6 +464,67 @@ class _Planner:
                     f"{c.inconclusive_samples} inconclusive samples in a row "
                     f"({result.message})"
                 }
+            )
+        return c
+
+    def watch(self, c: ConsumerStatus) -> ConsumerStatus:
+        """Runs one migrated consumer's watch: a sample when due, on the same gates as its
+        analysis at 100% (against the baseline kept from its migration)."""
+        if not self.m.watch.enabled:
+            return c.model_copy(update={"watch": None})
+        c = c if c.watch is not None else c.model_copy(update={"watch": WatchStatus()})
+        due = _sample_due_at(self.m, c)
+        figures = self.obs.figures.get(c.name)
+        if figures is not None and due is not None and due <= self.now:
+            c = self.watch_sample(c, figures)
+        if c.phase == "Migrated" and (due := _sample_due_at(self.m, c)) is not None:
+            self.wakeups.append(max(due, self.now))
+        return c
+
+    def watch_sample(self, c: ConsumerStatus, figures: Figures) -> ConsumerStatus:
+        watch = c.watch or WatchStatus()
+        subject = analysis.Subject(
+            step=len(self.m.steps),
+            at_full=True,
+            embeddings=self.api[c.name] == "embeddings",
+            baseline=c.baseline,
+        )
+        result = analysis.judge(self.m.analysis, figures, subject, self.at)
+        update: dict[str, object] = {"last_sample_at": self.at, "last_analysis": result}
+        samples = watch.samples + 1
+        if result.verdict == "Inconclusive":
+            # Neither sets nor clears a failure: no data is no verdict.
+            watch = watch.model_copy(update={"samples": samples})
+            return c.model_copy(update=update | {"watch": watch})
+        if result.verdict == "Pass":
+            if watch.failing:
+                self.event("Normal", "WatchRecovered", f"{c.name}: every gate passes again")
+            watch = WatchStatus(samples=samples, message=result.message)
+            message = "migrated; watched: every gate passed"
+            return c.model_copy(update=update | {"watch": watch, "message": message})
+        if not watch.failing:
+            self.event(
+                "Warning", "WatchFailed", f"{c.name}: migrated, but fails a gate: {result.message}"
+            )
+        watch = WatchStatus(
+            failing=True,
+            since=watch.since if watch.failing else self.at,
+            failed_samples=watch.failed_samples + 1,
+            samples=samples,
+            message=result.message,
+        )
+        c = c.model_copy(
+            update=update
+            | {"watch": watch, "message": f"migrated, but fails a gate: {result.message}"}
+        )
+        limit = self.m.analysis.failure_limit
+        if self.m.watch.on_failure == "Rollback" and watch.failed_samples > limit:
+            return self.stop(
+                c,
+                "RolledBack",
+                "RolledBack",
+                f"rolled back to 0% by the watch after migration "
+                f"({watch.failed_samples} failed samples in a row): {result.message}",
             )
         return c
 
@@ -565,6 +654,7 @@ class _Planner:
             else "vLLM is ready again: consumers stay on Ollama for the hold-down time"
             if failed_over
             else None,
+            watch_message=None if failed_over else watch_failing(states),
         )
 
     def worded(
@@ -599,7 +689,14 @@ class _Planner:
         # Every consumer in progress moves first, so one that finishes or rolls back in this
         # pass frees its place for a Pending one in this same pass, not the next (the pass
         # is then a fixed point: planning again from its result starts nothing).
-        moved = [self.advance(c) if c.phase in IN_PROGRESS else c for c in states]
+        moved = [
+            self.advance(c)
+            if c.phase in IN_PROGRESS
+            else self.watch(c)
+            if c.phase == "Migrated"
+            else c
+            for c in states
+        ]
         out: list[ConsumerStatus] = []
         blocked = False  # an earlier consumer is not migrated and not moving
         for i, c in enumerate(moved):
@@ -638,6 +735,8 @@ class _Planner:
             return MigratingCondition("True", "Paused", f"{paused.name}: {paused.message}")
         if moving := first("Progressing"):
             return MigratingCondition("True", "Progressing", f"{moving.name}: {moving.message}")
+        if failing := watch_failing(states):
+            return MigratingCondition("False", "WatchFailed", failing)
         if states and all(c.phase == "Migrated" for c in states):
             return MigratingCondition("False", "Completed", "every consumer is on vLLM")
         if not self.obs.vllm_ready:
@@ -645,6 +744,16 @@ class _Planner:
         if self.m.paused:
             return MigratingCondition("True", "Paused", "spec.migration.paused is set")
         return MigratingCondition("True", "Progressing", "starting")
+
+
+def watch_failing(consumers: list[ConsumerStatus]) -> str | None:
+    """What the migrated consumers failing their watch fail, in words; None if none does."""
+    failing = [
+        f"{c.name}: {c.watch.message}"
+        for c in consumers
+        if c.phase == "Migrated" and c.watch is not None and c.watch.failing
+    ]
+    return "migrated, but fails a gate: " + "; ".join(failing) if failing else None
 
 
 def plan(
@@ -662,4 +771,13 @@ def plan(
     return planner.run(base, {c.name: c for c in previous_consumers})
 
 
-__all__ = ["Action", "Event", "Observations", "Plan", "due_samples", "plan", "spec_hash"]
+__all__ = [
+    "Action",
+    "Event",
+    "Observations",
+    "Plan",
+    "due_samples",
+    "plan",
+    "spec_hash",
+    "watch_failing",
+]

@@ -35,8 +35,17 @@ ERRORS = "inferops_router_errors_total"
 TTFT = "inferops_router_time_to_first_token_seconds"
 TPOT = "inferops_router_time_per_output_token_seconds"
 SHED = "inferops_router_shed_total"
+TOKENS = "inferops_router_tokens_total"
+COMPLETION = "completion"
+"""The `kind` label of TOKENS that counts output tokens."""
 NO_ENGINE = "none"
 QUANTILE = 0.95
+MEDIAN = 0.5
+
+# The figures of EngineFigures that are counts (a NaN or negative one is a failed read) and
+# those that are quantiles (NaN is "no data").
+COUNTS = ("requests", "errors", "shed", "output_tokens", "ttft_count", "tpot_count")
+QUANTILES = ("ttft_p95", "tpot_p95", "ttft_p50", "tpot_p50")
 
 DEFAULT_SELECTOR = 'namespace="{namespace}",pod=~"{backend}-router-.+"'
 """Label matchers of a backend's router pods as Kubernetes service discovery labels them;
@@ -123,18 +132,26 @@ class PrometheusSource:
         sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
         sel += f',engine!="{NO_ENGINE}"'
 
-        def histogram(name: str) -> str:
+        def histogram(name: str, q: float = QUANTILE) -> str:
             return (
-                f"histogram_quantile({QUANTILE}, sum by (le, engine) "
+                f"histogram_quantile({q}, sum by (le, engine) "
                 f"(increase({name}_bucket{{{sel}}}[{window}s])))"
             )
 
+        def total(name: str, more: str = "") -> str:
+            return f"sum by (engine) (increase({name}{{{sel}{more}}}[{window}s]))"
+
         return {
-            "requests": f"sum by (engine) (increase({REQUESTS}{{{sel}}}[{window}s]))",
-            "errors": f"sum by (engine) (increase({ERRORS}{{{sel}}}[{window}s]))",
-            "shed": f"sum by (engine) (increase({SHED}{{{sel}}}[{window}s]))",
+            "requests": total(REQUESTS),
+            "errors": total(ERRORS),
+            "shed": total(SHED),
+            "output_tokens": total(TOKENS, f',kind="{COMPLETION}"'),
+            "ttft_count": total(f"{TTFT}_count"),
+            "tpot_count": total(f"{TPOT}_count"),
             "ttft_p95": histogram(TTFT),
             "tpot_p95": histogram(TPOT),
+            "ttft_p50": histogram(TTFT, MEDIAN),
+            "tpot_p50": histogram(TPOT, MEDIAN),
         }
 
     async def figures(
@@ -172,7 +189,7 @@ class PrometheusSource:
         if not any(engine in values for values in results.values()):
             return None
         counts = {}
-        for name in ("requests", "errors", "shed"):
+        for name in COUNTS:
             value = results[name].get(engine, 0.0)
             if not math.isfinite(value) or value < 0:
                 raise SourceError(
@@ -180,13 +197,19 @@ class PrometheusSource:
                     f"on {engine} over {window}s"
                 )
             counts[name] = value
+        # NaN is histogram_quantile's "no observation in the window": no data.
+        q = {name: finite(results[name].get(engine)) for name in QUANTILES}
         return EngineFigures(
             requests=counts["requests"],
             errors=counts["errors"],
-            # NaN is histogram_quantile's "no observation in the window": no data.
-            ttft_p95=finite(results["ttft_p95"].get(engine)),
-            tpot_p95=finite(results["tpot_p95"].get(engine)),
+            ttft_p95=q["ttft_p95"],
+            tpot_p95=q["tpot_p95"],
             shed=counts["shed"],
+            ttft_p50=q["ttft_p50"],
+            tpot_p50=q["tpot_p50"],
+            ttft_count=counts["ttft_count"],
+            tpot_count=counts["tpot_count"],
+            output_tokens=counts["output_tokens"],
         )
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
@@ -242,7 +265,7 @@ class PrometheusSource:
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 """A sample's name and its labels other than `consumer`, sorted."""
 
-WANTED = frozenset({REQUESTS, ERRORS, SHED, f"{TTFT}_bucket", f"{TPOT}_bucket"})
+WANTED = frozenset({REQUESTS, ERRORS, SHED, TOKENS, f"{TTFT}_bucket", f"{TPOT}_bucket"})
 
 
 @dataclass(frozen=True)
@@ -400,6 +423,8 @@ def consumer_series(text: str, consumer: str) -> dict[SeriesKey, float]:
                 labels = sample.labels
                 if labels.get("consumer") != consumer or labels.get("engine") not in ENGINES:
                     continue
+                if sample.name == TOKENS and labels.get("kind") != COMPLETION:
+                    continue
                 value = float(sample.value)
                 if not math.isfinite(value):
                     raise SourceError(f"{sample.name}{labels} is {value}")
@@ -447,7 +472,7 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
 
 
 def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigures:
-    sums = {REQUESTS: 0.0, ERRORS: 0.0, SHED: 0.0}
+    sums = {REQUESTS: 0.0, ERRORS: 0.0, SHED: 0.0, TOKENS: 0.0}
     buckets: dict[str, dict[float, float]] = {f"{TTFT}_bucket": {}, f"{TPOT}_bucket": {}}
     for (name, labels), delta in deltas.items():
         label = dict(labels)
@@ -458,17 +483,24 @@ def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigure
         elif name in buckets:
             le = float(label["le"])  # "+Inf" parses as inf
             buckets[name][le] = buckets[name].get(le, 0.0) + delta
+    ttft, tpot = buckets[f"{TTFT}_bucket"], buckets[f"{TPOT}_bucket"]
     return EngineFigures(
         requests=sums[REQUESTS],
         errors=sums[ERRORS],
-        ttft_p95=_p95(buckets[f"{TTFT}_bucket"].items()),
-        tpot_p95=_p95(buckets[f"{TPOT}_bucket"].items()),
+        ttft_p95=_quantile(QUANTILE, ttft.items()),
+        tpot_p95=_quantile(QUANTILE, tpot.items()),
         shed=sums[SHED],
+        ttft_p50=_quantile(MEDIAN, ttft.items()),
+        tpot_p50=_quantile(MEDIAN, tpot.items()),
+        # The +Inf bucket counts every observation.
+        ttft_count=ttft.get(math.inf, 0.0),
+        tpot_count=tpot.get(math.inf, 0.0),
+        output_tokens=sums[TOKENS],
     )
 
 
-def _p95(buckets: Iterable[tuple[float, float]]) -> float | None:
-    return finite(quantile(QUANTILE, list(buckets)))
+def _quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    return finite(quantile(q, list(buckets)))
 
 
 def _one_revision(page: str) -> int | None:

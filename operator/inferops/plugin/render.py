@@ -209,9 +209,13 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     if not isinstance(analysis, dict) and not message:
         return []
     lines: list[str] = []
+    watch = consumer.get("watch")
     if isinstance(analysis, dict):
         step = analysis.get("step")
         where = f"step {step_text(step, steps)}{_step_weight(step, steps)}"
+        # The last sample is the watch's once it has taken one (before: the step at 100%).
+        if consumer.get("phase") == "Migrated" and _dict(watch).get("samples"):
+            where = "watched after migration"
         sampled = age(analysis.get("time"), now)
         lines.append(f"{name}: {where}, sampled {sampled} ago: {analysis.get('verdict', '?')}")
         vllm = _dict(analysis.get("vllm"))
@@ -242,8 +246,47 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
             lines.append(f"  analysis: {analysis['message']}")
     else:
         lines.append(f"{name}: no analysis yet")
+    if isinstance(watch, dict):
+        lines.append(f"  watch: {watch_text(watch, now)}")
+    lines += comparison_lines(_dict(consumer.get("comparison")))
     if message:
         lines.append(f"  message: {message}")
+    return lines
+
+
+def watch_text(watch: Obj, now: datetime) -> str:
+    """A migrated consumer's watch in words."""
+    samples = watch.get("samples", 0)
+    if watch.get("failing"):
+        failed = watch.get("failedSamples", 0)
+        return (
+            f"FAILING for {age(watch.get('since'), now)} ({failed} failed samples in a row): "
+            f"{watch.get('message', '')}"
+        )
+    return f"passing ({samples} samples since migrated)" if samples else "no sample yet"
+
+
+def _rate(value: Any, unit: str) -> str:
+    return f"{value:.3g} {unit}" if isinstance(value, int | float) else NONE
+
+
+def comparison_lines(comparison: Obj) -> list[str]:
+    """vLLM against Ollama over the migration: the summary line, then what each engine
+    served (which follows the traffic share, not the engine's speed)."""
+    if not comparison.get("summary"):
+        return []
+    lines = [f"  vLLM vs Ollama over the migration: {comparison['summary']}"]
+    served = []
+    for label, key in (("vLLM", "vllm"), ("Ollama", "ollama")):
+        figures = _dict(comparison.get(key))
+        if figures:
+            served.append(
+                f"{label} {_rate(figures.get('outputTokensPerSecond'), 'tokens/s')}, "
+                f"{_rate(figures.get('requestsPerSecond'), 'requests/s')} "
+                f"over {_count(figures.get('windows'))} windows"
+            )
+    if served:
+        lines.append("  served: " + "; ".join(served))
     return lines
 
 
@@ -258,4 +301,13 @@ def render_status(obj: Obj, now: datetime) -> str:
     return "\n\n".join("\n".join(section) for section in sections)
 
 
-__all__ = ["age", "analysis_block", "consumer_table", "header", "humanize", "render_status"]
+__all__ = [
+    "age",
+    "analysis_block",
+    "comparison_lines",
+    "consumer_table",
+    "header",
+    "humanize",
+    "render_status",
+    "watch_text",
+]
