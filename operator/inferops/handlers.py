@@ -1,12 +1,13 @@
 """kopf handlers: thin glue from events to the reconciler.
 
-The resource's own changes (create, spec update, operator restart, a manual action) reconcile
-it, as `inferops.triggers` tells from its watch events; any change to a child (edited, deleted, a pod scheduled or failing) reconciles its
-owner, which is how drift is repaired and status stays current without polling. Children are
-watched by the operator's own cache (inferops.cache), which reconciliations read from; kopf
-watches only InferenceBackends, and keeps the latest of each (inferops.bodies) so a
-reconciliation needs no GET of its resource. A migration adds the reconciler's timer for its
-next sample, pause end or hold-down end.
+The resource's own changes (create, spec update, operator restart, a manual action)
+reconcile it, as `inferops.triggers` tells from its watch events; any change to a child
+(edited, deleted, a pod scheduled or failing) reconciles its owner, which is how drift is
+repaired and status stays current without polling. Children are watched by the operator's
+own cache (inferops.cache), which reconciliations read from; kopf watches only
+InferenceBackends, and keeps the latest of each (inferops.bodies) so a reconciliation needs
+no GET of its resource. A migration adds the reconciler's timer for its next sample, pause
+end or hold-down end.
 """
 
 from __future__ import annotations
