@@ -20,7 +20,7 @@ from typing import Literal
 from inferops.api.migration import IN_PROGRESS, STOPPED, Migration, seconds
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ActionRecord, ConsumerPhase, ConsumerStatus, MigrationStatus
-from inferops.migration import analysis
+from inferops.migration import analysis, shadow
 from inferops.migration.figures import Figures
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -106,8 +106,16 @@ def spec_hash(migration: Migration) -> str:
 
 def first_step(migration: Migration, api: str) -> int:
     """The index of a consumer's first step. Embeddings move 0 -> 100 in one step: vectors
-    of two models are not comparable."""
-    return len(migration.steps) - 1 if api == "embeddings" else 0
+    of two models are not comparable (a shadow step before it compares them)."""
+    if api == "embeddings" and migration.steps[0].shadow is None:
+        return len(migration.steps) - 1
+    return 0
+
+
+def next_step(migration: Migration, api: str, at: int) -> int:
+    """The index of the step after the step of index `at`: embeddings go from their shadow
+    step straight to 100%."""
+    return len(migration.steps) - 1 if api == "embeddings" else at + 1
 
 
 def index(state: ConsumerStatus) -> int:
@@ -121,7 +129,7 @@ def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
     if state.phase == "Migrated":
         return 100
     if state.phase in IN_PROGRESS and state.step is not None:
-        return migration.steps[index(state)].weight
+        return migration.steps[index(state)].live_weight
     return 0
 
 
@@ -180,8 +188,9 @@ class _Planner:
     def start(self, c: ConsumerStatus, at: int | None = None) -> ConsumerStatus:
         """Starts the step of index `at` (default: the consumer's first)."""
         at = first_step(self.m, self.api[c.name]) if at is None else at
-        weight = self.m.steps[at].weight
-        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {weight}%")
+        weight = self.m.steps[at].live_weight
+        what = "a shadow step (0%, answers compared)" if self.m.steps[at].shadow else f"{weight}%"
+        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {what}")
         started = c.model_copy(
             update={
                 "phase": "Progressing",
@@ -192,6 +201,7 @@ class _Planner:
                 "passed_samples": 0,
                 "failed_samples": 0,
                 "inconclusive_samples": 0,
+                "shadow": None,
                 "message": f"waiting for every router to serve {weight}%",
             }
         )
@@ -235,6 +245,7 @@ class _Planner:
                 "passed_samples": 0,
                 "failed_samples": 0,
                 "inconclusive_samples": 0,
+                "shadow": None,
                 "paused": False,
                 "message": message,
             }
@@ -401,8 +412,22 @@ class _Planner:
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
         )
-        result = analysis.judge(self.m.analysis, figures, subject, self.at)
-        update: dict[str, object] = {"last_sample_at": self.at, "last_analysis": result}
+        update: dict[str, object] = {"last_sample_at": self.at}
+        if (mirrored := self.m.steps[index(c)].shadow) is not None:
+            totals = shadow.accumulate(c.shadow, figures)
+            result = shadow.judge(mirrored, totals, step, self.at)
+            if figures.problem:
+                result = result.model_copy(
+                    update={
+                        "verdict": "Inconclusive",
+                        "message": f"no figures: {figures.problem}",
+                        "gates": [],
+                    }
+                )
+            update["shadow"] = totals
+        else:
+            result = analysis.judge(self.m.analysis, figures, subject, self.at)
+        update["last_analysis"] = result
         if result.verdict != "Inconclusive" and result.ollama and not subject.at_full:
             update["baseline"] = result.ollama
         if result.verdict == "Pass":
@@ -477,10 +502,12 @@ class _Planner:
                 return c
         if at + 1 >= len(self.m.steps):
             return self.migrated(c, "analysis passed at 100%")
-        return self.start(c, at + 1)
+        return self.start(c, next_step(self.m, self.api[c.name], at))
 
     def describe(self, c: ConsumerStatus) -> str:
         where = f"step {c.step}/{len(self.m.steps)} at {c.weight}%"
+        if self.m.steps[index(c)].shadow is not None:
+            where += " (shadow)"
         if c.paused or self.m.paused:
             return f"{where}: paused (automatic rollback still acts)"
         step = self.m.steps[index(c)]

@@ -87,7 +87,10 @@ def step_text(step: Any, steps: list[Obj]) -> str:
 
 def _step_weight(step: Any, steps: list[Obj]) -> str:
     if isinstance(step, int) and 1 <= step <= len(steps):
-        return f" ({steps[step - 1].get('weight', '?')}%)"
+        found = _dict(steps[step - 1])
+        if "shadow" in found:
+            return " (shadow)"
+        return f" ({found.get('weight', '?')}%)"
     return ""
 
 
