@@ -75,7 +75,7 @@ class ShadowCounts(Model):
     exact: float = 0
     """Identical answers."""
     normalized: float = 0
-    """Answers identical once normalised (whitespace, trailing U+FFFD)."""
+    """Answers identical once normalised (whitespace runs, U+FFFD)."""
     similar: float = 0
     """JSON answers with the same fields, or embeddings at or above the cosine threshold."""
     disagree: float = 0

@@ -9,8 +9,9 @@ here on the same weights):
   by field: the same value everywhere is `exact`, the same field names `similar` (values of
   sampled answers may differ), invalid JSON or other fields `disagree`;
 - `deterministic` (temperature 0, or top_k 1): the text, exactly or once normalised
-  (whitespace runs, and trailing U+FFFD: vLLM renders a partial UTF-8 byte at the end of a
-  cut answer as U+FFFD where Ollama holds it back);
+  (whitespace runs, and U+FFFD: vLLM renders a token that holds part of a UTF-8 character
+  as U+FFFD where Ollama holds the bytes back, at the end of a cut answer and, with a model
+  that emits such tokens out of order, anywhere in it);
 - anything else (`other`) is sampled text, never "wrong": not compared. A `seed` with a
   temperature above 0 is left there too: each engine samples with its own generator, so a
   seed repeats an engine's answer, not the other engine's.
@@ -109,9 +110,9 @@ def vectors_of(doc: object) -> list[list[float]] | None:
 
 
 def normalize(text: str) -> str:
-    """Text as compared once normalised: no trailing U+FFFD, whitespace runs as one space,
-    no space at either end."""
-    return _SPACE.sub(" ", text.rstrip("\ufffd")).strip()
+    """Text as compared once normalised: no U+FFFD, whitespace runs as one space, no space
+    at either end."""
+    return _SPACE.sub(" ", text.replace("\ufffd", "")).strip()
 
 
 def cosine(a: list[float], b: list[float]) -> float | None:
