@@ -12,12 +12,19 @@ import pytest
 
 from inferops.api.migration import Shadow
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ConsumerStatus, MigrationStatus, ShadowCounts, ShadowStatus
+from inferops.api.status import (
+    ConsumerStatus,
+    InferenceBackendStatus,
+    MigrationStatus,
+    ShadowCounts,
+    ShadowStatus,
+)
 from inferops.builders import router as router_builder
 from inferops.builders.common import Owner
 from inferops.migration import shadow
 from inferops.migration.figures import Figures, ShadowFigures
 from inferops.migration.planner import Observations, Plan, plan, spec_hash, stamp
+from inferops.migration.probe import probe_targets
 from tests.test_migration_planner import ANALYSIS, at, base, consumer, running
 
 STEPS = [
@@ -214,3 +221,12 @@ def test_the_router_mirrors_consumers_at_a_shadow_step_only() -> None:
     # The mirror changes the table's revision: routers that serve it are known to mirror.
     plain = router_builder.routing_table(SPEC, owner, {"vllm": True, "ollama": True}, {})
     assert plain.revision != table.revision
+
+
+def test_no_probe_at_a_shadow_step() -> None:
+    """Probes are never mirrored, so they would add nothing to a shadow step's verdict and
+    only load vLLM."""
+    status = InferenceBackendStatus(consumers=[shadowing("notes"), running("rag", 2, 50)])
+    targets = probe_targets(SPEC, "ai", status, None)
+    assert list(targets) == ["rag"]
+    assert targets["rag"].engines == ("vllm", "ollama")
