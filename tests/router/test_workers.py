@@ -33,11 +33,14 @@ OBSERVED = [
     ("notes", "vllm", "chat", 200, 0.3, (11, 40), None),
     ("notes", "vllm", "chat", 502, 0.02, (0, 0), "connect"),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:queue_full"),
-    ("notes", "ollama", "chat", 200, 1.0, (5, 5), None),
+    ("rag", "vllm", "chat", 0, 0.0, (0, 0), "shadow:deterministic:exact"),
     ("rag", "vllm", "embeddings", 200, 0.05, (7, 0), None),
     ("rag", "none", "chat", 400, 0.0, (0, 0), None),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:queue_full"),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:wait_timeout"),
+    ("rag", "vllm", "chat", 0, 0.0, (0, 0), "shadow:deterministic:exact"),
+    ("rag", "ollama", "chat", 0, 0.0, (0, 0), "shadow:json:disagree"),
+    ("notes", "ollama", "chat", 200, 1.0, (5, 5), None),
 ]
 
 
@@ -45,6 +48,11 @@ def record(metrics: RouterMetrics, observations: list[Any]) -> None:
     for consumer, engine, route, code, latency, (prompt, completion), reason in observations:
         if reason and reason.startswith("shed:"):  # refused for the engine's overload
             metrics.shed(consumer, engine, route, reason.removeprefix("shed:"))
+            continue
+        if reason and reason.startswith("shadow:"):  # a mirrored request's verdict
+            key = reason.removeprefix("shadow:")
+            shadow = metrics.series(consumer, engine, route).shadow
+            shadow[key] = shadow.get(key, 0) + 1
             continue
         one = metrics.series(consumer, engine, route)
         one.count(code)
@@ -81,6 +89,8 @@ def test_merge_sums_every_figure_as_one_process_would_have() -> None:
         pytest.fail("the refused request's series is missing")
     shed = {i["labels"][1]: i["shed"] for i in expected if i["shed"]}
     assert shed == {"ollama": {"queue_full": 2, "wait_timeout": 1}}  # from two workers
+    shadow = {i["labels"][1]: i["shadow"] for i in expected if i["shadow"]}
+    assert shadow == {"vllm": {"deterministic:exact": 2}, "ollama": {"json:disagree": 1}}
     merged_items = by_labels(merged)
     for item in (*merged_items, *expected):  # float sums: compared rounded
         for name in ("latency", "ttft", "tpot"):
