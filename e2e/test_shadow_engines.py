@@ -75,6 +75,9 @@ SPEC = InferenceBackendSpec.model_validate(
 )
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 SHADOW_METRIC = "inferops_router_shadow_total"
+# vLLM's CPU build starts in about 20 s alone; on a 2-core machine shared with other vLLMs
+# pinned to the same core it took over 300 s.
+VLLM_START_SECONDS = 900
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def shadow_step(ollama_engine: OllamaServer, vllm_model: Path, directory: Path) 
     returns the planner's verdict on the step's sample."""
     host = router_builder.service_name(OWNER, SPEC.consumers[0])
     with VLLMServer(vllm_model, served_model_name=MODEL, log_path=directory / "vllm.log") as vllm:
-        vllm.start()
+        vllm.start(timeout=VLLM_START_SECONDS)
         router = RouterProcess(
             ["--table-file", str(routing_table(directory))],
             directory / "router.log",

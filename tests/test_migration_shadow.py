@@ -57,7 +57,15 @@ def window(vllm: dict[str, float], ollama: dict[str, float] | None = None) -> Fi
 
 
 AGREEING = window({"exact": 8, "normalized": 2, "uncomparable": 5}, {"exact": 4})
-DISAGREEING = window({"exact": 3, "disagree": 5, "error": 2, "dropped": 1}, {"exact": 4})
+DISAGREEING = Figures(
+    vllm=None,
+    ollama=None,
+    shadow=ShadowFigures(
+        vllm={"exact": 3, "disagree": 5, "error": 2, "dropped": 1},
+        ollama={"exact": 4},
+        disagreeing={"json": 6, "deterministic": 1},
+    ),
+)
 FEW = window({"exact": 3}, {"exact": 1})
 NOTHING = Figures(vllm=None, ollama=None)
 BROKEN = Figures.failed("prometheus answered HTTP 500")
@@ -157,6 +165,10 @@ def test_the_rollback_names_the_gate_and_the_figures() -> None:
     assert notes.message.startswith("rolled back to 0% at step 1: shadowAgreement 0.5625 < 0.9")
     assert "Ollama agrees with itself 1" in notes.message
     assert "16 compared" in notes.message and "5 disagree, 2 errors" in notes.message
+    # What disagreed, without any content: the kinds of request.
+    assert notes.message.endswith("vLLM's disagreements by kind: deterministic 1, json 6)")
+    assert notes.shadow is not None
+    assert notes.shadow.disagreeing == {"deterministic": 1, "json": 6}
     assert notes.last_analysis is not None
     (gate,) = notes.last_analysis.gates
     assert (gate.metric, gate.verdict, gate.value, gate.baseline, gate.threshold) == (

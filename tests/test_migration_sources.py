@@ -144,7 +144,7 @@ async def test_prometheus_normal_vector(
             f"histogram_quantile(0.95, sum by (le, engine) "
             f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
             # Without engine!="none": the shadow counter has no such series anyway.
-            f"sum by (engine, verdict) (increase({SHADOW}{{{shadow_selector}}}[30s]))",
+            f"sum by (engine, kind, verdict) (increase({SHADOW}{{{shadow_selector}}}[30s]))",
         ]
     )
 
@@ -154,21 +154,26 @@ async def test_prometheus_shadow_counts_by_engine_and_verdict(
 ) -> None:
     canned(prometheus)
     prometheus.vectors[SHADOW] = [
-        sample("40", engine="vllm", verdict="exact"),
-        sample("3.5", engine="vllm", verdict="disagree"),
-        sample("12", engine="ollama", verdict="exact"),
-        sample("0", engine="ollama", verdict="error"),
+        sample("40", engine="vllm", kind="deterministic", verdict="exact"),
+        sample("3.5", engine="vllm", kind="json", verdict="disagree"),
+        sample("1", engine="vllm", kind="json", verdict="error"),
+        sample("2", engine="vllm", kind="embeddings", verdict="disagree"),
+        sample("12", engine="ollama", kind="deterministic", verdict="exact"),
+        sample("0", engine="ollama", kind="json", verdict="error"),
+        sample("5", engine="ollama", kind="json", verdict="disagree"),  # noise: not vLLM's
     ]
     figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
     assert figures.problem is None
     assert figures.shadow == ShadowFigures(
-        vllm={"exact": 40, "disagree": 3.5}, ollama={"exact": 12, "error": 0}
+        vllm={"exact": 40, "disagree": 5.5, "error": 1},
+        ollama={"exact": 12, "error": 0, "disagree": 5},
+        disagreeing={"json": 4.5, "embeddings": 2},
     )
     # Nothing mirrored in the window: no shadow figures at all (not zeros).
-    prometheus.vectors[SHADOW] = [sample("0", engine="vllm", verdict="exact")]
+    prometheus.vectors[SHADOW] = [sample("0", engine="vllm", kind="json", verdict="exact")]
     figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
     assert figures.problem is None and figures.shadow is None
-    prometheus.vectors[SHADOW] = [sample("NaN", engine="vllm", verdict="exact")]
+    prometheus.vectors[SHADOW] = [sample("NaN", engine="vllm", kind="json", verdict="exact")]
     figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
     assert figures.problem is not None and "shadow count vllm/exact is nan" in figures.problem
 
@@ -431,7 +436,7 @@ async def test_scrape_shadow_counts_are_the_window_difference(
     figures = await source.figures(NS, BACKEND, "rag", 60)
     assert figures.problem is None
     assert figures.shadow == ShadowFigures(
-        vllm={"exact": 5, "disagree": 2}, ollama={"normalized": 3}
+        vllm={"exact": 5, "disagree": 2}, ollama={"normalized": 3}, disagreeing={"json": 2}
     )
     # Mirrored requests are not the consumer's requests: vLLM served none of them.
     assert figures.vllm == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)

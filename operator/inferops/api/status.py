@@ -107,6 +107,8 @@ class ShadowStatus(Model):
     dropped: float = 0
     """Sampled requests not mirrored: the router's bound on mirrored requests was reached,
     or Ollama's reference answer failed."""
+    disagreeing: dict[str, float] = {}
+    """vLLM's disagreements and errors by request kind: json, deterministic, embeddings."""
 
 
 class GateResult(Model):

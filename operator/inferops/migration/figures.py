@@ -80,6 +80,8 @@ class ShadowFigures:
 
     vllm: Mapping[str, float] = field(default_factory=dict)
     ollama: Mapping[str, float] = field(default_factory=dict)
+    disagreeing: Mapping[str, float] = field(default_factory=dict)
+    """vLLM's disagreements and errors by request kind (json, deterministic, embeddings)."""
 
     def __post_init__(self) -> None:
         for side in (self.vllm, self.ollama):

@@ -48,17 +48,26 @@ def accumulate(totals: ShadowStatus | None, figures: Figures) -> ShadowStatus:
         noise=_added(totals.noise, window.ollama),
         uncomparable=significant(totals.uncomparable + window.vllm.get("uncomparable", 0.0)) or 0.0,
         dropped=significant(totals.dropped + window.vllm.get("dropped", 0.0)) or 0.0,
+        disagreeing={
+            kind: significant(totals.disagreeing.get(kind, 0.0) + window.disagreeing.get(kind, 0.0))
+            or 0.0
+            for kind in sorted(totals.disagreeing.keys() | window.disagreeing.keys())
+        },
     )
 
 
 def _figures(totals: ShadowStatus) -> str:
     v, n = totals.vllm, totals.noise
-    return (
+    text = (
         f"vLLM: {v.compared:.0f} compared ({v.exact:.0f} exact, {v.normalized:.0f} normalized, "
         f"{v.similar:.0f} similar, {v.disagree:.0f} disagree, {v.error:.0f} errors); "
         f"Ollama with itself: {n.compared:.0f} compared, {n.disagree:.0f} disagree; "
         f"{totals.uncomparable:.0f} not comparable, {totals.dropped:.0f} dropped"
     )
+    if totals.disagreeing:
+        kinds = ", ".join(f"{kind} {count:.0f}" for kind, count in totals.disagreeing.items())
+        text += f"; vLLM's disagreements by kind: {kinds}"
+    return text
 
 
 def judge(spec: Shadow, totals: ShadowStatus, step: int, now: str) -> AnalysisResult:

@@ -146,9 +146,9 @@ class PrometheusSource:
         }
 
     def shadow_query(self, namespace: str, backend: str, consumer: str, window: int) -> str:
-        """The query of a sample's shadow comparisons, by engine and verdict."""
+        """The query of a sample's shadow comparisons, by engine, kind and verdict."""
         sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
-        return f"sum by (engine, verdict) (increase({SHADOW}{{{sel}}}[{window}s]))"
+        return f"sum by (engine, kind, verdict) (increase({SHADOW}{{{sel}}}[{window}s]))"
 
     async def figures(
         self, namespace: str, backend: str, consumer: str, window_seconds: float
@@ -175,9 +175,9 @@ class PrometheusSource:
                 engine: self._engine(engine, results, consumer, window) for engine in ENGINES
             }
             shadow = shadow_figures(
-                (engine, verdict, value)
+                (engine, kind, verdict, value)
                 for key, value in results["shadow"].items()
-                for engine, _, verdict in [key.partition(":")]
+                for engine, kind, verdict in [key.split(":", 2)]
             )
         except SourceError as error:
             return Figures.failed(str(error), window)
@@ -234,9 +234,9 @@ class PrometheusSource:
         }
 
     async def _by_verdict(self, expr: str) -> dict[str, float]:
-        """An instant vector keyed `engine:verdict`."""
+        """An instant vector keyed `engine:kind:verdict`."""
         return {
-            f"{labels.get('engine', '')}:{labels.get('verdict', '')}": value
+            ":".join(labels.get(name, "") for name in ("engine", "kind", "verdict")): value
             for labels, value in await self._vector(expr)
         }
 
@@ -470,7 +470,7 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
         for engine in ENGINES
     }
     shadow = shadow_figures(
-        (label["engine"], label.get("verdict", ""), delta)
+        (label["engine"], label.get("kind", ""), label.get("verdict", ""), delta)
         for (name, labels), delta in deltas.items()
         if name == SHADOW and (label := dict(labels))
     )
@@ -483,18 +483,22 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
     )
 
 
-def shadow_figures(counts: Iterable[tuple[str, str, float]]) -> ShadowFigures | None:
-    """(engine, verdict, count) summed into `ShadowFigures`; None when nothing was mirrored
-    (every count 0, or none). A count that is not finite and >= 0 is a `SourceError`."""
+def shadow_figures(counts: Iterable[tuple[str, str, str, float]]) -> ShadowFigures | None:
+    """(engine, kind, verdict, count) summed into `ShadowFigures`; None when nothing was
+    mirrored (every count 0, or none). A count that is not finite and >= 0 is a
+    `SourceError`."""
     sides: dict[str, dict[str, float]] = {engine: {} for engine in ENGINES}
-    for engine, verdict, value in counts:
+    disagreeing: dict[str, float] = {}
+    for engine, kind, verdict, value in counts:
         if not math.isfinite(value) or value < 0:
             raise SourceError(f"shadow count {engine}/{verdict} is {value}")
         if engine in sides and verdict:
             sides[engine][verdict] = sides[engine].get(verdict, 0.0) + value
+        if engine == "vllm" and verdict in ("disagree", "error") and kind and value > 0:
+            disagreeing[kind] = disagreeing.get(kind, 0.0) + value
     if not any(v > 0 for side in sides.values() for v in side.values()):
         return None
-    return ShadowFigures(vllm=sides["vllm"], ollama=sides["ollama"])
+    return ShadowFigures(vllm=sides["vllm"], ollama=sides["ollama"], disagreeing=disagreeing)
 
 
 def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigures:
