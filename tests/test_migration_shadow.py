@@ -6,11 +6,13 @@ arithmetic against the noise floor; what the router is told to mirror."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from inferops.api.migration import Shadow
+from inferops.api.routing import ROUTES_KEY
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import (
     ConsumerStatus,
@@ -25,6 +27,8 @@ from inferops.migration import shadow
 from inferops.migration.figures import Figures, ShadowFigures
 from inferops.migration.planner import Observations, Plan, plan, spec_hash, stamp
 from inferops.migration.probe import probe_targets
+from inferops.reconcile import decide
+from tests.test_decide import snapshot
 from tests.test_migration_planner import ANALYSIS, at, base, consumer, running
 
 STEPS = [
@@ -242,3 +246,33 @@ def test_no_probe_at_a_shadow_step() -> None:
     targets = probe_targets(SPEC, "ai", status, None)
     assert list(targets) == ["rag"]
     assert targets["rag"].engines == ("vllm", "ollama")
+
+
+def test_the_reconciliation_writes_the_mirror_into_the_routing_table() -> None:
+    """`decide`, the pure middle of a reconciliation: a consumer at its shadow step gets
+    weight 0 and the mirror in the routing ConfigMap; once it has moved on, no mirror."""
+    s = InferenceBackendSpec.model_validate(
+        {**SPEC.dump(), "consumers": [{"name": "notes", "weight": 30}]}
+    )
+
+    def table(decision: Any) -> dict[str, Any]:
+        config_map = next(o for o in decision.desired if o["kind"] == "ConfigMap")
+        consumers: list[dict[str, Any]] = json.loads(config_map["data"][ROUTES_KEY])["consumers"]
+        return consumers[0]
+
+    first = decide(snapshot(s), Observations(vllm_ready=True), at(0))
+    notes = table(first)
+    assert notes["weight"] == 0
+    assert notes["shadow"] == {
+        "percent": 50.0,
+        "noisePercent": 50,
+        "maxConcurrent": 2,
+        "timeoutSeconds": 60.0,
+        "minCosine": 0.99,
+        "recordContent": False,
+    }
+    passed = first.status.model_copy(
+        update={"consumers": [running("notes", 2, 50)], "migration": first.status.migration}
+    )
+    later = decide(snapshot(s, passed), Observations(vllm_ready=True), at(30))
+    assert table(later)["weight"] == 50 and "shadow" not in table(later)
