@@ -209,3 +209,31 @@ async def test_probes_and_other_consumers_are_not_mirrored(
     page = await router.metrics()
     assert not [line for line in page.splitlines() if line.startswith(SHADOW)]
     assert ollama_engine.hits == 1 + (5 - vllm.hits)  # nothing asked a second time
+
+
+async def test_a_sample_is_dropped_while_ollama_is_at_its_admission_limit(
+    router: Router, ollama_engine: FakeEngine
+) -> None:
+    """Live requests first: a request that leaves Ollama with another one waiting for its
+    slot is not mirrored (its reference answers would queue in Ollama ahead of it)."""
+    await router.set_engine(
+        "ollama", admission={"maxConcurrent": 1, "maxWaiting": 4, "maxWaitSeconds": 10}
+    )
+    await at_shadow_step(router, noisePercent=0)
+    ollama_engine.behaviour.delay = 0.5
+    client = router.openai("llama32-rag")
+    answers = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model="llama3.2",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                temperature=0,
+            )
+            for _ in range(2)
+        )
+    )
+    assert [a.choices[0].message.content for a in answers] == ["Hello from ollama"] * 2
+    # The first answer left the second holding Ollama's only slot: dropped. The second
+    # left Ollama idle: mirrored (and compared: the stand-ins' words differ).
+    page = await counted(router, 1, consumer="rag", engine="vllm", verdict="disagree")
+    assert sample(page, SHADOW, consumer="rag", engine="vllm", verdict="dropped") == 1

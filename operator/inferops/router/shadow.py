@@ -7,7 +7,9 @@ The client never waits for the mirror and never sees it: a request is offered on
 its answer is out (`forward.Forward` calls `offer` last), the mirror's requests skip the
 admission gates (they take no slot a live request could have had) and are bounded instead by
 `maxConcurrent` per consumer and router process: a sampled request beyond it is dropped and
-counted, never queued. They are not counted in the consumer's requests, errors or latencies.
+counted, never queued, and so is one sampled while Ollama is at its own admission limit
+(live requests first). They are not counted in the consumer's requests, errors or
+latencies.
 
 Both engines are asked the same non-streaming request rather than comparing vLLM with the
 answer the client got: the client's answer may be a stream in either API's dialect, while
@@ -79,7 +81,16 @@ class Mirrors:
         targets = intake.routes.targets
         vllm, ollama = targets.get(VLLM), targets.get(OLLAMA)
         active = self.active.get(consumer, 0)
-        if vllm is None or ollama is None or not vllm.ready or active >= config.max_concurrent:
+        if (
+            vllm is None
+            or ollama is None
+            or not vllm.ready
+            or active >= config.max_concurrent
+            # Ollama at its admission limit: live requests first (its reference answers
+            # would queue in Ollama ahead of them).
+            or ollama.gate.active >= ollama.gate.limit
+            or ollama.gate.queue
+        ):
             self.count(consumer, VLLM, route, kind, "dropped")
             return
         doc["stream"] = False
