@@ -209,6 +209,7 @@ EXPLAINED = (
     "spec.ollama.keepAlive",
     "spec.vllm.extraArgs",
     "spec.consumers.weight",
+    "spec.migration.steps.shadow.percent",
 )
 
 

@@ -7,7 +7,9 @@ executor does, with the invariants checked after every pass:
 - never more than `maxParallel` consumers in progress (Progressing or Paused);
 - list order: a consumer starts only when no consumer before it is Pending, RolledBack or
   Aborted (docs/migration.md, "Planning the order of consumers");
-- each consumer's live weight is its phase's (0 while failed over);
+- each consumer's live weight is its phase's (0 while failed over, and at a shadow step);
+- a consumer leaves a shadow step for a live weight only after a passing sample of it, or
+  by a promote;
 - planning again from the pass' own result, at the same instant with the same observations,
   changes nothing and emits nothing (a burst of reconciliations, or a restarted operator).
 
@@ -27,7 +29,7 @@ from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, MigrationStatus
-from inferops.migration.figures import EngineFigures, Figures
+from inferops.migration.figures import EngineFigures, Figures, ShadowFigures
 from inferops.migration.planner import Action, Observations, Plan, due_samples, plan, stamp
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
@@ -38,6 +40,7 @@ STEP_SETS = (
     [{"weight": 10, "pause": {"duration": "1m"}}, {"weight": 50, "pause": {}}, {"weight": 100}],
     [{"weight": 20}, {"weight": 100}],
     [{"weight": 100}],
+    [{"shadow": {"minSamples": 5, "minNoiseSamples": 2}}, {"weight": 30}, {"weight": 100}],
 )
 ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
 
@@ -46,10 +49,19 @@ def _engine(requests: float = 100, errors: float = 0, ttft: float = 0.2) -> Engi
     return EngineFigures(requests=requests, errors=errors, ttft_p95=ttft, tpot_p95=0.02)
 
 
-# What a sample reads, by the verdict it leads to (at every step, with or without a baseline).
+# What a sample reads, by the verdict it leads to (at every step, with or without a baseline;
+# at a shadow step, once its comparisons add up to `minSamples`).
 FIGURES = {
-    "pass": Figures(vllm=_engine(ttft=0.1), ollama=_engine(ttft=0.4)),
-    "fail": Figures(vllm=_engine(errors=30), ollama=_engine()),
+    "pass": Figures(
+        vllm=_engine(ttft=0.1),
+        ollama=_engine(ttft=0.4),
+        shadow=ShadowFigures(vllm={"exact": 3}, ollama={"exact": 1}),
+    ),
+    "fail": Figures(
+        vllm=_engine(errors=30),
+        ollama=_engine(),
+        shadow=ShadowFigures(vllm={"disagree": 3}, ollama={"exact": 1}),
+    ),
     "inconclusive": Figures.failed("prometheus answered HTTP 500"),
 }
 
@@ -136,7 +148,13 @@ def starting_states(draw: st.DrawFn, setup: Setup) -> list[ConsumerStatus]:
         if phase in IN_PROGRESS:
             moving += 1
             index = (
-                len(steps) - 1 if c.api == "embeddings" else draw(st.integers(0, len(steps) - 1))
+                draw(
+                    st.sampled_from(
+                        sorted({0 if steps[0].shadow else len(steps) - 1, len(steps) - 1})
+                    )
+                )
+                if c.api == "embeddings"
+                else draw(st.integers(0, len(steps) - 1))
             )
             started = draw(st.sampled_from([None, 0, 10]))
             states.append(
@@ -144,7 +162,7 @@ def starting_states(draw: st.DrawFn, setup: Setup) -> list[ConsumerStatus]:
                     c.name,
                     phase=phase,
                     step=index + 1,  # status counts steps from 1
-                    weight=steps[index].weight,
+                    weight=steps[index].live_weight,
                     paused=phase == "Paused" and draw(st.booleans()),
                     step_started_at=None
                     if started is None
@@ -203,7 +221,7 @@ def check(spec: InferenceBackendSpec, before: list[ConsumerStatus], after: Plan)
         elif c.phase in IN_PROGRESS:
             assert c.step is not None
             assert 1 <= c.step <= len(migration.steps), f"{c.name} at step {c.step}"
-            expected = migration.steps[c.step - 1].weight
+            expected = migration.steps[c.step - 1].live_weight
         else:
             expected = 0
         assert c.weight == expected, f"{c.name} ({c.phase}) at {c.weight}%, expected {expected}%"
@@ -263,6 +281,16 @@ def test_the_planner_keeps_parallel_limit_list_order_and_repeats_nothing(
             f"{n}: {happening} -> {[(c.name, c.phase, c.step, c.weight) for c in result.consumers]}"
         )
         check(spec, consumers, result)
+        if spec.migration and spec.migration.steps[0].shadow and kind != "steps edited":
+            was = {c.name: c for c in consumers}
+            for c in result.consumers:
+                before = was.get(c.name)
+                if before and before.phase in IN_PROGRESS and before.step == 1 and c.weight:
+                    assert before.passed_samples or happening[:2] in (
+                        ("sample", "pass"),
+                        ("action", "promote"),
+                        ("action", "promote-full"),
+                    ), f"{c.name} left its shadow step for {c.weight}% on {happening}"
 
         again = plan(spec, base(spec), result.consumers, result.migration, obs, now)
         assert [c.model_dump() for c in again.consumers] == [

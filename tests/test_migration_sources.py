@@ -16,11 +16,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from inferops.migration.figures import EngineFigures, Figures, quantile
+from inferops.migration.figures import EngineFigures, Figures, ShadowFigures, quantile
 from inferops.migration.sources import (
     ERRORS,
     FIRST_SCRAPE,
     REQUESTS,
+    SHADOW,
     SHED,
     TOKENS,
     TPOT,
@@ -161,7 +162,8 @@ async def test_prometheus_normal_vector(
     )
     assert figures.vllm is not None and figures.vllm.error_rate == pytest.approx(0.1)
     assert figures.ollama is not None and figures.ollama.error_rate == 0
-    selector = 'namespace="ai",pod=~"llama32-router-.+",consumer="notes",engine!="none"'
+    shadow_selector = 'namespace="ai",pod=~"llama32-router-.+",consumer="notes"'
+    selector = shadow_selector + ',engine!="none"'
     assert sorted(prometheus.queries) == sorted(
         [
             f"sum by (engine) (increase({REQUESTS}{{{selector}}}[30s]))",
@@ -178,8 +180,39 @@ async def test_prometheus_normal_vector(
             f"(increase({TTFT}_bucket{{{selector}}}[30s])))",
             f"histogram_quantile(0.5, sum by (le, engine) "
             f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
+            # Without engine!="none": the shadow counter has no such series anyway.
+            f"sum by (engine, kind, verdict) (increase({SHADOW}{{{shadow_selector}}}[30s]))",
         ]
     )
+
+
+async def test_prometheus_shadow_counts_by_engine_and_verdict(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    canned(prometheus)
+    prometheus.vectors[SHADOW] = [
+        sample("40", engine="vllm", kind="deterministic", verdict="exact"),
+        sample("3.5", engine="vllm", kind="json", verdict="disagree"),
+        sample("1", engine="vllm", kind="json", verdict="error"),
+        sample("2", engine="vllm", kind="embeddings", verdict="disagree"),
+        sample("12", engine="ollama", kind="deterministic", verdict="exact"),
+        sample("0", engine="ollama", kind="json", verdict="error"),
+        sample("5", engine="ollama", kind="json", verdict="disagree"),  # noise: not vLLM's
+    ]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
+    assert figures.problem is None
+    assert figures.shadow == ShadowFigures(
+        vllm={"exact": 40, "disagree": 5.5, "error": 1},
+        ollama={"exact": 12, "error": 0, "disagree": 5},
+        disagreeing={"json": 4.5, "embeddings": 2},
+    )
+    # Nothing mirrored in the window: no shadow figures at all (not zeros).
+    prometheus.vectors[SHADOW] = [sample("0", engine="vllm", kind="json", verdict="exact")]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
+    assert figures.problem is None and figures.shadow is None
+    prometheus.vectors[SHADOW] = [sample("NaN", engine="vllm", kind="json", verdict="exact")]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
+    assert figures.problem is not None and "shadow count vllm/exact is nan" in figures.problem
 
 
 def test_window_is_whole_seconds_at_least_one() -> None:
@@ -424,6 +457,30 @@ async def test_scrape_window_is_the_difference(
     assert figures.window_seconds == 10
 
 
+async def test_scrape_shadow_counts_are_the_window_difference(
+    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+) -> None:
+    source, clock = scrape
+    m = pods.pod("a")
+    traffic(m, "rag", "ollama", ok=10)
+    m.series("rag", "vllm", "chat").shadow["deterministic:exact"] = 4
+    await source.figures(NS, BACKEND, "rag", 60)
+    assert (await source.figures(NS, BACKEND, "rag", 60)).shadow is None  # none since
+
+    m.series("rag", "vllm", "chat").shadow["deterministic:exact"] = 9
+    m.series("rag", "vllm", "ollama_chat").shadow["json:disagree"] = 2  # born in the window
+    m.series("rag", "ollama", "chat").shadow["deterministic:normalized"] = 3
+    m.series("notes", "vllm", "chat").shadow["deterministic:exact"] = 50  # another consumer
+    clock.now += 30
+    figures = await source.figures(NS, BACKEND, "rag", 60)
+    assert figures.problem is None
+    assert figures.shadow == ShadowFigures(
+        vllm={"exact": 5, "disagree": 2}, ollama={"normalized": 3}, disagreeing={"json": 2}
+    )
+    # Mirrored requests are not the consumer's requests: vLLM served none of them.
+    assert figures.vllm == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)
+
+
 async def test_scrape_engine_without_series_is_none(
     pods: Pods, scrape: tuple[ScrapeSource, Clock]
 ) -> None:
@@ -623,6 +680,7 @@ def test_metric_names_are_the_routers() -> None:
     series.tpot.observe(0.01)
     m.table_revision.set(1)
     m.shed("notes", "ollama", "chat", "queue_full")
+    series.shadow["json:exact"] = 1
     text = generate_latest(m.registry).decode()
     series.completion += 3
     for name in (
@@ -630,6 +688,7 @@ def test_metric_names_are_the_routers() -> None:
         ERRORS,
         SHED,
         TOKENS,
+        SHADOW,
         f"{TTFT}_bucket",
         f"{TPOT}_bucket",
         f"{TTFT}_count",

@@ -250,6 +250,38 @@ def test_analysis_block_of_a_migrated_consumer_shows_its_watch_and_comparison() 
     )
 
 
+def test_analysis_block_at_a_shadow_step_shows_the_agreement() -> None:
+    steps = [{"shadow": {"minSamples": 10}}, *STEPS]
+    analysis = {
+        "verdict": "Fail",
+        "time": ago(45),
+        "step": 1,
+        "message": "shadowAgreement 0.5 < 0.95 (...)",
+        "gates": [
+            {
+                "metric": "shadowAgreement",
+                "verdict": "Fail",
+                "value": 0.5,
+                "baseline": 1.0,
+                "threshold": 0.95,
+            }
+        ],
+    }
+    shadow = {
+        "vllm": {"exact": 4, "normalized": 1, "disagree": 4, "error": 1},
+        "noise": {"exact": 6},
+    }
+    c = consumer("rag", "Progressing", 0, step=1, lastAnalysis=analysis, shadow=shadow)
+    assert render.analysis_block(c, steps, NOW) == [
+        "rag: step 1/4 (shadow), sampled 45s ago: Fail",
+        "               vLLM  Ollama (noise)  limit  gate",
+        "  compared       10               6",
+        "  agreeing        5               6",
+        "  agreement %  50.0           100.0   95.0  Fail",
+        "  analysis: shadowAgreement 0.5 < 0.95 (...)",
+    ]
+
+
 def test_analysis_block_is_empty_for_a_consumer_with_nothing_to_say() -> None:
     assert render.analysis_block(consumer("ner", "Pending"), STEPS, NOW) == []
     assert render.analysis_block(consumer("ner", "Pending", message="waiting"), STEPS, NOW) == [

@@ -110,6 +110,56 @@ OLLAMA = {"model": "llama3.2:3b"}
             "Extra inputs are not permitted",
         ),
         ({"model": "x"}, "spec.vllm", "Field required"),
+        (
+            {"model": "x", "vllm": VLLM, "migration": {"steps": [{"shadow": {}}]}},
+            "spec.migration",
+            "the last step must have weight 100",
+        ),
+        (
+            {
+                "model": "x",
+                "vllm": VLLM,
+                "migration": {"steps": [{"weight": 10}, {"shadow": {}}, {"weight": 100}]},
+            },
+            "spec.migration",
+            "only the first step may be a shadow step",
+        ),
+        (
+            {
+                "model": "x",
+                "vllm": VLLM,
+                "migration": {"steps": [{"weight": 10, "shadow": {}}, {"weight": 100}]},
+            },
+            "spec.migration.steps.0",
+            "set either weight or shadow in a step, not both",
+        ),
+        (
+            {
+                "model": "x",
+                "vllm": VLLM,
+                "migration": {"steps": [{"shadow": {"percent": 0}}, {"weight": 100}]},
+            },
+            "spec.migration.steps.0.shadow.percent",
+            "greater than 0",
+        ),
+        (
+            {
+                "model": "x",
+                "vllm": VLLM,
+                "migration": {"steps": [{"shadow": {"timeout": "1h"}}, {"weight": 100}]},
+            },
+            "spec.migration.steps.0.shadow.timeout",
+            "timeout may be at most 10m",
+        ),
+        (
+            {
+                "model": "x",
+                "vllm": VLLM,
+                "migration": {"steps": [{"shadow": {"maxAgreementDrop": 1.5}}, {"weight": 100}]},
+            },
+            "spec.migration.steps.0.shadow.maxAgreementDrop",
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_invalid_spec_names_field_and_fix(raw: dict[str, Any], field: str, words: str) -> None:

@@ -51,16 +51,22 @@ class TinyModelError(RuntimeError):
     """Generating the tiny model failed; the message carries the generator's output."""
 
 
-def config_hash() -> str:
-    """Return the cache key: a hash of ``MODEL_CONFIG`` and the generator's source."""
-    digest = hashlib.sha256(json.dumps(MODEL_CONFIG, sort_keys=True).encode())
+def config(seed: int | None = None) -> dict[str, Any]:
+    """``MODEL_CONFIG``, with another weight seed when ``seed`` is given: the same shape and
+    tokenizer, different weights (a model whose answers differ from the default's)."""
+    return MODEL_CONFIG if seed is None else {**MODEL_CONFIG, "seed": seed}
+
+
+def config_hash(seed: int | None = None) -> str:
+    """Return the cache key: a hash of the config and the generator's source."""
+    digest = hashlib.sha256(json.dumps(config(seed), sort_keys=True).encode())
     digest.update(GENERATOR.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def model_dir() -> Path:
+def model_dir(seed: int | None = None) -> Path:
     """Return where the model for the current config lives (whether or not it exists)."""
-    return cache_root() / "models" / f"tiny-llama-{config_hash()}"
+    return cache_root() / "models" / f"tiny-llama-{config_hash(seed)}"
 
 
 def model_info(path: Path | None = None) -> dict[str, Any]:
@@ -74,24 +80,24 @@ def model_info(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def ensure_tiny_model(python: Path | None = None) -> Path:
+def ensure_tiny_model(python: Path | None = None, seed: int | None = None) -> Path:
     """Generate the tiny model once and return its directory (a HF-format model dir).
 
     ``python`` is the interpreter to generate with; by default the vLLM env's (built
-    first if missing, which can take minutes).
+    first if missing, which can take minutes). ``seed``: another weight seed (`config`).
     """
-    target = model_dir()
+    target = model_dir(seed)
     if (target / "inferops-model.json").is_file():
         return target
     with file_lock(target.name):
         if (target / "inferops-model.json").is_file():
             return target
         interpreter = python or env_python(ensure_vllm_env())
-        _generate(interpreter, target)
+        _generate(interpreter, target, config(seed))
     return target
 
 
-def _generate(interpreter: Path, target: Path) -> None:
+def _generate(interpreter: Path, target: Path, settings: dict[str, Any]) -> None:
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,7 @@ def _generate(interpreter: Path, target: Path) -> None:
     )
     try:
         proc = subprocess.run(
-            [str(interpreter), str(GENERATOR), str(tmp), json.dumps(MODEL_CONFIG)],
+            [str(interpreter), str(GENERATOR), str(tmp), json.dumps(settings)],
             capture_output=True,
             text=True,
             env=env,

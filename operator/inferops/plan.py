@@ -20,7 +20,7 @@ from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, child_name
 from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.drift import contains
 from inferops.kube import Obj
-from inferops.migration import planner
+from inferops.migration import planner, shadow
 from inferops.migration.planner import Event, Observations, stamp
 from inferops.status import EngineObservation, compute, ready_replicas
 
@@ -225,7 +225,10 @@ def decide(
                 update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
             )
     weights = {c.name: c.weight for c in consumers}
-    desired = desired_children(spec, owner, ready, weights, images, network_policy)
+    mirrors = (
+        shadow.mirrors(spec.migration, consumers, rollout.migration.failover) if rollout else {}
+    )
+    desired = desired_children(spec, owner, ready, weights, images, network_policy, mirrors=mirrors)
     status = compute(
         generation=snap.generation,
         engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),

@@ -33,18 +33,28 @@ OBSERVED = [
     ("notes", "vllm", "chat", 200, 0.3, (11, 40), None),
     ("notes", "vllm", "chat", 502, 0.02, (0, 0), "connect"),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:queue_full"),
-    ("notes", "ollama", "chat", 200, 1.0, (5, 5), None),
+    ("rag", "vllm", "chat", 0, 0.0, (0, 0), "shadow:deterministic:exact"),
     ("rag", "vllm", "embeddings", 200, 0.05, (7, 0), None),
     ("rag", "none", "chat", 400, 0.0, (0, 0), None),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:queue_full"),
     ("notes", "ollama", "chat", 503, 0.0, (0, 0), "shed:wait_timeout"),
+    ("rag", "vllm", "chat", 0, 0.0, (0, 0), "shadow:deterministic:exact"),
+    ("rag", "ollama", "chat", 0, 0.0, (0, 0), "shadow:json:disagree"),
+    ("notes", "ollama", "chat", 200, 1.0, (5, 5), None),
 ]
+REQUESTS = sum(1 for *_, reason in OBSERVED if not (reason or "").startswith("shadow:"))
+"""Requests among `OBSERVED`: a mirrored request's verdict is not one."""
 
 
 def record(metrics: RouterMetrics, observations: list[Any]) -> None:
     for consumer, engine, route, code, latency, (prompt, completion), reason in observations:
         if reason and reason.startswith("shed:"):  # refused for the engine's overload
             metrics.shed(consumer, engine, route, reason.removeprefix("shed:"))
+            continue
+        if reason and reason.startswith("shadow:"):  # a mirrored request's verdict
+            key = reason.removeprefix("shadow:")
+            shadow = metrics.series(consumer, engine, route).shadow
+            shadow[key] = shadow.get(key, 0) + 1
             continue
         one = metrics.series(consumer, engine, route)
         one.count(code)
@@ -81,6 +91,8 @@ def test_merge_sums_every_figure_as_one_process_would_have() -> None:
         pytest.fail("the refused request's series is missing")
     shed = {i["labels"][1]: i["shed"] for i in expected if i["shed"]}
     assert shed == {"ollama": {"queue_full": 2, "wait_timeout": 1}}  # from two workers
+    shadow = {i["labels"][1]: i["shadow"] for i in expected if i["shadow"]}
+    assert shadow == {"vllm": {"deterministic:exact": 2}, "ollama": {"json:disagree": 1}}
     merged_items = by_labels(merged)
     for item in (*merged_items, *expected):  # float sums: compared rounded
         for name in ("latency", "ttft", "tpot"):
@@ -126,7 +138,7 @@ async def test_a_worker_renders_the_pods_totals_and_covers_a_silent_sibling(
     await worker1.start()
     try:
         text = generate_latest(await worker0.render()).decode()
-        assert requests_total(text) == len(OBSERVED)
+        assert requests_total(text) == REQUESTS
         got = samples(text)
         count = (
             "inferops_router_request_duration_seconds_count",
@@ -135,11 +147,11 @@ async def test_a_worker_renders_the_pods_totals_and_covers_a_silent_sibling(
         assert got[count] == 3  # two from worker 0, one from worker 1
         assert got[("inferops_router_scrape_workers", (("source", "live"),))] == 2
         # Asked the other way round: the same totals.
-        assert requests_total(generate_latest(await worker1.render()).decode()) == len(OBSERVED)
+        assert requests_total(generate_latest(await worker1.render()).decode()) == REQUESTS
 
         await worker1.stop()  # as while it restarts: its last answer stands in
         text = generate_latest(await worker0.render()).decode()
-        assert requests_total(text) == len(OBSERVED)
+        assert requests_total(text) == REQUESTS
         assert samples(text)[("inferops_router_scrape_workers", (("source", "cached"),))] == 1
         # A worker that never heard from it leaves it out, and says so.
         fresh = PodMetrics(RouterMetrics(), tmp_path, 2, 3, timeout=0.5)

@@ -122,14 +122,81 @@ class Pause(Model):
     for `kubectl ib promote`."""
 
 
-class Step(Model):
-    """One weight of the canary."""
+class Shadow(Model):
+    """A shadow step: the consumer's live weight stays 0 while the router mirrors a bounded
+    sample of its requests to vLLM and compares vLLM's answers with Ollama's. The client is
+    always answered by Ollama; the mirror runs after its answer, never delaying or changing
+    it."""
 
-    weight: Annotated[int, Field(ge=1, le=100)]
+    model_config = cel_rules(
+        cel(
+            "duration(self.timeout) <= duration('10m')",
+            "timeout may be at most 10m",
+            ".timeout",
+        )
+    )
+
+    percent: Annotated[float, Field(gt=0, le=100)] = 10
+    """Percent of the consumer's requests mirrored."""
+    min_samples: Annotated[int, Field(ge=1, le=100_000)] = 50
+    """Comparisons of vLLM with Ollama needed for a verdict; fewer is Inconclusive. The step
+    judges everything collected since it started."""
+    noise_percent: Annotated[int, Field(ge=1, le=100)] = 50
+    """Percent of the mirrored requests also asked of Ollama a second time, to measure how
+    often Ollama disagrees with itself (the noise floor)."""
+    min_noise_samples: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """Comparisons of Ollama with itself needed for a verdict; fewer is Inconclusive."""
+    max_agreement_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """How far vLLM's agreement with Ollama may fall below Ollama's agreement with itself
+    (0.05 = five points of agreement); further fails the step."""
+    min_cosine: Annotated[float, Field(ge=0, le=1)] = 0.99
+    """Cosine similarity at or above which two embeddings agree."""
+    max_concurrent: Annotated[int, Field(ge=1, le=64)] = 2
+    """Mirrored requests under way at once per router process; a request sampled beyond it
+    is dropped (and counted), never queued."""
+    timeout: Duration = "60s"
+    """Time limit of one mirrored comparison, its engine requests included."""
+    record_content: bool = False
+    """Let answer excerpts into the router's log of mismatches. Off, a mismatch is described
+    without content (kind, fields, lengths, a hash): answers can hold personal data."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _max_timeout(cls, value: str) -> str:
+        if seconds(value) > seconds("10m"):
+            raise ValueError("timeout may be at most 10m")
+        return value
+
+
+class Step(Model):
+    """One step of the canary: a live weight, or a shadow step (weight 0, answers compared)."""
+
+    model_config = cel_rules(
+        cel(
+            "has(self.weight) != has(self.shadow)",
+            "set either weight or shadow in a step, not both",
+        )
+    )
+
+    weight: Annotated[int | None, Field(ge=1, le=100)] = None
     """Percent of the consumer's requests sent to vLLM during the step."""
+    shadow: Shadow | None = None
+    """Instead of a weight: mirror a sample of the consumer's requests to vLLM and compare
+    the answers, with no live traffic on vLLM. Only the first step may be one."""
     pause: Pause | None = None
     """Hold the step: for a duration, or until promoted (`pause: {}`). Without a pause the
     step ends at its first passing analysis."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        if (self.weight is None) == (self.shadow is None):
+            raise ValueError("set either weight or shadow in a step, not both")
+        return self
+
+    @property
+    def live_weight(self) -> int:
+        """The weight served during the step: 0 for a shadow step."""
+        return 0 if self.weight is None else self.weight
 
 
 class Gate(Model):
@@ -246,12 +313,14 @@ class Migration(Model):
 
     model_config = cel_rules(
         cel(
-            "self.steps.map(s, s.weight).isSorted() && "
-            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+            "self.steps.filter(s, has(s.weight)).map(s, s.weight).isSorted() && "
+            "self.steps.all(s, !has(s.weight) || "
+            "self.steps.exists_one(t, has(t.weight) && t.weight == s.weight))",
             "step weights must increase strictly",
             ".steps",
         ),
         cel(
+            "has(self.steps[size(self.steps) - 1].weight) && "
             "self.steps[size(self.steps) - 1].weight == 100",
             "the last step must have weight 100",
             ".steps",
@@ -262,10 +331,17 @@ class Migration(Model):
             "then the consumer is migrated",
             ".steps",
         ),
+        cel(
+            "self.steps.all(s, !has(s.shadow)) || "
+            "(has(self.steps[0].shadow) && self.steps.exists_one(s, has(s.shadow)))",
+            "only the first step may be a shadow step: answers are compared before any live weight",
+            ".steps",
+        ),
     )
 
     steps: Annotated[list[Step], Field(min_length=1, max_length=20)]
-    """Weights each consumer goes through, strictly increasing, ending at 100."""
+    """Weights each consumer goes through, strictly increasing, ending at 100; the first
+    step may be a shadow step instead."""
     analysis: Analysis = Analysis()
     """How each step is judged."""
     probe: Probe = Probe()
@@ -285,13 +361,18 @@ class Migration(Model):
 
     @model_validator(mode="after")
     def _mirror_cel(self) -> Migration:
-        weights = [s.weight for s in self.steps]
+        weights = [s.weight for s in self.steps if s.weight is not None]
         if any(b <= a for a, b in itertools.pairwise(weights)):
             raise ValueError("migration.steps: step weights must increase strictly")
-        if weights[-1] != 100:
+        if self.steps[-1].weight != 100:
             raise ValueError("migration.steps: the last step must have weight 100")
         if self.steps[-1].pause is not None:
             raise ValueError("migration.steps: the last step may not have a pause")
+        if any(s.shadow is not None for s in self.steps[1:]):
+            raise ValueError(
+                "migration.steps: only the first step may be a shadow step: answers are "
+                "compared before any live weight"
+            )
         return self
 
 
@@ -308,6 +389,7 @@ __all__ = [
     "Pause",
     "Probe",
     "RateGate",
+    "Shadow",
     "Step",
     "Watch",
     "action_request",

@@ -74,6 +74,25 @@ class Engines(TableModel):
     ollama: Engine | None = None
 
 
+class Mirror(TableModel):
+    """A consumer at a shadow step: the router mirrors a sample of its requests to vLLM,
+    after the client has its answer from Ollama, and compares the answers
+    (`inferops.router.shadow`)."""
+
+    percent: Annotated[float, Field(gt=0, le=100)]
+    """Percent of the consumer's requests mirrored."""
+    noise_percent: Annotated[int, Field(ge=0, le=100)] = 50
+    """Percent of the mirrored requests also asked of Ollama a second time (noise floor)."""
+    max_concurrent: Annotated[int, Field(ge=1)] = 2
+    """Mirrored requests under way at once in this router process; more are dropped."""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """Time limit of one mirrored comparison."""
+    min_cosine: Annotated[float, Field(ge=0, le=1)] = 0.99
+    """Cosine similarity at or above which two embeddings agree."""
+    record_content: bool = False
+    """Answer excerpts may go into the router's log of mismatches."""
+
+
 class Consumer(TableModel):
     """One consuming service and its share of vLLM."""
 
@@ -85,6 +104,8 @@ class Consumer(TableModel):
     """Percent of this consumer's requests sent to vLLM; the rest go to Ollama."""
     api: Literal["chat", "embeddings"] = "chat"
     """What the consumer uses; the operator keeps embeddings consumers at 0 or 100."""
+    shadow: Mirror | None = None
+    """Set at a shadow step (weight 0): mirror and compare a sample of its requests."""
 
 
 class Timeouts(TableModel):
@@ -179,6 +200,7 @@ __all__ = [
     "Consumer",
     "Engine",
     "Engines",
+    "Mirror",
     "RoutingTable",
     "TableModel",
     "Timeouts",

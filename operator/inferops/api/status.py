@@ -69,11 +69,53 @@ class EngineFiguresStatus(Model):
     (spec.vllm.admission, spec.ollama.admission); not counted in requests or errorRate."""
 
 
+class ShadowCounts(Model):
+    """Comparisons of one pair of answers by outcome, summed over a shadow step."""
+
+    exact: float = 0
+    """Identical answers."""
+    normalized: float = 0
+    """Answers identical once normalised (whitespace runs, U+FFFD)."""
+    similar: float = 0
+    """JSON answers with the same fields, or embeddings at or above the cosine threshold."""
+    disagree: float = 0
+    """Answers that differ."""
+    error: float = 0
+    """The engine failed (error status, timeout, unreadable answer): a disagreement."""
+
+    @property
+    def compared(self) -> float:
+        return self.exact + self.normalized + self.similar + self.disagree + self.error
+
+    @property
+    def agreement(self) -> float | None:
+        """The share of comparisons that agree; None without any."""
+        total = self.compared
+        return None if total <= 0 else (self.exact + self.normalized + self.similar) / total
+
+
+class ShadowStatus(Model):
+    """What the current shadow step has compared since it started (no answer content)."""
+
+    vllm: ShadowCounts = ShadowCounts()
+    """vLLM's answers compared with Ollama's."""
+    noise: ShadowCounts = ShadowCounts()
+    """Ollama's answers compared with its own to the same request: the noise floor."""
+    uncomparable: float = 0
+    """Mirror-eligible requests that cannot be compared (sampled at a temperature above 0):
+    not mirrored."""
+    dropped: float = 0
+    """Sampled requests not mirrored: the router's bound on mirrored requests was reached,
+    or Ollama's reference answer failed."""
+    disagreeing: dict[str, float] = {}
+    """vLLM's disagreements and errors by request kind: json, deterministic, embeddings."""
+
+
 class GateResult(Model):
     """How one gate judged a sample."""
 
     metric: str
-    """errorRate, ttftP95 or tpotP95."""
+    """errorRate, ttftP95, tpotP95, or shadowAgreement (at a shadow step)."""
     verdict: Verdict
     """Pass, Fail or Inconclusive."""
     value: float | None = None
@@ -207,6 +249,8 @@ class ConsumerStatus(Model):
     """vLLM against Ollama over the migration's analysis windows, kept after it."""
     watch: WatchStatus | None = None
     """Once Migrated: the watch on the same gates (spec.migration.watch)."""
+    shadow: ShadowStatus | None = None
+    """At a shadow step: the comparisons collected since it started."""
 
 
 class ActionRecord(Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from inferops.api.routing import Mirror
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import network_policy as netpol
 from inferops.builders import ollama, router, vllm
@@ -17,7 +18,14 @@ from inferops.registry import CHILDREN
 CHILD_KINDS = tuple((k.api_version, k.kind) for k in CHILDREN)
 
 WeightSetter = Callable[
-    [InferenceBackendSpec, Owner, Mapping[str, bool], Mapping[str, int] | None], list[Obj]
+    [
+        InferenceBackendSpec,
+        Owner,
+        Mapping[str, bool],
+        Mapping[str, int] | None,
+        Mapping[str, Mirror] | None,
+    ],
+    list[Obj],
 ]
 """`Traffic.set_weights` (inferops.traffic): the objects that carry the consumers' weights."""
 
@@ -30,17 +38,19 @@ def desired_children(
     images: Images = DEFAULT_IMAGES,
     network_policy: NetworkPolicyConfig | None = None,
     set_weights: WeightSetter = router.weights,
+    mirrors: Mapping[str, Mirror] | None = None,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
     Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
     live vLLM weights (a consumer missing from it gets its spec weight). `network_policy`
     (operator configuration) adds the engines' NetworkPolicy. `set_weights` builds what
-    carries the weights: the built-in router's ConfigMap unless another traffic backend's."""
+    carries the weights: the built-in router's ConfigMap unless another traffic backend's.
+    `mirrors` names the consumers at a shadow step and what the router mirrors of them."""
     objects = (
         vllm.children(spec, owner, images)
         + ollama.children(spec, owner, images)
         + router.children(spec, owner, images)
-        + set_weights(spec, owner, ready or {}, weights)
+        + set_weights(spec, owner, ready or {}, weights, mirrors)
         + netpol.children(owner, network_policy)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}

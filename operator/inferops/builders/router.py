@@ -20,6 +20,7 @@ from inferops.api.routing import (
     Consumer,
     Engine,
     Engines,
+    Mirror,
     RoutingTable,
     Timeouts,
     with_revision,
@@ -122,14 +123,17 @@ def routing_table(
     owner: Owner,
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
+    mirrors: Mapping[str, Mirror] | None = None,
 ) -> RoutingTable:
     """What the router needs, and nothing else: consumers with their weights and host names,
     the engines' URLs and whether they have Ready pods, and the request limits; stamped with
     its revision.
 
     `weights` are the live weights the operator decided (a rollout moves them step by step);
-    a consumer missing from it gets its spec weight."""
+    a consumer missing from it gets its spec weight. `mirrors`: the consumers at a shadow
+    step, with what the router mirrors of their requests."""
     live = weights or {}
+    shadows = mirrors or {}
     count = workers(spec.router)
     ollama_engine = None
     if fallback := ollama.enabled(spec):
@@ -159,6 +163,7 @@ def routing_table(
                 hosts=hosts,
                 weight=live.get(consumer.name, consumer.weight),
                 api=consumer.api,
+                shadow=shadows.get(consumer.name),
             )
         )
     router = spec.router
@@ -184,8 +189,9 @@ def config_map(
     owner: Owner,
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
+    mirrors: Mapping[str, Mirror] | None = None,
 ) -> Obj:
-    table = routing_table(spec, owner, ready, weights)
+    table = routing_table(spec, owner, ready, weights, mirrors)
     return common.with_spec_hash(
         {
             "apiVersion": "v1",
@@ -201,10 +207,11 @@ def weights(
     owner: Owner,
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
+    mirrors: Mapping[str, Mirror] | None = None,
 ) -> list[Obj]:
     """The objects that set the weights with the built-in router (`traffic.router`): the
     routing ConfigMap, when there are consumers."""
-    return [config_map(spec, owner, ready, weights)] if spec.consumers else []
+    return [config_map(spec, owner, ready, weights, mirrors)] if spec.consumers else []
 
 
 def rbac(owner: Owner) -> list[Obj]:

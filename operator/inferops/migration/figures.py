@@ -9,8 +9,8 @@ analysis must treat as Inconclusive.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 VLLM = "vllm"
 OLLAMA = "ollama"
@@ -73,6 +73,35 @@ class EngineFigures:
         return self.errors / self.requests
 
 
+SHADOW_VERDICTS = (
+    "exact",
+    "normalized",
+    "similar",
+    "disagree",
+    "error",
+    "uncomparable",
+    "dropped",
+)
+"""The router's verdicts on a mirrored request (`inferops.router.compare`)."""
+
+
+@dataclass(frozen=True)
+class ShadowFigures:
+    """A consumer's shadow comparisons over the window, by verdict: `vllm` compares vLLM's
+    answer with Ollama's, `ollama` Ollama's with its own (the noise floor)."""
+
+    vllm: Mapping[str, float] = field(default_factory=dict)
+    ollama: Mapping[str, float] = field(default_factory=dict)
+    disagreeing: Mapping[str, float] = field(default_factory=dict)
+    """vLLM's disagreements and errors by request kind (json, deterministic, embeddings)."""
+
+    def __post_init__(self) -> None:
+        for side in (self.vllm, self.ollama):
+            for verdict, value in side.items():
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"shadow count {verdict} must be finite and >= 0")
+
+
 @dataclass(frozen=True)
 class Figures:
     """Both engines' figures for one consumer over one window."""
@@ -86,6 +115,8 @@ class Figures:
     window yet): the sample is Inconclusive whatever the engine figures say."""
     window_seconds: float | None = None
     """The window the figures cover, as the source measured it (None when unknown)."""
+    shadow: ShadowFigures | None = None
+    """The router's shadow comparisons in the window; None when it made none."""
 
     @classmethod
     def failed(cls, problem: str, window_seconds: float | None = None) -> Figures:
@@ -147,4 +178,14 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
     return lower + (upper - lower) * (rank / count)
 
 
-__all__ = ["ENGINES", "OLLAMA", "VLLM", "EngineFigures", "Figures", "finite", "quantile"]
+__all__ = [
+    "ENGINES",
+    "OLLAMA",
+    "SHADOW_VERDICTS",
+    "VLLM",
+    "EngineFigures",
+    "Figures",
+    "ShadowFigures",
+    "finite",
+    "quantile",
+]

@@ -26,7 +26,7 @@ from inferops.api.status import (
     MigrationStatus,
     WatchStatus,
 )
-from inferops.migration import analysis, comparison
+from inferops.migration import analysis, comparison, shadow
 from inferops.migration.figures import Figures
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -114,8 +114,16 @@ def spec_hash(migration: Migration) -> str:
 
 def first_step(migration: Migration, api: str) -> int:
     """The index of a consumer's first step. Embeddings move 0 -> 100 in one step: vectors
-    of two models are not comparable."""
-    return len(migration.steps) - 1 if api == "embeddings" else 0
+    of two models are not comparable (a shadow step before it compares them)."""
+    if api == "embeddings" and migration.steps[0].shadow is None:
+        return len(migration.steps) - 1
+    return 0
+
+
+def next_step(migration: Migration, api: str, at: int) -> int:
+    """The index of the step after the step of index `at`: embeddings go from their shadow
+    step straight to 100%."""
+    return len(migration.steps) - 1 if api == "embeddings" else at + 1
 
 
 def index(state: ConsumerStatus) -> int:
@@ -129,7 +137,7 @@ def _step_weight(migration: Migration, state: ConsumerStatus) -> int:
     if state.phase == "Migrated":
         return 100
     if state.phase in IN_PROGRESS and state.step is not None:
-        return migration.steps[index(state)].weight
+        return migration.steps[index(state)].live_weight
     return 0
 
 
@@ -193,8 +201,9 @@ class _Planner:
     def start(self, c: ConsumerStatus, at: int | None = None) -> ConsumerStatus:
         """Starts the step of index `at` (default: the consumer's first)."""
         at = first_step(self.m, self.api[c.name]) if at is None else at
-        weight = self.m.steps[at].weight
-        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {weight}%")
+        weight = self.m.steps[at].live_weight
+        what = "a shadow step (0%, answers compared)" if self.m.steps[at].shadow else f"{weight}%"
+        self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {what}")
         started = c.model_copy(
             update={
                 "phase": "Progressing",
@@ -205,6 +214,7 @@ class _Planner:
                 "passed_samples": 0,
                 "failed_samples": 0,
                 "inconclusive_samples": 0,
+                "shadow": None,
                 "message": f"waiting for every router to serve {weight}%",
             }
         )
@@ -249,6 +259,7 @@ class _Planner:
                 "passed_samples": 0,
                 "failed_samples": 0,
                 "inconclusive_samples": 0,
+                "shadow": None,
                 "paused": False,
                 "message": message,
                 # A new migration: its comparison starts over too.
@@ -418,19 +429,30 @@ class _Planner:
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
         )
-        result = analysis.judge(self.m.analysis, figures, subject, self.at)
-        update: dict[str, object] = {
-            "last_sample_at": self.at,
-            "last_analysis": result,
-            "comparison": comparison.add(
+        update: dict[str, object] = {"last_sample_at": self.at}
+        if (mirrored := self.m.steps[index(c)].shadow) is not None:
+            totals = shadow.accumulate(c.shadow, figures)
+            result = shadow.judge(mirrored, totals, step, self.at)
+            if figures.problem:
+                result = result.model_copy(
+                    update={
+                        "verdict": "Inconclusive",
+                        "message": f"no figures: {figures.problem}",
+                        "gates": [],
+                    }
+                )
+            update["shadow"] = totals
+        else:
+            result = analysis.judge(self.m.analysis, figures, subject, self.at)
+            update["comparison"] = comparison.add(
                 c.comparison,
                 figures,
                 with_ollama=not subject.at_full,
                 seconds=seconds(self.m.analysis.interval),
                 min_requests=self.m.analysis.min_requests,
                 latency=not subject.embeddings,
-            ),
-        }
+            )
+        update["last_analysis"] = result
         if result.verdict != "Inconclusive" and result.ollama and not subject.at_full:
             update["baseline"] = result.ollama
         if result.verdict == "Pass":
@@ -566,10 +588,12 @@ class _Planner:
                 return c
         if at + 1 >= len(self.m.steps):
             return self.migrated(c, "analysis passed at 100%")
-        return self.start(c, at + 1)
+        return self.start(c, next_step(self.m, self.api[c.name], at))
 
     def describe(self, c: ConsumerStatus) -> str:
         where = f"step {c.step}/{len(self.m.steps)} at {c.weight}%"
+        if self.m.steps[index(c)].shadow is not None:
+            where += " (shadow)"
         if c.paused or self.m.paused:
             return f"{where}: paused (automatic rollback still acts)"
         step = self.m.steps[index(c)]

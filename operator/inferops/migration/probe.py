@@ -22,6 +22,7 @@ from inferops.api.migration import seconds
 from inferops.api.routing import PROBE_HEADER
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
+from inferops.migration.shadow import mirrors
 
 MAX_PENDING_PROBES = 32
 
@@ -146,8 +147,9 @@ def probe_targets(
     router_url: str | None,
 ) -> dict[str, ProbeTarget]:
     """What to probe now: every consumer in progress, unless probes are off or vLLM is
-    failed over. `router_url` replaces the consumers' endpoints (a router run outside the
-    cluster)."""
+    failed over, or the consumer is at a shadow step (judged on its own requests' answers,
+    which probes would not add to: they are never mirrored). `router_url` replaces the
+    consumers' endpoints (a router run outside the cluster)."""
     migration = spec.migration
     if migration is None or not migration.probe.enabled:
         return {}
@@ -156,6 +158,7 @@ def probe_targets(
     probe = migration.probe
     every = seconds(migration.analysis.interval) / probe.requests
     api = {c.name: c.api for c in spec.consumers}
+    shadowing = mirrors(migration, status.consumers, failover=False)
     return {
         c.name: ProbeTarget(
             url=router_url or c.endpoint,
@@ -168,7 +171,7 @@ def probe_targets(
             max_tokens=probe.max_tokens,
         )
         for c in status.consumers
-        if c.phase in ("Progressing", "Paused") and c.name in api
+        if c.phase in ("Progressing", "Paused") and c.name in api and c.name not in shadowing
     }
 
 

@@ -26,7 +26,14 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferops.api.routing import REVISION_METRIC
-from inferops.migration.figures import ENGINES, EngineFigures, Figures, finite, quantile
+from inferops.migration.figures import (
+    ENGINES,
+    EngineFigures,
+    Figures,
+    ShadowFigures,
+    finite,
+    quantile,
+)
 
 # The router's metric names (inferops.router.metrics), the contract between data plane and
 # analysis; a unit test checks them against the router's registry.
@@ -38,6 +45,7 @@ SHED = "inferops_router_shed_total"
 TOKENS = "inferops_router_tokens_total"
 COMPLETION = "completion"
 """The `kind` label of TOKENS that counts output tokens."""
+SHADOW = "inferops_router_shadow_total"
 NO_ENGINE = "none"
 QUANTILE = 0.95
 MEDIAN = 0.5
@@ -154,6 +162,11 @@ class PrometheusSource:
             "tpot_p50": histogram(TPOT, MEDIAN),
         }
 
+    def shadow_query(self, namespace: str, backend: str, consumer: str, window: int) -> str:
+        """The query of a sample's shadow comparisons, by engine, kind and verdict."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        return f"sum by (engine, kind, verdict) (increase({SHADOW}{{{sel}}}[{window}s]))"
+
     async def figures(
         self, namespace: str, backend: str, consumer: str, window_seconds: float
     ) -> Figures:
@@ -163,10 +176,12 @@ class PrometheusSource:
             return Figures.failed(str(error))
         queries = self.queries(namespace, backend, consumer, window)
         answers = await asyncio.gather(
-            *(self._by_engine(expr) for expr in queries.values()), return_exceptions=True
+            *(self._by_engine(expr) for expr in queries.values()),
+            self._by_verdict(self.shadow_query(namespace, backend, consumer, window)),
+            return_exceptions=True,
         )
         results: dict[str, dict[str, float]] = {}
-        for name, answer in zip(queries, answers, strict=True):
+        for name, answer in zip([*queries, "shadow"], answers, strict=True):
             if isinstance(answer, SourceError):
                 return Figures.failed(str(answer), window)
             if isinstance(answer, BaseException):
@@ -176,10 +191,19 @@ class PrometheusSource:
             engines = {
                 engine: self._engine(engine, results, consumer, window) for engine in ENGINES
             }
+            shadow = shadow_figures(
+                (engine, kind, verdict, value)
+                for key, value in results["shadow"].items()
+                for engine, kind, verdict in [key.split(":", 2)]
+            )
         except SourceError as error:
             return Figures.failed(str(error), window)
         return Figures(
-            vllm=engines["vllm"], ollama=engines["ollama"], problem=None, window_seconds=window
+            vllm=engines["vllm"],
+            ollama=engines["ollama"],
+            problem=None,
+            window_seconds=window,
+            shadow=shadow,
         )
 
     @staticmethod
@@ -232,6 +256,13 @@ class PrometheusSource:
             if labels.get("engine") in ENGINES
         }
 
+    async def _by_verdict(self, expr: str) -> dict[str, float]:
+        """An instant vector keyed `engine:kind:verdict`."""
+        return {
+            ":".join(labels.get(name, "") for name in ("engine", "kind", "verdict")): value
+            for labels, value in await self._vector(expr)
+        }
+
     async def _vector(self, expr: str) -> list[tuple[dict[str, str], float]]:
         """An instant query's samples as (labels, value); SourceError on any failure."""
         where = f"prometheus {self.url}"
@@ -265,7 +296,7 @@ class PrometheusSource:
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 """A sample's name and its labels other than `consumer`, sorted."""
 
-WANTED = frozenset({REQUESTS, ERRORS, SHED, TOKENS, f"{TTFT}_bucket", f"{TPOT}_bucket"})
+WANTED = frozenset({REQUESTS, ERRORS, SHED, TOKENS, SHADOW, f"{TTFT}_bucket", f"{TPOT}_bucket"})
 
 
 @dataclass(frozen=True)
@@ -463,12 +494,36 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
         engine: _engine_figures(engine, deltas) if engine in engines_seen else None
         for engine in ENGINES
     }
+    shadow = shadow_figures(
+        (label["engine"], label.get("kind", ""), label.get("verdict", ""), delta)
+        for (name, labels), delta in deltas.items()
+        if name == SHADOW and (label := dict(labels))
+    )
     return Figures(
         vllm=engines["vllm"],
         ollama=engines["ollama"],
         problem=None,
         window_seconds=current.at - previous.at,
+        shadow=shadow,
     )
+
+
+def shadow_figures(counts: Iterable[tuple[str, str, str, float]]) -> ShadowFigures | None:
+    """(engine, kind, verdict, count) summed into `ShadowFigures`; None when nothing was
+    mirrored (every count 0, or none). A count that is not finite and >= 0 is a
+    `SourceError`."""
+    sides: dict[str, dict[str, float]] = {engine: {} for engine in ENGINES}
+    disagreeing: dict[str, float] = {}
+    for engine, kind, verdict, value in counts:
+        if not math.isfinite(value) or value < 0:
+            raise SourceError(f"shadow count {engine}/{verdict} is {value}")
+        if engine in sides and verdict:
+            sides[engine][verdict] = sides[engine].get(verdict, 0.0) + value
+        if engine == "vllm" and verdict in ("disagree", "error") and kind and value > 0:
+            disagreeing[kind] = disagreeing.get(kind, 0.0) + value
+    if not any(v > 0 for side in sides.values() for v in side.values()):
+        return None
+    return ShadowFigures(vllm=sides["vllm"], ollama=sides["ollama"], disagreeing=disagreeing)
 
 
 def _engine_figures(engine: str, deltas: dict[SeriesKey, float]) -> EngineFigures:
@@ -543,5 +598,6 @@ __all__ = [
     "SourceError",
     "Targets",
     "make_source",
+    "shadow_figures",
     "window_figures",
 ]

@@ -87,7 +87,10 @@ def step_text(step: Any, steps: list[Obj]) -> str:
 
 def _step_weight(step: Any, steps: list[Obj]) -> str:
     if isinstance(step, int) and 1 <= step <= len(steps):
-        return f" ({steps[step - 1].get('weight', '?')}%)"
+        found = _dict(steps[step - 1])
+        if "shadow" in found:
+            return " (shadow)"
+        return f" ({found.get('weight', '?')}%)"
     return ""
 
 
@@ -201,6 +204,32 @@ def consumer_table(obj: Obj, now: datetime) -> list[str]:
     return [*table(rows), *LEGEND]
 
 
+def shadow_rows(shadow: Obj, gate: Obj) -> list[str]:
+    """A shadow step's comparisons: vLLM against Ollama, Ollama against itself."""
+    vllm, noise = _dict(shadow.get("vllm")), _dict(shadow.get("noise"))
+
+    def agreeing(counts: Obj) -> str:
+        return _count(sum(counts.get(k, 0) for k in ("exact", "normalized", "similar")))
+
+    def compared(counts: Obj) -> str:
+        keys = ("exact", "normalized", "similar", "disagree", "error")
+        return _count(sum(counts.get(k, 0) for k in keys))
+
+    rows = [
+        ["", "vLLM", "Ollama (noise)", "limit", "gate"],
+        ["compared", compared(vllm), compared(noise), "", ""],
+        ["agreeing", agreeing(vllm), agreeing(noise), "", ""],
+        [
+            "agreement %",
+            _percent(gate.get("value")),
+            _percent(gate.get("baseline")),
+            _percent(gate.get("threshold")),
+            str(gate.get("verdict", NONE)),
+        ],
+    ]
+    return table(rows, right={1, 2, 3}, indent="  ", gap=2)
+
+
 def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     """A consumer's last analysis, vLLM against Ollama, and its message; [] if neither."""
     name = consumer.get("name", "?")
@@ -224,6 +253,14 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
             # At 100% Ollama serves the consumer nothing; the reference is the baseline.
             ollama, mark = consumer["baseline"], "*"
         gates = {g.get("metric"): g for g in _list(analysis.get("gates"))}
+        shadow = _dict(consumer.get("shadow"))
+        if shadow and _step_weight(step, steps) == " (shadow)":
+            lines += shadow_rows(shadow, _dict(gates.get("shadowAgreement")))
+            if analysis.get("message"):
+                lines.append(f"  analysis: {analysis['message']}")
+            if message:
+                lines.append(f"  message: {message}")
+            return lines
         rows = [
             ["", "vLLM", "Ollama" + mark, "limit", "gate"],
             ["requests", _count(vllm.get("requests")), _count(ollama.get("requests")), "", ""],

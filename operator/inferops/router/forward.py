@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 
-from inferops.router import admission, errors
+from inferops.router import admission, errors, shadow
 from inferops.router.admission import Gate
 from inferops.router.alarms import Alarms
 from inferops.router.errors import RouterError
@@ -352,6 +352,8 @@ class Forward:
             ex.error("upstream_5xx")
         ex.done(answer.status)
         self.request.reply(reply)
+        if self.intake.consumer.shadow is not None:  # a shadow step: after the answer
+            shadow.offer(self.pool, self.intake, self.plan, self.target.name, answer.status)
 
     def _stream(self, first: bytes) -> None:
         """The first piece of a stream arrived: the answer starts."""
@@ -416,6 +418,8 @@ class Forward:
         ex.tokens(*codec.counts())
         self.request.end(tail)
         ex.done(self.status)
+        if self.intake.consumer.shadow is not None and not codec.failed:  # after the answer
+            shadow.offer(self.pool, self.intake, self.plan, self.target.name, self.status)
 
     def _stream_failed(self, reason: str, code: str, message: str) -> None:
         """A stream the client has part of cannot go on: it ends with an in-band error."""

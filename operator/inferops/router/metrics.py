@@ -74,6 +74,9 @@ HELP = {
     "in_flight": "Engine attempts under way.",
     "shed": "Requests refused for overload (503 with Retry-After) because `engine` was at its "
     "admission limit: `queue_full` (no room to wait) or `wait_timeout` (no slot in time).",
+    "shadow": "Mirrored requests of a consumer at a shadow step, by kind and verdict: "
+    "`engine=vllm` compares vLLM's answer with Ollama's, `engine=ollama` Ollama's with its "
+    "own (the noise floor). Not counted in the consumer's requests.",
 }
 
 
@@ -120,6 +123,7 @@ class Series:
         "labels",
         "latency",
         "prompt",
+        "shadow",
         "shed",
         "tpot",
         "ttft",
@@ -137,6 +141,8 @@ class Series:
         self.by_reason: dict[str, int] = {}
         self.fallbacks: dict[str, int] = {}
         self.shed: dict[str, int] = {}
+        self.shadow: dict[str, int] = {}
+        """`kind:verdict` -> mirrored requests (`inferops.router.shadow`)."""
 
     def count(self, code: int) -> None:
         by_code = self.by_code
@@ -185,6 +191,9 @@ class DataPathCollector(Collector):
             "inferops_router_fallbacks", HELP["fallbacks"], labels=[*LABELS, "reason"]
         )
         shed = CounterMetricFamily("inferops_router_shed", HELP["shed"], labels=[*LABELS, "reason"])
+        shadow = CounterMetricFamily(
+            "inferops_router_shadow", HELP["shadow"], labels=[*LABELS, "kind", "verdict"]
+        )
         in_flight = GaugeMetricFamily(
             "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
         )
@@ -199,6 +208,8 @@ class DataPathCollector(Collector):
                 fallbacks.add_metric([*labels, reason], n)
             for reason, n in one.shed.items():
                 shed.add_metric([*labels, reason], n)
+            for kind_verdict, n in one.shadow.items():
+                shadow.add_metric([*labels, *kind_verdict.split(":", 1)], n)
             if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
                 continue
             latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
@@ -210,7 +221,18 @@ class DataPathCollector(Collector):
             flying[key] = flying.get(key, 0) + one.in_flight
         for (consumer, engine), n in flying.items():
             in_flight.add_metric([consumer, engine], n)
-        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed, in_flight)
+        yield from (
+            requests,
+            errors,
+            latency,
+            ttft,
+            tpot,
+            tokens,
+            fallbacks,
+            shed,
+            shadow,
+            in_flight,
+        )
 
 
 class RouterMetrics:

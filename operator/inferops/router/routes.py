@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from inferops.api.routing import Admission, RoutingTable, normalize_host
+from inferops.api.routing import Admission, Mirror, RoutingTable, normalize_host
 from inferops.router.admission import Gate
 from inferops.router.pool import Origin
 
@@ -60,6 +60,8 @@ class ConsumerRoute:
     via_ollama: tuple[Target, ...]
     tags: dict[str, bytes] = field(default_factory=dict)
     """Engine -> the header lines that name engine and consumer on an engine's answer."""
+    shadow: Mirror | None = None
+    """At a shadow step: what to mirror of its requests (`inferops.router.shadow`)."""
 
     def pick(self, draw: float) -> tuple[Target, ...]:
         """The engines to try for a request, given `draw`, uniform in [0, 1)."""
@@ -176,6 +178,7 @@ def compile_table(
                 via_vllm,
                 via_ollama,
                 _tags(consumer.name),
+                consumer.shadow,
             )
         )
     by_name = {c.name: c for c in consumers}

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from inferops.api.routing import Mirror
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders.common import Obj, Owner
 
@@ -40,9 +41,11 @@ class Traffic(Protocol):
         owner: Owner,
         ready: Mapping[str, bool],
         weights: Mapping[str, int],
+        mirrors: Mapping[str, Mirror] | None = None,
     ) -> list[Obj]:
-        """The objects that make the data plane split by `weights` (pure: the executor
-        applies them with the other children)."""
+        """The objects that make the data plane split by `weights`, and mirror the requests
+        of the consumers in `mirrors` (a shadow step) when the backend can (pure: the
+        executor applies them with the other children)."""
         ...
 
     async def served(

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from inferops.api.routing import ROUTES_KEY, RoutingTable
+from inferops.api.routing import ROUTES_KEY, Mirror, RoutingTable
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import router
 from inferops.builders.common import Obj, Owner
@@ -42,8 +42,9 @@ class RouterTraffic:
         owner: Owner,
         ready: Mapping[str, bool],
         weights: Mapping[str, int],
+        mirrors: Mapping[str, Mirror] | None = None,
     ) -> list[Obj]:
-        return router.weights(spec, owner, ready, weights)
+        return router.weights(spec, owner, ready, weights, mirrors)
 
     async def served(
         self, owner: Owner, live: Mapping[tuple[str, str], Obj]
