@@ -397,7 +397,9 @@ class _Planner:
         """Whether consumers stay on Ollama; updates the hold-down clock."""
         prev = self.prev
         if not self.obs.vllm_ready:
-            if prev.failover or any(c.weight > 0 for c in states):
+            # A consumer at a shadow step is in progress at weight 0: it fails over too,
+            # or its step would pass on to a live weight while vLLM has no ready pod.
+            if prev.failover or any(c.weight > 0 or c.phase in IN_PROGRESS for c in states):
                 if not prev.failover:
                     self.event(
                         "Warning",
