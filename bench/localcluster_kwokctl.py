@@ -202,8 +202,11 @@ def table(result: dict[str, Any]) -> str:
         ),
     ]
     patched = "with" if result["kwokctl_parity_patches"] else "without"
+    heading = f"runs: {result['runs']}; kwokctl {patched} the arguments that match e2e/localcluster"
+    if result["ours_admin_controllers"]:
+        heading += "; ours with --use-service-account-credentials=false"
     lines = [
-        f"runs: {result['runs']}; kwokctl {patched} the arguments that match e2e/localcluster",
+        heading,
         "| | e2e/localcluster | kwokctl --runtime binary |",
         "|---|---|---|",
     ]
@@ -328,10 +331,13 @@ def ensure_kwokctl() -> Path:
 
 
 # ---------------------------------------------------------------------- the two clusters
-def run_ours(workdir: Path, layout: nodes.NodeLayout) -> dict[str, Any]:
+def run_ours(workdir: Path, layout: nodes.NodeLayout, admin_controllers: bool) -> dict[str, Any]:
     state = workdir / "ours"
     state.mkdir(parents=True)
     extra = {"kube-apiserver": audit.apiserver_args(state)}
+    if admin_controllers:
+        # As kwokctl runs it: every controller with the controller manager's own identity.
+        extra["kube-controller-manager"] = ["--use-service-account-credentials=false"]
     cluster = Cluster(state_dir=state / "cluster", layout=layout, extra_args=extra)
     began = time.monotonic()
     cluster.up()
@@ -517,15 +523,26 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.localcluster_kwokctl")
     parser.add_argument("--runs", type=int, default=3, help="repeats of each side (default 3)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "localcluster-kwokctl.json")
+    parser.add_argument(
+        "--out", type=Path, help="results file (default: bench/results/localcluster-kwokctl*.json)"
+    )
     parser.add_argument(
         "--kwokctl-defaults",
         action="store_true",
         help="run kwokctl without the arguments that match e2e/localcluster (PARITY_PATCHES)",
     )
+    parser.add_argument(
+        "--ours-admin-controllers",
+        action="store_true",
+        help="run our controller manager without --use-service-account-credentials, as kwokctl",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs: at least 1")
+    if args.out is None:
+        suffix = "-defaults" if args.kwokctl_defaults else ""
+        suffix += "-admin-controllers" if args.ours_admin_controllers else ""
+        args.out = RESULTS / f"localcluster-kwokctl{suffix}.json"
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
@@ -541,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = Path(tmp) / f"{side}-{i}"
                 log.info("run %d: %s", i + 1, side)
                 result = (
-                    run_ours(workdir, layout)
+                    run_ours(workdir, layout, args.ours_admin_controllers)
                     if side == "ours"
                     else run_kwokctl(workdir, layout, binary, tools, not args.kwokctl_defaults)
                 )
@@ -550,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "runs": args.runs,
         "kwokctl_parity_patches": not args.kwokctl_defaults,
+        "ours_admin_controllers": args.ours_admin_controllers,
         "nodes": {"gpu": layout.gpu_nodes, "cpu": layout.cpu_nodes},
         "versions": {
             "kubernetes": versions.KUBERNETES_VERSION,

@@ -141,11 +141,15 @@ def test_the_table_puts_each_sides_figures_in_its_column() -> None:
     result = {
         "runs": 2,
         "kwokctl_parity_patches": False,
+        "ours_admin_controllers": True,
         "ours": _side(11.0, [], []),
         "kwokctl": _side(5.0, ["kube-scheduler"], ["0.0.0.0:32764"]),
     }
     lines = kw.table(result).splitlines()
-    assert lines[0] == "runs: 2; kwokctl without the arguments that match e2e/localcluster"
+    assert lines[0] == (
+        "runs: 2; kwokctl without the arguments that match e2e/localcluster; "
+        "ours with --use-service-account-credentials=false"
+    )
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in lines[3:]}
     assert rows["start until usable (s)"] == ["11.0 / 11.5 / 12.0", "5.0 / 5.5 / 6.0 |"]
     assert rows["of which the start command (s)"][1] == "2.5 / 2.5 / 2.5 |"
