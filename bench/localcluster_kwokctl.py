@@ -15,13 +15,14 @@ For each it measures
 kwokctl itself is built once with `go install sigs.k8s.io/kwok/cmd/kwokctl@<kwok version>`
 into `${XDG_CACHE_HOME:-~/.cache}/inferops/bin/kwokctl-<version>/`; it is pointed at the
 cached binaries by a KwokctlConfiguration file, so it downloads nothing. Writes
-bench/results/localcluster-kwokctl.json and prints the table. The verdict is in
+bench/results/localcluster-kwokctl.json and .png and prints the table. The verdict is in
 docs/local-cluster.md ("Why not kwokctl").
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -212,6 +213,45 @@ def table(result: dict[str, Any]) -> str:
     ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
+
+
+PLOT_FIGURES = (
+    ("start_seconds", "start until usable"),
+    ("restart_seconds", "restart kube-apiserver"),
+    ("stop_seconds", "stop until gone"),
+)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Bars: medians over the runs, whiskers min..max (matplotlib, from the `bench` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    for i, (side, label) in enumerate((("ours", "e2e/localcluster"), ("kwokctl", "kwokctl"))):
+        figures = [result[side][key] for key, _ in PLOT_FIGURES]
+        ax.bar(
+            [j + (i - 0.5) * 0.4 for j in range(len(PLOT_FIGURES))],
+            [f["median"] for f in figures],
+            0.4,
+            yerr=[
+                [f["median"] - f["min"] for f in figures],
+                [f["max"] - f["median"] for f in figures],
+            ],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(range(len(PLOT_FIGURES)), [label for _, label in PLOT_FIGURES])
+    ax.set_ylabel("seconds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    ax.set_title(table(result).splitlines()[0], fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -546,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
+    if importlib.util.find_spec("matplotlib") is None:  # fail now, not after the run
+        raise SystemExit("the plot needs matplotlib: .venv/bin/pip install -e '.[bench]'")
     tools = build.ensure_built()
     binary = ensure_kwokctl()
     layout = nodes.NodeLayout()
@@ -580,8 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out.with_suffix(".png"))
     print(table(result))
-    print(f"results: {args.out}")
+    print(f"results: {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 
