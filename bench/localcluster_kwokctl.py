@@ -576,7 +576,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run our controller manager without --use-service-account-credentials, as kwokctl",
     )
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="DIR",
+        help="only build kwokctl and write DIR/kwokctl.yaml (with the parity flags unless "
+        "--kwokctl-defaults) and DIR/audit-policy.yaml, for trying kwokctl by hand",
+    )
     args = parser.parse_args(argv)
+    if args.write_config:
+        ensure_kwokctl()
+        args.write_config.mkdir(parents=True, exist_ok=True)
+        policy = args.write_config / "audit-policy.yaml"
+        policy.write_text(kwokctl_audit_policy())
+        config = kwokctl_config(build.ensure_built(), policy, not args.kwokctl_defaults)
+        (args.write_config / "kwokctl.yaml").write_text(json.dumps(config, indent=2) + "\n")
+        print(f"kwokctl: {kwokctl_binary()}\nconfiguration: {args.write_config / 'kwokctl.yaml'}")
+        return 0
     if args.runs < 1:
         parser.error("--runs: at least 1")
     if args.out is None:
