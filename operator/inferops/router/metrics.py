@@ -59,6 +59,17 @@ TPOT_BUCKETS = (
 
 
 LABELS = ["consumer", "engine", "route"]
+
+ROUTE_KINDS = {
+    "chat": "chat",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "ollama_chat": "chat",
+    "ollama_generate": "completions",
+    "ollama_embed": "embeddings",
+    "ollama_embeddings": "embeddings",
+}
+"""A route label -> the request kind it serves (`inferops.api.routing.KINDS`)."""
 HELP = {
     "requests": "Engine attempts (and requests refused before one), by consumer, engine, route "
     "and HTTP status; code 499 means the client went away first.",
@@ -72,6 +83,9 @@ HELP = {
     "tokens": "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
     "fallbacks": "Requests retried on the fallback engine; `engine` is the engine that failed.",
     "in_flight": "Engine attempts under way.",
+    "kind_routed": "Requests whose engine their request kind decided rather than the "
+    "consumer's weight, by reason (`vllm_does_not_serve_kind`: vLLM does not serve the kind, "
+    "so the request went to Ollama whatever the weight).",
     "shed": "Requests refused for overload (503 with Retry-After) because `engine` was at its "
     "admission limit: `queue_full` (no room to wait) or `wait_timeout` (no slot in time).",
 }
@@ -117,6 +131,7 @@ class Series:
         "completion",
         "fallbacks",
         "in_flight",
+        "kind_routed",
         "labels",
         "latency",
         "prompt",
@@ -137,6 +152,7 @@ class Series:
         self.by_reason: dict[str, int] = {}
         self.fallbacks: dict[str, int] = {}
         self.shed: dict[str, int] = {}
+        self.kind_routed: dict[str, int] = {}
 
     def count(self, code: int) -> None:
         by_code = self.by_code
@@ -185,6 +201,11 @@ class DataPathCollector(Collector):
             "inferops_router_fallbacks", HELP["fallbacks"], labels=[*LABELS, "reason"]
         )
         shed = CounterMetricFamily("inferops_router_shed", HELP["shed"], labels=[*LABELS, "reason"])
+        kind_routed = CounterMetricFamily(
+            "inferops_router_kind_routed",
+            HELP["kind_routed"],
+            labels=[*LABELS, "kind", "reason"],
+        )
         in_flight = GaugeMetricFamily(
             "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
         )
@@ -199,6 +220,9 @@ class DataPathCollector(Collector):
                 fallbacks.add_metric([*labels, reason], n)
             for reason, n in one.shed.items():
                 shed.add_metric([*labels, reason], n)
+            for reason, n in one.kind_routed.items():
+                kind = ROUTE_KINDS.get(labels[2], labels[2])
+                kind_routed.add_metric([*labels, kind, reason], n)
             if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
                 continue
             latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
@@ -210,7 +234,8 @@ class DataPathCollector(Collector):
             flying[key] = flying.get(key, 0) + one.in_flight
         for (consumer, engine), n in flying.items():
             in_flight.add_metric([consumer, engine], n)
-        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed, in_flight)
+        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed)
+        yield from (kind_routed, in_flight)
 
 
 class RouterMetrics:
@@ -272,6 +297,11 @@ class RouterMetrics:
 
     def all_series(self) -> list[Series]:
         return list(self._series.values())
+
+    def kind_routed(self, consumer: str, engine: str, route: str, reason: str) -> None:
+        """A request sent to `engine` because of its kind, not its consumer's weight."""
+        by_kind = self.series(consumer, engine, route).kind_routed
+        by_kind[reason] = by_kind.get(reason, 0) + 1
 
     def refused(self, consumer: str, route: str, code: int) -> None:
         self.series(consumer, NO_ENGINE, route).count(code)
@@ -372,6 +402,7 @@ class Exchange:
 __all__ = [
     "CLIENT_CLOSED",
     "NO_ENGINE",
+    "ROUTE_KINDS",
     "UNKNOWN_CONSUMER",
     "DataPathCollector",
     "Exchange",
