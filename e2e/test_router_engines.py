@@ -89,7 +89,8 @@ def router(
     table = {
         "model": MODEL,
         "engines": {
-            "vllm": {"url": vllm_engine.url, "ready": True},
+            # What the operator writes for vLLM's generation runner and for Ollama.
+            "vllm": {"url": vllm_engine.url, "ready": True, "kinds": ["chat", "completions"]},
             "ollama": {"url": ollama_engine.url, "ready": True},
         },
         "consumers": [
@@ -300,6 +301,64 @@ def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaS
         default_headers={"Host": SEARCH_HOST},
     ).embeddings.create(model=MODEL, input="notes")
     assert cosine(vectors.data[0].embedding, direct.embeddings[0]) > 0.9999
+
+
+def test_ollama_options_reach_real_ollama_unchanged(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
+    """Weight 0: an Ollama-API request goes to Ollama's own `/api/chat` as the client wrote
+    it, so options Ollama's OpenAI API would drop still act: `num_predict` caps the answer
+    (Ollama's own count says so), `num_ctx` and `top_k` are taken, `keep_alive` sets the
+    model's expiry in Ollama's `/api/ps`."""
+    client = ollama_client(router)
+    router.set_weight("notes", 0)
+    options = {"num_predict": 5, "temperature": 0, "top_k": 1, "num_ctx": 512, "min_p": 0.0}
+    reply = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story"}],
+        options=options,
+        keep_alive="7m",
+    )
+    assert reply.done_reason == "length" and reply.eval_count == 5
+    assert reply.load_duration is not None  # Ollama's own field, passed through
+    (loaded,) = ollama.Client(host=ollama_engine.url).ps().models
+    assert loaded.expires_at is not None
+    left = (loaded.expires_at - datetime.now(UTC)).total_seconds()
+    assert 5 * 60 < left <= 7 * 60 + 5  # the request's 7m, not the server's long default
+    assert loaded.context_length == 512
+    streamed = list(
+        client.generate(
+            model=MODEL, prompt="Once upon", raw=True, stream=True, options=options, keep_alive=-1
+        )
+    )
+    assert streamed[-1].done and streamed[-1].eval_count == 5
+    assert "".join(p.response for p in streamed)
+    (loaded,) = ollama.Client(host=ollama_engine.url).ps().models
+    assert loaded.expires_at is not None and loaded.expires_at.year > datetime.now(UTC).year + 20
+
+
+def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
+    """Weight 100, but vLLM's generation runner serves no embeddings: `ollama.embed` and
+    `openai.embeddings.create` get Ollama's vectors (they used to get "engine answered HTTP
+    404"), while chat still goes to vLLM."""
+    router.set_weight("notes", 100)
+    direct = ollama.Client(host=ollama_engine.url).embed(MODEL, input=["notes", "rag"])
+    embedded = ollama_client(router).embed(MODEL, input=["notes", "rag"])
+    for got, want in zip(embedded.embeddings, direct.embeddings, strict=True):
+        assert cosine(got, want) > 0.9999
+    raw = openai_client(router).embeddings.with_raw_response.create(model=MODEL, input="notes")
+    assert raw.headers["x-inferops-engine"] == "ollama"
+    assert cosine(raw.parse().data[0].embedding, direct.embeddings[0]) > 0.9999
+    chat = openai_client(router).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert chat.headers["x-inferops-engine"] == "vllm"
+    routed = router.metric(
+        "inferops_router_kind_routed_total", consumer="notes", route="embeddings"
+    )
+    assert routed == 1
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
