@@ -356,7 +356,7 @@ def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
     )
     assert chat.headers["x-inferops-engine"] == "vllm"
     routed = router.metric(
-        "inferops_router_kind_routed_total", consumer="notes", route="embeddings"
+        "inferops_router_rerouted_total", consumer="notes", route="embeddings"
     )
     assert routed == 1
 

@@ -165,8 +165,8 @@ async def test_embeddings_go_to_ollama_when_vllm_serves_only_generation(
     reason = "vllm_does_not_serve_kind"
     for route in ("ollama_embed", "embeddings"):
         labels = {"consumer": "notes", "engine": "ollama", "route": route, "kind": "embeddings"}
-        assert sample(metrics, "inferops_router_kind_routed_total", reason=reason, **labels) == 1
-    assert sample(metrics, "inferops_router_kind_routed_total", route="ollama_chat") == 0
+        assert sample(metrics, "inferops_router_rerouted_total", reason=reason, **labels) == 1
+    assert sample(metrics, "inferops_router_rerouted_total", route="ollama_chat") == 0
 
 
 async def test_a_kind_no_engine_serves_is_refused_naming_the_fix(
@@ -198,3 +198,90 @@ async def test_a_table_without_kinds_routes_every_kind_by_weight(
     embedded = await router.ollama("llama32-notes").embed(model="llama3.2", input="abc")
     assert [list(v) for v in embedded.embeddings] == [[1.0, 3.0, 0.5]]
     assert vllm.seen[0].path == "/v1/embeddings"
+
+
+# -- features vLLM cannot honour as started --------------------------------------------------
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("tool_calling", "engine"), [(False, "ollama"), (True, "vllm"), (None, "vllm")]
+)
+async def test_tools_go_to_ollama_when_vllm_has_no_tool_parser(
+    router: Router,
+    vllm: FakeEngine,
+    ollama_engine: FakeEngine,
+    tool_calling: bool | None,
+    engine: str,
+) -> None:
+    """`toolCalling` false: the request goes to Ollama at weight 100 (natively, as the client
+    wrote it); true, or unknown (a table of an older operator), it goes by weight."""
+    if tool_calling is not None:
+        await router.set_engine("vllm", toolCalling=tool_calling)
+    await router.ollama("llama32-notes").chat(model="llama3.2", messages=MESSAGES, tools=[TOOL])
+    await router.openai("llama32-notes").chat.completions.create(
+        model="llama3.2",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        tools=[TOOL],  # type: ignore[list-item]
+    )
+    went = ollama_engine if engine == "ollama" else vllm
+    paths = (
+        ["/api/chat", "/v1/chat/completions"]
+        if engine == "ollama"
+        else [
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+        ]
+    )
+    assert [s.path for s in went.seen] == paths
+    metrics = await router.metrics()
+    for route in ("ollama_chat", "chat"):
+        reason = "vllm_has_no_tool_parser"
+        rerouted = sample(metrics, "inferops_router_rerouted_total", route=route, reason=reason)
+        assert rerouted == (1 if engine == "ollama" else 0)
+        labels = {"consumer": "notes", "engine": engine, "route": route, "feature": "tools"}
+        assert sample(metrics, "inferops_router_request_features_total", **labels) == 1
+
+
+async def test_suffix_and_a_context_beyond_vllm_go_to_ollama(
+    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    await router.set_engine("vllm", maxModelLen=2048)
+    client = router.ollama("llama32-notes")
+    await client.generate(model="llama3.2", prompt="def f(", suffix="return 1")
+    await client.chat(model="llama3.2", messages=MESSAGES, options={"num_ctx": 4096})
+    await client.chat(model="llama3.2", messages=MESSAGES, options={"num_ctx": 2048})
+    assert [s.path for s in ollama_engine.seen] == ["/api/generate", "/api/chat"]
+    assert ollama_engine.seen[0].body["suffix"] == "return 1"
+    assert [s.path for s in vllm.seen] == ["/v1/chat/completions"]
+    metrics = await router.metrics()
+    for reason in ("vllm_refuses_suffix", "num_ctx_above_vllm_max_model_len"):
+        assert sample(metrics, "inferops_router_rerouted_total", reason=reason) == 1
+
+
+async def test_features_are_counted_per_consumer_with_the_table_names_only(
+    router: Router, ollama_engine: FakeEngine
+) -> None:
+    await router.ollama("llama32-rag").chat(
+        model="llama3.2",
+        messages=MESSAGES,
+        options={"top_k": 3, "num_thread": 2, "made_up_option": 1},
+        keep_alive="5m",
+        format="json",
+    )
+    metrics = await router.metrics()
+    labels = {"consumer": "rag", "engine": "ollama", "route": "ollama_chat"}
+    for feature in ("top_k", "num_thread", "keep_alive", "format_json"):
+        assert (
+            sample(metrics, "inferops_router_request_features_total", feature=feature, **labels)
+            == 1
+        )
+    assert "made_up_option" not in metrics  # a client's string never becomes a label
+    assert ollama_engine.seen[0].body["options"]["made_up_option"] == 1  # but reaches Ollama

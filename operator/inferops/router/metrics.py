@@ -83,9 +83,12 @@ HELP = {
     "tokens": "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
     "fallbacks": "Requests retried on the fallback engine; `engine` is the engine that failed.",
     "in_flight": "Engine attempts under way.",
-    "kind_routed": "Requests whose engine their request kind decided rather than the "
-    "consumer's weight, by reason (`vllm_does_not_serve_kind`: vLLM does not serve the kind, "
-    "so the request went to Ollama whatever the weight).",
+    "rerouted": "Requests sent to Ollama whatever the consumer's weight, by reason: "
+    "`vllm_does_not_serve_kind` (vLLM does not serve the request kind), or a feature vLLM "
+    "cannot honour as started (`vllm_has_no_tool_parser`, `vllm_not_multimodal`, "
+    "`vllm_refuses_suffix`, `num_ctx_above_vllm_max_model_len`).",
+    "features": "Requests by the Ollama options and request features they use (the names of "
+    "inferops.api.features; the OpenAI API: `tools` only), by the engine chosen.",
     "shed": "Requests refused for overload (503 with Retry-After) because `engine` was at its "
     "admission limit: `queue_full` (no room to wait) or `wait_timeout` (no slot in time).",
 }
@@ -130,11 +133,12 @@ class Series:
         "by_reason",
         "completion",
         "fallbacks",
+        "features",
         "in_flight",
-        "kind_routed",
         "labels",
         "latency",
         "prompt",
+        "rerouted",
         "shed",
         "tpot",
         "ttft",
@@ -152,7 +156,8 @@ class Series:
         self.by_reason: dict[str, int] = {}
         self.fallbacks: dict[str, int] = {}
         self.shed: dict[str, int] = {}
-        self.kind_routed: dict[str, int] = {}
+        self.rerouted: dict[str, int] = {}
+        self.features: dict[str, int] = {}
 
     def count(self, code: int) -> None:
         by_code = self.by_code
@@ -201,10 +206,15 @@ class DataPathCollector(Collector):
             "inferops_router_fallbacks", HELP["fallbacks"], labels=[*LABELS, "reason"]
         )
         shed = CounterMetricFamily("inferops_router_shed", HELP["shed"], labels=[*LABELS, "reason"])
-        kind_routed = CounterMetricFamily(
-            "inferops_router_kind_routed",
-            HELP["kind_routed"],
+        rerouted = CounterMetricFamily(
+            "inferops_router_rerouted",
+            HELP["rerouted"],
             labels=[*LABELS, "kind", "reason"],
+        )
+        features = CounterMetricFamily(
+            "inferops_router_request_features",
+            HELP["features"],
+            labels=[*LABELS, "feature"],
         )
         in_flight = GaugeMetricFamily(
             "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
@@ -220,9 +230,11 @@ class DataPathCollector(Collector):
                 fallbacks.add_metric([*labels, reason], n)
             for reason, n in one.shed.items():
                 shed.add_metric([*labels, reason], n)
-            for reason, n in one.kind_routed.items():
+            for reason, n in one.rerouted.items():
                 kind = ROUTE_KINDS.get(labels[2], labels[2])
-                kind_routed.add_metric([*labels, kind, reason], n)
+                rerouted.add_metric([*labels, kind, reason], n)
+            for feature, n in one.features.items():
+                features.add_metric([*labels, feature], n)
             if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
                 continue
             latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
@@ -235,7 +247,7 @@ class DataPathCollector(Collector):
         for (consumer, engine), n in flying.items():
             in_flight.add_metric([consumer, engine], n)
         yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed)
-        yield from (kind_routed, in_flight)
+        yield from (rerouted, features, in_flight)
 
 
 class RouterMetrics:
@@ -298,10 +310,16 @@ class RouterMetrics:
     def all_series(self) -> list[Series]:
         return list(self._series.values())
 
-    def kind_routed(self, consumer: str, engine: str, route: str, reason: str) -> None:
+    def rerouted(self, consumer: str, engine: str, route: str, reason: str) -> None:
         """A request sent to `engine` because of its kind, not its consumer's weight."""
-        by_kind = self.series(consumer, engine, route).kind_routed
+        by_kind = self.series(consumer, engine, route).rerouted
         by_kind[reason] = by_kind.get(reason, 0) + 1
+
+    def features(self, consumer: str, engine: str, route: str, used: list[str]) -> None:
+        """A request sent to `engine` uses `used` (names of `inferops.api.features`)."""
+        counts = self.series(consumer, engine, route).features
+        for name in used:
+            counts[name] = counts.get(name, 0) + 1
 
     def refused(self, consumer: str, route: str, code: int) -> None:
         self.series(consumer, NO_ENGINE, route).count(code)

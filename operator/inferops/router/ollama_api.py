@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inferops.router import errors, inquiry, modelinfo, translate
+from inferops.router import errors, inquiry, modelinfo, translate, usage
 from inferops.router.errors import OLLAMA as OLLAMA_DIALECT
 from inferops.router.errors import RouterError
 from inferops.router.http1 import Reply, Request
@@ -199,22 +199,32 @@ def _embeddings_to_vllm(intake: Intake) -> Plan | Reply:
 
 
 def _endpoint(
-    path: str, route: str, kind: str, to_vllm: Callable[[Intake], Plan | Reply]
+    path: str,
+    route: str,
+    kind: str,
+    to_vllm: Callable[[Intake], Plan | Reply],
+    uses: Callable[[dict[str, Any], usage.Limits], usage.Usage],
 ) -> Endpoint:
     def prepare(intake: Intake) -> PlanByEngine | Reply:
         return _by_engine(path, intake, lambda: to_vllm(intake))
 
-    return Endpoint(route, OLLAMA_DIALECT, prepare, kind)
+    return Endpoint(route, OLLAMA_DIALECT, prepare, kind, uses)
 
 
 ENDPOINTS = {
-    "/api/chat": _endpoint("/api/chat", "ollama_chat", "chat", _chat_to_vllm),
+    "/api/chat": _endpoint("/api/chat", "ollama_chat", "chat", _chat_to_vllm, usage.ollama_chat),
     "/api/generate": _endpoint(
-        "/api/generate", "ollama_generate", "completions", _generate_to_vllm
+        "/api/generate", "ollama_generate", "completions", _generate_to_vllm, usage.ollama_generate
     ),
-    "/api/embed": _endpoint("/api/embed", "ollama_embed", "embeddings", _embed_to_vllm),
+    "/api/embed": _endpoint(
+        "/api/embed", "ollama_embed", "embeddings", _embed_to_vllm, usage.ollama_embed
+    ),
     "/api/embeddings": _endpoint(
-        "/api/embeddings", "ollama_embeddings", "embeddings", _embeddings_to_vllm
+        "/api/embeddings",
+        "ollama_embeddings",
+        "embeddings",
+        _embeddings_to_vllm,
+        usage.ollama_embed,
     ),
 }
 """Client path -> the inference endpoint."""

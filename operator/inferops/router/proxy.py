@@ -29,9 +29,19 @@ from inferops.router.errors import RouterError
 from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import Exchange
 from inferops.router.relay import Codec
-from inferops.router.routes import ENGINES, KIND_BY_WEIGHT, ConsumerRoute, KindRoute, Routes, Target
+from inferops.router.routes import (
+    ENGINES,
+    KIND_BY_WEIGHT,
+    OLLAMA,
+    VLLM,
+    ConsumerRoute,
+    KindRoute,
+    Routes,
+    Target,
+)
 from inferops.router.state import RouterState
 from inferops.router.upstream import FORWARDED_HEADERS, Answer, forwarded
+from inferops.router.usage import Limits, Usage, openai_request
 
 CONSUMER_HEADER = "X-Inferops-Consumer"
 ENGINE_HEADER = "X-Inferops-Engine"
@@ -84,6 +94,8 @@ class Endpoint:
     try are chosen (`Intake.chosen`)."""
     kind: str = "chat"
     """The request kind (`inferops.api.routing.KINDS`)."""
+    usage: Callable[[dict[str, Any], Limits], Usage] = openai_request
+    """The features a request uses, and whether vLLM cannot honour them (`router.usage`)."""
 
 
 @dataclass(slots=True)
@@ -112,16 +124,26 @@ class Intake:
     """The engines to try, in order (`choose`)."""
 
     def choose(self) -> tuple[Target, ...]:
-        """Decides the engines to try; a request whose kind decided (not its weight) is
-        counted as such."""
-        if self.pin is not None:
+        """Decides the engines to try: by the consumer's weight, unless the request's kind
+        or a feature vLLM cannot honour (`router.usage`) sends it to Ollama, which is
+        counted with its reason. The features it uses are counted per consumer."""
+        if self.pin is not None:  # a probe measures its engine, whatever it asks
             self.chosen = (self.pin,)
             return self.chosen
         kind = self.kind
-        chosen = self.chosen = kind.pick(random.random())
+        chosen = kind.pick(random.random())
+        used, reason = self.endpoint.usage(self.doc, self.routes.limits)
+        ex = self.ex
         if kind.reason is not KIND_BY_WEIGHT:
-            ex = self.ex
-            ex.metrics.kind_routed(ex.consumer, chosen[0].name, ex.route, kind.reason)
+            ex.metrics.rerouted(ex.consumer, chosen[0].name, ex.route, kind.reason)
+        elif reason is not None and chosen[0].name == VLLM:
+            ollama = self.routes.targets.get(OLLAMA)
+            if ollama is not None and ollama.ready and ollama in kind.via_ollama:
+                chosen = (ollama,)
+                ex.metrics.rerouted(ex.consumer, OLLAMA, ex.route, reason)
+        if used:
+            ex.metrics.features(ex.consumer, chosen[0].name, ex.route, used)
+        self.chosen = chosen
         return chosen
 
     def tags(self, target: Target) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from inferops.api.routing import KINDS, Admission, Kind, RoutingTable, normalize_host
 from inferops.router.admission import Gate
 from inferops.router.pool import Origin
+from inferops.router.usage import Limits
 
 VLLM = "vllm"
 OLLAMA = "ollama"
@@ -114,6 +115,8 @@ class Routes:
     total_seconds: float
     max_body_bytes: int
     targets: dict[str, Target] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    """What the table says vLLM is started for (the `ollama` rules of `api.features`)."""
 
     def consumer(self, host: str | None, override: str | None) -> ConsumerRoute | None:
         """The consumer a request belongs to: `override` (the `X-Inferops-Consumer` header,
@@ -269,6 +272,7 @@ def compile_table(
         total_seconds=table.timeouts.total_seconds,
         max_body_bytes=table.max_body_bytes,
         targets=targets,
+        limits=Limits.of(table.engines.vllm),
     )
 
 
