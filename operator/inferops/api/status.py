@@ -103,6 +103,30 @@ class AnalysisResult(Model):
     """Each gate's verdict."""
 
 
+class FeatureFinding(Model):
+    """A feature the consumer's requests use that vLLM, as the spec starts it, would not
+    honour (`inferops.api.features`)."""
+
+    feature: str
+    """Its name in the table (an Ollama option such as `mirostat`, or `tools`, ...)."""
+    requests: int = 0
+    """Requests seen using it."""
+    message: str = ""
+    """What vLLM would do, and the fix."""
+
+
+class FeatureReport(Model):
+    """What the router saw the consumer use, read before its migration starts."""
+
+    findings: list[FeatureFinding] = []
+    """Features vLLM would not honour; each holds the consumer at 0% until the spec fixes it
+    or it is acknowledged."""
+    acknowledged: list[str] = []
+    """Findings accepted with `kubectl ib ack`: they no longer hold the consumer."""
+    held: bool = False
+    """The consumer waits at 0% for a finding not acknowledged."""
+
+
 class ConsumerStatus(Model):
     """Where one consumer stands."""
 
@@ -140,6 +164,8 @@ class ConsumerStatus(Model):
     baseline: EngineFiguresStatus | None = None
     """Ollama's figures from the last conclusive sample, the reference at 100% where the
     consumer sends Ollama nothing."""
+    features: FeatureReport | None = None
+    """Features it uses that vLLM would not honour, read before its migration starts."""
 
 
 class ActionRecord(Model):
@@ -148,7 +174,7 @@ class ActionRecord(Model):
     id: str
     """The action's id, from the request annotation."""
     action: str
-    """promote, promote-full, abort, retry, pause or resume."""
+    """promote, promote-full, abort, retry, pause, resume or ack."""
     consumer: str = ""
     """The consumer it applied to."""
     result: Literal["Done", "Rejected"]
