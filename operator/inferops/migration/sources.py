@@ -35,6 +35,9 @@ ERRORS = "inferops_router_errors_total"
 TTFT = "inferops_router_time_to_first_token_seconds"
 TPOT = "inferops_router_time_per_output_token_seconds"
 SHED = "inferops_router_shed_total"
+FEATURES = "inferops_router_request_features_total"
+FEATURES_LOOKBACK = "1d"
+"""How far back PrometheusSource looks for the features a consumer used."""
 NO_ENGINE = "none"
 QUANTILE = 0.95
 
@@ -62,6 +65,13 @@ class MetricsSource(Protocol):
         """The routing-table revision each ready router pod serves (gauge
         `inferops_router_table_revision`); None when it cannot be known, including when no
         pod answers (an empty list would make "every router serves it" vacuously true)."""
+        ...
+
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """How many of `consumer`'s requests used each feature (`inferops.api.features`
+        names), as far back as the source sees; None when it cannot be read."""
         ...
 
     def forget(self, namespace: str, backend: str) -> None:
@@ -188,6 +198,24 @@ class PrometheusSource:
             tpot_p95=finite(results["tpot_p95"].get(engine)),
             shed=counts["shed"],
         )
+
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """The highest count of each router pod's series over `FEATURES_LOOKBACK`, summed:
+        `increase` would miss a feature used once (a series born at 1 has no increase), and
+        the maximum outlives a router's restart within the lookback."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        expr = f"sum by (feature) (max_over_time({FEATURES}{{{sel}}}[{FEATURES_LOOKBACK}]))"
+        try:
+            found = await self._vector(expr)
+        except SourceError:
+            return None
+        return {
+            labels["feature"]: value
+            for labels, value in found
+            if "feature" in labels and math.isfinite(value)
+        }
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:
@@ -318,6 +346,29 @@ class ScrapeSource:
                 span,
             )
         return window_figures(previous, reading)
+
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """The counts every ready router pod holds now (since its start), summed."""
+        try:
+            pages = await self._scrape(namespace, backend)
+        except SourceError:
+            return None
+        out: dict[str, float] = {}
+        for _, text in pages:
+            try:
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        labels = sample.labels
+                        if sample.name != FEATURES or labels.get("consumer") != consumer:
+                            continue
+                        if "feature" in labels and math.isfinite(sample.value):
+                            name = labels["feature"]
+                            out[name] = out.get(name, 0.0) + sample.value
+            except Exception:  # the parser raises assorted types on malformed input
+                return None
+        return out
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:
