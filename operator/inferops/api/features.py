@@ -96,8 +96,8 @@ FEATURES: tuple[Feature, ...] = (
         "tools",
         "ollama",
         "vLLM refuses tools without a tool-call parser",
-        "not engines.vllm.toolCalling (add --enable-auto-tool-choice --tool-call-parser "
-        "<name> to spec.vllm.extraArgs)",
+        "engines.vllm.toolCalling is false (add --enable-auto-tool-choice "
+        "--tool-call-parser <name> to spec.vllm.extraArgs)",
     ),
     _request("format_json", "mapped", 'response_format {"type": "json_object"}'),
     _request("format_schema", "mapped", "response_format json_schema"),
@@ -105,7 +105,7 @@ FEATURES: tuple[Feature, ...] = (
         "images",
         "ollama",
         "a text-only vLLM model refuses images",
-        "not engines.vllm.multimodal",
+        "engines.vllm.multimodal is false",
     ),
     _request("think", "dropped", "vLLM's reasoning is set at start (--reasoning-parser)"),
     _request("logprobs", "dropped", "the translated answer carries no log probabilities"),
