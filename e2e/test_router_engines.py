@@ -90,7 +90,13 @@ def router(
         "model": MODEL,
         "engines": {
             # What the operator writes for vLLM's generation runner and for Ollama.
-            "vllm": {"url": vllm_engine.url, "ready": True, "kinds": ["chat", "completions"]},
+            # (no tool-call parser: started without --enable-auto-tool-choice)
+            "vllm": {
+                "url": vllm_engine.url,
+                "ready": True,
+                "kinds": ["chat", "completions"],
+                "toolCalling": False,
+            },
             "ollama": {"url": ollama_engine.url, "ready": True},
         },
         "consumers": [
@@ -355,10 +361,62 @@ def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
     assert chat.headers["x-inferops-engine"] == "vllm"
-    routed = router.metric(
-        "inferops_router_rerouted_total", consumer="notes", route="embeddings"
-    )
+    routed = router.metric("inferops_router_rerouted_total", consumer="notes", route="embeddings")
     assert routed == 1
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_without_a_tool_call_parser_go_to_real_ollama(
+    router: TableRouter, vllm_engine: VLLMServer
+) -> None:
+    """Real vLLM without a tool-call parser refuses `tools`; the table says so
+    (`toolCalling: false`), so at weight 100 such requests go to Ollama, which answers as it
+    answers for this model (the tiny one has no tools in its template: its own 400)."""
+    router.set_weight("notes", 100)
+    hi = [{"role": "user", "content": "Weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError) as direct:  # what the rule spares the consumer
+        OpenAI(
+            base_url=f"{vllm_engine.url}/v1", api_key="unused", max_retries=0
+        ).chat.completions.create(
+            model=MODEL,
+            messages=hi,
+            tools=[TOOL],
+            max_tokens=4,  # type: ignore[arg-type,list-item]
+        )
+    assert "--enable-auto-tool-choice" in str(direct.value)
+    with pytest.raises(ollama.ResponseError) as native:
+        ollama_client(router).chat(model=MODEL, messages=hi, tools=[TOOL])
+    assert native.value.status_code == 400 and "does not support tools" in native.value.error
+    with pytest.raises(openai.BadRequestError) as through:
+        openai_client(router).chat.completions.create(
+            model=MODEL,
+            messages=hi,
+            tools=[TOOL],
+            max_tokens=4,  # type: ignore[arg-type,list-item]
+        )
+    assert through.value.response.headers["x-inferops-engine"] == "ollama"
+    assert "does not support tools" in str(through.value)
+    for route in ("ollama_chat", "chat"):
+        rerouted = router.metric(
+            "inferops_router_rerouted_total",
+            consumer="notes",
+            route=route,
+            reason="vllm_has_no_tool_parser",
+        )
+        assert rerouted == 1
+    chat = openai_client(router).chat.completions.with_raw_response.create(
+        model=MODEL, messages=hi, max_tokens=2
+    )
+    assert chat.headers["x-inferops-engine"] == "vllm"  # without tools: by weight
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
