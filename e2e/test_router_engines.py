@@ -248,11 +248,11 @@ def test_openai_client_reaches_real_ollama(
 def test_ollama_client_reaches_real_ollama(
     router: TableRouter, ollama_engine: OllamaServer
 ) -> None:
-    """Weight 0: Ollama's own API through the router (translated to `/v1` upstream) on real
-    Ollama, NDJSON streaming included; names as Ollama gives them."""
+    """Weight 0: Ollama's own API through the router, passed through to real Ollama's own
+    `/api/` endpoints, NDJSON streaming included; names as Ollama gives them."""
     client = ollama_client(router)
     router.set_weight("notes", 0)
-    served_before = ollama_engine.served()
+    served_before = ollama_engine.served("/api/")
 
     reply = client.chat(
         model=MODEL,
@@ -287,7 +287,11 @@ def test_ollama_client_reaches_real_ollama(
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.status_code == 404 and "no-such-model" in caught.value.error
-    wait_for("4 answers in Ollama's log", lambda: ollama_engine.served() - served_before == 4, 10)
+    wait_for(
+        "4 answers in Ollama's log",
+        lambda: ollama_engine.served("/api/") - served_before == 4,
+        10,
+    )
 
 
 def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaServer) -> None:

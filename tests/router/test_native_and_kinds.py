@@ -104,6 +104,9 @@ async def test_embed_to_ollama_goes_natively(router: Router, ollama_engine: Fake
     legacy = await client.embeddings(model="llama3.2", prompt="dddd")
     assert list(legacy.embedding) == [3.0, 4.0, 0.5]
     assert ollama_engine.seen[-1].path == "/api/embeddings"
+    # A name Ollama knows itself is not rewritten (only an alias is): its answer echoes it.
+    await client.embed(model="llama3.2:latest", input="e")
+    assert ollama_engine.seen[-1].body["model"] == "llama3.2:latest"
 
 
 async def test_ollama_errors_pass_through_as_ollama_wrote_them(

@@ -85,7 +85,7 @@ class Native:
 
 def _native(path: str, intake: Intake) -> Native:
     body = intake.raw
-    if intake.model != intake.routes.model:
+    if intake.model not in intake.routes.ollama_names:  # an alias Ollama does not know
         intake.doc["model"] = intake.routes.model
         body = translate.dumps(intake.doc)
     return Native(path, body)

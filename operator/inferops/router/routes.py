@@ -117,6 +117,9 @@ class Routes:
     targets: dict[str, Target] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     """What the table says vLLM is started for (the `ollama` rules of `api.features`)."""
+    ollama_names: frozenset[str] = frozenset()
+    """The model names Ollama itself knows (the logical name, with and without `:latest`):
+    a request passed through to Ollama keeps these; an alias is rewritten."""
 
     def consumer(self, host: str | None, override: str | None) -> ConsumerRoute | None:
         """The consumer a request belongs to: `override` (the `X-Inferops-Consumer` header,
@@ -273,6 +276,7 @@ def compile_table(
         max_body_bytes=table.max_body_bytes,
         targets=targets,
         limits=Limits.of(table.engines.vllm),
+        ollama_names=_model_names(table.model, []),
     )
 
 
