@@ -633,8 +633,8 @@ class _Planner:
         if waiting:
             what = "; ".join(f.message for f in waiting)
             message = (
-                f"held at 0%: {what}. Fix spec.vllm, or accept with `kubectl ib ack "
-                f"<backend> {c.name}`"
+                f"held at 0%: {what}. Change the spec where a fix is named, or accept with "
+                f"`kubectl ib ack <backend> {c.name}`"
             )
             if not before.held or before.findings != found:
                 self.event("Warning", "FeaturesNotHonoured", f"{c.name}: {message}")
