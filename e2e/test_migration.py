@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ollama
 import pytest
 
 from e2e.dataplane import DataPlane, Traffic
@@ -346,6 +347,47 @@ def test_plugin_pause_promote_abort_retry(
     assert "not found" in missing
     described = kubectl.run("describe", "ib", NAME, "-n", namespace).stdout
     assert "ActionDone" in described and "Aborted" in described
+
+
+def test_a_consumer_using_what_vllm_would_not_honour_is_held_until_ack(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    """rag calls with Ollama's `mirostat` option while notes migrates: the router counts it,
+    Prometheus has it, and before rag's migration starts the operator reports it (vLLM has no
+    such sampler) and holds rag at 0% until `kubectl ib ack`."""
+    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}], steps=[{"weight": 100}])
+    ns = ("-n", namespace)
+    rag = ollama.Client(host=plane.router_url, headers={"Host": f"{NAME}-rag.{namespace}.svc"})
+    for _ in range(3):  # rag is Pending: its requests go to Ollama, as written
+        answer = rag.chat(
+            model="llama3.2",
+            messages=[{"role": "user", "content": "Hi"}],
+            options={"num_predict": 4, "mirostat": 1},
+        )
+        assert answer.done
+    with Traffic(plane, namespace, "notes"):
+
+        def rag_held() -> dict[str, Any] | None:
+            found = consumers_of(kubectl, namespace).get("rag", {})
+            return found if found.get("features", {}).get("held") else None
+
+        held = wait_for("rag held for mirostat", rag_held, 60, interval=0.5)
+        assert held["phase"] == "Pending" and held["weight"] == 0
+        assert [f["feature"] for f in held["features"]["findings"]] == ["mirostat"]
+        assert "uses options.mirostat" in held["message"]
+        wait_consumer(kubectl, namespace, "notes", "migrated", phase="Migrated", weight=100)
+        shown = kubectl_ib(kubectl, "status", NAME, *ns)
+        print("\n" + shown)
+        assert "vLLM would not honour (held at 0%" in shown
+        assert consumers_of(kubectl, namespace)["rag"]["phase"] == "Pending"
+        assert served_weight(plane, "rag") == 0
+        assert "acknowledged mirostat" in kubectl_ib(kubectl, "ack", NAME, *ns)
+        with Traffic(plane, namespace, "rag", api="ollama"):
+            wait_consumer(kubectl, namespace, "rag", "migrated after the ack", phase="Migrated")
+    events = kubectl.run(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
+    ).stdout
+    assert "FeaturesNotHonoured" in events
 
 
 def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(

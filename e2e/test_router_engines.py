@@ -89,7 +89,14 @@ def router(
     table = {
         "model": MODEL,
         "engines": {
-            "vllm": {"url": vllm_engine.url, "ready": True},
+            # What the operator writes for vLLM's generation runner and for Ollama.
+            # (no tool-call parser: started without --enable-auto-tool-choice)
+            "vllm": {
+                "url": vllm_engine.url,
+                "ready": True,
+                "kinds": ["chat", "completions"],
+                "toolCalling": False,
+            },
             "ollama": {"url": ollama_engine.url, "ready": True},
         },
         "consumers": [
@@ -241,11 +248,11 @@ def test_openai_client_reaches_real_ollama(
 def test_ollama_client_reaches_real_ollama(
     router: TableRouter, ollama_engine: OllamaServer
 ) -> None:
-    """Weight 0: Ollama's own API through the router (translated to `/v1` upstream) on real
-    Ollama, NDJSON streaming included; names as Ollama gives them."""
+    """Weight 0: Ollama's own API through the router, passed through to real Ollama's own
+    `/api/` endpoints, NDJSON streaming included; names as Ollama gives them."""
     client = ollama_client(router)
     router.set_weight("notes", 0)
-    served_before = ollama_engine.served()
+    served_before = ollama_engine.served("/api/")
 
     reply = client.chat(
         model=MODEL,
@@ -280,7 +287,11 @@ def test_ollama_client_reaches_real_ollama(
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.status_code == 404 and "no-such-model" in caught.value.error
-    wait_for("4 answers in Ollama's log", lambda: ollama_engine.served() - served_before == 4, 10)
+    wait_for(
+        "4 answers in Ollama's log",
+        lambda: ollama_engine.served("/api/") - served_before == 4,
+        10,
+    )
 
 
 def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaServer) -> None:
@@ -300,6 +311,116 @@ def test_embeddings_from_real_ollama(router: TableRouter, ollama_engine: OllamaS
         default_headers={"Host": SEARCH_HOST},
     ).embeddings.create(model=MODEL, input="notes")
     assert cosine(vectors.data[0].embedding, direct.embeddings[0]) > 0.9999
+
+
+def test_ollama_options_reach_real_ollama_unchanged(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
+    """Weight 0: an Ollama-API request goes to Ollama's own `/api/chat` as the client wrote
+    it, so options Ollama's OpenAI API would drop still act: `num_predict` caps the answer
+    (Ollama's own count says so), `num_ctx` and `top_k` are taken, `keep_alive` sets the
+    model's expiry in Ollama's `/api/ps`."""
+    client = ollama_client(router)
+    router.set_weight("notes", 0)
+    options = {"num_predict": 5, "temperature": 0, "top_k": 1, "num_ctx": 512, "min_p": 0.0}
+    reply = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story"}],
+        options=options,
+        keep_alive="7m",
+    )
+    assert reply.done_reason == "length" and reply.eval_count == 5
+    assert reply.load_duration is not None  # Ollama's own field, passed through
+    (loaded,) = ollama.Client(host=ollama_engine.url).ps().models
+    assert loaded.expires_at is not None
+    left = (loaded.expires_at - datetime.now(UTC)).total_seconds()
+    assert 5 * 60 < left <= 7 * 60 + 5  # the request's 7m, not the server's long default
+    assert loaded.context_length == 512
+    streamed = list(
+        client.generate(
+            model=MODEL, prompt="Once upon", raw=True, stream=True, options=options, keep_alive=-1
+        )
+    )
+    assert streamed[-1].done and streamed[-1].eval_count == 5
+    assert "".join(p.response for p in streamed)
+    (loaded,) = ollama.Client(host=ollama_engine.url).ps().models
+    assert loaded.expires_at is not None and loaded.expires_at.year > datetime.now(UTC).year + 20
+
+
+def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
+    router: TableRouter, ollama_engine: OllamaServer
+) -> None:
+    """Weight 100, but vLLM's generation runner serves no embeddings: `ollama.embed` and
+    `openai.embeddings.create` get Ollama's vectors (they used to get "engine answered HTTP
+    404"), while chat still goes to vLLM."""
+    router.set_weight("notes", 100)
+    direct = ollama.Client(host=ollama_engine.url).embed(MODEL, input=["notes", "rag"])
+    embedded = ollama_client(router).embed(MODEL, input=["notes", "rag"])
+    for got, want in zip(embedded.embeddings, direct.embeddings, strict=True):
+        assert cosine(got, want) > 0.9999
+    raw = openai_client(router).embeddings.with_raw_response.create(model=MODEL, input="notes")
+    assert raw.headers["x-inferops-engine"] == "ollama"
+    assert cosine(raw.parse().data[0].embedding, direct.embeddings[0]) > 0.9999
+    chat = openai_client(router).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert chat.headers["x-inferops-engine"] == "vllm"
+    routed = router.metric("inferops_router_rerouted_total", consumer="notes", route="embeddings")
+    assert routed == 1
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_without_a_tool_call_parser_go_to_real_ollama(
+    router: TableRouter, vllm_engine: VLLMServer
+) -> None:
+    """Real vLLM without a tool-call parser refuses `tools`; the table says so
+    (`toolCalling: false`), so at weight 100 such requests go to Ollama, which answers as it
+    answers for this model (the tiny one has no tools in its template: its own 400)."""
+    router.set_weight("notes", 100)
+    hi = [{"role": "user", "content": "Weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError) as direct:  # what the rule spares the consumer
+        OpenAI(
+            base_url=f"{vllm_engine.url}/v1", api_key="unused", max_retries=0
+        ).chat.completions.create(
+            model=MODEL,
+            messages=hi,
+            tools=[TOOL],
+            max_tokens=4,  # type: ignore[arg-type,list-item]
+        )
+    assert "--enable-auto-tool-choice" in str(direct.value)
+    with pytest.raises(ollama.ResponseError) as native:
+        ollama_client(router).chat(model=MODEL, messages=hi, tools=[TOOL])
+    assert native.value.status_code == 400 and "does not support tools" in native.value.error
+    with pytest.raises(openai.BadRequestError) as through:
+        openai_client(router).chat.completions.create(
+            model=MODEL,
+            messages=hi,
+            tools=[TOOL],
+            max_tokens=4,  # type: ignore[arg-type,list-item]
+        )
+    assert through.value.response.headers["x-inferops-engine"] == "ollama"
+    assert "does not support tools" in str(through.value)
+    for route in ("ollama_chat", "chat"):
+        rerouted = router.metric(
+            "inferops_router_rerouted_total",
+            consumer="notes",
+            route=route,
+            reason="vllm_has_no_tool_parser",
+        )
+        assert rerouted == 1
+    chat = openai_client(router).chat.completions.with_raw_response.create(
+        model=MODEL, messages=hi, max_tokens=2
+    )
+    assert chat.headers["x-inferops-engine"] == "vllm"  # without tools: by weight
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

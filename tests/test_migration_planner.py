@@ -14,6 +14,8 @@ from inferops.api.status import (
     ActionRecord,
     ConsumerStatus,
     EngineFiguresStatus,
+    FeatureFinding,
+    FeatureReport,
     MigrationStatus,
     WatchStatus,
 )
@@ -37,11 +39,13 @@ STEPS = [
 ANALYSIS = {"interval": "10s", "initialDelay": "5s", "minRequests": 5, "failureLimit": 1}
 
 
-def make_spec(consumers: list[Any] | None = None, **migration: Any) -> InferenceBackendSpec:
+def make_spec(
+    consumers: list[Any] | None = None, vllm: dict[str, Any] | None = None, **migration: Any
+) -> InferenceBackendSpec:
     return InferenceBackendSpec.model_validate(
         {
             "model": "m",
-            "vllm": {"model": "x"},
+            "vllm": vllm or {"model": "x"},
             "ollama": {"model": "y"},
             "consumers": consumers or [{"name": "notes"}, {"name": "rag"}],
             "migration": {"steps": STEPS, "analysis": ANALYSIS, **migration},
@@ -51,6 +55,12 @@ def make_spec(consumers: list[Any] | None = None, **migration: Any) -> Inference
 
 SPEC = make_spec()
 HASH = spec_hash(SPEC.migration)  # type: ignore[arg-type]
+
+
+def replace_migration(spec: InferenceBackendSpec) -> InferenceBackendSpec:
+    """`spec` (same steps and gates as SPEC, so the same hash)."""
+    assert spec_hash(spec.migration) == HASH  # type: ignore[arg-type]
+    return spec
 
 
 def base(spec: InferenceBackendSpec = SPEC) -> list[ConsumerStatus]:
@@ -137,7 +147,46 @@ FAILING = WatchStatus(failing=True, since=stamp(T0), failed_samples=1, samples=3
 ROLLBACK = make_spec(watch={"onFailure": "Rollback"})
 ROLLBACK_HASH = MigrationStatus(spec_hash=spec_hash(ROLLBACK.migration))  # type: ignore[arg-type]
 UNWATCHED = make_spec(watch={"enabled": False})
+
+
+TOOLS = {"tools": 5, "temperature": 3}
+TOOL_PARSER = make_spec(
+    vllm={"model": "x", "extraArgs": ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]}
+)
+FINDING = FeatureFinding(feature="tools", requests=5, message="uses tools: ...")
+HELD = FeatureReport(findings=[FINDING], held=True)
+ACKED = FeatureReport(findings=[FINDING], acknowledged=["tools"])
+
+
+def held(name: str, report: FeatureReport = HELD) -> ConsumerStatus:
+    return consumer(name, phase="Pending", features=report, message="held at 0%: ...")
+
+
 ROWS = [
+    Row("a consumer using tools without a tool-call parser is held at 0%, the next waits", [], 0,
+        Observations(vllm_ready=True, features={"notes": TOOLS}),
+        {"notes": {"phase": "Pending", "weight": 0}, "rag": {"phase": "Pending", "weight": 0}},
+        migration=None, events=("FeaturesNotHonoured",)),
+    Row("the spec gives vLLM a tool-call parser: the held consumer starts", [held("notes")], 0,
+        Observations(vllm_ready=True, features={"notes": TOOLS}),
+        {"notes": {"phase": "Progressing", "weight": 10, "features": None}},
+        spec=replace_migration(TOOL_PARSER)),
+    Row("features vLLM honours hold nothing", [], 0,
+        Observations(vllm_ready=True, features={"notes": {"top_k": 4, "num_thread": 1}}),
+        {"notes": {"phase": "Progressing", "weight": 10, "features": None}}, migration=None),
+    Row("an acknowledged finding no longer holds", [held("notes", ACKED)], 0,
+        Observations(vllm_ready=True, features={"notes": TOOLS}),
+        {"notes": {"phase": "Progressing", "weight": 10}}),
+    Row("kubectl ib ack: the held consumer starts in the same pass", [held("notes")], 0,
+        Observations(vllm_ready=True, features={"notes": TOOLS},
+                     action=Action("a1", "ack", "notes")),
+        {"notes": {"phase": "Progressing", "weight": 10}}, events=("ActionDone",)),
+    Row("a feature found after an ack holds again", [held("notes", ACKED)], 0,
+        Observations(vllm_ready=True, features={"notes": {**TOOLS, "mirostat": 2}}),
+        {"notes": {"phase": "Pending", "weight": 0}}, events=("FeaturesNotHonoured",)),
+    Row("no counts this time: the last report still holds", [held("notes")], 0,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Pending", "weight": 0, "features": HELD.model_dump()}}),
     Row("first run: the first consumer starts, the rest wait", [], 0,
         Observations(vllm_ready=True, served=SERVED_0),
         {"notes": {"phase": "Progressing", "step": 1, "weight": 10, "step_started_at": None},
@@ -480,6 +529,7 @@ def test_planning_again_from_the_result_changes_nothing_more(row: Row) -> None:
             served=row.obs.served,
             figures=row.obs.figures,
             action=row.obs.action,
+            features=row.obs.features,
         ),
         at(row.now),
     )
@@ -489,7 +539,7 @@ def test_planning_again_from_the_result_changes_nothing_more(row: Row) -> None:
 
 
 def test_migration_status_for_kubectl_get() -> None:
-    result = run(ROWS[0])
+    result = run(_row("first run: the first consumer starts, the rest wait"))
     assert result.migration.migrated == "0/2"
     assert result.migration.current == "notes@10%"
     assert result.condition.reason == "Progressing"
@@ -591,7 +641,7 @@ def test_the_acknowledgement_says_what_happened(row_id: str, result: str, messag
 
 def test_status_counts_steps_from_one_like_the_events() -> None:
     """`status.consumers[].step` is the number Events, messages and `kubectl ib` show."""
-    started = run(ROWS[0])
+    started = run(_row("first run: the first consumer starts, the rest wait"))
     notes = started.consumers[0]
     [event] = [e for e in started.events if e.reason == "StepStarted"]
     assert (notes.step, event.message) == (1, "notes: step 1 at 10%")
@@ -744,3 +794,52 @@ def test_the_comparison_pools_the_migration_windows_and_is_kept_after_it() -> No
     ).consumers[0]
     assert watched.last_sample_at == stamp(at(25))
     assert watched.comparison == full.comparison
+
+
+def test_a_held_consumer_says_why_and_how_to_go_on() -> None:
+    result = plan(
+        SPEC,
+        base(),
+        [],
+        None,
+        Observations(vllm_ready=True, features={"notes": {**TOOLS, "mirostat": 1}}),
+        T0,
+    )
+    notes = result.consumers[0]
+    assert notes.features is not None and notes.features.held
+    assert [f.feature for f in notes.features.findings] == ["mirostat", "tools"]
+    assert notes.features.findings[1].requests == 5
+    assert "uses tools: vLLM has no tool-call parser" in notes.message
+    assert "--enable-auto-tool-choice --tool-call-parser <name>" in notes.message
+    assert "kubectl ib ack <backend> notes" in notes.message
+    assert "uses options.mirostat" in notes.message
+    assert result.consumers[1].phase == "Pending"
+    assert result.condition.reason == "Progressing"
+    acked = plan(
+        SPEC,
+        base(),
+        result.consumers,
+        result.migration,
+        Observations(vllm_ready=True, action=Action("a1", "ack", "notes")),
+        T0,
+    )
+    assert acked.consumers[0].phase == "Progressing"
+    assert acked.consumers[0].features is not None
+    assert acked.consumers[0].features.acknowledged == ["mirostat", "tools"]
+    record = acked.migration.last_action
+    assert record is not None and record.result == "Done"
+    assert record.message == "notes: acknowledged mirostat, tools; it may start"
+
+
+def test_ack_is_rejected_when_there_is_nothing_to_acknowledge() -> None:
+    result = plan(
+        SPEC,
+        base(),
+        [running("notes", 1, 10)],
+        MigrationStatus(spec_hash=HASH),
+        Observations(vllm_ready=True, action=Action("a1", "ack", "notes")),
+        T0,
+    )
+    record = result.migration.last_action
+    assert record is not None and record.result == "Rejected"
+    assert "ack applies to a held consumer" in record.message

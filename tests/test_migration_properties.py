@@ -1,8 +1,9 @@
 """Property-based test of the migration planner: generated specs, starting states and
 sequences of what can happen to a migration (every `kubectl ib` action, analysis samples that
 pass, fail or say nothing, for consumers in progress and migrated ones under watch, time
-passing, routers lagging, vLLM lost and back, steps edited), each planned the way the
-executor does, with the invariants checked after every pass:
+passing, routers lagging, vLLM lost and back, steps edited, features a consumer uses that
+vLLM would not honour), each planned the way the executor does, with the invariants checked
+after every pass:
 
 - never more than `maxParallel` consumers in progress (Progressing or Paused);
 - list order: a consumer starts only when no consumer before it is Pending, RolledBack or
@@ -10,6 +11,7 @@ executor does, with the invariants checked after every pass:
 - each consumer's live weight is its phase's (0 while failed over, and at a shadow step);
 - a consumer leaves a shadow step for a live weight only after a passing sample of it, or
   by a promote;
+- a consumer held for features vLLM would not honour is Pending (at 0%);
 - planning again from the pass' own result, at the same instant with the same observations,
   changes nothing and emits nothing (a burst of reconciliations, or a restarted operator).
 
@@ -42,7 +44,10 @@ STEP_SETS = (
     [{"weight": 100}],
     [{"shadow": {"minSamples": 5, "minNoiseSamples": 2}}, {"weight": 30}, {"weight": 100}],
 )
-ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
+ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry", "ack")
+# Features a consumer's requests may use: two vLLM would not honour (as the spec starts it,
+# without a tool-call parser), one it honours.
+FEATURES_USED = ("tools", "mirostat", "top_k")
 
 
 def _engine(requests: float = 100, errors: float = 0, ttft: float = 0.2) -> EngineFigures:
@@ -192,6 +197,11 @@ def happenings(names: list[str]) -> st.SearchStrategy[tuple[Any, ...]]:
         st.tuples(st.just("vllm"), st.booleans()),
         st.tuples(st.just("routers lag"), st.just(True)),
         st.tuples(st.just("steps edited"), st.integers(0, len(STEP_SETS) - 1)),
+        st.tuples(
+            st.just("features"),
+            st.sampled_from(names),
+            st.frozensets(st.sampled_from(FEATURES_USED)),
+        ),
     )
 
 
@@ -225,6 +235,8 @@ def check(spec: InferenceBackendSpec, before: list[ConsumerStatus], after: Plan)
         else:
             expected = 0
         assert c.weight == expected, f"{c.name} ({c.phase}) at {c.weight}%, expected {expected}%"
+        if c.features is not None and c.features.held:
+            assert c.phase == "Pending", f"{c.name} held for features but {c.phase}"
 
 
 def base(spec: InferenceBackendSpec) -> list[ConsumerStatus]:
@@ -261,6 +273,7 @@ def test_the_planner_keeps_parallel_limit_list_order_and_repeats_nothing(
     for n, happening in enumerate(story):
         kind = happening[0]
         action, figures, served = None, {}, {c.name: c.weight for c in consumers}
+        features: dict[str, dict[str, float]] = {}
         if kind == "action":
             action = Action(f"a{n}", happening[1], happening[2])
         elif kind == "sample":
@@ -275,7 +288,15 @@ def test_the_planner_keeps_parallel_limit_list_order_and_repeats_nothing(
             served = None
         elif kind == "steps edited":
             spec = setup.spec(happening[1])
-        obs = Observations(vllm_ready=vllm_ready, served=served, figures=figures, action=action)
+        elif kind == "features":
+            features = {happening[1]: dict.fromkeys(sorted(happening[2]), 3.0)}
+        obs = Observations(
+            vllm_ready=vllm_ready,
+            served=served,
+            figures=figures,
+            action=action,
+            features=features,
+        )
         result = plan(spec, base(spec), consumers, migration, obs, now)
         note(
             f"{n}: {happening} -> {[(c.name, c.phase, c.step, c.weight) for c in result.consumers]}"

@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from inferops.migration.figures import EngineFigures, Figures, ShadowFigures, quantile
 from inferops.migration.sources import (
     ERRORS,
+    FEATURES,
     FIRST_SCRAPE,
     REQUESTS,
     SHADOW,
@@ -345,6 +346,20 @@ async def test_prometheus_served_revisions(
     assert await source.served_revisions(NS, BACKEND) is None  # nobody answers: unknown
     prometheus.status = 500
     assert await source.served_revisions(NS, BACKEND) is None
+
+
+async def test_prometheus_features(prometheus: FakePrometheus, http: httpx.AsyncClient) -> None:
+    source = PrometheusSource(prometheus.url, http=http)
+    prometheus.vectors = {FEATURES: [sample("5", feature="tools"), sample("2", feature="seed")]}
+    assert await source.features(NS, BACKEND, "rag") == {"tools": 5.0, "seed": 2.0}
+    assert prometheus.queries[-1] == (
+        "sum by (feature) (max_over_time(inferops_router_request_features_total"
+        '{namespace="ai",pod=~"llama32-router-.+",consumer="rag"}[1d]))'
+    )
+    prometheus.vectors = {}
+    assert await source.features(NS, BACKEND, "rag") == {}  # none used: nothing to hold
+    prometheus.status = 500
+    assert await source.features(NS, BACKEND, "rag") is None  # unknown
 
 
 # -- router pods for ScrapeSource ----------------------------------------------------------
@@ -681,6 +696,7 @@ def test_metric_names_are_the_routers() -> None:
     m.table_revision.set(1)
     m.shed("notes", "ollama", "chat", "queue_full")
     series.shadow["json:exact"] = 1
+    m.features("notes", "ollama", "ollama_chat", ["tools"])
     text = generate_latest(m.registry).decode()
     series.completion += 3
     for name in (
@@ -689,6 +705,7 @@ def test_metric_names_are_the_routers() -> None:
         SHED,
         TOKENS,
         SHADOW,
+        FEATURES,
         f"{TTFT}_bucket",
         f"{TPOT}_bucket",
         f"{TTFT}_count",
@@ -770,3 +787,14 @@ def test_engine_figures_never_hold_nan() -> None:
     assert Figures.failed("x").engine("vllm") is None
     with pytest.raises(ValueError):
         Figures.failed("x").engine("tgi")
+
+
+async def test_scrape_features_sum_pods(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
+    source, _ = scrape
+    a, b = pods.pod("a"), pods.pod("b")
+    a.features("rag", "ollama", "ollama_chat", ["tools", "top_k"])
+    b.features("rag", "vllm", "chat", ["tools"])
+    b.features("notes", "vllm", "chat", ["mirostat"])
+    assert await source.features(NS, BACKEND, "rag") == {"tools": 2.0, "top_k": 1.0}
+    pods.failing.add("b")
+    assert await source.features(NS, BACKEND, "rag") is None

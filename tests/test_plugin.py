@@ -747,3 +747,50 @@ async def test_a_reader_that_stops_early_ends_the_command_quietly(
     code = await process.wait()
     assert err == b""
     assert code == 128 + signal.SIGPIPE
+
+
+# -- features vLLM would not honour, and `ack` ---------------------------------------------
+
+HELD = {
+    "findings": [
+        {
+            "feature": "tools",
+            "requests": 5,
+            "message": "uses tools: vLLM has no tool-call parser (add --enable-auto-tool-choice "
+            "--tool-call-parser <name> to spec.vllm.extraArgs)",
+        },
+        {"feature": "mirostat", "requests": 2, "message": "uses options.mirostat: ..."},
+    ],
+    "acknowledged": ["mirostat"],
+    "held": True,
+}
+
+
+def test_status_lists_what_vllm_would_not_honour() -> None:
+    held = consumer("ner", "Pending", features=HELD, message="held at 0%: uses tools: ...")
+    assert render.analysis_block(held, STEPS, NOW) == [
+        "ner: no analysis yet",
+        "  message: held at 0%: uses tools: ...",
+        "  vLLM would not honour (held at 0% until the spec fixes it or `kubectl ib ack`):",
+        "    uses tools: vLLM has no tool-call parser (add --enable-auto-tool-choice "
+        "--tool-call-parser <name> to spec.vllm.extraArgs) [5 requests]",
+        "    uses options.mirostat: ... [2 requests, acknowledged]",
+    ]
+    text = render.render_status(resource([consumer("notes", "Migrated", 100), held]), NOW)
+    assert "uses tools: vLLM has no tool-call parser" in text
+
+
+def test_ack_defaults_to_the_first_held_consumer_and_applies_to_pending_only() -> None:
+    obj = resource(
+        [
+            consumer("notes", "Migrated", 100),
+            consumer("rag", "Pending", features=HELD),
+            consumer("ner", "Pending"),
+        ]
+    )
+    assert actions.plan(obj, "ack", None) == "rag"
+    with pytest.raises(actions.Refused, match="notes is Migrated: ack applies to a Pending"):
+        actions.plan(obj, "ack", "notes")
+    nothing = resource([consumer("notes", "Migrated", 100), consumer("rag", "Pending")])
+    with pytest.raises(actions.Refused, match="is held for features vLLM would not honour"):
+        actions.plan(nothing, "ack", None)

@@ -49,6 +49,41 @@ def test_one_service_per_consumer_in_front_of_the_router() -> None:
         ]
 
 
+TOOLS_THEN_OFF = [
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "x",
+    "--no-enable-auto-tool-choice",
+]
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "max_model_len", "kinds", "tool_calling"),
+    [
+        ([], None, ["chat", "completions"], False),
+        (["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"], 4096, None, True),
+        (["--tool-call-parser=hermes"], None, None, False),  # no auto tool choice: no tools
+        # The switch turned off again: the last word wins, as in vLLM.
+        (TOOLS_THEN_OFF, None, None, False),
+        (["--runner", "pooling"], None, ["embeddings"], False),
+        (["--runner=generate"], None, ["chat", "completions"], False),
+        (["--convert", "embed"], None, ["embeddings"], False),
+    ],
+)
+def test_the_table_says_what_vllm_is_started_for(
+    extra_args: list[str], max_model_len: int | None, kinds: list[str] | None, tool_calling: bool
+) -> None:
+    """Read from spec.vllm as vLLM reads its arguments (the last value wins)."""
+    vllm: dict[str, Any] = {"model": "m", "extraArgs": extra_args}
+    if max_model_len:
+        vllm["maxModelLen"] = max_model_len
+    spec = make_spec(vllm=vllm, consumers=CONSUMERS)
+    engine = routing_table(spec, OWNER, {"vllm": True}).engines.vllm
+    assert engine.kinds == (kinds or ["chat", "completions"])
+    assert engine.tool_calling is tool_calling
+    assert engine.max_model_len == max_model_len
+
+
 def test_routing_table_content() -> None:
     table = json.loads(objects_table())
     assert table["model"] == "llama3.2"
@@ -57,11 +92,14 @@ def test_routing_table_content() -> None:
             "url": "http://llama32-vllm.ai.svc:8000",
             "ready": True,
             "admission": {"maxConcurrent": 256, "maxWaiting": 256, "maxWaitSeconds": 10},
+            "kinds": ["chat", "completions"],
+            "toolCalling": False,
         },
         "ollama": {
             "url": "http://llama32-ollama.ai.svc:11434",
             "ready": False,
             "admission": {"maxConcurrent": 4, "maxWaiting": 16, "maxWaitSeconds": 10},
+            "kinds": ["chat", "completions", "embeddings"],
         },
     }
     notes = table["consumers"][0]

@@ -9,10 +9,13 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def closed_port_url() -> str:
@@ -105,6 +108,12 @@ class FakeEngine:
         if self.name == "ollama":  # vLLM has no Ollama API: asking it would be the bug
             app.router.add_post("/api/show", self._show)
             app.router.add_get("/api/ps", self._ps)
+            app.router.add_post("/api/chat", self._refusing_bad_input(self._native_chat))
+            app.router.add_post("/api/generate", self._refusing_bad_input(self._native_generate))
+            app.router.add_post("/api/embed", self._refusing_bad_input(self._native_embed))
+            app.router.add_post(
+                "/api/embeddings", self._refusing_bad_input(self._native_embeddings)
+            )
         self._runner = web.AppRunner(
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1
         )
@@ -344,10 +353,100 @@ class FakeEngine:
             }
         )
 
+    # -- Ollama's native API (the "ollama" engine only) ----------------------------------
+
+    def _refusing_bad_input(self, handler: Handler) -> Handler:
+        """Ollama answers a request it cannot read with 400 `{"error": ...}`; so does the
+        stand-in, whatever the router passes through."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except (KeyError, TypeError, AttributeError, ValueError) as err:
+                return web.json_response({"error": f"invalid request: {err!r}"}, status=400)
+
+        return guarded
+
+    async def _native_common(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], web.Response | None]:
+        """`_common` with the failure in Ollama's dialect (`{"error": "..."}`)."""
+        body, failed = await self._common(request)
+        if failed:
+            message = f"{self.name} failed on purpose"
+            return body, web.json_response({"error": message}, status=failed.status)
+        return body, None
+
+    def _native_final(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Ollama counts what it generated; `num_predict` caps it as the real one does.
+        words = self.behaviour.words
+        limit = (body.get("options") or {}).get("num_predict")
+        count = min(len(words), limit) if isinstance(limit, int) and limit > 0 else len(words)
+        return {
+            "model": body["model"],
+            "created_at": "2026-01-01T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": 1000,
+            "load_duration": 10,
+            "prompt_eval_count": 9,
+            "prompt_eval_duration": 100,
+            "eval_count": count,
+            "eval_duration": 800,
+        }
+
+    async def _native_generation(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        body, failed = await self._native_common(request)
+        if failed:
+            return failed
+        words = self.behaviour.words
+        limit = self._native_final(body)["eval_count"]
+
+        def piece(text: str) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": body["model"], "created_at": "2026-01-01T00:00:00Z"}
+            if chat:
+                out["message"] = {"role": "assistant", "content": text}
+            else:
+                out["response"] = text
+            out["done"] = False
+            return out
+
+        if body.get("stream") is False:
+            whole = piece("".join(words[:limit]))
+            whole.update(self._native_final(body))
+            return web.json_response(whole)
+        events = [piece(w) for w in words[:limit]]
+        final = piece("")
+        final.update(self._native_final(body))
+        return await self._stream(request, [*events, final], ndjson=True)
+
+    async def _native_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._native_generation(request, chat=True)
+
+    async def _native_generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._native_generation(request, chat=False)
+
+    async def _native_embed(self, request: web.Request) -> web.StreamResponse:
+        body, failed = await self._native_common(request)
+        if failed:
+            return failed
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        vectors = [[3.0, float(len(text)), 0.5] for text in inputs]  # 3.0: native, not /v1
+        return web.json_response(
+            {"model": body["model"], "embeddings": vectors, "prompt_eval_count": 3 * len(inputs)}
+        )
+
+    async def _native_embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, failed = await self._native_common(request)
+        if failed:
+            return failed
+        return web.json_response({"embedding": [3.0, float(len(body["prompt"])), 0.5]})
+
     async def _stream(
-        self, request: web.Request, events: list[dict[str, Any]]
+        self, request: web.Request, events: list[dict[str, Any]], ndjson: bool = False
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        kind = "application/x-ndjson" if ndjson else "text/event-stream"
+        response = web.StreamResponse(headers={"Content-Type": kind})
         await response.prepare(request)
         self.streams_open += 1
         b = self.behaviour
@@ -361,8 +460,12 @@ class FakeEngine:
                     return response
                 if b.chunk_delay:
                     await asyncio.sleep(b.chunk_delay)
-                await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-            await response.write(b"data: [DONE]\n\n")
+                if ndjson:
+                    await response.write(json.dumps(event).encode() + b"\n")
+                else:
+                    await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            if not ndjson:
+                await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
             self.cancelled += 1

@@ -11,6 +11,11 @@ have a second engine that behaves like Ollama on the wire:
   length ``llama.context_length``, capabilities); ``GET /api/ps`` -> the model while it is
   "loaded": from the first inference request until Ollama's default keep-alive (5 minutes)
   after the last one, with the context it is loaded with (``context_length``);
+- Ollama's own inference API: ``POST /api/chat`` and ``/api/generate`` (NDJSON streams,
+  Ollama's default, or one object with ``"stream": false``; ``options.num_predict`` caps the
+  answer; the final object carries ``done_reason``, ``prompt_eval_count`` and
+  ``eval_count``), ``POST /api/embed`` and ``/api/embeddings``; errors as Ollama writes them,
+  ``{"error": "..."}``;
 - Ollama's OpenAI-compatible API: ``GET /v1/models``, ``GET /v1/models/{model}``,
   ``POST /v1/chat/completions``, ``POST /v1/completions`` (both streaming as SSE with a
   final ``data: [DONE]``, or not), ``POST /v1/embeddings``;
@@ -515,6 +520,83 @@ class _Handlers:
 
         return await self._run(answer)
 
+    # ------------------------------------------------------------ Ollama's own API
+    async def _native_admit(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """`_admit`, with an error in Ollama's shape (`{"error": "..."}`)."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, web.Response):
+            error = json.loads(admitted.body)["error"]["message"]  # type: ignore[arg-type]
+            return web.json_response({"error": error}, status=admitted.status)
+        return admitted
+
+    async def native(self, request: web.Request) -> web.StreamResponse:
+        """``/api/chat`` and ``/api/generate``."""
+        admitted = await self._native_admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        body = admitted
+        chat = request.path == "/api/chat"
+        options = body.get("options") if isinstance(body.get("options"), dict) else {}
+        n, finish = self._length(options, "num_predict")
+        prompt = _count_words(body.get("messages") if chat else body.get("prompt"))
+        model = body["model"]
+
+        def piece(text: str, done: bool) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": model, "created_at": _rfc3339(time.time())}
+            if chat:
+                out["message"] = {"role": "assistant", "content": text}
+            else:
+                out["response"] = text
+            out["done"] = done
+            if done:
+                out.update(
+                    done_reason=finish,
+                    total_duration=1,
+                    load_duration=0,
+                    prompt_eval_count=prompt,
+                    prompt_eval_duration=0,
+                    eval_count=n,
+                    eval_duration=1,
+                )
+            return out
+
+        async def answer() -> web.StreamResponse:
+            await self._generation_time(n)
+            if body.get("stream") is False:
+                return web.json_response(piece(_text(n), True))
+            lines = [piece(_word(i), False) for i in range(n)] + [piece("", True)]
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            await resp.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            await resp.write_eof()
+            return resp
+
+        return await self._run(answer)
+
+    async def native_embed(self, request: web.Request) -> web.StreamResponse:
+        """``/api/embed`` (``input``) and ``/api/embeddings`` (``prompt``)."""
+        admitted = await self._native_admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        body = admitted
+        dim = self.state.config.embedding_dim
+        if request.path == "/api/embeddings":
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                return web.json_response({"error": "prompt must be a string"}, status=400)
+            return web.json_response({"embedding": _embedding(prompt, dim)})
+        raw = body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
+            return web.json_response({"error": "invalid input type"}, status=400)
+        return web.json_response(
+            {
+                "model": body["model"],
+                "embeddings": [_embedding(text, dim) for text in inputs],
+                "prompt_eval_count": sum(_count_words(t) for t in inputs),
+            }
+        )
+
     async def _generation_time(self, n: int) -> None:
         interval = self.state.config.token_interval_ms
         if interval > 0 and n > 1:
@@ -574,6 +656,10 @@ def create_app(config: StandinConfig | None = None) -> web.Application:
     app.router.add_get("/api/tags", h.tags)
     app.router.add_post("/api/show", h.show)
     app.router.add_get("/api/ps", h.ps)
+    app.router.add_post("/api/chat", h.native)
+    app.router.add_post("/api/generate", h.native)
+    app.router.add_post("/api/embed", h.native_embed)
+    app.router.add_post("/api/embeddings", h.native_embed)
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/v1/models/{model:.+}", h.model)
     app.router.add_post("/v1/chat/completions", h.chat)

@@ -51,9 +51,13 @@ OLLAMA_ROUTES = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
 
 
 class ValidatingEngine(FakeEngine):
-    """The stand-in, refusing a malformed request with vLLM's 400 instead of failing on it."""
+    """The stand-in, refusing a malformed request with vLLM's 400 instead of failing on it
+    (Ollama's native API, which the Ollama stand-in also serves, refuses in Ollama's dialect
+    on its own: `FakeEngine._refusing_bad_input`)."""
 
     async def _common(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        if request.path.startswith("/api/"):
+            return await super()._common(request)
         try:
             body = await request.json()
         except ValueError:

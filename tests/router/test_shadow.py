@@ -70,6 +70,23 @@ async def test_same_answers_agree_and_the_client_is_answered_by_ollama(
     assert ollama_engine.hits == 3 + 3 * 2  # the client's, the reference and the noise copy
 
 
+async def test_an_ollama_api_consumer_is_mirrored_in_the_openai_form(
+    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+) -> None:
+    """Its request goes natively to Ollama for the client; the mirror asks both engines the
+    OpenAI form vLLM would be asked, so its comparisons count (not dropped)."""
+    await at_shadow_step(router)
+    answer = await router.ollama("llama32-rag").chat(
+        model="llama3.2", messages=MESSAGES, options={"temperature": 0}, stream=False
+    )
+    assert answer.message.content == "Hello from ollama"
+    assert [s.path for s in ollama_engine.seen][:1] == ["/api/chat"]
+    page = await counted(router, 1, consumer="rag", engine="vllm", verdict="disagree")
+    assert sample(page, SHADOW, consumer="rag", verdict="dropped") == 0
+    mirrored = [s for s in vllm.seen if s.path == "/v1/chat/completions"]
+    assert len(mirrored) == 1 and mirrored[0].body["temperature"] == 0
+
+
 async def test_identical_answers_are_exact(
     router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
 ) -> None:

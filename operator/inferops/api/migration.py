@@ -62,7 +62,7 @@ NULLABLE = Field(json_schema_extra={"nullable": True})
 # `{"id": "<unique>", "action": "promote", "consumer": "rag"}`; the operator handles a request
 # once and acknowledges it by copying its id to `status.migration.lastAction.id`.
 ACTION_ANNOTATION = "inferops.io/action"
-ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
+ACTIONS = ("promote", "promote-full", "pause", "resume", "abort", "retry", "ack")
 
 # Consumer phases in groups, as the planner and `kubectl ib` both reason about them.
 IN_PROGRESS = ("Progressing", "Paused")
@@ -76,6 +76,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "resume": IN_PROGRESS,  # `kubectl ib` checks the paused flag instead
     "abort": (*IN_PROGRESS, "Migrated"),
     "retry": STOPPED,
+    "ack": ("Pending",),
 }
 ACTION_REFUSALS = {
     "promote": "promote applies to a consumer in progress (Progressing or Paused)",
@@ -83,6 +84,7 @@ ACTION_REFUSALS = {
     "pause": "pause applies to a consumer in progress (Progressing or Paused)",
     "abort": "it is at 0% already (a RolledBack or Aborted one starts again with retry)",
     "retry": "retry applies to a RolledBack or Aborted consumer",
+    "ack": "ack applies to a Pending consumer held for features vLLM would not honour",
 }
 
 

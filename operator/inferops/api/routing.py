@@ -55,6 +55,16 @@ class Admission(TableModel):
     """The longest a request waits for a slot before it is refused."""
 
 
+Kind = Literal["chat", "completions", "embeddings"]
+"""A request kind: chat (OpenAI chat, Ollama chat), completions (OpenAI completions, Ollama
+generate) or embeddings (OpenAI embeddings, Ollama embed and embeddings)."""
+
+KINDS: tuple[Kind, ...] = ("chat", "completions", "embeddings")
+
+GENERATION_KINDS: tuple[Kind, ...] = ("chat", "completions")
+"""What vLLM's generation runner serves (it has no embeddings route)."""
+
+
 class Engine(TableModel):
     """One engine's OpenAI-compatible API."""
 
@@ -65,6 +75,22 @@ class Engine(TableModel):
     admission: Admission | None = None
     """The router's limit of requests to this engine; none when absent (a table written by
     an operator that predates it)."""
+    kinds: list[Kind] | None = None
+    """The request kinds the engine serves; every kind when absent (a table written by an
+    operator that predates kinds). A kind vLLM does not serve goes to Ollama whatever the
+    consumer's weight."""
+    tool_calling: bool | None = None
+    """vLLM only: started with a tool-call parser (`--enable-auto-tool-choice` and
+    `--tool-call-parser` in spec.vllm.extraArgs), so it honours `tools`. Unknown when absent."""
+    max_model_len: int | None = None
+    """vLLM only: the longest context it accepts (spec.vllm.maxModelLen); unknown when
+    absent (the model's own)."""
+    multimodal: bool | None = None
+    """vLLM only: accepts images (`--limit-mm-per-prompt` set in spec.vllm.extraArgs).
+    Unknown when absent."""
+
+    def serves(self, kind: Kind) -> bool:
+        return self.kinds is None or kind in self.kinds
 
 
 class Engines(TableModel):
@@ -193,6 +219,8 @@ def normalize_host(host: str) -> str:
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "GENERATION_KINDS",
+    "KINDS",
     "PROBE_HEADER",
     "REVISION_METRIC",
     "ROUTES_KEY",
@@ -200,6 +228,7 @@ __all__ = [
     "Consumer",
     "Engine",
     "Engines",
+    "Kind",
     "Mirror",
     "RoutingTable",
     "TableModel",

@@ -208,6 +208,30 @@ class WatchStatus(Model):
     """The last conclusive sample's verdict in words."""
 
 
+class FeatureFinding(Model):
+    """A feature the consumer's requests use that vLLM, as the spec starts it, would not
+    honour (`inferops.api.features`)."""
+
+    feature: str
+    """Its name in the table (an Ollama option such as `mirostat`, or `tools`, ...)."""
+    requests: int = 0
+    """Requests seen using it."""
+    message: str = ""
+    """What vLLM would do, and the fix."""
+
+
+class FeatureReport(Model):
+    """What the router saw the consumer use, read before its migration starts."""
+
+    findings: list[FeatureFinding] = []
+    """Features vLLM would not honour; each holds the consumer at 0% until the spec fixes it
+    or it is acknowledged."""
+    acknowledged: list[str] = []
+    """Findings accepted with `kubectl ib ack`: they no longer hold the consumer."""
+    held: bool = False
+    """The consumer waits at 0% for a finding not acknowledged."""
+
+
 class ConsumerStatus(Model):
     """Where one consumer stands."""
 
@@ -251,6 +275,8 @@ class ConsumerStatus(Model):
     """Once Migrated: the watch on the same gates (spec.migration.watch)."""
     shadow: ShadowStatus | None = None
     """At a shadow step: the comparisons collected since it started."""
+    features: FeatureReport | None = None
+    """Features it uses that vLLM would not honour, read before its migration starts."""
 
 
 class ActionRecord(Model):
@@ -259,7 +285,7 @@ class ActionRecord(Model):
     id: str
     """The action's id, from the request annotation."""
     action: str
-    """promote, promote-full, abort, retry, pause or resume."""
+    """promote, promote-full, abort, retry, pause, resume or ack."""
     consumer: str = ""
     """The consumer it applied to."""
     result: Literal["Done", "Rejected"]

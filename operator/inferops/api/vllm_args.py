@@ -209,6 +209,31 @@ def extra_args_cel_rules() -> list[JsonDict]:
     return rules
 
 
+def settings(items: Sequence[str]) -> dict[str, str | bool]:
+    """What vLLM's parser makes of `items`: argparse destination -> the last value given
+    (True/False for a switch and its `--no-` form), for the options read unambiguously. The
+    operator reads from it what the router must know of vLLM (`inferops.builders.router`):
+    whether it runs the pooling runner, whether it has a tool-call parser."""
+    out: dict[str, str | bool] = {}
+    index = 0
+    while index < len(items):
+        item = items[index]
+        index += 1
+        flag = read_flag(item)
+        if flag is None or len(flag.options) != 1:
+            continue
+        option = flag.options[0]
+        dest, nargs = OPTIONS[option]
+        if nargs == "0":
+            out[dest] = not option.startswith("--no-")
+        elif "=" in item:
+            out[dest] = item.split("=", 1)[1]
+        elif index < len(items):
+            out[dest] = items[index]
+            index += 1
+    return out
+
+
 __all__ = [
     "FIELD",
     "MANAGED",
@@ -217,4 +242,5 @@ __all__ = [
     "extra_args_cel_rules",
     "read_flag",
     "refusals",
+    "settings",
 ]

@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from inferops.api import GROUP
 from inferops.api.grammar import quantity_value
 from inferops.api.routing import (
+    GENERATION_KINDS,
+    KINDS,
     ROUTES_KEY,
     Admission,
     Consumer,
     Engine,
     Engines,
+    Kind,
     Mirror,
     RoutingTable,
     Timeouts,
@@ -30,8 +33,10 @@ from inferops.api.spec import (
     ConsumerSpec,
     InferenceBackendSpec,
     RouterSpec,
+    VLLMSpec,
     WorkloadSpec,
 )
+from inferops.api.vllm_args import settings
 from inferops.builders import common, ollama, vllm
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
@@ -118,6 +123,27 @@ def admission(
     )
 
 
+POOLING_KINDS: tuple[Kind, ...] = ("embeddings",)
+"""What vLLM's pooling runner serves (an embedding model)."""
+
+
+def vllm_facts(spec: VLLMSpec) -> dict[str, object]:
+    """What the router must know of how vLLM is started, read from spec.vllm as vLLM reads
+    its arguments: the request kinds it serves (the pooling runner serves embeddings, the
+    generation runner chat and completions; `--runner auto`, the default, is taken for the
+    generation runner, as every model this operator serves through its chat probes is one),
+    whether it honours `tools` (a tool-call parser with auto tool choice) and its longest
+    context."""
+    args = settings(spec.extra_args)
+    pooling = args.get("runner") == "pooling" or args.get("convert") in ("embed", "classify")
+    tool_calling = bool(args.get("enable_auto_tool_choice")) and bool(args.get("tool_call_parser"))
+    return {
+        "kinds": list(POOLING_KINDS if pooling else GENERATION_KINDS),
+        "tool_calling": tool_calling,
+        "max_model_len": spec.max_model_len,
+    }
+
+
 def routing_table(
     spec: InferenceBackendSpec,
     owner: Owner,
@@ -143,12 +169,14 @@ def routing_table(
             admission=admission(
                 fallback.admission, fallback, fallback.num_parallel, OLLAMA_WAITING_FACTOR, count
             ),
+            kinds=list(KINDS),  # one Ollama server serves chat, generate and embeddings
         )
     engines = Engines(
         vllm=Engine(
             url=common.service_url(owner, vllm.ENGINE, vllm.PORT),
             ready=ready.get(vllm.ENGINE, False),
             admission=admission(spec.vllm.admission, spec.vllm, VLLM_SLOTS, 1, count),
+            **vllm_facts(spec.vllm),
         ),
         ollama=ollama_engine,
     )

@@ -25,6 +25,9 @@ from inferops.migration.planner import Action, Observations, due_samples
 from inferops.migration.sources import MetricsSource
 from inferops.traffic import Traffic, served_everywhere
 
+PENDING = ("Pending", "Manual")
+"""Phases before a consumer's migration starts (`Manual`: under a migration just added)."""
+
 
 def requested_action(body: Obj) -> Action | None:
     """The action annotation as an Action; a malformed one becomes an action the planner
@@ -91,12 +94,27 @@ class MigrationReader:
                 self.log.info(
                     "%s/%s %s: no figures: %s", owner.namespace, owner.name, name, found.problem
                 )
+        features = {}
+        for name in self.waiting(spec, previous):
+            used = await self.source.features(owner.namespace, owner.name, name)
+            if used is not None:
+                features[name] = used
         return Observations(
             vllm_ready=vllm_ready,
             served=served_everywhere(await self.traffic.served(owner, live)),
             figures=figures,
             action=requested_action(body),
+            features=features,
         )
+
+    @staticmethod
+    def waiting(spec: InferenceBackendSpec, previous: InferenceBackendStatus) -> list[str]:
+        """The consumers whose migration has not started: their features are read before
+        it does (`migration.holds`)."""
+        if spec.migration is None:
+            return []
+        phases = {c.name: c.phase for c in previous.consumers}
+        return [c.name for c in spec.consumers if phases.get(c.name, "Pending") in PENDING]
 
     def forget(self, namespace: str, backend: str) -> None:
         """A deleted backend: its readings would otherwise stay in memory for good."""

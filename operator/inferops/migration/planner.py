@@ -23,10 +23,11 @@ from inferops.api.status import (
     ActionRecord,
     ConsumerPhase,
     ConsumerStatus,
+    FeatureReport,
     MigrationStatus,
     WatchStatus,
 )
-from inferops.migration import analysis, comparison, shadow
+from inferops.migration import analysis, comparison, holds, shadow
 from inferops.migration.figures import Figures
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -64,6 +65,9 @@ class Observations:
     """Samples taken for the consumers that `due_samples` named."""
     action: Action | None = None
     """A request in the action annotation, if its id is not acknowledged yet."""
+    features: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Per Pending consumer, the requests seen using each feature (`inferops.api.features`
+    names); a consumer missing here is not known (its last report stands)."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +384,16 @@ class _Planner:
                 return record("Rejected", f"{name} is {c.phase}: at 0% already", name)
             states[i] = self.stop(c, "Aborted", "Aborted", "aborted by hand: back to 0%")
             return record("Done", f"{name} aborted, back to 0%", name)
+        if action.action == "ack":
+            report = c.features
+            if c.phase != "Pending" or report is None or not report.findings:
+                why = f"is {c.phase}" if c.phase != "Pending" else "uses nothing to acknowledge"
+                return record("Rejected", f"{name} {why}: ack applies to a held consumer", name)
+            names = sorted({*report.acknowledged, *(f.feature for f in report.findings)})
+            acked = report.model_copy(update={"acknowledged": names, "held": False})
+            states[i] = c.model_copy(update={"features": acked})
+            listed = ", ".join(f.feature for f in report.findings)
+            return record("Done", f"{name}: acknowledged {listed}; it may start", name)
         if action.action == "retry":
             if c.phase not in STOPPED:
                 return record(
@@ -704,12 +718,41 @@ class _Planner:
             return "vLLM is failed over: every consumer is on Ollama"
         if not self.obs.vllm_ready:
             return "vLLM has no ready pod"
+        held = states[i].features
+        if held is not None and held.held:
+            return states[i].message
         if self.m.paused:
             return "spec.migration.paused is set"
         if before := [c for c in states[:i] if c.phase in ("Pending", *STOPPED)]:
             return f"{before[0].name} before it in the list is {before[0].phase}"
         moving = [c.name for c in states if c.phase in IN_PROGRESS]
         return f"maxParallel is {self.m.max_parallel}; in progress: {', '.join(moving)}"
+
+    def report(self, c: ConsumerStatus) -> ConsumerStatus:
+        """A Pending consumer's features vLLM would not honour (`migration.holds`), and
+        whether they hold it at 0%. Without new counts the last report stands."""
+        used = self.obs.features.get(c.name)
+        before = c.features or FeatureReport()
+        if used is None:
+            return c
+        found = holds.findings(self.spec, used)
+        waiting = holds.unacknowledged(found, before.acknowledged)
+        report = FeatureReport(findings=found, acknowledged=before.acknowledged, held=bool(waiting))
+        if not found and not before.acknowledged:
+            return c.model_copy(update={"features": None})
+        update: dict[str, object] = {"features": report}
+        if waiting:
+            what = "; ".join(f.message for f in waiting)
+            message = (
+                f"held at 0%: {what}. Change the spec where a fix is named, or accept with "
+                f"`kubectl ib ack <backend> {c.name}`"
+            )
+            if not before.held or before.findings != found:
+                self.event("Warning", "FeaturesNotHonoured", f"{c.name}: {message}")
+            update["message"] = message
+        elif before.held:
+            update["message"] = ""
+        return c.model_copy(update=update)
 
     def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
         # Every consumer in progress moves first, so one that finishes or rolls back in this
@@ -726,8 +769,11 @@ class _Planner:
         out: list[ConsumerStatus] = []
         blocked = False  # an earlier consumer is not migrated and not moving
         for i, c in enumerate(moved):
+            if c.phase == "Pending":
+                c = self.report(c)
             if (
                 c.phase == "Pending"
+                and not (c.features is not None and c.features.held)
                 and not blocked
                 and self.obs.vllm_ready
                 and not self.m.paused

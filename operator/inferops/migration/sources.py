@@ -46,6 +46,9 @@ TOKENS = "inferops_router_tokens_total"
 COMPLETION = "completion"
 """The `kind` label of TOKENS that counts output tokens."""
 SHADOW = "inferops_router_shadow_total"
+FEATURES = "inferops_router_request_features_total"
+FEATURES_LOOKBACK = "1d"
+"""How far back PrometheusSource looks for the features a consumer used."""
 NO_ENGINE = "none"
 QUANTILE = 0.95
 MEDIAN = 0.5
@@ -79,6 +82,13 @@ class MetricsSource(Protocol):
         """The routing-table revision each ready router pod serves (gauge
         `inferops_router_table_revision`); None when it cannot be known, including when no
         pod answers (an empty list would make "every router serves it" vacuously true)."""
+        ...
+
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """How many of `consumer`'s requests used each feature (`inferops.api.features`
+        names), as far back as the source sees; None when it cannot be read."""
         ...
 
     def forget(self, namespace: str, backend: str) -> None:
@@ -236,6 +246,24 @@ class PrometheusSource:
             output_tokens=counts["output_tokens"],
         )
 
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """The highest count of each router pod's series over `FEATURES_LOOKBACK`, summed:
+        `increase` would miss a feature used once (a series born at 1 has no increase), and
+        the maximum outlives a router's restart within the lookback."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        expr = f"sum by (feature) (max_over_time({FEATURES}{{{sel}}}[{FEATURES_LOOKBACK}]))"
+        try:
+            found = await self._vector(expr)
+        except SourceError:
+            return None
+        return {
+            labels["feature"]: value
+            for labels, value in found
+            if "feature" in labels and math.isfinite(value)
+        }
+
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:
             values = [
@@ -372,6 +400,29 @@ class ScrapeSource:
                 span,
             )
         return window_figures(previous, reading)
+
+    async def features(
+        self, namespace: str, backend: str, consumer: str
+    ) -> dict[str, float] | None:
+        """The counts every ready router pod holds now (since its start), summed."""
+        try:
+            pages = await self._scrape(namespace, backend)
+        except SourceError:
+            return None
+        out: dict[str, float] = {}
+        for _, text in pages:
+            try:
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        labels = sample.labels
+                        if sample.name != FEATURES or labels.get("consumer") != consumer:
+                            continue
+                        if "feature" in labels and math.isfinite(sample.value):
+                            name = labels["feature"]
+                            out[name] = out.get(name, 0.0) + sample.value
+            except Exception:  # the parser raises assorted types on malformed input
+                return None
+        return out
 
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:

@@ -38,6 +38,8 @@ ACTION_HELP = {
     "abort": "send a consumer back to 0%% until `retry`",
     "retry": "start a rolled back or aborted consumer again from the first step, when list "
     "order and maxParallel allow",
+    "ack": "accept the features a Pending consumer uses that vLLM would not honour (listed by "
+    "`status`), so that its migration may start",
 }
 
 
@@ -91,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
             action, parents=[common], help=text, description=text.replace("%%", "%")
         )
         command.add_argument("name", metavar="NAME", help="the InferenceBackend")
-        default = (
-            "the first RolledBack or Aborted one" if action == "retry" else "the one in progress"
-        )
+        default = {
+            "retry": "the first RolledBack or Aborted one",
+            "ack": "the first one held",
+        }.get(action, "the one in progress")
         command.add_argument(
             "consumer", metavar="CONSUMER", nargs="?", help=f"the consumer (default: {default})"
         )

@@ -94,9 +94,15 @@ def select_consumer(obj: Obj, action: str, consumer: str | None) -> str:
         return consumer
     wanted = STOPPED if action == "retry" else IN_PROGRESS
     for status in _list(_dict(obj.get("status")).get("consumers")):
-        if status.get("phase") in wanted and "name" in status:
+        if action == "ack":
+            if _dict(status.get("features")).get("held") and "name" in status:
+                return str(status["name"])
+        elif status.get("phase") in wanted and "name" in status:
             return str(status["name"])
-    what = "is rolled back or aborted" if action == "retry" else "is in progress"
+    what = {
+        "retry": "is rolled back or aborted",
+        "ack": "is held for features vLLM would not honour",
+    }.get(action, "is in progress")
     raise Refused(f"no consumer of {ref(obj)} {what}; name one of: {_names(obj)}")
 
 

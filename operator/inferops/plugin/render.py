@@ -235,7 +235,8 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     name = consumer.get("name", "?")
     analysis = consumer.get("lastAnalysis")
     message = consumer.get("message")
-    if not isinstance(analysis, dict) and not message:
+    features = features_lines(consumer)
+    if not isinstance(analysis, dict) and not message and not features:
         return []
     lines: list[str] = []
     watch = consumer.get("watch")
@@ -288,6 +289,24 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     lines += comparison_lines(_dict(consumer.get("comparison")))
     if message:
         lines.append(f"  message: {message}")
+    return lines + features
+
+
+def features_lines(consumer: Obj) -> list[str]:
+    """What the consumer uses that vLLM would not honour (`status.consumers[].features`):
+    one line per finding, marked when acknowledged."""
+    report = _dict(consumer.get("features"))
+    found = _list(report.get("findings"))
+    if not found:
+        return []
+    acknowledged = set(report.get("acknowledged") or [])
+    held = " (held at 0% until the spec fixes it or `kubectl ib ack`)" if report.get("held") else ""
+    lines = [f"  vLLM would not honour{held}:"]
+    for finding in found:
+        name = finding.get("feature", "?")
+        mark = ", acknowledged" if name in acknowledged else ""
+        count = _count(finding.get("requests"))
+        lines.append(f"    {finding.get('message', name)} [{count} requests{mark}]")
     return lines
 
 
@@ -343,6 +362,7 @@ __all__ = [
     "analysis_block",
     "comparison_lines",
     "consumer_table",
+    "features_lines",
     "header",
     "humanize",
     "render_status",

@@ -181,6 +181,7 @@ class RouterApp:
         endpoint = intake.endpoint
         try:
             take_body(request, intake)
+            intake.choose()
             plan = endpoint.prepare(intake)
         except RouterError as err:
             # Refused for its consumer (set by the checks; a translation's refusal is the

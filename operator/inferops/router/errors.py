@@ -57,6 +57,12 @@ def unknown_model(model: str, served: str) -> RouterError:
     )
 
 
+def kind_not_served(message: str) -> RouterError:
+    """A request kind no engine of the table serves (`routes.KindRoute.refusal`): 404, as
+    for an unknown route, so that clients do not retry it."""
+    return RouterError(404, message, "kind_not_served")
+
+
 def unknown_consumer(host: str | None, override: str | None) -> RouterError:
     if override:
         what = f"X-Inferops-Consumer {override!r} names no consumer"
@@ -151,6 +157,7 @@ __all__ = [
     "bad_json",
     "bad_request",
     "dialect_of",
+    "kind_not_served",
     "managed_model",
     "no_table",
     "overloaded",

@@ -29,8 +29,9 @@ from inferops.router.errors import RouterError
 from inferops.router.http1 import Request
 from inferops.router.metrics import CLIENT_CLOSED
 from inferops.router.pool import Connection, Pool
-from inferops.router.proxy import Intake, Plan
+from inferops.router.proxy import Intake, Plan, PlanByEngine
 from inferops.router.relay import Codec
+from inferops.router.routes import VLLM
 from inferops.router.upstream import Answer
 
 log = logging.getLogger("inferops.router.forward")
@@ -42,6 +43,8 @@ HEAD, WHOLE, FIRST, STREAMING, FINISHED, WAITING = range(6)
 relaying a stream; over; waiting for a slot on the engine (`admission.Gate`)."""
 
 SSE = b"text/event-stream"
+NDJSON = b"application/x-ndjson"
+"""Ollama's native stream (relayed as is to an Ollama-API client)."""
 
 
 def _describe(error: BaseException | None) -> str:
@@ -69,6 +72,7 @@ class Forward:
         "parts",
         "phase",
         "plan",
+        "plans",
         "pool",
         "request",
         "status",
@@ -83,7 +87,7 @@ class Forward:
         alarms: Alarms,
         request: Request,
         intake: Intake,
-        plan: Plan,
+        plan: Plan | PlanByEngine,
         dialect: str,
     ) -> None:
         self.pool = pool
@@ -91,9 +95,14 @@ class Forward:
         self.alarm_tick = 0
         self.request = request
         self.intake = intake
-        self.plan = plan
+        self.targets = intake.chosen
+        self.plans: PlanByEngine | None = None
+        """The plan of each engine, for a request asked differently of each (`_send` picks)."""
+        if isinstance(plan, dict):
+            self.plans = plan
+            plan = plan[self.targets[0].name]
+        self.plan: Plan = plan
         self.dialect = dialect
-        self.targets = intake.targets()
         self.index = 0
         self.attempt = 0
         """Counts attempts: the token that tells a late word about an earlier one."""
@@ -175,7 +184,8 @@ class Forward:
         limit = min(routes.first_byte_seconds, remaining) if can_fall_back else remaining
         self.limit = limit
         self.alarms.set(self, time.monotonic() + limit)
-        plan = self.plan
+        plans = self.plans
+        plan = self.plan = plans[target.name] if plans is not None else self.plan
         body = plan.body
         data = b"".join(
             (
@@ -256,7 +266,8 @@ class Forward:
             return
         self.status = status
         self.content_type = content_type
-        self.phase = FIRST if content_type.startswith(SSE) else WHOLE
+        streams = content_type.startswith(SSE) or content_type.startswith(NDJSON)
+        self.phase = FIRST if streams else WHOLE
 
     def body(self, data: bytes) -> None:
         phase = self.phase
@@ -353,7 +364,13 @@ class Forward:
         ex.done(answer.status)
         self.request.reply(reply)
         if self.intake.consumer.shadow is not None:  # a shadow step: after the answer
-            shadow.offer(self.pool, self.intake, self.plan, self.target.name, answer.status)
+            shadow.offer(self.pool, self.intake, self._mirrored(), self.target.name, answer.status)
+
+    def _mirrored(self) -> Plan:
+        """The request as a shadow step mirrors it: the OpenAI form vLLM is asked (an
+        Ollama-API request goes natively to Ollama, `ollama_api._by_engine`)."""
+        plans = self.plans
+        return plans.get(VLLM, self.plan) if plans is not None else self.plan
 
     def _stream(self, first: bytes) -> None:
         """The first piece of a stream arrived: the answer starts."""
@@ -419,7 +436,7 @@ class Forward:
         self.request.end(tail)
         ex.done(self.status)
         if self.intake.consumer.shadow is not None and not codec.failed:  # after the answer
-            shadow.offer(self.pool, self.intake, self.plan, self.target.name, self.status)
+            shadow.offer(self.pool, self.intake, self._mirrored(), self.target.name, self.status)
 
     def _stream_failed(self, reason: str, code: str, message: str) -> None:
         """A stream the client has part of cannot go on: it ends with an in-band error."""

@@ -59,6 +59,17 @@ TPOT_BUCKETS = (
 
 
 LABELS = ["consumer", "engine", "route"]
+
+ROUTE_KINDS = {
+    "chat": "chat",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "ollama_chat": "chat",
+    "ollama_generate": "completions",
+    "ollama_embed": "embeddings",
+    "ollama_embeddings": "embeddings",
+}
+"""A route label -> the request kind it serves (`inferops.api.routing.KINDS`)."""
 HELP = {
     "requests": "Engine attempts (and requests refused before one), by consumer, engine, route "
     "and HTTP status; code 499 means the client went away first.",
@@ -72,6 +83,12 @@ HELP = {
     "tokens": "Tokens reported by the engine's `usage`, by kind (prompt or completion).",
     "fallbacks": "Requests retried on the fallback engine; `engine` is the engine that failed.",
     "in_flight": "Engine attempts under way.",
+    "rerouted": "Requests sent to Ollama whatever the consumer's weight, by reason: "
+    "`vllm_does_not_serve_kind` (vLLM does not serve the request kind), or a feature vLLM "
+    "cannot honour as started (`vllm_has_no_tool_parser`, `vllm_not_multimodal`, "
+    "`vllm_refuses_suffix`, `num_ctx_above_vllm_max_model_len`).",
+    "features": "Requests by the Ollama options and request features they use (the names of "
+    "inferops.api.features; the OpenAI API: `tools` only), by the engine chosen.",
     "shed": "Requests refused for overload (503 with Retry-After) because `engine` was at its "
     "admission limit: `queue_full` (no room to wait) or `wait_timeout` (no slot in time).",
     "shadow": "Mirrored requests of a consumer at a shadow step, by kind and verdict: "
@@ -119,10 +136,12 @@ class Series:
         "by_reason",
         "completion",
         "fallbacks",
+        "features",
         "in_flight",
         "labels",
         "latency",
         "prompt",
+        "rerouted",
         "shadow",
         "shed",
         "tpot",
@@ -143,6 +162,8 @@ class Series:
         self.shed: dict[str, int] = {}
         self.shadow: dict[str, int] = {}
         """`kind:verdict` -> mirrored requests (`inferops.router.shadow`)."""
+        self.rerouted: dict[str, int] = {}
+        self.features: dict[str, int] = {}
 
     def count(self, code: int) -> None:
         by_code = self.by_code
@@ -194,6 +215,16 @@ class DataPathCollector(Collector):
         shadow = CounterMetricFamily(
             "inferops_router_shadow", HELP["shadow"], labels=[*LABELS, "kind", "verdict"]
         )
+        rerouted = CounterMetricFamily(
+            "inferops_router_rerouted",
+            HELP["rerouted"],
+            labels=[*LABELS, "kind", "reason"],
+        )
+        features = CounterMetricFamily(
+            "inferops_router_request_features",
+            HELP["features"],
+            labels=[*LABELS, "feature"],
+        )
         in_flight = GaugeMetricFamily(
             "inferops_router_in_flight_requests", HELP["in_flight"], labels=["consumer", "engine"]
         )
@@ -210,6 +241,11 @@ class DataPathCollector(Collector):
                 shed.add_metric([*labels, reason], n)
             for kind_verdict, n in one.shadow.items():
                 shadow.add_metric([*labels, *kind_verdict.split(":", 1)], n)
+            for reason, n in one.rerouted.items():
+                kind = ROUTE_KINDS.get(labels[2], labels[2])
+                rerouted.add_metric([*labels, kind, reason], n)
+            for feature, n in one.features.items():
+                features.add_metric([*labels, feature], n)
             if one.labels[1] == NO_ENGINE:  # refused before an engine: counted, not timed
                 continue
             latency.add_metric(labels, one.latency.buckets(), one.latency.sum)
@@ -221,18 +257,8 @@ class DataPathCollector(Collector):
             flying[key] = flying.get(key, 0) + one.in_flight
         for (consumer, engine), n in flying.items():
             in_flight.add_metric([consumer, engine], n)
-        yield from (
-            requests,
-            errors,
-            latency,
-            ttft,
-            tpot,
-            tokens,
-            fallbacks,
-            shed,
-            shadow,
-            in_flight,
-        )
+        yield from (requests, errors, latency, ttft, tpot, tokens, fallbacks, shed)
+        yield from (shadow, rerouted, features, in_flight)
 
 
 class RouterMetrics:
@@ -294,6 +320,17 @@ class RouterMetrics:
 
     def all_series(self) -> list[Series]:
         return list(self._series.values())
+
+    def rerouted(self, consumer: str, engine: str, route: str, reason: str) -> None:
+        """A request sent to `engine` because of its kind, not its consumer's weight."""
+        by_kind = self.series(consumer, engine, route).rerouted
+        by_kind[reason] = by_kind.get(reason, 0) + 1
+
+    def features(self, consumer: str, engine: str, route: str, used: list[str]) -> None:
+        """A request sent to `engine` uses `used` (names of `inferops.api.features`)."""
+        counts = self.series(consumer, engine, route).features
+        for name in used:
+            counts[name] = counts.get(name, 0) + 1
 
     def refused(self, consumer: str, route: str, code: int) -> None:
         self.series(consumer, NO_ENGINE, route).count(code)
@@ -394,6 +431,7 @@ class Exchange:
 __all__ = [
     "CLIENT_CLOSED",
     "NO_ENGINE",
+    "ROUTE_KINDS",
     "UNKNOWN_CONSUMER",
     "DataPathCollector",
     "Exchange",

@@ -1,5 +1,8 @@
-"""Ollama's native API, served by translating to the engines' OpenAI API and back, so that
-consumers written against Ollama keep working when their traffic moves to vLLM.
+"""Ollama's native API: passed through to Ollama as it is when a request goes to Ollama, and
+translated to vLLM's OpenAI API and back when it goes to vLLM, so that consumers written
+against Ollama keep working when their traffic moves to vLLM, and lose nothing while it has
+not (options, `keep_alive`, `format`, `images`, `think`, ... reach Ollama untouched; its
+NDJSON stream is relayed as it comes; only an alias in `model` is rewritten).
 
 Routes: `POST /api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`, `/api/show`;
 `GET /api/tags`, `/api/ps`, `/api/version`, and `GET`/`HEAD /` ("Ollama is running"). Ollama
@@ -14,14 +17,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
-from inferops.router import errors, inquiry, modelinfo, translate
-from inferops.router.errors import OLLAMA, RouterError
+from inferops.router import errors, inquiry, modelinfo, translate, usage
+from inferops.router.errors import OLLAMA as OLLAMA_DIALECT
+from inferops.router.errors import RouterError
 from inferops.router.http1 import Reply, Request
-from inferops.router.proxy import Endpoint, Intake, Plan, json_reply, parse_object
-from inferops.router.relay import Codec
-from inferops.router.routes import CHAT_PATH, EMBEDDINGS_PATH
+from inferops.router.proxy import Endpoint, Intake, Plan, PlanByEngine, json_reply, parse_object
+from inferops.router.relay import Codec, NdjsonPassthrough, find_ollama_counts
+from inferops.router.routes import CHAT_PATH, EMBEDDINGS_PATH, OLLAMA, VLLM
 from inferops.router.state import RouterState
 from inferops.router.upstream import Answer, forwarded
 
@@ -57,6 +62,58 @@ def _finish(intake: Intake, answer: Answer, payload: dict[str, Any], usage: obje
 
 def _wants_stream(intake: Intake) -> bool:
     return intake.doc.get("stream") is not False
+
+
+class Native:
+    """The request as the client sent it (bar an alias in `model`), to Ollama's own endpoint;
+    the answer as Ollama sent it."""
+
+    __slots__ = ("body", "path")
+
+    def __init__(self, path: str, body: bytes) -> None:
+        self.path = path
+        self.body = body
+
+    def whole(self, intake: Intake, answer: Answer) -> Reply:
+        if answer.status < 300:
+            intake.ex.tokens(*find_ollama_counts(answer.body))
+        return Reply(answer.status, answer.body, answer.content_type, intake.tags(answer.target))
+
+    def codec(self, intake: Intake, answer: Answer) -> Codec:
+        return NdjsonPassthrough(answer.content_type.decode("latin-1"))
+
+
+def _native(path: str, intake: Intake) -> Native:
+    body = intake.raw
+    if intake.model not in intake.routes.ollama_names:  # an alias Ollama does not know
+        intake.doc["model"] = intake.routes.model
+        body = translate.dumps(intake.doc)
+    return Native(path, body)
+
+
+def _by_engine(
+    path: str, intake: Intake, translated: Callable[[], Plan | Reply]
+) -> PlanByEngine | Reply:
+    """The plan for each engine the request may try: native to Ollama, `translated` to vLLM
+    (built only when vLLM is among them). When the translation needs no engine (nothing to
+    generate: the router answers "loaded"), that answer is the reply; vLLM, when chosen, is
+    always tried first, so this happens only where vLLM would have answered."""
+    plans: PlanByEngine = {}
+    for target in intake.chosen:
+        if target.name == OLLAMA:
+            plans[OLLAMA] = _native(path, intake)
+        else:
+            plan = translated()
+            if isinstance(plan, Reply):
+                return plan
+            plans[target.name] = plan
+    if VLLM not in plans and intake.consumer.shadow is not None:
+        # A shadow step asks both engines the OpenAI form of the request (`router.shadow`),
+        # whichever engine answers the client.
+        mirrored = translated()
+        if not isinstance(mirrored, Reply):
+            plans[VLLM] = mirrored
+    return plans
 
 
 class Generation:
@@ -114,7 +171,7 @@ class Embedding:
         raise RouterError(502, "the engine streamed an embeddings answer", "bad_engine_answer")
 
 
-def _chat(intake: Intake) -> Plan | Reply:
+def _chat_to_vllm(intake: Intake) -> Plan | Reply:
     stream = _wants_stream(intake)
     if not intake.doc.get("messages"):
         return json_reply(translate.loaded(intake.model, chat=True))
@@ -122,7 +179,7 @@ def _chat(intake: Intake) -> Plan | Reply:
     return Generation(CHAT_PATH, body, True, stream)
 
 
-def _generate(intake: Intake) -> Plan | Reply:
+def _generate_to_vllm(intake: Intake) -> Plan | Reply:
     stream = _wants_stream(intake)
     if not intake.doc.get("prompt") and not intake.doc.get("images"):
         return json_reply(translate.loaded(intake.model, chat=False))
@@ -130,14 +187,14 @@ def _generate(intake: Intake) -> Plan | Reply:
     return Generation(path, body, False, stream)
 
 
-def _embed(intake: Intake) -> Plan | Reply:
+def _embed_to_vllm(intake: Intake) -> Plan | Reply:
     inputs = translate.embed_inputs(intake.doc)
     if inputs == []:
         return json_reply({"model": intake.model, "embeddings": []})
     return Embedding(translate.embed_request(intake.doc, intake.routes.model, inputs), False)
 
 
-def _embeddings(intake: Intake) -> Plan | Reply:
+def _embeddings_to_vllm(intake: Intake) -> Plan | Reply:
     """The older single-prompt endpoint: `prompt` in, `embedding` out."""
     prompt = intake.doc.get("prompt") or ""
     if not isinstance(prompt, str):
@@ -147,11 +204,34 @@ def _embeddings(intake: Intake) -> Plan | Reply:
     return Embedding(translate.embed_request(intake.doc, intake.routes.model, prompt), True)
 
 
+def _endpoint(
+    path: str,
+    route: str,
+    kind: str,
+    to_vllm: Callable[[Intake], Plan | Reply],
+    uses: Callable[[dict[str, Any], usage.Limits], usage.Usage],
+) -> Endpoint:
+    def prepare(intake: Intake) -> PlanByEngine | Reply:
+        return _by_engine(path, intake, lambda: to_vllm(intake))
+
+    return Endpoint(route, OLLAMA_DIALECT, prepare, kind, uses)
+
+
 ENDPOINTS = {
-    "/api/chat": Endpoint("ollama_chat", OLLAMA, _chat),
-    "/api/generate": Endpoint("ollama_generate", OLLAMA, _generate),
-    "/api/embed": Endpoint("ollama_embed", OLLAMA, _embed),
-    "/api/embeddings": Endpoint("ollama_embeddings", OLLAMA, _embeddings),
+    "/api/chat": _endpoint("/api/chat", "ollama_chat", "chat", _chat_to_vllm, usage.ollama_chat),
+    "/api/generate": _endpoint(
+        "/api/generate", "ollama_generate", "completions", _generate_to_vllm, usage.ollama_generate
+    ),
+    "/api/embed": _endpoint(
+        "/api/embed", "ollama_embed", "embeddings", _embed_to_vllm, usage.ollama_embed
+    ),
+    "/api/embeddings": _endpoint(
+        "/api/embeddings",
+        "ollama_embeddings",
+        "embeddings",
+        _embeddings_to_vllm,
+        usage.ollama_embed,
+    ),
 }
 """Client path -> the inference endpoint."""
 
@@ -162,7 +242,7 @@ ENDPOINTS = {
 def tags(state: RouterState, request: Request) -> Reply:
     routes = state.routes
     if routes is None:
-        return errors.render(OLLAMA, errors.no_table())
+        return errors.render(OLLAMA_DIALECT, errors.no_table())
     names = [routes.model, *routes.table.aliases]
     return json_reply({"models": [modelinfo.tag(n, state.loaded_at) for n in names]})
 
@@ -173,12 +253,12 @@ async def show(state: RouterState, request: Request) -> Reply:
     model, not a consumer's traffic."""
     routes = state.routes
     if routes is None:
-        return errors.render(OLLAMA, errors.no_table())
+        return errors.render(OLLAMA_DIALECT, errors.no_table())
     try:
         doc = parse_object(request.body)
         verbose = modelinfo.show_request(doc, routes.model_names, routes.model)
     except RouterError as err:
-        return errors.render(OLLAMA, err)
+        return errors.render(OLLAMA_DIALECT, err)
     headers = forwarded(request.headers)
     facts = await inquiry.facts(state.pool, routes, headers, show=True, verbose=verbose)
     apis = {consumer.api for consumer in routes.consumers}
@@ -189,7 +269,7 @@ async def ps(state: RouterState, request: Request) -> Reply:
     """The model while an engine holds it loaded."""
     routes = state.routes
     if routes is None:
-        return errors.render(OLLAMA, errors.no_table())
+        return errors.render(OLLAMA_DIALECT, errors.no_table())
     headers = forwarded(request.headers)
     facts = await inquiry.facts(state.pool, routes, headers, show=False)
     return json_reply(modelinfo.ps_answer(routes.model, facts, time.time()))
@@ -212,7 +292,7 @@ def refuse(state: RouterState, request: Request) -> Reply:
     """Answered as soon as the headers are in: the body is never read (a blob upload can be
     gigabytes)."""
     model = state.routes.model if state.routes else None
-    return errors.render(OLLAMA, errors.managed_model(request.method, request.path, model))
+    return errors.render(OLLAMA_DIALECT, errors.managed_model(request.method, request.path, model))
 
 
 def version(state: RouterState, request: Request) -> Reply:

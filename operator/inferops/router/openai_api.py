@@ -19,6 +19,7 @@ from inferops.router.upstream import Answer
 
 # Upstream path -> the `route` label of its metrics.
 ROUTE_NAMES = {CHAT_PATH: "chat", COMPLETIONS_PATH: "completions", EMBEDDINGS_PATH: "embeddings"}
+"""Also the request kind of each path (`inferops.api.routing.KINDS`)."""
 
 
 class Passthrough:
@@ -48,7 +49,7 @@ def _passthrough(path: str) -> Endpoint:
             body = translate.dumps(intake.doc)
         return Passthrough(path, body)
 
-    return Endpoint(ROUTE_NAMES[path], OPENAI, prepare)
+    return Endpoint(ROUTE_NAMES[path], OPENAI, prepare, ROUTE_NAMES[path])
 
 
 ENDPOINTS = {path: _passthrough(path) for path in ROUTE_NAMES}

@@ -38,7 +38,7 @@ Snapshot = list[dict[str, Any]]
 """One worker's figures: one dict per `Series` (see `snapshot`)."""
 
 HISTOGRAMS = ("latency", "ttft", "tpot")
-COUNTS = ("by_code", "by_reason", "fallbacks", "shed", "shadow")
+COUNTS = ("by_code", "by_reason", "fallbacks", "shed", "shadow", "rerouted", "features")
 
 
 def socket_path(run_dir: str | Path, index: int) -> Path:
@@ -65,6 +65,8 @@ def snapshot(series: Iterable[Series]) -> Snapshot:
         item["fallbacks"] = dict(one.fallbacks)
         item["shed"] = dict(one.shed)
         item["shadow"] = dict(one.shadow)
+        item["rerouted"] = dict(one.rerouted)
+        item["features"] = dict(one.features)
         out.append(item)
     return out
 
@@ -94,7 +96,7 @@ def merge(snapshots: Iterable[Snapshot]) -> list[Series]:
             into_codes = into.by_code
             for code, n in item["by_code"].items():
                 into_codes[int(code)] = into_codes.get(int(code), 0) + n
-            for name in ("by_reason", "fallbacks", "shed", "shadow"):
+            for name in ("by_reason", "fallbacks", "shed", "shadow", "rerouted", "features"):
                 counts_by: dict[str, int] = getattr(into, name)
                 # .get: a worker of an older version (mid-upgrade) sends no "shed".
                 for reason, n in item.get(name, {}).items():

@@ -29,9 +29,19 @@ from inferops.router.errors import RouterError
 from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import Exchange
 from inferops.router.relay import Codec
-from inferops.router.routes import ENGINES, ConsumerRoute, Routes, Target
+from inferops.router.routes import (
+    ENGINES,
+    KIND_BY_WEIGHT,
+    OLLAMA,
+    VLLM,
+    ConsumerRoute,
+    KindRoute,
+    Routes,
+    Target,
+)
 from inferops.router.state import RouterState
 from inferops.router.upstream import FORWARDED_HEADERS, Answer, forwarded
+from inferops.router.usage import Limits, Usage, openai_request
 
 CONSUMER_HEADER = "X-Inferops-Consumer"
 ENGINE_HEADER = "X-Inferops-Engine"
@@ -52,7 +62,9 @@ _PROBE = PROBE_HEADER.lower()
 
 
 class Plan(Protocol):
-    """What to ask the engine, and what its answer becomes for the client."""
+    """What to ask the engine, and what its answer becomes for the client. An endpoint that
+    asks the engines differently (the Ollama API: natively to Ollama, translated to vLLM)
+    prepares a `PlanByEngine` instead."""
 
     path: str
     """The engine's path (`routes.UPSTREAM_PATHS`)."""
@@ -66,15 +78,24 @@ class Plan(Protocol):
         """What the pieces of a streamed engine answer become (`answer.body` is empty)."""
 
 
+PlanByEngine = dict[str, Plan]
+"""Engine name -> its plan, for each engine the request may try (`Intake.chosen`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An inference route: its metrics label, its dialect, and what to ask the engine (or
-    the answer itself, when there is nothing to ask)."""
+    """An inference route: its metrics label, its dialect, its request kind, and what to ask
+    the engine (or the answer itself, when there is nothing to ask)."""
 
     route: str
     dialect: str
-    prepare: Callable[[Intake], Plan | Reply]
-    """May raise `RouterError` (a request it cannot translate)."""
+    prepare: Callable[[Intake], Plan | PlanByEngine | Reply]
+    """May raise `RouterError` (a request it cannot translate). Called once the engines to
+    try are chosen (`Intake.chosen`)."""
+    kind: str = "chat"
+    """The request kind (`inferops.api.routing.KINDS`)."""
+    usage: Callable[[dict[str, Any], Limits], Usage] = openai_request
+    """The features a request uses, and whether vLLM cannot honour them (`router.usage`)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +107,8 @@ class Intake:
     routes: Routes
     """The table the request keeps, whatever is installed meanwhile."""
     consumer: ConsumerRoute
+    kind: KindRoute
+    """The consumer's route for the endpoint's request kind."""
     pin: Target | None
     """The engine a probe asked for: the only one tried."""
     forwarded: bytes
@@ -97,11 +120,31 @@ class Intake:
     doc: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     """The model name the client asked for (echoed back by the Ollama API)."""
+    chosen: tuple[Target, ...] = ()
+    """The engines to try, in order (`choose`)."""
 
-    def targets(self) -> tuple[Target, ...]:
-        if self.pin is not None:
-            return (self.pin,)
-        return self.consumer.pick(random.random())
+    def choose(self) -> tuple[Target, ...]:
+        """Decides the engines to try: by the consumer's weight, unless the request's kind
+        or a feature vLLM cannot honour (`router.usage`) sends it to Ollama, which is
+        counted with its reason. The features it uses are counted per consumer."""
+        if self.pin is not None:  # a probe measures its engine, whatever it asks
+            self.chosen = (self.pin,)
+            return self.chosen
+        kind = self.kind
+        chosen = kind.pick(random.random())
+        used, reason = self.endpoint.usage(self.doc, self.routes.limits)
+        ex = self.ex
+        if kind.reason is not KIND_BY_WEIGHT:
+            ex.metrics.rerouted(ex.consumer, chosen[0].name, ex.route, kind.reason)
+        elif reason is not None and chosen[0].name == VLLM:
+            ollama = self.routes.targets.get(OLLAMA)
+            if ollama is not None and ollama.ready and ollama in kind.via_ollama:
+                chosen = (ollama,)
+                ex.metrics.rerouted(ex.consumer, OLLAMA, ex.route, reason)
+        if used:
+            ex.metrics.features(ex.consumer, chosen[0].name, ex.route, used)
+        self.chosen = chosen
+        return chosen
 
     def tags(self, target: Target) -> bytes:
         """The header lines naming engine and consumer, for an answer from `target`."""
@@ -190,7 +233,10 @@ def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Intak
     consumer = routes.consumer(host, override)
     if consumer is None:
         raise errors.unknown_consumer(host, override)
+    kind = consumer.kinds[endpoint.kind]
     try:
+        if kind.refusal is not None:
+            raise errors.kind_not_served(kind.refusal)
         probe = headers.get(_PROBE)
         pin = probe_target(routes, probe) if probe is not None else None
         check_framing(request, routes.max_body_bytes)
@@ -199,7 +245,7 @@ def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Intak
         raise
     ex = Exchange(state.metrics, consumer.name, endpoint.route, start)
     return Intake(
-        endpoint, routes, consumer, pin, forwarded(headers), ex, start + routes.total_seconds
+        endpoint, routes, consumer, kind, pin, forwarded(headers), ex, start + routes.total_seconds
     )
 
 
@@ -233,6 +279,7 @@ __all__ = [
     "Endpoint",
     "Intake",
     "Plan",
+    "PlanByEngine",
     "check_framing",
     "json_reply",
     "parse_object",

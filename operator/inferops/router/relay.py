@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from inferops.router.errors import stream_error_openai
+from inferops.router.errors import stream_error_ollama, stream_error_openai
 
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
@@ -83,4 +83,59 @@ class SsePassthrough:
         return find_usage(self.previous + self.last)
 
 
-__all__ = ["Codec", "SsePassthrough", "find_usage"]
+def _count_after(data: bytes, key: bytes) -> int | None:
+    """The integer after the last `"key":` in `data`, without parsing the rest."""
+    at = data.rfind(key)
+    if at < 0:
+        return None
+    at += len(key)
+    end = at
+    while end < len(data) and data[end : end + 1] in b" :\t":
+        end += 1
+    start = end
+    while end < len(data) and data[end : end + 1].isdigit():
+        end += 1
+    return int(data[start:end]) if end > start else None
+
+
+def find_ollama_counts(data: bytes) -> tuple[int | None, int | None]:
+    """Prompt and completion tokens of an Ollama answer (`prompt_eval_count`, `eval_count`
+    of its final object), without parsing the rest: keys in JSON are quoted, so a match of
+    `"eval_count"` (with its quotes) is the key, never a value."""
+    return _count_after(data, b'"prompt_eval_count"'), _count_after(data, b'"eval_count"')
+
+
+class NdjsonPassthrough:
+    """Ollama's NDJSON stream as is, to an Ollama-API client. Keeps the last two chunks (no
+    copies) to find the counts of the final object."""
+
+    __slots__ = ("content_type", "failed", "last", "previous")
+
+    def __init__(self, content_type: str) -> None:
+        self.content_type = content_type
+        self.failed: str | None = None
+        self.previous = b""
+        self.last = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.previous = self.last
+        self.last = chunk
+        return chunk
+
+    def finish(self) -> bytes:
+        # Ollama ends a stream that failed midway with an `{"error": ...}` line.
+        tail = self.previous + self.last
+        line = tail.rstrip(b"\n").rpartition(b"\n")[2]
+        if line.startswith(b'{"error"'):
+            self.failed = line.decode("utf-8", "replace")
+        return b""
+
+    def error(self, message: str, code: str) -> bytes:
+        prefix = b"" if not self.last or self.last.endswith(b"\n") else b"\n"
+        return prefix + stream_error_ollama(message)
+
+    def counts(self) -> tuple[int | None, int | None]:
+        return find_ollama_counts(self.previous + self.last)
+
+
+__all__ = ["Codec", "NdjsonPassthrough", "SsePassthrough", "find_ollama_counts", "find_usage"]

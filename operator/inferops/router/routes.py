@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from inferops.api.routing import Admission, Mirror, RoutingTable, normalize_host
+from inferops.api.routing import KINDS, Admission, Kind, Mirror, RoutingTable, normalize_host
 from inferops.router.admission import Gate
 from inferops.router.pool import Origin
+from inferops.router.usage import Limits
 
 VLLM = "vllm"
 OLLAMA = "ollama"
@@ -23,7 +24,14 @@ ENGINES = (VLLM, OLLAMA)
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-UPSTREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+OLLAMA_PATHS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
+"""Ollama's native inference paths: an Ollama-API request that goes to Ollama goes there."""
+UPSTREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, *OLLAMA_PATHS)
+
+KIND_BY_WEIGHT = "weight"
+"""`KindRoute.reason` when the consumer's weight decides (vLLM serves the kind)."""
+VLLM_LACKS_KIND = "vllm_does_not_serve_kind"
+"""`KindRoute.reason` of a kind vLLM does not serve: it goes to Ollama whatever the weight."""
 
 # Engines must not compress: the router relays bytes and does not want to re-encode them.
 BASE_HEADERS = b"Content-Type: application/json\r\nAccept-Encoding: identity\r\n"
@@ -46,6 +54,27 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class KindRoute:
+    """How one consumer's requests of one kind are routed, precomputed."""
+
+    kind: Kind
+    vllm_share: float
+    """Percent of requests that start on vLLM once readiness and the kinds the engines serve
+    are applied (0, 100 or the weight)."""
+    via_vllm: tuple[Target, ...]
+    """Engines tried, in order, for a request that starts on vLLM (vLLM, then maybe Ollama)."""
+    via_ollama: tuple[Target, ...]
+    reason: str = KIND_BY_WEIGHT
+    """Why the engine is what it is: the weight, or `VLLM_LACKS_KIND` (counted per request)."""
+    refusal: str | None = None
+    """Set when no engine serves the kind: the message of the error the client gets."""
+
+    def pick(self, draw: float) -> tuple[Target, ...]:
+        """The engines to try for a request, given `draw`, uniform in [0, 1)."""
+        return self.via_vllm if draw * 100.0 < self.vllm_share else self.via_ollama
+
+
+@dataclass(frozen=True, slots=True)
 class ConsumerRoute:
     """One consumer's routing decision inputs, precomputed."""
 
@@ -54,7 +83,8 @@ class ConsumerRoute:
     weight: int
     """The weight the operator set."""
     vllm_share: float
-    """Percent of requests that start on vLLM once readiness is applied (0, 100 or weight)."""
+    """Percent of requests that start on vLLM once readiness is applied (0, 100 or weight),
+    for a kind vLLM serves (`kinds` has the share of each kind)."""
     via_vllm: tuple[Target, ...]
     """Engines tried, in order, for a request that starts on vLLM (vLLM, then maybe Ollama)."""
     via_ollama: tuple[Target, ...]
@@ -62,9 +92,12 @@ class ConsumerRoute:
     """Engine -> the header lines that name engine and consumer on an engine's answer."""
     shadow: Mirror | None = None
     """At a shadow step: what to mirror of its requests (`inferops.router.shadow`)."""
+    kinds: dict[str, KindRoute] = field(default_factory=dict)
+    """Request kind -> its route."""
 
     def pick(self, draw: float) -> tuple[Target, ...]:
-        """The engines to try for a request, given `draw`, uniform in [0, 1)."""
+        """The engines to try for a request of a kind vLLM serves, given `draw`, uniform in
+        [0, 1)."""
         return self.via_vllm if draw * 100.0 < self.vllm_share else self.via_ollama
 
 
@@ -84,6 +117,11 @@ class Routes:
     total_seconds: float
     max_body_bytes: int
     targets: dict[str, Target] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    """What the table says vLLM is started for (the `ollama` rules of `api.features`)."""
+    ollama_names: frozenset[str] = frozenset()
+    """The model names Ollama itself knows (the logical name, with and without `:latest`):
+    a request passed through to Ollama keeps these; an alias is rewritten."""
 
     def consumer(self, host: str | None, override: str | None) -> ConsumerRoute | None:
         """The consumer a request belongs to: `override` (the `X-Inferops-Consumer` header,
@@ -136,6 +174,42 @@ def _model_names(model: str, aliases: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+ENABLE_KIND = {
+    "embeddings": "spec.ollama (Ollama serves embeddings for any model), or a vLLM deployment "
+    "running the pooling runner with an embedding model (`--runner pooling` in "
+    "spec.vllm.extraArgs)",
+}
+"""Kind -> the spec field that would make an engine serve it (the refusal's advice)."""
+ENABLE_ANY = "spec.ollama (Ollama serves every kind)"
+
+
+def _kind_route(
+    table: RoutingTable,
+    kind: Kind,
+    share: float,
+    via_vllm: tuple[Target, ...],
+    via_ollama: tuple[Target, ...],
+    ollama: Target | None,
+) -> KindRoute:
+    vllm_serves = table.engines.vllm.serves(kind)
+    ollama_engine = table.engines.ollama
+    ollama_serves = ollama is not None and ollama_engine is not None and ollama_engine.serves(kind)
+    if vllm_serves and (ollama_serves or ollama is None):
+        return KindRoute(kind, share, via_vllm, via_ollama)
+    if vllm_serves:  # Ollama does not serve it: vLLM only, no fallback
+        only = via_vllm[:1]
+        return KindRoute(kind, 100.0, only, only)
+    if ollama_serves and ollama is not None:
+        return KindRoute(kind, 0.0, (ollama,), (ollama,), VLLM_LACKS_KIND)
+    served = ", ".join(table.engines.vllm.kinds or ())
+    message = (
+        f"this backend serves no {kind} requests: vLLM serves {served or 'no kind'}"
+        f"{' and Ollama does not serve ' + kind if ollama_engine else ' and there is no Ollama'}"
+        f"; to serve them set {ENABLE_KIND.get(kind, ENABLE_ANY)}"
+    )
+    return KindRoute(kind, 0.0, via_vllm, via_ollama, VLLM_LACKS_KIND, message)
+
+
 def admissions(table: RoutingTable) -> dict[str, Admission | None]:
     """Each engine's admission limits in `table` (None: no limit)."""
     ollama = table.engines.ollama
@@ -169,6 +243,9 @@ def compile_table(
         fallback_ok = table.fallback and ollama is not None and ollama.ready
         via_vllm = (vllm, ollama) if fallback_ok and ollama is not None else (vllm,)
         via_ollama = (ollama,) if ollama is not None else via_vllm
+        kinds: dict[str, KindRoute] = {
+            kind: _kind_route(table, kind, share, via_vllm, via_ollama, ollama) for kind in KINDS
+        }
         consumers.append(
             ConsumerRoute(
                 consumer.name,
@@ -179,6 +256,7 @@ def compile_table(
                 via_ollama,
                 _tags(consumer.name),
                 consumer.shadow,
+                kinds,
             )
         )
     by_name = {c.name: c for c in consumers}
@@ -200,6 +278,8 @@ def compile_table(
         total_seconds=table.timeouts.total_seconds,
         max_body_bytes=table.max_body_bytes,
         targets=targets,
+        limits=Limits.of(table.engines.vllm),
+        ollama_names=_model_names(table.model, []),
     )
 
 
@@ -209,9 +289,13 @@ __all__ = [
     "COMPLETIONS_PATH",
     "EMBEDDINGS_PATH",
     "ENGINES",
+    "KIND_BY_WEIGHT",
     "OLLAMA",
+    "OLLAMA_PATHS",
     "VLLM",
+    "VLLM_LACKS_KIND",
     "ConsumerRoute",
+    "KindRoute",
     "Routes",
     "Target",
     "admissions",

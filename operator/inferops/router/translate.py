@@ -11,11 +11,9 @@ Choices made where the two APIs do not line up:
   completion would make an instruct model continue the text instead of answering it. Only
   `raw: true` (no template) and `suffix` (fill-in-the-middle) go to `/v1/completions`. A
   custom `template` cannot be applied (it is a Go template) and is ignored, as is `context`.
-- Options: `num_predict` > 0 becomes `max_tokens`; `temperature`, `top_p`, `seed`, `stop`,
-  `presence_penalty`, `frequency_penalty` keep their names; `top_k`, `min_p` and
-  `repeat_penalty` (as `repetition_penalty`) are vLLM's extensions, which Ollama's OpenAI API
-  ignores. Load-time options (`num_ctx`, `num_gpu`, ...) and `keep_alive` are the engines'
-  configuration, not a request's, and are dropped.
+- Options: the table `inferops.api.features` says what becomes of each (its `mapped`
+  options are renamed here; `num_predict` > 0 becomes `max_tokens`); the rest are left out.
+  Only requests that go to vLLM are translated: toward Ollama they pass through.
 - `format: "json"` becomes `response_format: {"type": "json_object"}`; a JSON schema becomes a
   `json_schema` response format.
 - Streams ask the engine for usage (`stream_options.include_usage`) to fill `eval_count` and
@@ -30,23 +28,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from inferops.api.features import FEATURES
 from inferops.router.errors import RouterError, bad_request, stream_error_ollama
 from inferops.router.routes import CHAT_PATH, COMPLETIONS_PATH
 from inferops.router.sse import SseParser
 
 Json = dict[str, Any]
 
-OPTION_NAMES = (
-    ("temperature", "temperature"),
-    ("top_p", "top_p"),
-    ("seed", "seed"),
-    ("stop", "stop"),
-    ("presence_penalty", "presence_penalty"),
-    ("frequency_penalty", "frequency_penalty"),
-    ("top_k", "top_k"),
-    ("min_p", "min_p"),
-    ("repeat_penalty", "repetition_penalty"),
+OPTION_NAMES = tuple(
+    (feature.name, feature.vllm)
+    for feature in FEATURES
+    if feature.where == "option" and feature.rule == "mapped" and feature.name != "num_predict"
 )
+"""(Ollama option, vLLM field) of the options renamed one to one (`inferops.api.features`);
+`num_predict` has its own rule below."""
 
 # Base64 prefixes of the image formats the engines accept, for the data URL's media type.
 IMAGE_PREFIXES = (
