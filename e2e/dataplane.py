@@ -119,7 +119,7 @@ class DataPlane:
         self.stop_router()
         if self.ollama is not None:
             with contextlib.suppress(Exception):
-                self.ollama.cleanup()  # stops it and removes its temporary models directory
+                self.ollama.close()  # stops it and removes its temporary models directory
         parts = (self.prometheus_faults, self.prometheus, self.faults, self.vllm)
         for part in parts:
             if part is not None:

@@ -156,7 +156,7 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     finally:
         router.stop()
         vllm.stop()
-        ollama.cleanup()
+        ollama.close()
     assert statuses == [200, 200, 200, 200, 404, 404, 400, 200], statuses
     assert "inferops_router_fallbacks_total" in metrics
     text = log.read_text(errors="replace")
