@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
+from testsupport.aioserve import serving
 
 from inferops.migration.figures import EngineFigures, Figures, quantile
 from inferops.migration.sources import (
@@ -32,16 +33,6 @@ from inferops.migration.sources import (
 from inferops.router.metrics import TTFT_BUCKETS, RouterMetrics
 
 NS, BACKEND = "ai", "llama32"
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert runner.addresses
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 def closed_port_url() -> str:
@@ -95,9 +86,8 @@ async def prometheus() -> AsyncIterator[FakePrometheus]:
     fake = FakePrometheus()
     app = web.Application()
     app.router.add_get("/api/v1/query", fake.handle)
-    runner, fake.url = await serve(app)
-    yield fake
-    await runner.cleanup()
+    async with serving(app) as fake.url:
+        yield fake
 
 
 @pytest.fixture
@@ -315,9 +305,8 @@ async def pods() -> AsyncIterator[Pods]:
     fake = Pods()
     app = web.Application()
     app.router.add_get("/{pod}/metrics", fake.handle)
-    runner, fake.url = await serve(app)
-    yield fake
-    await runner.cleanup()
+    async with serving(app) as fake.url:
+        yield fake
 
 
 class Clock:

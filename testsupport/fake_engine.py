@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from testsupport.aioserve import Served, serve
+
 
 def closed_port_url() -> str:
     """A URL nobody listens on: connections to it are refused."""
@@ -90,7 +92,7 @@ class FakeEngine:
         self.cancelled = 0
         self.streams_open = 0
         self.port = 0
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
 
     @property
     def url(self) -> str:
@@ -105,19 +107,13 @@ class FakeEngine:
         if self.name == "ollama":  # vLLM has no Ollama API: asking it would be the bug
             app.router.add_post("/api/show", self._show)
             app.router.add_get("/api/ps", self._ps)
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1
-        )
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        # A restarted engine listens where its clients look for it (the port it had).
+        self._served = await serve(app, port=self.port, handler_cancellation=True)
+        self.port = self._served.port
 
     async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+        if self._served:
+            await self._served.close()
 
     # -- handlers ------------------------------------------------------------------------
 
