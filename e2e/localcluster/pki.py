@@ -65,43 +65,31 @@ KWOK = ClientIdentity("kwok", "kwok-controller", "system:masters")
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
 
 
+class _File:
+    """One file of the PKI, by its name in the PKI's directory (read as ``pki.<attribute>``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, pki: PKI | None, owner: type[PKI]) -> Path:
+        assert pki is not None, "a file of a PKI instance"
+        return pki.dir / self.name
+
+
 @dataclass(frozen=True)
 class PKI:
     """File locations of the generated PKI."""
 
     dir: Path
 
-    @property
-    def ca_cert(self) -> Path:
-        return self.dir / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.dir / "ca.key"
-
-    @property
-    def front_proxy_ca_cert(self) -> Path:
-        return self.dir / "front-proxy-ca.crt"
-
-    @property
-    def front_proxy_ca_key(self) -> Path:
-        return self.dir / "front-proxy-ca.key"
-
-    @property
-    def apiserver_cert(self) -> Path:
-        return self.dir / "apiserver.crt"
-
-    @property
-    def apiserver_key(self) -> Path:
-        return self.dir / "apiserver.key"
-
-    @property
-    def sa_key(self) -> Path:
-        return self.dir / "sa.key"
-
-    @property
-    def sa_pub(self) -> Path:
-        return self.dir / "sa.pub"
+    ca_cert = _File("ca.crt")
+    ca_key = _File("ca.key")
+    front_proxy_ca_cert = _File("front-proxy-ca.crt")
+    front_proxy_ca_key = _File("front-proxy-ca.key")
+    apiserver_cert = _File("apiserver.crt")
+    apiserver_key = _File("apiserver.key")
+    sa_key = _File("sa.key")
+    sa_pub = _File("sa.pub")
 
     def client_cert(self, identity: ClientIdentity) -> Path:
         return self.dir / f"{identity.stem}.crt"
@@ -110,16 +98,7 @@ class PKI:
         return self.dir / f"{identity.stem}.key"
 
     def _all_files(self) -> list[Path]:
-        files = [
-            self.ca_cert,
-            self.ca_key,
-            self.front_proxy_ca_cert,
-            self.front_proxy_ca_key,
-            self.apiserver_cert,
-            self.apiserver_key,
-            self.sa_key,
-            self.sa_pub,
-        ]
+        files = [self.dir / f.name for f in vars(PKI).values() if isinstance(f, _File)]
         for ident in CLIENTS:
             files += [self.client_cert(ident), self.client_key(ident)]
         return files
