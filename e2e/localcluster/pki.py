@@ -178,25 +178,7 @@ def _make_ca(directory: Path, stem: str, common_name: str) -> None:
             "subjectKeyIdentifier = hash",
         ],
     )
-    _openssl(
-        "req",
-        "-x509",
-        "-config",
-        str(cnf),
-        "-extensions",
-        "ext",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(directory / f"{stem}.key"),
-        "-out",
-        str(directory / f"{stem}.crt"),
-        "-days",
-        str(CA_DAYS),
-    )
+    _new_certificate(directory, stem, CA_DAYS)
 
 
 def _make_leaf(
@@ -221,11 +203,17 @@ def _make_leaf(
     _write_config(cnf, subject_cn, organization, extensions)
     # `req -x509 -CA` (OpenSSL 3) creates the key and the CA-signed certificate in
     # one call, without a CSR file or a serial-number file.
+    _new_certificate(pki.dir, stem, LEAF_DAYS, "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key))
+
+
+def _new_certificate(directory: Path, stem: str, days: int, *signer: str) -> None:
+    """A new EC key ``<stem>.key`` and its certificate ``<stem>.crt`` from ``<stem>.cnf``:
+    self-signed, or signed by the CA that ``signer`` names (``-CA``, ``-CAkey``)."""
     _openssl(
         "req",
         "-x509",
         "-config",
-        str(cnf),
+        str(directory / f"{stem}.cnf"),
         "-extensions",
         "ext",
         "-newkey",
@@ -234,13 +222,10 @@ def _make_leaf(
         "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-keyout",
-        str(pki.dir / f"{stem}.key"),
+        str(directory / f"{stem}.key"),
         "-out",
-        str(pki.dir / f"{stem}.crt"),
-        "-CA",
-        str(pki.ca_cert),
-        "-CAkey",
-        str(pki.ca_key),
+        str(directory / f"{stem}.crt"),
+        *signer,
         "-days",
-        str(LEAF_DAYS),
+        str(days),
     )
