@@ -81,6 +81,13 @@ class Kubectl:
             args += ["-l", selector]
         return list(json.loads(self.run(*args).stdout)["items"])
 
+    def events(self, namespace: str, fields: str, *output: str) -> str:
+        """`kubectl get events` in `namespace` that the field selector `fields` picks (e.g.
+        `involvedObject.name=x`), printed as `output` asks (e.g. `-o json`)."""
+        return self.run(
+            "get", "events", "-n", namespace, "--field-selector", fields, *output
+        ).stdout
+
     def diagnostics(self, namespace: str) -> str:
         parts = []
         for args in (

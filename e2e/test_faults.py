@@ -344,16 +344,7 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
         s for s in samples[reacted:] if s["phase"] == "Ready" and not any(p[2] for p in s["pods"])
     ]
     assert lying == [], lying
-    events = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={NAME}",
-        "-o",
-        "json",
-    ).stdout
+    events = kubectl.events(namespace, f"involvedObject.name={NAME}", "-o", "json")
     # Timestamps have whole seconds, and the Ready -> Degraded -> Ready changes can fall in
     # one second: within a second, the creation order is the etcd revision's.
     items = sorted(
