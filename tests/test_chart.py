@@ -536,13 +536,13 @@ def series(name: str, labels: str, values: str) -> dict[str, str]:
 
 
 def alert_case(
-    inputs: list[dict[str, str]], alert: str, quiet_at: str, fires_at: str, **labels: str
+    alert: str, quiet_at: str, fires_at: str, labels: dict[str, str], *inputs: dict[str, str]
 ) -> dict[str, Any]:
     """A promtool test: on ``inputs``, ``alert`` is quiet at ``quiet_at`` and fires once,
     with ``labels``, at ``fires_at``."""
     return {
         "interval": "1m",
-        "input_series": inputs,
+        "input_series": list(inputs),
         "alert_rule_test": [
             {"eval_time": quiet_at, "alertname": alert, "exp_alerts": []},
             {"eval_time": fires_at, "alertname": alert, "exp_alerts": [{"exp_labels": labels}]},
@@ -556,77 +556,67 @@ STALE = "inferops_router_table_stale"
 ON_NOTES = {"severity": "warning", "namespace": "shop", "backend": "llama32", "consumer": "notes"}
 ALERT_CASES: list[dict[str, Any]] = [
     alert_case(
-        [
-            series(PHASE, f'{OPERATOR},consumer="notes",phase="RolledBack"', "_x4 1x20"),
-            series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x24"),
-        ],
         "InferopsConsumerRolledBack",
         "3m",
         "10m",
-        **ON_NOTES,
+        ON_NOTES,
+        series(PHASE, f'{OPERATOR},consumer="notes",phase="RolledBack"', "_x4 1x20"),
+        series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x24"),
     ),
     alert_case(
-        [
-            # notes moves to step 2 at 30m, then stays there: stalled an hour after that
-            # step began counting as unchanged (10 minutes without a change).
-            series(PHASE, f'{OPERATOR},consumer="notes",phase="Progressing"', "1x200"),
-            series(STEP, f'{OPERATOR},consumer="notes"', "1x29 2x170"),
-            # rag steps every 20 minutes: never stalled.
-            series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x200"),
-            series(
-                STEP,
-                f'{OPERATOR},consumer="rag"',
-                "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30",
-            ),
-            # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
-            series(PHASE, f'{OPERATOR},consumer="ner",phase="Paused"', "1x200"),
-            series(STEP, f'{OPERATOR},consumer="ner"', "1x200"),
-        ],
         "InferopsMigrationStepStalled",
         "90m",
         "110m",
-        **ON_NOTES,
+        ON_NOTES,
+        # notes moves to step 2 at 30m, then stays there: stalled an hour after that
+        # step began counting as unchanged (10 minutes without a change).
+        series(PHASE, f'{OPERATOR},consumer="notes",phase="Progressing"', "1x200"),
+        series(STEP, f'{OPERATOR},consumer="notes"', "1x29 2x170"),
+        # rag steps every 20 minutes: never stalled.
+        series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x200"),
+        series(
+            STEP,
+            f'{OPERATOR},consumer="rag"',
+            "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30",
+        ),
+        # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
+        series(PHASE, f'{OPERATOR},consumer="ner",phase="Paused"', "1x200"),
+        series(STEP, f'{OPERATOR},consumer="ner"', "1x200"),
     ),
     alert_case(
-        [
-            # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
-            series(
-                "inferops_router_requests_total",
-                f'{ROUTER},consumer="notes",engine="vllm",code="200"',
-                "0+10x40",
-            ),
-            series(
-                "inferops_router_fallbacks_total",
-                f'{ROUTER},consumer="notes",engine="vllm",reason="status_503"',
-                "0+1x40",
-            ),
-            series(
-                "inferops_router_requests_total",
-                f'{ROUTER},consumer="rag",engine="vllm",code="200"',
-                "0+50x40",
-            ),
-            series(
-                "inferops_router_fallbacks_total",
-                f'{ROUTER},consumer="rag",engine="vllm",reason="status_503"',
-                "0+1x40",
-            ),
-        ],
         "InferopsHighFallbackRate",
         "3m",
         "30m",
-        **ON_NOTES,
+        ON_NOTES,
+        # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
+        series(
+            "inferops_router_requests_total",
+            f'{ROUTER},consumer="notes",engine="vllm",code="200"',
+            "0+10x40",
+        ),
+        series(
+            "inferops_router_fallbacks_total",
+            f'{ROUTER},consumer="notes",engine="vllm",reason="status_503"',
+            "0+1x40",
+        ),
+        series(
+            "inferops_router_requests_total",
+            f'{ROUTER},consumer="rag",engine="vllm",code="200"',
+            "0+50x40",
+        ),
+        series(
+            "inferops_router_fallbacks_total",
+            f'{ROUTER},consumer="rag",engine="vllm",reason="status_503"',
+            "0+1x40",
+        ),
     ),
     alert_case(
-        [
-            series(STALE, 'namespace="shop",pod="llama32-router-a-1"', "0x5 1x20"),
-            series(STALE, 'namespace="shop",pod="llama32-router-a-2"', "0x25"),
-        ],
         "InferopsRoutingTableStale",
         "9m",
         "12m",
-        severity="critical",
-        namespace="shop",
-        pod="llama32-router-a-1",
+        {"severity": "critical", "namespace": "shop", "pod": "llama32-router-a-1"},
+        series(STALE, 'namespace="shop",pod="llama32-router-a-1"', "0x5 1x20"),
+        series(STALE, 'namespace="shop",pod="llama32-router-a-2"', "0x25"),
     ),
 ]
 
