@@ -184,18 +184,8 @@ def operator_like_the_pod(
 
 
 def dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
-    text = "\n---\n".join(json.dumps(o) for o in objects)
-    result = kubectl.run(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--dry-run=server",
-        "--validate=strict",
-        "-f",
-        "-",
-        input=text,
-    )
-    assert "Warning" not in result.stderr, result.stderr  # e.g. PodSecurity, deprecations
+    warnings = kubectl.dry_run(*objects, force_conflicts=True)
+    assert "Warning" not in warnings, warnings  # e.g. PodSecurity, deprecations
 
 
 def test_every_rendered_manifest_is_accepted_by_the_api_server(
