@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,20 +115,34 @@ async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def vllm() -> AsyncIterator[FakeEngine]:
-    engine = FakeEngine("vllm")
-    await engine.start()
-    yield engine
-    await engine.stop()
+def engine_fixture(name: str) -> Any:
+    """A fixture: a running stand-in for the engine `name`."""
+
+    @pytest.fixture
+    async def engine() -> AsyncIterator[FakeEngine]:
+        fake = FakeEngine(name)
+        await fake.start()
+        yield fake
+        await fake.stop()
+
+    return engine
 
 
-@pytest.fixture
-async def ollama_engine() -> AsyncIterator[FakeEngine]:
-    engine = FakeEngine("ollama")
-    await engine.start()
-    yield engine
-    await engine.stop()
+vllm = engine_fixture("vllm")
+ollama_engine = engine_fixture("ollama")
+
+
+def retained(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, *ignored: str
+) -> tuple[int, str]:
+    """Bytes allocated between two snapshots and still held, outside tracemalloc and the
+    files matching `ignored` (globs), and the 8 lines that hold the most of them."""
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        *(tracemalloc.Filter(False, pattern) for pattern in ignored),
+    ]
+    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
+    return sum(stat.size_diff for stat in growth), "\n".join(str(stat) for stat in growth[:8])
 
 
 @pytest.fixture

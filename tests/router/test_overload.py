@@ -19,7 +19,7 @@ from testsupport.fake_engine import FakeEngine
 
 from inferops.api.routing import Admission
 from inferops.router.admission import ADMITTED, FULL, QUEUED, Gate
-from tests.router.conftest import Router, wait_for
+from tests.router.conftest import Router, retained, wait_for
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
 OLLAMA_CHAT = {**CHAT, "stream": False}
@@ -233,13 +233,7 @@ async def test_memory_stays_flat_under_overload(router: Router, ollama_engine: F
     finally:
         tracemalloc.stop()
     # The router uses no aiohttp: that is the test's client and the engine stand-in.
-    ignore = [
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "*/aiohttp/*"),
-    ]
-    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
-    grown = sum(stat.size_diff for stat in growth)
-    top = "\n".join(str(stat) for stat in growth[:8])
+    grown, top = retained(before, after, "*/aiohttp/*")
     assert grown / 80 < 256, f"{grown} bytes more after 80 requests:\n{top}"
 
 

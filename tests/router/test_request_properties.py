@@ -42,7 +42,7 @@ from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
 from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
-from tests.router.conftest import base_table
+from tests.router.conftest import base_table, retained
 
 MAX_BODY = 65536  # the table's maxBodyBytes (base_table)
 TIMEOUT = 10.0  # seconds a client waits: an answer later than this is a hang
@@ -590,13 +590,7 @@ def test_memory_stays_flat_over_many_requests(router: RouterThread) -> None:
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    ignore = [
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "*/hypothesis/*"),
-    ]
-    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
-    grown = sum(stat.size_diff for stat in growth)
-    top = "\n".join(str(stat) for stat in growth[:8])
+    grown, top = retained(before, after, "*/hypothesis/*")
     sent = 2 * len(batch)
     # A leak keeps at least a request's objects (hundreds of bytes, its body more); seen when
     # nothing leaks: 0 to 80 bytes per request on a busy machine (allocator and GC timing).

@@ -76,18 +76,22 @@ class Pod:
             for n in item["by_code"].values()
         )
 
+    def client(self) -> openai.AsyncOpenAI:
+        """A new client of the pod's port as the consumer notes (its own connections)."""
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1",
+            api_key="sk-test",
+            max_retries=0,
+            timeout=10,
+            default_headers={"Host": "llama32-notes"},
+        )
+
     async def ask(self, n: int) -> list[str]:
         """`n` chat completions, each from a new client (a new connection, so the kernel
         picks a worker each time)."""
 
         async def one() -> str:
-            client = openai.AsyncOpenAI(
-                base_url=f"{self.url}/v1",
-                api_key="sk-test",
-                max_retries=0,
-                timeout=10,
-                default_headers={"Host": "llama32-notes"},
-            )
+            client = self.client()
             async with client:
                 answer = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
             return answer.choices[0].message.content or ""
@@ -247,13 +251,7 @@ async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: Fak
     vllm.behaviour.chunk_delay = 0.2  # streams of about a second
 
     async def stream() -> str:
-        client = openai.AsyncOpenAI(
-            base_url=f"{pod.url}/v1",
-            api_key="sk-test",
-            max_retries=0,
-            timeout=10,
-            default_headers={"Host": "llama32-notes"},
-        )
+        client = pod.client()
         text = ""
         async with client:
             async for chunk in await client.chat.completions.create(
