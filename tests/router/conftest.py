@@ -21,6 +21,7 @@ from inferops.router.sources import FileSource
 from inferops.router.state import RouterState
 
 NS = "ai"
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def hosts(service: str) -> list[str]:
@@ -105,6 +106,16 @@ class Router:
     async def metrics(self) -> str:
         async with self.http.get(f"{self.url}/metrics") as response:
             return await response.text()
+
+
+async def streamed_text(client: openai.AsyncOpenAI) -> str:
+    """A streamed chat answer about llama3.2, put together chunk by chunk."""
+    text = ""
+    async for chunk in await client.chat.completions.create(
+        model="llama3.2", messages=MESSAGES, stream=True
+    ):
+        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    return text
 
 
 async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:

@@ -12,9 +12,7 @@ import openai
 import pytest
 from testsupport.fake_engine import FakeEngine, closed_port_url
 
-from tests.router.conftest import Router, wait_for
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.router.conftest import MESSAGES, Router, streamed_text, wait_for
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -116,13 +114,7 @@ async def test_fallback_on_5xx_is_invisible_to_the_client(
     client = router.openai("llama32-notes")
     for _ in range(5):
         if stream:
-            text = ""
-            async for chunk in await client.chat.completions.create(
-                model="llama3.2",
-                messages=MESSAGES,
-                stream=True,
-            ):
-                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            text = await streamed_text(client)
         else:
             completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
             text = completion.choices[0].message.content or ""
@@ -177,12 +169,7 @@ async def test_fallback_when_vllm_sends_no_first_byte_in_time(
         if not stream:
             completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
             return completion.choices[0].message.content or ""
-        text = ""
-        async for chunk in await client.chat.completions.create(
-            model="llama3.2", messages=MESSAGES, stream=True
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+        return await streamed_text(client)
 
     assert await asyncio.gather(*(ask() for _ in range(4))) == ["Hello from ollama"] * 4
     assert (vllm.hits, ollama_engine.hits) == (4, 4)
@@ -284,14 +271,7 @@ async def test_table_change_applies_to_new_requests_only(
     client = router.openai("llama32-notes")  # weight 100
 
     async def consume() -> str:
-        text = ""
-        async for chunk in await client.chat.completions.create(
-            model="llama3.2",
-            messages=MESSAGES,
-            stream=True,
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+        return await streamed_text(client)
 
     streams = [asyncio.create_task(consume()) for _ in range(8)]
     await wait_for(lambda: vllm.streams_open == 8, "eight open streams")

@@ -22,9 +22,8 @@ import pytest
 from testsupport.fake_engine import FakeEngine
 
 from inferops.router.podmetrics import socket_path
-from tests.router.conftest import base_table, wait_for
+from tests.router.conftest import MESSAGES, base_table, streamed_text, wait_for
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS = 40
 STREAMS = 20
 
@@ -252,13 +251,8 @@ async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: Fak
 
     async def stream() -> str:
         client = pod.client()
-        text = ""
         async with client:
-            async for chunk in await client.chat.completions.create(
-                model="llama3.2", messages=MESSAGES, stream=True
-            ):
-                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+            return await streamed_text(client)
 
     streams = [asyncio.create_task(stream()) for _ in range(STREAMS)]
     await wait_for(lambda: vllm.streams_open == STREAMS, "the streams to open")
