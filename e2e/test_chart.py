@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testsupport.helm import find_helm
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 from e2e.localcluster.build import HELM
@@ -47,9 +47,7 @@ class Helm:
 
     def __init__(self, kubectl: Kubectl, home: Path) -> None:
         # The pinned helm the project builds (`make prepare`), else one on PATH (kind in CI).
-        found = str(HELM.path("helm")) if HELM.is_complete() else shutil.which("helm")
-        assert found, f"no helm: run `make prepare` (builds {HELM.path('helm')}) or put it on PATH"
-        self.binary = found
+        self.binary = find_helm(HELM)
         self.env = {
             **kubectl.env,
             "KUBECONFIG": str(kubectl.kubeconfig),

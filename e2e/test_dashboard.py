@@ -41,7 +41,7 @@ CONSUMER = "notes"
 def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The alert rules as the chart renders them with its default thresholds."""
     helm = Helm(
-        find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version),
+        find_helm(HELM),
         tmp_path_factory.mktemp("helm"),
     )
     return alerts(helm.render({"prometheusRule": {"enabled": True}}))

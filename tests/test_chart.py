@@ -38,7 +38,7 @@ Objects = list[dict[str, Any]]
 
 def helm_binary() -> str:
     """The helm the project builds (pinned version), else one on PATH."""
-    return find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version)
+    return find_helm(HELM)
 
 
 @pytest.fixture(scope="module")
