@@ -118,6 +118,14 @@ async def streamed_text(client: openai.AsyncOpenAI) -> str:
     return text
 
 
+async def answer_text(client: openai.AsyncOpenAI, stream: bool) -> str:
+    """A chat answer about llama3.2, streamed or not."""
+    if stream:
+        return await streamed_text(client)
+    completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
+    return completion.choices[0].message.content or ""
+
+
 async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not probe():
