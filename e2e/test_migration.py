@@ -96,38 +96,28 @@ def start(
     plane: DataPlane,
     namespace: str,
     consumers: list[str],
+    steps: list[dict[str, Any]],
     **migration: Any,
 ) -> None:
-    apply(kubectl, namespace, [{"name": c} for c in consumers], **migration)
+    apply(kubectl, namespace, [{"name": c} for c in consumers], steps=steps, **migration)
     wait_phase(kubectl, namespace, "Ready")
     plane.serve(namespace, NAME)
 
 
 def start_held_at_half(
-    kubectl: Kubectl, plane: DataPlane, namespace: str, failure_limit: int
+    kubectl: Kubectl, plane: DataPlane, namespace: str, failure_limit: int, consumer: str = "notes"
 ) -> None:
-    """notes alone, held at 50% for 10 minutes (then 100%), judged every 10 s with
+    """One consumer, held at 50% for 10 minutes (then 100%), judged every 10 s with
     ``failure_limit`` failed samples tolerated."""
-    start(
-        kubectl,
-        plane,
-        namespace,
-        ["notes"],
-        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-        analysis={**FAST, "failureLimit": failure_limit},
-    )
+    held = [{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}]
+    analysis = {**FAST, "failureLimit": failure_limit}
+    start(kubectl, plane, namespace, [consumer], held, analysis=analysis)
 
 
 def test_full_migration_notes_rag_ner_in_order(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        ["notes", "rag", "ner"],
-        steps=[{"weight": 50}, {"weight": 100}],
-    )
+    start(kubectl, plane, namespace, ["notes", "rag", "ner"], [{"weight": 50}, {"weight": 100}])
     seen: list[str] = []
     began = time.monotonic()
     # notes calls through the OpenAI API, rag through Ollama's; ner sends nothing itself.
@@ -285,17 +275,12 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
 def test_plugin_pause_promote_abort_retry(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        ["notes", "rag"],
-        steps=[
-            {"weight": 20, "pause": {}},
-            {"weight": 60, "pause": {"duration": "10m"}},
-            {"weight": 100},
-        ],
-    )
+    steps = [
+        {"weight": 20, "pause": {}},
+        {"weight": 60, "pause": {"duration": "10m"}},
+        {"weight": 100},
+    ]
+    start(kubectl, plane, namespace, ["notes", "rag"], steps)
     ns = ("-n", namespace)
     with Traffic(plane, namespace, "notes"):
         wait_consumer(
@@ -336,14 +321,7 @@ def test_plugin_pause_promote_abort_retry(
 def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        ["notes"],
-        steps=[{"weight": 100}],
-        failoverHoldDown="15s",
-    )
+    start(kubectl, plane, namespace, ["notes"], [{"weight": 100}], failoverHoldDown="15s")
     gpu_nodes = [
         n["metadata"]["name"]
         for n in kubectl.items("nodes", "")
