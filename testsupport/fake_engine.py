@@ -199,11 +199,7 @@ class FakeEngine:
         if failed:
             return failed
         words = self.behaviour.words
-        usage = {
-            "prompt_tokens": 7,
-            "completion_tokens": len(words),
-            "total_tokens": 7 + len(words),
-        }
+        usage = _usage(7, len(words))
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
             finish = "stop"
@@ -232,13 +228,8 @@ class FakeEngine:
             )
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
-                "id": "chatcmpl-1",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return _answer("chatcmpl-1", "chat.completion.chunk", body, choices=[choice])
 
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": w}) for w in words]
@@ -264,14 +255,7 @@ class FakeEngine:
         events.append(chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(
-                {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [],
-                    "usage": usage,
-                }
+                _answer("chatcmpl-1", "chat.completion.chunk", body, choices=[], usage=usage)
             )
         return await self._stream(request, events)
 
@@ -280,44 +264,24 @@ class FakeEngine:
         if failed:
             return failed
         words = self.behaviour.words
-        usage = {
-            "prompt_tokens": 5,
-            "completion_tokens": len(words),
-            "total_tokens": 5 + len(words),
-        }
+        usage = _usage(5, len(words))
         if not body.get("stream"):
+            choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
             return web.json_response(
-                {
-                    "id": "cmpl-1",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "text": "".join(words), "finish_reason": "length"}],
-                    "usage": usage,
-                }
+                _answer("cmpl-1", "text_completion", body, choices=[choice], usage=usage)
             )
         events: list[dict[str, Any]] = [
-            {
-                "id": "cmpl-1",
-                "object": "text_completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "text": w, "finish_reason": None}],
-            }
+            _answer(
+                "cmpl-1",
+                "text_completion",
+                body,
+                choices=[{"index": 0, "text": w, "finish_reason": None}],
+            )
             for w in words
         ]
         events[-1]["choices"][0]["finish_reason"] = "length"
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(
-                {
-                    "id": "cmpl-1",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
+            events.append(_answer("cmpl-1", "text_completion", body, choices=[], usage=usage))
         return await self._stream(request, events)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -366,3 +330,17 @@ class FakeEngine:
         finally:
             self.streams_open -= 1
         return response
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _answer(id_: str, kind: str, body: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """An OpenAI answer (or chunk) of the asked model: the fields every one has, then
+    `fields`."""
+    return {"id": id_, "object": kind, "created": 0, "model": body["model"], **fields}
