@@ -22,7 +22,6 @@ import asyncio
 import gc
 import gzip
 import json
-import os
 import threading
 import tracemalloc
 import zlib
@@ -36,7 +35,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from testsupport.fake_engine import FakeEngine
-from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
+from testsupport.spec_strategies import examples, fuzz_settings
 
 from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
@@ -479,13 +478,8 @@ def check(request: Request, response: httpx.Response) -> str:
     return f"{status} {'router' if own else 'engine'} {code or ''}".strip()
 
 
-@settings(
-    max_examples=examples(400),
-    # The quick run in `make test` is the same examples every time; `make fuzz` explores.
-    derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+@fuzz_settings(
+    HealthCheck.too_slow, HealthCheck.data_too_large, max_examples=examples(400), deadline=None
 )
 @given(request=requests())
 @example(request=EDGE_CASES[0])
