@@ -409,29 +409,21 @@ def requests(draw: st.DrawFn) -> Request:
 
 _NOTES = {"Host": "llama32-notes"}
 _HI = [{"role": "user", "content": "hi"}]
+
+
+def _lone_surrogate(path: str, model: str, surrogate: str, what: str) -> Request:
+    """A chat request for `model` whose message is one lone surrogate (as a JSON escape)."""
+    message = {"role": "user", "content": surrogate}
+    return Request(
+        "POST", path, _NOTES, _dumps({"model": model, "messages": [message]}, ascii_only=True), what
+    )
+
+
 # Always tried, whatever is drawn: each once made the router answer 500.
 EDGE_CASES = [
     # A lone surrogate in a body the router re-encodes (model alias; Ollama translation).
-    Request(
-        "POST",
-        "/v1/chat/completions",
-        _NOTES,
-        _dumps(
-            {"model": "llama3.2:3b", "messages": [{"role": "user", "content": "\ud800"}]},
-            ascii_only=True,
-        ),
-        "lone surrogate, alias",
-    ),
-    Request(
-        "POST",
-        "/api/chat",
-        _NOTES,
-        _dumps(
-            {"model": "llama3.2", "messages": [{"role": "user", "content": "\udfff"}]},
-            ascii_only=True,
-        ),
-        "lone surrogate, ollama",
-    ),
+    _lone_surrogate("/v1/chat/completions", "llama3.2:3b", "\ud800", "lone surrogate, alias"),
+    _lone_surrogate("/api/chat", "llama3.2", "\udfff", "lone surrogate, ollama"),
     # Nesting deeper than Python's recursion limit, under the size limit.
     Request("POST", "/api/chat", _NOTES, _nested(20000), "nested 20000"),
     Request("POST", "/v1/chat/completions", _NOTES, _nested(20000), "nested 20000"),
