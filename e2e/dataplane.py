@@ -17,7 +17,6 @@ Used by the migration e2e tests and by `make demo`.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from openai import OpenAI
 from testsupport.process import free_port
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
+from testsupport.repeat import Repeating
 
 from e2e.engines.faults import FaultProxy
 from e2e.engines.ollama_server import OllamaServer
@@ -119,7 +119,7 @@ class DataPlane:
         self.stop_router()
         if self.ollama is not None:
             with contextlib.suppress(Exception):
-                self.ollama.cleanup()  # stops it and removes its temporary models directory
+                self.ollama.close()  # stops it and removes its temporary models directory
         parts = (self.prometheus_faults, self.prometheus, self.faults, self.vllm)
         for part in parts:
             if part is not None:
@@ -144,7 +144,7 @@ class RouterEndpoint(Protocol):
     def router_url(self) -> str: ...
 
 
-class Traffic:
+class Traffic(Repeating):
     """A consumer's own requests in a loop from a thread, through its endpoint: the
     official `openai` client (streaming) or the official `ollama` client. `max_retries`
     and `timeout` are the clients' own settings (the `openai` client's default retries are
@@ -172,12 +172,10 @@ class Traffic:
         )
         self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host}, **limit)
         self.api = api
-        self.pause = pause
         self.ok = 0
         self.errors: list[str] = []
         self.requests: list[Request] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(pause)
 
     def _one(self) -> None:
         messages = [{"role": "user", "content": "Summarise my notes."}]
@@ -198,27 +196,13 @@ class Traffic:
             )
             assert parts and parts[-1].done
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                self._one()
-                self.ok += 1
-                failure: BaseException | None = None
-            except Exception as error:  # every client-visible failure is counted
-                self.errors.append(repr(error))
-                failure = error
-            self.requests.append(Request(start, time.monotonic(), failure))
-            self._stop.wait(self.pause)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    def step(self) -> None:
+        start = time.monotonic()
+        try:
+            self._one()
+            self.ok += 1
+            failure: BaseException | None = None
+        except Exception as error:  # every client-visible failure is counted
+            self.errors.append(repr(error))
+            failure = error
+        self.requests.append(Request(start, time.monotonic(), failure))

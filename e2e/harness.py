@@ -81,6 +81,21 @@ class Kubectl:
             args += ["-l", selector]
         return list(json.loads(self.run(*args).stdout)["items"])
 
+    def dry_run(self, *objects: dict[str, Any], force_conflicts: bool = False) -> str:
+        """A server-side apply of `objects`, strictly validated, as a dry run: the API
+        server's warnings (stderr; e.g. PodSecurity, deprecations). Refused: KubectlError."""
+        force = ("--force-conflicts",) if force_conflicts else ()
+        text = "\n---\n".join(json.dumps(o) for o in objects)
+        args = ("apply", "--server-side", *force, "--dry-run=server", "--validate=strict")
+        return self.run(*args, "-f", "-", input=text).stderr
+
+    def events(self, namespace: str, fields: str, *output: str) -> str:
+        """`kubectl get events` in `namespace` that the field selector `fields` picks (e.g.
+        `involvedObject.name=x`), printed as `output` asks (e.g. `-o json`)."""
+        return self.run(
+            "get", "events", "-n", namespace, "--field-selector", fields, *output
+        ).stdout
+
     def diagnostics(self, namespace: str) -> str:
         parts = []
         for args in (

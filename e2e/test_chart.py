@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testsupport.helm import find_helm
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 from e2e.localcluster.build import HELM
@@ -47,9 +47,7 @@ class Helm:
 
     def __init__(self, kubectl: Kubectl, home: Path) -> None:
         # The pinned helm the project builds (`make prepare`), else one on PATH (kind in CI).
-        found = str(HELM.path("helm")) if HELM.is_complete() else shutil.which("helm")
-        assert found, f"no helm: run `make prepare` (builds {HELM.path('helm')}) or put it on PATH"
-        self.binary = found
+        self.binary = find_helm(HELM)
         self.env = {
             **kubectl.env,
             "KUBECONFIG": str(kubectl.kubeconfig),
@@ -69,6 +67,16 @@ class Helm:
         if check:
             assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
         return result
+
+    def chart(
+        self, verb: str, release: str, namespace: str, *values: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`helm install` or `upgrade` of the chart with each of `values` set, waiting (up to
+        3 minutes) until its resources are ready."""
+        sets = [arg for value in values for arg in ("--set", value)]
+        return self.run(
+            verb, release, str(CHART), "--namespace", namespace, *sets, "--wait", "--timeout", "3m"
+        )
 
     def template(self, namespace: str, *values: str) -> list[dict[str, Any]]:
         out = self.run("template", RELEASE, str(CHART), "--namespace", namespace, *values).stdout
@@ -184,18 +192,8 @@ def operator_like_the_pod(
 
 
 def dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> None:
-    text = "\n---\n".join(json.dumps(o) for o in objects)
-    result = kubectl.run(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--dry-run=server",
-        "--validate=strict",
-        "-f",
-        "-",
-        input=text,
-    )
-    assert "Warning" not in result.stderr, result.stderr  # e.g. PodSecurity, deprecations
+    warnings = kubectl.dry_run(*objects, force_conflicts=True)
+    assert "Warning" not in warnings, warnings  # e.g. PodSecurity, deprecations
 
 
 def test_every_rendered_manifest_is_accepted_by_the_api_server(
@@ -268,18 +266,7 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
     # violation leaves the Deployment without a pod and `--wait` fails.
     kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     stranger = f"nobody-{uuid.uuid4().hex[:8]}"  # a ServiceAccount name nothing is bound to
-    installed = helm.run(
-        "install",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--set",
-        "crds.enabled=false",
-        "--wait",
-        "--timeout",
-        "3m",
-    )
+    installed = helm.chart("install", release, namespace, "crds.enabled=false")
     released = True
     try:
         # NOTES.txt says what to do next.
@@ -326,23 +313,14 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
             # Upgrade to a namespace-limited install: a Role in `apps` instead of the
             # ClusterRole, and the operator told to watch only `apps`; NetworkPolicies on.
             assert kubectl.items("networkpolicies", apps) == []
-            helm.run(
+            helm.chart(
                 "upgrade",
                 release,
-                str(CHART),
-                "--namespace",
                 namespace,
-                "--set",
                 "crds.enabled=false",
-                "--set",
                 f"watchNamespaces={{{apps}}}",
-                "--set",
                 "defaultImages.ollama=ollama/ollama:0.12.7",
-                "--set",
                 "networkPolicy.enabled=true",
-                "--wait",
-                "--timeout",
-                "3m",
             )
             assert kubectl.get("clusterrole", release, "") is None
             assert kubectl.get("role", release, apps) is not None
@@ -435,18 +413,7 @@ def test_uninstall_keeps_the_crd_and_the_inferencebackends(
         )
         # Namespace-limited, so that nothing else cluster-scoped is created.
         limited = f"watchNamespaces={{{namespace}}}"
-        helm.run(
-            "install",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--set",
-            limited,
-            "--wait",
-            "--timeout",
-            "3m",
-        )
+        helm.chart("install", RELEASE, namespace, limited)
         owned = json.loads(kubectl.run("get", "crd", CRD_NAME, "-o", "json").stdout)
         assert owned["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert owned["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
@@ -457,20 +424,7 @@ def test_uninstall_keeps_the_crd_and_the_inferencebackends(
         for engine in ("vllm", "ollama"):  # it only has to exist: no claims to bind
             del backend["spec"][engine]["cache"]
         kubectl.apply(backend, namespace)
-        helm.run(
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--set",
-            limited,
-            "--set",
-            "verbose=true",
-            "--wait",
-            "--timeout",
-            "3m",
-        )
+        helm.chart("upgrade", RELEASE, namespace, limited, "verbose=true")
         assert "--verbose" in operator_container(kubectl, namespace)["args"]
 
         result = helm.run("uninstall", RELEASE, "--namespace", namespace, "--wait")

@@ -29,7 +29,7 @@ from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.localcluster.build import HELM
 from e2e.test_backend import NAME
-from e2e.test_migration import FAST, consumers_of, served_weight, start, wait_consumer
+from e2e.test_migration import consumers_of, served_weight, start_held_at_half, wait_consumer
 from inferops import dashboard
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,7 @@ CONSUMER = "notes"
 def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The alert rules as the chart renders them with its default thresholds."""
     helm = Helm(
-        find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version),
+        find_helm(HELM),
         tmp_path_factory.mktemp("helm"),
     )
     return alerts(helm.render({"prometheusRule": {"enabled": True}}))
@@ -98,14 +98,7 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
 ) -> None:
     assert plane.faults is not None and plane.prometheus is not None
     prometheus = plane.prometheus
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": CONSUMER}],
-        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-        analysis={**FAST, "failureLimit": 0},
-    )
+    start_held_at_half(kubectl, plane, namespace, 0, CONSUMER)
     # The operator's metrics too, without target labels: its series keep their own
     # `namespace` (the InferenceBackend's), as the chart's ServiceMonitor (honorLabels) does.
     prometheus.set_targets([*prometheus.targets, (f"127.0.0.1:{migrator.metrics_port}", {})])

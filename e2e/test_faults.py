@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import ollama
 import openai
 import pytest
 from testsupport.programs import scrape, total
+from testsupport.repeat import Repeating
 
 from e2e.dataplane import DataPlane, Request, Traffic
 from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
@@ -99,6 +99,23 @@ def replicas_owners(kubectl: Kubectl, namespace: str, component: str) -> list[st
         for entry in json.loads(shown)["metadata"].get("managedFields", [])
         if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
     )
+
+
+def scale(kubectl: Kubectl, namespace: str, component: str, replicas: int) -> None:
+    """`kubectl scale` of a component's Deployment (as a person or an HPA does)."""
+    name = f"{NAME}-{component}"
+    kubectl.run("scale", "deployment", name, f"--replicas={replicas}", "-n", namespace)
+
+
+def wait_replicas(
+    kubectl: Kubectl, namespace: str, what: str, replicas: int, timeout: float, **options: float
+) -> None:
+    """Until vLLM's Deployment asks for `replicas` (`options`: wait_for's)."""
+
+    def asked() -> bool:
+        return bool(deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == replicas)
+
+    wait_for(what, asked, timeout, **options)
 
 
 def deployment_writes(operator: OperatorProcess, namespace: str) -> float:
@@ -216,7 +233,7 @@ def recreate_node(kubectl: Kubectl, node: dict[str, Any]) -> None:
     )
 
 
-class Sampler:
+class Sampler(Repeating):
     """Samples, from a thread, the resource's phase next to what Kubernetes says of the
     vLLM pods, so the status can be judged against it afterwards."""
 
@@ -224,8 +241,7 @@ class Sampler:
         self.kubectl = kubectl
         self.namespace = namespace
         self.samples: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(0.25)
 
     def _sample(self) -> dict[str, Any]:
         at = time.monotonic()
@@ -248,18 +264,8 @@ class Sampler:
             ],
         }
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self._sample())
-            self._stop.wait(0.25)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    def step(self) -> None:
+        self.samples.append(self._sample())
 
 
 def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
@@ -344,16 +350,7 @@ def test_gpu_node_removed_vllm_pod_replaced_and_status_follows(
         s for s in samples[reacted:] if s["phase"] == "Ready" and not any(p[2] for p in s["pods"])
     ]
     assert lying == [], lying
-    events = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={NAME}",
-        "-o",
-        "json",
-    ).stdout
+    events = kubectl.events(namespace, f"involvedObject.name={NAME}", "-o", "json")
     # Timestamps have whole seconds, and the Ready -> Degraded -> Ready changes can fall in
     # one second: within a second, the creation order is the etcd revision's.
     items = sorted(
@@ -425,12 +422,8 @@ def test_replicas_left_unset_belong_to_an_hpa_or_kubectl_scale(
     wait_phase(kubectl, namespace, "Ready")
     kubectl.apply(hpa(f"{NAME}-vllm", 2, 3), namespace)
     asked = time.monotonic()
-    kubectl.run("scale", "deployment", f"{NAME}-ollama", "--replicas=2", "-n", namespace)
-    wait_for(
-        "the HPA to scale vLLM to 2",
-        lambda: deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == 2,
-        60,
-    )
+    scale(kubectl, namespace, "ollama", 2)
+    wait_replicas(kubectl, namespace, "the HPA to scale vLLM to 2", 2, 60)
     scaled = time.monotonic() - asked
 
     def counted() -> bool:
@@ -492,13 +485,8 @@ def test_replicas_set_in_the_spec_are_kept_and_handed_over_when_unset(
     generation = deployment(kubectl, namespace, "vllm")["metadata"]["generation"]
     writes = deployment_writes(operator, namespace)
     scaled = time.monotonic()
-    kubectl.run("scale", "deployment", f"{NAME}-vllm", "--replicas=3", "-n", namespace)
-    wait_for(
-        "the scale to be reverted",
-        lambda: deployment(kubectl, namespace, "vllm")["spec"]["replicas"] == 1,
-        30,
-        interval=0.05,
-    )
+    scale(kubectl, namespace, "vllm", 3)
+    wait_replicas(kubectl, namespace, "the scale to be reverted", 1, 30, interval=0.05)
     reverted = time.monotonic() - scaled
     reconcile_by_child_events(kubectl, operator, namespace, 3)
     seen = watch_replicas(kubectl, namespace, 5)["vllm"]
@@ -531,7 +519,7 @@ def test_replicas_set_in_the_spec_are_kept_and_handed_over_when_unset(
     # changes too); the count did not.
     assert kept == {(3, max(g for _, g in three) + 1)}, (three, kept)
     assert owners == ["inferops-replicas-handover"]
-    kubectl.run("scale", "deployment", f"{NAME}-vllm", "--replicas=2", "-n", namespace)
+    scale(kubectl, namespace, "vllm", 2)
     reconcile_by_child_events(kubectl, operator, namespace, 2)
     assert {count for count, _ in watch_replicas(kubectl, namespace, 3)["vllm"]} == {2}
     wait_for(

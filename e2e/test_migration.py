@@ -96,24 +96,29 @@ def start(
     kubectl: Kubectl,
     plane: DataPlane,
     namespace: str,
-    consumers: list[dict[str, Any]],
+    consumers: list[str],
+    steps: list[dict[str, Any]],
     **migration: Any,
 ) -> None:
-    apply(kubectl, namespace, consumers, **migration)
+    apply(kubectl, namespace, [{"name": c} for c in consumers], steps=steps, **migration)
     wait_phase(kubectl, namespace, "Ready")
     plane.serve(namespace, NAME)
+
+
+def start_held_at_half(
+    kubectl: Kubectl, plane: DataPlane, namespace: str, failure_limit: int, consumer: str = "notes"
+) -> None:
+    """One consumer, held at 50% for 10 minutes (then 100%), judged every 10 s with
+    ``failure_limit`` failed samples tolerated."""
+    held = [{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}]
+    analysis = {**FAST, "failureLimit": failure_limit}
+    start(kubectl, plane, namespace, [consumer], held, analysis=analysis)
 
 
 def test_full_migration_notes_rag_ner_in_order(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}, {"name": "rag"}, {"name": "ner"}],
-        steps=[{"weight": 50}, {"weight": 100}],
-    )
+    start(kubectl, plane, namespace, ["notes", "rag", "ner"], [{"weight": 50}, {"weight": 100}])
     seen: list[str] = []
     began = time.monotonic()
     # notes calls through the OpenAI API, rag through Ollama's; ner sends nothing itself.
@@ -151,9 +156,7 @@ def test_full_migration_notes_rag_ner_in_order(
     table = kubectl.run("get", "ib", "-n", namespace).stdout
     print(table)
     assert "3/3" in table and max(len(line) for line in table.splitlines()) <= 80
-    events = kubectl.run(
-        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
-    ).stdout
+    events = kubectl.events(namespace, f"involvedObject.name={NAME}")
     assert "StepStarted" in events and "Migrated" in events
 
 
@@ -162,14 +165,7 @@ def test_bad_canary_is_rolled_back_without_client_errors(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str, fault: str
 ) -> None:
     assert plane.faults is not None
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}],
-        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-        analysis={**FAST, "failureLimit": 0},
-    )
+    start_held_at_half(kubectl, plane, namespace, failure_limit=0)
     with Traffic(plane, namespace, "notes") as traffic:
         wait_consumer(kubectl, namespace, "notes", "passes at 50%", passedSamples=1)
         injected = time.monotonic()
@@ -204,14 +200,7 @@ def test_operator_killed_mid_step_resumes_exactly(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
     assert plane.faults is not None
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}],
-        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-        analysis={**FAST, "failureLimit": 5},
-    )
+    start_held_at_half(kubectl, plane, namespace, failure_limit=5)
     kept = ("step", "weight", "stepStartedAt", "failedSamples", "lastSampleAt", "phase")
     with Traffic(plane, namespace, "notes") as traffic:
         plane.faults.faults.error_share = 1.0  # every sample fails from now on
@@ -238,16 +227,9 @@ def test_operator_killed_mid_step_resumes_exactly(
         assert later[key] == before[key], key
     assert later["lastSampleAt"] > before["lastSampleAt"]
     assert traffic.errors == []  # vLLM failed every request; fallback hid all of them
-    events = kubectl.run(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={NAME},reason=StepStarted",
-        "-o",
-        "name",
-    ).stdout
+    events = kubectl.events(
+        namespace, f"involvedObject.name={NAME},reason=StepStarted", "-o", "name"
+    )
     assert len(events.split()) == 1  # the step was started once, never again after the kill
 
 
@@ -256,14 +238,7 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
 ) -> None:
     faults = plane.prometheus_faults
     assert faults is not None
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}],
-        steps=[{"weight": 50, "pause": {"duration": "10m"}}, {"weight": 100}],
-        analysis={**FAST, "failureLimit": 0},
-    )
+    start_held_at_half(kubectl, plane, namespace, failure_limit=0)
     empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
     nan = {
         "status": "success",
@@ -301,17 +276,12 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
 def test_plugin_pause_promote_abort_retry(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}, {"name": "rag"}],
-        steps=[
-            {"weight": 20, "pause": {}},
-            {"weight": 60, "pause": {"duration": "10m"}},
-            {"weight": 100},
-        ],
-    )
+    steps = [
+        {"weight": 20, "pause": {}},
+        {"weight": 60, "pause": {"duration": "10m"}},
+        {"weight": 100},
+    ]
+    start(kubectl, plane, namespace, ["notes", "rag"], steps)
     ns = ("-n", namespace)
     with Traffic(plane, namespace, "notes"):
         wait_consumer(
@@ -393,14 +363,7 @@ def test_a_consumer_using_what_vllm_would_not_honour_is_held_until_ack(
 def test_vllm_lost_fails_over_to_ollama_and_back_after_hold_down(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
 ) -> None:
-    start(
-        kubectl,
-        plane,
-        namespace,
-        [{"name": "notes"}],
-        steps=[{"weight": 100}],
-        failoverHoldDown="15s",
-    )
+    start(kubectl, plane, namespace, ["notes"], [{"weight": 100}], failoverHoldDown="15s")
     gpu_nodes = [
         n["metadata"]["name"]
         for n in kubectl.items("nodes", "")

@@ -29,16 +29,8 @@ POLICY = f"{NAME}-engines"
 
 
 def dry_run(kubectl: Kubectl, obj: dict[str, Any]) -> None:
-    result = kubectl.run(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--validate=strict",
-        "-f",
-        "-",
-        input=json.dumps(obj),
-    )
-    assert "Warning" not in result.stderr, result.stderr
+    warnings = kubectl.dry_run(obj)
+    assert "Warning" not in warnings, warnings
 
 
 def test_the_built_policies_are_accepted(kubectl: Kubectl, crd: str, namespace: str) -> None:

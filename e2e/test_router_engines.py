@@ -24,6 +24,7 @@ import ollama
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionChunk
 from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_server import OllamaServer
@@ -123,40 +124,41 @@ def ollama_client(router: TableRouter, host: str = HOST) -> ollama.Client:
     return ollama.Client(host=router.url, headers={"Host": host})
 
 
-def test_openai_client_reaches_real_vllm(router: TableRouter) -> None:
-    client = openai_client(router)
-    router.set_weight("notes", 100)
+def answered_by(client: OpenAI, engine: str) -> None:
+    """The models list, then a chat answer through the router from `engine`."""
     assert [m.id for m in client.models.list().data] == [MODEL]
-
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
     )
-    assert raw.headers["x-inferops-engine"] == "vllm"
+    assert raw.headers["x-inferops-engine"] == engine
     answer = raw.parse()
     assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
 
-    chunks = list(
-        client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Hello"}],
-            max_tokens=16,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
-    )
-    assert len(chunks) >= 16  # token by token, not buffered into one
-    assert chunks[-1].choices[0].finish_reason == "length"
 
+def streamed(
+    client: OpenAI, max_tokens: int, content: str = "Hello", **options: Any
+) -> list[ChatCompletionChunk]:
+    """A streamed (SSE) chat answer, chunk by chunk."""
+    messages = [{"role": "user", "content": content}]
+    create = client.chat.completions.create
+    return list(
+        create(model=MODEL, messages=messages, max_tokens=max_tokens, stream=True, **options)
+    )
+
+
+def stream_and_complete(client: OpenAI, **options: Any) -> list[ChatCompletionChunk]:
+    """A streamed chat answer of up to 16 tokens, returned for the caller to judge, then a
+    completion."""
+    chunks = streamed(client, 16, **options)
     completion = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=4)
     assert completion.choices[0].finish_reason in ("length", "stop")
+    return chunks
 
 
-def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
-    client = ollama_client(router)
-    router.set_weight("notes", 100)
-    before = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
-
+def chat_and_generate(client: ollama.Client) -> ollama.GenerateResponse:
+    """Ollama's API: a chat answer, a streamed one (NDJSON, part by part), then `generate`'s
+    answer for the caller to judge."""
     reply = client.chat(
         model=MODEL,
         messages=[{"role": "user", "content": "Hello"}],
@@ -178,6 +180,25 @@ def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
     generated = client.generate(
         model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 6}
     )
+    return generated
+
+
+def test_openai_client_reaches_real_vllm(router: TableRouter) -> None:
+    client = openai_client(router)
+    router.set_weight("notes", 100)
+    answered_by(client, "vllm")
+
+    chunks = stream_and_complete(client, extra_body={"ignore_eos": True})
+    assert len(chunks) >= 16  # token by token, not buffered into one
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_ollama_client_reaches_real_vllm(router: TableRouter) -> None:
+    client = ollama_client(router)
+    router.set_weight("notes", 100)
+    before = router.metric("inferops_router_requests_total", engine="vllm") or 0.0
+
+    generated = chat_and_generate(client)
     assert generated.done and generated.response is not None
 
     assert [m.model for m in client.list().models] == [f"{MODEL}:latest"]  # as Ollama names it
@@ -211,31 +232,12 @@ def test_openai_client_reaches_real_ollama(
     client = openai_client(router)
     router.set_weight("notes", 0)
     served_before = ollama_engine.served()
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    answered_by(client, "ollama")
 
-    raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
-    )
-    assert raw.headers["x-inferops-engine"] == "ollama"
-    answer = raw.parse()
-    assert answer.model == MODEL and answer.choices[0].message.role == "assistant"
-    assert answer.usage is not None and answer.usage.completion_tokens >= 1
-
-    chunks = list(
-        client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Hello"}],
-            max_tokens=16,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    )
+    chunks = stream_and_complete(client, stream_options={"include_usage": True})
     finished = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(chunks) >= 3 and finished[-1].choices[0].finish_reason in ("length", "stop")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
-
-    completion = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=4)
-    assert completion.choices[0].finish_reason in ("length", "stop")
     hi = [{"role": "user", "content": "Hi"}]
     tagged = client.chat.completions.create(model=f"{MODEL}:latest", messages=hi, max_tokens=4)  # type: ignore[arg-type]
     assert tagged.choices[0].message.role == "assistant"
@@ -254,27 +256,7 @@ def test_ollama_client_reaches_real_ollama(
     router.set_weight("notes", 0)
     served_before = ollama_engine.served("/api/")
 
-    reply = client.chat(
-        model=MODEL,
-        messages=[{"role": "user", "content": "Hello"}],
-        options={"num_predict": 8, "temperature": 0},
-    )
-    assert reply.message.role == "assistant" and reply.done
-    assert reply.eval_count is not None and reply.eval_count >= 1
-
-    parts = list(
-        client.chat(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Hi"}],
-            stream=True,
-            options={"num_predict": 12},
-        )
-    )
-    assert len(parts) >= 2 and parts[-1].done and not parts[0].done
-
-    generated = client.generate(
-        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 6}
-    )
+    generated = chat_and_generate(client)
     assert generated.done and generated.response
 
     tagged = client.chat(
@@ -476,14 +458,7 @@ def test_no_request_sent_after_vllm_is_killed_fails(
             started = time.monotonic()
             try:
                 if stream:
-                    chunks = list(
-                        client.chat.completions.create(
-                            model=MODEL,
-                            messages=[{"role": "user", "content": "Hi"}],
-                            max_tokens=4,
-                            stream=True,
-                        )
-                    )
+                    chunks = streamed(client, 4, "Hi")
                     assert chunks[-1].choices[0].finish_reason is not None
                 else:
                     raw = client.chat.completions.with_raw_response.create(

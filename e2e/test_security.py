@@ -32,13 +32,12 @@ from pathlib import Path
 
 import httpx
 from testsupport import readonly
-from testsupport.programs import RouterProcess
+from testsupport.programs import RouterProcess, one_consumer_table
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from e2e.harness import Kubectl, OperatorProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
-from inferops.api.routing import RoutingTable
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.router import name as router_name
@@ -121,17 +120,10 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     ollama = OllamaServer(model_names=["llama3.2"], log_path=tmp_path / "ollama.log")
     vllm.start()
     ollama.start()
-    table = RoutingTable.model_validate(
-        {
-            "model": "llama3.2",
-            "engines": {"vllm": {"url": vllm.url}, "ollama": {"url": ollama.url}},
-            "consumers": [{"name": "notes", "hosts": ["llama32-notes"], "weight": 100}],
-        }
-    )
-    (tmp_path / "routes.json").write_text(table.model_dump_json(by_alias=True))
+    table = one_consumer_table(tmp_path / "routes.json", vllm.url, ollama.url)
     log = tmp_path / "router.log"
     router = RouterProcess(
-        ["--table-file", str(tmp_path / "routes.json"), "--access-log", "--log-level", "DEBUG"],
+        [*table, "--access-log", "--log-level", "DEBUG"],
         log,
     )
     router.start()
@@ -156,7 +148,7 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
     finally:
         router.stop()
         vllm.stop()
-        ollama.cleanup()
+        ollama.close()
     assert statuses == [200, 200, 200, 200, 404, 404, 400, 200], statuses
     assert "inferops_router_fallbacks_total" in metrics
     text = log.read_text(errors="replace")
@@ -200,20 +192,9 @@ def test_the_router_deployment_passes_the_restricted_pod_security_standard(
         o["metadata"]["name"]: o for o in desired_children(spec, owner) if o["kind"] == "Deployment"
     }
 
-    def dry_run(obj: dict[str, object]) -> str:
-        return kubectl.run(
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--validate=strict",
-            "-f",
-            "-",
-            input=json.dumps(obj),
-        ).stderr
-
     # The namespace's warn level makes the API server name every violation of the template.
-    warnings = dry_run(deployments[router_name(owner)])
+    warnings = kubectl.dry_run(deployments[router_name(owner)])
     assert "Warning" not in warnings, warnings
     # ... and it does warn: the vLLM Deployment (its image runs as root) would be refused.
-    warnings = dry_run(deployments["llama32-vllm"])
+    warnings = kubectl.dry_run(deployments["llama32-vllm"])
     assert "would violate PodSecurity" in warnings, warnings

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any
 
 from aiohttp import web
+from testsupport.aioserve import Served, serve
 
 NS = "ai"
 END = object()
@@ -40,29 +40,24 @@ class FakeKubeApi:
         self.watchers: list[tuple[str, asyncio.Queue[object]]] = []
         self.lists = 0
         self.watches = 0
-        self.port = 0
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self._served, "start() first"
+        return self._served.url
 
     async def start(self) -> None:
         app = web.Application()
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             app.router.add_get(prefix + "/namespaces/{ns}/{plural}", self._collection)
             app.router.add_get(prefix + "/{plural}", self._collection)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._served = await serve(app)
 
     async def stop(self) -> None:
         self.end_watches()
-        if self._runner:
-            await self._runner.cleanup()
+        if self._served:
+            await self._served.close()
 
     def put(self, name: str, data: dict[str, str]) -> None:
         """A ConfigMap in NS."""

@@ -22,6 +22,7 @@ from bench.engines.client import (
     parse_event,
     run_phase,
 )
+from testsupport.aioserve import serving
 
 
 def test_the_request_is_greedy_streamed_capped_and_asks_for_usage() -> None:
@@ -215,15 +216,8 @@ async def canned() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/{name}/v1/chat/completions", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_the_client_counts_tokens_from_usage_or_from_content_chunks(canned: str) -> None:

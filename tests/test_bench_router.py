@@ -47,23 +47,26 @@ def _stream(path: str, ttft_p50: float, errors: int = 0) -> dict[str, Any]:
     }
 
 
+SECTION = report.stream_section(REALISTIC, 64)
+
+
+def _streaming(*phases: dict[str, Any]) -> tuple[Config, list[report.Row]]:
+    """The rows of the streaming section at 64 streams, one repeat of each path's `phases`."""
+    paths = tuple(phase["path"] for phase in phases)
+    config = Config(paths=paths, profiles=(REALISTIC,), concurrencies=(64,), repeats=1)
+    table = report.Table(config)
+    report._streaming(table, SECTION, list(phases))
+    return config, table.rows
+
+
 def test_the_table_has_a_ratio_per_peer_and_none_for_conditions() -> None:
-    config = Config(
-        paths=("direct", "router", "nginx", "litellm"),
-        profiles=(REALISTIC,),
-        concurrencies=(64,),
-        repeats=1,
-    )
-    phases = [
+    config, found = _streaming(
         _stream("direct", 20.0),
         _stream("router", 22.0),
         _stream("nginx", 20.5),
         _stream("litellm", 220.0, errors=3),
-    ]
-    table = report.Table(config)
-    section = report.stream_section(REALISTIC, 64)
-    report._streaming(table, section, phases)
-    rows = {row.figure: row for row in table.rows}
+    )
+    rows = {row.figure: row for row in found}
     ttft = rows["TTFT p50"]
     assert ttft.ratios["nginx"] == 22.0 / 20.5
     assert ttft.ratios["litellm"] == 22.0 / 220.0
@@ -72,7 +75,7 @@ def test_the_table_has_a_ratio_per_peer_and_none_for_conditions() -> None:
     assert math.isclose(added.ratios["litellm"], 2.0 / 200.0)
     assert rows["errors"].ratios == {}
     assert rows["load cores busy"].ratios == {}
-    text = report.render(table.rows, [], config)
+    text = report.render(found, [], config)
     assert "router/nginx" in text and "router/litellm" in text
 
 
@@ -93,24 +96,16 @@ def test_vllm_router_gets_both_backends_and_the_random_policy() -> None:
 
 
 def test_the_latency_targets_compare_with_the_peers_of_the_same_run() -> None:
-    config = Config(
-        paths=("direct", "router", "nginx", "vllm-router"),
-        profiles=(REALISTIC,),
-        concurrencies=(64,),
-        repeats=1,
-    )
     # Added p50: router 1.0, nginx 0.5 (1.5x is 0.75), vllm-router 2.0; p99 twice that.
-    phases = [
+    config, rows = _streaming(
         _stream("direct", 20.0),
         _stream("router", 21.0),
         _stream("nginx", 20.5),
         _stream("vllm-router", 22.0),
-    ]
-    table = report.Table(config)
-    report._streaming(table, report.stream_section(REALISTIC, 64), phases)
+    )
     found = {
         v.target.rpartition(", ")[0] + " " + v.target.rpartition(", ")[2]: v.passed
-        for v in report._latency_verdicts(table.rows, config, report.stream_section(REALISTIC, 64))
+        for v in report._latency_verdicts(rows, config, SECTION)
     }
     where = "added TTFT {} at 64 streams (realistic profile) vs {}"
     assert found == {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ Objects = list[dict[str, Any]]
 
 def helm_binary() -> str:
     """The helm the project builds (pinned version), else one on PATH."""
-    return find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version)
+    return find_helm(HELM)
 
 
 @pytest.fixture(scope="module")
@@ -528,228 +529,138 @@ def test_alert_thresholds_and_durations_come_from_values(render: Callable[..., O
 # `AxN` N more samples of A, `A+BxN` N more samples rising by B.
 OPERATOR = 'namespace="shop",backend="llama32"'
 ROUTER = 'namespace="shop",pod="llama32-router-5d8f-x2k4q",route="chat"'
+
+
+def series(name: str, labels: str, values: str) -> dict[str, str]:
+    """One input series of a promtool test: ``name{labels}`` and its samples."""
+    return {"series": f"{name}{{{labels}}}", "values": values}
+
+
+def alert_case(
+    alert: str, quiet_at: str, fires_at: str, labels: dict[str, str], *inputs: dict[str, str]
+) -> dict[str, Any]:
+    """A promtool test: on ``inputs``, ``alert`` is quiet at ``quiet_at`` and fires once,
+    with ``labels``, at ``fires_at``."""
+    return {
+        "interval": "1m",
+        "input_series": list(inputs),
+        "alert_rule_test": [
+            {"eval_time": quiet_at, "alertname": alert, "exp_alerts": []},
+            {"eval_time": fires_at, "alertname": alert, "exp_alerts": [{"exp_labels": labels}]},
+        ],
+    }
+
+
+PHASE = "inferops_migration_consumer_phase"
+STEP = "inferops_migration_consumer_step"
+STALE = "inferops_router_table_stale"
+ON_NOTES = {"severity": "warning", "namespace": "shop", "backend": "llama32", "consumer": "notes"}
 ALERT_CASES: list[dict[str, Any]] = [
-    {
-        "interval": "1m",
-        "input_series": [
-            {
-                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
-                'phase="RolledBack"}',
-                "values": "_x4 1x20",
-            },
-            {
-                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
-                'phase="Progressing"}',
-                "values": "1x24",
-            },
-        ],
-        "alert_rule_test": [
-            {"eval_time": "3m", "alertname": "InferopsConsumerRolledBack", "exp_alerts": []},
-            {
-                "eval_time": "10m",
-                "alertname": "InferopsConsumerRolledBack",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "warning",
-                            "namespace": "shop",
-                            "backend": "llama32",
-                            "consumer": "notes",
-                        }
-                    }
-                ],
-            },
-        ],
-    },
-    {
-        "interval": "1m",
-        "input_series": [
-            # notes, migrated, passes its watch, then fails it from 10m; rag always passes.
-            {
-                "series": f'inferops_migration_watch_failing{{{OPERATOR},consumer="notes"}}',
-                "values": "0x9 1x10",
-            },
-            {
-                "series": f'inferops_migration_watch_failing{{{OPERATOR},consumer="rag"}}',
-                "values": "0x20",
-            },
-        ],
-        "alert_rule_test": [
-            {"eval_time": "5m", "alertname": "InferopsMigratedConsumerFailing", "exp_alerts": []},
-            {
-                "eval_time": "12m",
-                "alertname": "InferopsMigratedConsumerFailing",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "warning",
-                            "namespace": "shop",
-                            "backend": "llama32",
-                            "consumer": "notes",
-                        }
-                    }
-                ],
-            },
-        ],
-    },
-    {
-        "interval": "1m",
-        "input_series": [
-            # notes moves to step 2 at 30m, then stays there: stalled an hour after that
-            # step began counting as unchanged (10 minutes without a change).
-            {
-                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="notes",'
-                'phase="Progressing"}',
-                "values": "1x200",
-            },
-            {
-                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="notes"}}',
-                "values": "1x29 2x170",
-            },
-            # rag steps every 20 minutes: never stalled.
-            {
-                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="rag",'
-                'phase="Progressing"}',
-                "values": "1x200",
-            },
-            {
-                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="rag"}}',
-                "values": "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30",
-            },
-            # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
-            {
-                "series": f'inferops_migration_consumer_phase{{{OPERATOR},consumer="ner",'
-                'phase="Paused"}',
-                "values": "1x200",
-            },
-            {
-                "series": f'inferops_migration_consumer_step{{{OPERATOR},consumer="ner"}}',
-                "values": "1x200",
-            },
-        ],
-        "alert_rule_test": [
-            {"eval_time": "90m", "alertname": "InferopsMigrationStepStalled", "exp_alerts": []},
-            {
-                "eval_time": "110m",
-                "alertname": "InferopsMigrationStepStalled",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "warning",
-                            "namespace": "shop",
-                            "backend": "llama32",
-                            "consumer": "notes",
-                        }
-                    }
-                ],
-            },
-        ],
-    },
-    {
-        "interval": "1m",
-        "input_series": [
-            # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
-            {
-                "series": f'inferops_router_requests_total{{{ROUTER},consumer="notes",'
-                'engine="vllm",code="200"}',
-                "values": "0+10x40",
-            },
-            {
-                "series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="notes",'
-                'engine="vllm",reason="status_503"}',
-                "values": "0+1x40",
-            },
-            {
-                "series": f'inferops_router_requests_total{{{ROUTER},consumer="rag",'
-                'engine="vllm",code="200"}',
-                "values": "0+50x40",
-            },
-            {
-                "series": f'inferops_router_fallbacks_total{{{ROUTER},consumer="rag",'
-                'engine="vllm",reason="status_503"}',
-                "values": "0+1x40",
-            },
-        ],
-        "alert_rule_test": [
-            {"eval_time": "3m", "alertname": "InferopsHighFallbackRate", "exp_alerts": []},
-            {
-                "eval_time": "30m",
-                "alertname": "InferopsHighFallbackRate",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "warning",
-                            "namespace": "shop",
-                            "backend": "llama32",
-                            "consumer": "notes",
-                        }
-                    }
-                ],
-            },
-        ],
-    },
-    {
-        "interval": "1m",
-        "input_series": [
-            {
-                "series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-1"}',
-                "values": "0x5 1x20",
-            },
-            {
-                "series": 'inferops_router_table_stale{namespace="shop",pod="llama32-router-a-2"}',
-                "values": "0x25",
-            },
-        ],
-        "alert_rule_test": [
-            {"eval_time": "9m", "alertname": "InferopsRoutingTableStale", "exp_alerts": []},
-            {
-                "eval_time": "12m",
-                "alertname": "InferopsRoutingTableStale",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "critical",
-                            "namespace": "shop",
-                            "pod": "llama32-router-a-1",
-                        }
-                    }
-                ],
-            },
-        ],
-    },
+    alert_case(
+        "InferopsConsumerRolledBack",
+        "3m",
+        "10m",
+        ON_NOTES,
+        series(PHASE, f'{OPERATOR},consumer="notes",phase="RolledBack"', "_x4 1x20"),
+        series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x24"),
+    ),
+    alert_case(
+        "InferopsMigratedConsumerFailing",
+        "5m",
+        "12m",
+        ON_NOTES,
+        # notes, migrated, passes its watch, then fails it from 10m; rag always passes.
+        series("inferops_migration_watch_failing", f'{OPERATOR},consumer="notes"', "0x9 1x10"),
+        series("inferops_migration_watch_failing", f'{OPERATOR},consumer="rag"', "0x20"),
+    ),
+    alert_case(
+        "InferopsMigrationStepStalled",
+        "90m",
+        "110m",
+        ON_NOTES,
+        # notes moves to step 2 at 30m, then stays there: stalled an hour after that
+        # step began counting as unchanged (10 minutes without a change).
+        series(PHASE, f'{OPERATOR},consumer="notes",phase="Progressing"', "1x200"),
+        series(STEP, f'{OPERATOR},consumer="notes"', "1x29 2x170"),
+        # rag steps every 20 minutes: never stalled.
+        series(PHASE, f'{OPERATOR},consumer="rag",phase="Progressing"', "1x200"),
+        series(
+            STEP,
+            f'{OPERATOR},consumer="rag"',
+            "1x19 2x19 3x19 4x19 5x19 6x19 7x19 8x19 9x19 10x30",
+        ),
+        # ner waits for a promote (Paused) at the same step: a human's hold, not a stall.
+        series(PHASE, f'{OPERATOR},consumer="ner",phase="Paused"', "1x200"),
+        series(STEP, f'{OPERATOR},consumer="ner"', "1x200"),
+    ),
+    alert_case(
+        "InferopsHighFallbackRate",
+        "3m",
+        "30m",
+        ON_NOTES,
+        # notes: 1 in 10 vLLM attempts falls back (10% > 5%); rag: 1 in 50 (2%).
+        series(
+            "inferops_router_requests_total",
+            f'{ROUTER},consumer="notes",engine="vllm",code="200"',
+            "0+10x40",
+        ),
+        series(
+            "inferops_router_fallbacks_total",
+            f'{ROUTER},consumer="notes",engine="vllm",reason="status_503"',
+            "0+1x40",
+        ),
+        series(
+            "inferops_router_requests_total",
+            f'{ROUTER},consumer="rag",engine="vllm",code="200"',
+            "0+50x40",
+        ),
+        series(
+            "inferops_router_fallbacks_total",
+            f'{ROUTER},consumer="rag",engine="vllm",reason="status_503"',
+            "0+1x40",
+        ),
+    ),
+    alert_case(
+        "InferopsRoutingTableStale",
+        "9m",
+        "12m",
+        {"severity": "critical", "namespace": "shop", "pod": "llama32-router-a-1"},
+        series(STALE, 'namespace="shop",pod="llama32-router-a-1"', "0x5 1x20"),
+        series(STALE, 'namespace="shop",pod="llama32-router-a-2"', "0x25"),
+    ),
 ]
 
 
-def test_each_alert_fires_when_it_should_and_not_before(
-    render: Callable[..., Objects], tmp_path: Path
-) -> None:
+def promtool_test_rules(
+    render: Callable[..., Objects], tmp_path: Path, cases: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of ``cases`` on the chart's default rules."""
     groups = rule_groups(render({"prometheusRule": {"enabled": True}}))
     for group in groups:
         for rule in group["rules"]:
             # promtool compares annotations too; theirs are checked by `check rules` above.
             del rule["annotations"]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": cases}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+
+
+def test_each_alert_fires_when_it_should_and_not_before(
+    render: Callable[..., Objects], tmp_path: Path
+) -> None:
     tested = {t["alertname"] for case in ALERT_CASES for t in case["alert_rule_test"]}
     assert tested == set(ALERTS)
-    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": ALERT_CASES}
-    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    result = run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+    result = promtool_test_rules(render, tmp_path, ALERT_CASES)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 def test_promtool_test_rules_can_fail(render: Callable[..., Objects], tmp_path: Path) -> None:
     """The test above can fail: the rollback alert expected for the wrong consumer."""
-    groups = rule_groups(render({"prometheusRule": {"enabled": True}}))
-    for group in groups:
-        for rule in group["rules"]:
-            del rule["annotations"]
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     case = json.loads(json.dumps(ALERT_CASES[0]))
     case["alert_rule_test"][1]["exp_alerts"][0]["exp_labels"]["consumer"] = "rag"
-    spec = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [case]}
-    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    result = run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+    result = promtool_test_rules(render, tmp_path, [case])
     assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from e2e.engines import vllm_cpu
 from e2e.localcluster.build import HELM
+from testsupport.helm import find_helm
 from testsupport.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,11 +209,15 @@ def fake_vllm(tmp_path: Path) -> Path:
     return tmp_path / "fake"
 
 
-def _run_entrypoint(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+def _run_entrypoint(
+    fake_vllm: Path, out: Path, env: dict[str, str], *args: str
+) -> subprocess.Popen[str]:
+    """The entrypoint with `env` and `args`, starting `fake_vllm`, which records into `out`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    fake = {"PYTHONPATH": str(fake_vllm), "FAKE_VLLM_OUT": str(out)}
     return subprocess.Popen(
         [sys.executable, str(ENTRYPOINT), *args],
-        env={**base, **env},
+        env={**base, **fake, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -223,9 +227,9 @@ def _run_entrypoint(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 def test_entrypoint_execs_the_api_server_module(fake_vllm: Path, tmp_path: Path) -> None:
     out = tmp_path / "started.json"
     process = _run_entrypoint(
+        fake_vllm,
+        out,
         {
-            "PYTHONPATH": str(fake_vllm),
-            "FAKE_VLLM_OUT": str(out),
             "VLLM_MODEL": "/models/tiny",
             "VLLM_SERVED_MODEL_NAME": "tiny",
             "VLLM_EXTRA_ARGS": "--api-key hidden",
@@ -262,13 +266,7 @@ def test_entrypoint_execs_the_api_server_module(fake_vllm: Path, tmp_path: Path)
 
 def test_entrypoint_refuses_a_malformed_value_with_exit_2(fake_vllm: Path, tmp_path: Path) -> None:
     out = tmp_path / "started.json"
-    process = _run_entrypoint(
-        {
-            "PYTHONPATH": str(fake_vllm),
-            "FAKE_VLLM_OUT": str(out),
-            "VLLM_GPU_MEMORY_UTILIZATION": "1.5",
-        }
-    )
+    process = _run_entrypoint(fake_vllm, out, {"VLLM_GPU_MEMORY_UTILIZATION": "1.5"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert stderr.strip().splitlines() == [
@@ -514,14 +512,6 @@ def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
     assert "SC2086" in result.stdout  # shellcheck, run by actionlint on run: blocks
 
 
-def _helm() -> str:
-    if HELM.path("helm").is_file():
-        return str(HELM.path("helm"))
-    found = shutil.which("helm")
-    assert found, f"no helm: run `make prepare` (builds {HELM.path('helm')}) or install helm"
-    return found
-
-
 def test_the_kind_workflow_values_fit_the_chart() -> None:
     """The workflow installs the chart with .github/kind/values.yaml: the schema rejects
     unknown keys, so this fails when a value the workflow sets is renamed in the chart."""
@@ -529,7 +519,7 @@ def test_the_kind_workflow_values_fit_the_chart() -> None:
     assert str(values.relative_to(REPO)) in (REPO / ".github/workflows/e2e-kind.yml").read_text()
     result = subprocess.run(
         [
-            _helm(),
+            find_helm(HELM),
             "template",
             "inferops",
             str(REPO / "charts" / "inferops"),

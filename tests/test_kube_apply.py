@@ -6,6 +6,7 @@ import json
 
 import yaml
 from aiohttp import web
+from testsupport.aioserve import serve
 
 from inferops.kube import Kube, apply_body
 
@@ -29,12 +30,8 @@ async def test_apply_sends_that_body() -> None:
 
     app = web.Application()
     app.router.add_patch("/api/v1/namespaces/ns/configmaps/c", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    kube = Kube(f"http://127.0.0.1:{port}", "test")
+    served = await serve(app)
+    kube = Kube(served.url, "test")
     obj = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -45,5 +42,5 @@ async def test_apply_sends_that_body() -> None:
         await kube.apply(obj)
     finally:
         await kube.__aexit__()
-        await runner.cleanup()
+        await served.close()
     assert seen == [("application/apply-patch+yaml", apply_body(obj))]

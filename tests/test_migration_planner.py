@@ -12,6 +12,7 @@ import pytest
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import (
     ActionRecord,
+    AnalysisResult,
     ConsumerStatus,
     EngineFiguresStatus,
     FeatureFinding,
@@ -639,6 +640,18 @@ def test_the_acknowledgement_says_what_happened(row_id: str, result: str, messag
     assert (event.reason, event.message) == (f"Action{result}", f"{record.action}: {message}")
 
 
+def notes_analysis(figures: Figures) -> AnalysisResult | None:
+    """The analysis of notes, at 10% of step 1, from `figures` (rag still Pending)."""
+    row = Row(
+        "",
+        [running("notes", 1, 10), consumer("rag", phase="Pending")],
+        15,
+        Observations(vllm_ready=True, figures={"notes": figures}),
+        {},
+    )
+    return run(row).consumers[0].last_analysis
+
+
 def test_status_counts_steps_from_one_like_the_events() -> None:
     """`status.consumers[].step` is the number Events, messages and `kubectl ib` show."""
     started = run(_row("first run: the first consumer starts, the rest wait"))
@@ -667,14 +680,7 @@ def test_figures_in_status_are_rounded_and_verdicts_use_the_exact_ones() -> None
             requests=51.06666666666667, errors=1.0, ttft_p95=0.38, tpot_p95=0.0456789
         ),
     )
-    row = Row(
-        "",
-        [running("notes", 1, 10), consumer("rag", phase="Pending")],
-        15,
-        Observations(vllm_ready=True, figures={"notes": raw}),
-        {},
-    )
-    analysis = run(row).consumers[0].last_analysis
+    analysis = notes_analysis(raw)
     assert analysis is not None and analysis.vllm is not None and analysis.ollama is not None
     assert analysis.verdict == "Pass"
     assert analysis.vllm.model_dump() == {
@@ -695,14 +701,7 @@ def test_figures_in_status_are_rounded_and_verdicts_use_the_exact_ones() -> None
     assert gates["ttftP95"] == {"value": 0.1235, "baseline": 0.38, "threshold": 0.57}
     # Just under minRequests (5) stays too few, however close the rounding comes.
     close = Figures(vllm=eng(requests=4.96), ollama=eng())
-    row = Row(
-        "",
-        [running("notes", 1, 10), consumer("rag", phase="Pending")],
-        15,
-        Observations(vllm_ready=True, figures={"notes": close}),
-        {},
-    )
-    analysis = run(row).consumers[0].last_analysis
+    analysis = notes_analysis(close)
     assert analysis is not None and analysis.verdict == "Inconclusive"
     assert analysis.message == "too few requests on vLLM (4.96 < 5)"
 

@@ -20,14 +20,13 @@ after every pass:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, event, given, note
 from hypothesis import strategies as st
-from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
+from testsupport.spec_strategies import examples, fuzz_settings
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, MigrationStatus
@@ -243,13 +242,8 @@ def base(spec: InferenceBackendSpec) -> list[ConsumerStatus]:
     return [_consumer(c.name) for c in spec.consumers]
 
 
-@settings(
-    max_examples=examples(200),
-    # `make test` runs the same examples every time; `make fuzz` explores new ones.
-    derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+@fuzz_settings(
+    HealthCheck.too_slow, HealthCheck.data_too_large, max_examples=examples(200), deadline=None
 )
 @given(data=st.data())
 def test_the_planner_keeps_parallel_limit_list_order_and_repeats_nothing(

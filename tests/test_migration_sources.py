@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
+from testsupport.aioserve import serving
 
 from inferops.migration.figures import EngineFigures, Figures, ShadowFigures, quantile
 from inferops.migration.sources import (
@@ -35,16 +36,7 @@ from inferops.migration.sources import (
 from inferops.router.metrics import TTFT_BUCKETS, RouterMetrics
 
 NS, BACKEND = "ai", "llama32"
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert runner.addresses
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def closed_port_url() -> str:
@@ -93,14 +85,18 @@ class FakePrometheus:
         return web.json_response({"status": "success", "data": data})
 
 
+def getting(path: str, handler: Handler) -> web.Application:
+    """An application answering GETs of `path` (aiohttp's route syntax) with `handler`."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    return app
+
+
 @pytest.fixture
 async def prometheus() -> AsyncIterator[FakePrometheus]:
     fake = FakePrometheus()
-    app = web.Application()
-    app.router.add_get("/api/v1/query", fake.handle)
-    runner, fake.url = await serve(app)
-    yield fake
-    await runner.cleanup()
+    async with serving(getting("/api/v1/query", fake.handle)) as fake.url:
+        yield fake
 
 
 @pytest.fixture
@@ -398,11 +394,8 @@ class Pods:
 @pytest.fixture
 async def pods() -> AsyncIterator[Pods]:
     fake = Pods()
-    app = web.Application()
-    app.router.add_get("/{pod}/metrics", fake.handle)
-    runner, fake.url = await serve(app)
-    yield fake
-    await runner.cleanup()
+    async with serving(getting("/{pod}/metrics", fake.handle)) as fake.url:
+        yield fake
 
 
 class Clock:
@@ -422,30 +415,35 @@ def traffic(m: RouterMetrics, consumer: str, engine: str, ok: int, failed: int =
         series.error("connect", fallback=True)
 
 
+@dataclass
+class Scraper:
+    """The source under test and its clock; `figures` is one consumer's over a 60 s window."""
+
+    source: ScrapeSource
+    clock: Clock
+
+    async def figures(self, consumer: str = "notes") -> Figures:
+        return await self.source.figures(NS, BACKEND, consumer, 60)
+
+
 @pytest.fixture
-async def scrape(pods: Pods, http: httpx.AsyncClient) -> tuple[ScrapeSource, Clock]:
+async def scrape(pods: Pods, http: httpx.AsyncClient) -> Scraper:
     clock = Clock()
-    return ScrapeSource(pods.targets, http=http, clock=clock), clock
+    return Scraper(ScrapeSource(pods.targets, http=http, clock=clock), clock)
 
 
-async def test_scrape_first_call_has_no_window(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, _ = scrape
+async def test_scrape_first_call_has_no_window(pods: Pods, scrape: Scraper) -> None:
     traffic(pods.pod("a"), "notes", "vllm", 3)
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures == Figures(vllm=None, ollama=None, problem=FIRST_SCRAPE)
 
 
-async def test_scrape_window_is_the_difference(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, clock = scrape
+async def test_scrape_window_is_the_difference(pods: Pods, scrape: Scraper) -> None:
     m = pods.pod("a")
     traffic(m, "notes", "vllm", ok=5, failed=2)
     traffic(m, "notes", "ollama", ok=7)
     m.refused("notes", "chat", 429)  # before an engine: not an attempt
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
 
     traffic(m, "notes", "vllm", ok=3, failed=1)
     traffic(m, "notes", "ollama", ok=4)
@@ -455,8 +453,8 @@ async def test_scrape_window_is_the_difference(
     m.shed("notes", "ollama", "chat", "queue_full")  # refused for Ollama's overload
     m.shed("notes", "ollama", "chat", "wait_timeout")
     traffic(m, "rag", "vllm", ok=50)  # another consumer
-    clock.now += 30.5
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    scrape.clock.now += 30.5
+    figures = await scrape.figures()
     assert figures == Figures(
         vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40),
         ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2),
@@ -465,17 +463,15 @@ async def test_scrape_window_is_the_difference(
     )
     assert figures.vllm is not None and figures.vllm.error_rate == 0.25
 
-    clock.now += 10
-    figures = await source.figures(NS, BACKEND, "notes", 60)  # nothing happened since
+    scrape.clock.now += 10
+    figures = await scrape.figures()  # nothing happened since
     assert figures.vllm == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)
     assert figures.vllm.error_rate is None
     assert figures.window_seconds == 10
 
 
-async def test_scrape_shadow_counts_are_the_window_difference(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, clock = scrape
+async def test_scrape_shadow_counts_are_the_window_difference(pods: Pods, scrape: Scraper) -> None:
+    source, clock = scrape.source, scrape.clock
     m = pods.pod("a")
     traffic(m, "rag", "ollama", ok=10)
     m.series("rag", "vllm", "chat").shadow["deterministic:exact"] = 4
@@ -496,92 +492,80 @@ async def test_scrape_shadow_counts_are_the_window_difference(
     assert figures.vllm == EngineFigures(requests=0, errors=0, ttft_p95=None, tpot_p95=None)
 
 
-async def test_scrape_engine_without_series_is_none(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, _ = scrape
+async def test_scrape_engine_without_series_is_none(pods: Pods, scrape: Scraper) -> None:
     m = pods.pod("a")
     traffic(m, "notes", "ollama", ok=1)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     traffic(m, "notes", "ollama", ok=2)
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.problem is None and figures.vllm is None
     assert figures.ollama is not None and figures.ollama.requests == 2
 
 
-async def test_scrape_consumers_have_their_own_windows(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, _ = scrape
+async def test_scrape_consumers_have_their_own_windows(pods: Pods, scrape: Scraper) -> None:
     m = pods.pod("a")
     traffic(m, "notes", "vllm", ok=1)
     traffic(m, "rag", "vllm", ok=1)
-    await source.figures(NS, BACKEND, "notes", 60)
-    await source.figures(NS, BACKEND, "rag", 60)
+    await scrape.figures()
+    await scrape.figures("rag")
     traffic(m, "notes", "vllm", ok=2)
     traffic(m, "rag", "vllm", ok=3)
-    rag = await source.figures(NS, BACKEND, "rag", 60)
-    notes = await source.figures(NS, BACKEND, "notes", 60)  # rag's sample took nothing
+    rag = await scrape.figures("rag")
+    notes = await scrape.figures()  # rag's sample took nothing
     assert rag.vllm is not None and rag.vllm.requests == 3
     assert notes.vllm is not None and notes.vllm.requests == 2
 
 
 async def test_scrape_series_born_in_the_window_counts_from_zero(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+    pods: Pods, scrape: Scraper
 ) -> None:
-    source, _ = scrape
     m = pods.pod("a")
     traffic(m, "notes", "ollama", ok=1)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     traffic(m, "notes", "vllm", ok=3, failed=2)  # vLLM's first requests: new series
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.vllm == EngineFigures(requests=5, errors=2, ttft_p95=None, tpot_p95=None)
 
 
-async def test_scrape_counter_reset(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
-    source, _ = scrape
+async def test_scrape_counter_reset(pods: Pods, scrape: Scraper) -> None:
     traffic(pods.pod("a"), "notes", "vllm", ok=10, failed=3)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     restarted = pods.pod("a")  # the router restarted: its counters start over
     traffic(restarted, "notes", "vllm", ok=2, failed=1)
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.vllm == EngineFigures(requests=3, errors=1, ttft_p95=None, tpot_p95=None)
 
 
-async def test_scrape_sums_pods(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
-    source, _ = scrape
+async def test_scrape_sums_pods(pods: Pods, scrape: Scraper) -> None:
     a, b = pods.pod("a"), pods.pod("b")
     traffic(a, "notes", "vllm", ok=1)
     traffic(b, "notes", "vllm", ok=100, failed=10)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     traffic(a, "notes", "vllm", ok=3, failed=1)
     traffic(b, "notes", "vllm", ok=5)
     traffic(b, "notes", "ollama", ok=6)
     # A third pod appears: its history is not in this window, only its baseline.
     traffic(pods.pod("c"), "notes", "vllm", ok=1000)
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.vllm == EngineFigures(requests=9, errors=1, ttft_p95=None, tpot_p95=None)
     assert figures.ollama is not None and figures.ollama.requests == 6
     traffic(pods.metrics["c"], "notes", "vllm", ok=1)
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.vllm is not None and figures.vllm.requests == 1
 
 
-async def test_scrape_quantiles_from_bucket_deltas(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, _ = scrape
+async def test_scrape_quantiles_from_bucket_deltas(pods: Pods, scrape: Scraper) -> None:
     a, b = pods.pod("a"), pods.pod("b")
     for _ in range(50):  # before the window: slow, must not weigh on the quantile
         a.series("notes", "vllm", "chat").ttft.observe(20.0)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     for m in (a, b):
         series = m.series("notes", "vllm", "chat")
         for _ in range(10):
             series.ttft.observe(0.03)  # bucket (0.025, 0.05]
             series.tpot.observe(0.012)  # bucket (0.01, 0.015]
         m.series("notes", "ollama", "chat").ttft.observe(100.0)  # beyond the last bound
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.vllm is not None and figures.ollama is not None
     # 20 observations in (0.025, 0.05]: rank 19 -> 0.025 + 0.025 * 19/20.
     assert figures.vllm.ttft_p95 == pytest.approx(0.025 + 0.025 * 19 / 20)
@@ -597,45 +581,38 @@ async def test_scrape_quantiles_from_bucket_deltas(
 
 
 async def test_scrape_failed_pod_is_a_problem_and_keeps_the_window(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
+    pods: Pods, scrape: Scraper
 ) -> None:
-    source, clock = scrape
     traffic(pods.pod("a"), "notes", "vllm", ok=1)
     traffic(pods.pod("b"), "notes", "vllm", ok=1)
-    await source.figures(NS, BACKEND, "notes", 60)
+    await scrape.figures()
     traffic(pods.metrics["a"], "notes", "vllm", ok=2)
     pods.failing.add("b")
-    clock.now += 10
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    scrape.clock.now += 10
+    figures = await scrape.figures()
     assert figures.problem is not None and "HTTP 500" in figures.problem
     assert figures.vllm is None and figures.ollama is None
     pods.failing.clear()
     traffic(pods.metrics["b"], "notes", "vllm", ok=4)
-    clock.now += 10
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    scrape.clock.now += 10
+    figures = await scrape.figures()
     assert figures.problem is None and figures.window_seconds == 20  # spans the failed one
     assert figures.vllm is not None and figures.vllm.requests == 6
 
 
 @pytest.mark.parametrize("page", ["garbage {{{", 'inferops_router_requests_total{consumer="notes"'])
-async def test_scrape_unreadable_page_is_a_problem(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock], page: str
-) -> None:
-    source, _ = scrape
+async def test_scrape_unreadable_page_is_a_problem(pods: Pods, scrape: Scraper, page: str) -> None:
     pods.pod("a")
     pods.pages["a"] = page
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.problem is not None and "unreadable" in figures.problem
 
 
-async def test_scrape_nan_counter_is_a_problem(
-    pods: Pods, scrape: tuple[ScrapeSource, Clock]
-) -> None:
-    source, _ = scrape
+async def test_scrape_nan_counter_is_a_problem(pods: Pods, scrape: Scraper) -> None:
     pods.pod("a")
     line = 'inferops_router_requests_total{consumer="notes",engine="vllm",route="chat",code="200"}'
     pods.pages["a"] = f"# TYPE inferops_router_requests counter\n{line} NaN\n"
-    figures = await source.figures(NS, BACKEND, "notes", 60)
+    figures = await scrape.figures()
     assert figures.problem is not None and "nan" in figures.problem.lower()
 
 
@@ -663,24 +640,22 @@ async def test_scrape_unreachable_and_no_pods_and_lister_failure(
         assert await source.served_revisions(NS, BACKEND) is None
 
 
-async def test_scrape_served_revisions(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
-    source, _ = scrape
+async def test_scrape_served_revisions(pods: Pods, scrape: Scraper) -> None:
     pods.pod("a").table_revision.set(3735928559)
     pods.pod("b").table_revision.set(7)
-    assert await source.served_revisions(NS, BACKEND) == [7, 3735928559]
+    assert await scrape.source.served_revisions(NS, BACKEND) == [7, 3735928559]
     pods.pages["b"] = "# an old router without the gauge\nup 1\n"
-    assert await source.served_revisions(NS, BACKEND) is None
+    assert await scrape.source.served_revisions(NS, BACKEND) is None
     del pods.pages["b"]
     pods.failing.add("a")
-    assert await source.served_revisions(NS, BACKEND) is None
+    assert await scrape.source.served_revisions(NS, BACKEND) is None
 
 
-async def test_scrape_forget(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
-    source, _ = scrape
+async def test_scrape_forget(pods: Pods, scrape: Scraper) -> None:
     traffic(pods.pod("a"), "notes", "vllm", ok=1)
-    await source.figures(NS, BACKEND, "notes", 60)
-    source.forget(NS, BACKEND)
-    assert (await source.figures(NS, BACKEND, "notes", 60)).problem == FIRST_SCRAPE
+    await scrape.figures()
+    scrape.source.forget(NS, BACKEND)
+    assert (await scrape.figures()).problem == FIRST_SCRAPE
 
 
 # -- the contract with the router, the factory, the pure parts ----------------------------
@@ -789,8 +764,8 @@ def test_engine_figures_never_hold_nan() -> None:
         Figures.failed("x").engine("tgi")
 
 
-async def test_scrape_features_sum_pods(pods: Pods, scrape: tuple[ScrapeSource, Clock]) -> None:
-    source, _ = scrape
+async def test_scrape_features_sum_pods(pods: Pods, scrape: Scraper) -> None:
+    source = scrape.source
     a, b = pods.pod("a"), pods.pod("b")
     a.features("rag", "ollama", "ollama_chat", ["tools", "top_k"])
     b.features("rag", "vllm", "chat", ["tools"])

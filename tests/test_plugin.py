@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from testsupport.aioserve import Served, serve
 from testsupport.memkube import merge_patch
 
 from inferops.api.migration import ACTION_ANNOTATION
@@ -467,25 +467,21 @@ class FakeApiServer:
         self.requests: list[web.Request] = []
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
 
     async def start(self) -> None:
         app = web.Application()
         route = URL.format(namespace="{namespace}", name="{name}")
         app.router.add_get(route, self._get)
         app.router.add_patch(route, self._patch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._served = await serve(app)
+        self.port = self._served.port
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._runner:
-            await self._runner.cleanup()
+        if self._served:
+            await self._served.close()
 
     def _stored(self, request: web.Request) -> dict[str, Any] | None:
         self.requests.append(request)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from e2e.localcluster import versions
 from e2e.localcluster.build import HELM
+from testsupport.helm import find_helm
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -44,17 +45,9 @@ def _workflow(name: str) -> dict[Any, Any]:
     return doc
 
 
-def _helm() -> str:
-    if HELM.path("helm").is_file():
-        return str(HELM.path("helm"))
-    found = shutil.which("helm")
-    assert found, f"no helm: run `make prepare` (builds {HELM.path('helm')}) or install helm"
-    return found
-
-
 def _render(chart: Path, *args: str) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [_helm(), "template", "inferops", str(chart), "--namespace", "inferops", *args],
+        [find_helm(HELM), "template", "inferops", str(chart), "--namespace", "inferops", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -18,9 +18,8 @@ import httpx
 from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from testsupport import readonly
 from testsupport.helm import Helm
-from testsupport.programs import RouterProcess
+from testsupport.programs import RouterProcess, one_consumer_table
 
-from inferops.api.routing import RoutingTable
 from inferops.builders import desired_children
 from inferops.router.__main__ import parse_args
 from tests.conftest import OWNER, make_spec
@@ -171,19 +170,12 @@ def test_the_router_serves_on_a_read_only_root(tmp_path: Path) -> None:
     ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3))
     vllm.start()
     ollama.start()
-    table = RoutingTable.model_validate(
-        {
-            "model": "llama3.2",
-            "engines": {"vllm": {"url": vllm.url}, "ollama": {"url": ollama.url}},
-            "consumers": [{"name": "notes", "hosts": ["llama32-notes"], "weight": 100}],
-        }
-    )
-    (tmp_path / "routes.json").write_text(table.model_dump_json(by_alias=True))
+    table = one_consumer_table(tmp_path / "routes.json", vllm.url, ollama.url)
     writable = tmp_path / "tmp"
     writable.mkdir()
     log = tmp_path / "router.log"
     router = RouterProcess(
-        ["--table-file", str(tmp_path / "routes.json"), "--access-log"],
+        [*table, "--access-log"],
         log,
         env={"PATH": "/usr/bin:/bin"},
         readonly=writable,

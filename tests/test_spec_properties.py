@@ -7,16 +7,15 @@ name unless the operator's own check refuses the spec naming the field.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from hypothesis import HealthCheck, event, given, settings
 from pydantic import ValidationError
 from testsupport.spec_strategies import (
-    FUZZ_EXAMPLES_ENV,
     Backend,
     backends,
     examples,
+    fuzz_settings,
     valid_backends,
     whole_resource_problems,
 )
@@ -30,16 +29,8 @@ NAMES_A_FIELD = re.compile(r"\bspec\.[A-Za-z]")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
-SETTINGS = settings(
-    # The quick run in `make test` is the same examples every time; `make fuzz` explores.
-    derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
-    deadline=None,
-    database=None,  # no .hypothesis/ directory in the checkout; failures print their example
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
+SETTINGS = fuzz_settings(
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, deadline=None
 )
 
 

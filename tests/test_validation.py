@@ -15,50 +15,29 @@ VLLM = {"model": "m"}
 OLLAMA = {"model": "llama3.2:3b"}
 
 
+def bad_vllm(key: str, value: Any, words: str) -> tuple[dict[str, Any], str, str]:
+    """A spec whose `spec.vllm.<key>` is `value`, refused with `words` naming it."""
+    return {"model": "x", "vllm": {**VLLM, key: value}}, f"spec.vllm.{key}", words
+
+
 @pytest.mark.parametrize(
     ("raw", "field", "words"),
     [
-        (
-            {"model": "x", "vllm": {**VLLM, "tensorParallelSize": 0}},
-            "spec.vllm.tensorParallelSize",
-            "greater than or equal to 1",
-        ),
-        (
-            {"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 1.5}},
-            "spec.vllm.gpuMemoryUtilization",
-            "less than or equal to 1",
-        ),
-        (
-            {"model": "x", "vllm": {**VLLM, "gpuMemoryUtilization": 0}},
-            "spec.vllm.gpuMemoryUtilization",
-            "greater than 0",
-        ),
-        (
-            {"model": "x", "vllm": {**VLLM, "tensorParalelSize": 2}},
-            "spec.vllm.tensorParalelSize",
-            "Extra inputs are not permitted",
-        ),
+        bad_vllm("tensorParallelSize", 0, "greater than or equal to 1"),
+        bad_vllm("gpuMemoryUtilization", 1.5, "less than or equal to 1"),
+        bad_vllm("gpuMemoryUtilization", 0, "greater than 0"),
+        bad_vllm("tensorParalelSize", 2, "Extra inputs are not permitted"),
         ({"model": "bad name!", "vllm": VLLM}, "spec.model", "should match pattern"),
-        (
-            {"model": "x", "vllm": {**VLLM, "extraArgs": ["--tensor-parallel-size=2"]}},
-            "spec.vllm.extraArgs",
-            "set spec.vllm.tensorParallelSize instead",
+        bad_vllm(
+            "extraArgs", ["--tensor-parallel-size=2"], "set spec.vllm.tensorParallelSize instead"
         ),
-        (
-            {"model": "x", "vllm": {**VLLM, "extraArgs": ["--served-model-name", "y"]}},
-            "spec.vllm.extraArgs",
-            "set spec.model instead",
-        ),
+        bad_vllm("extraArgs", ["--served-model-name", "y"], "set spec.model instead"),
         (
             {"model": "x", "vllm": {**VLLM, "resources": {"limits": {"nvidia.com/gpu": 2}}}},
             "spec.vllm.resources.limits",
             "set GPUs with vllm.tensorParallelSize",
         ),
-        (
-            {"model": "x", "vllm": {**VLLM, "shmSize": "lots"}},
-            "spec.vllm.shmSize",
-            "not a Kubernetes quantity",
-        ),
+        bad_vllm("shmSize", "lots", "not a Kubernetes quantity"),
         (
             {"model": "x", "vllm": {**VLLM, "cache": {}}},
             "spec.vllm.cache",

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from testsupport.aioserve import Served, serve
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -93,7 +95,7 @@ class FakeEngine:
         self.cancelled = 0
         self.streams_open = 0
         self.port = 0
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
 
     @property
     def url(self) -> str:
@@ -114,19 +116,13 @@ class FakeEngine:
             app.router.add_post(
                 "/api/embeddings", self._refusing_bad_input(self._native_embeddings)
             )
-        self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.1
-        )
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        # A restarted engine listens where its clients look for it (the port it had).
+        self._served = await serve(app, port=self.port, handler_cancellation=True)
+        self.port = self._served.port
 
     async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+        if self._served:
+            await self._served.close()
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -212,11 +208,7 @@ class FakeEngine:
         if failed:
             return failed
         words = self.behaviour.words
-        usage = {
-            "prompt_tokens": 7,
-            "completion_tokens": len(words),
-            "total_tokens": 7 + len(words),
-        }
+        usage = _usage(7, len(words))
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
             finish = "stop"
@@ -245,13 +237,8 @@ class FakeEngine:
             )
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
-                "id": "chatcmpl-1",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return _answer("chatcmpl-1", "chat.completion.chunk", body, choices=[choice])
 
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": w}) for w in words]
@@ -277,14 +264,7 @@ class FakeEngine:
         events.append(chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(
-                {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [],
-                    "usage": usage,
-                }
+                _answer("chatcmpl-1", "chat.completion.chunk", body, choices=[], usage=usage)
             )
         return await self._stream(request, events)
 
@@ -293,44 +273,24 @@ class FakeEngine:
         if failed:
             return failed
         words = self.behaviour.words
-        usage = {
-            "prompt_tokens": 5,
-            "completion_tokens": len(words),
-            "total_tokens": 5 + len(words),
-        }
+        usage = _usage(5, len(words))
         if not body.get("stream"):
+            choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
             return web.json_response(
-                {
-                    "id": "cmpl-1",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "text": "".join(words), "finish_reason": "length"}],
-                    "usage": usage,
-                }
+                _answer("cmpl-1", "text_completion", body, choices=[choice], usage=usage)
             )
         events: list[dict[str, Any]] = [
-            {
-                "id": "cmpl-1",
-                "object": "text_completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "text": w, "finish_reason": None}],
-            }
+            _answer(
+                "cmpl-1",
+                "text_completion",
+                body,
+                choices=[{"index": 0, "text": w, "finish_reason": None}],
+            )
             for w in words
         ]
         events[-1]["choices"][0]["finish_reason"] = "length"
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(
-                {
-                    "id": "cmpl-1",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
+            events.append(_answer("cmpl-1", "text_completion", body, choices=[], usage=usage))
         return await self._stream(request, events)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -473,3 +433,17 @@ class FakeEngine:
         finally:
             self.streams_open -= 1
         return response
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _answer(id_: str, kind: str, body: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """An OpenAI answer (or chunk) of the asked model: the fields every one has, then
+    `fields`."""
+    return {"id": id_, "object": kind, "created": 0, "model": body["model"], **fields}

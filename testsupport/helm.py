@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -16,17 +16,28 @@ CHART = REPO / "charts" / "inferops"
 RELEASE, NAMESPACE = "inferops", "inferops"
 
 
-def find_helm(built: Path | None, version: str) -> str:
-    """`built` (the project's pinned build, when complete), else a helm on PATH; else the
-    test fails saying how to get one."""
-    if built is not None:
-        return str(built)
+class HelmBuild(Protocol):
+    """The project's pinned helm build (``e2e.localcluster.build.HELM``), which test support
+    may not import."""
+
+    version: str
+
+    def is_complete(self) -> bool: ...
+
+    def path(self, binary: str) -> Path: ...
+
+
+def find_helm(build: HelmBuild) -> str:
+    """The project's pinned build of helm when complete, else a helm on PATH; else the test
+    fails saying how to get one."""
+    if build.is_complete():
+        return str(build.path("helm"))
     found = shutil.which("helm")
     if found:
         return found
     pytest.fail(
         "no helm binary: neither the project's build nor one on PATH; run `make prepare` "
-        f"(builds helm {version} with the local cluster's tools) or install helm",
+        f"(builds helm {build.version} with the local cluster's tools) or install helm",
         pytrace=False,
     )
 

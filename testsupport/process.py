@@ -19,12 +19,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from testsupport.paths import cache_root
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,7 +60,23 @@ class ServerStartError(RuntimeError):
     """The server exited or did not become healthy in time; carries the log's tail."""
 
 
-class ManagedProcess:
+class StopsOnExit:
+    """``with obj:`` ends in ``obj.stop()``: the context-manager half of every server class.
+
+    A class that should also start on entry overrides ``__enter__`` to call its ``start``.
+    """
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ManagedProcess(StopsOnExit):
     """One server process (group) with a log file and an HTTP health URL."""
 
     def __init__(
@@ -210,16 +230,98 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+class LocalServer(StopsOnExit):
+    """A server on 127.0.0.1 that a ``ManagedProcess`` runs: what the engine classes share.
+
+    Real vLLM, real Ollama and the Ollama stand-in run as a process subclass it; their
+    ``__init__`` calls this one's, then sets ``_process``. ``with`` ends in ``close()``,
+    which is ``stop()`` unless a subclass has more to remove.
+    """
+
+    _process: ManagedProcess
+    stop_grace: float = 15.0
+    """Seconds ``stop()`` waits after SIGTERM before SIGKILL."""
+
+    def __init__(self, kind: str, port: int | None, log_path: Path | None) -> None:
+        """``port`` defaults to a free one, ``log_path`` to a new file named after ``kind``
+        in the cache's ``logs/`` dir."""
+        self._port = port or free_port()
+        self.log_path = log_path or (
+            cache_root() / "logs" / f"{kind}-{self._port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        )
+
+    def start(self, timeout: float) -> float:
+        """Start the process and wait until its health URL answers 200; return the seconds."""
+        return self._process.start(timeout)
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds."""
+        return self._process.stop(self.stop_grace if grace is None else grace)
+
+    def kill(self) -> int | None:
+        """SIGKILL the server's whole process group at once (simulates a crash)."""
+        return self._process.kill()
+
+    def close(self) -> None:
+        """Stop the server and remove what it was given to run in."""
         self.stop()
+
+    def healthy(self) -> bool:
+        """Return whether the health URL answers 200 right now."""
+        return self._process.healthy()
+
+    @property
+    def url(self) -> str:
+        """Base URL without a path, e.g. ``http://127.0.0.1:41234``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The TCP port on 127.0.0.1."""
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid (also its process group id); None before ``start``."""
+        return self._process.pid
+
+    @property
+    def start_seconds(self) -> float | None:
+        """Seconds from spawn to healthy of the last successful ``start``."""
+        return self._process.start_seconds
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once the server has exited, else None."""
+        return self._process.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_until_signalled(
+    server: LocalServer, start: Callable[[], float], ready: Callable[[float], str]
+) -> int:
+    """A server's CLI: start it, print ``ready(seconds)``, run until SIGINT/SIGTERM or until
+    it exits by itself (then 1), and close it in every case."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        try:
+            seconds = start()
+        except ServerStartError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(ready(seconds), flush=True)
+        while not done.wait(1.0):
+            if server.returncode is not None:
+                print(f"{server._process.name} exited with {server.returncode}", file=sys.stderr)
+                return 1
+    finally:
+        server.close()
+    return 0
 
 
 SHM_DIR = "/dev/shm"

@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from inferops.api.routing import RoutingTable
 from testsupport import readonly as ro
 from testsupport.process import ManagedProcess, free_port
 
@@ -47,6 +48,21 @@ def python_env(base: dict[str, str], **extra: str) -> dict[str, str]:
 def python_command(module: str, readonly: Path | None) -> list[str]:
     """`python -m module`, under testsupport/readonly.py's guard when `readonly` is a directory."""
     return ro.command(readonly, module) if readonly else [sys.executable, "-m", module]
+
+
+def one_consumer_table(path: Path, vllm: str, ollama: str) -> list[str]:
+    """Write a routing table for llama3.2 on the engines at ``vllm`` and ``ollama``, with
+    one consumer, notes (host ``llama32-notes``), all on vLLM; return the router's arguments
+    that read it."""
+    table = RoutingTable.model_validate(
+        {
+            "model": "llama3.2",
+            "engines": {"vllm": {"url": vllm}, "ollama": {"url": ollama}},
+            "consumers": [{"name": "notes", "hosts": ["llama32-notes"], "weight": 100}],
+        }
+    )
+    path.write_text(table.model_dump_json(by_alias=True))
+    return ["--table-file", str(path)]
 
 
 class RouterProcess:

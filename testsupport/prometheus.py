@@ -26,12 +26,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
 
-from testsupport.process import ManagedProcess, free_port, tail
+from testsupport.process import ManagedProcess, StopsOnExit, free_port, tail
 
 PACKAGE = "prometheus"
 Target = tuple[str, dict[str, str]]
@@ -133,7 +132,7 @@ def _tail_of(result: subprocess.CompletedProcess[str], lines: int = 30) -> str:
     return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
 
 
-class Prometheus:
+class Prometheus(StopsOnExit):
     """One Prometheus server on 127.0.0.1 scraping static targets every second.
 
     ``directory`` holds the config, the TSDB and the log. Use as a context manager, or call
@@ -264,14 +263,6 @@ class Prometheus:
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main() -> int:

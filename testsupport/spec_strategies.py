@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from inferops.api.grammar import quantity_value
@@ -36,6 +37,19 @@ def examples(quick: int, cap: int | None = None) -> int:
     `INFEROPS_FUZZ_EXAMPLES`, at most `cap` (for the tests whose every example is costly)."""
     wanted = int(os.environ.get(FUZZ_EXAMPLES_ENV) or quick)
     return min(wanted, cap) if cap is not None else wanted
+
+
+def fuzz_settings(*suppress: HealthCheck, **more: Any) -> settings:
+    """The property tests' Hypothesis settings: the same examples every time in `make test`,
+    new ones under `make fuzz`; no example database (no .hypothesis/ directory in the
+    checkout; a failure prints its example); the health checks in `suppress` off; `more`
+    (e.g. `max_examples=examples(200)`, `deadline=None`) on top."""
+    return settings(
+        derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
+        database=None,
+        suppress_health_check=list(suppress),
+        **more,
+    )
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 POLICY = """\
 apiVersion: audit.k8s.io/v1
@@ -46,18 +48,26 @@ def _time(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def operator_requests(log: Path, start: float, end: float) -> dict[str, int]:
-    """The operator's requests completed in [start, end) (epoch seconds), by verb."""
-    counts: collections.Counter[str] = collections.Counter()
+def _operator_events(log: Path, start: float, end: float) -> Iterator[dict[str, Any]]:
+    """The operator's audit events of requests completed in [start, end) (epoch seconds)."""
     with log.open() as lines:
         for line in lines:
             event = json.loads(line)
-            if not is_operator(event.get("userAgent", "")):
-                continue
-            if start <= _time(event["stageTimestamp"]) < end:
-                # A dry run is a request, not a write: counted apart.
-                dry = "dryRun=" in event.get("requestURI", "")
-                counts[event["verb"] + (" (dry run)" if dry else "")] += 1
+            if is_operator(event.get("userAgent", "")) and (
+                start <= _time(event["stageTimestamp"]) < end
+            ):
+                yield event
+
+
+def _verb(event: dict[str, Any]) -> str:
+    # A dry run is a request, not a write: counted apart.
+    dry = " (dry run)" if "dryRun=" in event.get("requestURI", "") else ""
+    return f"{event['verb']}{dry}"
+
+
+def operator_requests(log: Path, start: float, end: float) -> dict[str, int]:
+    """The operator's requests completed in [start, end) (epoch seconds), by verb."""
+    counts = collections.Counter(_verb(event) for event in _operator_events(log, start, end))
     return dict(sorted(counts.items()))
 
 
@@ -66,18 +76,12 @@ def operator_requests_by_resource(log: Path, start: float, end: float) -> dict[s
     (`patch deployments`, `patch (dry run) persistentvolumeclaims`, `patch
     inferencebackends/status`): where the API server's work for the operator goes."""
     counts: collections.Counter[str] = collections.Counter()
-    with log.open() as lines:
-        for line in lines:
-            event = json.loads(line)
-            if not is_operator(event.get("userAgent", "")):
-                continue
-            if start <= _time(event["stageTimestamp"]) < end:
-                ref = event.get("objectRef") or {}
-                resource = ref.get("resource", "?")
-                if ref.get("subresource"):
-                    resource += "/" + ref["subresource"]
-                dry = " (dry run)" if "dryRun=" in event.get("requestURI", "") else ""
-                counts[f"{event['verb']}{dry} {resource}"] += 1
+    for event in _operator_events(log, start, end):
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "?")
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        counts[f"{_verb(event)} {resource}"] += 1
     return dict(sorted(counts.items()))
 
 

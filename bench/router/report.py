@@ -121,43 +121,78 @@ class Table:
         return row
 
 
-def _noise(table: Table, section: str, phases: list[Phase]) -> None:
-    """How busy the load cores were (near 100%: the client side limits the figures), and
-    how much of the proxy's core went to other processes (a noisy neighbour)."""
-    table.absolute(
-        section,
-        "load cores busy",
-        "%",
-        phases,
-        lambda p: _metric(p, "load_cores", "busy") * 100,
-        compare=False,
-    )
-    table.absolute(
-        section,
-        "proxy core used by others",
-        "%",
-        phases,
-        lambda p: _metric(p, "proxy_core", "others") * 100,
-        compare=False,
-    )
-    table.absolute(
-        section,
-        "proxy busy after the phase ended",
-        "s",
-        phases,
-        lambda p: _metric(p, "settle_s"),
+def _at(*keys: str, scale: float = 1.0) -> Getter:
+    """A figure nested in a phase (NaN where the phase has none), times ``scale``."""
+    return lambda p: _metric(p, *keys) * scale
+
+
+def _of(key: str, scale: int = 1) -> Getter:
+    """A figure every phase of its kind has."""
+    return lambda p: p[key] * scale
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One absolute figure of a section (``Table.absolute``'s arguments but the phases)."""
+
+    name: str
+    unit: str
+    get: Getter
+    proxies_only: bool = False
+    compare: bool = True
+
+
+def _absolutes(table: Table, section: str, phases: list[Phase], figures: list[Figure]) -> None:
+    for f in figures:
+        table.absolute(section, f.name, f.unit, phases, f.get, f.proxies_only, f.compare)
+
+
+# How busy the load cores were (near 100%: the client side limits the figures), and how much
+# of the proxy's core went to other processes (a noisy neighbour); "idle proxies' CPU" is the
+# part of "others" that the proxies not measured, idle on the same core, took.
+NOISE = [
+    Figure("load cores busy", "%", _at("load_cores", "busy", scale=100), compare=False),
+    Figure("proxy core used by others", "%", _at("proxy_core", "others", scale=100), compare=False),
+    Figure(
+        "proxy busy after the phase ended", "s", _at("settle_s"), proxies_only=True, compare=False
+    ),
+    Figure("idle proxies' CPU", "%", _at("idle_proxies_cpu_util", scale=100), compare=False),
+]
+ERRORS = Figure("errors", "", _of("errors"), compare=False)
+PROXY_CPU = Figure(
+    "proxy CPU per 1,000 requests", "s", _at("proxy", "cpu_s_per_1k"), proxies_only=True
+)
+PROXY_RSS = Figure("proxy RSS", "MiB", _at("proxy", "rss_mib"), proxies_only=True)
+REQUESTS = Figure("requests/s", "req/s", _of("requests_per_s"))
+
+THROUGHPUT = [
+    REQUESTS,
+    Figure(
+        "requests/s per core of proxy CPU",
+        "req/s",
+        lambda p: 1000.0 / _metric(p, "proxy", "cpu_s_per_1k"),
         proxies_only=True,
-        compare=False,
-    )
-    # Part of "others": the proxies not measured, idle on the same core.
-    table.absolute(
-        section,
-        "idle proxies' CPU",
-        "%",
-        phases,
-        lambda p: _metric(p, "idle_proxies_cpu_util") * 100,
-        compare=False,
-    )
+    ),
+    Figure("latency p50", "ms", _at("wrk", "latency_ms", "50")),
+    Figure("latency p99", "ms", _at("wrk", "latency_ms", "99")),
+    PROXY_CPU,
+    Figure("proxy CPU busy", "%", _at("proxy", "cpu_util", scale=100), proxies_only=True),
+    PROXY_RSS,
+    Figure("share sent to backend a", "%", _of("backend_share_a", 100), compare=False),
+    *NOISE,
+    ERRORS,
+]
+
+HOLD = [
+    Figure("streams open at once", "", _of("backend_open_streams"), compare=False),
+    Figure("proxy RSS while held", "MiB", _at("proxy", "rss_mib"), proxies_only=True),
+    Figure("proxy RSS before", "MiB", _at("proxy", "rss_before_mib"), proxies_only=True),
+    Figure("time to open all", "s", _of("open_all_s")),
+    Figure("engine streams closed, after the clients left", "s", _at("upstream_close_s")),
+    Figure("burst TTFT p99", "ms", _at("ttft_ms", "p99")),
+    Figure("listen queue overflows", "", _at("listen_overflows"), compare=False),
+    ERRORS,
+]
 
 
 def summarise(phases: list[Phase], config: Config) -> list[Row]:
@@ -168,129 +203,20 @@ def summarise(phases: list[Phase], config: Config) -> list[Row]:
             ph = _select(phases, "stream", profile=profile.name, concurrency=c)
             _streaming(table, section, ph)
     section = f"non-streaming, {config.throughput_connections} connections (wrk)"
-    ph = _select(phases, "throughput")
-    table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
-    table.absolute(
-        section,
-        "requests/s per core of proxy CPU",
-        "req/s",
-        ph,
-        lambda p: 1000.0 / _metric(p, "proxy", "cpu_s_per_1k"),
-        proxies_only=True,
-    )
-    table.absolute(
-        section, "latency p50", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "50")
-    )
-    table.absolute(
-        section, "latency p99", "ms", ph, lambda p: _metric(p, "wrk", "latency_ms", "99")
-    )
-    table.absolute(
-        section,
-        "proxy CPU per 1,000 requests",
-        "s",
-        ph,
-        lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
-        proxies_only=True,
-    )
-    table.absolute(
-        section,
-        "proxy CPU busy",
-        "%",
-        ph,
-        lambda p: _metric(p, "proxy", "cpu_util") * 100,
-        proxies_only=True,
-    )
-    table.absolute(
-        section,
-        "proxy RSS",
-        "MiB",
-        ph,
-        lambda p: _metric(p, "proxy", "rss_mib"),
-        proxies_only=True,
-    )
-    table.absolute(
-        section,
-        "share sent to backend a",
-        "%",
-        ph,
-        lambda p: p["backend_share_a"] * 100,
-        compare=False,
-    )
-    _noise(table, section, ph)
-    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
+    _absolutes(table, section, _select(phases, "throughput"), THROUGHPUT)
     section = f"{config.hold_streams} concurrent open streams held"
-    ph = _select(phases, "hold")
-    table.absolute(
-        section,
-        "streams open at once",
-        "",
-        ph,
-        lambda p: p["backend_open_streams"],
-        compare=False,
-    )
-    table.absolute(
-        section,
-        "proxy RSS while held",
-        "MiB",
-        ph,
-        lambda p: _metric(p, "proxy", "rss_mib"),
-        proxies_only=True,
-    )
-    table.absolute(
-        section,
-        "proxy RSS before",
-        "MiB",
-        ph,
-        lambda p: _metric(p, "proxy", "rss_before_mib"),
-        proxies_only=True,
-    )
-    table.absolute(section, "time to open all", "s", ph, lambda p: p["open_all_s"])
-    table.absolute(
-        section,
-        "engine streams closed, after the clients left",
-        "s",
-        ph,
-        lambda p: _metric(p, "upstream_close_s"),
-    )
-    table.absolute(section, "burst TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
-    table.absolute(
-        section,
-        "listen queue overflows",
-        "",
-        ph,
-        lambda p: _metric(p, "listen_overflows"),
-        compare=False,
-    )
-    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
+    _absolutes(table, section, _select(phases, "hold"), HOLD)
     return table.rows
 
 
 def _streaming(table: Table, section: str, ph: list[Phase]) -> None:
-    table.absolute(section, "TTFT p50", "ms", ph, lambda p: _metric(p, "ttft_ms", "p50"))
-    table.absolute(section, "TTFT p99", "ms", ph, lambda p: _metric(p, "ttft_ms", "p99"))
-    table.added(section, "added TTFT p50", ph, lambda p: _metric(p, "ttft_ms", "p50"))
-    table.added(section, "added TTFT p99", ph, lambda p: _metric(p, "ttft_ms", "p99"))
-    table.added(section, "added end-to-end p50", ph, lambda p: _metric(p, "e2e_ms", "p50"))
-    table.added(section, "added end-to-end p99", ph, lambda p: _metric(p, "e2e_ms", "p99"))
-    table.absolute(section, "requests/s", "req/s", ph, lambda p: p["requests_per_s"])
-    table.absolute(
-        section,
-        "proxy CPU per 1,000 requests",
-        "s",
-        ph,
-        lambda p: _metric(p, "proxy", "cpu_s_per_1k"),
-        proxies_only=True,
-    )
-    table.absolute(
-        section,
-        "proxy RSS",
-        "MiB",
-        ph,
-        lambda p: _metric(p, "proxy", "rss_mib"),
-        proxies_only=True,
-    )
-    _noise(table, section, ph)
-    table.absolute(section, "errors", "", ph, lambda p: p["errors"], compare=False)
+    table.absolute(section, "TTFT p50", "ms", ph, _at("ttft_ms", "p50"))
+    table.absolute(section, "TTFT p99", "ms", ph, _at("ttft_ms", "p99"))
+    table.added(section, "added TTFT p50", ph, _at("ttft_ms", "p50"))
+    table.added(section, "added TTFT p99", ph, _at("ttft_ms", "p99"))
+    table.added(section, "added end-to-end p50", ph, _at("e2e_ms", "p50"))
+    table.added(section, "added end-to-end p99", ph, _at("e2e_ms", "p99"))
+    _absolutes(table, section, ph, [REQUESTS, PROXY_CPU, PROXY_RSS, *NOISE, ERRORS])
 
 
 @dataclass

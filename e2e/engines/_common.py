@@ -7,19 +7,23 @@ run shares one copy.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import fcntl
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from testsupport.paths import cache_root
+from testsupport.process import tail
 
 
 def repo_root() -> Path:
@@ -38,6 +42,145 @@ def read_marker(directory: Path) -> dict[str, Any]:
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
     return data
+
+
+def is_complete(directory: Path) -> bool:
+    """Whether a cached tool's build exists and finished successfully."""
+    return (directory / MARKER_FILE).is_file()
+
+
+def write_marker(directory: Path, info: dict[str, Any]) -> None:
+    """Record a finished build, last and atomically: its presence means "complete"."""
+    tmp = directory / (MARKER_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.rename(directory / MARKER_FILE)
+
+
+def ensure_built(directory: Path, lock: str, build: Callable[[Path], None], force: bool) -> None:
+    """Build a cached tool into ``directory`` unless complete (or again with ``force``).
+
+    Fast when complete: one ``stat``. Otherwise the caller waits for the lock named
+    ``lock``, re-checks (another process may have just built it) and builds.
+    """
+    if not force and is_complete(directory):
+        return
+    with file_lock(lock):
+        if not force and is_complete(directory):
+            return
+        build(directory)
+
+
+def build_cli(
+    prog: str,
+    description: str | None,
+    argv: list[str] | None,
+    ensure: Callable[[bool], Path],
+    error: type[Exception],
+    info: Callable[[Path], dict[str, Any]],
+) -> int:
+    """A cached tool's CLI, ``prog [--force]``: ``report_build`` of ``ensure(force)``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
+    force = parser.parse_args(argv).force
+    return report_build(lambda: ensure(force), error, info)
+
+
+def report_build(
+    ensure: Callable[[], Path], error: type[Exception], info: Callable[[Path], dict[str, Any]]
+) -> int:
+    """Build a cached tool if needed (``ensure()``), print its path, and what the build
+    recorded to stderr; on failure the error and exit code 1."""
+    try:
+        path = ensure()
+    except error as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(path)
+    print(json.dumps(info(path), indent=2), file=sys.stderr)
+    return 0
+
+
+def fresh_directory(directory: Path) -> None:
+    """Remove an incomplete or stale build, so that a build starts from nothing."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    if directory.exists():
+        progress(f"removing incomplete or stale build {directory}")
+        shutil.rmtree(directory)
+
+
+HEARTBEAT_SECONDS = 20.0
+
+
+class BuildSteps:
+    """A build's commands, run in order with their output appended to one log file.
+
+    Each ``step`` prints its number and duration (kept in ``seconds`` for the marker) and,
+    while it runs, a heartbeat with the log's last line; a failed command raises ``error``
+    with the log's tail.
+    """
+
+    def __init__(
+        self, log: Path, total: int, error: type[Exception], env: Mapping[str, str]
+    ) -> None:
+        self.log = log
+        self.total = total
+        self.error = error
+        self.env = dict(env)
+        self.seconds: dict[str, float] = {}
+        log.write_text("")
+
+    def step(self, name: str, cmd: list[str], **kwargs: Any) -> None:
+        """Run one numbered step (``run``'s keyword arguments pass through)."""
+        started = time.monotonic()
+        progress(f"step {len(self.seconds) + 1}/{self.total}: {name}")
+        self.run(cmd, name, **kwargs)
+        self.seconds[name] = round(time.monotonic() - started, 1)
+        progress(
+            f"step {len(self.seconds)}/{self.total}: {name}: done in {self.seconds[name]:.0f}s"
+        )
+
+    def run(
+        self,
+        cmd: list[str],
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        hint: str = "",
+    ) -> None:
+        """Run one command, ``env`` on top of the build's environment."""
+        start = time.monotonic()
+        with open(self.log, "a") as fh:
+            fh.write(f"\n===== {name}: {' '.join(cmd)}\n")
+            fh.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})},
+                cwd=cwd,
+                preexec_fn=die_with_parent,
+            )
+            try:
+                while True:
+                    try:
+                        rc = proc.wait(timeout=HEARTBEAT_SECONDS)
+                        break
+                    except subprocess.TimeoutExpired:
+                        last = tail(self.log, 1).strip()
+                        progress(f"  ... {name}: {time.monotonic() - start:.0f}s; {last[:120]}")
+            except BaseException:
+                # ^C or an exception in this process: never leave a compiler or pip running
+                # on its own.
+                proc.kill()
+                proc.wait()
+                raise
+        if rc != 0:
+            extra = f" ({hint})" if hint else ""
+            raise self.error(
+                f"{name} failed with exit code {rc}{extra} (full log: {self.log}); last lines:\n"
+                f"{tail(self.log, 40)}"
+            )
 
 
 def progress(message: str) -> None:

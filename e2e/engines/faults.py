@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from testsupport.aioserve import Served, serve
 
 # Hop-by-hop headers, and the encoding ones: aiohttp's client decompresses what it reads, so
 # forwarding Content-Encoding would announce gzip over a plain body.
@@ -56,7 +57,7 @@ class FaultProxy:
         self.faults = Faults()
         self.injected = 0
         self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
+        self._served: Served | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
 
@@ -96,15 +97,13 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # aiohttp's default grace: streams still being relayed may finish.
+        self._served = await serve(app, shutdown_timeout=60.0)
+        self.port = self._served.port
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._served is not None:
+            await self._served.close()
         if self._session is not None:
             await self._session.close()
 

@@ -25,8 +25,6 @@ CLI: ``python -m e2e.engines.ollama [--force]`` builds (if needed) and prints th
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -36,17 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testsupport.process import tail
-
-from ._common import (
-    MARKER_FILE,
-    cache_root,
-    die_with_parent,
-    dir_size,
-    file_lock,
-    progress,
-    read_marker,
-)
+from . import _common
+from ._common import BuildSteps, build_cli, cache_root, dir_size, progress, read_marker
 
 OLLAMA_VERSION = "0.17.4"
 """The one pinned Ollama release; the install directory and its lock are keyed by it."""
@@ -63,7 +52,7 @@ MINIAUDIO_VERSION = "1.71"
 SYSTEM_HEADERS = (Path("/usr/include/nlohmann/json_fwd.hpp"), Path("/usr/include/stb/stb_image.h"))
 """When the Debian packages are installed system-wide, their headers are used as they are."""
 
-HEARTBEAT_SECONDS = 20.0
+PROG = "python -m e2e.engines.ollama"
 
 
 class OllamaBuildError(RuntimeError):
@@ -85,14 +74,10 @@ def log_path(version: str = OLLAMA_VERSION) -> Path:
     return cache_root() / f"ollama-{version}.log"
 
 
-def is_complete(directory: Path | None = None) -> bool:
-    """Return whether the build exists and finished successfully."""
-    return ((directory or install_dir()) / MARKER_FILE).is_file()
-
-
-def build_info(directory: Path | None = None) -> dict[str, Any]:
-    """Return what the build recorded (durations, size, version); {} if not built."""
-    return read_marker(directory or install_dir())
+def build_info(binary: Path | None = None) -> dict[str, Any]:
+    """Return what the build of ``binary`` (default: the pinned one) recorded (durations,
+    size, version); {} if not built."""
+    return read_marker(binary.parents[1] if binary else install_dir())
 
 
 def ensure_ollama(force: bool = False) -> Path:
@@ -102,39 +87,22 @@ def ensure_ollama(force: bool = False) -> Path:
     re-checks (another process may have just built it) and builds; a cold build compiles
     llama.cpp and takes minutes (see docs/engines.md).
     """
-    directory = install_dir()
-    if not force and is_complete(directory):
-        return binary_path()
-    with file_lock(f"ollama-{OLLAMA_VERSION}"):
-        if not force and is_complete(directory):
-            return binary_path()
-        _build(directory)
+    _common.ensure_built(install_dir(), f"ollama-{OLLAMA_VERSION}", _build, force)
     return binary_path()
 
 
 def _build(directory: Path) -> None:
-    log = log_path()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():
-        progress(f"removing incomplete or stale build {directory}")
-        shutil.rmtree(directory)
+    _common.fresh_directory(directory)
     work = directory / "src"
     work.mkdir(parents=True)
-    log.write_text("")
+    build = BuildSteps(log_path(), 4, OllamaBuildError, os.environ)
     started = time.monotonic()
-    steps: dict[str, float] = {}
-    total_steps = 4
     progress(
         f"building ollama {OLLAMA_VERSION} in {directory} (a cold build compiles llama.cpp "
-        f"through cgo and takes minutes; log: {log})"
+        f"through cgo and takes minutes; log: {build.log})"
     )
-
-    def step(name: str, cmd: list[str], **kwargs: Any) -> None:
-        step_start = time.monotonic()
-        progress(f"step {len(steps) + 1}/{total_steps}: {name}")
-        _run(cmd, log, name, **kwargs)
-        steps[name] = round(time.monotonic() - step_start, 1)
-        progress(f"step {len(steps)}/{total_steps}: {name}: done in {steps[name]:.0f}s")
+    step = build.step
+    steps = build.seconds
 
     include_dirs: list[Path] = []
     if all(h.is_file() for h in SYSTEM_HEADERS):
@@ -151,7 +119,7 @@ def _build(directory: Path) -> None:
         )
         root = work / "debian"
         for deb in sorted(debs.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(root)], log, f"dpkg-deb -x {deb.name}")
+            build.run(["dpkg-deb", "-x", str(deb), str(root)], f"dpkg-deb -x {deb.name}")
         include_dirs.append(root / "usr" / "include")
     sdists = work / "sdist"
     step(
@@ -216,10 +184,7 @@ def _build(directory: Path) -> None:
         "size_bytes": dir_size(directory),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    # Written last, atomically: its presence means "complete".
-    tmp = directory / (MARKER_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.rename(directory / MARKER_FILE)
+    _common.write_marker(directory, info)
     progress(f"ollama {OLLAMA_VERSION} ready in {total:.0f}s: {binary}")
 
 
@@ -239,62 +204,9 @@ def _extract_miniaudio(sdists: Path, target: Path) -> Path:
     return target
 
 
-def _run(
-    cmd: list[str],
-    log: Path,
-    name: str,
-    *,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    hint: str = "",
-) -> None:
-    """Run one step with output appended to ``log``; heartbeat to stderr while it runs."""
-    start = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write(f"\n===== {name}: {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            preexec_fn=die_with_parent,
-        )
-        try:
-            while True:
-                try:
-                    rc = proc.wait(timeout=HEARTBEAT_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    last = tail(log, 1).strip()
-                    progress(f"  ... {name}: {time.monotonic() - start:.0f}s; {last[:120]}")
-        except BaseException:
-            # ^C or an exception in this process: never leave the compiler running alone.
-            proc.kill()
-            proc.wait()
-            raise
-    if rc != 0:
-        extra = f" ({hint})" if hint else ""
-        raise OllamaBuildError(
-            f"{name} failed with exit code {rc}{extra} (full log: {log}); last lines:\n"
-            f"{tail(log, 40)}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build Ollama if needed and print the binary's path."""
-    parser = argparse.ArgumentParser(prog="python -m e2e.engines.ollama", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
-    args = parser.parse_args(argv)
-    try:
-        binary = ensure_ollama(force=args.force)
-    except OllamaBuildError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(binary)
-    print(json.dumps(build_info(), indent=2), file=sys.stderr)
-    return 0
+    return build_cli(PROG, __doc__, argv, ensure_ollama, OllamaBuildError, build_info)
 
 
 if __name__ == "__main__":

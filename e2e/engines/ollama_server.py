@@ -26,21 +26,22 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from testsupport.process import ManagedProcess, ServerStartError, free_port, tail
+from testsupport.process import (
+    LocalServer,
+    ManagedProcess,
+    ServerStartError,
+    serve_until_signalled,
+    tail,
+)
 
-from ._common import cache_root
 from .ollama import ensure_ollama
 from .tiny_gguf import ensure_tiny_gguf
 
@@ -59,8 +60,10 @@ KEEP_ALIVE = "24h"
 """The model stays loaded for a test session (Ollama's default unloads after 5 idle minutes)."""
 
 
-class OllamaServer:
+class OllamaServer(LocalServer):
     """One real ``ollama serve`` on 127.0.0.1 (a context manager that stops it)."""
+
+    stop_grace = 10.0
 
     def __init__(
         self,
@@ -85,10 +88,7 @@ class OllamaServer:
         self.binary = binary or ensure_ollama()
         self.model_dir = model_dir or ensure_tiny_gguf()
         self.model_names = list(model_names)
-        self._port = port or free_port()
-        self.log_path = log_path or (
-            cache_root() / "logs" / f"ollama-{self._port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        )
+        super().__init__("ollama", port, log_path)
         self._home = Path(tempfile.mkdtemp(prefix=f"inferops-ollama-{self._port}-"))
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -186,54 +186,10 @@ class OllamaServer:
             if method == "POST" and path.startswith(path_prefix)
         )
 
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds."""
-        return self._process.stop(grace)
-
-    def kill(self) -> int | None:
-        """SIGKILL the server and its runner at once (simulates a crash)."""
-        return self._process.kill()
-
-    def cleanup(self) -> None:
+    def close(self) -> None:
         """Stop and remove the temporary HOME and models directory."""
         self.stop()
         shutil.rmtree(self._home, ignore_errors=True)
-
-    def healthy(self) -> bool:
-        """Return whether ``GET /`` answers 200 right now."""
-        return self._process.healthy()
-
-    # ----------------------------------------------------------------- properties
-    @property
-    def url(self) -> str:
-        """Base URL without a path, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
-    def port(self) -> int:
-        """The TCP port on 127.0.0.1."""
-        return self._port
-
-    @property
-    def pid(self) -> int | None:
-        """The server's pid (also its process group id); None before ``start``."""
-        return self._process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit code once the server has exited, else None."""
-        return self._process.returncode
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,28 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT)
     args = parser.parse_args(argv)
     server = OllamaServer(model_names=args.model_name or ["tiny-llama"], port=args.port)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    try:
-        seconds = server.start(timeout=args.timeout)
-    except ServerStartError as exc:
-        print(exc, file=sys.stderr)
-        server.cleanup()
-        return 1
-    print(
-        f"Ollama ready in {seconds:.2f}s at {server.url}, models {server.model_names} "
-        f"(log: {server.log_path})",
-        flush=True,
+    return serve_until_signalled(
+        server,
+        lambda: server.start(timeout=args.timeout),
+        lambda seconds: (
+            f"Ollama ready in {seconds:.2f}s at {server.url}, "
+            f"models {server.model_names} (log: {server.log_path})"
+        ),
     )
-    try:
-        while not done.wait(1.0):
-            if server.returncode is not None:
-                print(f"Ollama exited with {server.returncode}", file=sys.stderr)
-                return 1
-    finally:
-        server.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

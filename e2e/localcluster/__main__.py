@@ -62,24 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     p_up = sub.add_parser(
         "up", parents=[common], help="start the cluster (builds binaries on first use)"
     )
-    p_up.add_argument(
-        "--gpu-nodes",
-        type=int,
-        default=default.gpu_nodes,
-        help=f"GPU nodes (${nodes.ENV_GPU_NODES}, now {default.gpu_nodes})",
-    )
-    p_up.add_argument(
-        "--gpus-per-node",
-        type=int,
-        default=default.gpus_per_node,
-        help=f"GPUs per GPU node (${nodes.ENV_GPUS_PER_NODE}, now {default.gpus_per_node})",
-    )
-    p_up.add_argument(
-        "--cpu-nodes",
-        type=int,
-        default=default.cpu_nodes,
-        help=f"CPU-only nodes (${nodes.ENV_CPU_NODES}, now {default.cpu_nodes})",
-    )
+    for flag, what, env in (
+        ("--gpu-nodes", "GPU nodes", nodes.ENV_GPU_NODES),
+        ("--gpus-per-node", "GPUs per GPU node", nodes.ENV_GPUS_PER_NODE),
+        ("--cpu-nodes", "CPU-only nodes", nodes.ENV_CPU_NODES),
+    ):
+        now = getattr(default, flag[2:].replace("-", "_"))
+        p_up.add_argument(flag, type=int, default=now, help=f"{what} (${env}, now {now})")
     p_up.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
     )

@@ -113,27 +113,18 @@ KUBERNETES = Component(
     binaries=("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
     staging_version=versions.kubernetes_staging_version(),
 )
-ETCD = Component(
-    name="etcd",
-    module="go.etcd.io/etcd/server/v3",
-    version=versions.ETCD_VERSION,
-    packages=("go.etcd.io/etcd/server/v3",),
-    binaries=("etcd",),
-)
-KWOK = Component(
-    name="kwok",
-    module="sigs.k8s.io/kwok",
-    version=versions.KWOK_VERSION,
-    packages=("sigs.k8s.io/kwok/cmd/kwok",),
-    binaries=("kwok",),
-)
-HELM = Component(
-    name="helm",
-    module="helm.sh/helm/v3",
-    version=versions.HELM_VERSION,
-    packages=("helm.sh/helm/v3/cmd/helm",),
-    binaries=("helm",),
-)
+
+
+def _tool(name: str, module: str, version: str, command: str = "") -> Component:
+    """A component that builds one binary, ``name``, from the package ``module + command``."""
+    return Component(
+        name=name, module=module, version=version, packages=(module + command,), binaries=(name,)
+    )
+
+
+ETCD = _tool("etcd", "go.etcd.io/etcd/server/v3", versions.ETCD_VERSION)
+KWOK = _tool("kwok", "sigs.k8s.io/kwok", versions.KWOK_VERSION, "/cmd/kwok")
+HELM = _tool("helm", "helm.sh/helm/v3", versions.HELM_VERSION, "/cmd/helm")
 
 # Build order: the biggest first, so a failure in the long build shows up early.
 COMPONENTS: tuple[Component, ...] = (KUBERNETES, ETCD, KWOK, HELM)

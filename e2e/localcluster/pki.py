@@ -65,43 +65,31 @@ KWOK = ClientIdentity("kwok", "kwok-controller", "system:masters")
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
 
 
+class _File:
+    """One file of the PKI, by its name in the PKI's directory (read as ``pki.<attribute>``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, pki: PKI | None, owner: type[PKI]) -> Path:
+        assert pki is not None, "a file of a PKI instance"
+        return pki.dir / self.name
+
+
 @dataclass(frozen=True)
 class PKI:
     """File locations of the generated PKI."""
 
     dir: Path
 
-    @property
-    def ca_cert(self) -> Path:
-        return self.dir / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.dir / "ca.key"
-
-    @property
-    def front_proxy_ca_cert(self) -> Path:
-        return self.dir / "front-proxy-ca.crt"
-
-    @property
-    def front_proxy_ca_key(self) -> Path:
-        return self.dir / "front-proxy-ca.key"
-
-    @property
-    def apiserver_cert(self) -> Path:
-        return self.dir / "apiserver.crt"
-
-    @property
-    def apiserver_key(self) -> Path:
-        return self.dir / "apiserver.key"
-
-    @property
-    def sa_key(self) -> Path:
-        return self.dir / "sa.key"
-
-    @property
-    def sa_pub(self) -> Path:
-        return self.dir / "sa.pub"
+    ca_cert = _File("ca.crt")
+    ca_key = _File("ca.key")
+    front_proxy_ca_cert = _File("front-proxy-ca.crt")
+    front_proxy_ca_key = _File("front-proxy-ca.key")
+    apiserver_cert = _File("apiserver.crt")
+    apiserver_key = _File("apiserver.key")
+    sa_key = _File("sa.key")
+    sa_pub = _File("sa.pub")
 
     def client_cert(self, identity: ClientIdentity) -> Path:
         return self.dir / f"{identity.stem}.crt"
@@ -110,16 +98,7 @@ class PKI:
         return self.dir / f"{identity.stem}.key"
 
     def _all_files(self) -> list[Path]:
-        files = [
-            self.ca_cert,
-            self.ca_key,
-            self.front_proxy_ca_cert,
-            self.front_proxy_ca_key,
-            self.apiserver_cert,
-            self.apiserver_key,
-            self.sa_key,
-            self.sa_pub,
-        ]
+        files = [self.dir / f.name for f in vars(PKI).values() if isinstance(f, _File)]
         for ident in CLIENTS:
             files += [self.client_cert(ident), self.client_key(ident)]
         return files
@@ -199,25 +178,7 @@ def _make_ca(directory: Path, stem: str, common_name: str) -> None:
             "subjectKeyIdentifier = hash",
         ],
     )
-    _openssl(
-        "req",
-        "-x509",
-        "-config",
-        str(cnf),
-        "-extensions",
-        "ext",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(directory / f"{stem}.key"),
-        "-out",
-        str(directory / f"{stem}.crt"),
-        "-days",
-        str(CA_DAYS),
-    )
+    _new_certificate(directory, stem, CA_DAYS)
 
 
 def _make_leaf(
@@ -242,11 +203,17 @@ def _make_leaf(
     _write_config(cnf, subject_cn, organization, extensions)
     # `req -x509 -CA` (OpenSSL 3) creates the key and the CA-signed certificate in
     # one call, without a CSR file or a serial-number file.
+    _new_certificate(pki.dir, stem, LEAF_DAYS, "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key))
+
+
+def _new_certificate(directory: Path, stem: str, days: int, *signer: str) -> None:
+    """A new EC key ``<stem>.key`` and its certificate ``<stem>.crt`` from ``<stem>.cnf``:
+    self-signed, or signed by the CA that ``signer`` names (``-CA``, ``-CAkey``)."""
     _openssl(
         "req",
         "-x509",
         "-config",
-        str(cnf),
+        str(directory / f"{stem}.cnf"),
         "-extensions",
         "ext",
         "-newkey",
@@ -255,13 +222,10 @@ def _make_leaf(
         "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-keyout",
-        str(pki.dir / f"{stem}.key"),
+        str(directory / f"{stem}.key"),
         "-out",
-        str(pki.dir / f"{stem}.crt"),
-        "-CA",
-        str(pki.ca_cert),
-        "-CAkey",
-        str(pki.ca_key),
+        str(directory / f"{stem}.crt"),
+        *signer,
         "-days",
-        str(LEAF_DAYS),
+        str(days),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from inferops.router.sources import FileSource
 from inferops.router.state import RouterState
 
 NS = "ai"
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def hosts(service: str) -> list[str]:
@@ -106,6 +108,24 @@ class Router:
             return await response.text()
 
 
+async def streamed_text(client: openai.AsyncOpenAI) -> str:
+    """A streamed chat answer about llama3.2, put together chunk by chunk."""
+    text = ""
+    async for chunk in await client.chat.completions.create(
+        model="llama3.2", messages=MESSAGES, stream=True
+    ):
+        text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    return text
+
+
+async def answer_text(client: openai.AsyncOpenAI, stream: bool) -> str:
+    """A chat answer about llama3.2, streamed or not."""
+    if stream:
+        return await streamed_text(client)
+    completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
+    return completion.choices[0].message.content or ""
+
+
 async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not probe():
@@ -114,20 +134,34 @@ async def wait_for(probe: Any, what: str, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def vllm() -> AsyncIterator[FakeEngine]:
-    engine = FakeEngine("vllm")
-    await engine.start()
-    yield engine
-    await engine.stop()
+def engine_fixture(name: str) -> Any:
+    """A fixture: a running stand-in for the engine `name`."""
+
+    @pytest.fixture
+    async def engine() -> AsyncIterator[FakeEngine]:
+        fake = FakeEngine(name)
+        await fake.start()
+        yield fake
+        await fake.stop()
+
+    return engine
 
 
-@pytest.fixture
-async def ollama_engine() -> AsyncIterator[FakeEngine]:
-    engine = FakeEngine("ollama")
-    await engine.start()
-    yield engine
-    await engine.stop()
+vllm = engine_fixture("vllm")
+ollama_engine = engine_fixture("ollama")
+
+
+def retained(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, *ignored: str
+) -> tuple[int, str]:
+    """Bytes allocated between two snapshots and still held, outside tracemalloc and the
+    files matching `ignored` (globs), and the 8 lines that hold the most of them."""
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        *(tracemalloc.Filter(False, pattern) for pattern in ignored),
+    ]
+    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
+    return sum(stat.size_diff for stat in growth), "\n".join(str(stat) for stat in growth[:8])
 
 
 @pytest.fixture

@@ -65,6 +65,12 @@ def weights(sink: Sink) -> list[int]:
     return [t.consumers[0].weight for t in sink.installed]
 
 
+async def first_table(api: FakeKubeApi, running: Sink) -> None:
+    """The table with notes at 10%, written and installed."""
+    api.put(NAME, routes_json(10))
+    await wait_for(lambda: weights(running) == [10], "the first table")
+
+
 async def test_list_then_watch_delivers_every_change_quickly(
     api: FakeKubeApi, running: Sink
 ) -> None:
@@ -84,8 +90,7 @@ async def test_list_then_watch_delivers_every_change_quickly(
 async def test_rewatches_when_the_watch_ends_and_relists_when_it_expires(
     api: FakeKubeApi, running: Sink
 ) -> None:
-    api.put(NAME, routes_json(10))
-    await wait_for(lambda: weights(running) == [10], "the first table")
+    await first_table(api, running)
     # The table came from the list; ending watches before the watch is open would end none.
     await wait_for(lambda: api.watches == 1, "the first watch")
     api.end_watches()
@@ -101,8 +106,7 @@ async def test_rewatches_when_the_watch_ends_and_relists_when_it_expires(
 async def test_an_invalid_or_deleted_table_keeps_the_current_one(
     api: FakeKubeApi, running: Sink
 ) -> None:
-    api.put(NAME, routes_json(10))
-    await wait_for(lambda: weights(running) == [10], "the first table")
+    await first_table(api, running)
     api.put(NAME, {"routes.json": '{"model": "m"}'})
     await wait_for(lambda: len(running.rejected) == 1, "the rejection")
     assert "engines" in running.rejected[0]
@@ -119,8 +123,7 @@ async def test_an_invalid_or_deleted_table_keeps_the_current_one(
 async def test_a_deletion_missed_while_no_watch_was_open_is_noticed(
     api: FakeKubeApi, running: Sink
 ) -> None:
-    api.put(NAME, routes_json(10))
-    await wait_for(lambda: weights(running) == [10], "the first table")
+    await first_table(api, running)
     await wait_for(lambda: api.watches == 1, "the first watch")
     # The ConfigMap is deleted while no watch is open and its history is compacted away
     # (an API server restart can do both): the router lists again after the 410, and no

@@ -12,10 +12,9 @@ import pytest
 from testsupport.fake_engine import FakeEngine
 
 from inferops.router.pool import Connection
-from tests.router.conftest import Router, wait_for
+from tests.router.conftest import MESSAGES, Router, wait_for
 from tests.router.test_routing import sample
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 BODY = json.dumps({"model": "llama3.2", "messages": MESSAGES}).encode()
 STREAM_BODY = json.dumps({"model": "llama3.2", "messages": MESSAGES, "stream": True}).encode()
 

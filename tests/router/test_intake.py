@@ -4,21 +4,17 @@ input, its shortcut for the common case included."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
+from testsupport.spec_strategies import examples, fuzz_settings
 
 from inferops.router.errors import RouterError
 from inferops.router.proxy import parse_object
 
-# The quick run in `make test` is the same examples every time; `make fuzz` explores.
-SETTINGS = settings(
-    max_examples=examples(300), derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV), database=None
-)
+SETTINGS = fuzz_settings(max_examples=examples(300))
 
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

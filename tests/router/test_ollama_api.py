@@ -9,9 +9,7 @@ import ollama
 import pytest
 from testsupport.fake_engine import FakeEngine
 
-from tests.router.conftest import Router
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.router.conftest import MESSAGES, Router
 
 
 async def test_chat_non_stream(router: Router, vllm: FakeEngine) -> None:

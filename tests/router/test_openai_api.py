@@ -8,9 +8,7 @@ import openai
 import pytest
 from testsupport.fake_engine import FakeEngine
 
-from tests.router.conftest import Router
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.router.conftest import MESSAGES, Router
 
 
 async def test_chat_non_stream_goes_to_vllm_with_the_logical_model(

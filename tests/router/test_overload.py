@@ -19,7 +19,7 @@ from testsupport.fake_engine import FakeEngine
 
 from inferops.api.routing import Admission
 from inferops.router.admission import ADMITTED, FULL, QUEUED, Gate
-from tests.router.conftest import Router, wait_for
+from tests.router.conftest import Router, retained, wait_for
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
 OLLAMA_CHAT = {**CHAT, "stream": False}
@@ -29,10 +29,15 @@ def limits(concurrent: int, waiting: int, wait_seconds: float = 5.0) -> dict[str
     return {"maxConcurrent": concurrent, "maxWaiting": waiting, "maxWaitSeconds": wait_seconds}
 
 
-async def only_ollama(router: Router, admission: dict[str, Any]) -> None:
-    """vLLM lost: every consumer's traffic on Ollama, behind `admission`."""
+async def only_ollama(
+    router: Router, engine: FakeEngine, admission: dict[str, Any], delay: float
+) -> str:
+    """vLLM lost: every consumer's traffic on Ollama, behind `admission`, and Ollama taking
+    `delay` seconds to answer. Returns the router's chat URL."""
     await router.set_engine("vllm", ready=False)
     await router.set_engine("ollama", admission=admission)
+    engine.behaviour.delay = delay
+    return f"{router.url}/v1/chat/completions"
 
 
 async def post(
@@ -63,9 +68,7 @@ def assert_openai_refusal(status: int, headers: dict[str, str], body: Any, engin
 async def test_past_the_limit_and_the_wait_room_requests_are_refused_at_once(
     router: Router, ollama_engine: FakeEngine
 ) -> None:
-    await only_ollama(router, limits(2, 2))
-    ollama_engine.behaviour.delay = 1.0
-    url = f"{router.url}/v1/chat/completions"
+    url = await only_ollama(router, ollama_engine, limits(2, 2), 1.0)
     requests = [asyncio.create_task(post(router.http, url, CHAT)) for _ in range(8)]
     # Two reach the engine, two wait; the other four are answered before the engine answered
     # anything (it takes a second): no refusal waited for it.
@@ -93,8 +96,7 @@ async def test_past_the_limit_and_the_wait_room_requests_are_refused_at_once(
 async def test_a_waiter_past_the_bounded_wait_is_refused(
     router: Router, ollama_engine: FakeEngine
 ) -> None:
-    await only_ollama(router, limits(1, 1, wait_seconds=0.2))
-    ollama_engine.behaviour.delay = 3.0
+    await only_ollama(router, ollama_engine, limits(1, 1, wait_seconds=0.2), 3.0)
     client = router.ollama()
     first = asyncio.create_task(client.chat(model="llama3.2", messages=CHAT["messages"]))
     await wait_for(lambda: ollama_engine.hits == 1, "the first request on the engine")
@@ -113,8 +115,7 @@ async def test_a_waiter_past_the_bounded_wait_is_refused(
 async def test_the_official_clients_see_a_clean_503(
     router: Router, ollama_engine: FakeEngine
 ) -> None:
-    await only_ollama(router, limits(1, 0))
-    ollama_engine.behaviour.delay = 2.0
+    await only_ollama(router, ollama_engine, limits(1, 0), 2.0)
     first = asyncio.create_task(router.openai().chat.completions.create(**CHAT))  # type: ignore[call-overload]
     await wait_for(lambda: ollama_engine.hits == 1, "the first request on the engine")
     import ollama
@@ -171,9 +172,7 @@ async def test_slots_come_back_whatever_ends_a_request(
 ) -> None:
     """Answers, engine errors, clients leaving while admitted or while waiting: no slot
     stays taken and no waiter stays queued."""
-    await only_ollama(router, limits(2, 3))
-    ollama_engine.behaviour.delay = 0.3
-    url = f"{router.url}/v1/chat/completions"
+    url = await only_ollama(router, ollama_engine, limits(2, 3), 0.3)
     gate = router.state.gates["ollama"]
     tasks = [asyncio.create_task(post(router.http, url, CHAT)) for _ in range(5)]
     await wait_for(lambda: gate.active == 2 and len(gate.queue) == 3, "two admitted, 3 waiting")
@@ -193,9 +192,7 @@ async def test_slots_come_back_whatever_ends_a_request(
 async def test_a_new_table_keeps_the_slots_of_requests_under_way(
     router: Router, ollama_engine: FakeEngine
 ) -> None:
-    await only_ollama(router, limits(1, 1))
-    ollama_engine.behaviour.delay = 0.5
-    url = f"{router.url}/v1/chat/completions"
+    url = await only_ollama(router, ollama_engine, limits(1, 1), 0.5)
     gate = router.state.gates["ollama"]
     first = asyncio.create_task(post(router.http, url, CHAT))
     second = asyncio.create_task(post(router.http, url, CHAT))
@@ -210,9 +207,7 @@ async def test_a_new_table_keeps_the_slots_of_requests_under_way(
 async def test_memory_stays_flat_under_overload(router: Router, ollama_engine: FakeEngine) -> None:
     """Rounds of 40 requests at once against 2 slots and 2 waiting places: after a warm-up
     round, two more may leave only a few hundred bytes per request behind."""
-    await only_ollama(router, limits(2, 2))
-    ollama_engine.behaviour.delay = 0.05
-    url = f"{router.url}/v1/chat/completions"
+    url = await only_ollama(router, ollama_engine, limits(2, 2), 0.05)
 
     async def round_() -> None:
         answers = await asyncio.gather(*(post(router.http, url, CHAT) for _ in range(40)))
@@ -233,13 +228,7 @@ async def test_memory_stays_flat_under_overload(router: Router, ollama_engine: F
     finally:
         tracemalloc.stop()
     # The router uses no aiohttp: that is the test's client and the engine stand-in.
-    ignore = [
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "*/aiohttp/*"),
-    ]
-    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
-    grown = sum(stat.size_diff for stat in growth)
-    top = "\n".join(str(stat) for stat in growth[:8])
+    grown, top = retained(before, after, "*/aiohttp/*")
     assert grown / 80 < 256, f"{grown} bytes more after 80 requests:\n{top}"
 
 

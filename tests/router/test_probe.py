@@ -15,10 +15,8 @@ from inferops.api.routing import RoutingTable
 from inferops.router.errors import RouterError
 from inferops.router.proxy import PROBE_HEADER, probe_target
 from inferops.router.routes import OLLAMA, VLLM, compile_table
-from tests.router.conftest import Router, base_table
+from tests.router.conftest import MESSAGES, Router, base_table
 from tests.router.test_routing import sample
-
-MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def probe(engine: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ import asyncio
 import gc
 import gzip
 import json
-import os
 import threading
 import tracemalloc
 import zlib
@@ -36,13 +35,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from testsupport.fake_engine import FakeEngine
-from testsupport.spec_strategies import FUZZ_EXAMPLES_ENV, examples
+from testsupport.spec_strategies import examples, fuzz_settings
 
 from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
 from inferops.router.server import RouterServer
 from inferops.router.state import RouterState
-from tests.router.conftest import base_table
+from tests.router.conftest import base_table, retained
 
 MAX_BODY = 65536  # the table's maxBodyBytes (base_table)
 TIMEOUT = 10.0  # seconds a client waits: an answer later than this is a hang
@@ -414,29 +413,21 @@ def requests(draw: st.DrawFn) -> Request:
 
 _NOTES = {"Host": "llama32-notes"}
 _HI = [{"role": "user", "content": "hi"}]
+
+
+def _lone_surrogate(path: str, model: str, surrogate: str, what: str) -> Request:
+    """A chat request for `model` whose message is one lone surrogate (as a JSON escape)."""
+    message = {"role": "user", "content": surrogate}
+    return Request(
+        "POST", path, _NOTES, _dumps({"model": model, "messages": [message]}, ascii_only=True), what
+    )
+
+
 # Always tried, whatever is drawn: each once made the router answer 500.
 EDGE_CASES = [
     # A lone surrogate in a body the router re-encodes (model alias; Ollama translation).
-    Request(
-        "POST",
-        "/v1/chat/completions",
-        _NOTES,
-        _dumps(
-            {"model": "llama3.2:3b", "messages": [{"role": "user", "content": "\ud800"}]},
-            ascii_only=True,
-        ),
-        "lone surrogate, alias",
-    ),
-    Request(
-        "POST",
-        "/api/chat",
-        _NOTES,
-        _dumps(
-            {"model": "llama3.2", "messages": [{"role": "user", "content": "\udfff"}]},
-            ascii_only=True,
-        ),
-        "lone surrogate, ollama",
-    ),
+    _lone_surrogate("/v1/chat/completions", "llama3.2:3b", "\ud800", "lone surrogate, alias"),
+    _lone_surrogate("/api/chat", "llama3.2", "\udfff", "lone surrogate, ollama"),
     # Nesting deeper than Python's recursion limit, under the size limit.
     Request("POST", "/api/chat", _NOTES, _nested(20000), "nested 20000"),
     Request("POST", "/v1/chat/completions", _NOTES, _nested(20000), "nested 20000"),
@@ -483,13 +474,8 @@ def check(request: Request, response: httpx.Response) -> str:
     return f"{status} {'router' if own else 'engine'} {code or ''}".strip()
 
 
-@settings(
-    max_examples=examples(400),
-    # The quick run in `make test` is the same examples every time; `make fuzz` explores.
-    derandomize=not os.environ.get(FUZZ_EXAMPLES_ENV),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+@fuzz_settings(
+    HealthCheck.too_slow, HealthCheck.data_too_large, max_examples=examples(400), deadline=None
 )
 @given(request=requests())
 @example(request=EDGE_CASES[0])
@@ -594,13 +580,7 @@ def test_memory_stays_flat_over_many_requests(router: RouterThread) -> None:
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    ignore = [
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "*/hypothesis/*"),
-    ]
-    growth = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
-    grown = sum(stat.size_diff for stat in growth)
-    top = "\n".join(str(stat) for stat in growth[:8])
+    grown, top = retained(before, after, "*/hypothesis/*")
     sent = 2 * len(batch)
     # A leak keeps at least a request's objects (hundreds of bytes, its body more); seen when
     # nothing leaks: 0 to 80 bytes per request on a busy machine (allocator and GC timing).

@@ -12,9 +12,7 @@ import openai
 import pytest
 from testsupport.fake_engine import FakeEngine, closed_port_url
 
-from tests.router.conftest import Router, wait_for
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.router.conftest import MESSAGES, Router, answer_text, streamed_text, wait_for
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -115,18 +113,7 @@ async def test_fallback_on_5xx_is_invisible_to_the_client(
     vllm.behaviour.fail_status = 500
     client = router.openai("llama32-notes")
     for _ in range(5):
-        if stream:
-            text = ""
-            async for chunk in await client.chat.completions.create(
-                model="llama3.2",
-                messages=MESSAGES,
-                stream=True,
-            ):
-                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        else:
-            completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
-            text = completion.choices[0].message.content or ""
-        assert text == "Hello from ollama"
+        assert await answer_text(client, stream) == "Hello from ollama"
     assert (vllm.hits, ollama_engine.hits) == (5, 5)
     metrics = await router.metrics()
     labels = {"consumer": "notes", "engine": "vllm", "route": "chat"}
@@ -151,17 +138,8 @@ async def test_fallback_when_vllm_refuses_connections(
         assert response.message.content == "Hello from ollama"
     assert ollama_engine.hits == 5
     metrics = await router.metrics()
-    assert (
-        sample(
-            metrics,
-            "inferops_router_fallbacks_total",
-            consumer="notes",
-            engine="vllm",
-            route="ollama_chat",
-            reason="connect",
-        )
-        == 5
-    )
+    labels = {"consumer": "notes", "engine": "vllm", "route": "ollama_chat"}
+    assert sample(metrics, "inferops_router_fallbacks_total", reason="connect", **labels) == 5
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -172,32 +150,13 @@ async def test_fallback_when_vllm_sends_no_first_byte_in_time(
     await router.set_table(timeouts=timeouts)
     vllm.behaviour.delay = 30.0  # far beyond the client's own 10 s timeout
     client = router.openai("llama32-notes")
-
-    async def ask() -> str:
-        if not stream:
-            completion = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
-            return completion.choices[0].message.content or ""
-        text = ""
-        async for chunk in await client.chat.completions.create(
-            model="llama3.2", messages=MESSAGES, stream=True
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
-
-    assert await asyncio.gather(*(ask() for _ in range(4))) == ["Hello from ollama"] * 4
+    answers = await asyncio.gather(*(answer_text(client, stream) for _ in range(4)))
+    assert answers == ["Hello from ollama"] * 4
     assert (vllm.hits, ollama_engine.hits) == (4, 4)
     await wait_for(lambda: vllm.cancelled == 4, "the abandoned vLLM requests to be closed")
     metrics = await router.metrics()
-    assert (
-        sample(
-            metrics,
-            "inferops_router_fallbacks_total",
-            consumer="notes",
-            engine="vllm",
-            reason="timeout",
-        )
-        == 4
-    )
+    labels = {"consumer": "notes", "engine": "vllm"}
+    assert sample(metrics, "inferops_router_fallbacks_total", reason="timeout", **labels) == 4
 
 
 async def test_no_fallback_when_disabled_or_when_ollama_is_absent(
@@ -284,14 +243,7 @@ async def test_table_change_applies_to_new_requests_only(
     client = router.openai("llama32-notes")  # weight 100
 
     async def consume() -> str:
-        text = ""
-        async for chunk in await client.chat.completions.create(
-            model="llama3.2",
-            messages=MESSAGES,
-            stream=True,
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+        return await streamed_text(client)
 
     streams = [asyncio.create_task(consume()) for _ in range(8)]
     await wait_for(lambda: vllm.streams_open == 8, "eight open streams")

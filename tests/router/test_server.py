@@ -19,9 +19,7 @@ from testsupport.process import free_port
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
 from inferops.router.state import RouterState
-from tests.router.conftest import Router, base_table, wait_for
-
-MESSAGES = [{"role": "user", "content": "hi"}]
+from tests.router.conftest import MESSAGES, Router, base_table, streamed_text, wait_for
 
 
 async def test_stop_lets_open_streams_finish_and_refuses_new_connections(
@@ -31,12 +29,7 @@ async def test_stop_lets_open_streams_finish_and_refuses_new_connections(
     client = router.openai()
 
     async def consume() -> str:
-        text = ""
-        async for chunk in await client.chat.completions.create(
-            model="llama3.2", messages=MESSAGES, stream=True
-        ):
-            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+        return await streamed_text(client)
 
     streams = [asyncio.create_task(consume()) for _ in range(3)]
     await wait_for(lambda: vllm.streams_open == 3, "three open streams")

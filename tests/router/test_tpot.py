@@ -10,12 +10,11 @@ from testsupport.fake_engine import FakeEngine
 
 from inferops.router import metrics as metrics_module
 from inferops.router.metrics import Exchange, RouterMetrics
-from tests.router.conftest import Router
+from tests.router.conftest import MESSAGES, Router
 from tests.router.test_routing import sample
 
 TPOT = "inferops_router_time_per_output_token_seconds"
 LABELS = {"consumer": "notes", "engine": "vllm", "route": "chat"}
-MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 class Clock:

@@ -22,9 +22,8 @@ import pytest
 from testsupport.fake_engine import FakeEngine
 
 from inferops.router.podmetrics import socket_path
-from tests.router.conftest import base_table, wait_for
+from tests.router.conftest import MESSAGES, base_table, streamed_text, wait_for
 
-MESSAGES = [{"role": "user", "content": "hi"}]
 REQUESTS = 40
 STREAMS = 20
 
@@ -76,18 +75,22 @@ class Pod:
             for n in item["by_code"].values()
         )
 
+    def client(self) -> openai.AsyncOpenAI:
+        """A new client of the pod's port as the consumer notes (its own connections)."""
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1",
+            api_key="sk-test",
+            max_retries=0,
+            timeout=10,
+            default_headers={"Host": "llama32-notes"},
+        )
+
     async def ask(self, n: int) -> list[str]:
         """`n` chat completions, each from a new client (a new connection, so the kernel
         picks a worker each time)."""
 
         async def one() -> str:
-            client = openai.AsyncOpenAI(
-                base_url=f"{self.url}/v1",
-                api_key="sk-test",
-                max_retries=0,
-                timeout=10,
-                default_headers={"Host": "llama32-notes"},
-            )
+            client = self.client()
             async with client:
                 answer = await client.chat.completions.create(model="llama3.2", messages=MESSAGES)
             return answer.choices[0].message.content or ""
@@ -247,20 +250,9 @@ async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: Fak
     vllm.behaviour.chunk_delay = 0.2  # streams of about a second
 
     async def stream() -> str:
-        client = openai.AsyncOpenAI(
-            base_url=f"{pod.url}/v1",
-            api_key="sk-test",
-            max_retries=0,
-            timeout=10,
-            default_headers={"Host": "llama32-notes"},
-        )
-        text = ""
+        client = pod.client()
         async with client:
-            async for chunk in await client.chat.completions.create(
-                model="llama3.2", messages=MESSAGES, stream=True
-            ):
-                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-        return text
+            return await streamed_text(client)
 
     streams = [asyncio.create_task(stream()) for _ in range(STREAMS)]
     await wait_for(lambda: vllm.streams_open == STREAMS, "the streams to open")
