@@ -148,7 +148,8 @@ class Traffic(Repeating):
     """A consumer's own requests in a loop from a thread, through its endpoint: the
     official `openai` client (streaming) or the official `ollama` client. `max_retries`
     and `timeout` are the clients' own settings (the `openai` client's default retries are
-    2, this loop's 0, so that every failure shows)."""
+    2, this loop's 0, so that every failure shows); `temperature` 0 asks greedily, which
+    makes the answers comparable at a shadow step."""
 
     def __init__(
         self,
@@ -160,8 +161,10 @@ class Traffic(Repeating):
         backend: str = "llama32",
         max_retries: int = 0,
         timeout: float | None = None,
+        temperature: float | None = None,
     ) -> None:
         host = f"{backend}-{consumer}.{namespace}.svc"
+        self.temperature = temperature
         limit = {} if timeout is None else {"timeout": timeout}
         self.openai = OpenAI(
             base_url=f"{plane.router_url}/v1",
@@ -178,7 +181,8 @@ class Traffic(Repeating):
         super().__init__(pause)
 
     def _one(self) -> None:
-        messages = [{"role": "user", "content": "Summarise my notes."}]
+        # One of the prompts both engines answer alike when greedy (test_engines_agree).
+        messages = [{"role": "user", "content": "Summarise my notes in one line."}]
         if self.api == "openai":
             stream = self.openai.chat.completions.create(
                 model=MODEL,
@@ -186,13 +190,15 @@ class Traffic(Repeating):
                 max_tokens=8,
                 stream=True,  # type: ignore[arg-type]
                 stream_options={"include_usage": True},
+                **({} if self.temperature is None else {"temperature": self.temperature}),
             )
             assert any(True for _ in stream)
         else:
+            options: dict[str, float] = {"num_predict": 8}
+            if self.temperature is not None:
+                options["temperature"] = self.temperature
             parts = list(
-                self.ollama.chat(
-                    model=MODEL, messages=messages, stream=True, options={"num_predict": 8}
-                )
+                self.ollama.chat(model=MODEL, messages=messages, stream=True, options=options)
             )
             assert parts and parts[-1].done
 

@@ -108,9 +108,16 @@ def watch(kubectl: Kubectl, timeout: float = 300) -> None:
     raise SystemExit(f"not Ready after {timeout:.0f}s; see `kubectl describe ib -n {NAMESPACE}`")
 
 
-# Demo speed: 10 s analysis windows instead of the example's minutes.
+# Demo speed: 10 s analysis windows instead of the example's minutes. The first step is a
+# shadow step: vLLM's answers compared with Ollama's on mirrored requests before any live
+# weight (the consumers ask greedily, so the answers are comparable).
 DEMO_MIGRATION = {
-    "steps": [{"weight": 20}, {"weight": 50}, {"weight": 100}],
+    "steps": [
+        {"shadow": {"percent": 100, "minSamples": 6, "minNoiseSamples": 3}},
+        {"weight": 20},
+        {"weight": 50},
+        {"weight": 100},
+    ],
     "analysis": {
         "interval": "10s",
         "initialDelay": "0s",
@@ -147,9 +154,14 @@ def engine_line(plane: BackgroundPlane, consumer: str) -> str:
     return f"  {consumer:<6}" + " | ".join(parts)
 
 
-def phase_of(kubectl: Kubectl, consumer: str) -> str:
-    path = f"{{.status.consumers[?(@.name=='{consumer}')].phase}}"
+def status_of(kubectl: Kubectl, consumer: str, field: str) -> str:
+    """One field of a consumer's status (`phase`, `comparison.summary`, ...)."""
+    path = f"{{.status.consumers[?(@.name=='{consumer}')].{field}}}"
     return kubectl.run("get", "ib", "llama32", "-n", NAMESPACE, "-o", f"jsonpath={path}").stdout
+
+
+def phase_of(kubectl: Kubectl, consumer: str) -> str:
+    return status_of(kubectl, consumer, "phase")
 
 
 def show_migration(
@@ -186,11 +198,28 @@ def migrate(kubectl: Kubectl, plane: BackgroundPlane) -> None:
         "the Ollama client"
     )
     with (
-        Traffic(endpoint, NAMESPACE, "notes"),
-        Traffic(endpoint, NAMESPACE, "rag", api="ollama"),
-        Traffic(endpoint, NAMESPACE, "ner") as ner,
+        Traffic(endpoint, NAMESPACE, "notes", temperature=0),
+        Traffic(endpoint, NAMESPACE, "rag", api="ollama", temperature=0),
+        Traffic(endpoint, NAMESPACE, "ner", temperature=0) as ner,
     ):
+        shadow: list[str] = []
+
+        def shadow_judged() -> bool:
+            # The shadow step's verdict stays in lastAnalysis until the next step's sample.
+            last = json.loads(status_of(kubectl, "notes", "lastAnalysis") or "{}")
+            if last.get("step") == 1 and last.get("verdict") in ("Pass", "Fail"):
+                shadow.append(f"{last['verdict']}: {last.get('message', '')}")
+            return bool(shadow) or phase_of(kubectl, "notes") not in ("Progressing", "Pending")
+
+        show_migration(kubectl, plane, shadow_judged, 300)
+        judged = shadow[0] if shadow else "not judged"
+        print(f"\nnotes' shadow step (answers compared, no live weight): {judged}")
         show_migration(kubectl, plane, lambda: phase_of(kubectl, "notes") == "Migrated", 300)
+        print(
+            "\nnotes, vLLM against Ollama over its migration: "
+            f"{status_of(kubectl, 'notes', 'comparison.summary')} (vLLM's CPU build and a tiny "
+            "model here; on GPUs this is the line a migration is for)"
+        )
         print(
             "\nnotes is on vLLM. Now rag's canary goes bad: vLLM answers HTTP 500 to it "
             "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "

@@ -71,6 +71,16 @@ def served_weight(plane: DataPlane, consumer: str) -> float | None:
     )
 
 
+def wait_back_on_ollama(plane: DataPlane, consumer: str, timeout: float) -> None:
+    """Until the router serves `consumer` at 0% (a rollback reached the data plane)."""
+    wait_for(
+        f"{consumer} back at 0% in the router",
+        lambda: served_weight(plane, consumer) == 0,
+        timeout,
+        interval=0.2,
+    )
+
+
 def kubectl_ib(kubectl: Kubectl, *args: str, check: bool = True) -> str:
     """`kubectl ib ...`: kubectl finds the plugin on PATH, as after `pip install`."""
     env = {
@@ -174,12 +184,7 @@ def test_bad_canary_is_rolled_back_without_client_errors(
         else:
             plane.faults.faults.delay_seconds = 3.0
         try:
-            wait_for(
-                "notes back at 0% in the router",
-                lambda: served_weight(plane, "notes") == 0,
-                60,
-                interval=0.2,
-            )
+            wait_back_on_ollama(plane, "notes", 60)
             rollback = time.monotonic() - injected
         finally:
             plane.faults.faults.clear()

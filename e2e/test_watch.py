@@ -24,7 +24,14 @@ from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.localcluster.build import HELM
 from e2e.test_backend import NAME, backend, condition
-from e2e.test_migration import FAST, consumers_of, kubectl_ib, served_weight, start, wait_consumer
+from e2e.test_migration import (
+    FAST,
+    consumers_of,
+    kubectl_ib,
+    start,
+    wait_back_on_ollama,
+    wait_consumer,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -159,12 +166,7 @@ def test_rollback_policy_sends_a_failing_migrated_consumer_back_to_ollama(
         before = (notes.get("watch") or {}).get("samples", 0)
         plane.faults.faults.error_share = 1.0
         try:
-            wait_for(
-                "notes back at 0% in the router",
-                lambda: served_weight(plane, "notes") == 0,
-                90,
-                interval=0.2,
-            )
+            wait_back_on_ollama(plane, "notes", 90)
         finally:
             plane.faults.faults.clear()
     notes = consumers_of(kubectl, namespace)["notes"]

@@ -35,6 +35,17 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 SERVED_POLL_SECONDS = 1.0
 
 
+FRESH_STEP: dict[str, object] = {
+    "step_started_at": None,
+    "last_sample_at": None,
+    "passed_samples": 0,
+    "failed_samples": 0,
+    "inconclusive_samples": 0,
+    "shadow": None,
+}
+"""What a step's start (or a return to the queue) resets of a consumer's status."""
+
+
 def stamp(now: datetime) -> str:
     return now.strftime(TIME_FORMAT)
 
@@ -210,15 +221,10 @@ class _Planner:
         self.event("Normal", "StepStarted", f"{c.name}: step {at + 1} at {what}")
         started = c.model_copy(
             update={
+                **FRESH_STEP,
                 "phase": "Progressing",
                 "step": at + 1,
                 "weight": weight,
-                "step_started_at": None,
-                "last_sample_at": None,
-                "passed_samples": 0,
-                "failed_samples": 0,
-                "inconclusive_samples": 0,
-                "shadow": None,
                 "message": f"waiting for every router to serve {weight}%",
             }
         )
@@ -255,15 +261,10 @@ class _Planner:
         `maxParallel` allow (`progress` starts it, possibly in this very pass)."""
         return c.model_copy(
             update={
+                **FRESH_STEP,
                 "phase": "Pending",
                 "step": None,
                 "weight": 0,
-                "step_started_at": None,
-                "last_sample_at": None,
-                "passed_samples": 0,
-                "failed_samples": 0,
-                "inconclusive_samples": 0,
-                "shadow": None,
                 "paused": False,
                 "message": message,
                 # A new migration: its comparison starts over too.

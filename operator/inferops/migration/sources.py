@@ -429,21 +429,13 @@ class ScrapeSource:
             pages = await self._scrape(namespace, backend)
         except SourceError:
             return None
-        values = []
+        revisions = []
         for _, text in pages:
-            try:
-                found = [
-                    sample.value
-                    for family in text_string_to_metric_families(text)
-                    for sample in family.samples
-                    if sample.name == REVISION_METRIC
-                ]
-            except Exception:  # the parser raises assorted types on malformed input
-                return None
-            if len(found) != 1:
+            found = _one_revision(text)
+            if found is None:
                 return None  # a router without the gauge cannot say what it serves
-            values.append(float(found[0]))
-        return _revisions(values)
+            revisions.append(found)
+        return sorted(revisions) or None
 
     async def revisions_by_replica(
         self, namespace: str, backend: str

@@ -24,8 +24,9 @@ from inferops.router import errors, inquiry, modelinfo, translate, usage
 from inferops.router.errors import OLLAMA as OLLAMA_DIALECT
 from inferops.router.errors import RouterError
 from inferops.router.http1 import Reply, Request
+from inferops.router.openai_api import Passthrough
 from inferops.router.proxy import Endpoint, Intake, Plan, PlanByEngine, json_reply, parse_object
-from inferops.router.relay import Codec, NdjsonPassthrough, find_ollama_counts
+from inferops.router.relay import Codec, NdjsonPassthrough, find_ollama_counts, usage_counts
 from inferops.router.routes import CHAT_PATH, EMBEDDINGS_PATH, OLLAMA, VLLM
 from inferops.router.state import RouterState
 from inferops.router.upstream import Answer, forwarded
@@ -56,7 +57,7 @@ def _whole(answer: Answer, intake: Intake) -> dict[str, Any] | Reply:
 
 
 def _finish(intake: Intake, answer: Answer, payload: dict[str, Any], usage: object) -> Reply:
-    intake.ex.tokens(*translate.usage_counts(usage))
+    intake.ex.tokens(*usage_counts(usage))
     return json_reply(payload, headers=intake.tags(answer.target))
 
 
@@ -64,23 +65,13 @@ def _wants_stream(intake: Intake) -> bool:
     return intake.doc.get("stream") is not False
 
 
-class Native:
+class Native(Passthrough):
     """The request as the client sent it (bar an alias in `model`), to Ollama's own endpoint;
     the answer as Ollama sent it."""
 
-    __slots__ = ("body", "path")
-
-    def __init__(self, path: str, body: bytes) -> None:
-        self.path = path
-        self.body = body
-
-    def whole(self, intake: Intake, answer: Answer) -> Reply:
-        if answer.status < 300:
-            intake.ex.tokens(*find_ollama_counts(answer.body))
-        return Reply(answer.status, answer.body, answer.content_type, intake.tags(answer.target))
-
-    def codec(self, intake: Intake, answer: Answer) -> Codec:
-        return NdjsonPassthrough(answer.content_type.decode("latin-1"))
+    __slots__ = ()
+    find_counts = staticmethod(find_ollama_counts)
+    stream = NdjsonPassthrough
 
 
 def _native(path: str, intake: Intake) -> Native:

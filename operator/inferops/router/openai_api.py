@@ -8,6 +8,8 @@ relayed byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from inferops.router import errors, translate
 from inferops.router.errors import OPENAI
 from inferops.router.http1 import Reply, Request
@@ -24,9 +26,12 @@ ROUTE_NAMES = {CHAT_PATH: "chat", COMPLETIONS_PATH: "completions", EMBEDDINGS_PA
 
 class Passthrough:
     """The request as the client sent it (bar the model name); the answer as the engine
-    sent it."""
+    sent it. `find_counts` reads the token counts of a whole answer, `stream` relays a
+    streamed one: the OpenAI API's here, Ollama's own in `ollama_api.Native`."""
 
     __slots__ = ("body", "path")
+    find_counts = staticmethod(find_usage)
+    stream: Callable[[str], Codec] = SsePassthrough
 
     def __init__(self, path: str, body: bytes) -> None:
         self.path = path
@@ -34,11 +39,11 @@ class Passthrough:
 
     def whole(self, intake: Intake, answer: Answer) -> Reply:
         if answer.status < 300:
-            intake.ex.tokens(*find_usage(answer.body))
+            intake.ex.tokens(*self.find_counts(answer.body))
         return Reply(answer.status, answer.body, answer.content_type, intake.tags(answer.target))
 
     def codec(self, intake: Intake, answer: Answer) -> Codec:
-        return SsePassthrough(answer.content_type.decode("latin-1"))
+        return self.stream(answer.content_type.decode("latin-1"))
 
 
 def _passthrough(path: str) -> Endpoint:

@@ -45,6 +45,11 @@ def find_usage(data: bytes) -> tuple[int | None, int | None]:
         usage, _ = _scan(data[start:].decode("utf-8", "replace"), 0)
     except (ValueError, StopIteration, RecursionError):
         return None, None
+    return usage_counts(usage)
+
+
+def usage_counts(usage: object) -> tuple[int | None, int | None]:
+    """Prompt and completion tokens of an OpenAI `usage` object (None where it has none)."""
     if not isinstance(usage, dict):
         return None, None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -54,9 +59,9 @@ def find_usage(data: bytes) -> tuple[int | None, int | None]:
     )
 
 
-class SsePassthrough:
-    """The OpenAI stream as is. Keeps references to the last two chunks (no copies) to find
-    the usage event, which comes last when the client asked for it."""
+class StreamPassthrough:
+    """An engine's stream relayed as is. Keeps references to the last two chunks (no copies):
+    the end of the stream, where the token counts are."""
 
     __slots__ = ("content_type", "failed", "last", "previous")
 
@@ -70,6 +75,12 @@ class SsePassthrough:
         self.previous = self.last
         self.last = chunk
         return chunk
+
+
+class SsePassthrough(StreamPassthrough):
+    """The OpenAI stream as is; the usage event comes last when the client asked for it."""
+
+    __slots__ = ()
 
     def finish(self) -> bytes:
         return b""
@@ -105,22 +116,11 @@ def find_ollama_counts(data: bytes) -> tuple[int | None, int | None]:
     return _count_after(data, b'"prompt_eval_count"'), _count_after(data, b'"eval_count"')
 
 
-class NdjsonPassthrough:
-    """Ollama's NDJSON stream as is, to an Ollama-API client. Keeps the last two chunks (no
-    copies) to find the counts of the final object."""
+class NdjsonPassthrough(StreamPassthrough):
+    """Ollama's NDJSON stream as is, to an Ollama-API client; the counts are in its final
+    object."""
 
-    __slots__ = ("content_type", "failed", "last", "previous")
-
-    def __init__(self, content_type: str) -> None:
-        self.content_type = content_type
-        self.failed: str | None = None
-        self.previous = b""
-        self.last = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        self.previous = self.last
-        self.last = chunk
-        return chunk
+    __slots__ = ()
 
     def finish(self) -> bytes:
         # Ollama ends a stream that failed midway with an `{"error": ...}` line.
@@ -138,4 +138,12 @@ class NdjsonPassthrough:
         return find_ollama_counts(self.previous + self.last)
 
 
-__all__ = ["Codec", "NdjsonPassthrough", "SsePassthrough", "find_ollama_counts", "find_usage"]
+__all__ = [
+    "Codec",
+    "NdjsonPassthrough",
+    "SsePassthrough",
+    "StreamPassthrough",
+    "find_ollama_counts",
+    "find_usage",
+    "usage_counts",
+]

@@ -30,6 +30,7 @@ from typing import Any
 
 from inferops.api.features import FEATURES
 from inferops.router.errors import RouterError, bad_request, stream_error_ollama
+from inferops.router.relay import usage_counts
 from inferops.router.routes import CHAT_PATH, COMPLETIONS_PATH
 from inferops.router.sse import SseParser
 
@@ -257,16 +258,6 @@ def ollama_tool_calls(calls: list[Json]) -> list[Json]:
             }
         )
     return out
-
-
-def usage_counts(usage: object) -> tuple[int | None, int | None]:
-    if not isinstance(usage, dict):
-        return None, None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return (
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-    )
 
 
 def _final_stats(total_ns: int, prompt_ns: int, eval_ns: int, usage: object) -> Json:
