@@ -134,11 +134,17 @@ def test_example_creates_engines_on_the_right_nodes(
     ]
     # The router's admission: vLLM's default batch size per replica, Ollama's parallel slots
     # per replica with 4 times as many waiting (docs/router.md, "Overload").
+    # What vLLM is started for, read from the spec as vLLM reads it: the generation runner
+    # (no embeddings), no tool-call parser, the spec's max model length.
     assert table["engines"]["vllm"] == {
         "url": f"http://llama32-vllm.{namespace}.svc:8000",
         "ready": True,
         "admission": {"maxConcurrent": 256, "maxWaiting": 256, "maxWaitSeconds": 10.0},
+        "kinds": ["chat", "completions"],
+        "toolCalling": False,
+        "maxModelLen": EXAMPLE["spec"]["vllm"]["maxModelLen"],
     }
+    assert table["engines"]["ollama"]["kinds"] == ["chat", "completions", "embeddings"]
     slots = EXAMPLE["spec"]["ollama"].get("numParallel", 4)
     assert table["engines"]["ollama"]["admission"] == {
         "maxConcurrent": slots,

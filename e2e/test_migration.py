@@ -330,7 +330,7 @@ def test_a_consumer_using_what_vllm_would_not_honour_is_held_until_ack(
     """rag calls with Ollama's `mirostat` option while notes migrates: the router counts it,
     Prometheus has it, and before rag's migration starts the operator reports it (vLLM has no
     such sampler) and holds rag at 0% until `kubectl ib ack`."""
-    start(kubectl, plane, namespace, [{"name": "notes"}, {"name": "rag"}], steps=[{"weight": 100}])
+    start(kubectl, plane, namespace, ["notes", "rag"], [{"weight": 100}])
     ns = ("-n", namespace)
     rag = ollama.Client(host=plane.router_url, headers={"Host": f"{NAME}-rag.{namespace}.svc"})
     for _ in range(3):  # rag is Pending: its requests go to Ollama, as written

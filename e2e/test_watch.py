@@ -45,7 +45,7 @@ SUMMARY = re.compile(rf"^TTFT p95 ?{LATENCY}, TPOT p95 ?{LATENCY}, errors [\d.]+
 def alert_expr(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The watch's alert as the chart renders it."""
     helm = Helm(
-        find_helm(HELM.path("helm") if HELM.is_complete() else None, HELM.version),
+        find_helm(HELM),
         tmp_path_factory.mktemp("helm"),
     )
     rules = alerts(helm.render({"prometheusRule": {"enabled": True}}))
@@ -78,7 +78,7 @@ def test_migrated_consumer_whose_vllm_fails_is_reported_within_two_intervals(
 ) -> None:
     assert plane.faults is not None and plane.prometheus is not None
     prometheus = plane.prometheus
-    start(kubectl, plane, namespace, [{"name": "notes"}], steps=STEPS)
+    start(kubectl, plane, namespace, ["notes"], STEPS)
     # The operator's metrics too, for the chart's alert (its series keep their own labels);
     # after `start`, which points Prometheus at this test's routers.
     prometheus.set_targets([*prometheus.targets, (f"127.0.0.1:{migrator.metrics_port}", {})])
@@ -156,8 +156,8 @@ def test_rollback_policy_sends_a_failing_migrated_consumer_back_to_ollama(
         kubectl,
         plane,
         namespace,
-        [{"name": "notes"}],
-        steps=STEPS,
+        ["notes"],
+        STEPS,
         analysis={**FAST, "failureLimit": 0},
         watch={"onFailure": "Rollback"},
     )
