@@ -4,7 +4,7 @@ reconciler starts from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from inferops.builders import desired_children
 from inferops.plan import changes, decide
 from inferops.reconcile import Snapshot
 from tests.conftest import OWNER, make_spec
-from tests.test_decide import NOW, snapshot
+from tests.test_decide import NOW, snapshot, spec
 
 DESIRED = desired_children(make_spec(), OWNER)
 KEYS = [(o["kind"], o["metadata"]["name"]) for o in DESIRED]
@@ -112,3 +112,28 @@ def test_bodies_keep_the_newest_version() -> None:
     assert bodies.get("ai", "b") == body("12", "Ready")
     bodies.forget("ai", "b")
     assert bodies.get("ai", "b") is None
+
+
+TABLE = ("ConfigMap", "llama32-router")
+
+
+@pytest.mark.parametrize(
+    ("ready", "table_live", "wanted"),
+    [
+        ((), False, False),  # new: nothing to route to yet, the routers wait for the table
+        (("ollama",), False, True),  # one engine up: written, knowing which
+        (("vllm", "ollama"), False, True),
+        ((), True, True),  # written once: kept (and updated) whatever the engines do
+    ],
+    ids=["no engine ready", "ollama ready", "both ready", "none ready, table live"],
+)
+def test_the_routing_table_waits_for_an_engine_with_a_ready_pod(
+    ready: tuple[str, ...], table_live: bool, wanted: bool
+) -> None:
+    snap = snapshot(spec(), ready=ready)
+    if table_live:
+        snap = replace(snap, live={**snap.live, TABLE: desired_children(spec(), OWNER)[0]})
+    plan = decide(snap, None, NOW)
+    assert plan.desired is not None
+    assert (TABLE in {(o["kind"], o["metadata"]["name"]) for o in plan.desired}) is wanted
+    assert TABLE not in {(o["kind"], o["metadata"]["name"]) for o in plan.delete}

@@ -228,7 +228,12 @@ def decide(
     mirrors = (
         shadow.mirrors(spec.migration, consumers, rollout.migration.failover) if rollout else {}
     )
-    desired = desired_children(spec, owner, ready, weights, images, network_policy, mirrors=mirrors)
+    desired = _withhold_table(
+        desired_children(spec, owner, ready, weights, images, network_policy, mirrors=mirrors),
+        owner,
+        ready,
+        snap.live,
+    )
     status = compute(
         generation=snap.generation,
         engines=_observe(owner, _components(spec, owner, snap.live), snap.live, snap.pods),
@@ -244,6 +249,20 @@ def decide(
     return _plan(
         previous, desired, snap.live, status, events, rollout.requeue_after if rollout else None
     )
+
+
+def _withhold_table(
+    desired: list[Obj], owner: Owner, ready: Mapping[str, bool], live: Mapping[tuple[str, str], Obj]
+) -> list[Obj]:
+    """A new backend's routing table waits for an engine with a Ready pod. Before that the
+    routers have nothing to send traffic to (without a table they wait for it, not Ready,
+    as they would be anyway), and the table is then written once, knowing its engines'
+    readiness, instead of once with none ready and again when they come up: a request per
+    new backend. A table written once stays, whatever its engines do later."""
+    key = ("ConfigMap", router.name(owner))
+    if any(ready.values()) or key in live:
+        return desired
+    return [obj for obj in desired if (obj["kind"], obj["metadata"]["name"]) != key]
 
 
 def _phase_events(previous: InferenceBackendStatus, status: InferenceBackendStatus) -> list[Event]:
