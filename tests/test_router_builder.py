@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from inferops.api.spec import InferenceBackendSpec
-from inferops.builders import desired_children
+from inferops.builders import desired_children, router
+from inferops.builders.common import BACKEND_LABEL
 from inferops.builders.router import routing_table
 from tests.conftest import OWNER, make_spec
 
@@ -167,32 +168,42 @@ def test_engine_admission_defaults_follow_the_engines(
     assert (found.max_concurrent, found.max_waiting, found.max_wait_seconds) == expected
 
 
-def test_router_reads_only_its_own_table() -> None:
-    objects = children()
-    role = objects[("Role", "llama32-router")]
-    assert role["rules"] == [
+def test_the_routers_of_a_namespace_read_only_their_tables() -> None:
+    """One identity per namespace: its Role names each backend's routing table, nothing
+    else, and lists the backends as owners (not controllers), so it goes with the last."""
+    objects = {o["kind"]: o for o in router.identity("ai", {"llama32": "u1", "mistral": "u2"})}
+    assert objects["Role"]["rules"] == [
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
-            "resourceNames": ["llama32-router"],
+            "resourceNames": ["llama32-router", "mistral-router"],
             "verbs": ["get", "list", "watch"],
         }
     ]
-    binding = objects[("RoleBinding", "llama32-router")]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "llama32-router", "namespace": "ai"}
+    assert objects["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "inferops-router", "namespace": "ai"}
     ]
-    pod = objects[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "llama32-router"
+    assert objects["RoleBinding"]["roleRef"]["name"] == "inferops-router"
+    for obj in objects.values():
+        assert obj["metadata"]["name"] == "inferops-router"
+        assert BACKEND_LABEL not in obj["metadata"]["labels"]  # no backend's own child
+        refs = obj["metadata"]["ownerReferences"]
+        assert [(r["name"], r["uid"], r["controller"]) for r in refs] == [
+            ("llama32", "u1", False),
+            ("mistral", "u2", False),
+        ]
+    assert router.identity_backends(objects["Role"]) == {"llama32": "u1", "mistral": "u2"}
+    pod = children()[("Deployment", "llama32-router")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "inferops-router"
     assert pod["containers"][0]["args"] == ["--configmap", "ai/llama32-router", "--port", "8080"]
     # The operator's image runs the operator by default; the router is its second entrypoint.
     assert pod["containers"][0]["command"] == ["python", "-m", "inferops.router"]
 
 
-def test_apply_order_puts_table_and_identity_before_pods() -> None:
+def test_apply_order_puts_the_table_before_pods() -> None:
     kinds = [o["kind"] for o in desired_children(make_spec(consumers=CONSUMERS), OWNER)]
     assert kinds.index("ConfigMap") < kinds.index("Deployment")
-    assert kinds.index("RoleBinding") < kinds.index("Deployment")
+    assert "ServiceAccount" not in kinds  # the namespace's, written before (identities)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ operator does, without a server.
 What it keeps honest:
 - every write gets the next resourceVersion; a creation a uid and generation 1; a change of
   anything but metadata and status the next generation;
-- create answers 409 when the object exists; delete 409 when the uid precondition fails and
+- create answers 409 when the object exists, and so does an apply naming a resourceVersion
+  the object does not have; delete 409 when the uid precondition fails and
   nothing (as the client does for 404) when it is gone; patch_metadata 409 when the object
   changed since the version read, KubeError 404 when it is gone;
 - server-side apply merges the applied fields into the stored object (maps merged,
@@ -175,6 +176,7 @@ class MemKube:
         manager = field_manager or self.field_manager
         await self._call("apply", _name(obj), obj, manager)
         self._refused(obj)
+        self._precondition(obj)
         answer, existed = self._applied(obj, manager)
         if not existed:
             return self.put(answer)
@@ -260,6 +262,18 @@ class MemKube:
         refusal = self._refusals.get((obj["kind"], obj["metadata"]["name"]))
         if refusal is not None:
             raise KubeError(*refusal)
+
+    def _precondition(self, obj: Obj) -> None:
+        """An apply naming a resourceVersion changes the object only at that version, as
+        the API server's; where none is stored, it creates."""
+        wanted = obj["metadata"].get("resourceVersion")
+        current = self._objects.get(object_path(obj))
+        if wanted and current is not None and current["metadata"]["resourceVersion"] != wanted:
+            raise KubeError(
+                409,
+                f'Operation cannot be fulfilled on {obj["kind"]} "{obj["metadata"]["name"]}": '
+                "the object has been modified",
+            )
 
     def _applied(self, obj: Obj, manager: str) -> tuple[Obj, bool]:
         """What an apply of `obj` by `manager` would store, and whether the object exists."""

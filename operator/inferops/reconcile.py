@@ -27,6 +27,7 @@ from inferops.builders import Images, Owner, desired_children, vllm
 from inferops.builders.common import DEFAULT_IMAGES
 from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.execute import write_children, write_status
+from inferops.identities import RouterIdentities
 from inferops.kube import Kube, KubeError, Obj, path
 from inferops.migration.observe import MigrationReader
 from inferops.migration.planner import stamp
@@ -106,9 +107,11 @@ async def reconcile(
     now: datetime | None = None,
     images: Images = DEFAULT_IMAGES,
     network_policy: NetworkPolicyConfig | None = None,
+    identities: RouterIdentities | None = None,
 ) -> Outcome:
     """Read, plan (pure), execute. Without a `reader`, migrations are not driven (the
-    consumers' spec weights apply)."""
+    consumers' spec weights apply); without `identities`, the namespace's router identity
+    is left as it is (tests of the rest)."""
     now = now or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     snap = await read(kube, body, children, network_policy)
     observations = None
@@ -119,6 +122,12 @@ async def reconcile(
             spec, snap.owner, body, snap.previous, snap.live, vllm_ready, now
         )
     plan = decide(snap, observations, now, images, network_policy)
+    if identities is not None and plan.desired is not None:
+        # Before the router: its pods need the namespace's router identity to start.
+        problem = await _identity(identities, snap)
+        if problem:
+            snap = replace(snap, invalid=problem)
+            plan = decide(snap, observations, now, images, network_policy)
     writes, created = 0, False
     if plan.desired is not None:
         written = await write_children(kube, plan, snap.owner, log, children)
@@ -156,6 +165,15 @@ async def reconcile(
     )
 
 
+async def _identity(identities: RouterIdentities, snap: Snapshot) -> str:
+    """The namespace's router identity for a backend with a router; a backend without one
+    (no consumers) leaves it."""
+    if snap.spec is not None and snap.spec.consumers:
+        return await identities.ensure(snap.owner)
+    await identities.forget(snap.owner.namespace, snap.owner.name)
+    return ""
+
+
 MAX_RETRY_DELAY = 300.0
 MAX_CONCURRENT = 32
 """Reconciliations running at once; more would only queue for the API client's connections."""
@@ -180,9 +198,12 @@ class Reconciler:
         images: Images = DEFAULT_IMAGES,
         network_policy: NetworkPolicyConfig | None = None,
         bodies: Bodies | None = None,
+        identities: RouterIdentities | None = None,
     ) -> None:
-        """`bodies`: the resources as last seen (kopf's watch), read instead of a GET."""
+        """`bodies`: the resources as last seen (kopf's watch), read instead of a GET;
+        `identities`: the routers' identities (by default kept through `kube`)."""
         self.kube = kube
+        self.identities = identities or RouterIdentities(kube, log)
         self.bodies = bodies
         self.children = children
         self.log = log
@@ -274,6 +295,7 @@ class Reconciler:
                 self.prober.update(namespace, name, {})
             if self.reader is not None:
                 self.reader.forget(namespace, name)
+            await self.identities.forget(namespace, name)
             return None  # deleted: the garbage collector removes the children
         body.setdefault("apiVersion", API_VERSION)
         body.setdefault("kind", KIND)
@@ -288,6 +310,7 @@ class Reconciler:
                 self.prober,
                 images=self.images,
                 network_policy=self.network_policy,
+                identities=self.identities,
             )
         except KubeError as error:
             if error.namespace_terminating:

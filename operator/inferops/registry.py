@@ -32,9 +32,11 @@ class Kind:
     version: str
     kind: str
     plural: str
-    role: Literal["child", "observed", "resource", "events"]
-    """child: created and owned; observed: read and watched only (pods); resource: the
-    InferenceBackend itself; events: written only."""
+    role: Literal["child", "shared", "observed", "resource", "events"]
+    """child: created and owned; shared: one per namespace for all its backends (the
+    routers' identity), watched to remove each backend's own that earlier versions created;
+    observed: read and watched only (pods); resource: the InferenceBackend itself; events:
+    written only."""
     verbs: tuple[str, ...]
     subresources: dict[str, tuple[str, ...]] | None = None
 
@@ -45,14 +47,15 @@ class Kind:
 
 RBAC = "rbac.authorization.k8s.io"
 NETWORKING = "networking.k8s.io"
-# Children in apply order: what pods need (claims, the routing table, their identity) first,
-# and the engines' NetworkPolicy (optional) before the pods it protects.
+# Children in apply order: what pods need (claims, the routing table) first, and the
+# engines' NetworkPolicy (optional) before the pods it protects. The routers' identity is
+# written before any of them (`inferops.identities`).
 KINDS = (
     Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "child", CHILD_VERBS),
     Kind("", "v1", "ConfigMap", "configmaps", "child", CHILD_VERBS),
-    Kind("", "v1", "ServiceAccount", "serviceaccounts", "child", CHILD_VERBS),
-    Kind(RBAC, "v1", "Role", "roles", "child", CHILD_VERBS),
-    Kind(RBAC, "v1", "RoleBinding", "rolebindings", "child", CHILD_VERBS),
+    Kind("", "v1", "ServiceAccount", "serviceaccounts", "shared", CHILD_VERBS),
+    Kind(RBAC, "v1", "Role", "roles", "shared", CHILD_VERBS),
+    Kind(RBAC, "v1", "RoleBinding", "rolebindings", "shared", CHILD_VERBS),
     Kind(NETWORKING, "v1", "NetworkPolicy", "networkpolicies", "child", CHILD_VERBS),
     Kind("apps", "v1", "Deployment", "deployments", "child", CHILD_VERBS),
     Kind("", "v1", "Service", "services", "child", CHILD_VERBS),
@@ -73,7 +76,7 @@ KINDS = (
 )
 
 CHILDREN = tuple(k for k in KINDS if k.role == "child")
-WATCHED = tuple(k for k in KINDS if k.role in ("child", "observed"))
+WATCHED = tuple(k for k in KINDS if k.role in ("child", "shared", "observed"))
 PLURALS = {k.kind: k.plural for k in KINDS}
 
 

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 
-from inferops.api import GROUP
+from inferops.api import API_VERSION, GROUP, KIND
 from inferops.api.grammar import quantity_value
 from inferops.api.routing import (
     GENERATION_KINDS,
@@ -38,7 +38,7 @@ from inferops.api.spec import (
 )
 from inferops.api.vllm_args import settings
 from inferops.builders import common, ollama, vllm
-from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
+from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, Images, Obj, Owner
 
 COMPONENT = "router"
 PORT = 8080
@@ -242,42 +242,66 @@ def weights(
     return [config_map(spec, owner, ready, weights, mirrors)] if spec.consumers else []
 
 
-def rbac(owner: Owner) -> list[Obj]:
-    """The router may read its own routing table and nothing else."""
-    meta = common.metadata(owner, name(owner), COMPONENT)
+IDENTITY = "inferops-router"
+"""The ServiceAccount, Role and RoleBinding the routers of one namespace share."""
+
+
+def identity(namespace: str, backends: Mapping[str, str]) -> list[Obj]:
+    """The routers' identity in `namespace`, for the InferenceBackends `backends` (name to
+    uid): a ServiceAccount whose Role may read their routing tables and nothing else. One per
+    namespace rather than per router: a new backend then costs one Role write (coalesced
+    across backends created together) instead of three new objects. Owned by every one of
+    them, so the garbage collector removes it with the last; no backend label, so no backend
+    counts it among its own children."""
+    owners = [Owner(name, namespace, uid) for name, uid in sorted(backends.items())]
+    meta = {
+        "name": IDENTITY,
+        "namespace": namespace,
+        "labels": {
+            COMPONENT_LABEL: COMPONENT,
+            "app.kubernetes.io/component": common.ROLES[COMPONENT],
+            "app.kubernetes.io/managed-by": common.MANAGED_BY,
+            "app.kubernetes.io/part-of": "inferops",
+        },
+        # Not the controller: it has many owners, and one's deletion must not wait for it.
+        "ownerReferences": [
+            {**common.owner_reference(o), "controller": False, "blockOwnerDeletion": False}
+            for o in owners
+        ],
+    }
     return [
-        common.with_spec_hash({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
-        common.with_spec_hash(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": common.metadata(owner, name(owner), COMPONENT),
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["configmaps"],
-                        "resourceNames": [name(owner)],
-                        "verbs": ["get", "list", "watch"],
-                    }
-                ],
-            }
-        ),
-        common.with_spec_hash(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": common.metadata(owner, name(owner), COMPONENT),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": name(owner),
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": name(owner), "namespace": owner.namespace}
-                ],
-            }
-        ),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [name(o) for o in owners],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": IDENTITY},
+            "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": namespace}],
+        },
     ]
+
+
+def identity_backends(role: Obj) -> dict[str, str]:
+    """The backends (name to uid) a live identity Role was written for: its owners, which
+    the garbage collector keeps true as backends are deleted."""
+    return {
+        ref["name"]: ref["uid"]
+        for ref in role["metadata"].get("ownerReferences", [])
+        if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION
+    }
 
 
 def workers(router: RouterSpec) -> int:
@@ -320,7 +344,7 @@ def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAUL
         container["resources"] = res
     pod_spec = security(
         {
-            "serviceAccountName": name(owner),
+            "serviceAccountName": IDENTITY,
             "containers": [container],
             **common.scheduling(router, 0),
         }
@@ -359,7 +383,6 @@ def children(
     if not spec.consumers:
         return []
     return [
-        *rbac(owner),
         deployment(spec, owner, images),
         *(consumer_service(owner, c) for c in spec.consumers),
     ]
