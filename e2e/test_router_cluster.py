@@ -41,9 +41,10 @@ def engines(tmp_path: Path) -> Iterator[tuple[OllamaServer, OllamaServer]]:
 
 
 def token_kubeconfig(kubectl: Kubectl, namespace: str, path: Path) -> Path:
-    """A kubeconfig holding a token of the router's ServiceAccount, and nothing more."""
+    """A kubeconfig holding a token of the routers' ServiceAccount (one per namespace), and
+    nothing more."""
     token = kubectl.run(
-        "create", "token", "llama32-router", "-n", namespace, "--duration=10m"
+        "create", "token", "inferops-router", "-n", namespace, "--duration=10m"
     ).stdout.strip()
     admin = yaml.safe_load(kubectl.kubeconfig.read_text())
     cluster = admin["clusters"][0]

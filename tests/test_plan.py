@@ -12,7 +12,7 @@ import pytest
 from inferops.api.status import InferenceBackendStatus
 from inferops.bodies import Bodies
 from inferops.builders import desired_children
-from inferops.plan import changes, decide
+from inferops.plan import changes, decide, split
 from inferops.reconcile import Snapshot
 from tests.conftest import OWNER, make_spec
 from tests.test_decide import NOW, snapshot, spec
@@ -137,3 +137,20 @@ def test_the_routing_table_waits_for_an_engine_with_a_ready_pod(
     assert plan.desired is not None
     assert (TABLE in {(o["kind"], o["metadata"]["name"]) for o in plan.desired}) is wanted
     assert TABLE not in {(o["kind"], o["metadata"]["name"]) for o in plan.delete}
+
+
+def test_a_routers_own_identity_from_before_the_namespaces_is_deleted() -> None:
+    """Earlier versions gave each router its own ServiceAccount, Role and RoleBinding; the
+    namespace's identity replaces them, so an upgrade deletes them."""
+    ref = {"uid": OWNER.uid}
+    old = {
+        (kind, "llama32-router"): {
+            "kind": kind,
+            "metadata": {"name": "llama32-router", "ownerReferences": [ref]},
+        }
+        for kind in ("ServiceAccount", "Role", "RoleBinding")
+    }
+    live, _ = split(OWNER, old)
+    assert set(live) == set(old)
+    _, _, delete = changes(desired_children(spec(), OWNER), live)
+    assert {(o["kind"], o["metadata"]["name"]) for o in delete} == set(old)

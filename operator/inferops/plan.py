@@ -15,16 +15,20 @@ from pydantic import ValidationError
 from inferops import replicas
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import ConsumerStatus, InferenceBackendStatus
-from inferops.builders import CHILD_KINDS, Images, Owner, desired_children, ollama, router, vllm
+from inferops.builders import Images, Owner, desired_children, ollama, router, vllm
 from inferops.builders.common import COMPONENT_LABEL, DEFAULT_IMAGES, child_name, service_url
 from inferops.builders.network_policy import NetworkPolicyConfig
 from inferops.drift import contains
 from inferops.kube import Obj
 from inferops.migration import planner, shadow
 from inferops.migration.planner import Event, Observations, stamp
+from inferops.registry import KINDS
 from inferops.status import EngineObservation, compute, ready_replicas
 
-CHILD_KIND_NAMES = frozenset(kind for _, kind in CHILD_KINDS)
+CHILD_KIND_NAMES = frozenset(k.kind for k in KINDS if k.role in ("child", "shared"))
+"""Kinds whose objects labelled for a backend and owned by it are its children. A shared
+kind's are never wanted any more: the ServiceAccount, Role and RoleBinding each router had
+before the namespace's identity (`inferops.identities`), deleted here after an upgrade."""
 
 
 def previous_status(body: Obj) -> InferenceBackendStatus:
