@@ -307,7 +307,7 @@ def test_install_as_the_readme_says_and_reconcile_with_the_charts_permissions(
             ]
             assert ready["status"]["vllm"]["ready"] == "1/1"
             assert {c["name"] for c in ready["status"]["consumers"]} == {"notes", "rag", "ner"}
-            assert kubectl.get("role", "llama32-router", apps) is not None  # granted onwards
+            assert kubectl.get("role", "inferops-router", apps) is not None  # granted onwards
             assert "forbidden" not in mine.log_tail(400).lower(), mine.log_tail()
 
             # Upgrade to a namespace-limited install: a Role in `apps` instead of the

@@ -109,3 +109,17 @@ async def test_namespaces_have_their_own_identity() -> None:
     other = kube.stored(path("rbac.authorization.k8s.io/v1", "Role", "ml", "inferops-router"))
     assert other is not None and other["rules"][0]["resourceNames"] == ["b2-router"]
     assert names(kube) == ["b1-router"]
+
+
+async def test_the_first_write_after_a_read_restores_what_is_missing() -> None:
+    """The garbage collector removes the ServiceAccount and RoleBinding with the last
+    backend; a backend created meanwhile finds the Role still there and must not be left
+    without the rest."""
+    kube = MemKube()
+    await RouterIdentities(kube, LOG).ensure(owner(1))  # type: ignore[arg-type]
+    account = kube.stored(path("v1", "ServiceAccount", "ai", "inferops-router"))
+    assert account is not None
+    await kube.delete(account)
+    await RouterIdentities(kube, LOG).ensure(owner(2))  # type: ignore[arg-type]
+    assert kube.stored(path("v1", "ServiceAccount", "ai", "inferops-router")) is not None
+    assert names(kube) == ["b1-router", "b2-router"]

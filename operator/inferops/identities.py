@@ -31,6 +31,10 @@ class _Namespace:
     """Backends (name to uid) whose routers need the identity."""
     written: dict[str, str] | None = None
     """Those the live Role names; None until it was read."""
+    checked: bool = False
+    """Whether this process wrote the ServiceAccount and RoleBinding since it read the Role:
+    the first write after a read writes all three, so that what is missing (never written,
+    or removed by the garbage collector as the last backend went) is there again."""
 
 
 class RouterIdentities:
@@ -54,9 +58,9 @@ class RouterIdentities:
             if ns.written.get(owner.name) == owner.uid:
                 return ""  # written, by this run's turn or an earlier one
             wanted = {**ns.written, **ns.asked}
-            problem = await self._write(owner.namespace, wanted, create=not ns.written)
+            problem = await self._write(owner.namespace, wanted, create=not ns.checked)
             if not problem:
-                ns.written = wanted
+                ns.written, ns.checked = wanted, True
             return problem
 
     async def forget(self, namespace: str, name: str) -> None:
@@ -85,9 +89,9 @@ class RouterIdentities:
         return ""
 
     async def _write(self, namespace: str, backends: dict[str, str], *, create: bool) -> str:
-        """Applies the identity for `backends`: on its first write in a namespace each object
-        only if its name is free or already the operator's; after that the Role alone, as the
-        ServiceAccount and RoleBinding do not change with the backends."""
+        """Applies the identity for `backends`: with `create`, each object only if its name is
+        free or already the operator's; else the Role alone, as the ServiceAccount and
+        RoleBinding do not change with the backends."""
         objects = router.identity(namespace, backends)
         if not create:
             role = next(o for o in objects if o["kind"] == "Role")
