@@ -34,14 +34,12 @@ async def test_backends_asking_together_share_the_writes() -> None:
     assert problems == [""] * 40
     assert names(kube) == sorted(f"b{i}-router" for i in range(40))
     assert kube.verbs("get") == [ROLE]  # what is there, read once
-    applies = kube.verbs("apply")
-    assert applies[:3] == [
+    # One write for all: they asked within GATHER_SECONDS of the first.
+    assert kube.verbs("apply") == [
         "ServiceAccount inferops-router",
         "Role inferops-router",
         "RoleBinding inferops-router",
     ]
-    # The first write covers the first asker; those who asked meanwhile share the next.
-    assert len(applies) <= 5, applies
     for kind in ("ServiceAccount", "RoleBinding"):
         version = "v1" if kind == "ServiceAccount" else "rbac.authorization.k8s.io/v1"
         stored = kube.stored(path(version, kind, "ai", "inferops-router"))

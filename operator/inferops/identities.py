@@ -3,8 +3,9 @@ Role and RoleBinding per namespace, whose Role names the routing table of every
 InferenceBackend there that has a router.
 
 A backend's reconciliation asks for its name to be in the Role (`ensure`) before it writes its
-router. Backends asking at the same time share one write: whoever holds the namespace's lock
-writes every name asked for until then, and those waiting behind it find theirs written.
+router. Backends asking at about the same time share one write: whoever holds the
+namespace's lock waits `GATHER_SECONDS`, then writes every name asked for until then, and
+those waiting behind it find theirs written.
 What was written is known from the live Role (its owners, read once per namespace after a
 start) and then from this process's own writes, so a restart writes nothing and at rest
 nothing is sent.
@@ -22,6 +23,7 @@ from inferops.execute import CREATE_ONLY_VERSION
 from inferops.kube import Kube, KubeError, object_path, path
 
 ROLE_API = "rbac.authorization.k8s.io/v1"
+GATHER_SECONDS = 0.2
 
 
 @dataclass
@@ -57,6 +59,9 @@ class RouterIdentities:
             assert ns.written is not None
             if ns.written.get(owner.name) == owner.uid:
                 return ""  # written, by this run's turn or an earlier one
+            # Backends created together ask within moments of each other: those asking
+            # meanwhile are written with this one (a new backend waits this long once).
+            await asyncio.sleep(GATHER_SECONDS)
             wanted = {**ns.written, **ns.asked}
             problem = await self._write(owner.namespace, wanted, create=not ns.checked)
             if not problem:
