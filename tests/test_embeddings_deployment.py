@@ -12,8 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from inferops.api.routing import RoutingTable
-from inferops.api.status import InferenceBackendStatus
+from inferops.api.status import InferenceBackendStatus, VectorCheck
 from inferops.builders import desired_children
+from inferops.migration import vectors
+from inferops.migration.planner import Observations
 from inferops.plan import Snapshot, decide
 from inferops.validation import describe_errors, service_name_clashes
 from tests.conftest import OWNER, make_spec
@@ -176,3 +178,28 @@ def test_status_reports_it_and_ready_waits_for_it() -> None:
     status = decide(snap, None, NOW).status
     assert status.phase == "Ready"
     assert snap.ready(spec)["vllm-embeddings"] is True
+
+
+def test_the_planners_embeddings_weights_reach_the_routing_table() -> None:
+    """`decide`: the consumer the migration started gets its embeddings moved in the table
+    it writes (the vectors agreed), the other keeps them on Ollama."""
+    spec = make_spec(
+        vllm={**VLLM, "embeddings": EMBEDDINGS},
+        consumers=CONSUMERS,
+        migration={"steps": [{"weight": 10}, {"weight": 100}]},
+    )
+    agreed = VectorCheck(
+        verdict="Pass", cosine=0.9991, min_cosine=0.99, inputs=4, time="2026-01-01T12:00:00Z",
+        key=vectors.key(spec), message="vectors alike",
+    )  # fmt: skip
+    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(), {}, [])
+    plan = decide(snap, Observations(vllm_ready=True, vectors=agreed), NOW)
+    assert plan.desired is not None
+    routes = table(plan.desired)
+    assert {c.name: (c.weight, c.embeddings_weight) for c in routes.consumers} == {
+        "notes": (10, 100),
+        "rag": (0, 0),
+    }
+    notes = plan.status.consumers[0]
+    assert notes.embeddings is not None and notes.embeddings.message == "on vLLM: vectors alike"
+    assert plan.status.migration is not None and plan.status.migration.vectors == agreed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,9 +18,15 @@ import pytest
 from testsupport.fake_engine import FakeEngine
 
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import ConsumerStatus, VectorCheck
+from inferops.api.status import (
+    ConsumerStatus,
+    InferenceBackendStatus,
+    MigrationStatus,
+    VectorCheck,
+)
 from inferops.builders import Owner
 from inferops.migration import vectors
+from inferops.migration.observe import MigrationReader
 from inferops.migration.vector_probe import VectorProbe
 from inferops.plugin.render import render_status
 from inferops.router.server import RouterServer
@@ -243,3 +250,75 @@ def test_kubectl_ib_status_shows_the_check_and_each_consumers_embeddings() -> No
         in text
     )
     assert "  embeddings: 0% on vLLM: held on Ollama: vectors differ: lowest cosine 0.7071" in text
+
+
+class NoFigures:
+    """A metrics source with nothing to say: this test is about the vector check."""
+
+    async def figures(self, *args: Any) -> Any:
+        raise AssertionError("no sample is due")
+
+    async def features(self, *args: Any) -> None:
+        return None
+
+    def forget(self, *args: Any) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class NoReplicas:
+    async def served(self, *args: Any) -> list[Any]:
+        return []
+
+    def forget(self, *args: Any) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def test_the_reader_compares_the_vectors_when_a_check_is_due_and_only_then(
+    tmp_path: Path, engines: tuple[FakeEngine, FakeEngine]
+) -> None:
+    vllm, ollama = engines
+    # The stand-ins' vectors are alike but not equal (cosine 0.9993): a strict threshold.
+    s = spec({"extraArgs": ["--runner", "pooling"]}, embeddings={"minCosine": 0.9999})
+    owner = Owner(name="b", namespace="ns", uid="u")
+    table = {
+        "model": "m",
+        "engines": {
+            "vllm": {"url": vllm.url, "kinds": ["embeddings"]}, "ollama": {"url": ollama.url}
+        },
+        "consumers": [{"name": "notes", "hosts": ["b-notes"], "weight": 0}],
+    }  # fmt: skip
+    path = tmp_path / "routes.json"
+    path.write_text(json.dumps(table))
+    server = RouterServer(RouterState(), FileSource(path, interval=0.01), grace_seconds=1.0)
+    await server.start()
+    reader = MigrationReader(
+        NoFigures(),  # type: ignore[arg-type]
+        NoReplicas(),  # type: ignore[arg-type]
+        logging.getLogger("test"),
+        VectorProbe(f"http://127.0.0.1:{server.port}"),
+    )
+    try:
+        while server.state.routes is None:
+            await asyncio.sleep(0.01)
+        none_yet = InferenceBackendStatus()
+        seen = await reader.observe(s, owner, {"metadata": {}}, none_yet, {}, True, T0)
+        check = seen.vectors
+        assert check is not None and check.verdict == "Fail" and check.key == vectors.key(s)
+        assert (check.time, check.inputs, check.cosine, check.min_cosine) == (AT, 4, 0.9993, 0.9999)
+        assert len(vllm.seen) == 1 and len(ollama.seen) == 1
+        # Written to status, it is not due again before `recheck` (5m)...
+        after = InferenceBackendStatus(migration=MigrationStatus(vectors=check))
+        later = T0 + timedelta(minutes=4)
+        assert (
+            await reader.observe(s, owner, {"metadata": {}}, after, {}, True, later)
+        ).vectors is None
+        assert len(vllm.seen) == 1
+        # ...and is after it.
+        again = T0 + timedelta(minutes=5)
+        assert (await reader.observe(s, owner, {"metadata": {}}, after, {}, True, again)).vectors
+        assert len(vllm.seen) == 2
+    finally:
+        await reader.aclose()
+        await server.stop()
