@@ -261,6 +261,9 @@ class EmbeddingsStatus(Model):
 
     weight: int = 0
     """Percent of the consumer's embeddings requests sent to vLLM's embeddings deployment."""
+    held: bool = False
+    """The consumer's migration would move them, but both engines' vectors do not agree (or
+    were not compared yet): they stay on Ollama."""
     message: str = ""
     """Why the weight is what it is (`held on Ollama: vectors differ, cosine 0.41 < 0.99`)."""
 

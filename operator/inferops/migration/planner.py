@@ -881,7 +881,7 @@ class _Planner:
 
 
 def _held_embeddings(c: ConsumerStatus) -> bool:
-    return c.embeddings is not None and c.embeddings.message.startswith("held")
+    return c.embeddings is not None and c.embeddings.held
 
 
 def watch_failing(consumers: list[ConsumerStatus]) -> str | None:

@@ -193,7 +193,9 @@ def embeddings_status(
     if not live:
         return EmbeddingsStatus(weight=0, message="on Ollama until the consumer's live weight")
     if not passed(spec, check):
-        return EmbeddingsStatus(weight=0, message=f"held on Ollama: {why_not(spec, check)}")
+        return EmbeddingsStatus(
+            weight=0, held=True, message=f"held on Ollama: {why_not(spec, check)}"
+        )
     figure = current(spec, check)
     said = figure.message if figure is not None else "no Ollama to compare with"
     return EmbeddingsStatus(weight=100, message=f"on vLLM: {said}")
