@@ -14,12 +14,15 @@ from inferops.api.status import (
     ActionRecord,
     AnalysisResult,
     ConsumerStatus,
+    EmbeddingsStatus,
     EngineFiguresStatus,
     FeatureFinding,
     FeatureReport,
     MigrationStatus,
+    VectorCheck,
     WatchStatus,
 )
+from inferops.migration import vectors
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.planner import (
     Action,
@@ -163,7 +166,98 @@ def held(name: str, report: FeatureReport = HELD) -> ConsumerStatus:
     return consumer(name, phase="Pending", features=report, message="held at 0%: ...")
 
 
+# vLLM's embeddings deployment (spec.vllm.embeddings), and spec.vllm on the pooling runner.
+EMB = make_spec(vllm={"model": "x", "embeddings": {"model": "e"}})
+EMB_ONLY = make_spec([{"name": "emb", "api": "embeddings"}, {"name": "rag"}],
+                     vllm={"model": "x", "embeddings": {"model": "e"}})  # fmt: skip
+POOL = make_spec(vllm={"model": "x", "extraArgs": ["--runner", "pooling"]})
+
+
+def check(spec: InferenceBackendSpec, verdict: str, cosine: float, key: str = "") -> VectorCheck:
+    return VectorCheck(verdict=verdict, cosine=cosine, min_cosine=0.99, inputs=4,  # type: ignore[arg-type]
+                       time=stamp(T0), key=key or vectors.key(spec),
+                       message=f"lowest cosine {cosine}")  # fmt: skip
+
+
+def with_vectors(c: VectorCheck) -> MigrationStatus:
+    return MigrationStatus(spec_hash=HASH, vectors=c)
+
+
+ON_VLLM = EmbeddingsStatus(weight=100, message="on vLLM: lowest cosine 0.999")
+
 ROWS = [
+    Row("embeddings deployment, vectors alike: embeddings move with the first live weight", [], 0,
+        Observations(vllm_ready=True, vectors=check(EMB, "Pass", 0.999)),
+        {"notes": {"phase": "Progressing", "weight": 10,
+                   "embeddings": {"weight": 100, "held": False,
+                                  "message": "on vLLM: lowest cosine 0.999"}},
+         "rag": {"phase": "Pending", "embeddings": {
+             "weight": 0, "held": False,
+             "message": "on Ollama until the consumer's live weight"}}},
+        spec=EMB, migration=None, events=("VectorsAlike", "EmbeddingsMoved")),
+    Row("embeddings deployment, vectors differ: chat migrates, embeddings stay on Ollama", [], 0,
+        Observations(vllm_ready=True, vectors=check(EMB, "Fail", 0.41)),
+        {"notes": {"phase": "Progressing", "weight": 10, "embeddings": {
+            "weight": 0, "held": True, "message": "held on Ollama: lowest cosine 0.41"}}},
+        spec=EMB, migration=None, events=("VectorsDiffer",)),
+    Row("embeddings deployment, no check yet: embeddings wait on Ollama", [], 0,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Progressing", "weight": 10, "embeddings": {
+            "weight": 0, "held": True,
+            "message": "held on Ollama: both engines' vectors are not compared yet"}}},
+        spec=EMB, migration=None),
+    Row("embeddings deployment: rolled back, its embeddings go back to Ollama too",
+        [running("notes", 1, 10, failed_samples=1, last_sample_at=stamp(at(15)),
+                 embeddings=ON_VLLM),
+         consumer("rag", phase="Pending")], 25,
+        Observations(vllm_ready=True, figures={"notes": BAD_LATENCY}),
+        {"notes": {"phase": "RolledBack", "weight": 0, "embeddings": {
+            "weight": 0, "held": False, "message": "on Ollama until the consumer's live weight"}}},
+        spec=EMB, migration=with_vectors(check(EMB, "Pass", 0.999)),
+        events=("RolledBack", "EmbeddingsMoved")),
+    Row("embeddings deployment: a migrated consumer keeps its embeddings on vLLM",
+        [migrated("notes", embeddings=ON_VLLM), migrated("rag", embeddings=ON_VLLM)], 5,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Migrated", "embeddings": ON_VLLM.model_dump()}},
+        spec=EMB, migration=with_vectors(check(EMB, "Pass", 0.999))),
+    Row("a check made for another spec (a model changed) does not count",
+        [migrated("notes", embeddings=ON_VLLM), migrated("rag", embeddings=ON_VLLM)], 5,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Migrated", "weight": 100, "embeddings": {
+            "weight": 0, "held": True,
+            "message": "held on Ollama: both engines' vectors are not compared yet"}}},
+        spec=EMB, migration=with_vectors(check(EMB, "Pass", 0.999, key="an-older-spec")),
+        events=("EmbeddingsMoved",)),
+    Row("an embeddings consumer is held at 0% while the vectors differ", [], 0,
+        Observations(vllm_ready=True, vectors=check(EMB_ONLY, "Fail", 0.41)),
+        {"emb": {"phase": "Pending", "weight": 0, "message":
+                 "held at 0%: embeddings move only with compatible vectors: lowest cosine 0.41"},
+         "rag": {"phase": "Pending", "weight": 0}},
+        spec=EMB_ONLY, migration=None, events=("VectorsDiffer",)),
+    Row("an embeddings consumer moves 0 -> 100 once the vectors agree",
+        [consumer("emb", phase="Pending"), consumer("rag", phase="Pending")], 0,
+        Observations(vllm_ready=True, vectors=check(EMB_ONLY, "Pass", 0.995)),
+        {"emb": {"phase": "Progressing", "step": 3, "weight": 100,
+                 "embeddings": {"weight": 100, "held": False,
+                                "message": "on vLLM: lowest cosine 0.995"}}},
+        spec=EMB_ONLY, events=("VectorsAlike", "StepStarted")),
+    Row("pooling runner on spec.vllm: the first consumer waits for the vector check", [], 0,
+        Observations(vllm_ready=True),
+        {"notes": {"phase": "Pending", "weight": 0, "embeddings": None, "message":
+                   "held at 0%: embeddings move only with compatible vectors: both engines' "
+                   "vectors are not compared yet"},
+         "rag": {"phase": "Pending", "weight": 0}},
+        spec=POOL, migration=None),
+    Row("pooling runner on spec.vllm: an inconclusive check still holds", [], 0,
+        Observations(vllm_ready=True, vectors=VectorCheck(
+            verdict="Inconclusive", min_cosine=0.99, time=stamp(T0), key=vectors.key(POOL),
+            message="vLLM: HTTP 503")),
+        {"notes": {"phase": "Pending", "weight": 0}},
+        spec=POOL, migration=None),
+    Row("pooling runner on spec.vllm, vectors alike: the first consumer starts", [], 0,
+        Observations(vllm_ready=True, vectors=check(POOL, "Pass", 0.9999)),
+        {"notes": {"phase": "Progressing", "weight": 10}, "rag": {"phase": "Pending"}},
+        spec=POOL, migration=None, events=("StepStarted", "VectorsAlike")),
     Row("a consumer using tools without a tool-call parser is held at 0%, the next waits", [], 0,
         Observations(vllm_ready=True, features={"notes": TOOLS}),
         {"notes": {"phase": "Pending", "weight": 0}, "rag": {"phase": "Pending", "weight": 0}},
@@ -842,3 +936,30 @@ def test_ack_is_rejected_when_there_is_nothing_to_acknowledge() -> None:
     record = result.migration.last_action
     assert record is not None and record.result == "Rejected"
     assert "ack applies to a held consumer" in record.message
+
+
+def test_embeddings_held_on_ollama_keep_the_migration_from_completed() -> None:
+    """Every consumer migrated, but their embeddings stay on Ollama for their vectors: the
+    migration says so instead of Completed, with the figure."""
+    failed = check(EMB, "Fail", 0.41)
+    result = plan(
+        EMB,
+        base(EMB),
+        [migrated("notes"), migrated("rag")],
+        with_vectors(failed),
+        Observations(vllm_ready=True),
+        at(5),
+    )
+    assert result.condition.triple() == (
+        "False",
+        "VectorsDiffer",
+        "notes, rag: embeddings stay on Ollama: lowest cosine 0.41",
+    )
+    assert result.migration.vectors == failed
+    passed = plan(
+        EMB, base(EMB), result.consumers, with_vectors(check(EMB, "Pass", 0.999)),
+        Observations(vllm_ready=True), at(6),
+    )  # fmt: skip
+    assert passed.condition.reason == "Completed"
+    assert [c.embeddings.weight for c in passed.consumers if c.embeddings] == [100, 100]
+    assert [e.reason for e in passed.events] == ["EmbeddingsMoved", "EmbeddingsMoved"]

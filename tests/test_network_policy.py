@@ -54,7 +54,11 @@ def test_the_engines_accept_only_their_routers_and_the_scrapers() -> None:
         "podSelector": {
             "matchLabels": {"inferops.io/backend": "llama32"},
             "matchExpressions": [
-                {"key": "inferops.io/component", "operator": "In", "values": ["ollama", "vllm"]}
+                {
+                    "key": "inferops.io/component",
+                    "operator": "In",
+                    "values": ["ollama", "vllm", "vllm-embeddings"],
+                }
             ],
         },
         "policyTypes": ["Ingress"],  # egress stays open: the engines download models

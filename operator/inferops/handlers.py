@@ -29,6 +29,7 @@ from inferops.kube import Kube, KubeError
 from inferops.migration.observe import MigrationReader, router_urls
 from inferops.migration.probe import Prober
 from inferops.migration.sources import ScrapeSource, make_source
+from inferops.migration.vector_probe import VectorProbe
 from inferops.reconcile import MAX_CONCURRENT, Reconciler
 from inferops.traffic.router import RouterTraffic
 from inferops.triggers import Generations
@@ -88,7 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     revisions = ScrapeSource(router_pods, timeout=2.0)
     prometheus = memo.get("prometheus_url")
     source = make_source(prometheus, router_pods, memo.prometheus_selector)
-    memo.reader = MigrationReader(source, RouterTraffic(revisions), log)
+    memo.reader = MigrationReader(source, RouterTraffic(revisions), log, VectorProbe(router_url))
     memo.prober = Prober(log, router_url)
     network_policy = memo.get("network_policy")
     memo.bodies = Bodies()

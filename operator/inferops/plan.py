@@ -54,7 +54,7 @@ def split(
 
 
 # A component's URL port in status; the router's URLs are the consumers' endpoints instead.
-URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT}
+URL_PORTS = {vllm.ENGINE: vllm.PORT, ollama.ENGINE: ollama.PORT, vllm.EMBEDDINGS: vllm.PORT}
 
 
 def _components(
@@ -65,6 +65,8 @@ def _components(
     wanted = {vllm.ENGINE: spec.vllm.replicas}
     if (fallback := ollama.enabled(spec)) is not None:
         wanted[ollama.ENGINE] = fallback.replicas
+    if spec.vllm.embeddings is not None:
+        wanted[vllm.EMBEDDINGS] = spec.vllm.embeddings.replicas
     if spec.consumers:
         wanted[router.COMPONENT] = spec.router.replicas
     return {
@@ -78,7 +80,7 @@ def _components(
 def _existing_components(owner: Owner, live: dict[tuple[str, str], Obj]) -> dict[str, int]:
     """The components that exist, for when the spec cannot be acted on."""
     out = {}
-    for component in (vllm.ENGINE, ollama.ENGINE, router.COMPONENT):
+    for component in (vllm.ENGINE, ollama.ENGINE, vllm.EMBEDDINGS, router.COMPONENT):
         if deployment := live.get(("Deployment", child_name(owner, component))):
             out[component] = int(deployment["spec"].get("replicas", 1))
     return out
@@ -229,11 +231,21 @@ def decide(
                 update={"ollama": spec.ollama.model_copy(update={"replicas": 0})}
             )
     weights = {c.name: c.weight for c in consumers}
+    embeddings = {c.name: c.embeddings.weight for c in consumers if c.embeddings is not None}
     mirrors = (
         shadow.mirrors(spec.migration, consumers, rollout.migration.failover) if rollout else {}
     )
     desired = _withhold_table(
-        desired_children(spec, owner, ready, weights, images, network_policy, mirrors=mirrors),
+        desired_children(
+            spec,
+            owner,
+            ready,
+            weights,
+            images,
+            network_policy,
+            mirrors=mirrors,
+            embeddings=embeddings,
+        ),
         owner,
         ready,
         snap.live,

@@ -29,7 +29,12 @@ from inferops.api.status import (
 )
 
 Obj = dict[str, Any]
-ENGINE_TITLES = {"vllm": "VLLM", "ollama": "Ollama", "router": "Router"}
+ENGINE_TITLES = {
+    "vllm": "VLLM",
+    "ollama": "Ollama",
+    "router": "Router",
+    "vllm-embeddings": "VLLMEmbeddings",
+}
 
 # Container waiting reasons that will not resolve by waiting.
 FAILING_WAIT_REASONS = {
@@ -228,6 +233,7 @@ def compute(
         vllm=by_engine.get("vllm"),
         ollama=by_engine.get("ollama"),
         router=by_engine.get("router"),
+        vllm_embeddings=by_engine.get("vllm-embeddings"),
         consumers=consumers or [],
         migration=migration,
     )

@@ -31,6 +31,8 @@ def service_name_clashes(spec: InferenceBackendSpec, owner: Owner) -> str:
     """Consumers whose Service would share its name with another child's Service (an
     engine's, or another consumer's default name): one would silently replace the other."""
     taken = {child_name(owner, vllm.ENGINE): "vLLM's", child_name(owner, ollama.ENGINE): "Ollama's"}
+    if spec.vllm.embeddings is not None:
+        taken[child_name(owner, vllm.EMBEDDINGS)] = "the embeddings deployment's"
     for consumer in spec.consumers:
         if consumer.service_name is None:
             taken.setdefault(router.service_name(owner, consumer), f"consumer {consumer.name}'s")

@@ -310,6 +310,33 @@ class Watch(Model):
     than analysis.failureLimit tolerates; `kubectl ib retry` migrates it again."""
 
 
+DEFAULT_VECTOR_INPUTS = [
+    "The invoice is due at the end of the month.",
+    "How do I reset my password?",
+    "Paris is the capital of France.",
+    "def add(a, b): return a + b",
+]
+
+
+class EmbeddingsCheck(Model):
+    """The comparison of both engines' vectors that must pass before any embeddings traffic
+    moves from Ollama to vLLM: an index built from Ollama's vectors breaks silently on vectors
+    that are not alike. The operator sends `inputs` to both engines (`/v1/embeddings`
+    through the router, pinned to each engine) and compares each input's two vectors."""
+
+    min_cosine: Annotated[float, Field(ge=0, le=1)] = 0.99
+    """The lowest cosine similarity, over the inputs, at which the vectors count as alike."""
+    inputs: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=2048)]],
+        Field(min_length=1, max_length=32),
+    ] = DEFAULT_VECTOR_INPUTS
+    """Texts embedded by both engines for the comparison; use texts like the consumers'
+    own (they go into no status or Event)."""
+    recheck: Duration = "5m"
+    """How long after a failed or inconclusive check it runs again (a passed one runs again
+    only when a model, extraArgs or the inputs change)."""
+
+
 class Migration(Model):
     """The staged, metric-gated move of the consumers from Ollama to vLLM."""
 
@@ -360,6 +387,8 @@ class Migration(Model):
     get their vLLM weights back."""
     watch: Watch = Watch()
     """What happens after a consumer is migrated: its gates keep being checked."""
+    embeddings: EmbeddingsCheck = EmbeddingsCheck()
+    """The comparison of both engines' vectors before embeddings move to vLLM."""
 
     @model_validator(mode="after")
     def _mirror_cel(self) -> Migration:
@@ -386,6 +415,7 @@ __all__ = [
     "IN_PROGRESS",
     "STOPPED",
     "Analysis",
+    "EmbeddingsCheck",
     "Gate",
     "Migration",
     "Pause",

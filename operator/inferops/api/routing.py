@@ -94,10 +94,15 @@ class Engine(TableModel):
 
 
 class Engines(TableModel):
-    """The two engines; Ollama is optional (no fallback engine without it)."""
+    """The engines; Ollama is optional (no fallback engine without it), and so is vLLM's
+    embeddings deployment."""
 
     vllm: Engine
     ollama: Engine | None = None
+    embeddings: Engine | None = None
+    """vLLM's embeddings deployment (spec.vllm.embeddings, the pooling runner): it serves
+    the embeddings kind, by each consumer's `embeddingsWeight`; vLLM's metrics and probes
+    name it `vllm` like the main one."""
 
 
 class Mirror(TableModel):
@@ -132,6 +137,9 @@ class Consumer(TableModel):
     """What the consumer uses; the operator keeps embeddings consumers at 0 or 100."""
     shadow: Mirror | None = None
     """Set at a shadow step (weight 0): mirror and compare a sample of its requests."""
+    embeddings_weight: Annotated[int | None, Field(ge=0, le=100)] = None
+    """With an embeddings engine: percent of the consumer's embeddings requests sent to it
+    (0 or 100), decided apart from `weight`; absent: 0."""
 
 
 class Timeouts(TableModel):
@@ -199,7 +207,7 @@ def with_engine_urls(table: RoutingTable, urls: Mapping[str, str]) -> RoutingTab
     the e2e tier) where the in-cluster Service names do not resolve. The revision is kept: it
     names the operator's table, which this still is."""
     engines = {}
-    for name in ("vllm", "ollama"):
+    for name in ("vllm", "ollama", "embeddings"):
         engine: Engine | None = getattr(table.engines, name)
         if engine is not None and name in urls:
             engine = engine.model_copy(update={"url": urls[name]})

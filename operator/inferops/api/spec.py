@@ -32,7 +32,7 @@ from inferops.api.grammar import (
     quantity_value,
 )
 from inferops.api.migration import Migration
-from inferops.api.vllm_args import extra_args_cel_rules, refusals
+from inferops.api.vllm_args import FIELD, extra_args_cel_rules, generation_runner, refusals
 
 # Child names the operator derives from the resource's name; a consumer may not take them.
 RESERVED_CONSUMER_NAMES = ("vllm", "ollama", "router")
@@ -212,8 +212,9 @@ class AdmissionSpec(Model):
 GPU = "nvidia.com/gpu"
 
 
-class VLLMSpec(WorkloadSpec):
-    """The vLLM engine: an OpenAI-compatible server on GPUs."""
+class VLLMServerSpec(WorkloadSpec):
+    """What every vLLM Deployment of the resource shares: the model, the image and how vLLM
+    is started."""
 
     model: Annotated[str, Field(min_length=1, max_length=512, pattern=HF_MODEL_PATTERN)]
     """Hugging Face model id (e.g. `meta-llama/Llama-3.2-3B-Instruct`) or an absolute path on
@@ -245,29 +246,67 @@ class VLLMSpec(WorkloadSpec):
     An item vLLM would read as a flag the operator manages, in any spelling (`_` for `-`, a
     prefix, a short alias), is refused with the field to use instead, and so is an item
     holding several words."""
-    hf_token_secret_ref: SecretKeyRef | None = None
-    """Secret holding a Hugging Face token, for gated models. Injected as HF_TOKEN with
-    valueFrom, never copied."""
     cache: CacheSpec | None = None
     """Persistent Hugging Face cache; an emptyDir (lost on restart) when omitted."""
-    shm_size: PositiveQuantity | None = None
-    """Size of the memory-backed /dev/shm, more than zero; defaults to 8Gi when
-    tensorParallelSize > 1, where NCCL needs it."""
     startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
     """How long a pod may take to load the model before it is restarted."""
     admission: AdmissionSpec = AdmissionSpec()
-    """The router's limit of requests to vLLM (overload is refused, not queued)."""
+    """The router's limit of requests to this vLLM (overload is refused, not queued)."""
+
+    # Where `extraArgs` sits in the spec, for the messages of refused items.
+    EXTRA_ARGS_FIELD: ClassVar[str] = FIELD
 
     @field_validator("extra_args")
     @classmethod
     def _read_as_vllm_does(cls, extra_args: list[str]) -> list[str]:
-        if problems := refusals(extra_args):
+        if problems := refusals(extra_args, cls.EXTRA_ARGS_FIELD):
             # The messages name the item (`spec.vllm.extraArgs[i]`), a finer place than the
             # field's own location, which describe_errors then leaves out.
             raise PydanticCustomError(
                 "vllm_extra_args", "{problems}", {"problems": "; ".join(problems)}
             )
         return extra_args
+
+
+EMBEDDINGS_FIELD = "spec.vllm.embeddings.extraArgs"
+
+
+class VLLMEmbeddingsSpec(VLLMServerSpec):
+    """A second vLLM Deployment that serves embeddings: vLLM's pooling runner (`--runner
+    pooling`, set by the operator) with an embedding model, answering to spec.model like the
+    others. The router sends a consumer's embeddings requests to it by the consumer's own
+    embeddings weight, which moves 0 -> 100 once both engines' vectors agree
+    (spec.migration.embeddings); chat and completions stay with spec.vllm. The Hugging Face
+    token is spec.vllm.hfTokenSecretRef's."""
+
+    EXTRA_ARGS_FIELD: ClassVar[str] = EMBEDDINGS_FIELD
+
+    @model_validator(mode="after")
+    def _pooling_runner(self) -> VLLMEmbeddingsSpec:
+        if problem := generation_runner(self.extra_args):
+            raise PydanticCustomError(
+                "vllm_embeddings_runner",
+                "{field}: {problem}; an embeddings deployment runs vLLM's pooling runner: "
+                "remove it (the operator passes --runner pooling), or serve generation "
+                "with spec.vllm",
+                {"field": EMBEDDINGS_FIELD, "problem": problem},
+            )
+        return self
+
+
+class VLLMSpec(VLLMServerSpec):
+    """The vLLM engine: an OpenAI-compatible server on GPUs."""
+
+    hf_token_secret_ref: SecretKeyRef | None = None
+    """Secret holding a Hugging Face token, for gated models. Injected as HF_TOKEN with
+    valueFrom, never copied."""
+    shm_size: PositiveQuantity | None = None
+    """Size of the memory-backed /dev/shm, more than zero; defaults to 8Gi when
+    tensorParallelSize > 1, where NCCL needs it."""
+    embeddings: VLLMEmbeddingsSpec | None = None
+    """A vLLM Deployment of an embedding model (the pooling runner) for the consumers'
+    embeddings requests, with its own Service; without it, embeddings go to Ollama (or to
+    this vLLM when its extraArgs start the pooling runner)."""
 
 
 class OllamaSpec(WorkloadSpec):
@@ -449,5 +488,7 @@ __all__ = [
     "RouterSpec",
     "SecretKeyRef",
     "Toleration",
+    "VLLMEmbeddingsSpec",
+    "VLLMServerSpec",
     "VLLMSpec",
 ]

@@ -232,6 +232,42 @@ class FeatureReport(Model):
     """The consumer waits at 0% for a finding not acknowledged."""
 
 
+class VectorCheck(Model):
+    """Both engines' vectors for the same inputs, compared before any embeddings traffic
+    moves from Ollama to vLLM (`inferops.migration.vectors`): a stored index built from
+    Ollama's vectors breaks silently on vectors that are not alike."""
+
+    verdict: Literal["Pass", "Fail", "Inconclusive"]
+    """Pass: every input's cosine at or above minCosine; Fail: one below it, or vectors of
+    another count or dimension; Inconclusive: an engine could not be asked."""
+    cosine: float | None = None
+    """The lowest cosine similarity over the inputs (four significant digits)."""
+    min_cosine: float
+    """The threshold the check was held to (spec.migration.embeddings.minCosine)."""
+    inputs: int = 0
+    """Inputs compared."""
+    time: str
+    """When the check ran (RFC 3339)."""
+    key: str = ""
+    """A hash of what the vectors depend on (models, extraArgs, inputs): a change runs the
+    check again."""
+    message: str = ""
+    """The figures, or why the engines could not be compared."""
+
+
+class EmbeddingsStatus(Model):
+    """Where a consumer's embeddings requests go, decided apart from its chat: 0 or 100
+    (vectors of two models must not be mixed)."""
+
+    weight: int = 0
+    """Percent of the consumer's embeddings requests sent to vLLM's embeddings deployment."""
+    held: bool = False
+    """The consumer's migration would move them, but both engines' vectors do not agree (or
+    were not compared yet): they stay on Ollama."""
+    message: str = ""
+    """Why the weight is what it is (`held on Ollama: vectors differ, cosine 0.41 < 0.99`)."""
+
+
 class ConsumerStatus(Model):
     """Where one consumer stands."""
 
@@ -277,6 +313,8 @@ class ConsumerStatus(Model):
     """At a shadow step: the comparisons collected since it started."""
     features: FeatureReport | None = None
     """Features it uses that vLLM would not honour, read before its migration starts."""
+    embeddings: EmbeddingsStatus | None = None
+    """With spec.vllm.embeddings: where its embeddings requests go."""
 
 
 class ActionRecord(Model):
@@ -312,6 +350,8 @@ class MigrationStatus(Model):
     """vLLM lost every ready pod: all consumers are on Ollama."""
     vllm_ready_since: str | None = None
     """While failed over: since when vLLM has been ready again (the hold-down clock)."""
+    vectors: VectorCheck | None = None
+    """The last comparison of both engines' vectors (embeddings move only when it passed)."""
 
 
 class InferenceBackendStatus(Model):
@@ -330,6 +370,8 @@ class InferenceBackendStatus(Model):
     """The Ollama fallback engine; absent when disabled."""
     router: EngineStatus | None = None
     """The router; absent without consumers."""
+    vllm_embeddings: EngineStatus | None = None
+    """The embeddings deployment; absent without spec.vllm.embeddings."""
     consumers: list[ConsumerStatus] = []
     """Each consumer's weight and endpoint, in migration order."""
     migration: MigrationStatus | None = None

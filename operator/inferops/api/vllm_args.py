@@ -147,13 +147,13 @@ def _several_words(where: str, item: str) -> str:
     return message
 
 
-def refusals(items: Sequence[str]) -> list[str]:
+def refusals(items: Sequence[str], field: str = FIELD) -> list[str]:
     """One message per item vLLM could read as a flag the operator manages, or holding
     several words; [] when all are fine. Each item is judged on its own, as the API server's
-    rules judge it, so the two agree."""
+    rules judge it, so the two agree. `field` names the list in the messages."""
     problems: list[str] = []
     for i, item in enumerate(items):
-        where = f'{FIELD}[{i}] "{item}"'
+        where = f'{field}[{i}] "{item}"'
         if item.startswith("-") and _SPACE.search(item.split("=", 1)[0]):
             problems.append(_several_words(where, item))
         elif (flag := read_flag(item)) is not None and (problem := _managed_problem(item, flag)):
@@ -234,12 +234,30 @@ def settings(items: Sequence[str]) -> dict[str, str | bool]:
     return out
 
 
+POOLING_RUNNERS = ("pooling",)
+POOLING_CONVERSIONS = ("embed",)
+
+
+def generation_runner(items: Sequence[str]) -> str | None:
+    """What in `items` would start vLLM as something other than an embedding model's pooling
+    runner (`--runner generate`, `--convert classify`, ...), in words; None when nothing
+    does."""
+    args = settings(items)
+    runner, convert = args.get("runner"), args.get("convert")
+    if runner is not None and runner not in POOLING_RUNNERS:
+        return f"--runner {runner} starts vLLM's {runner} runner, which serves no embeddings"
+    if convert is not None and convert not in (*POOLING_CONVERSIONS, "auto", "none"):
+        return f"--convert {convert} makes the model a {convert} model, not an embedding model"
+    return None
+
+
 __all__ = [
     "FIELD",
     "MANAGED",
     "MANAGED_VLLM_FLAGS",
     "VLLM_VERSION",
     "extra_args_cel_rules",
+    "generation_runner",
     "read_flag",
     "refusals",
     "settings",

@@ -24,6 +24,7 @@ WeightSetter = Callable[
         Mapping[str, bool],
         Mapping[str, int] | None,
         Mapping[str, Mirror] | None,
+        Mapping[str, int] | None,
     ],
     list[Obj],
 ]
@@ -39,18 +40,20 @@ def desired_children(
     network_policy: NetworkPolicyConfig | None = None,
     set_weights: WeightSetter = router.weights,
     mirrors: Mapping[str, Mirror] | None = None,
+    embeddings: Mapping[str, int] | None = None,
 ) -> list[Obj]:
     """Every object the resource should own, in apply order. `ready` says which engines have
     Ready pods; the routing table sends traffic only to those. `weights` are the consumers'
     live vLLM weights (a consumer missing from it gets its spec weight). `network_policy`
     (operator configuration) adds the engines' NetworkPolicy. `set_weights` builds what
     carries the weights: the built-in router's ConfigMap unless another traffic backend's.
-    `mirrors` names the consumers at a shadow step and what the router mirrors of them."""
+    `mirrors` names the consumers at a shadow step and what the router mirrors of them;
+    `embeddings` each consumer's embeddings weight (spec.vllm.embeddings)."""
     objects = (
         vllm.children(spec, owner, images)
         + ollama.children(spec, owner, images)
         + router.children(spec, owner, images)
-        + set_weights(spec, owner, ready or {}, weights, mirrors)
+        + set_weights(spec, owner, ready or {}, weights, mirrors, embeddings)
         + netpol.children(owner, network_policy)
     )
     order = {kind: i for i, (_, kind) in enumerate(CHILD_KINDS)}

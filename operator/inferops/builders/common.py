@@ -25,6 +25,7 @@ MANAGED_BY = "inferops-operator"
 ROLES = {
     "vllm": "inference-engine",
     "ollama": "inference-engine",
+    "vllm-embeddings": "inference-engine",
     "router": "router",
     "engines": "inference-engine",
 }

@@ -129,7 +129,8 @@ def engine_policy(owner: Owner, config: NetworkPolicyConfig) -> Obj:
         ingress.append(
             {"from": [p.dump() for p in config.metrics_from], "ports": [_port(vllm.PORT)]}
         )
-    engines = sorted((vllm.ENGINE, ollama.ENGINE))
+    # The embeddings deployment (spec.vllm.embeddings) is an engine too: same port, same rule.
+    engines = sorted((vllm.ENGINE, ollama.ENGINE, vllm.EMBEDDINGS))
     return common.with_spec_hash(
         {
             "apiVersion": "networking.k8s.io/v1",

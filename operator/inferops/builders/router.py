@@ -144,12 +144,30 @@ def vllm_facts(spec: VLLMSpec) -> dict[str, object]:
     }
 
 
+def embeddings_engine(
+    spec: InferenceBackendSpec, owner: Owner, ready: Mapping[str, bool], workers: int
+) -> Engine | None:
+    """The embeddings deployment as the router sees it (spec.vllm.embeddings): vLLM's
+    pooling runner, serving the embeddings kind only."""
+    server = spec.vllm.embeddings
+    if server is None:
+        return None
+    return Engine(
+        url=common.service_url(owner, vllm.EMBEDDINGS, vllm.PORT),
+        ready=ready.get(vllm.EMBEDDINGS, False),
+        admission=admission(server.admission, server, VLLM_SLOTS, 1, workers),
+        kinds=list(POOLING_KINDS),
+        max_model_len=server.max_model_len,
+    )
+
+
 def routing_table(
     spec: InferenceBackendSpec,
     owner: Owner,
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
     mirrors: Mapping[str, Mirror] | None = None,
+    embeddings: Mapping[str, int] | None = None,
 ) -> RoutingTable:
     """What the router needs, and nothing else: consumers with their weights and host names,
     the engines' URLs and whether they have Ready pods, and the request limits; stamped with
@@ -157,8 +175,11 @@ def routing_table(
 
     `weights` are the live weights the operator decided (a rollout moves them step by step);
     a consumer missing from it gets its spec weight. `mirrors`: the consumers at a shadow
-    step, with what the router mirrors of their requests."""
+    step, with what the router mirrors of their requests. `embeddings`: with
+    spec.vllm.embeddings, each consumer's embeddings weight (0 when missing: vectors move
+    only once the operator compared them)."""
     live = weights or {}
+    embeddings_live = embeddings or {}
     shadows = mirrors or {}
     count = workers(spec.router)
     ollama_engine = None
@@ -179,6 +200,7 @@ def routing_table(
             **vllm_facts(spec.vllm),
         ),
         ollama=ollama_engine,
+        embeddings=embeddings_engine(spec, owner, ready, count),
     )
     consumers = []
     for consumer in spec.consumers:
@@ -192,6 +214,9 @@ def routing_table(
                 weight=live.get(consumer.name, consumer.weight),
                 api=consumer.api,
                 shadow=shadows.get(consumer.name),
+                embeddings_weight=embeddings_live.get(consumer.name, 0)
+                if spec.vllm.embeddings is not None
+                else None,
             )
         )
     router = spec.router
@@ -218,8 +243,9 @@ def config_map(
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
     mirrors: Mapping[str, Mirror] | None = None,
+    embeddings: Mapping[str, int] | None = None,
 ) -> Obj:
-    table = routing_table(spec, owner, ready, weights, mirrors)
+    table = routing_table(spec, owner, ready, weights, mirrors, embeddings)
     return common.with_spec_hash(
         {
             "apiVersion": "v1",
@@ -236,10 +262,13 @@ def weights(
     ready: Mapping[str, bool],
     weights: Mapping[str, int] | None = None,
     mirrors: Mapping[str, Mirror] | None = None,
+    embeddings: Mapping[str, int] | None = None,
 ) -> list[Obj]:
     """The objects that set the weights with the built-in router (`traffic.router`): the
     routing ConfigMap, when there are consumers."""
-    return [config_map(spec, owner, ready, weights, mirrors)] if spec.consumers else []
+    if not spec.consumers:
+        return []
+    return [config_map(spec, owner, ready, weights, mirrors, embeddings)]
 
 
 IDENTITY = "inferops-router"

@@ -1,14 +1,17 @@
-"""Builds the vLLM engine: its Deployment, Service and optional cache claim."""
+"""Builds the vLLM engine: its Deployment, Service and optional cache claim, and those of
+the optional embeddings deployment (vLLM's pooling runner, spec.vllm.embeddings)."""
 
 from __future__ import annotations
 
 import math
 
-from inferops.api.spec import InferenceBackendSpec
+from inferops.api.spec import InferenceBackendSpec, SecretKeyRef, VLLMServerSpec
 from inferops.builders import common
 from inferops.builders.common import DEFAULT_IMAGES, Images, Obj, Owner
 
 ENGINE = "vllm"
+EMBEDDINGS = "vllm-embeddings"
+"""The component of the embeddings deployment (spec.vllm.embeddings)."""
 PORT = 8000
 HF_HOME = "/root/.cache/huggingface"
 # NCCL exchanges tensors through /dev/shm; the container runtime's 64Mi default breaks tensor
@@ -17,28 +20,34 @@ DEFAULT_TP_SHM_SIZE = "8Gi"
 STARTUP_PROBE_PERIOD = 10
 
 
-def args(spec: InferenceBackendSpec) -> list[str]:
-    """The API server's arguments: the image's entrypoint already is the server."""
-    vllm = spec.vllm
+def server_args(server: VLLMServerSpec, served_name: str, runner: list[str]) -> list[str]:
+    """A vLLM API server's arguments: the image's entrypoint already is the server. The
+    user's extraArgs come last (vLLM keeps the last value of a flag; the managed ones are
+    refused in them)."""
     out = [
         "--model",
-        vllm.model,
+        server.model,
         "--served-model-name",
-        spec.model,
+        served_name,
         "--host",
         "0.0.0.0",
         "--port",
         str(PORT),
         "--tensor-parallel-size",
-        str(vllm.tensor_parallel_size),
+        str(server.tensor_parallel_size),
         "--gpu-memory-utilization",
-        str(vllm.gpu_memory_utilization),
+        str(server.gpu_memory_utilization),
         "--dtype",
-        vllm.dtype,
+        server.dtype,
     ]
-    if vllm.max_model_len is not None:
-        out += ["--max-model-len", str(vllm.max_model_len)]
-    return out + list(vllm.extra_args)
+    if server.max_model_len is not None:
+        out += ["--max-model-len", str(server.max_model_len)]
+    return out + runner + list(server.extra_args)
+
+
+def args(spec: InferenceBackendSpec) -> list[str]:
+    """The main vLLM's arguments."""
+    return server_args(spec.vllm, spec.model, [])
 
 
 def shm_size(spec: InferenceBackendSpec) -> str | None:
@@ -47,7 +56,7 @@ def shm_size(spec: InferenceBackendSpec) -> str | None:
     return DEFAULT_TP_SHM_SIZE if spec.vllm.tensor_parallel_size > 1 else None
 
 
-def probes(spec: InferenceBackendSpec) -> Obj:
+def probes(server: VLLMServerSpec) -> Obj:
     """Startup gets the whole model-loading budget; liveness only starts after it, so a slow
     load is never killed. /health says the server is up, which is all a probe can afford."""
     health = {"httpGet": {"path": "/health", "port": "http"}}
@@ -56,7 +65,7 @@ def probes(spec: InferenceBackendSpec) -> Obj:
             **health,
             "periodSeconds": STARTUP_PROBE_PERIOD,
             "timeoutSeconds": 5,
-            "failureThreshold": math.ceil(spec.vllm.startup_timeout_seconds / STARTUP_PROBE_PERIOD),
+            "failureThreshold": math.ceil(server.startup_timeout_seconds / STARTUP_PROBE_PERIOD),
         },
         "readinessProbe": {
             **health,
@@ -73,35 +82,73 @@ def probes(spec: InferenceBackendSpec) -> Obj:
     }
 
 
-def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:
-    vllm = spec.vllm
-    gpus = vllm.tensor_parallel_size
+def server_deployment(
+    owner: Owner,
+    component: str,
+    server: VLLMServerSpec,
+    server_args: list[str],
+    shm: str | None,
+    token: SecretKeyRef | None,
+    images: Images,
+) -> Obj:
+    """The Deployment of one vLLM API server (the main one or the embeddings one)."""
+    gpus = server.tensor_parallel_size
     secrets = {}
-    if vllm.hf_token_secret_ref:
-        secrets["HF_TOKEN"] = (vllm.hf_token_secret_ref.name, vllm.hf_token_secret_ref.key)
+    if token:
+        secrets["HF_TOKEN"] = (token.name, token.key)
     mounts = [{"name": "cache", "mountPath": HF_HOME}]
-    volumes = [common.cache_volume(owner, ENGINE, vllm.cache)]
-    if size := shm_size(spec):
+    volumes = [common.cache_volume(owner, component, server.cache)]
+    if shm:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
     container: Obj = {
         "name": ENGINE,
-        "image": vllm.image or images.vllm,
-        "args": args(spec),
+        "image": server.image or images.vllm,
+        "args": server_args,
         "env": common.env({"HF_HOME": HF_HOME}, secrets),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        **probes(spec),
+        **probes(server),
         "volumeMounts": sorted(mounts, key=lambda m: m["name"]),
     }
-    if res := common.resources(vllm, gpus):
+    if res := common.resources(server, gpus):
         container["resources"] = res
     pod_spec: Obj = {
         "containers": [container],
         "volumes": sorted(volumes, key=lambda v: v["name"]),
-        **common.scheduling(vllm, gpus),
+        **common.scheduling(server, gpus),
     }
     # Long enough for in-flight generations to finish after the endpoint is removed.
-    return common.deployment(owner, ENGINE, vllm, pod_spec, grace_seconds=60)
+    return common.deployment(owner, component, server, pod_spec, grace_seconds=60)
+
+
+def deployment(spec: InferenceBackendSpec, owner: Owner, images: Images = DEFAULT_IMAGES) -> Obj:
+    return server_deployment(
+        owner, ENGINE, spec.vllm, args(spec), shm_size(spec), spec.vllm.hf_token_secret_ref, images
+    )
+
+
+def embeddings_args(spec: InferenceBackendSpec) -> list[str]:
+    """The embeddings deployment's arguments: vLLM's pooling runner, which serves
+    `/v1/embeddings` (and no generation), under the same served model name."""
+    assert spec.vllm.embeddings is not None
+    return server_args(spec.vllm.embeddings, spec.model, ["--runner", "pooling"])
+
+
+def embeddings_children(spec: InferenceBackendSpec, owner: Owner, images: Images) -> list[Obj]:
+    """The embeddings deployment (spec.vllm.embeddings), its Service and cache claim; none
+    when it is not declared."""
+    server = spec.vllm.embeddings
+    if server is None:
+        return []
+    shm = DEFAULT_TP_SHM_SIZE if server.tensor_parallel_size > 1 else None
+    token = spec.vllm.hf_token_secret_ref
+    out = [
+        server_deployment(owner, EMBEDDINGS, server, embeddings_args(spec), shm, token, images),
+        common.service(owner, EMBEDDINGS, PORT),
+    ]
+    if claim := common.cache_claim(owner, EMBEDDINGS, server.cache):
+        out.insert(0, claim)
+    return out
 
 
 def children(
@@ -110,4 +157,4 @@ def children(
     out = [deployment(spec, owner, images), common.service(owner, ENGINE, PORT)]
     if claim := common.cache_claim(owner, ENGINE, spec.vllm.cache):
         out.insert(0, claim)
-    return out
+    return out + embeddings_children(spec, owner, images)

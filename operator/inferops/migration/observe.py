@@ -4,7 +4,8 @@
 - the weights every data-plane replica serves, from the traffic interface (inferops.traffic;
   the built-in router's pods are scraped directly: it must be current within a second,
   which a Prometheus scrape interval is not); unknown on any replica means not served;
-- the analysis figures of the consumers whose sample is due, from the metrics source.
+- the analysis figures of the consumers whose sample is due, from the metrics source;
+- both engines' vectors for the same inputs, when a check is due (`migration.vectors`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from inferops.api.status import InferenceBackendStatus
 from inferops.builders import router
 from inferops.builders.common import COMPONENT_LABEL, Owner
 from inferops.kube import Obj
-from inferops.migration.planner import Action, Observations, due_samples
+from inferops.migration import vectors
+from inferops.migration.planner import Action, Observations, due_samples, stamp
 from inferops.migration.sources import MetricsSource
+from inferops.migration.vector_probe import VectorProbe
 from inferops.traffic import Traffic, served_everywhere
 
 PENDING = ("Pending", "Manual")
@@ -67,11 +70,12 @@ def router_urls(pods: list[Obj], override: str | None) -> list[str]:
 @dataclass
 class MigrationReader:
     """Reads observations for the planner. `source` gives the analysis figures; `traffic`
-    what each data-plane replica serves."""
+    what each data-plane replica serves; `probe` asks both engines for vectors."""
 
     source: MetricsSource
     traffic: Traffic
     log: logging.Logger
+    probe: VectorProbe | None = None
 
     async def observe(
         self,
@@ -99,7 +103,21 @@ class MigrationReader:
             used = await self.source.features(owner.namespace, owner.name, name)
             if used is not None:
                 features[name] = used
+        check = None
+        last = previous.migration.vectors if previous.migration else None
+        if self.probe is not None and spec.migration and vectors.due(spec, last, now):
+            vllm, ollama = await self.probe.measure(spec, owner)
+            min_cosine = spec.migration.embeddings.min_cosine
+            check = vectors.judge(vllm, ollama, min_cosine, vectors.key(spec), stamp(now))
+            self.log.info(
+                "%s/%s vector check: %s %s",
+                owner.namespace,
+                owner.name,
+                check.verdict,
+                check.message,
+            )
         return Observations(
+            vectors=check,
             vllm_ready=vllm_ready,
             served=served_everywhere(await self.traffic.served(owner, live)),
             figures=figures,
@@ -124,6 +142,8 @@ class MigrationReader:
     async def aclose(self) -> None:
         await self.source.aclose()
         await self.traffic.aclose()
+        if self.probe is not None:
+            await self.probe.aclose()
 
 
 __all__ = ["MigrationReader", "requested_action", "router_urls"]

@@ -25,9 +25,10 @@ from inferops.api.status import (
     ConsumerStatus,
     FeatureReport,
     MigrationStatus,
+    VectorCheck,
     WatchStatus,
 )
-from inferops.migration import analysis, comparison, holds, shadow
+from inferops.migration import analysis, comparison, holds, shadow, vectors
 from inferops.migration.figures import Figures
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -79,6 +80,8 @@ class Observations:
     features: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Per Pending consumer, the requests seen using each feature (`inferops.api.features`
     names); a consumer missing here is not known (its last report stands)."""
+    vectors: VectorCheck | None = None
+    """Both engines' vectors compared in this pass (`migration.vectors.due` said so)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ class _Planner:
         self.events: list[Event] = []
         self.wakeups: list[datetime] = []
         self.api = {c.name: c.api for c in spec.consumers}
+        self.vectors = obs.vectors or self.prev.vectors
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
@@ -662,6 +666,8 @@ class _Planner:
                 for c in states
             ]
 
+        self.checked()
+        states = self.embeddings(states)
         if handled is not None:
             last_action = handled = self.worded(handled, states, failed_over)
             kind = "Normal" if handled.result == "Done" else "Warning"
@@ -678,6 +684,7 @@ class _Planner:
             last_action=last_action,
             failover=failed_over,
             vllm_ready_since=ready_since,
+            vectors=vectors.current(self.spec, self.vectors),
         )
         done = bool(states) and migrated == len(states)
         wake = min(self.wakeups, default=None)
@@ -720,7 +727,7 @@ class _Planner:
         if not self.obs.vllm_ready:
             return "vLLM has no ready pod"
         held = states[i].features
-        if held is not None and held.held:
+        if (held is not None and held.held) or self.vector_hold(states[i]):
             return states[i].message
         if self.m.paused:
             return "spec.migration.paused is set"
@@ -755,6 +762,48 @@ class _Planner:
             update["message"] = ""
         return c.model_copy(update=update)
 
+    def vector_hold(self, c: ConsumerStatus) -> str | None:
+        """Why a Pending consumer waits for its vectors (`migration.vectors.holds`); the
+        message goes to its status unless features hold it already (they say more)."""
+        if c.phase != "Pending":
+            return None
+        return vectors.holds(self.spec, self.api[c.name], self.vectors)
+
+    def checked(self) -> None:
+        """An Event for a vector check of this pass whose verdict is news."""
+        new = self.obs.vectors
+        if new is None:
+            return
+        before = vectors.current(self.spec, self.prev.vectors)
+        if before is not None and before.verdict == new.verdict:
+            return
+        if new.verdict == "Fail":
+            self.event("Warning", "VectorsDiffer", f"embeddings stay on Ollama: {new.message}")
+        elif new.verdict == "Pass":
+            self.event("Normal", "VectorsAlike", f"embeddings may move to vLLM: {new.message}")
+
+    def embeddings(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
+        """Each consumer's embeddings weight (with spec.vllm.embeddings), decided apart from
+        its chat: it follows the consumer's live weight once the vectors agree."""
+        out = []
+        for c in states:
+            decided = vectors.embeddings_status(self.spec, c, self.vectors)
+            before = c.embeddings.weight if c.embeddings is not None else 0
+            after = decided.weight if decided is not None else 0
+            if after != before:
+                where = "vLLM" if after else "Ollama"
+                self.event(
+                    "Normal",
+                    "EmbeddingsMoved",
+                    f"{c.name}: embeddings to {where} ({decided.message if decided else ''})",
+                )
+            c = c.model_copy(update={"embeddings": decided})
+            hold = self.vector_hold(c)
+            if hold is not None and not (c.features is not None and c.features.held):
+                c = c.model_copy(update={"message": hold})
+            out.append(c)
+        return out
+
     def progress(self, states: list[ConsumerStatus]) -> list[ConsumerStatus]:
         # Every consumer in progress moves first, so one that finishes or rolls back in this
         # pass frees its place for a Pending one in this same pass, not the next (the pass
@@ -772,8 +821,10 @@ class _Planner:
         for i, c in enumerate(moved):
             if c.phase == "Pending":
                 c = self.report(c)
+            vector_hold = self.vector_hold(c)
             if (
                 c.phase == "Pending"
+                and vector_hold is None
                 and not (c.features is not None and c.features.held)
                 and not blocked
                 and self.obs.vllm_ready
@@ -786,6 +837,14 @@ class _Planner:
             out.append(c)
             blocked = blocked or c.phase in ("Pending", *STOPPED)
         return out
+
+    def vectors_differ(self, states: list[ConsumerStatus]) -> str | None:
+        """The consumers whose embeddings stay on Ollama for their vectors, in words."""
+        held = [c.name for c in states if _held_embeddings(c) or self.vector_hold(c)]
+        if not held:
+            return None
+        why = vectors.why_not(self.spec, self.vectors)
+        return f"{', '.join(held)}: embeddings stay on Ollama: {why}"
 
     def condition(self, states: list[ConsumerStatus], failed_over: bool) -> MigratingCondition:
         def first(*phases: str) -> ConsumerStatus | None:
@@ -810,6 +869,8 @@ class _Planner:
             return MigratingCondition("True", "Progressing", f"{moving.name}: {moving.message}")
         if failing := watch_failing(states):
             return MigratingCondition("False", "WatchFailed", failing)
+        if differ := self.vectors_differ(states):
+            return MigratingCondition("False", "VectorsDiffer", differ)
         if states and all(c.phase == "Migrated" for c in states):
             return MigratingCondition("False", "Completed", "every consumer is on vLLM")
         if not self.obs.vllm_ready:
@@ -817,6 +878,10 @@ class _Planner:
         if self.m.paused:
             return MigratingCondition("True", "Paused", "spec.migration.paused is set")
         return MigratingCondition("True", "Progressing", "starting")
+
+
+def _held_embeddings(c: ConsumerStatus) -> bool:
+    return c.embeddings is not None and c.embeddings.held
 
 
 def watch_failing(consumers: list[ConsumerStatus]) -> str | None:

@@ -160,6 +160,12 @@ def header(obj: Obj, now: datetime) -> list[str]:
                 ready_for = age(progress["vllmReadySince"], now)
                 text += f"; vLLM ready again for {ready_for} (hold-down {hold_down})"
             rows.append(("Failover", text))
+        vectors = progress.get("vectors")
+        if isinstance(vectors, dict):
+            text = f"{vectors.get('verdict', '?')} {age(vectors.get('time'), now)} ago"
+            if vectors.get("message"):
+                text += f": {vectors['message']}"
+            rows.append(("Vectors", text))
         last = progress.get("lastAction")
         if isinstance(last, dict):
             text = f"{last.get('action', '?')} {last.get('consumer', '')}".rstrip()
@@ -235,7 +241,7 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     name = consumer.get("name", "?")
     analysis = consumer.get("lastAnalysis")
     message = consumer.get("message")
-    features = features_lines(consumer)
+    features = features_lines(consumer) + embeddings_lines(consumer)
     if not isinstance(analysis, dict) and not message and not features:
         return []
     lines: list[str] = []
@@ -346,6 +352,16 @@ def comparison_lines(comparison: Obj) -> list[str]:
     return lines
 
 
+def embeddings_lines(consumer: Obj) -> list[str]:
+    """Where the consumer's embeddings go, with spec.vllm.embeddings
+    (`status.consumers[].embeddings`): decided apart from its chat weight."""
+    embeddings = consumer.get("embeddings")
+    if not isinstance(embeddings, dict):
+        return []
+    weight = embeddings.get("weight", 0)
+    return [f"  embeddings: {weight}% on vLLM: {embeddings.get('message', '')}".rstrip(": ")]
+
+
 def render_status(obj: Obj, now: datetime) -> str:
     """The whole `kubectl ib status` output."""
     sections = [header(obj, now), consumer_table(obj, now)]
@@ -362,6 +378,7 @@ __all__ = [
     "analysis_block",
     "comparison_lines",
     "consumer_table",
+    "embeddings_lines",
     "features_lines",
     "header",
     "humanize",

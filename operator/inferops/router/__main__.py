@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ENGINE=URL",
-        help="use URL for ENGINE (vllm or ollama) instead of the table's: for a router run "
+        help="use URL for ENGINE (vllm, ollama or embeddings) instead of the table's: for a "
+        "router run "
         "outside the cluster, where the engines' Service names do not resolve",
     )
     parser.add_argument(
@@ -99,8 +100,10 @@ def engine_urls(values: list[str]) -> dict[str, str]:
     urls = {}
     for value in values:
         engine, sep, url = value.partition("=")
-        if not sep or engine not in ("vllm", "ollama"):
-            raise SystemExit(f"--engine-url {value!r}: expected vllm=URL or ollama=URL")
+        if not sep or engine not in ("vllm", "ollama", "embeddings"):
+            raise SystemExit(
+                f"--engine-url {value!r}: expected vllm=URL, ollama=URL or embeddings=URL"
+            )
         urls[engine] = url
     return urls
 

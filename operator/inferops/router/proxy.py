@@ -151,8 +151,9 @@ class Intake:
         return self.consumer.tags[target.name]
 
 
-def probe_target(routes: Routes, value: str) -> Target:
-    """The engine an `X-Inferops-Probe` value pins, if the table has it ready."""
+def probe_target(routes: Routes, value: str, kind: str = "chat") -> Target:
+    """The engine an `X-Inferops-Probe` value pins, if the table has it ready: `vllm` pins
+    an embeddings request to vLLM's embeddings deployment when the table has one."""
     engine = value.strip().lower()
     if engine not in ENGINES:
         allowed = " or ".join(repr(e) for e in ENGINES)
@@ -162,6 +163,8 @@ def probe_target(routes: Routes, value: str) -> Target:
             "invalid_probe_engine",
         )
     target = routes.targets.get(engine)
+    if engine == VLLM and kind == "embeddings" and routes.embeddings is not None:
+        target = routes.embeddings
     if target is None or not target.ready:
         why = "is not in the routing table" if target is None else "has no Ready pods"
         raise RouterError(
@@ -238,7 +241,7 @@ def take_head(state: RouterState, request: Request, endpoint: Endpoint) -> Intak
         if kind.refusal is not None:
             raise errors.kind_not_served(kind.refusal)
         probe = headers.get(_PROBE)
-        pin = probe_target(routes, probe) if probe is not None else None
+        pin = probe_target(routes, probe, endpoint.kind) if probe is not None else None
         check_framing(request, routes.max_body_bytes)
     except RouterError as err:
         err.consumer = consumer.name

@@ -20,6 +20,10 @@ from inferops.router.usage import Limits
 VLLM = "vllm"
 OLLAMA = "ollama"
 ENGINES = (VLLM, OLLAMA)
+EMBEDDINGS_GATE = "vllm-embeddings"
+"""The admission gate of vLLM's embeddings deployment. Its target is named `vllm` (metrics,
+probes, translation: it is vLLM), but it is another server with its own limits."""
+GATES = (*ENGINES, EMBEDDINGS_GATE)
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -117,6 +121,8 @@ class Routes:
     total_seconds: float
     max_body_bytes: int
     targets: dict[str, Target] = field(default_factory=dict)
+    embeddings: Target | None = None
+    """vLLM's embeddings deployment, when the table has one."""
     limits: Limits = field(default_factory=Limits)
     """What the table says vLLM is started for (the `ollama` rules of `api.features`)."""
     ollama_names: frozenset[str] = frozenset()
@@ -175,9 +181,9 @@ def _model_names(model: str, aliases: list[str]) -> frozenset[str]:
 
 
 ENABLE_KIND = {
-    "embeddings": "spec.ollama (Ollama serves embeddings for any model), or a vLLM deployment "
-    "running the pooling runner with an embedding model (`--runner pooling` in "
-    "spec.vllm.extraArgs)",
+    "embeddings": "spec.ollama (Ollama serves embeddings for any model), or "
+    "spec.vllm.embeddings (a vLLM deployment of an embedding model), or `--runner pooling` "
+    "in spec.vllm.extraArgs",
 }
 """Kind -> the spec field that would make an engine serve it (the refusal's advice)."""
 ENABLE_ANY = "spec.ollama (Ollama serves every kind)"
@@ -210,10 +216,30 @@ def _kind_route(
     return KindRoute(kind, 0.0, via_vllm, via_ollama, VLLM_LACKS_KIND, message)
 
 
+def _embeddings_route(
+    weight: int | None, embeddings: Target, ollama: Target | None, fallback: bool
+) -> KindRoute:
+    """Embeddings when the table has vLLM's embeddings deployment: by the consumer's
+    embeddings weight, apart from its chat, readiness applied like the main vLLM's."""
+    share: float = weight or 0
+    if ollama is None or (embeddings.ready and not ollama.ready):
+        share = 100.0
+    elif ollama.ready and not embeddings.ready:
+        share = 0.0
+    fallback_ok = fallback and ollama is not None and ollama.ready
+    via_vllm = (embeddings, ollama) if fallback_ok and ollama is not None else (embeddings,)
+    via_ollama = (ollama,) if ollama is not None else via_vllm
+    return KindRoute("embeddings", share, via_vllm, via_ollama)
+
+
 def admissions(table: RoutingTable) -> dict[str, Admission | None]:
     """Each engine's admission limits in `table` (None: no limit)."""
-    ollama = table.engines.ollama
-    return {VLLM: table.engines.vllm.admission, OLLAMA: ollama.admission if ollama else None}
+    ollama, embeddings = table.engines.ollama, table.engines.embeddings
+    return {
+        VLLM: table.engines.vllm.admission,
+        OLLAMA: ollama.admission if ollama else None,
+        EMBEDDINGS_GATE: embeddings.admission if embeddings else None,
+    }
 
 
 def compile_table(
@@ -222,7 +248,7 @@ def compile_table(
     """`gates` are the router's, one per engine; a table compiled without them gets gates
     of its own, configured from it (tests, tools)."""
     if gates is None:
-        gates = {name: Gate(name) for name in ENGINES}
+        gates = {name: Gate(name) for name in GATES}
         for name, admission in admissions(table).items():
             gates[name].configure(admission)
     vllm = _target(VLLM, table.engines.vllm.url, table.engines.vllm.ready, gates[VLLM])
@@ -230,6 +256,10 @@ def compile_table(
         _target(OLLAMA, table.engines.ollama.url, table.engines.ollama.ready, gates[OLLAMA])
         if table.engines.ollama
         else None
+    )
+    pooling = table.engines.embeddings
+    embeddings = (
+        _target(VLLM, pooling.url, pooling.ready, gates[EMBEDDINGS_GATE]) if pooling else None
     )
     consumers: list[ConsumerRoute] = []
     for consumer in table.consumers:
@@ -246,6 +276,10 @@ def compile_table(
         kinds: dict[str, KindRoute] = {
             kind: _kind_route(table, kind, share, via_vllm, via_ollama, ollama) for kind in KINDS
         }
+        if embeddings is not None:
+            kinds["embeddings"] = _embeddings_route(
+                consumer.embeddings_weight, embeddings, ollama, table.fallback
+            )
         consumers.append(
             ConsumerRoute(
                 consumer.name,
@@ -278,6 +312,7 @@ def compile_table(
         total_seconds=table.timeouts.total_seconds,
         max_body_bytes=table.max_body_bytes,
         targets=targets,
+        embeddings=embeddings,
         limits=Limits.of(table.engines.vllm),
         ollama_names=_model_names(table.model, []),
     )
@@ -287,8 +322,10 @@ __all__ = [
     "BASE_HEADERS",
     "CHAT_PATH",
     "COMPLETIONS_PATH",
+    "EMBEDDINGS_GATE",
     "EMBEDDINGS_PATH",
     "ENGINES",
+    "GATES",
     "KIND_BY_WEIGHT",
     "OLLAMA",
     "OLLAMA_PATHS",

@@ -80,6 +80,8 @@ class Mirrors:
             return
         targets = intake.routes.targets
         vllm, ollama = targets.get(VLLM), targets.get(OLLAMA)
+        if kind == "embeddings" and intake.routes.embeddings is not None:
+            vllm = intake.routes.embeddings  # vLLM's embeddings deployment serves them
         active = self.active.get(consumer, 0)
         if (
             vllm is None

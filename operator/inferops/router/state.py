@@ -18,7 +18,7 @@ from inferops.api.routing import RoutingTable, with_engine_urls
 from inferops.router.admission import Gate
 from inferops.router.metrics import RouterMetrics
 from inferops.router.pool import Pool
-from inferops.router.routes import ENGINES, Routes, admissions, compile_table
+from inferops.router.routes import GATES, Routes, admissions, compile_table
 
 if TYPE_CHECKING:
     from inferops.router.podmetrics import PodMetrics
@@ -50,7 +50,7 @@ class RouterState:
         while it is."""
         self.pod: PodMetrics | None = None
         """Set in a worker of several (`--workers`): `/metrics` shows the pod's totals."""
-        self.gates = {name: Gate(name) for name in ENGINES}
+        self.gates = {name: Gate(name) for name in GATES}
         """Each engine's admission, kept across tables so requests under way keep their
         slots when a table is installed."""
         self._pool: Pool | None = None

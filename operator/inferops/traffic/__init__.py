@@ -42,10 +42,12 @@ class Traffic(Protocol):
         ready: Mapping[str, bool],
         weights: Mapping[str, int],
         mirrors: Mapping[str, Mirror] | None = None,
+        embeddings: Mapping[str, int] | None = None,
     ) -> list[Obj]:
-        """The objects that make the data plane split by `weights`, and mirror the requests
-        of the consumers in `mirrors` (a shadow step) when the backend can (pure: the
-        executor applies them with the other children)."""
+        """The objects that make the data plane split by `weights`, mirror the requests
+        of the consumers in `mirrors` (a shadow step) when the backend can, and send
+        embeddings to the embeddings deployment by `embeddings` (pure: the executor applies
+        them with the other children)."""
         ...
 
     async def served(

@@ -43,8 +43,9 @@ class RouterTraffic:
         ready: Mapping[str, bool],
         weights: Mapping[str, int],
         mirrors: Mapping[str, Mirror] | None = None,
+        embeddings: Mapping[str, int] | None = None,
     ) -> list[Obj]:
-        return router.weights(spec, owner, ready, weights, mirrors)
+        return router.weights(spec, owner, ready, weights, mirrors, embeddings)
 
     async def served(
         self, owner: Owner, live: Mapping[tuple[str, str], Obj]
