@@ -17,7 +17,13 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from testsupport.aioserve import serving
 
-from inferops.migration.figures import EngineFigures, Figures, ShadowFigures, quantile
+from inferops.migration.figures import (
+    EngineFigures,
+    Figures,
+    KindFigures,
+    ShadowFigures,
+    quantile,
+)
 from inferops.migration.sources import (
     ERRORS,
     FEATURES,
@@ -179,7 +185,17 @@ async def test_prometheus_normal_vector(
             f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
             # Without engine!="none": the shadow counter has no such series anyway.
             f"sum by (engine, kind, verdict) (increase({SHADOW}{{{shadow_selector}}}[30s]))",
+            # By request kind: requests, errors and the p95s (e2e/test_prometheus_source.py
+            # runs them on a real Prometheus).
+            *source.kind_queries(NS, BACKEND, "notes", 30).values(),
         ]
+    )
+    assert source.kind_queries(NS, BACKEND, "notes", 30)["requests"] == (
+        "sum by (engine, request_kind) (label_replace(label_replace(label_replace("
+        f"increase({REQUESTS}{{{selector}}}[30s]), "
+        '"request_kind", "chat", "route", "chat|ollama_chat"), '
+        '"request_kind", "completions", "route", "completions|ollama_generate"), '
+        '"request_kind", "embeddings", "route", "embeddings|ollama_embed|ollama_embeddings"))'
     )
 
 
@@ -455,11 +471,14 @@ async def test_scrape_window_is_the_difference(pods: Pods, scrape: Scraper) -> N
     traffic(m, "rag", "vllm", ok=50)  # another consumer
     scrape.clock.now += 30.5
     figures = await scrape.figures()
+    vllm = EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40)
+    ollama = EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2)
     assert figures == Figures(
-        vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40),
-        ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2),
+        vllm=vllm,
+        ollama=ollama,
         problem=None,
         window_seconds=30.5,
+        kinds={"chat": KindFigures(vllm, ollama)},  # every request was a chat
     )
     assert figures.vllm is not None and figures.vllm.error_rate == 0.25
 

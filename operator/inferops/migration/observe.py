@@ -4,7 +4,9 @@
 - the weights every data-plane replica serves, from the traffic interface (inferops.traffic;
   the built-in router's pods are scraped directly: it must be current within a second,
   which a Prometheus scrape interval is not); unknown on any replica means not served;
-- the analysis figures of the consumers whose sample is due, from the metrics source.
+- the analysis figures of the consumers whose sample is due, from the metrics source;
+- the features and the routes (request kinds, in the OpenAI or Ollama form) the consumers
+  not started yet use, and the routes of the consumers sampled now: what their probes send.
 """
 
 from __future__ import annotations
@@ -95,16 +97,23 @@ class MigrationReader:
                     "%s/%s %s: no figures: %s", owner.namespace, owner.name, name, found.problem
                 )
         features = {}
-        for name in self.waiting(spec, previous):
+        waiting = self.waiting(spec, previous)
+        for name in waiting:
             used = await self.source.features(owner.namespace, owner.name, name)
             if used is not None:
                 features[name] = used
+        routes = {}
+        for name in [*waiting, *(n for n in figures if n not in waiting)]:
+            seen = await self.source.routes(owner.namespace, owner.name, name)
+            if seen is not None:
+                routes[name] = seen
         return Observations(
             vllm_ready=vllm_ready,
             served=served_everywhere(await self.traffic.served(owner, live)),
             figures=figures,
             action=requested_action(body),
             features=features,
+            routes=routes,
         )
 
     @staticmethod
