@@ -190,9 +190,11 @@ def judge(spec: Analysis, figures: Figures, subject: Subject, now: str) -> Analy
         found, short = judge_kind(spec, kind, figures.kinds[kind], subject.at_full)
         gates += found
         few += [short] if short else []
-    failed = [g for g in gates if g.verdict == "Fail"]
+    # A kind's failure first: it says where the consumer's figures as a whole went wrong.
+    failed = sorted((g for g in gates if g.verdict == "Fail"), key=lambda g: g.kind is None)
     if failed:
-        return result("Fail", "; ".join(_describe(g) for g in failed), gates)
+        whole = "all kinds: " if kinds else ""
+        return result("Fail", "; ".join(_describe(g, whole) for g in failed), gates)
     unknown = [_named(g) for g in gates if g.verdict == "Inconclusive"]
     if unknown or few:
         reasons = [*few, *(["no data for " + ", ".join(unknown)] if unknown else [])]
@@ -246,9 +248,10 @@ def _named(gate: GateResult) -> str:
     return gate.metric if gate.kind is None else f"{gate.kind} {gate.metric}"
 
 
-def _describe(gate: GateResult) -> str:
+def _describe(gate: GateResult, whole: str = "") -> str:
+    """A failed gate in words; `whole` prefixes a gate of the consumer as a whole."""
     base = "" if gate.baseline is None else f" (Ollama {gate.baseline:.4g})"
-    where = "" if gate.kind is None else f"{gate.kind}: "
+    where = whole if gate.kind is None else f"{gate.kind}: "
     return f"{where}{gate.metric} {gate.value:.4g} > {gate.threshold:.4g}{base}"
 
 
