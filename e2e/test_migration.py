@@ -20,8 +20,10 @@ from typing import Any
 
 import ollama
 import pytest
+from openai import OpenAI
+from testsupport.repeat import Repeating
 
-from e2e.dataplane import DataPlane, Traffic
+from e2e.dataplane import MODEL, DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
@@ -199,6 +201,98 @@ def test_bad_canary_is_rolled_back_without_client_errors(
     # It stays rolled back: no new attempt on its own.
     time.sleep(12)
     assert consumers_of(kubectl, namespace)["notes"]["phase"] == "RolledBack"
+
+
+class OtherKinds(Repeating):
+    """A consumer's requests of the other kinds, from a thread: OpenAI completions and
+    Ollama-API embeddings, each failure counted."""
+
+    def __init__(self, plane: DataPlane, namespace: str, consumer: str) -> None:
+        host = f"{NAME}-{consumer}.{namespace}.svc"
+        self.openai = OpenAI(
+            base_url=f"{plane.router_url}/v1",
+            api_key="unused",
+            max_retries=0,
+            default_headers={"Host": host},
+        )
+        self.ollama = ollama.Client(host=plane.router_url, headers={"Host": host})
+        self.ok = 0
+        self.errors: list[str] = []
+        super().__init__(0.2)
+
+    def step(self) -> None:
+        try:
+            answer = self.openai.completions.create(model=MODEL, prompt="Hello", max_tokens=4)
+            assert answer.choices
+            assert self.ollama.embed(model=MODEL, input="Hello").embeddings
+            self.ok += 1
+        except Exception as error:  # every client-visible failure is counted
+            self.errors.append(repr(error))
+
+
+def test_a_kind_failing_on_vllm_rolls_back_naming_it_and_embeddings_stay_on_ollama(
+    kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str
+) -> None:
+    """rag chats through Ollama's API, completes through OpenAI's and embeds through
+    Ollama's; vLLM (its generation runner) serves chat and completions. Its probes follow
+    it: each route it uses of a kind vLLM serves, none for embeddings, which stay on Ollama
+    whatever the weight. vLLM then fails only completions: the step fails by that kind
+    while chat passes, and rolls back saying so, without a client error."""
+    start_held_at_half(kubectl, plane, namespace, failure_limit=0, consumer="rag")
+    assert plane.faults is not None and plane.router is not None
+    with (
+        Traffic(plane, namespace, "rag", api="ollama") as chats,
+        OtherKinds(plane, namespace, "rag") as others,
+    ):
+        # The routes are read at each sample: once all three are known, a passing sample
+        # judges chat and completions one by one.
+        def by_kind() -> dict[str, Any] | None:
+            rag = consumers_of(kubectl, namespace).get("rag", {})
+            message = rag.get("lastAnalysis", {}).get("message", "")
+            return rag if "by kind: chat, completions" in message else None
+
+        passed = wait_for("rag passing kind by kind at 50%", by_kind, 120, interval=0.5)
+        assert {"ollama_chat", "completions", "ollama_embed"} <= set(passed["routes"])
+        injected = time.monotonic()
+        plane.faults.faults.paths = ("/v1/completions",)
+        plane.faults.faults.error_share = 1.0
+        try:
+            wait_back_on_ollama(plane, "rag", 60)
+            rollback = time.monotonic() - injected
+        finally:
+            plane.faults.faults.clear()
+    print(f"\ncompletions failing: back at 0% {rollback:.1f}s after the fault")
+    rag = consumers_of(kubectl, namespace)["rag"]
+    assert rag["phase"] == "RolledBack" and rag["weight"] == 0
+    analysis = rag["lastAnalysis"]
+    assert analysis["verdict"] == "Fail"
+    # The kind first (its error rate: 1 once every window's request came after the fault).
+    assert rag["message"].startswith("rolled back to 0% at step 1: completions: errorRate ")
+    failed = {(g.get("kind"), g["metric"]) for g in analysis["gates"] if g["verdict"] == "Fail"}
+    assert ("completions", "errorRate") in failed
+    assert not any(kind == "chat" for kind, _ in failed)
+    assert not any(g.get("kind") == "embeddings" for g in analysis["gates"])
+    # Completions fell back to Ollama, embeddings never left it: no client saw an error.
+    assert chats.errors == [] and others.errors == [] and others.ok > 0
+    # Embeddings went to Ollama whatever the weight, and no probe asked vLLM for them.
+    metric = plane.router.metric
+    assert (
+        metric(
+            "inferops_router_requests_total", consumer="rag", route="ollama_embed", engine="vllm"
+        )
+        or 0
+    ) == 0
+    assert (
+        metric(
+            "inferops_router_rerouted_total",
+            consumer="rag",
+            route="ollama_embed",
+            reason="vllm_does_not_serve_kind",
+        )
+        or 0
+    ) > 0
+    status = kubectl_ib(kubectl, "status", NAME, "-n", namespace)
+    assert "by kind: chat Pass, completions Fail" in status, status
 
 
 def test_operator_killed_mid_step_resumes_exactly(

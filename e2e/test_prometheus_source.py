@@ -204,3 +204,72 @@ async def test_prometheus_source_reads_the_routers_figures(
     async with httpx.AsyncClient(timeout=5) as http:
         other = PrometheusSource(prometheus.url, http=http)
         assert await other.figures(NAMESPACE, BACKEND, "rag", window) == empty
+
+
+async def embed(http: httpx.AsyncClient, url: str, count: int) -> None:
+    """`count` Ollama-API embeddings requests; each succeeds (on Ollama, after vLLM's
+    failure, by fallback)."""
+    for _ in range(count):
+        answer = await http.post(
+            f"{url}/api/embed", json={"model": MODEL, "input": "Hello"}, headers={"Host": HOST}
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def test_prometheus_source_reads_the_figures_by_request_kind(
+    router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
+) -> None:
+    """The per-kind queries (PromQL's label_replace from the route) on a real Prometheus: a
+    consumer at 100% whose chats pass on vLLM and whose Ollama-API embeddings all fail
+    there (500, then served by Ollama through the fallback)."""
+    vllm, ollama = engines
+    vllm.behaviour = Behaviour(
+        words=["Hello", " from", " vllm"], delay=0.02, fail_paths={"/v1/embeddings": 500}
+    )
+    client = openai.AsyncOpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=20,
+        default_headers={"Host": HOST},
+    )
+    async with httpx.AsyncClient(timeout=10) as http:
+        source = PrometheusSource(prometheus.url, http=http)
+        # Warm-up, as above: every series exists before the window.
+        for _ in range(3):
+            await chat(client)
+        await embed(http, router.url, 2)
+        await scraped(http, prometheus.url, total=3 + 2 * 2)
+        await asyncio.sleep(3)
+        start = time.monotonic()
+        chats, embeds = 10, 6
+        for _ in range(chats):
+            await chat(client)
+        await embed(http, router.url, embeds)
+        await scraped(http, prometheus.url, total=3 + 2 * 2 + chats + 2 * embeds)
+        await asyncio.sleep(3)
+        window = time.monotonic() - start + 2.0
+        figures = await source.figures(NAMESPACE, BACKEND, CONSUMER, window)
+        routes = await source.routes(NAMESPACE, BACKEND, CONSUMER)
+    await client.close()
+    print(f"prometheus: {figures}\nroutes: {routes}")  # on failure
+    assert ollama.hits == 2 + embeds  # the embeddings, by fallback; no chat
+    assert figures.problem is None, figures.problem
+    assert set(figures.kinds) == {"chat", "embeddings"}
+    chat_kind, embeddings = figures.kinds["chat"], figures.kinds["embeddings"]
+    assert chat_kind.vllm is not None and chat_kind.ollama is None  # at 100%: no Ollama chat
+    assert embeddings.vllm is not None and embeddings.ollama is not None
+    # Counts up to increase()'s extrapolation, which scales every series of the target alike.
+    factor = chat_kind.vllm.requests / chats
+    w = window_of(window)
+    assert 0.999 <= factor <= w / (w - 2.2), figures
+    assert embeddings.vllm.requests == pytest.approx(embeds * factor, rel=1e-6)
+    assert embeddings.ollama.requests == pytest.approx(embeds * factor, rel=1e-6)
+    assert chat_kind.vllm.error_rate == 0
+    assert embeddings.vllm.error_rate == pytest.approx(1.0)
+    assert embeddings.ollama.error_rate == 0
+    # Streamed chats have a time to first token; embeddings are never streamed.
+    assert chat_kind.vllm.ttft_p95 is not None and chat_kind.vllm.ttft_p95 > 0.01
+    assert embeddings.vllm.ttft_p95 is None and embeddings.ollama.ttft_p95 is None
+    # The routes it used since the router started (max_over_time of the counters).
+    assert routes == {"chat": 3 + chats, "ollama_embed": 2 * (2 + embeds)}

@@ -245,7 +245,7 @@ def test_no_probe_at_a_shadow_step() -> None:
     status = InferenceBackendStatus(consumers=[shadowing("notes"), running("rag", 2, 50)])
     targets = probe_targets(SPEC, "ai", status, None)
     assert list(targets) == ["rag"]
-    assert targets["rag"].engines == ("vllm", "ollama")
+    assert targets["rag"].sends == (("chat", ("vllm", "ollama")),)
 
 
 def test_the_reconciliation_writes_the_mirror_into_the_routing_table() -> None:

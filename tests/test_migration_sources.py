@@ -17,7 +17,13 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from testsupport.aioserve import serving
 
-from inferops.migration.figures import EngineFigures, Figures, ShadowFigures, quantile
+from inferops.migration.figures import (
+    EngineFigures,
+    Figures,
+    KindFigures,
+    ShadowFigures,
+    quantile,
+)
 from inferops.migration.sources import (
     ERRORS,
     FEATURES,
@@ -179,7 +185,17 @@ async def test_prometheus_normal_vector(
             f"(increase({TPOT}_bucket{{{selector}}}[30s])))",
             # Without engine!="none": the shadow counter has no such series anyway.
             f"sum by (engine, kind, verdict) (increase({SHADOW}{{{shadow_selector}}}[30s]))",
+            # By request kind: requests, errors and the p95s (e2e/test_prometheus_source.py
+            # runs them on a real Prometheus).
+            *source.kind_queries(NS, BACKEND, "notes", 30).values(),
         ]
+    )
+    assert source.kind_queries(NS, BACKEND, "notes", 30)["requests"] == (
+        "sum by (engine, request_kind) (label_replace(label_replace(label_replace("
+        f"increase({REQUESTS}{{{selector}}}[30s]), "
+        '"request_kind", "chat", "route", "chat|ollama_chat"), '
+        '"request_kind", "completions", "route", "completions|ollama_generate"), '
+        '"request_kind", "embeddings", "route", "embeddings|ollama_embed|ollama_embeddings"))'
     )
 
 
@@ -455,11 +471,14 @@ async def test_scrape_window_is_the_difference(pods: Pods, scrape: Scraper) -> N
     traffic(m, "rag", "vllm", ok=50)  # another consumer
     scrape.clock.now += 30.5
     figures = await scrape.figures()
+    vllm = EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40)
+    ollama = EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2)
     assert figures == Figures(
-        vllm=EngineFigures(requests=4, errors=1, ttft_p95=None, tpot_p95=None, output_tokens=40),
-        ollama=EngineFigures(requests=4, errors=0, ttft_p95=None, tpot_p95=None, shed=2),
+        vllm=vllm,
+        ollama=ollama,
         problem=None,
         window_seconds=30.5,
+        kinds={"chat": KindFigures(vllm, ollama)},  # every request was a chat
     )
     assert figures.vllm is not None and figures.vllm.error_rate == 0.25
 
@@ -773,3 +792,107 @@ async def test_scrape_features_sum_pods(pods: Pods, scrape: Scraper) -> None:
     assert await source.features(NS, BACKEND, "rag") == {"tools": 2.0, "top_k": 1.0}
     pods.failing.add("b")
     assert await source.features(NS, BACKEND, "rag") is None
+
+
+# -- by request kind ------------------------------------------------------------------------
+
+
+def by_kind_of(name: str) -> str:
+    """The start of the per-kind query of `name` (longer than the name: matched first)."""
+    return f"(label_replace(label_replace(label_replace(increase({name}"
+
+
+async def test_prometheus_figures_by_kind(
+    prometheus: FakePrometheus, http: httpx.AsyncClient
+) -> None:
+    canned(prometheus)
+    prometheus.vectors |= {
+        by_kind_of(REQUESTS): [
+            sample("8", engine="vllm", request_kind="chat"),
+            sample("2", engine="vllm", request_kind="embeddings"),
+            sample("60", engine="ollama", request_kind="chat"),
+            sample("30", engine="ollama", request_kind="embeddings"),
+            sample("4", engine="vllm"),  # a route of no kind: left out
+        ],
+        by_kind_of(ERRORS): [sample("1", engine="vllm", request_kind="embeddings")],
+        by_kind_of(f"{TTFT}_bucket"): [
+            sample("0.2", engine="vllm", request_kind="chat"),
+            sample("0.4", engine="ollama", request_kind="chat"),
+            sample("NaN", engine="ollama", request_kind="embeddings"),  # never streamed
+        ],
+    }
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
+    assert figures.problem is None
+    assert figures.kinds == {
+        "chat": KindFigures(
+            vllm=EngineFigures(requests=8, errors=0, ttft_p95=0.2, tpot_p95=None),
+            ollama=EngineFigures(requests=60, errors=0, ttft_p95=0.4, tpot_p95=None),
+        ),
+        "embeddings": KindFigures(
+            vllm=EngineFigures(requests=2, errors=1, ttft_p95=None, tpot_p95=None),
+            ollama=EngineFigures(requests=30, errors=0, ttft_p95=None, tpot_p95=None),
+        ),
+    }
+    # The figures as a whole are the canned ones, as before.
+    assert figures.vllm is not None and figures.vllm.requests == 10
+    prometheus.vectors[by_kind_of(ERRORS)] = [
+        sample("NaN", engine="vllm", request_kind="embeddings")
+    ]
+    figures = await PrometheusSource(prometheus.url, http=http).figures(NS, BACKEND, "rag", 30)
+    assert figures.problem is not None
+    assert "nan for the embeddings errors of consumer rag on vllm" in figures.problem
+
+
+async def test_prometheus_routes(prometheus: FakePrometheus, http: httpx.AsyncClient) -> None:
+    source = PrometheusSource(prometheus.url, http=http)
+    prometheus.vectors = {
+        REQUESTS: [
+            sample("12", route="chat"),
+            sample("3", route="ollama_embed"),
+            sample("1", route="models"),  # not an inference route
+        ]
+    }
+    assert await source.routes(NS, BACKEND, "rag") == {"chat": 12.0, "ollama_embed": 3.0}
+    assert prometheus.queries[-1] == (
+        "sum by (route) (max_over_time(inferops_router_requests_total"
+        '{namespace="ai",pod=~"llama32-router-.+",consumer="rag",engine!="none"}[1d]))'
+    )
+    prometheus.status = 500
+    assert await source.routes(NS, BACKEND, "rag") is None  # unknown
+
+
+async def test_scrape_figures_and_routes_by_kind(pods: Pods, scrape: Scraper) -> None:
+    """Real router pages: the kinds come from each series' route, both API forms of a kind
+    together, summed over pods; mirrored (shadow) requests are not the consumer's."""
+    a, b = pods.pod("a"), pods.pod("b")
+    await scrape.figures("rag")
+    for m, route in ((a, "chat"), (b, "ollama_chat")):
+        m.series("rag", "vllm", route).count(200)
+        m.series("rag", "ollama", route).count(200)
+    b.series("rag", "vllm", "ollama_embed").count(500)
+    b.series("rag", "vllm", "ollama_embed").error("upstream_5xx", fallback=True)
+    b.series("rag", "ollama", "ollama_embed").count(200)
+    b.series("rag", "vllm", "completions").shadow["deterministic:exact"] = 5
+    a.series("rag", "vllm", "chat").ttft.observe(0.3)
+    scrape.clock.now += 30
+    figures = await scrape.figures("rag")
+    # The shadow counter's series carries its route (completions), but no request of it.
+    assert {kind: f.requests() for kind, f in figures.kinds.items()} == {
+        "chat": 4,
+        "embeddings": 2,
+        "completions": 0,
+    }
+    chat = figures.kinds["chat"]
+    assert chat.vllm is not None and chat.ollama is not None
+    assert (chat.vllm.requests, chat.ollama.requests) == (2, 2)
+    assert chat.vllm.ttft_p95 is not None and chat.ollama.ttft_p95 is None
+    embeddings = figures.kinds["embeddings"]
+    assert embeddings.vllm is not None and embeddings.vllm.error_rate == 1.0
+    assert embeddings.ollama is not None and embeddings.ollama.error_rate == 0.0
+    assert await scrape.source.routes(NS, BACKEND, "rag") == {
+        "chat": 2.0,
+        "ollama_chat": 2.0,
+        "ollama_embed": 2.0,
+    }
+    pods.failing.add("b")
+    assert await scrape.source.routes(NS, BACKEND, "rag") is None

@@ -205,6 +205,41 @@ def test_analysis_block_puts_vllm_beside_ollama_with_the_gates() -> None:
     ]
 
 
+def test_analysis_block_names_the_request_kind_that_failed() -> None:
+    """A consumer using chat and embeddings, judged kind by kind: the table keeps the
+    consumer's figures as a whole, one line gives each kind's verdict, and the message and
+    the rollback say which kind failed."""
+    message = "embeddings: errorRate 1 > 0.01 (Ollama 0)"
+    kinds = [
+        {"metric": "errorRate", "verdict": "Pass", "value": 0.0, "threshold": 0.01, "kind": k}
+        for k in ("chat",)
+    ] + [
+        {
+            "metric": "errorRate",
+            "verdict": "Fail",
+            "value": 1,
+            "threshold": 0.01,
+            "kind": "embeddings",
+        }
+    ]
+    analysis = {
+        **RAG_ANALYSIS,
+        "verdict": "Fail",
+        "message": message,
+        "gates": [*RAG_ANALYSIS["gates"], *kinds],  # type: ignore[list-item]
+    }
+    rolled_back = f"rolled back to 0% at step 2: {message}"
+    c = consumer("rag", "RolledBack", 0, step=2, lastAnalysis=analysis, message=rolled_back)
+    lines = render.analysis_block(resource([c])["status"]["consumers"][0], STEPS, NOW)
+    assert lines[0] == "rag: step 2/3 (50%), sampled 45s ago: Fail"
+    assert lines[3] == "  error rate %   0.8     0.0    2.0  Pass"  # as a whole
+    assert lines[6:] == [
+        "  by kind: chat Pass, embeddings Fail",
+        f"  analysis: {message}",
+        f"  message: {rolled_back}",
+    ]
+
+
 def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
     analysis = {**RAG_ANALYSIS, "step": 3, "ollama": None, "gates": []}
     baseline = {"requests": 50, "errorRate": 0.01, "ttftP95": 0.4, "tpotP95": 0.0049}

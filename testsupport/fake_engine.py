@@ -39,6 +39,9 @@ class Seen:
 class Behaviour:
     fail_status: int | None = None
     """Answer every request with this status and an OpenAI-style error."""
+    fail_paths: dict[str, int] = field(default_factory=dict)
+    """Answer requests on these paths (`/v1/embeddings`) with this status and an
+    OpenAI-style error: an engine failing one request kind only."""
     delay: float = 0.0
     """Seconds before the response headers."""
     stall_after: int | None = None
@@ -137,13 +140,14 @@ class FakeEngine:
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        if b.fail_status:
+        status = b.fail_status or b.fail_paths.get(request.path)
+        if status:
             error = {
                 "message": f"{self.name} failed on purpose",
                 "type": "server_error",
-                "code": b.fail_status,
+                "code": status,
             }
-            return body, web.json_response({"error": error}, status=b.fail_status)
+            return body, web.json_response({"error": error}, status=status)
         return body, None
 
     async def _info(self, request: web.Request) -> web.Response | None:

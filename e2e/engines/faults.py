@@ -37,6 +37,9 @@ class Faults:
 
     error_share: float = 0.0
     """Share of inference requests (`/v1/...` POSTs) answered with HTTP 500."""
+    paths: tuple[str, ...] = ()
+    """When set, `error_share` applies to these paths only (`/v1/completions`): an engine
+    failing one request kind."""
     delay_seconds: float = 0.0
     """Delay before forwarding an inference request (adds to time to first token)."""
     canned: tuple[int, object] | None = None
@@ -45,6 +48,7 @@ class Faults:
 
     def clear(self) -> None:
         self.error_share = 0.0
+        self.paths = ()
         self.delay_seconds = 0.0
         self.canned = None
 
@@ -68,7 +72,8 @@ class FaultProxy:
             status, body = self.faults.canned
             return web.json_response(body, status=status)
         inference = request.method == "POST" and request.path.startswith("/v1/")
-        if inference and random.random() < self.faults.error_share:
+        chosen = not self.faults.paths or request.path in self.faults.paths
+        if inference and chosen and random.random() < self.faults.error_share:
             self.injected += 1
             return web.json_response({"error": {"message": "injected fault"}}, status=500)
         if inference and self.faults.delay_seconds:

@@ -64,6 +64,18 @@ KINDS: tuple[Kind, ...] = ("chat", "completions", "embeddings")
 GENERATION_KINDS: tuple[Kind, ...] = ("chat", "completions")
 """What vLLM's generation runner serves (it has no embeddings route)."""
 
+ROUTE_KINDS: dict[str, Kind] = {
+    "chat": "chat",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "ollama_chat": "chat",
+    "ollama_generate": "completions",
+    "ollama_embed": "embeddings",
+    "ollama_embeddings": "embeddings",
+}
+"""The `route` label of the router's metrics -> the request kind it serves: the router labels
+its series by route, the operator's analysis and probes work by kind."""
+
 
 class Engine(TableModel):
     """One engine's OpenAI-compatible API."""
@@ -232,6 +244,7 @@ __all__ = [
     "PROBE_HEADER",
     "REVISION_METRIC",
     "ROUTES_KEY",
+    "ROUTE_KINDS",
     "Admission",
     "Consumer",
     "Engine",

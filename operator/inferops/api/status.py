@@ -124,6 +124,9 @@ class GateResult(Model):
     """Ollama's figure for the same consumer and window."""
     threshold: float | None = None
     """The limit vLLM's figure was held to."""
+    kind: str | None = None
+    """The request kind (chat, completions, embeddings) the gate judged alone; absent for
+    the consumer's requests as a whole."""
 
 
 class AnalysisResult(Model):
@@ -315,6 +318,11 @@ class ConsumerStatus(Model):
     """Features it uses that vLLM would not honour, read before its migration starts."""
     embeddings: EmbeddingsStatus | None = None
     """With spec.vllm.embeddings: where its embeddings requests go."""
+    routes: list[str] = []
+    """The router routes (a request kind in the OpenAI or Ollama form: chat, completions,
+    embeddings, ollama_chat, ollama_generate, ollama_embed, ollama_embeddings) it was seen
+    using, read before its migration starts and added to at each sample: its probes send
+    these, and its gates judge each kind vLLM serves."""
 
 
 class ActionRecord(Model):

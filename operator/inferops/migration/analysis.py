@@ -5,6 +5,11 @@ Every sample is Pass, Fail or Inconclusive. Missing data is never a verdict: a f
 too few requests on either engine, or no figure on either side of a relative gate makes the
 sample Inconclusive (the research behind this: Flagger and Argo Rollouts users whose canaries
 were promoted or rolled back on empty queries).
+
+A consumer whose window holds more than one request kind (chat, completions, embeddings) is
+also judged kind by kind, for each kind vLLM serves: pooled, a few failing embeddings drown
+in many passing chats. A kind vLLM does not serve goes to Ollama whatever the weight, so it
+has nothing of vLLM's to judge.
 """
 
 from __future__ import annotations
@@ -13,8 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from inferops.api.migration import Analysis, Gate
+from inferops.api.routing import KINDS
+from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import AnalysisResult, EngineFiguresStatus, GateResult, Verdict
-from inferops.migration.figures import EngineFigures, Figures
+from inferops.builders.router import vllm_facts
+from inferops.migration.figures import EngineFigures, Figures, KindFigures
+
+
+def vllm_kinds(spec: InferenceBackendSpec) -> frozenset[str]:
+    """The request kinds vLLM serves as the spec starts it, as the routing table says."""
+    kinds = vllm_facts(spec.vllm)["kinds"]
+    assert isinstance(kinds, list)
+    return frozenset(str(k) for k in kinds)
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,8 @@ class Subject:
     embeddings: bool
     """Embeddings have no tokens to stream: only the error rate applies."""
     baseline: EngineFiguresStatus | None
+    served: frozenset[str] = frozenset(KINDS)
+    """The request kinds vLLM serves: the only ones judged kind by kind."""
 
 
 # Figures written to status keep this many significant digits, as the verdicts' messages
@@ -85,12 +102,12 @@ METRICS: tuple[tuple[str, Metric], ...] = (
 )
 
 
-def _gates(spec: Analysis, subject: Subject) -> list[tuple[str, Metric, Gate]]:
+def _gates(spec: Analysis, embeddings: bool) -> list[tuple[str, Metric, Gate]]:
     gates = {"errorRate": spec.error_rate, "ttftP95": spec.ttft_p95, "tpotP95": spec.tpot_p95}
     return [
         (name, metric, gate)
         for name, metric in METRICS
-        if (gate := gates[name]) is not None and (name == "errorRate" or not subject.embeddings)
+        if (gate := gates[name]) is not None and (name == "errorRate" or not embeddings)
     ]
 
 
@@ -159,7 +176,7 @@ def judge(spec: Analysis, figures: Figures, subject: Subject, now: str) -> Analy
             None if reference is None else metric(reference),
             no_reference=subject.at_full and reference is None,
         )
-        for name, metric, gate in _gates(spec, subject)
+        for name, metric, gate in _gates(spec, subject.embeddings)
     )
     gates = [g for g in judged if g is not None]
     if not gates:
@@ -167,18 +184,83 @@ def judge(spec: Analysis, figures: Figures, subject: Subject, now: str) -> Analy
             "Inconclusive",
             "no gate applies without an Ollama baseline: give a gate an absolute max",
         )
-    failed = [g for g in gates if g.verdict == "Fail"]
+    kinds = judged_kinds(figures, subject)
+    few: list[str] = []
+    for kind in kinds:
+        found, short = judge_kind(spec, kind, figures.kinds[kind], subject.at_full)
+        gates += found
+        few += [short] if short else []
+    # A kind's failure first: it says where the consumer's figures as a whole went wrong.
+    failed = sorted((g for g in gates if g.verdict == "Fail"), key=lambda g: g.kind is None)
     if failed:
-        return result("Fail", "; ".join(_describe(g) for g in failed), gates)
-    unknown = [g.metric for g in gates if g.verdict == "Inconclusive"]
-    if unknown:
-        return result("Inconclusive", "no data for " + ", ".join(unknown), gates)
-    return result("Pass", "every gate passed", gates)
+        whole = "all kinds: " if kinds else ""
+        return result("Fail", "; ".join(_describe(g, whole) for g in failed), gates)
+    unknown = [_named(g) for g in gates if g.verdict == "Inconclusive"]
+    if unknown or few:
+        reasons = [*few, *(["no data for " + ", ".join(unknown)] if unknown else [])]
+        return result("Inconclusive", "; ".join(reasons), gates)
+    by_kind = f" (by kind: {', '.join(kinds)})" if kinds else ""
+    return result("Pass", f"every gate passed{by_kind}", gates)
 
 
-def _describe(gate: GateResult) -> str:
+def judged_kinds(figures: Figures, subject: Subject) -> list[str]:
+    """The kinds judged one by one: those vLLM serves, when the window holds requests of
+    more than one kind (with one, the consumer's figures are that kind's)."""
+    present = [k for k in KINDS if k in figures.kinds and figures.kinds[k].requests() > 0]
+    if len(present) < 2:
+        return []
+    return [k for k in present if k in subject.served]
+
+
+def judge_kind(
+    spec: Analysis, kind: str, figures: KindFigures, at_full: bool
+) -> tuple[list[GateResult], str | None]:
+    """One kind's gates, and why it has no verdict when too few of its requests were seen
+    (`minRequests` on vLLM, and below 100% on Ollama, as for the consumer as a whole).
+
+    Latency gates apply to a kind only where both sides have a figure (a kind the consumer
+    never streams has none): the consumer's figures as a whole judge latency already. At
+    100% a kind has no baseline of its own: only gates with an absolute `max` apply."""
+    vllm, ollama = figures_status(figures.vllm), figures_status(figures.ollama)
+    seen = 0.0 if vllm is None else vllm.requests
+    if seen < spec.min_requests:
+        return [], f"too few {kind} requests on vLLM ({seen:.{DIGITS}g} < {spec.min_requests})"
+    if not at_full:
+        seen = 0.0 if ollama is None else ollama.requests
+        if seen < spec.min_requests:
+            return [], (
+                f"too few {kind} requests on Ollama ({seen:.{DIGITS}g} < {spec.min_requests})"
+            )
+    assert vllm is not None
+    reference = None if at_full else ollama
+    gates = []
+    for name, metric, gate in _gates(spec, kind == "embeddings"):
+        value, base = metric(vllm), None if reference is None else metric(reference)
+        if name != "errorRate" and (value is None or (base is None and not at_full)):
+            continue
+        judged = judge_gate(name, gate, value, base, no_reference=at_full)
+        if judged is not None:
+            gates.append(judged.model_copy(update={"kind": kind}))
+    return gates, None
+
+
+def _named(gate: GateResult) -> str:
+    return gate.metric if gate.kind is None else f"{gate.kind} {gate.metric}"
+
+
+def _describe(gate: GateResult, whole: str = "") -> str:
+    """A failed gate in words; `whole` prefixes a gate of the consumer as a whole."""
     base = "" if gate.baseline is None else f" (Ollama {gate.baseline:.4g})"
-    return f"{gate.metric} {gate.value:.4g} > {gate.threshold:.4g}{base}"
+    where = whole if gate.kind is None else f"{gate.kind}: "
+    return f"{where}{gate.metric} {gate.value:.4g} > {gate.threshold:.4g}{base}"
 
 
-__all__ = ["Subject", "figures_status", "judge", "judge_gate"]
+__all__ = [
+    "Subject",
+    "figures_status",
+    "judge",
+    "judge_gate",
+    "judge_kind",
+    "judged_kinds",
+    "vllm_kinds",
+]

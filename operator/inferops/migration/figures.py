@@ -103,6 +103,20 @@ class ShadowFigures:
 
 
 @dataclass(frozen=True)
+class KindFigures:
+    """Both engines' figures for the requests of one kind (chat, completions, embeddings:
+    `inferops.api.routing.KINDS`) of a consumer over the window, Ollama-API and OpenAI-API
+    forms together."""
+
+    vllm: EngineFigures | None
+    ollama: EngineFigures | None
+
+    def requests(self) -> float:
+        """Engine attempts of this kind on either engine in the window."""
+        return sum(e.requests for e in (self.vllm, self.ollama) if e is not None)
+
+
+@dataclass(frozen=True)
 class Figures:
     """Both engines' figures for one consumer over one window."""
 
@@ -117,6 +131,9 @@ class Figures:
     """The window the figures cover, as the source measured it (None when unknown)."""
     shadow: ShadowFigures | None = None
     """The router's shadow comparisons in the window; None when it made none."""
+    kinds: Mapping[str, KindFigures] = field(default_factory=dict)
+    """The same figures by request kind, for the kinds with series in the window; empty when
+    the source could not tell kinds apart. `vllm` and `ollama` above are every kind's."""
 
     @classmethod
     def failed(cls, problem: str, window_seconds: float | None = None) -> Figures:
@@ -185,6 +202,7 @@ __all__ = [
     "VLLM",
     "EngineFigures",
     "Figures",
+    "KindFigures",
     "ShadowFigures",
     "finite",
     "quantile",

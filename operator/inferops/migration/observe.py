@@ -6,6 +6,8 @@
   which a Prometheus scrape interval is not); unknown on any replica means not served;
 - the analysis figures of the consumers whose sample is due, from the metrics source;
 - both engines' vectors for the same inputs, when a check is due (`migration.vectors`).
+- the features and the routes (request kinds, in the OpenAI or Ollama form) the consumers
+  not started yet use, and the routes of the consumers sampled now: what their probes send.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class MigrationReader:
                     "%s/%s %s: no figures: %s", owner.namespace, owner.name, name, found.problem
                 )
         features = {}
-        for name in self.waiting(spec, previous):
+        waiting = self.waiting(spec, previous)
+        for name in waiting:
             used = await self.source.features(owner.namespace, owner.name, name)
             if used is not None:
                 features[name] = used
@@ -116,6 +119,11 @@ class MigrationReader:
                 check.verdict,
                 check.message,
             )
+        routes = {}
+        for name in [*waiting, *(n for n in figures if n not in waiting)]:
+            seen = await self.source.routes(owner.namespace, owner.name, name)
+            if seen is not None:
+                routes[name] = seen
         return Observations(
             vectors=check,
             vllm_ready=vllm_ready,
@@ -123,6 +131,7 @@ class MigrationReader:
             figures=figures,
             action=requested_action(body),
             features=features,
+            routes=routes,
         )
 
     @staticmethod

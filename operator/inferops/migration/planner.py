@@ -82,6 +82,9 @@ class Observations:
     names); a consumer missing here is not known (its last report stands)."""
     vectors: VectorCheck | None = None
     """Both engines' vectors compared in this pass (`migration.vectors.due` said so)."""
+    routes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Per Pending consumer, and per consumer sampled now, the requests seen on each router
+    route (`inferops.api.routing.ROUTE_KINDS`); a consumer missing here is not known."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class _Planner:
         self.wakeups: list[datetime] = []
         self.api = {c.name: c.api for c in spec.consumers}
         self.vectors = obs.vectors or self.prev.vectors
+        self.served = analysis.vllm_kinds(spec)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
@@ -449,8 +453,9 @@ class _Planner:
             at_full=self.m.steps[index(c)].weight == 100,
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
+            served=self.served,
         )
-        update: dict[str, object] = {"last_sample_at": self.at}
+        update: dict[str, object] = {"last_sample_at": self.at, "routes": self.routes(c, keep=True)}
         if (mirrored := self.m.steps[index(c)].shadow) is not None:
             totals = shadow.accumulate(c.shadow, figures)
             result = shadow.judge(mirrored, totals, step, self.at)
@@ -531,6 +536,7 @@ class _Planner:
             at_full=True,
             embeddings=self.api[c.name] == "embeddings",
             baseline=c.baseline,
+            served=self.served,
         )
         result = analysis.judge(self.m.analysis, figures, subject, self.at)
         update: dict[str, object] = {"last_sample_at": self.at, "last_analysis": result}
@@ -736,9 +742,19 @@ class _Planner:
         moving = [c.name for c in states if c.phase in IN_PROGRESS]
         return f"maxParallel is {self.m.max_parallel}; in progress: {', '.join(moving)}"
 
+    def routes(self, c: ConsumerStatus, keep: bool) -> list[str]:
+        """The routes `c` was seen using: those counted now, with (`keep`: during its
+        migration, whose probes send only routes already listed) the ones listed before."""
+        seen = self.obs.routes.get(c.name)
+        if seen is None:
+            return c.routes
+        now = {route for route, count in seen.items() if count > 0}
+        return sorted(now | set(c.routes) if keep else now)
+
     def report(self, c: ConsumerStatus) -> ConsumerStatus:
         """A Pending consumer's features vLLM would not honour (`migration.holds`), and
         whether they hold it at 0%. Without new counts the last report stands."""
+        c = c.model_copy(update={"routes": self.routes(c, keep=False)})
         used = self.obs.features.get(c.name)
         before = c.features or FeatureReport()
         if used is None:

@@ -1,11 +1,17 @@
-"""Synthetic probes: tiny real completions sent through a consumer's endpoint to each engine
+"""Synthetic probes: tiny real requests sent through a consumer's endpoint to each engine
 while the consumer migrates, so a consumer with little traffic of its own is still judged on
 real generation, measured by the router like any other request of that consumer.
 
+Probes send what the consumer sends: each router route it was seen using
+(`status.consumers[].routes`: chat, completions or embeddings, in the OpenAI or the Ollama
+form), so a consumer whose embeddings fail on vLLM fails its gates even when chat passes.
+A route of a kind vLLM does not serve is not probed: the router sends that kind to Ollama
+whatever the weight, and no gate judges it.
+
 Each probe names its engine in the router's `X-Inferops-Probe` header (no fallback: a failing
 vLLM must show as an error) and the consumer's Service in `Host`, which is how the router
-tells consumers apart. Probes stream, so time to first token and per output token are
-measured too.
+tells consumers apart. Generation probes stream, so time to first token and per output token
+are measured too.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass
 import httpx
 
 from inferops.api.migration import seconds
-from inferops.api.routing import PROBE_HEADER
+from inferops.api.routing import PROBE_HEADER, ROUTE_KINDS
 from inferops.api.spec import InferenceBackendSpec
-from inferops.api.status import InferenceBackendStatus
+from inferops.api.status import ConsumerStatus, InferenceBackendStatus
+from inferops.migration.analysis import vllm_kinds
 from inferops.migration.shadow import mirrors
 
 MAX_PENDING_PROBES = 32
@@ -36,33 +43,53 @@ class ProbeTarget:
     host: str
     """The consumer's Service host name, sent as `Host`."""
     model: str
-    api: str
-    """chat or embeddings."""
-    engines: tuple[str, ...]
-    """Engines to probe: both during a canary, vLLM alone at 100%."""
+    sends: tuple[tuple[str, tuple[str, ...]], ...]
+    """(route, engines) pairs: each route the consumer uses of a kind vLLM serves, to both
+    engines during a canary, to vLLM alone at 100%."""
     every: float
-    """Seconds between two rounds (one probe per engine each)."""
+    """Seconds between two rounds (one probe per route and engine each)."""
     prompt: str
     max_tokens: int
 
 
-async def probe_once(http: httpx.AsyncClient, target: ProbeTarget, engine: str) -> int:
-    """One probe; returns the HTTP status (0 when the router could not be reached)."""
+def probe_request(route: str, model: str, prompt: str, max_tokens: int) -> tuple[str, object]:
+    """The path and body of a probe of `route` (a key of `ROUTE_KINDS`)."""
+    messages = [{"role": "user", "content": prompt}]
+    # vLLM reports usage in a stream only when asked; the router needs it to measure the
+    # time per output token.
+    usage = {"include_usage": True}
+    options = {"num_predict": max_tokens}
+    requests: dict[str, tuple[str, dict[str, object]]] = {
+        "chat": (
+            "/v1/chat/completions",
+            {"messages": messages, "max_tokens": max_tokens, "stream": True},
+        ),
+        "completions": (
+            "/v1/completions",
+            {"prompt": prompt, "max_tokens": max_tokens, "stream": True},
+        ),
+        "embeddings": ("/v1/embeddings", {"input": prompt}),
+        "ollama_chat": ("/api/chat", {"messages": messages, "stream": True, "options": options}),
+        "ollama_generate": (
+            "/api/generate",
+            {"prompt": prompt, "stream": True, "options": options},
+        ),
+        "ollama_embed": ("/api/embed", {"input": prompt}),
+        "ollama_embeddings": ("/api/embeddings", {"prompt": prompt}),
+    }
+    path, body = requests[route]
+    if route in ("chat", "completions"):
+        body["stream_options"] = usage
+    return path, {"model": model, **body}
+
+
+async def probe_once(
+    http: httpx.AsyncClient, target: ProbeTarget, engine: str, route: str = "chat"
+) -> int:
+    """One probe of `route`; returns the HTTP status (0 when the router could not be
+    reached)."""
     headers = {PROBE_HEADER: engine, "Host": target.host}
-    if target.api == "embeddings":
-        path = "/v1/embeddings"
-        body: dict[str, object] = {"model": target.model, "input": target.prompt}
-    else:
-        path = "/v1/chat/completions"
-        body = {
-            "model": target.model,
-            "messages": [{"role": "user", "content": target.prompt}],
-            "max_tokens": target.max_tokens,
-            "stream": True,
-            # vLLM reports usage in a stream only when asked; the router needs it to measure
-            # the time per output token.
-            "stream_options": {"include_usage": True},
-        }
+    path, body = probe_request(route, target.model, target.prompt, target.max_tokens)
     try:
         async with http.stream("POST", target.url + path, json=body, headers=headers) as answer:
             async for _ in answer.aiter_bytes():
@@ -98,13 +125,13 @@ class Prober:
                 self._tasks[key] = (target, asyncio.create_task(self._run(key, target)))
 
     async def _run(self, key: tuple[str, str, str], target: ProbeTarget) -> None:
-        """Starts one probe per engine every `target.every` seconds without waiting for the
-        previous ones: a slow engine must not get fewer probes, or a latency problem would
-        look like too little traffic (Inconclusive) instead of a failure."""
+        """Starts one probe per route and engine every `target.every` seconds without
+        waiting for the previous ones: a slow engine must not get fewer probes, or a latency
+        problem would look like too little traffic (Inconclusive) instead of a failure."""
         failures = 0
         pending: set[asyncio.Task[int]] = set()
 
-        def done(task: asyncio.Task[int], *, engine: str) -> None:
+        def done(task: asyncio.Task[int], *, engine: str, route: str) -> None:
             nonlocal failures
             pending.discard(task)
             code = 0 if task.cancelled() or task.exception() else task.result()
@@ -112,9 +139,10 @@ class Prober:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:  # visible, not flooding
                     self.log.info(
-                        "%s/%s probe of %s on %s: HTTP %s (failure %d)",
+                        "%s/%s probe of %s (%s) on %s: HTTP %s (failure %d)",
                         *key[:2],
                         key[2],
+                        route,
                         engine,
                         code or "unreachable",
                         failures,
@@ -123,11 +151,13 @@ class Prober:
         try:
             while True:
                 # A bound, so an engine that never answers cannot pile up probes.
-                if len(pending) < MAX_PENDING_PROBES:
-                    for engine in target.engines:
-                        task = asyncio.create_task(probe_once(self.http, target, engine))
+                for route, engines in target.sends:
+                    for engine in engines:
+                        if len(pending) >= MAX_PENDING_PROBES:
+                            break
+                        task = asyncio.create_task(probe_once(self.http, target, engine, route))
                         pending.add(task)
-                        task.add_done_callback(functools.partial(done, engine=engine))
+                        task.add_done_callback(functools.partial(done, engine=engine, route=route))
                 await asyncio.sleep(target.every)
         finally:
             for task in pending:
@@ -148,8 +178,8 @@ def probe_targets(
 ) -> dict[str, ProbeTarget]:
     """What to probe now: every consumer in progress, unless probes are off or vLLM is
     failed over, or the consumer is at a shadow step (judged on its own requests' answers,
-    which probes would not add to: they are never mirrored). `router_url` replaces the
-    consumers' endpoints (a router run outside the cluster)."""
+    which probes would not add to: they are never mirrored), or it uses no kind vLLM serves.
+    `router_url` replaces the consumers' endpoints (a router run outside the cluster)."""
     migration = spec.migration
     if migration is None or not migration.probe.enabled:
         return {}
@@ -159,20 +189,35 @@ def probe_targets(
     every = seconds(migration.analysis.interval) / probe.requests
     api = {c.name: c.api for c in spec.consumers}
     shadowing = mirrors(migration, status.consumers, failover=False)
-    return {
-        c.name: ProbeTarget(
+    served = vllm_kinds(spec)
+    targets = {}
+    for c in status.consumers:
+        if c.phase not in ("Progressing", "Paused") or c.name not in api or c.name in shadowing:
+            continue
+        if not (sends := probe_sends(c, api[c.name], served)):
+            continue
+        targets[c.name] = ProbeTarget(
             url=router_url or c.endpoint,
             host=f"{c.service}.{namespace}.svc",
             model=spec.model,
-            api=api[c.name],
-            engines=("vllm",) if c.weight == 100 else ("vllm", "ollama"),
+            sends=sends,
             every=every,
             prompt=probe.prompt,
             max_tokens=probe.max_tokens,
         )
-        for c in status.consumers
-        if c.phase in ("Progressing", "Paused") and c.name in api and c.name not in shadowing
-    }
+    return targets
 
 
-__all__ = ["ProbeTarget", "Prober", "probe_once", "probe_targets"]
+def probe_sends(
+    c: ConsumerStatus, api: str, served: frozenset[str]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(route, engines) of one consumer's probes: the routes it was seen using, or the
+    OpenAI route of its `api` when none was seen (a consumer quiet so far), of the kinds
+    vLLM serves; both engines below 100%, vLLM alone at 100% (Ollama has no share to
+    compare with)."""
+    routes = [r for r in c.routes if r in ROUTE_KINDS] or [api]
+    engines = ("vllm",) if c.weight == 100 else ("vllm", "ollama")
+    return tuple((r, engines) for r in sorted(routes) if ROUTE_KINDS[r] in served)
+
+
+__all__ = ["ProbeTarget", "Prober", "probe_once", "probe_request", "probe_sends", "probe_targets"]

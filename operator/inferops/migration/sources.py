@@ -25,11 +25,12 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferops.api.routing import REVISION_METRIC
+from inferops.api.routing import KINDS, REVISION_METRIC, ROUTE_KINDS
 from inferops.migration.figures import (
     ENGINES,
     EngineFigures,
     Figures,
+    KindFigures,
     ShadowFigures,
     finite,
     quantile,
@@ -48,7 +49,9 @@ COMPLETION = "completion"
 SHADOW = "inferops_router_shadow_total"
 FEATURES = "inferops_router_request_features_total"
 FEATURES_LOOKBACK = "1d"
-"""How far back PrometheusSource looks for the features a consumer used."""
+"""How far back PrometheusSource looks for the features and routes a consumer used."""
+KIND_LABEL = "request_kind"
+"""The label PrometheusSource's per-kind queries give each series, from its `route`."""
 NO_ENGINE = "none"
 QUANTILE = 0.95
 MEDIAN = 0.5
@@ -89,6 +92,12 @@ class MetricsSource(Protocol):
     ) -> dict[str, float] | None:
         """How many of `consumer`'s requests used each feature (`inferops.api.features`
         names), as far back as the source sees; None when it cannot be read."""
+        ...
+
+    async def routes(self, namespace: str, backend: str, consumer: str) -> dict[str, float] | None:
+        """How many of `consumer`'s engine attempts went through each of the router's routes
+        (`inferops.api.routing.ROUTE_KINDS`: a request kind in the OpenAI or Ollama form),
+        as far back as the source sees; None when it cannot be read."""
         ...
 
     def forget(self, namespace: str, backend: str) -> None:
@@ -172,6 +181,37 @@ class PrometheusSource:
             "tpot_p50": histogram(TPOT, MEDIAN),
         }
 
+    def kind_queries(
+        self, namespace: str, backend: str, consumer: str, window: int
+    ) -> dict[str, str]:
+        """The instant queries of one sample's figures by request kind: each series gets a
+        `request_kind` label from its `route` (PromQL's label_replace), then is summed by
+        engine and kind."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        sel += f',engine!="{NO_ENGINE}"'
+
+        def kinds(expr: str) -> str:
+            for kind in KINDS:
+                routes = "|".join(sorted(r for r, k in ROUTE_KINDS.items() if k == kind))
+                expr = f'label_replace({expr}, "{KIND_LABEL}", "{kind}", "route", "{routes}")'
+            return expr
+
+        def total(name: str) -> str:
+            return (
+                f"sum by (engine, {KIND_LABEL}) ({kinds(f'increase({name}{{{sel}}}[{window}s])')})"
+            )
+
+        def histogram(name: str) -> str:
+            inner = kinds(f"increase({name}_bucket{{{sel}}}[{window}s])")
+            return f"histogram_quantile({QUANTILE}, sum by (le, engine, {KIND_LABEL}) ({inner}))"
+
+        return {
+            "requests": total(REQUESTS),
+            "errors": total(ERRORS),
+            "ttft_p95": histogram(TTFT),
+            "tpot_p95": histogram(TPOT),
+        }
+
     def shadow_query(self, namespace: str, backend: str, consumer: str, window: int) -> str:
         """The query of a sample's shadow comparisons, by engine, kind and verdict."""
         sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
@@ -185,13 +225,16 @@ class PrometheusSource:
         except ValueError as error:
             return Figures.failed(str(error))
         queries = self.queries(namespace, backend, consumer, window)
+        by_kind = self.kind_queries(namespace, backend, consumer, window)
         answers = await asyncio.gather(
             *(self._by_engine(expr) for expr in queries.values()),
             self._by_verdict(self.shadow_query(namespace, backend, consumer, window)),
+            *(self._by_engine_kind(expr) for expr in by_kind.values()),
             return_exceptions=True,
         )
         results: dict[str, dict[str, float]] = {}
-        for name, answer in zip([*queries, "shadow"], answers, strict=True):
+        names = [*queries, "shadow", *(f"kind:{name}" for name in by_kind)]
+        for name, answer in zip(names, answers, strict=True):
             if isinstance(answer, SourceError):
                 return Figures.failed(str(answer), window)
             if isinstance(answer, BaseException):
@@ -201,6 +244,9 @@ class PrometheusSource:
             engines = {
                 engine: self._engine(engine, results, consumer, window) for engine in ENGINES
             }
+            kinds = self._kinds(
+                {name: results[f"kind:{name}"] for name in by_kind}, consumer, window
+            )
             shadow = shadow_figures(
                 (engine, kind, verdict, value)
                 for key, value in results["shadow"].items()
@@ -214,7 +260,38 @@ class PrometheusSource:
             problem=None,
             window_seconds=window,
             shadow=shadow,
+            kinds=kinds,
         )
+
+    @staticmethod
+    def _kinds(
+        results: dict[str, dict[str, float]], consumer: str, window: int
+    ) -> dict[str, KindFigures]:
+        """Per-kind figures from the per-kind answers, keyed `engine:kind`."""
+        out: dict[str, KindFigures] = {}
+        for kind in KINDS:
+            sides: dict[str, EngineFigures | None] = {}
+            for engine in ENGINES:
+                key = f"{engine}:{kind}"
+                if not any(key in values for values in results.values()):
+                    sides[engine] = None
+                    continue
+                counts = {name: results[name].get(key, 0.0) for name in ("requests", "errors")}
+                for name, value in counts.items():
+                    if not math.isfinite(value) or value < 0:
+                        raise SourceError(
+                            f"prometheus answered {value} for the {kind} {name} of consumer "
+                            f"{consumer} on {engine} over {window}s"
+                        )
+                sides[engine] = EngineFigures(
+                    requests=counts["requests"],
+                    errors=counts["errors"],
+                    ttft_p95=finite(results["ttft_p95"].get(key)),
+                    tpot_p95=finite(results["tpot_p95"].get(key)),
+                )
+            if sides["vllm"] is not None or sides["ollama"] is not None:
+                out[kind] = KindFigures(vllm=sides["vllm"], ollama=sides["ollama"])
+        return out
 
     @staticmethod
     def _engine(
@@ -264,6 +341,22 @@ class PrometheusSource:
             if "feature" in labels and math.isfinite(value)
         }
 
+    async def routes(self, namespace: str, backend: str, consumer: str) -> dict[str, float] | None:
+        """The highest request count of each router pod's series over `FEATURES_LOOKBACK`,
+        summed by route (as for features: a route used once has no increase)."""
+        sel = f'{self.matchers(namespace, backend)},consumer="{_quote(consumer)}"'
+        sel += f',engine!="{NO_ENGINE}"'
+        expr = f"sum by (route) (max_over_time({REQUESTS}{{{sel}}}[{FEATURES_LOOKBACK}]))"
+        try:
+            found = await self._vector(expr)
+        except SourceError:
+            return None
+        return {
+            labels["route"]: value
+            for labels, value in found
+            if labels.get("route") in ROUTE_KINDS and math.isfinite(value)
+        }
+
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:
             values = [
@@ -282,6 +375,14 @@ class PrometheusSource:
             labels["engine"]: value
             for labels, value in await self._vector(expr)
             if labels.get("engine") in ENGINES
+        }
+
+    async def _by_engine_kind(self, expr: str) -> dict[str, float]:
+        """An instant vector keyed `engine:kind` (other engines and no kind left out)."""
+        return {
+            f"{labels['engine']}:{labels[KIND_LABEL]}": value
+            for labels, value in await self._vector(expr)
+            if labels.get("engine") in ENGINES and labels.get(KIND_LABEL) in KINDS
         }
 
     async def _by_verdict(self, expr: str) -> dict[str, float]:
@@ -424,6 +525,22 @@ class ScrapeSource:
                 return None
         return out
 
+    async def routes(self, namespace: str, backend: str, consumer: str) -> dict[str, float] | None:
+        """The engine attempts every ready router pod counted (since its start), summed by
+        route."""
+        try:
+            pages = await self._scrape(namespace, backend)
+            readings = [consumer_series(text, consumer) for _, text in pages]
+        except SourceError:
+            return None
+        out: dict[str, float] = {}
+        for series in readings:
+            for (name, labels), value in series.items():
+                route = dict(labels).get("route", "")
+                if name == REQUESTS and route in ROUTE_KINDS:
+                    out[route] = out.get(route, 0.0) + value
+        return out
+
     async def served_revisions(self, namespace: str, backend: str) -> list[int] | None:
         try:
             pages = await self._scrape(namespace, backend)
@@ -548,7 +665,26 @@ def window_figures(previous: Reading, current: Reading) -> Figures:
         problem=None,
         window_seconds=current.at - previous.at,
         shadow=shadow,
+        kinds=kind_figures(deltas),
     )
+
+
+def kind_figures(deltas: dict[SeriesKey, float]) -> dict[str, KindFigures]:
+    """The window's figures by request kind (from each series' `route`); an engine without
+    a series of that kind in the window has None."""
+    by_kind: dict[str, dict[SeriesKey, float]] = {}
+    for key, delta in deltas.items():
+        name, labels = key
+        kind = ROUTE_KINDS.get(dict(labels).get("route", ""))
+        if kind is not None and name != SHADOW:  # mirrored requests are not the consumer's
+            by_kind.setdefault(kind, {})[key] = delta
+    out: dict[str, KindFigures] = {}
+    for name, found in by_kind.items():
+        engines = {dict(labels)["engine"] for _, labels in found}
+        out[name] = KindFigures(
+            *(_engine_figures(e, found) if e in engines else None for e in ENGINES)
+        )
+    return out
 
 
 def shadow_figures(counts: Iterable[tuple[str, str, str, float]]) -> ShadowFigures | None:
@@ -640,6 +776,7 @@ __all__ = [
     "ScrapeSource",
     "SourceError",
     "Targets",
+    "kind_figures",
     "make_source",
     "shadow_figures",
     "window_figures",

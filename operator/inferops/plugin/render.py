@@ -259,7 +259,8 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
         if not ollama and isinstance(consumer.get("baseline"), dict):
             # At 100% Ollama serves the consumer nothing; the reference is the baseline.
             ollama, mark = consumer["baseline"], "*"
-        gates = {g.get("metric"): g for g in _list(analysis.get("gates"))}
+        every = _list(analysis.get("gates"))
+        gates = {g.get("metric"): g for g in every if not g.get("kind")}
         shadow = _dict(consumer.get("shadow"))
         if shadow and _step_weight(step, steps) == " (shadow)":
             lines += shadow_rows(shadow, _dict(gates.get("shadowAgreement")))
@@ -284,6 +285,7 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
                 ]
             )
         lines += table(rows, right={1, 2, 3}, indent="  ", gap=2)
+        lines += kind_lines(every)
         if mark:
             lines.append("  * Ollama: the baseline from the last conclusive sample")
         if analysis.get("message"):
@@ -296,6 +298,20 @@ def analysis_block(consumer: Obj, steps: list[Obj], now: datetime) -> list[str]:
     if message:
         lines.append(f"  message: {message}")
     return lines + features
+
+
+def kind_lines(gates: list[Obj]) -> list[str]:
+    """The gates judged kind by kind (a consumer using several request kinds): one line, each
+    kind with its worst verdict; [] when none was."""
+    order = {"Pass": 0, "Inconclusive": 1, "Fail": 2}
+    worst: dict[str, str] = {}
+    for gate in gates:
+        kind, verdict = gate.get("kind"), str(gate.get("verdict", NONE))
+        if kind and order.get(verdict, 1) >= order.get(worst.get(kind, "Pass"), 0):
+            worst[str(kind)] = verdict
+    if not worst:
+        return []
+    return ["  by kind: " + ", ".join(f"{kind} {verdict}" for kind, verdict in worst.items())]
 
 
 def features_lines(consumer: Obj) -> list[str]:

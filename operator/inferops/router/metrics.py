@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from inferops.api.routing import REVISION_METRIC
+from inferops.api.routing import REVISION_METRIC, ROUTE_KINDS
 
 NO_ENGINE = "none"
 UNKNOWN_CONSUMER = "unknown"
@@ -60,16 +60,6 @@ TPOT_BUCKETS = (
 
 LABELS = ["consumer", "engine", "route"]
 
-ROUTE_KINDS = {
-    "chat": "chat",
-    "completions": "completions",
-    "embeddings": "embeddings",
-    "ollama_chat": "chat",
-    "ollama_generate": "completions",
-    "ollama_embed": "embeddings",
-    "ollama_embeddings": "embeddings",
-}
-"""A route label -> the request kind it serves (`inferops.api.routing.KINDS`)."""
 HELP = {
     "requests": "Engine attempts (and requests refused before one), by consumer, engine, route "
     "and HTTP status; code 499 means the client went away first.",
