@@ -19,6 +19,7 @@ from inferops.migration.planner import Observations
 from inferops.plan import Snapshot, decide
 from inferops.validation import describe_errors, service_name_clashes
 from tests.conftest import OWNER, make_spec
+from tests.test_decide import ready_deployment as ready_engine
 
 VLLM = {"model": "meta-llama/Llama-3.2-3B-Instruct"}
 EMBEDDINGS = {"model": "BAAI/bge-small-en-v1.5", "dtype": "float32", "replicas": 2}
@@ -192,7 +193,9 @@ def test_the_planners_embeddings_weights_reach_the_routing_table() -> None:
         verdict="Pass", cosine=0.9991, min_cosine=0.99, inputs=4, time="2026-01-01T12:00:00Z",
         key=vectors.key(spec), message="vectors alike",
     )  # fmt: skip
-    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(), {}, [])
+    # Engines with Ready pods: before, the routing table is not written at all.
+    live = {("Deployment", f"llama32-{c}"): ready_engine(c) for c in ("vllm", "ollama")}
+    snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(), live, [])
     plan = decide(snap, Observations(vllm_ready=True, vectors=agreed), NOW)
     assert plan.desired is not None
     routes = table(plan.desired)

@@ -261,6 +261,9 @@ class NoFigures:
     async def features(self, *args: Any) -> None:
         return None
 
+    async def routes(self, *args: Any) -> None:
+        return None
+
     def forget(self, *args: Any) -> None: ...
 
     async def aclose(self) -> None: ...
