@@ -35,7 +35,7 @@ from e2e.localcluster.cluster import Cluster
 from testsupport.process import free_port
 from testsupport.programs import scrape, total
 
-from bench.operator import audit, profile, workload
+from bench.operator import audit, floor, profile, workload
 from inferops.api import GROUP, PLURAL, VERSION
 from inferops.kube import Kube, KubeError
 
@@ -83,6 +83,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench-operator")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--floor",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="SIZE",
+        help="for these sizes, also the cluster's floor: the same objects written with no "
+        "operator, on a fresh cluster (bench/operator/floor.py)",
+    )
     parser.add_argument(
         "--rerender",
         type=Path,
@@ -297,8 +306,9 @@ async def measure(
     }
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    state = args.workdir / f"cluster-{n}"
+def start_cluster(n: int, args: argparse.Namespace, name: str) -> tuple[Cluster, Kubectl]:
+    """A fresh local cluster for `n` backends, with the CRD and the namespaces."""
+    state = args.workdir / name
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     layout = workload.layout(n)
@@ -309,12 +319,52 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "%d backends: cluster with %d GPU and %d CPU nodes", n, layout.gpu_nodes, layout.cpu_nodes
     )
     cluster.up()
-    operator = None
     try:
         kubectl = Kubectl(str(cluster.kubectl_path), cluster.kubeconfig, cluster.env)
         install_crd(kubectl)
         for i in range(workload.NAMESPACES):
             kubectl.run("create", "namespace", workload.namespace(i))
+    except BaseException:
+        cluster.down()
+        raise
+    return cluster, kubectl
+
+
+def run_floor(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The cluster alone (`bench.operator.floor`): its time and CPU for N backends' objects."""
+    cluster, _ = start_cluster(n, args, f"floor-{n}")
+    try:
+        components = {name: ProcessStats(pid) for name, pid in cluster.pids().items()}
+        before = {name: p.cpu_seconds() for name, p in components.items()}
+
+        async def run() -> tuple[float, float]:
+            kube = Kube.connect(field_manager="inferops-bench", config_file=str(cluster.kubeconfig))
+            try:
+                started = time.time()
+                await floor.write_all(kube, n)
+                written = time.time() - started
+                return written, await floor.wait_pods_ready(kube, n, started, args.timeout)
+            finally:
+                await kube.__aexit__()
+
+        written, ready = asyncio.run(run())
+        return {
+            "written_seconds": round(written, 2),
+            "ready_seconds": round(ready, 2),
+            "cluster_cpu_seconds": {
+                name: round(p.cpu_seconds() - before[name], 1) for name, p in components.items()
+            },
+        }
+    finally:
+        cluster.down()
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    cluster, kubectl = start_cluster(n, args, f"cluster-{n}")
+    state = args.workdir / f"cluster-{n}"
+    layout = workload.layout(n)
+    operator = None
+    try:
         operator = OperatorProcess(kubectl, state / "operator.log", free_port())
         operator.start()
         assert operator.process.pid is not None
@@ -362,9 +412,11 @@ def table(results: list[dict[str, Any]]) -> str:
         per_backend = r.get("requests_per_backend") or round(
             sum(r["requests_by_verb"].values()) / r["backends"], 2
         )
+        # The cluster alone, with the same objects and no operator (--floor).
+        floor_note = f" (cluster floor {r['floor']['ready_seconds']})" if "floor" in r else ""
         lines.append(
             f"| {r['backends']} | {r['ready_seconds']} "
-            f"{verdict(r['ready_seconds'], TARGETS['ready_seconds'])} | {per:.2f}x "
+            f"{verdict(r['ready_seconds'], TARGETS['ready_seconds'])}{floor_note} | {per:.2f}x "
             f"| {r['operator_cpu_seconds']} | {r['peak_rss_mib']} "
             f"{verdict(r['peak_rss_mib'], TARGETS['peak_rss_mib'])} "
             f"| {per_backend} {verdict(per_backend, TARGETS['requests_per_backend'])} | {verbs} "
@@ -420,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "operator-quick" if args.quick else "operator"
     for n in args.sizes:
         results.append(run_size(n, args))
+        if n in args.floor:
+            results[-1]["floor"] = run_floor(n, args)
         # Written after every size: a later failure keeps what was measured.
         document = {"targets": TARGETS, "cpus": os.cpu_count(), "results": results}
         (args.out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
