@@ -7,7 +7,9 @@ What it keeps honest:
   anything but metadata and status the next generation;
 - create answers 409 when the object exists; delete 409 when the uid precondition fails and
   nothing (as the client does for 404) when it is gone; patch_metadata 409 when the object
-  changed since the version read, KubeError 404 when it is gone;
+  changed since the version read, KubeError 404 when it is gone; an apply carrying a
+  resourceVersion is conditional on it (409 when the object exists at another version, a
+  creation when it does not), and the version is never stored as a field;
 - server-side apply merges the applied fields into the stored object (maps merged,
   ownerReferences merged by uid as the API server's list-map is, other lists replaced as
   atomic), takes them from other managers (force), records them in `managedFields` under
@@ -21,7 +23,8 @@ What it keeps honest:
 
 Faults are injected, not scripted answers: `refuse` makes applies and dry runs of one object
 fail with a status, `fail_next` fails the next calls of a verb, `latency` delays every call.
-`calls` records what was asked, in order, and `most_in_flight` the most concurrent calls.
+`calls` records what was asked, in order (with what was sent: `sent(verb)`), `events` the
+Events posted and `most_in_flight` the most concurrent calls.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Call:
     """`Kind name` of an object, the URL of a get, list or watch."""
     manager: str = ""
     """The field manager of an apply or a dry run."""
+    body: Obj | None = field(default=None, compare=False, hash=False)
+    """What was sent: the object of a create, apply or dry run, the patch of a patch (the
+    status of patch_status), the Event of post_event."""
 
 
 @dataclass
@@ -110,6 +116,14 @@ class MemKube:
         """The targets of the calls of these verbs, in order."""
         return [c.target for c in self.calls if c.verb in verbs]
 
+    def sent(self, *verbs: str) -> list[Obj]:
+        """What the calls of these verbs sent, in order (copies)."""
+        return [copy.deepcopy(c.body) for c in self.calls if c.verb in verbs and c.body]
+
+    def objects(self) -> list[Obj]:
+        """Every stored object (copies), by URL."""
+        return [copy.deepcopy(o) for _, o in sorted(self._objects.items())]
+
     # -- KubeApi ----------------------------------------------------------------------------
 
     async def get(self, url: str) -> Obj | None:
@@ -159,13 +173,13 @@ class MemKube:
                     return
 
     async def create(self, obj: Obj) -> Obj:
-        await self._call("create", _name(obj), obj)
+        await self._call("create", _name(obj), obj, body=obj)
         if object_path(obj) in self._objects:
             raise KubeError(409, f'{obj["kind"]} "{obj["metadata"]["name"]}" already exists')
         return self.put(_without_status(obj))
 
     async def merge_patch(self, obj: Obj, patch: Obj) -> Obj:
-        await self._call("merge_patch", _name(obj), obj)
+        await self._call("merge_patch", _name(obj), obj, body=patch)
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
@@ -173,16 +187,18 @@ class MemKube:
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         manager = field_manager or self.field_manager
-        await self._call("apply", _name(obj), obj, manager)
+        await self._call("apply", _name(obj), obj, manager, body=obj)
         self._refused(obj)
+        self._precondition(obj)
         answer, existed = self._applied(obj, manager)
         if not existed:
             return self.put(answer)
         return self._update(self._objects[object_path(obj)], answer)
 
     async def try_apply(self, obj: Obj) -> tuple[Obj, bool]:
-        await self._call("dry-run", _name(obj), manager=self.field_manager)
+        await self._call("dry-run", _name(obj), manager=self.field_manager, body=obj)
         self._refused(obj)
+        self._precondition(obj)
         return self._applied(obj, self.field_manager)
 
     async def delete(self, obj: Obj) -> None:
@@ -206,11 +222,11 @@ class MemKube:
             "component": component,
             "involvedObject": _name(obj),
         }
-        await self._call("event", _name(obj), {**obj, "kind": "Event"})
+        await self._call("event", _name(obj), {**obj, "kind": "Event"}, body=event)
         self.events.append(event)
 
     async def patch_status(self, obj: Obj, status: Obj) -> Obj:
-        await self._call("patch_status", _name(obj), obj)
+        await self._call("patch_status", _name(obj), obj, body=status)
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
@@ -218,7 +234,7 @@ class MemKube:
         return self._update(current, {**current, "status": merged}, status_too=True)
 
     async def patch_metadata(self, obj: Obj, patch: Obj) -> Obj:
-        await self._call("patch_metadata", _name(obj), obj)
+        await self._call("patch_metadata", _name(obj), obj, body=patch)
         current = self._objects.get(object_path(obj))
         if current is None:
             raise KubeError(404, f"{_name(obj)} not found")
@@ -238,9 +254,14 @@ class MemKube:
         return self._changed
 
     async def _call(
-        self, verb: str, target: str, written: Obj | None = None, manager: str = ""
+        self,
+        verb: str,
+        target: str,
+        written: Obj | None = None,
+        manager: str = "",
+        body: Obj | None = None,
     ) -> None:
-        self.calls.append(Call(verb, target, manager))
+        self.calls.append(Call(verb, target, manager, copy.deepcopy(body)))
         if written is not None and self.on_write is not None:
             hook_verb = {"event": "create", "merge_patch": "patch"}.get(verb, verb)
             self.on_write(hook_verb, written)
@@ -261,9 +282,22 @@ class MemKube:
         if refusal is not None:
             raise KubeError(*refusal)
 
+    def _precondition(self, obj: Obj) -> None:
+        """A resourceVersion in an apply is a precondition on the stored object's."""
+        wanted = obj["metadata"].get("resourceVersion")
+        current = self._objects.get(object_path(obj))
+        if wanted and current is not None and current["metadata"]["resourceVersion"] != wanted:
+            raise KubeError(
+                409,
+                f'Operation cannot be fulfilled on {_plural(obj)} "{obj["metadata"]["name"]}": '
+                "the object has been modified; please apply your changes to the latest "
+                "version and try again",
+            )
+
     def _applied(self, obj: Obj, manager: str) -> tuple[Obj, bool]:
         """What an apply of `obj` by `manager` would store, and whether the object exists."""
         obj = _without_status(obj)
+        obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
         mine = _fields(obj)
         current = self._objects.get(object_path(obj))
         # Applying the value a field has already makes its managers co-owners; a new value
@@ -343,6 +377,10 @@ class MemKube:
 
 def _name(obj: Obj) -> str:
     return f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def _plural(obj: Obj) -> str:
+    return object_path(obj).rsplit("/", 2)[-2]
 
 
 def _not_found(obj: Obj) -> Obj:
