@@ -79,18 +79,27 @@ class MemKube:
     _faults: dict[str, _Fault] = field(default_factory=dict)
     _in_flight: int = 0
     _changed: asyncio.Condition | None = None
+    _endings: int = 0
+    _expiries: int = 0
 
     # -- setting the scene ------------------------------------------------------------------
 
     def put(self, obj: Obj) -> Obj:
-        """Stores `obj` as someone else wrote it (a new version, a uid when it has none)."""
+        """Stores `obj` as someone else wrote it (a new version; the stored object's uid, or
+        a new one, when it has none)."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
-        if not meta.get("uid"):
-            meta["uid"] = self._uid()
+        before = (self._objects.get(object_path(obj)) or {}).get("metadata", {})
+        if not meta.get("uid"):  # a change keeps the object's uid, a creation gets one
+            meta["uid"] = before.get("uid") or self._uid()
         meta.setdefault("generation", 1)
         self._store(obj)
         return copy.deepcopy(obj)
+
+    def remove(self, obj: Obj) -> None:
+        """Deletes `obj` as someone else would (a DELETED event, a version of its own)."""
+        current = self._objects.pop(object_path(obj))
+        self._record("DELETED", current)
 
     def stored(self, obj_or_url: Obj | str) -> Obj | None:
         """The object as stored now (a copy), by object or URL."""
@@ -111,6 +120,19 @@ class MemKube:
         """Etcd compaction at the current version: a watch from any older version gets
         410 Gone (a watch already open goes on)."""
         self._oldest = self.version
+
+    def end_watches(self) -> None:
+        """Every open watch ends, as at its `timeoutSeconds`: clients watch again from the
+        last version they saw."""
+        self._endings += 1
+        self._wake()
+
+    def expire(self) -> None:
+        """Compaction past what the open watches delivered: each answers 410 Gone before
+        any later event, and a watch from an older version too (clients list again)."""
+        self.compact()
+        self._expiries += 1
+        self._wake()
 
     def verbs(self, *verbs: str) -> list[str]:
         """The targets of the calls of these verbs, in order."""
@@ -149,6 +171,7 @@ class MemKube:
         field_selector: str | None = None,
         timeout_seconds: int = 290,
     ) -> AsyncIterator[tuple[str, Obj]]:
+        endings, expiries = self._endings, self._expiries
         await self._call("watch", url)
         since = int(version)
         if since < self._oldest:
@@ -157,6 +180,10 @@ class MemKube:
         deadline = loop.time() + timeout_seconds
         condition = self._condition()
         while True:
+            if self._expiries != expiries:
+                raise WatchExpired(url)
+            if self._endings != endings:
+                return
             for rv, kind, obj in self._history:
                 key = object_path(obj)
                 if rv > since and _in(url, key, obj):
@@ -183,13 +210,14 @@ class MemKube:
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
+        self._precondition(obj, (patch.get("metadata") or {}).get("resourceVersion"))
         return self._update(current, merge_patch(current, _without_status(patch)))
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         manager = field_manager or self.field_manager
         await self._call("apply", _name(obj), obj, manager, body=obj)
         self._refused(obj)
-        self._precondition(obj)
+        self._precondition(obj, obj["metadata"].get("resourceVersion"))
         answer, existed = self._applied(obj, manager)
         if not existed:
             return self.put(answer)
@@ -198,7 +226,7 @@ class MemKube:
     async def try_apply(self, obj: Obj) -> tuple[Obj, bool]:
         await self._call("dry-run", _name(obj), manager=self.field_manager, body=obj)
         self._refused(obj)
-        self._precondition(obj)
+        self._precondition(obj, obj["metadata"].get("resourceVersion"))
         return self._applied(obj, self.field_manager)
 
     async def delete(self, obj: Obj) -> None:
@@ -282,9 +310,8 @@ class MemKube:
         if refusal is not None:
             raise KubeError(*refusal)
 
-    def _precondition(self, obj: Obj) -> None:
-        """A resourceVersion in an apply is a precondition on the stored object's."""
-        wanted = obj["metadata"].get("resourceVersion")
+    def _precondition(self, obj: Obj, wanted: str | None) -> None:
+        """A resourceVersion sent with a write is a precondition on the stored object's."""
         current = self._objects.get(object_path(obj))
         if wanted and current is not None and current["metadata"]["resourceVersion"] != wanted:
             raise KubeError(
@@ -360,6 +387,9 @@ class MemKube:
             self.version += 1
             obj["metadata"]["resourceVersion"] = str(self.version)
         self._history.append((self.version, event, obj))
+        self._wake()
+
+    def _wake(self) -> None:
         condition = self._changed
         if condition is not None:
 
