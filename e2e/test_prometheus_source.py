@@ -1,7 +1,7 @@
 """The canary analysis' figures from a real Prometheus scraping a real router process.
 
 The router runs as its own process, fed a routing table file, in front of two engine
-stand-ins (testsupport/fake_engine.py) in this event loop; the official `openai` client sends
+stand-ins (testsupport/standin.py) in this event loop; the official `openai` client sends
 real requests through it; Debian's Prometheus (testsupport/prometheus.py) scrapes it every second
 with the `namespace` and `pod` labels Kubernetes discovery would give a router pod, so that
 `PrometheusSource`'s default selector finds it. No Kubernetes cluster is involved.
@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testsupport.fake_engine import Behaviour, FakeEngine
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
+from testsupport.standin import Behaviour, EngineStandin
 
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
@@ -42,8 +42,8 @@ SELECTOR = f'namespace="{NAMESPACE}",pod=~"{BACKEND}-router-.+",consumer="{CONSU
 
 
 @pytest.fixture
-async def engines() -> AsyncIterator[tuple[FakeEngine, FakeEngine]]:
-    vllm, ollama = FakeEngine("vllm"), FakeEngine("ollama")
+async def engines() -> AsyncIterator[tuple[EngineStandin, EngineStandin]]:
+    vllm, ollama = EngineStandin("vllm"), EngineStandin("ollama")
     await vllm.start()
     await ollama.start()
     yield vllm, ollama
@@ -53,7 +53,7 @@ async def engines() -> AsyncIterator[tuple[FakeEngine, FakeEngine]]:
 
 @pytest.fixture
 async def router(
-    engines: tuple[FakeEngine, FakeEngine], tmp_path: Path
+    engines: tuple[EngineStandin, EngineStandin], tmp_path: Path
 ) -> AsyncIterator[RouterProcess]:
     vllm, ollama = engines
     table = {
@@ -98,7 +98,7 @@ async def chat(client: openai.AsyncOpenAI) -> None:
     assert chunks and chunks[-1].usage is not None
 
 
-async def send(client: openai.AsyncOpenAI, vllm: FakeEngine, ok: int, failing: int) -> None:
+async def send(client: openai.AsyncOpenAI, vllm: EngineStandin, ok: int, failing: int) -> None:
     vllm.behaviour = OK
     for _ in range(ok):
         await chat(client)
@@ -124,7 +124,7 @@ async def scraped(http: httpx.AsyncClient, url: str, total: int, timeout: float 
 
 
 async def test_prometheus_source_reads_the_routers_figures(
-    router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
+    router: RouterProcess, prometheus: Prometheus, engines: tuple[EngineStandin, EngineStandin]
 ) -> None:
     vllm, ollama = engines
     client = openai.AsyncOpenAI(

@@ -14,7 +14,7 @@ import aiohttp
 import ollama
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
@@ -138,8 +138,8 @@ def engine_fixture(name: str) -> Any:
     """A fixture: a running stand-in for the engine `name`."""
 
     @pytest.fixture
-    async def engine() -> AsyncIterator[FakeEngine]:
-        fake = FakeEngine(name)
+    async def engine() -> AsyncIterator[EngineStandin]:
+        fake = EngineStandin(name)
         await fake.start()
         yield fake
         await fake.stop()
@@ -166,7 +166,7 @@ def retained(
 
 @pytest.fixture
 async def router(
-    tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine
+    tmp_path: Path, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> AsyncIterator[Router]:
     path = tmp_path / "routes.json"
     table = base_table(vllm.url, ollama_engine.url)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes.config import kube_config
-from testsupport.fake_engine import FakeEngine
 from testsupport.kubeserver import KubeServer
+from testsupport.standin import EngineStandin
 
 from inferops.kube import Kube
 from inferops.router.configmap import ConfigMapSource
@@ -178,7 +178,7 @@ async def configmap_router(
 
 
 async def test_the_router_serves_its_last_good_table_and_says_it_is_stale(
-    api: KubeServer, vllm: FakeEngine, ollama_engine: FakeEngine
+    api: KubeServer, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
     async with configmap_router(api, table) as (state, client):
@@ -231,7 +231,7 @@ async def test_credentials_come_from_kubeconfig(
 
 
 async def test_router_follows_the_configmap_without_restart(
-    api: KubeServer, vllm: FakeEngine, ollama_engine: FakeEngine
+    api: KubeServer, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     table = base_table(vllm.url, ollama_engine.url)
     async with configmap_router(api, table) as (state, client):
