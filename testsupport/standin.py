@@ -105,6 +105,9 @@ class Behaviour(Faults):
     """Whether Ollama's `/api/ps` lists the model."""
     context_length: int = 4096
     """The context Ollama's `/api/ps` reports the model loaded with."""
+    models: list[str] | None = None
+    """The models inference requests may name (404 for another, as the engines answer);
+    None: any."""
     show: dict[str, Any] = field(default_factory=lambda: dict(OLLAMA_SHOW))
     """Ollama's `/api/show` answer for the model."""
 
@@ -196,6 +199,9 @@ class EngineStandin:
         b = self.behaviour
         if b.canned is not None:
             return body, web.json_response(b.canned[1], status=b.canned[0])
+        if b.models is not None and body.get("model") not in b.models:
+            error = {"message": f"The model `{body.get('model')}` does not exist.", "code": 404}
+            return body, web.json_response({"error": error | {"type": "NotFoundError"}}, status=404)
         if b.delay:
             try:
                 await asyncio.sleep(b.delay)
@@ -287,11 +293,19 @@ class EngineStandin:
     def _tool_call_requested(self, body: dict[str, Any]) -> bool:
         return bool(body.get("tools"))
 
+    def _words(self, body: dict[str, Any]) -> list[str]:
+        """The answer's words, as many as `max_tokens` (or `max_completion_tokens`) allow."""
+        words = self.behaviour.words
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return words[:limit]
+        return words
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body, failed = await self._common(request)
         if failed:
             return failed
-        words = self.behaviour.words
+        words = self._words(body)
         usage = _usage(7, len(words))
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
@@ -356,7 +370,7 @@ class EngineStandin:
         body, failed = await self._common(request)
         if failed:
             return failed
-        words = self.behaviour.words
+        words = self._words(body)
         usage = _usage(5, len(words))
         if not body.get("stream"):
             choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
@@ -715,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     standin = EngineStandin(args.name, args.model, args.port)
     standin.behaviour.words = [f" w{i}" for i in range(args.words)]
+    standin.behaviour.models = [args.model, f"{args.model}:latest"]
     standin.behaviour.fail_status = args.fail_status
     standin.behaviour.fail_after = args.fail_after
     asyncio.run(_serve(standin))
