@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testsupport import markers
 
 from e2e.dataplane import DataPlane
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
@@ -24,10 +25,18 @@ E2E_DIR = Path(__file__).parent
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every test of this tier `e2e` (a `pytestmark` in a conftest marks nothing), so
-    `-m e2e` and `-m "not e2e"` select by tier."""
+    `-m e2e` and `-m "not e2e"` select by tier; refuses a test using a fixture that starts
+    something its module's markers do not name (testsupport/markers.py), so that selecting
+    by marker never starts what was left out."""
     for item in items:
         if item.path.is_relative_to(E2E_DIR):
             item.add_marker(pytest.mark.e2e)
+            lacking = markers.missing(item.fixturenames, (m.name for m in item.iter_markers()))
+            if lacking:
+                raise pytest.UsageError(
+                    f"{item.nodeid} starts what the markers {lacking} say: add them to "
+                    f"pytestmark in {item.path.name}"
+                )
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ import yaml
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 
+pytestmark = [pytest.mark.cluster]
+
 EXAMPLE = yaml.safe_load((REPO / "examples" / "inferencebackend.yaml").read_text())
 INVALID = sorted((REPO / "e2e" / "invalid").glob("*.yaml"))
 NAME = EXAMPLE["metadata"]["name"]

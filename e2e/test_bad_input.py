@@ -42,6 +42,8 @@ from inferops.builders import Owner, desired_children
 from inferops.kube import Kube, apply_body, object_path, path
 from inferops.validation import describe_errors, service_name_clashes
 
+pytestmark = [pytest.mark.cluster]
+
 NAMES_A_FIELD = re.compile(r"\b(spec|metadata)\.[A-Za-z]")
 DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}
 FIELD_MANAGER = "inferops-operator"

@@ -32,6 +32,8 @@ from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 from e2e.localcluster.build import HELM
 from e2e.test_backend import EXAMPLE, printed_rows, wait_phase
 
+pytestmark = [pytest.mark.cluster, pytest.mark.helm]
+
 CHART = REPO / "charts" / "inferops"
 CRD_NAME = "inferencebackends.inferops.io"
 RELEASE = "inferops"  # as README.md installs it; the objects and ServiceAccount take its name

@@ -32,7 +32,13 @@ from e2e.test_backend import NAME
 from e2e.test_migration import consumers_of, served_weight, start_held_at_half, wait_consumer
 from inferops import dashboard
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.vllm,
+    pytest.mark.ollama,
+    pytest.mark.prometheus,
+    pytest.mark.helm,
+]
 
 CONSUMER = "notes"
 

@@ -24,6 +24,8 @@ from e2e.demo import next_steps
 from e2e.demoplane import BackgroundPlane
 from e2e.harness import REPO, Kubectl, OperatorProcess, wait_for
 
+pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.ollama, pytest.mark.prometheus]
+
 EXAMPLE = yaml.safe_load((REPO / "examples" / "inferencebackend.yaml").read_text())
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 """A new shell's PATH: neither the project's virtual environment nor the cluster's tools."""

@@ -44,6 +44,8 @@ from e2e.engines.tiny_gguf import ensure_tiny_gguf
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_server import VLLMServer
 
+pytestmark = [pytest.mark.vllm, pytest.mark.ollama]
+
 MODEL = "llama3.2"
 MAX_TOKENS = 24
 PROMPTS = [

@@ -42,6 +42,8 @@ from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL
 
+pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.ollama, pytest.mark.prometheus]
+
 CHILD_PLURALS = ",".join(k.plural for k in registry.CHILDREN)
 COMPONENTS = ("vllm", "ollama", "router")
 

@@ -25,7 +25,7 @@ from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.ollama, pytest.mark.prometheus]
 
 FAST = {
     "interval": "10s",

@@ -33,6 +33,8 @@ from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
 
+pytestmark = [pytest.mark.ollama]
+
 MODEL = "llama3.2"
 HOST = "llama32-notes"
 NUM_PARALLEL = 2

@@ -30,7 +30,7 @@ from testsupport.standin import Behaviour, EngineStandin
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.prometheus]
 
 NAMESPACE, BACKEND, CONSUMER = "shop", "llama32", "notes"
 HOST = "llama32-notes"

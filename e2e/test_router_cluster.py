@@ -26,6 +26,8 @@ from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 
+pytestmark = [pytest.mark.cluster, pytest.mark.ollama]
+
 
 @pytest.fixture
 def engines(tmp_path: Path) -> Iterator[tuple[OllamaServer, OllamaServer]]:

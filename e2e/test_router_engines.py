@@ -33,6 +33,8 @@ from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
 from e2e.harness import wait_for
 
+pytestmark = [pytest.mark.vllm, pytest.mark.ollama]
+
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
 SEARCH_HOST = "llama32-search"  # an embeddings consumer, kept on Ollama

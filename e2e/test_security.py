@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import pytest
 from testsupport import readonly
 from testsupport.programs import RouterProcess, one_consumer_table
 from testsupport.standin import EngineStandin, InThread
@@ -42,6 +43,8 @@ from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.router import name as router_name
 from inferops.router.proxy import CONSUMER_HEADER
+
+pytestmark = [pytest.mark.cluster, pytest.mark.ollama]
 
 # Every kind a namespace of this operator holds, the Secret itself aside.
 KINDS = (

@@ -43,6 +43,8 @@ from inferops.migration.figures import Figures
 from inferops.migration.planner import Observations, Plan, plan, spec_hash, stamp
 from inferops.migration.sources import FIRST_SCRAPE, ScrapeSource
 
+pytestmark = [pytest.mark.vllm, pytest.mark.ollama]
+
 MODEL = "llama3.2"
 OWNER = Owner(name="llama32", namespace="ai", uid="uid-1")
 # Every prompt twice (once per client): every one mirrored, every one also asked of Ollama

@@ -39,6 +39,8 @@ from inferops.api.vllm_args import MANAGED
 from inferops.api.vllm_options import OPTIONS
 from inferops.builders import vllm
 
+pytestmark = [pytest.mark.cluster, pytest.mark.vllm]
+
 PARSERS = ("api_server", "serve")
 SPEC = {"model": "llama3.2", "vllm": {"model": "org/model", "maxModelLen": 4096}}
 # model_tag: vLLM's positional model; `vllm serve` serves it instead of --model.

@@ -30,6 +30,8 @@ from e2e.engines.vllm_cpu import ensure_vllm_env, env_python
 from e2e.engines.vllm_server import DEFAULT_START_TIMEOUT, VLLM_METRICS, VLLMServer
 from e2e.harness import REPO, wait_for
 
+pytestmark = [pytest.mark.vllm]
+
 IMAGE_DIR = REPO / "images" / "vllm"
 SERVED_NAME = "tiny-from-env"
 MAX_MODEL_LEN = 192  # neither vLLM's default (the model's 512) nor VLLMServer's (256)

@@ -33,7 +33,13 @@ from e2e.test_migration import (
     wait_consumer,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.vllm,
+    pytest.mark.ollama,
+    pytest.mark.prometheus,
+    pytest.mark.helm,
+]
 
 STEPS = [{"weight": 50}, {"weight": 100}]
 # "TTFT p95 3.1x faster", "... 1.4x slower", "... about the same", or too few samples.

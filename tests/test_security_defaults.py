@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from testsupport import readonly
 from testsupport.helm import Helm
 from testsupport.programs import RouterProcess, one_consumer_table
@@ -24,6 +25,8 @@ from inferops.builders import desired_children
 from inferops.router.__main__ import parse_args
 from tests.conftest import OWNER, make_spec
 from tests.test_chart import helm_binary
+
+pytestmark = [pytest.mark.helm]
 
 SPEC: dict[str, Any] = {
     "vllm": {
