@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from testsupport.helm import Helm, find_helm
+from testsupport.markers import needs
 from testsupport.monitoring import alerts, split_condition
 from testsupport.prometheus import Prometheus
 
@@ -32,13 +33,7 @@ from e2e.test_backend import NAME
 from e2e.test_migration import consumers_of, served_weight, start_held_at_half, wait_consumer
 from inferops import dashboard
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.vllm,
-    pytest.mark.ollama,
-    pytest.mark.prometheus,
-    pytest.mark.helm,
-]
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus", "helm")
 
 CONSUMER = "notes"
 

@@ -30,6 +30,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from testsupport.markers import needs
 from testsupport.programs import scrape, total
 from testsupport.repeat import Repeating
 
@@ -42,7 +43,7 @@ from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL
 
-pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.ollama, pytest.mark.prometheus]
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus")
 
 CHILD_PLURALS = ",".join(k.plural for k in registry.CHILDREN)
 COMPONENTS = ("vllm", "ollama", "router")

@@ -20,12 +20,13 @@ from typing import Any
 
 import ollama
 import pytest
+from testsupport.markers import needs
 
 from e2e.dataplane import DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
-pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.ollama, pytest.mark.prometheus]
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus")
 
 FAST = {
     "interval": "10s",

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
+from testsupport.markers import needs
 
 from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
 from e2e.test_backend import NAME, apply_example, backend, wait_phase
@@ -23,7 +23,7 @@ from inferops.builders import NetworkPolicyConfig, Owner
 from inferops.builders.network_policy import engine_policy, parse_peers
 from inferops.drift import contains
 
-pytestmark = [pytest.mark.cluster]
+pytestmark = needs("cluster")
 
 MONITORING = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},

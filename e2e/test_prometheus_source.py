@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
 from testsupport.standin import Behaviour, EngineStandin
@@ -30,7 +31,7 @@ from testsupport.standin import Behaviour, EngineStandin
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
 
-pytestmark = [pytest.mark.prometheus]
+pytestmark = needs("prometheus")
 
 NAMESPACE, BACKEND, CONSUMER = "shop", "llama32", "notes"
 HOST = "llama32-notes"

@@ -25,6 +25,7 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionChunk
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_server import OllamaServer
@@ -33,7 +34,7 @@ from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
 from e2e.harness import wait_for
 
-pytestmark = [pytest.mark.vllm, pytest.mark.ollama]
+pytestmark = needs("vllm", "ollama")
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it

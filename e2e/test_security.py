@@ -31,8 +31,8 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-import pytest
 from testsupport import readonly
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess, one_consumer_table
 from testsupport.standin import EngineStandin, InThread
 
@@ -44,7 +44,7 @@ from inferops.builders import Owner, desired_children
 from inferops.builders.router import name as router_name
 from inferops.router.proxy import CONSUMER_HEADER
 
-pytestmark = [pytest.mark.cluster, pytest.mark.ollama]
+pytestmark = needs("cluster", "ollama")
 
 # Every kind a namespace of this operator holds, the Secret itself aside.
 KINDS = (

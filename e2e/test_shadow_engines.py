@@ -26,6 +26,7 @@ from pathlib import Path
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
@@ -43,7 +44,7 @@ from inferops.migration.figures import Figures
 from inferops.migration.planner import Observations, Plan, plan, spec_hash, stamp
 from inferops.migration.sources import FIRST_SCRAPE, ScrapeSource
 
-pytestmark = [pytest.mark.vllm, pytest.mark.ollama]
+pytestmark = needs("vllm", "ollama")
 
 MODEL = "llama3.2"
 OWNER = Owner(name="llama32", namespace="ai", uid="uid-1")

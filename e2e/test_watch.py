@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from testsupport.helm import Helm, find_helm
+from testsupport.markers import needs
 from testsupport.monitoring import alerts
 from testsupport.programs import total
 
@@ -33,13 +34,7 @@ from e2e.test_migration import (
     wait_consumer,
 )
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.vllm,
-    pytest.mark.ollama,
-    pytest.mark.prometheus,
-    pytest.mark.helm,
-]
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus", "helm")
 
 STEPS = [{"weight": 50}, {"weight": 100}]
 # "TTFT p95 3.1x faster", "... 1.4x slower", "... about the same", or too few samples.

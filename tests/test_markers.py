@@ -22,13 +22,17 @@ def registered() -> set[str]:
 
 
 def module_markers(path: Path) -> list[str] | None:
-    """The names in the module's `pytestmark = [pytest.mark.x, ...]`, None without one."""
+    """The names in the module's `pytestmark = needs(...)`, None without one."""
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and [
-            t.id for t in node.targets if isinstance(t, ast.Name)
-        ] == ["pytestmark"]:
-            assert isinstance(node.value, ast.List), f"{path.name}: pytestmark is a list"
-            return [ast.unparse(e).removeprefix("pytest.mark.") for e in node.value.elts]
+        targets = (
+            [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if isinstance(node, ast.Assign)
+            else []
+        )
+        if targets == ["pytestmark"]:
+            assert isinstance(node.value, ast.Call), f"{path.name}: pytestmark = needs(...)"
+            assert ast.unparse(node.value.func) == "needs", f"{path.name}: pytestmark = needs(...)"
+            return [ast.literal_eval(a) for a in node.value.args]
     return None
 
 
@@ -57,6 +61,12 @@ def test_a_fixture_that_starts_a_component_needs_its_markers(
     fixtures: list[str], declared: list[str], lacking: list[str]
 ) -> None:
     assert markers.missing(fixtures, declared) == lacking
+
+
+def test_needs_refuses_an_unknown_marker() -> None:
+    assert [m.name for m in markers.needs("cluster", "helm")] == ["cluster", "helm"]
+    with pytest.raises(ValueError, match=r"unknown markers \['gpu'\]"):
+        markers.needs("cluster", "gpu")
 
 
 def test_what_the_fixtures_start_is_registered() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 NEEDS: dict[str, str] = {
     "cluster": "a Kubernetes API server: the local cluster (started when missing) or KUBECONFIG's",
     "vllm": "real vLLM: its cached CPU environment, and a server started from it",
@@ -22,6 +24,14 @@ STARTED_BY: dict[str, frozenset[str]] = {
 """e2e fixture -> the markers of what it starts (fixtures using these inherit them)."""
 
 
+def needs(*names: str) -> list[pytest.MarkDecorator]:
+    """A module's `pytestmark`: the markers of what its tests start."""
+    unknown = sorted(set(names) - set(NEEDS))
+    if unknown:
+        raise ValueError(f"unknown markers {unknown}: use those of {sorted(NEEDS)}")
+    return [getattr(pytest.mark, name) for name in names]
+
+
 def missing(fixtures: Iterable[str], markers: Iterable[str]) -> list[str]:
     """The markers a test using `fixtures` (their closure) lacks, sorted."""
     wanted: set[str] = set()
@@ -30,4 +40,4 @@ def missing(fixtures: Iterable[str], markers: Iterable[str]) -> list[str]:
     return sorted(wanted - set(markers))
 
 
-__all__ = ["NEEDS", "STARTED_BY", "missing"]
+__all__ = ["NEEDS", "STARTED_BY", "missing", "needs"]

@@ -118,6 +118,12 @@ async def streamed_text(client: openai.AsyncOpenAI) -> str:
     return text
 
 
+@pytest.fixture(params=[False, True], ids=["False", "True"])
+def stream(request: pytest.FixtureRequest) -> bool:
+    """Each test using it runs twice: the answer whole, then streamed."""
+    return bool(request.param)
+
+
 async def answer_text(client: openai.AsyncOpenAI, stream: bool) -> str:
     """A chat answer about llama3.2, streamed or not."""
     if stream:

@@ -119,7 +119,6 @@ async def test_ollama_errors_pass_through_as_ollama_wrote_them(
     assert raised.value.error == "ollama failed on purpose"
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_from_vllm_asks_ollama_natively(
     router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:

@@ -61,7 +61,6 @@ async def test_an_alias_is_rewritten_to_the_logical_model(
     assert vllm.seen[0].body["messages"] == MESSAGES
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_completions(router: Router, vllm: EngineStandin, stream: bool) -> None:
     client = router.openai("llama32-notes")
     if stream:

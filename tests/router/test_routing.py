@@ -106,7 +106,6 @@ async def test_an_engine_that_is_not_ready_gets_no_traffic(
     )
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_on_5xx_is_invisible_to_the_client(
     router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:
@@ -142,7 +141,6 @@ async def test_fallback_when_vllm_refuses_connections(
     assert sample(metrics, "inferops_router_fallbacks_total", reason="connect", **labels) == 5
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_when_vllm_sends_no_first_byte_in_time(
     router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:
