@@ -293,6 +293,16 @@ class EngineStandin:
     def _tool_call_requested(self, body: dict[str, Any]) -> bool:
         return bool(body.get("tools"))
 
+    async def _generation(
+        self, request: web.Request, prompt_tokens: int
+    ) -> tuple[dict[str, Any], list[str], dict[str, int]] | web.Response:
+        """A generation request (its body), the answer's words and usage; or its failure."""
+        body, failed = await self._common(request)
+        if failed:
+            return failed
+        words = self._words(body)
+        return body, words, _usage(prompt_tokens, len(words))
+
     def _words(self, body: dict[str, Any]) -> list[str]:
         """The answer's words, as many as `max_tokens` (or `max_completion_tokens`) allow."""
         words = self.behaviour.words
@@ -302,11 +312,10 @@ class EngineStandin:
         return words
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, failed = await self._common(request)
-        if failed:
-            return failed
-        words = self._words(body)
-        usage = _usage(7, len(words))
+        asked = await self._generation(request, prompt_tokens=7)
+        if isinstance(asked, web.Response):
+            return asked
+        body, words, usage = asked
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
             finish = "stop"
@@ -367,11 +376,10 @@ class EngineStandin:
         return await self._stream(request, events)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        body, failed = await self._common(request)
-        if failed:
-            return failed
-        words = self._words(body)
-        usage = _usage(5, len(words))
+        asked = await self._generation(request, prompt_tokens=5)
+        if isinstance(asked, web.Response):
+            return asked
+        body, words, usage = asked
         if not body.get("stream"):
             choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
             return web.json_response(
