@@ -27,6 +27,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionChunk
 from testsupport.markers import needs
 from testsupport.programs import RouterProcess
+from testsupport.standin import WEATHER_TOOL
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
@@ -354,14 +355,7 @@ def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
     assert routed == 1
 
 
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
+TOOL = WEATHER_TOOL
 
 
 def test_tools_without_a_tool_call_parser_go_to_real_ollama(

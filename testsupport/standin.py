@@ -139,6 +139,16 @@ OLLAMA_SHOW: dict[str, Any] = {
 }
 
 
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+"""The tool the tests offer, and the one the stand-in calls when it is offered tools."""
+
 STANDIN_VERSION = "0.0.0-inferops-standin"
 """What the Ollama stand-in's `/api/version` answers: a version that says what this is."""
 

@@ -70,6 +70,15 @@ class Router:
     def state(self) -> RouterState:
         return self.server.state
 
+    async def ndjson(self, path: str, body: dict[str, Any], host: str) -> list[dict[str, Any]]:
+        """POSTs `body` to the Ollama API at `path` as consumer `host`: the objects of its
+        200 NDJSON answer."""
+        url, headers = f"{self.url}{path}", {"Host": host}
+        async with self.http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("application/x-ndjson")
+            return [json.loads(line) for line in (await response.text()).splitlines()]
+
     async def set_table(self, **changes: Any) -> None:
         """Writes the table with `changes` (top-level keys) and waits until it is installed."""
         new = {**self.table, **changes}

@@ -5,8 +5,6 @@ The official `ollama` and `openai` clients are the consumers."""
 
 from __future__ import annotations
 
-import json
-
 import ollama
 import openai
 import pytest
@@ -65,16 +63,9 @@ async def test_chat_to_ollama_goes_natively_with_every_field(
 async def test_an_ollama_stream_is_relayed_as_ollama_wrote_it(
     router: Router, ollama_engine: EngineStandin
 ) -> None:
-    async with router.http.post(
-        f"{router.url}/api/generate",
-        json={"model": "llama3.2", "prompt": "Why?", "options": {"num_predict": 3}},
-        headers={"Host": "llama32-rag"},
-    ) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("application/x-ndjson")
-        lines = (await response.text()).splitlines()
+    body = {"model": "llama3.2", "prompt": "Why?", "options": {"num_predict": 3}}
+    objects = await router.ndjson("/api/generate", body, "llama32-rag")
     # The stand-in's own timestamps and durations: nothing was re-encoded on the way.
-    objects = [json.loads(line) for line in lines]
     assert [o["response"] for o in objects] == ["Hello", " from", " ollama", ""]
     assert all(o["created_at"] == "2026-01-01T00:00:00Z" for o in objects)
     assert objects[-1]["done"] is True and objects[-1]["eval_count"] == 3

@@ -3,11 +3,9 @@ the answers must parse into the client's own types, streaming and not."""
 
 from __future__ import annotations
 
-import json
-
 import ollama
 import pytest
-from testsupport.standin import EngineStandin
+from testsupport.standin import WEATHER_TOOL, EngineStandin
 
 from tests.router.conftest import MESSAGES, Router
 
@@ -68,29 +66,15 @@ async def test_chat_stream(router: Router, vllm: EngineStandin) -> None:
 
 
 async def test_stream_is_the_default_of_the_native_api(router: Router) -> None:
-    async with router.http.post(
-        f"{router.url}/api/chat",
-        json={"model": "llama3.2", "messages": MESSAGES},
-        headers={"Host": "llama32-notes"},
-    ) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("application/x-ndjson")
-        lines = (await response.text()).splitlines()
-    objects = [json.loads(line) for line in lines]
+    body = {"model": "llama3.2", "messages": MESSAGES}
+    objects = await router.ndjson("/api/chat", body, "llama32-notes")
     assert objects[0]["message"] == {"role": "assistant", "content": "Hello"}
     assert objects[0]["done"] is False and "created_at" in objects[0]
     assert objects[-1]["done"] is True and objects[-1]["done_reason"] == "stop"
 
 
 async def test_chat_tool_calls_both_ways(router: Router, vllm: EngineStandin) -> None:
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
+    tool = WEATHER_TOOL
     history = [
         {"role": "user", "content": "weather in Paris?"},
         {
