@@ -305,13 +305,12 @@ class EngineStandin:
 
     async def _generation(
         self, request: web.Request, prompt_tokens: int
-    ) -> tuple[dict[str, Any], list[str], dict[str, int]] | web.Response:
-        """A generation request (its body), the answer's words and usage; or its failure."""
+    ) -> tuple[dict[str, Any], list[str], dict[str, int], web.Response | None]:
+        """A generation request's body, the answer's words and usage, and the failure to
+        answer instead, if any."""
         body, failed = await self._common(request)
-        if failed:
-            return failed
-        words = self._words(body)
-        return body, words, _usage(prompt_tokens, len(words))
+        words = [] if failed else self._words(body)
+        return body, words, _usage(prompt_tokens, len(words)), failed
 
     def _words(self, body: dict[str, Any]) -> list[str]:
         """The answer's words, as many as `max_tokens` (or `max_completion_tokens`) allow."""
@@ -322,10 +321,9 @@ class EngineStandin:
         return words
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        asked = await self._generation(request, prompt_tokens=7)
-        if isinstance(asked, web.Response):
-            return asked
-        body, words, usage = asked
+        body, words, usage, failed = await self._generation(request, prompt_tokens=7)
+        if failed:
+            return failed
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
             finish = "stop"
@@ -386,10 +384,9 @@ class EngineStandin:
         return await self._stream(request, events)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        asked = await self._generation(request, prompt_tokens=5)
-        if isinstance(asked, web.Response):
-            return asked
-        body, words, usage = asked
+        body, words, usage, failed = await self._generation(request, prompt_tokens=5)
+        if failed:
+            return failed
         if not body.get("stream"):
             choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
             return web.json_response(
