@@ -10,6 +10,8 @@ and `kind`; watches as JSON lines, with `410 Gone` as an ERROR event; merge patc
 patches (`fieldManager`, `dryRun=All`: 201 for what would be created), status patches,
 creations and deletions by uid precondition; failures as `Status` bodies with the code and
 reason. Every request is recorded (method, path, query, headers and the status answered).
+Not served (no test speaks them over HTTP yet): Events, namespaces themselves, other
+subresources.
 """
 
 from __future__ import annotations
