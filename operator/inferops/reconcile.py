@@ -13,7 +13,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -164,36 +164,40 @@ SETTLE_SECONDS = 0.2
 its ReplicaSets and pods within milliseconds): one reconciliation then reads them all."""
 
 
-@dataclass(eq=False)
 class Reconciler:
     """Runs reconciliations one at a time per resource, and coalesces bursts of child
     events: they wait `SETTLE_SECONDS` for the rest of the burst, and while one run waits for
     its turn, further triggers for the same resource are dropped, since the waiting one will
     read the latest state anyway."""
 
-    kube: Kube
-    children: Children
-    log: logging.Logger
-    reader: MigrationReader | None = None
-    prober: Prober | None = None
-    images: Images = DEFAULT_IMAGES
-    network_policy: NetworkPolicyConfig | None = None
-    bodies: Bodies | None = None
-    """The resources as last seen (kopf's watch), read instead of a GET."""
-    _timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = field(
-        default_factory=dict, init=False
-    )
-    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
-    _users: collections.Counter[tuple[str, str]] = field(
-        default_factory=collections.Counter, init=False
-    )
-    _queued: set[tuple[str, str]] = field(default_factory=set, init=False)
-    _retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict, init=False)
-    # A thousand resources created at once would otherwise each hold their built
-    # children while waiting for the API: memory the allocator keeps afterwards.
-    _slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT), init=False
-    )
+    def __init__(
+        self,
+        kube: Kube,
+        children: Children,
+        log: logging.Logger,
+        reader: MigrationReader | None = None,
+        prober: Prober | None = None,
+        images: Images = DEFAULT_IMAGES,
+        network_policy: NetworkPolicyConfig | None = None,
+        bodies: Bodies | None = None,
+    ) -> None:
+        """`bodies`: the resources as last seen (kopf's watch), read instead of a GET."""
+        self.kube = kube
+        self.bodies = bodies
+        self.children = children
+        self.log = log
+        self.images = images
+        self.network_policy = network_policy
+        self.reader = reader
+        self.prober = prober
+        self._timers: dict[tuple[str, str], tuple[float, asyncio.TimerHandle]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._queued: set[tuple[str, str]] = set()
+        self._retries: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A thousand resources created at once would otherwise each hold their built
+        # children while waiting for the API: memory the allocator keeps afterwards.
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     def retry_later(self, namespace: str, name: str, delay: float = 5.0) -> None:
         """Runs again after `delay`, doubling it (up to 5 minutes) while the API keeps
