@@ -71,6 +71,9 @@ class Faults:
     fail_after: int = 0
     """The first N inference requests are answered as usual (and the engine stand-in's
     metadata endpoints too: they fail only when every request does)."""
+    fail_paths: dict[str, int] = field(default_factory=dict)
+    """Inference paths (`/v1/embeddings`) failing with their status whatever the rest says:
+    an engine failing one request kind only."""
     delay: float = 0.0
     """Seconds before the response headers (adds to the time to first token)."""
     chunk_delay: float = 0.0
@@ -83,15 +86,19 @@ class Faults:
     """(status, JSON body) answered to every request instead (e.g. a Prometheus answering
     empty, NaN or HTTP 500)."""
 
-    def failing(self, served: int) -> int | None:
-        """The status to fail an inference request with after `served` earlier ones."""
+    def failing(self, path: str, served: int) -> int | None:
+        """The status to fail an inference request on `path` with, after `served` earlier
+        ones."""
+        if path in self.fail_paths:
+            return self.fail_paths[path]
         if self.fail_status is None or served < self.fail_after:
             return None
         return self.fail_status if random.random() < self.fail_share else None
 
     def clear(self) -> None:
         for fault in fields(Faults):
-            setattr(self, fault.name, fault.default)
+            default = fault.default_factory() if callable(fault.default_factory) else fault.default
+            setattr(self, fault.name, default)
 
 
 @dataclass
@@ -218,7 +225,7 @@ class EngineStandin:
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        status = b.failing(self.hits - 1)
+        status = b.failing(request.path, self.hits - 1)
         if status:
             error = {
                 "message": f"{self.name} failed on purpose",
@@ -616,7 +623,7 @@ class FaultProxy:
             return web.json_response(faults.canned[1], status=faults.canned[0])
         inference = request.method == "POST" and request.path.startswith("/v1/")
         if inference:
-            failing = faults.failing(self.forwarded)
+            failing = faults.failing(request.path, self.forwarded)
             self.forwarded += 1
             if failing:
                 self.injected += 1
