@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from testsupport import markers
 
-from e2e.dataplane import DataPlane
+from e2e.dataplane import MODEL, DataPlane
+from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
 
 E2E_DIR = Path(__file__).parent
@@ -100,6 +101,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if isinstance(op, OperatorProcess):
             report.sections.append(("operator log (tail)", op.log_tail()))
     return report
+
+
+@pytest.fixture(scope="module")
+def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
+    """Real Ollama serving the tiny model as `MODEL`, for the tests of one module."""
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with OllamaServer(model_names=[MODEL], log_path=log) as server:
+        server.start()
+        yield server
 
 
 @pytest.fixture(scope="module")

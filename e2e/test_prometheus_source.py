@@ -26,7 +26,7 @@ import pytest
 from testsupport.markers import needs
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
-from testsupport.standin import Behaviour, EngineStandin
+from testsupport.standin import Behaviour, EngineStandin, running
 
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
@@ -43,18 +43,14 @@ SELECTOR = f'namespace="{NAMESPACE}",pod=~"{BACKEND}-router-.+",consumer="{CONSU
 
 
 @pytest.fixture
-async def engines() -> AsyncIterator[tuple[EngineStandin, EngineStandin]]:
-    vllm, ollama = EngineStandin("vllm"), EngineStandin("ollama")
-    await vllm.start()
-    await ollama.start()
-    yield vllm, ollama
-    await vllm.stop()
-    await ollama.stop()
+async def engines() -> AsyncIterator[tuple[EngineStandin, ...]]:
+    async with running("vllm", "ollama") as started:
+        yield started
 
 
 @pytest.fixture
 async def router(
-    engines: tuple[EngineStandin, EngineStandin], tmp_path: Path
+    engines: tuple[EngineStandin, ...], tmp_path: Path
 ) -> AsyncIterator[RouterProcess]:
     vllm, ollama = engines
     table = {
@@ -85,6 +81,17 @@ async def prometheus(router: RouterProcess, tmp_path: Path) -> AsyncIterator[Pro
     finally:
         await asyncio.to_thread(server.stop)
         print(f"prometheus log {server.log_path}:\n{server.log_tail()}")
+
+
+def consumer_client(router: RouterProcess) -> openai.AsyncOpenAI:
+    """The consumer's official client, through the router, without retries."""
+    return openai.AsyncOpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=20,
+        default_headers={"Host": HOST},
+    )
 
 
 async def chat(client: openai.AsyncOpenAI) -> None:
@@ -125,16 +132,10 @@ async def scraped(http: httpx.AsyncClient, url: str, total: int, timeout: float 
 
 
 async def test_prometheus_source_reads_the_routers_figures(
-    router: RouterProcess, prometheus: Prometheus, engines: tuple[EngineStandin, EngineStandin]
+    router: RouterProcess, prometheus: Prometheus, engines: tuple[EngineStandin, ...]
 ) -> None:
     vllm, ollama = engines
-    client = openai.AsyncOpenAI(
-        base_url=f"{router.url}/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=20,
-        default_headers={"Host": HOST},
-    )
+    client = consumer_client(router)
 
     async def targets(namespace: str, backend: str) -> list[str]:
         assert (namespace, backend) == (NAMESPACE, BACKEND)

@@ -55,14 +55,6 @@ def vllm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
-    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
-    with OllamaServer(model_names=[MODEL], log_path=log) as server:
-        server.start()
-        yield server
-
-
 class TableRouter(RouterProcess):
     """The router fed a routing table file that the test rewrites."""
 

@@ -19,6 +19,7 @@ NEEDS: dict[str, str] = {
 
 STARTED_BY: dict[str, frozenset[str]] = {
     "kubectl": frozenset({"cluster"}),
+    "ollama_engine": frozenset({"ollama"}),
     "plane": frozenset({"cluster", "vllm", "ollama", "prometheus"}),
 }
 """e2e fixture -> the markers of what it starts (fixtures using these inherit them)."""

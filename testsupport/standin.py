@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -31,7 +32,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -567,6 +568,19 @@ def _answer(id_: str, kind: str, body: dict[str, Any], **fields: Any) -> dict[st
     """An OpenAI answer (or chunk) of the asked model: the fields every one has, then
     `fields`."""
     return {"id": id_, "object": kind, "created": 0, "model": body["model"], **fields}
+
+
+@contextlib.asynccontextmanager
+async def running(*names: str) -> AsyncIterator[tuple[EngineStandin, ...]]:
+    """Stand-ins for the engines `names`, started in this event loop for the block."""
+    standins = tuple(EngineStandin(name) for name in names)
+    for standin in standins:
+        await standin.start()
+    try:
+        yield standins
+    finally:
+        for standin in standins:
+            await standin.stop()
 
 
 # -- the faults in front of a real server ----------------------------------------------------
