@@ -158,49 +158,29 @@ def table(result: dict[str, Any]) -> str:
         s = side[key]
         return f"{s['min']} / {s['median']} / {s['max']}"
 
+    def names(side: dict[str, Any], key: str, empty: str = "none") -> str:
+        return ", ".join(side[key]) or empty
+
     ours, theirs = result["ours"], result["kwokctl"]
+
+    def row(label: str, shown: Callable[..., str], *key: str) -> tuple[str, str, str]:
+        """The figure `key` of both sides, as `shown` writes it."""
+        return (label, shown(ours, *key), shown(theirs, *key))
+
     rows = [
-        ("start until usable (s)", cell(ours, "start_seconds"), cell(theirs, "start_seconds")),
+        row("start until usable (s)", cell, "start_seconds"),
         (
             "  of which the start command (s)",
             cell(ours, "start_seconds"),
             cell(theirs, "create_seconds"),
         ),
-        (
-            "restart kube-apiserver until /readyz (s)",
-            cell(ours, "restart_seconds"),
-            cell(theirs, "restart_seconds"),
-        ),
-        (
-            "other components that did not survive it",
-            ", ".join(ours["restart_collateral"]) or "none",
-            ", ".join(theirs["restart_collateral"]) or "none",
-        ),
-        (
-            f"components down {AFTER_RESTART_SECONDS:.0f} s after it",
-            ", ".join(ours["down_after_restart"]) or "none",
-            ", ".join(theirs["down_after_restart"]) or "none",
-        ),
-        (
-            "stop until every process is gone (s)",
-            cell(ours, "stop_seconds"),
-            cell(theirs, "stop_seconds"),
-        ),
-        (
-            "non-loopback listeners",
-            ", ".join(ours["non_loopback"]) or "none",
-            ", ".join(theirs["non_loopback"]) or "none",
-        ),
-        (
-            "audit log: users recorded",
-            ", ".join(ours["audit_users"]),
-            ", ".join(theirs["audit_users"]),
-        ),
-        (
-            "left after stop",
-            ", ".join(ours["leftovers"]) or "nothing",
-            ", ".join(theirs["leftovers"]) or "nothing",
-        ),
+        row("restart kube-apiserver until /readyz (s)", cell, "restart_seconds"),
+        row("other components that did not survive it", names, "restart_collateral"),
+        row(f"components down {AFTER_RESTART_SECONDS:.0f} s after it", names, "down_after_restart"),
+        row("stop until every process is gone (s)", cell, "stop_seconds"),
+        row("non-loopback listeners", names, "non_loopback"),
+        row("audit log: users recorded", names, "audit_users", ""),
+        row("left after stop", names, "leftovers", "nothing"),
     ]
     patched = "with" if result["kwokctl_parity_patches"] else "without"
     heading = f"runs: {result['runs']}; kwokctl {patched} the arguments that match e2e/localcluster"

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testsupport import markers
 
-from e2e.dataplane import DataPlane
+from e2e.dataplane import MODEL, DataPlane
+from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, install_crd
 
 E2E_DIR = Path(__file__).parent
@@ -24,10 +26,18 @@ E2E_DIR = Path(__file__).parent
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every test of this tier `e2e` (a `pytestmark` in a conftest marks nothing), so
-    `-m e2e` and `-m "not e2e"` select by tier."""
+    `-m e2e` and `-m "not e2e"` select by tier; refuses a test using a fixture that starts
+    something its module's markers do not name (testsupport/markers.py), so that selecting
+    by marker never starts what was left out."""
     for item in items:
         if item.path.is_relative_to(E2E_DIR):
             item.add_marker(pytest.mark.e2e)
+            lacking = markers.missing(item.fixturenames, (m.name for m in item.iter_markers()))
+            if lacking:
+                raise pytest.UsageError(
+                    f"{item.nodeid} starts what the markers {lacking} say: add them to "
+                    f"pytestmark in {item.path.name}"
+                )
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +101,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if isinstance(op, OperatorProcess):
             report.sections.append(("operator log (tail)", op.log_tail()))
     return report
+
+
+@pytest.fixture(scope="module")
+def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
+    """Real Ollama serving the tiny model as `MODEL`, for the tests of one module."""
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with OllamaServer(model_names=[MODEL], log_path=log) as server:
+        server.start()
+        yield server
 
 
 @pytest.fixture(scope="module")

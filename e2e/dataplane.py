@@ -28,8 +28,8 @@ from testsupport.process import free_port
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
 from testsupport.repeat import Repeating
+from testsupport.standin import FaultProxy, InThread
 
-from e2e.engines.faults import FaultProxy
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
@@ -62,10 +62,10 @@ class DataPlane:
         self.kubectl = kubectl
         self.router_port = free_port()
         self.vllm: VLLMServer | None = None
-        self.faults: FaultProxy | None = None
+        self.faults: InThread[FaultProxy] | None = None
         self.ollama: OllamaServer | None = None
         self.prometheus: Prometheus | None = None
-        self.prometheus_faults: FaultProxy | None = None
+        self.prometheus_faults: InThread[FaultProxy] | None = None
         self.router: FixedPortRouter | None = None
 
     @property
@@ -84,13 +84,13 @@ class DataPlane:
             ensure_tiny_model(), served_model_name=MODEL, log_path=self.workdir / "vllm.log"
         )
         self.vllm.start()
-        self.faults = FaultProxy(self.vllm.url)
+        self.faults = InThread(FaultProxy(self.vllm.url))
         self.faults.start()
         self.ollama = OllamaServer(model_names=[MODEL], log_path=self.workdir / "ollama.log")
         self.ollama.start()
         self.prometheus = Prometheus(self.workdir / "prometheus")
         self.prometheus.start()
-        self.prometheus_faults = FaultProxy(self.prometheus.url)
+        self.prometheus_faults = InThread(FaultProxy(self.prometheus.url))
         self.prometheus_faults.start()
 
     def serve(self, namespace: str, backend: str) -> FixedPortRouter:

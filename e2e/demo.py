@@ -225,7 +225,7 @@ def migrate(kubectl: Kubectl, plane: BackgroundPlane) -> None:
             "(injected in front of vLLM); the router falls back to Ollama, so rag sees no "
             "error, and the analysis rolls rag back."
         )
-        plane.inject(error_share=1.0)
+        plane.inject(fail_status=500)
         try:
             show_migration(kubectl, plane, lambda: phase_of(kubectl, "rag") == "RolledBack", 120)
         finally:

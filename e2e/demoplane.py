@@ -8,7 +8,7 @@ it returns. This module runs `e2e.dataplane.DataPlane` in a process of its own s
   the backend's routing table, and writes what it serves to ``state.json`` (the operator's
   flags, the router's and Prometheus's URLs) as each part comes up;
 - a small control server on loopback lets the demo inject faults in front of vLLM
-  (``POST /faults`` with ``{"error_share": 1.0}``; ``{}`` clears them);
+  (``POST /faults`` with ``{"fail_status": 500}``; ``{}`` clears them);
 - SIGTERM stops every part; `make cluster-down` (``python -m e2e.demo --stop``) sends it.
 
 CLI (started by `e2e.demo`): ``python -m e2e.demoplane --dir DIR --namespace NS --backend B``.
@@ -74,11 +74,11 @@ def _control_server(plane: DataPlane) -> ThreadingHTTPServer:
             assert plane.faults is not None
             try:
                 fields = json.loads(self.rfile.read(int(self.headers["Content-Length"] or 0)))
-                plane.faults.faults.clear()
+                plane.faults.standin.faults.clear()
                 for name, value in fields.items():
-                    if not hasattr(plane.faults.faults, name):
+                    if not hasattr(plane.faults.standin.faults, name):
                         raise ValueError(f"no fault named {name!r}")
-                    setattr(plane.faults.faults, name, value)
+                    setattr(plane.faults.standin.faults, name, value)
             except (ValueError, TypeError, AttributeError) as error:
                 self.send_error(400, str(error))
                 return

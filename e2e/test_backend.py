@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
+from testsupport.markers import needs
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
+
+pytestmark = needs("cluster")
 
 EXAMPLE = yaml.safe_load((REPO / "examples" / "inferencebackend.yaml").read_text())
 INVALID = sorted((REPO / "e2e" / "invalid").glob("*.yaml"))

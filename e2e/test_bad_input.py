@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from pydantic import ValidationError
+from testsupport.markers import needs
 from testsupport.spec_strategies import Backend, backends, examples, whole_resource_problems
 
 from e2e.harness import Kubectl, OperatorProcess, wait_for
@@ -43,6 +44,8 @@ from inferops.builders.router import IDENTITY
 from inferops.builders.router import name as router_name
 from inferops.kube import Kube, apply_body, object_path, path
 from inferops.validation import describe_errors, service_name_clashes
+
+pytestmark = needs("cluster")
 
 NAMES_A_FIELD = re.compile(r"\b(spec|metadata)\.[A-Za-z]")
 DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}

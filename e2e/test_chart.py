@@ -27,10 +27,13 @@ from typing import Any
 import pytest
 import yaml
 from testsupport.helm import find_helm
+from testsupport.markers import needs
 
 from e2e.harness import REPO, Kubectl, OperatorProcess, free_port, wait_for
 from e2e.localcluster.build import HELM
 from e2e.test_backend import EXAMPLE, printed_rows, wait_phase
+
+pytestmark = needs("cluster", "helm")
 
 CHART = REPO / "charts" / "inferops"
 CRD_NAME = "inferencebackends.inferops.io"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from testsupport.helm import Helm, find_helm
+from testsupport.markers import needs
 from testsupport.monitoring import alerts, split_condition
 from testsupport.prometheus import Prometheus
 
@@ -32,7 +33,7 @@ from e2e.test_backend import NAME
 from e2e.test_migration import consumers_of, served_weight, start_held_at_half, wait_consumer
 from inferops import dashboard
 
-pytestmark = pytest.mark.e2e
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus", "helm")
 
 CONSUMER = "notes"
 
@@ -132,7 +133,7 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
         seen.until([stalled], 30)
         answered = sum(1 for answers in seen.answers.values() if answers)
         print(f"\nwhile progressing at 50%: {answered}/{len(seen.queries)} with series")
-        plane.faults.faults.error_share = 1.0  # vLLM fails every request from now on
+        plane.faults.standin.faults.fail_status = 500  # vLLM fails every request from now on
         try:
             wait_for(
                 f"{CONSUMER} back at 0% in the router",
@@ -143,7 +144,7 @@ def test_every_panel_and_alert_returns_series_while_traffic_flows(
             # Ollama alone for a while: the fallbacks' and the rollback's series settle.
             time.sleep(3)
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
         seen.until(list(seen.queries), 60)
         grafana = {v.name: label_values(prometheus, v, values) for v in dashboard.VARIABLES}
 

@@ -19,10 +19,13 @@ from typing import Any
 
 import pytest
 import yaml
+from testsupport.markers import needs
 
 from e2e.demo import next_steps
 from e2e.demoplane import BackgroundPlane
 from e2e.harness import REPO, Kubectl, OperatorProcess, wait_for
+
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus")
 
 EXAMPLE = yaml.safe_load((REPO / "examples" / "inferencebackend.yaml").read_text())
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
@@ -58,6 +58,7 @@ from inferops.migration.sources import FIRST_SCRAPE, ScrapeSource
 from inferops.migration.vector_probe import VectorProbe
 
 MODEL = "llama3.2"
+pytestmark = needs("vllm", "ollama")
 OWNER = Owner(name="llama32", namespace="ai", uid="uid-1")
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 INTERVAL = 10
@@ -110,14 +111,6 @@ def deployment_spec(pooling: str) -> InferenceBackendSpec:
             "migration": MIGRATION,
         }
     )
-
-
-@pytest.fixture(scope="module")
-def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
-    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
-    with OllamaServer(model_names=[MODEL], log_path=log) as server:
-        server.start()
-        yield server
 
 
 class Plane:

@@ -38,11 +38,14 @@ from pathlib import Path
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.markers import needs
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_gguf import ensure_tiny_gguf
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_server import VLLMServer
+
+pytestmark = needs("vllm", "ollama")
 
 MODEL = "llama3.2"
 MAX_TOKENS = 24

@@ -30,6 +30,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from testsupport.markers import needs
 from testsupport.programs import scrape, total
 from testsupport.repeat import Repeating
 
@@ -41,6 +42,8 @@ from inferops import registry
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.common import BACKEND_LABEL, COMPONENT_LABEL
+
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus")
 
 CHILD_PLURALS = ",".join(k.plural for k in registry.CHILDREN)
 COMPONENTS = ("vllm", "ollama", "router")

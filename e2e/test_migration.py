@@ -1,9 +1,9 @@
 """The migration end to end, on real parts: the operator drives the canary of each consumer
 against the cluster's API server; the router (a real process watching the operator's
-routing table) sends traffic to the real vLLM CPU build and to the Ollama stand-in; real
+routing table) sends traffic to the real vLLM CPU build and to real Ollama; real
 Prometheus scrapes the router and the operator's analysis queries it; consumers are the
 official `openai` and `ollama` clients. Faults are injected in front of vLLM and of
-Prometheus (e2e/engines/faults.py).
+Prometheus (`FaultProxy` of testsupport/standin.py).
 
 Times are printed, not asserted (the tier is not a benchmark): `pytest -s` shows them.
 """
@@ -21,13 +21,14 @@ from typing import Any
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.markers import needs
 from testsupport.repeat import Repeating
 
 from e2e.dataplane import MODEL, DataPlane, Traffic
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, NAME, backend, condition, wait_phase
 
-pytestmark = pytest.mark.e2e
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus")
 
 FAST = {
     "interval": "10s",
@@ -182,14 +183,14 @@ def test_bad_canary_is_rolled_back_without_client_errors(
         wait_consumer(kubectl, namespace, "notes", "passes at 50%", passedSamples=1)
         injected = time.monotonic()
         if fault == "errors":
-            plane.faults.faults.error_share = 1.0
+            plane.faults.standin.faults.fail_status = 500
         else:
-            plane.faults.faults.delay_seconds = 3.0
+            plane.faults.standin.faults.delay = 3.0
         try:
             wait_back_on_ollama(plane, "notes", 60)
             rollback = time.monotonic() - injected
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
     print(f"\n{fault}: back at 0% {rollback:.1f}s after the fault (interval 10s, 0 tolerated)")
     notes = consumers_of(kubectl, namespace)["notes"]
     assert notes["phase"] == "RolledBack" and notes["weight"] == 0
@@ -254,13 +255,12 @@ def test_a_kind_failing_on_vllm_rolls_back_naming_it_and_embeddings_stay_on_olla
         passed = wait_for("rag passing kind by kind at 50%", by_kind, 120, interval=0.5)
         assert {"ollama_chat", "completions", "ollama_embed"} <= set(passed["routes"])
         injected = time.monotonic()
-        plane.faults.faults.paths = ("/v1/completions",)
-        plane.faults.faults.error_share = 1.0
+        plane.faults.standin.faults.fail_paths = {"/v1/completions": 500}
         try:
             wait_back_on_ollama(plane, "rag", 60)
             rollback = time.monotonic() - injected
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
     print(f"\ncompletions failing: back at 0% {rollback:.1f}s after the fault")
     rag = consumers_of(kubectl, namespace)["rag"]
     assert rag["phase"] == "RolledBack" and rag["weight"] == 0
@@ -302,7 +302,7 @@ def test_operator_killed_mid_step_resumes_exactly(
     start_held_at_half(kubectl, plane, namespace, failure_limit=5)
     kept = ("step", "weight", "stepStartedAt", "failedSamples", "lastSampleAt", "phase")
     with Traffic(plane, namespace, "notes") as traffic:
-        plane.faults.faults.error_share = 1.0  # every sample fails from now on
+        plane.faults.standin.faults.fail_status = 500  # every sample fails from now on
         try:
             wait_consumer(kubectl, namespace, "notes", "one failed sample", failedSamples=1)
             migrator.kill()
@@ -321,7 +321,7 @@ def test_operator_killed_mid_step_resumes_exactly(
                 timeout=60,
             )
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
     for key in ("step", "weight", "stepStartedAt", "phase"):
         assert later[key] == before[key], key
     assert later["lastSampleAt"] > before["lastSampleAt"]
@@ -353,7 +353,7 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
         wait_consumer(kubectl, namespace, "notes", "a first sample", passedSamples=1)
         for label, answer in answers.items():
             count = consumers_of(kubectl, namespace)["notes"]["inconclusiveSamples"]
-            faults.faults.canned = answer
+            faults.standin.faults.canned = answer
             try:
                 notes = wait_consumer(
                     kubectl,
@@ -364,7 +364,7 @@ def test_prometheus_empty_nan_or_failing_is_inconclusive(
                     timeout=30,
                 )
             finally:
-                faults.faults.clear()
+                faults.standin.faults.clear()
             print(f"\nprometheus {label}: {notes['lastAnalysis']['message']}")
             assert notes["lastAnalysis"]["verdict"] == "Inconclusive"
             assert notes["phase"] == "Progressing" and notes["weight"] == 50

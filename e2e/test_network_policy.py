@@ -15,11 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from testsupport.markers import needs
+
 from e2e.harness import Kubectl, OperatorProcess, free_port, wait_for
 from e2e.test_backend import NAME, apply_example, backend, wait_phase
 from inferops.builders import NetworkPolicyConfig, Owner
 from inferops.builders.network_policy import engine_policy, parse_peers
 from inferops.drift import contains
+
+pytestmark = needs("cluster")
 
 MONITORING = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},

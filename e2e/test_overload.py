@@ -28,10 +28,13 @@ from typing import Any
 
 import httpx
 import pytest
+from testsupport.markers import needs
 from testsupport.process import free_port
 from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
+
+pytestmark = needs("ollama")
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"

@@ -1,7 +1,7 @@
 """The canary analysis' figures from a real Prometheus scraping a real router process.
 
 The router runs as its own process, fed a routing table file, in front of two engine
-stand-ins (testsupport/fake_engine.py) in this event loop; the official `openai` client sends
+stand-ins (testsupport/standin.py) in this event loop; the official `openai` client sends
 real requests through it; Debian's Prometheus (testsupport/prometheus.py) scrapes it every second
 with the `namespace` and `pod` labels Kubernetes discovery would give a router pod, so that
 `PrometheusSource`'s default selector finds it. No Kubernetes cluster is involved.
@@ -23,14 +23,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testsupport.fake_engine import Behaviour, FakeEngine
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess
 from testsupport.prometheus import Prometheus
+from testsupport.standin import Behaviour, EngineStandin, running
 
 from inferops.migration.figures import EngineFigures, Figures
 from inferops.migration.sources import PrometheusSource, ScrapeSource, window_of
 
-pytestmark = pytest.mark.e2e
+pytestmark = needs("prometheus")
 
 NAMESPACE, BACKEND, CONSUMER = "shop", "llama32", "notes"
 HOST = "llama32-notes"
@@ -42,18 +43,14 @@ SELECTOR = f'namespace="{NAMESPACE}",pod=~"{BACKEND}-router-.+",consumer="{CONSU
 
 
 @pytest.fixture
-async def engines() -> AsyncIterator[tuple[FakeEngine, FakeEngine]]:
-    vllm, ollama = FakeEngine("vllm"), FakeEngine("ollama")
-    await vllm.start()
-    await ollama.start()
-    yield vllm, ollama
-    await vllm.stop()
-    await ollama.stop()
+async def engines() -> AsyncIterator[tuple[EngineStandin, ...]]:
+    async with running("vllm", "ollama") as started:
+        yield started
 
 
 @pytest.fixture
 async def router(
-    engines: tuple[FakeEngine, FakeEngine], tmp_path: Path
+    engines: tuple[EngineStandin, ...], tmp_path: Path
 ) -> AsyncIterator[RouterProcess]:
     vllm, ollama = engines
     table = {
@@ -86,6 +83,17 @@ async def prometheus(router: RouterProcess, tmp_path: Path) -> AsyncIterator[Pro
         print(f"prometheus log {server.log_path}:\n{server.log_tail()}")
 
 
+def consumer_client(router: RouterProcess) -> openai.AsyncOpenAI:
+    """The consumer's official client, through the router, without retries."""
+    return openai.AsyncOpenAI(
+        base_url=f"{router.url}/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=20,
+        default_headers={"Host": HOST},
+    )
+
+
 async def chat(client: openai.AsyncOpenAI) -> None:
     """One streaming chat request; every one must succeed (fallback hides vLLM's 500s)."""
     stream = await client.chat.completions.create(
@@ -98,7 +106,7 @@ async def chat(client: openai.AsyncOpenAI) -> None:
     assert chunks and chunks[-1].usage is not None
 
 
-async def send(client: openai.AsyncOpenAI, vllm: FakeEngine, ok: int, failing: int) -> None:
+async def send(client: openai.AsyncOpenAI, vllm: EngineStandin, ok: int, failing: int) -> None:
     vllm.behaviour = OK
     for _ in range(ok):
         await chat(client)
@@ -124,16 +132,10 @@ async def scraped(http: httpx.AsyncClient, url: str, total: int, timeout: float 
 
 
 async def test_prometheus_source_reads_the_routers_figures(
-    router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
+    router: RouterProcess, prometheus: Prometheus, engines: tuple[EngineStandin, ...]
 ) -> None:
     vllm, ollama = engines
-    client = openai.AsyncOpenAI(
-        base_url=f"{router.url}/v1",
-        api_key="unused",
-        max_retries=0,
-        timeout=20,
-        default_headers={"Host": HOST},
-    )
+    client = consumer_client(router)
 
     async def targets(namespace: str, backend: str) -> list[str]:
         assert (namespace, backend) == (NAMESPACE, BACKEND)
@@ -217,7 +219,7 @@ async def embed(http: httpx.AsyncClient, url: str, count: int) -> None:
 
 
 async def test_prometheus_source_reads_the_figures_by_request_kind(
-    router: RouterProcess, prometheus: Prometheus, engines: tuple[FakeEngine, FakeEngine]
+    router: RouterProcess, prometheus: Prometheus, engines: tuple[EngineStandin, EngineStandin]
 ) -> None:
     """The per-kind queries (PromQL's label_replace from the route) on a real Prometheus: a
     consumer at 100% whose chats pass on vLLM and whose Ollama-API embeddings all fail

@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 from openai import OpenAI
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.harness import Kubectl, OperatorProcess, wait_for
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
+
+pytestmark = needs("cluster", "ollama")
 
 
 @pytest.fixture

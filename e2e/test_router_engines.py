@@ -25,13 +25,17 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionChunk
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess
+from testsupport.standin import WEATHER_TOOL
 
 from e2e.engines.ollama_server import OllamaServer
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env
 from e2e.engines.vllm_server import VLLMServer
 from e2e.harness import wait_for
+
+pytestmark = needs("vllm", "ollama")
 
 MODEL = "llama3.2"
 HOST = "llama32-notes"  # the consumer's Service name, as a pod would send it
@@ -49,14 +53,6 @@ def vllm_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def ollama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
-    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
-    with OllamaServer(model_names=[MODEL], log_path=log) as server:
-        server.start()
-        yield server
 
 
 class TableRouter(RouterProcess):
@@ -351,14 +347,7 @@ def test_embeddings_of_a_migrated_consumer_come_from_real_ollama(
     assert routed == 1
 
 
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
+TOOL = WEATHER_TOOL
 
 
 def test_tools_without_a_tool_call_parser_go_to_real_ollama(

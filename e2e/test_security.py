@@ -32,16 +32,19 @@ from pathlib import Path
 
 import httpx
 from testsupport import readonly
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess, one_consumer_table
+from testsupport.standin import EngineStandin, InThread
 
 from e2e.engines.ollama_server import OllamaServer
-from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
 from e2e.harness import Kubectl, OperatorProcess, free_port
 from e2e.test_backend import EXAMPLE, apply_example, wait_phase
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner, desired_children
 from inferops.builders.router import name as router_name
 from inferops.router.proxy import CONSUMER_HEADER
+
+pytestmark = needs("cluster", "ollama")
 
 # Every kind a namespace of this operator holds, the Secret itself aside.
 KINDS = (
@@ -116,7 +119,8 @@ def test_a_consumers_credentials_stay_out_of_the_routers_log_and_metrics(
 ) -> None:
     credential = f"sk-{secrets.token_urlsafe(24)}"
     # In vLLM's place a fault injector that answers twice, then fails; Ollama is the real one.
-    vllm = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3, fail_after=2))
+    vllm = InThread(EngineStandin("vllm"))
+    vllm.standin.behaviour.fail_status, vllm.standin.behaviour.fail_after = 500, 2
     ollama = OllamaServer(model_names=["llama3.2"], log_path=tmp_path / "ollama.log")
     vllm.start()
     ollama.start()

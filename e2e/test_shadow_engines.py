@@ -26,6 +26,7 @@ from pathlib import Path
 import ollama
 import pytest
 from openai import OpenAI
+from testsupport.markers import needs
 from testsupport.programs import RouterProcess, scrape, total
 
 from e2e.engines.ollama_server import OllamaServer
@@ -42,6 +43,8 @@ from inferops.migration import shadow
 from inferops.migration.figures import Figures
 from inferops.migration.planner import Observations, Plan, plan, spec_hash, stamp
 from inferops.migration.sources import FIRST_SCRAPE, ScrapeSource
+
+pytestmark = needs("vllm", "ollama")
 
 MODEL = "llama3.2"
 OWNER = Owner(name="llama32", namespace="ai", uid="uid-1")

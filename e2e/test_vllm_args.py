@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from testsupport.markers import needs
 from testsupport.vllm_arg_cases import ACCEPTED, REFUSED, Refused
 
 from e2e.engines import vllm_options
@@ -38,6 +39,8 @@ from inferops.api.spec import InferenceBackendSpec
 from inferops.api.vllm_args import MANAGED
 from inferops.api.vllm_options import OPTIONS
 from inferops.builders import vllm
+
+pytestmark = needs("cluster", "vllm")
 
 PARSERS = ("api_server", "serve")
 SPEC = {"model": "llama3.2", "vllm": {"model": "org/model", "maxModelLen": 4096}}

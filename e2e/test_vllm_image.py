@@ -23,12 +23,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testsupport.markers import needs
 from testsupport.process import ManagedProcess, free_port
 
 from e2e.engines.tiny_model import ensure_tiny_model
 from e2e.engines.vllm_cpu import ensure_vllm_env, env_python
 from e2e.engines.vllm_server import DEFAULT_START_TIMEOUT, VLLM_METRICS, VLLMServer
 from e2e.harness import REPO, wait_for
+
+pytestmark = needs("vllm")
 
 IMAGE_DIR = REPO / "images" / "vllm"
 SERVED_NAME = "tiny-from-env"

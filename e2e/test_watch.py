@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from testsupport.helm import Helm, find_helm
+from testsupport.markers import needs
 from testsupport.monitoring import alerts
 from testsupport.programs import total
 
@@ -33,7 +34,7 @@ from e2e.test_migration import (
     wait_consumer,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = needs("cluster", "vllm", "ollama", "prometheus", "helm")
 
 STEPS = [{"weight": 50}, {"weight": 100}]
 # "TTFT p95 3.1x faster", "... 1.4x slower", "... about the same", or too few samples.
@@ -108,7 +109,7 @@ def test_migrated_consumer_whose_vllm_fails_is_reported_within_two_intervals(
 
         before = consumers_of(kubectl, namespace)["notes"]["watch"]["samples"]
         injected = time.monotonic()
-        plane.faults.faults.error_share = 1.0
+        plane.faults.standin.faults.fail_status = 500
         try:
             failing = wait_for(
                 "the watch reports notes", lambda: failing_watch(kubectl, namespace), 90, 0.5
@@ -128,7 +129,7 @@ def test_migrated_consumer_whose_vllm_fails_is_reported_within_two_intervals(
                 interval=1,
             )
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
     print(f"reported {reported:.1f}s after vLLM began answering 500 (interval 10s)")
     assert failing["watch"]["samples"] - before <= 2, failing["watch"]
     assert failing["phase"] == "Migrated" and failing["weight"] == 100  # Report: kept
@@ -164,11 +165,11 @@ def test_rollback_policy_sends_a_failing_migrated_consumer_back_to_ollama(
     with Traffic(plane, namespace, "notes") as traffic:
         notes = migrated(kubectl, namespace)
         before = (notes.get("watch") or {}).get("samples", 0)
-        plane.faults.faults.error_share = 1.0
+        plane.faults.standin.faults.fail_status = 500
         try:
             wait_back_on_ollama(plane, "notes", 90)
         finally:
-            plane.faults.faults.clear()
+            plane.faults.standin.faults.clear()
     notes = consumers_of(kubectl, namespace)["notes"]
     assert notes["phase"] == "RolledBack" and notes["weight"] == 0
     assert "by the watch after migration" in notes["message"]

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from testsupport.kubeserver import KubeServer
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.builders import Owner
-from tests.fake_kube import FakeKubeApi
 
 OWNER = Owner(name="llama32", namespace="ai", uid="0000-1111")
 
@@ -31,9 +31,9 @@ def owner() -> Owner:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[FakeKubeApi]:
-    """A stand-in API server for list and watch (tests/fake_kube.py), started."""
-    server = FakeKubeApi()
+async def api() -> AsyncIterator[KubeServer]:
+    """The in-memory API server over HTTP (testsupport/kubeserver.py), started."""
+    server = KubeServer()
     await server.start()
     yield server
     await server.stop()

@@ -10,26 +10,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from testsupport.kubeserver import KubeServer
 
 from inferops.builders.common import BACKEND_LABEL
 from inferops.cache import ChildCache
 from inferops.kube import Kube
-from inferops.registry import WATCHED
-from tests.fake_kube import FakeKubeApi
+from inferops.registry import KINDS, WATCHED
 from tests.router.conftest import wait_for
 
 MANAGED = {"app.kubernetes.io/managed-by": "inferops"}
 SELECTOR = "app.kubernetes.io/managed-by=inferops"
+API_VERSIONS = {k.kind: k.api_version for k in KINDS}
 
 
 def obj(kind: str, name: str, backend: str | None, namespace: str = "ai", **extra: Any) -> Any:
     labels = {**MANAGED, BACKEND_LABEL: backend} if backend else dict(MANAGED)
     meta = {"name": name, "namespace": namespace, "labels": labels, "managedFields": [{"x": 1}]}
-    return {"metadata": meta, **extra}
+    return {"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": meta, **extra}
+
+
+def lists(api: KubeServer) -> int:
+    return len(api.kube.verbs("list"))
+
+
+def watches(api: KubeServer) -> int:
+    return len(api.kube.verbs("watch"))
 
 
 class Cached:
-    def __init__(self, api: FakeKubeApi, namespaces: list[str] | None = None) -> None:
+    def __init__(self, api: KubeServer, namespaces: list[str] | None = None) -> None:
         self.changes: list[tuple[str, str]] = []
         self.kube = Kube(api.url, "test")
         self.cache = ChildCache(
@@ -47,11 +56,11 @@ class Cached:
 
 
 @pytest.fixture
-async def cached(api: FakeKubeApi) -> AsyncIterator[Cached]:
-    api.put_object("configmaps", obj("ConfigMap", "a-routes", "a", data={"k": "v"}))
-    api.put_object("pods", obj("Pod", "a-vllm-1", "a", spec={"big": "x" * 100}, status={"p": 1}))
-    api.put_object("deployments", obj("Deployment", "b-vllm", "b", spec={"replicas": 1}))
-    api.put_object("configmaps", obj("ConfigMap", "unlabelled", None))
+async def cached(api: KubeServer) -> AsyncIterator[Cached]:
+    api.kube.put(obj("ConfigMap", "a-routes", "a", data={"k": "v"}))
+    api.kube.put(obj("Pod", "a-vllm-1", "a", spec={"big": "x" * 100}, status={"p": 1}))
+    api.kube.put(obj("Deployment", "b-vllm", "b", spec={"replicas": 1}))
+    api.kube.put(obj("ConfigMap", "unlabelled", None))
     state = Cached(api)
     state.cache.start()
     await asyncio.wait_for(state.cache.synced(), 5)
@@ -61,9 +70,9 @@ async def cached(api: FakeKubeApi) -> AsyncIterator[Cached]:
 
 
 async def test_lists_every_kind_once_and_files_objects_by_backend(
-    api: FakeKubeApi, cached: Cached
+    api: KubeServer, cached: Cached
 ) -> None:
-    assert api.lists == len(WATCHED)
+    assert lists(api) == len(WATCHED)
     assert cached.names("ai", "a") == {("ConfigMap", "a-routes"), ("Pod", "a-vllm-1")}
     assert cached.names("ai", "b") == {("Deployment", "b-vllm")}
     objects = cached.cache.objects("ai", "a")
@@ -75,44 +84,45 @@ async def test_lists_every_kind_once_and_files_objects_by_backend(
 
 
 async def test_changes_name_their_backend_and_deletions_remove(
-    api: FakeKubeApi, cached: Cached
+    api: KubeServer, cached: Cached
 ) -> None:
-    await wait_for(lambda: api.watches == len(WATCHED), "the watches")
-    api.put_object("services", obj("Service", "a-vllm", "a"))
-    api.delete("b-vllm", plural="deployments")
+    await wait_for(lambda: watches(api) == len(WATCHED), "the watches")
+    api.kube.put(obj("Service", "a-vllm", "a"))
+    api.kube.remove(obj("Deployment", "b-vllm", "b"))
     await wait_for(lambda: len(cached.changes) == 2, "two changes")
-    assert cached.changes == [("ai", "a"), ("ai", "b")]
+    # Two kinds, two watches: no order between them, as with a real API server.
+    assert sorted(cached.changes) == [("ai", "a"), ("ai", "b")]
     assert ("Service", "a-vllm") in cached.names("ai", "a")
     assert cached.names("ai", "b") == set()
-    assert api.lists == len(WATCHED)  # every change came as a watch event
+    assert lists(api) == len(WATCHED)  # every change came as a watch event
 
 
 async def test_an_ended_watch_resumes_and_an_expired_one_relists(
-    api: FakeKubeApi, cached: Cached
+    api: KubeServer, cached: Cached
 ) -> None:
-    await wait_for(lambda: api.watches == len(WATCHED), "the watches")
-    api.end_watches()
-    await wait_for(lambda: api.watches == 2 * len(WATCHED), "resumed watches")
-    assert api.lists == len(WATCHED)
-    api.expire()
+    await wait_for(lambda: watches(api) == len(WATCHED), "the watches")
+    api.kube.end_watches()
+    await wait_for(lambda: watches(api) == 2 * len(WATCHED), "resumed watches")
+    assert lists(api) == len(WATCHED)
+    api.kube.expire()
     # Changes the expired watches never delivered: found by the new list.
-    api.objects.pop(("configmaps", "ai", "a-routes"))
-    api.put_object("services", obj("Service", "b-vllm", "b"))
+    api.kube.remove(obj("ConfigMap", "a-routes", "a"))
+    api.kube.put(obj("Service", "b-vllm", "b"))
     await wait_for(lambda: ("Service", "b-vllm") in cached.names("ai", "b"), "the relisted")
     await wait_for(lambda: ("ConfigMap", "a-routes") not in cached.names("ai", "a"), "removal")
     assert set(cached.changes) == {("ai", "a"), ("ai", "b")}
 
 
 async def test_its_own_write_is_read_until_the_watch_delivers_a_newer_version(
-    api: FakeKubeApi, cached: Cached
+    api: KubeServer, cached: Cached
 ) -> None:
     before = cached.cache.objects("ai", "b")[("Deployment", "b-vllm")]
     answer = {**before, "spec": {"replicas": 3}}
     answer["metadata"] = {**before["metadata"], "resourceVersion": "999"}
     cached.cache.wrote("ai", "b", before, answer)
     assert cached.cache.objects("ai", "b")[("Deployment", "b-vllm")]["spec"] == {"replicas": 3}
-    await wait_for(lambda: api.watches == len(WATCHED), "the watches")
-    api.put_object("deployments", obj("Deployment", "b-vllm", "b", spec={"replicas": 2}))
+    await wait_for(lambda: watches(api) == len(WATCHED), "the watches")
+    api.kube.put(obj("Deployment", "b-vllm", "b", spec={"replicas": 2}))
     await wait_for(lambda: cached.changes, "the watch event")
     assert cached.cache.objects("ai", "b")[("Deployment", "b-vllm")]["spec"] == {"replicas": 2}
     # A deletion of ours hides the object until the watch reports it.
@@ -121,9 +131,9 @@ async def test_its_own_write_is_read_until_the_watch_delivers_a_newer_version(
     assert ("ConfigMap", "a-routes") not in cached.names("ai", "a")
 
 
-async def test_watches_only_the_namespaces_it_is_given(api: FakeKubeApi) -> None:
-    api.put_object("configmaps", obj("ConfigMap", "a-routes", "a", namespace="team1"))
-    api.put_object("configmaps", obj("ConfigMap", "a-routes", "a", namespace="team2"))
+async def test_watches_only_the_namespaces_it_is_given(api: KubeServer) -> None:
+    api.kube.put(obj("ConfigMap", "a-routes", "a", namespace="team1"))
+    api.kube.put(obj("ConfigMap", "a-routes", "a", namespace="team2"))
     state = Cached(api, namespaces=["team1"])
     state.cache.start()
     try:

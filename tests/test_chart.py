@@ -27,6 +27,8 @@ from inferops.__main__ import parse_args
 from inferops.builders.common import DEFAULT_IMAGES
 from inferops.builders.network_policy import NetworkPolicyConfig, parse_peers
 
+pytestmark = [pytest.mark.helm, pytest.mark.prometheus]
+
 REPO = Path(__file__).resolve().parents[1]
 CRD_SOURCE = REPO / "crds" / "inferencebackends.yaml"
 RULES = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())

@@ -1,13 +1,16 @@
-"""The committed CRD is exactly what the models generate, and is a structural schema."""
+"""The committed CRD is exactly what the models generate, and is a structural schema; the
+generated files' command line writes them and fails `--check` on a stale one."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from inferops.api import crd, facts
+from inferops.api import crd, facts, generated
 
 
 def test_committed_crd_matches_fresh_generation() -> None:
@@ -220,3 +223,17 @@ def test_no_description_writes_a_default_or_range_by_hand() -> None:
             if low in field and high in field:
                 pair = f"{field[low]}-{field[high]}"
                 assert pair not in text, f"{where} writes its range {pair} by hand: {text}"
+
+
+def test_a_generated_file_is_written_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command line of the CRD and the dashboard (`inferops.api.generated`)."""
+    out = tmp_path / "sub" / "file.yaml"
+    args = ("inferops.x", None, out, lambda: "fresh\n")
+    assert generated.main(["--check"], *args) == 1  # missing
+    assert f"{out} is stale: run `python -m inferops.x`" in capsys.readouterr().err
+    assert generated.main([], *args) == 0 and out.read_text() == "fresh\n"
+    assert generated.main(["--check"], *args) == 0
+    out.write_text("edited by hand\n")
+    assert generated.main(["--check"], *args) == 1

@@ -13,6 +13,8 @@ from testsupport.monitoring import check_rules
 
 from inferops import dashboard
 
+pytestmark = [pytest.mark.prometheus]
+
 VALUES = {
     "namespace": "shop",
     "backend": "llama32",

@@ -29,6 +29,8 @@ from e2e.localcluster.build import HELM
 from testsupport.helm import find_helm
 from testsupport.process import free_port
 
+pytestmark = [pytest.mark.helm]
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 VLLM_DIR = IMAGES / "vllm"

@@ -72,7 +72,7 @@ def test_every_contract_holds_for_the_code_as_it_is(copy: Path) -> None:
         ("operator-only", "operator/inferops/router/state.py", "inferops.reconcile"),
         ("operator-only", "operator/inferops/router/configmap.py", "inferops.status"),
         ("independent", "tests/test_cache.py", "e2e.harness"),
-        ("independent", "e2e/test_faults.py", "tests.fake_kube"),
+        ("independent", "e2e/test_faults.py", "tests.conftest"),
         ("Test support", "testsupport/process.py", "e2e.harness"),
     ],
 )

@@ -70,6 +70,31 @@ async def test_versions_uids_and_conflicts() -> None:
     assert gone.value.status == 404
 
 
+async def test_an_apply_with_a_version_is_conditional_on_it() -> None:
+    """As the API server does: a resourceVersion in an applied object is a precondition
+    (409 on another stored version), a creation when nothing is stored, never a field."""
+    kube = MemKube()
+    with_version = {**deployment(replicas=1), "metadata": {"name": "d", "namespace": "ai"}}
+    with_version["metadata"]["resourceVersion"] = "1"
+    created = await kube.apply(with_version)
+    assert created["metadata"]["resourceVersion"] != "1"
+    for entry in created["metadata"]["managedFields"]:
+        assert "f:resourceVersion" not in entry["fieldsV1"].get("f:metadata", {})
+    for attempt in (kube.apply(with_version), kube.try_apply(with_version)):
+        with pytest.raises(KubeError) as conflict:
+            await attempt
+        assert conflict.value.status == 409 and "has been modified" in conflict.value.message
+    version = created["metadata"]["resourceVersion"]
+    current = {**deployment(replicas=2), "metadata": {**with_version["metadata"]}}
+    current["metadata"]["resourceVersion"] = version
+    assert (await kube.apply(current))["spec"]["replicas"] == 2
+    assert [c["spec"] for c in kube.sent("apply")] == [
+        {"replicas": 1},
+        {"replicas": 1},
+        {"replicas": 2},
+    ]
+
+
 async def test_status_is_a_subresource() -> None:
     kube = MemKube()
     obj = await kube.apply({**deployment(replicas=1), "status": {"readyReplicas": 9}})

@@ -86,14 +86,8 @@ def test_add_skips_failed_reads_and_ollama_at_full() -> None:
 def engine(
     ttft: float | None, tpot: float | None, error_rate: float, seen: float = 100
 ) -> EngineComparison:
-    return EngineComparison(
-        requests=seen,
-        ttft_p95=ttft,
-        tpot_p95=tpot,
-        error_rate=error_rate,
-        ttft_observations=seen,
-        tpot_observations=seen,
-    )
+    counts = {"requests": seen, "ttft_observations": seen, "tpot_observations": seen}
+    return EngineComparison(ttft_p95=ttft, tpot_p95=tpot, error_rate=error_rate, **counts)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.api.routing import GENERATION_KINDS, KINDS, ROUTE_KINDS
 from inferops.api.spec import InferenceBackendSpec
@@ -356,8 +356,8 @@ HOST = "b-rag.ai.svc"
 @dataclass
 class DataPath:
     router: RouterServer
-    vllm: FakeEngine
-    ollama: FakeEngine
+    vllm: EngineStandin
+    ollama: EngineStandin
     source: ScrapeSource
     http: httpx.AsyncClient
 
@@ -371,7 +371,7 @@ async def datapath(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     """vLLM and Ollama stand-ins behind a router process' server in this event loop; the
     routing table gives vLLM the kinds the test's parameter names (all when absent)."""
     kinds: list[str] | None = getattr(request, "param", None)
-    vllm, ollama = FakeEngine("vllm"), FakeEngine("ollama")
+    vllm, ollama = EngineStandin("vllm"), EngineStandin("ollama")
     await vllm.start()
     await ollama.start()
     engine: dict[str, Any] = {"url": vllm.url}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 from testsupport.aioserve import serving
+from testsupport.standin import closed_port_url
 
 from inferops.migration.figures import (
     EngineFigures,
@@ -43,13 +43,6 @@ from inferops.router.metrics import TTFT_BUCKETS, RouterMetrics
 
 NS, BACKEND = "ai", "llama32"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # -- fake Prometheus ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import (
@@ -184,8 +184,8 @@ def test_without_ollama_embeddings_move_without_a_check() -> None:
 
 
 @pytest.fixture
-async def engines() -> AsyncIterator[tuple[FakeEngine, FakeEngine]]:
-    vllm, ollama = FakeEngine("vllm"), FakeEngine("ollama")
+async def engines() -> AsyncIterator[tuple[EngineStandin, EngineStandin]]:
+    vllm, ollama = EngineStandin("vllm"), EngineStandin("ollama")
     await vllm.start()
     await ollama.start()
     yield vllm, ollama
@@ -194,7 +194,7 @@ async def engines() -> AsyncIterator[tuple[FakeEngine, FakeEngine]]:
 
 
 async def test_the_probe_asks_each_engine_through_the_router(
-    tmp_path: Path, engines: tuple[FakeEngine, FakeEngine]
+    tmp_path: Path, engines: tuple[EngineStandin, EngineStandin]
 ) -> None:
     vllm, ollama = engines
     s = spec({"extraArgs": ["--runner", "pooling"]}, embeddings={"inputs": ["a", "bbb"]})
@@ -279,7 +279,7 @@ class NoReplicas:
 
 
 async def test_the_reader_compares_the_vectors_when_a_check_is_due_and_only_then(
-    tmp_path: Path, engines: tuple[FakeEngine, FakeEngine]
+    tmp_path: Path, engines: tuple[EngineStandin, EngineStandin]
 ) -> None:
     vllm, ollama = engines
     # The stand-ins' vectors are alike but not equal (cosine 0.9993): a strict threshold.

@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from testsupport.memkube import MemKube
 
 from inferops.__main__ import parse_args
+from inferops.api import API_VERSION, KIND
 from inferops.api.status import InferenceBackendStatus
 from inferops.builders import NetworkPolicyConfig, Owner, desired_children
 from inferops.builders.common import SPEC_HASH_ANNOTATION
 from inferops.builders.network_policy import Peer, engine_policy, parse_peers
-from inferops.kube import KubeError
 from inferops.reconcile import Snapshot, decide, reconcile
 from tests.conftest import OWNER, make_spec
 
@@ -235,36 +236,19 @@ def test_bad_configuration_stops_the_operator_at_start(
 # ---------------------------------------------------------------- someone else's policy
 
 
-class ForeignPolicyKube:
-    """The API as the operator sees it: a NetworkPolicy `llama32-engines` that belongs to
-    someone else (e.g. made by hand from an earlier SECURITY.md example), without owners.
-    A create-only apply of it is answered 409, as the real server does; others succeed."""
-
-    def __init__(self) -> None:
-        self.applied: list[str] = []
-        self.deleted: list[str] = []
-
-    async def get(self, path: str) -> dict[str, Any] | None:
-        if path.endswith("/networkpolicies/llama32-engines"):
-            return {"metadata": {"name": "llama32-engines", "namespace": "ai"}}
-        return None
-
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        if obj["metadata"]["name"] == "llama32-engines":
-            raise KubeError(409, "the object has been modified")
-        self.applied.append(obj["metadata"]["name"])
-        return obj
-
-    async def delete(self, obj: dict[str, Any]) -> None:
-        self.deleted.append(obj["metadata"]["name"])
-
-    async def patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> Any:
-        return obj
-
-    async def post_event(self, *_: Any) -> None: ...
+THEIRS = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "llama32-engines", "namespace": "ai"},
+    "spec": {"podSelector": {}},
+}
+"""Someone else's policy of the name the operator wants (e.g. made by hand from an earlier
+SECURITY.md example), without owners."""
 
 
 BODY = {
+    "apiVersion": API_VERSION,
+    "kind": KIND,
     "metadata": {"name": "llama32", "namespace": "ai", "uid": OWNER.uid, "generation": 1},
     "spec": {"model": "llama3.2", "vllm": {"model": "m"}},
 }
@@ -283,12 +267,20 @@ class NoChildren:
 async def test_an_existing_policy_of_that_name_is_reported_not_taken_over() -> None:
     message = "NetworkPolicy llama32-engines already exists and is not owned"
     log = logging.getLogger("test")
-    kube: Any = ForeignPolicyKube()
+
+    def api() -> tuple[MemKube, dict[str, Any]]:
+        kube = MemKube()
+        kube.put(ACCEPTED)
+        return kube, kube.put(THEIRS)
+
+    kube, theirs = api()
     outcome = await reconcile(
         kube, ACCEPTED, NoChildren(), log, network_policy=NetworkPolicyConfig()
     )
     assert outcome.invalid is not None and message in outcome.invalid
-    assert kube.deleted == kube.applied  # the children created before it are undone
+    # Theirs untouched, and the children created before it undone.
+    assert [o for o in kube.objects() if o["kind"] != KIND] == [theirs]
+    assert len(kube.verbs("delete")) == len(kube.verbs("apply")) - 1  # all but the refused
     # Off: the name is not ours to want.
-    kube = ForeignPolicyKube()
+    kube, _ = api()
     assert (await reconcile(kube, ACCEPTED, NoChildren(), log)).invalid is None

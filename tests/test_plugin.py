@@ -1,7 +1,8 @@
 """The kubectl plugin: rendering and request checks on canned resources (pure), and the
-request/acknowledgement flow through the real CLI against an in-process fake API server that
-stores one InferenceBackend, applies merge patches with the resourceVersion precondition, and
-plays the operator by acknowledging each request in status."""
+request/acknowledgement flow through the real CLI against the in-memory API server over HTTP
+(testsupport/kubeserver.py: merge patches with the resourceVersion precondition, Status
+answers), holding one InferenceBackend, with a watcher playing the operator by acknowledging
+each request in status."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from testsupport.aioserve import Served, serve
-from testsupport.memkube import merge_patch
+from testsupport.kubeserver import KubeServer
+from testsupport.memkube import MemKube
 
 from inferops.api.migration import ACTION_ANNOTATION
 from inferops.api.status import InferenceBackendStatus
+from inferops.kube import path
 from inferops.plugin import actions, render
 from inferops.plugin.__main__ import build_parser, run
 from tests.conftest import make_spec
@@ -476,127 +478,89 @@ def test_timeout_flag_takes_seconds_or_durations() -> None:
     assert parser.parse_args(["status", "x", "-n", "ai"]).namespace == "ai"
 
 
-# -- the request/acknowledgement flow against a fake API server ---------------------------
+# -- the request/acknowledgement flow against the in-memory API server ----------------------
 
-URL = "/apis/inferops.io/v1alpha1/namespaces/{namespace}/inferencebackends/{name}"
-
-
-def status_error(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "status": "Failure", "reason": reason, "message": message}
-    return web.json_response({**body, "code": code}, status=code)
+COLLECTION = path("inferops.io/v1alpha1", "InferenceBackend", "ai")
+URL = COLLECTION + "/llama32"
 
 
-class FakeApiServer:
-    """One stored InferenceBackend behind the two verbs the plugin uses; with `ack` set it
-    answers each request the way the operator does, `ack_delay` seconds after the patch."""
+class Operator:
+    """Plays the operator: follows the resources through a watch and answers each request
+    `delay` seconds after it appears, with `result` and `message` in status (no answer with
+    `result` None)."""
 
-    def __init__(self, obj: dict[str, Any] | None) -> None:
-        self.obj = obj
-        self.ack: str | None = "Done"
-        self.ack_message = "rag promoted to step 3 (100%)"
-        self.ack_delay = 0.05
-        self.conflicts = 0
-        """Concurrent writes to simulate: each lands just before the plugin's next patch."""
-        self.patches: list[dict[str, Any]] = []
-        self.conflicted = 0
-        self.requests: list[web.Request] = []
-        self.port = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._served: Served | None = None
+    def __init__(self, kube: MemKube) -> None:
+        self.kube = kube
+        self.result: str | None = "Done"
+        self.message = "rag promoted to step 3 (100%)"
+        self.delay = 0.05
 
-    async def start(self) -> None:
-        app = web.Application()
-        route = URL.format(namespace="{namespace}", name="{name}")
-        app.router.add_get(route, self._get)
-        app.router.add_patch(route, self._patch)
-        self._served = await serve(app)
-        self.port = self._served.port
+    async def run(self) -> None:
+        _, version = await self.kube.list_versioned(COLLECTION)
+        while True:
+            async for _, obj in self.kube.watch(COLLECTION, version):
+                version = obj["metadata"]["resourceVersion"]
+                text = (obj["metadata"].get("annotations") or {}).get(ACTION_ANNOTATION)
+                last = (obj.get("status") or {}).get("migration", {}).get("lastAction") or {}
+                if self.result and text and json.loads(text)["id"] != last.get("id"):
+                    await asyncio.sleep(self.delay)
+                    record = {**json.loads(text), "result": self.result}
+                    record |= {"message": self.message, "time": ago(0)}
+                    await self.kube.patch_status(obj, {"migration": {"lastAction": record}})
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._served:
-            await self._served.close()
 
-    def _stored(self, request: web.Request) -> dict[str, Any] | None:
-        self.requests.append(request)
-        meta = (self.obj or {}).get("metadata", {})
-        info = request.match_info
-        if (info["namespace"], info["name"]) == (meta.get("namespace"), meta.get("name")):
-            return self.obj
-        return None
+@dataclass
+class Api:
+    server: KubeServer
+    operator: Operator
+    version: str
+    """The resource's version when the test starts."""
 
-    def _bump(self) -> None:
-        assert self.obj is not None
-        meta = self.obj["metadata"]
-        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+    @property
+    def kube(self) -> MemKube:
+        return self.server.kube
 
-    async def _get(self, request: web.Request) -> web.Response:
-        obj = self._stored(request)
-        if obj is None:
-            return status_error(404, "NotFound", "not found")
-        return web.json_response(obj)
+    def stored(self) -> dict[str, Any]:
+        obj = self.kube.stored(URL)
+        assert obj is not None
+        return obj
 
-    async def _patch(self, request: web.Request) -> web.Response:
-        obj = self._stored(request)
-        if obj is None:
-            return status_error(404, "NotFound", "not found")
-        assert request.content_type == "application/merge-patch+json"
-        if self.conflicts:
-            self.conflicts -= 1
-            self._bump()  # someone else wrote the object since the plugin read it
-        patch = await request.json()
-        self.patches.append(patch)
-        wanted = patch.get("metadata", {}).get("resourceVersion")
-        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
-            self.conflicted += 1
-            return status_error(
-                409, "Conflict", "the object has been modified; please apply your changes"
-            )
-        self.obj = merge_patch(obj, patch)
-        self._bump()
-        if self.ack:
-            task = asyncio.create_task(self._acknowledge(self.ack))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return web.json_response(self.obj)
-
-    async def _acknowledge(self, result: str) -> None:
-        await asyncio.sleep(self.ack_delay)
-        assert self.obj is not None
-        request = json.loads(self.obj["metadata"]["annotations"][ACTION_ANNOTATION])
-        record = {**request, "result": result, "message": self.ack_message, "time": ago(0)}
-        self.obj["status"]["migration"]["lastAction"] = record
-        self._bump()
+    def patches(self) -> list[dict[str, Any]]:
+        """The plugin's merge patches, in order (the operator writes only status)."""
+        return self.kube.sent("merge_patch")
 
     def last_request(self) -> dict[str, Any]:
-        assert self.obj is not None
-        return dict(json.loads(self.obj["metadata"]["annotations"][ACTION_ANNOTATION]))
+        return dict(json.loads(self.stored()["metadata"]["annotations"][ACTION_ANNOTATION]))
+
+    def writes_first(self, times: int) -> None:
+        """Someone else writes the resource just before each of the plugin's next `times`
+        patches."""
+        left = [times]
+
+        def write(verb: str, obj: dict[str, Any]) -> None:
+            if verb == "patch" and left[0]:
+                left[0] -= 1
+                self.kube.put(self.stored())
+
+        self.kube.on_write = write
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[FakeApiServer]:
-    server = FakeApiServer(resource())
+async def api() -> AsyncIterator[Api]:
+    server = KubeServer()
+    stored = server.kube.put(resource())
+    operator = Operator(server.kube)
+    task = asyncio.create_task(operator.run())
     await server.start()
-    yield server
+    yield Api(server, operator, stored["metadata"]["resourceVersion"])
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     await server.stop()
 
 
 @pytest.fixture
-def kubeconfig(api: FakeApiServer, tmp_path: Path) -> str:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api.port}"}}],
-        "users": [{"name": "me", "user": {"token": "s3cret"}}],
-        "contexts": [
-            {"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": "ai"}}
-        ],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return str(path)
+def kubeconfig(api: Api, tmp_path: Path) -> str:
+    return str(api.server.kubeconfig(tmp_path, "s3cret", namespace="ai"))
 
 
 async def ib(*argv: str) -> tuple[int, str, str]:
@@ -606,39 +570,39 @@ async def ib(*argv: str) -> tuple[int, str, str]:
 
 
 async def test_promote_writes_the_request_and_reports_the_operators_answer(
-    api: FakeApiServer, kubeconfig: str
+    api: Api, kubeconfig: str
 ) -> None:
     code, out, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
     assert (code, out, err) == (0, "rag promoted to step 3 (100%)", "")
-    [patch] = api.patches
-    assert patch["metadata"]["resourceVersion"] == "100"
+    [patch] = api.patches()
+    assert patch["metadata"]["resourceVersion"] == api.version
     request = json.loads(patch["metadata"]["annotations"][ACTION_ANNOTATION])
     assert request["action"] == "promote" and request["consumer"] == "rag"
     assert len(request["id"]) == 32 and int(request["id"], 16) >= 0
-    patch_request = api.requests[1]
+    patch_request = api.server.requests[1]
+    assert patch_request.method == "PATCH"
     assert patch_request.query["fieldManager"] == "kubectl-ib"
     assert patch_request.headers["Authorization"] == "Bearer s3cret"
 
 
-async def test_promote_full_and_flags_after_the_command(
-    api: FakeApiServer, kubeconfig: str
-) -> None:
+async def test_promote_full_and_flags_after_the_command(api: Api, kubeconfig: str) -> None:
     code, _, _ = await ib("promote", "llama32", "rag", "--full", "--kubeconfig", kubeconfig)
     assert code == 0
     assert api.last_request()["action"] == "promote-full"
 
 
 async def test_a_rejected_request_exits_1_with_the_operators_message(
-    api: FakeApiServer, kubeconfig: str
+    api: Api, kubeconfig: str
 ) -> None:
-    api.ack, api.ack_message = "Rejected", "rag is not waiting for a promote"
+    api.operator.result = "Rejected"
+    api.operator.message = "rag is not waiting for a promote"
     code, out, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
     assert (code, out) == (1, "")
     assert err == "error: promote rag rejected: rag is not waiting for a promote"
 
 
-async def test_no_acknowledgement_exits_2(api: FakeApiServer, kubeconfig: str) -> None:
-    api.ack = None
+async def test_no_acknowledgement_exits_2(api: Api, kubeconfig: str) -> None:
+    api.operator.result = None
     code, _, err = await ib("--kubeconfig", kubeconfig, "pause", "llama32", "--timeout", "0.2")
     assert code == 2
     assert err == (
@@ -649,32 +613,32 @@ async def test_no_acknowledgement_exits_2(api: FakeApiServer, kubeconfig: str) -
     code, _, err = await ib("--kubeconfig", kubeconfig, "abort", "llama32", "rag")
     assert code == 1
     assert err.startswith("error: an earlier request (pause rag) is not acknowledged yet")
-    assert len(api.patches) == 1
+    assert len(api.patches()) == 1
 
 
-async def test_no_wait_returns_after_writing(api: FakeApiServer, kubeconfig: str) -> None:
-    api.ack = None
+async def test_no_wait_returns_after_writing(api: Api, kubeconfig: str) -> None:
+    api.operator.result = None
     code, out, _ = await ib("--kubeconfig", kubeconfig, "abort", "llama32", "--no-wait")
     assert code == 0
     assert out == f"requested abort of rag on ai/llama32 ({api.last_request()['id']})"
 
 
-async def test_a_conflicting_write_is_retried_on_the_new_version(
-    api: FakeApiServer, kubeconfig: str
-) -> None:
-    api.conflicts = 2
+async def test_a_conflicting_write_is_retried_on_the_new_version(api: Api, kubeconfig: str) -> None:
+    api.writes_first(2)
     code, _, _ = await ib("--kubeconfig", kubeconfig, "promote", "llama32")
     assert code == 0
-    assert api.conflicted == 2
-    assert [p["metadata"]["resourceVersion"] for p in api.patches] == ["100", "101", "102"]
+    patches = [r.status for r in api.server.requests if r.method == "PATCH"]
+    assert patches == [409, 409, 200]
+    sent = [int(p["metadata"]["resourceVersion"]) for p in api.patches()]
+    assert [v - int(api.version) for v in sent] == [0, 1, 2]  # each on the version just written
 
 
-async def test_an_unknown_resource_exits_1(api: FakeApiServer, kubeconfig: str) -> None:
+async def test_an_unknown_resource_exits_1(api: Api, kubeconfig: str) -> None:
     code, _, err = await ib("--kubeconfig", kubeconfig, "promote", "nope")
     assert (code, err) == (1, "error: inferencebackend ai/nope not found")
     code, _, err = await ib("--kubeconfig", kubeconfig, "-n", "other", "status", "llama32")
     assert (code, err) == (1, "error: inferencebackend other/llama32 not found")
-    assert api.patches == []
+    assert api.patches() == []
 
 
 @pytest.mark.parametrize(
@@ -686,28 +650,28 @@ async def test_an_unknown_resource_exits_1(api: FakeApiServer, kubeconfig: str) 
     ],
 )
 async def test_refusals_write_nothing(
-    api: FakeApiServer, kubeconfig: str, argv: list[str], message: str
+    api: Api, kubeconfig: str, argv: list[str], message: str
 ) -> None:
     code, _, err = await ib("--kubeconfig", kubeconfig, *argv)
     assert code == 1
     assert err.startswith("error: " + message)
-    assert api.patches == []
+    assert api.patches() == []
 
 
 async def test_a_resource_without_migration_is_refused_before_writing(
-    api: FakeApiServer, kubeconfig: str
+    api: Api, kubeconfig: str
 ) -> None:
-    api.obj = resource([consumer("notes", "Manual", 30)], with_migration=False)
+    api.kube.put(resource([consumer("notes", "Manual", 30)], with_migration=False))
     code, _, err = await ib("--kubeconfig", kubeconfig, "promote", "llama32", "notes")
     assert code == 1
     assert err == (
         "error: ai/llama32 has no spec.migration: weights are set in spec.consumers[].weight"
     )
-    assert api.patches == []
+    assert api.patches() == []
 
 
 async def test_status_uses_kubeconfig_from_the_environment(
-    api: FakeApiServer, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
+    api: Api, kubeconfig: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
     code, out, _ = await ib("status", "llama32")
@@ -716,12 +680,11 @@ async def test_status_uses_kubeconfig_from_the_environment(
     assert "rag        Progressing   50%      2/3" in out
     code, out, _ = await ib("status", "llama32", "-o", "json")
     assert code == 0
-    assert api.obj is not None
-    assert json.loads(out) == api.obj["status"]
+    assert json.loads(out) == api.stored()["status"]
 
 
-async def test_an_unreachable_api_server_is_reported(kubeconfig: str, api: FakeApiServer) -> None:
-    await api.stop()
+async def test_an_unreachable_api_server_is_reported(kubeconfig: str, api: Api) -> None:
+    await api.server.stop()
     code, _, err = await ib("--kubeconfig", kubeconfig, "status", "llama32")
     assert code == 1
     assert err.startswith("error: API server unreachable")
@@ -734,17 +697,18 @@ async def test_a_missing_kubeconfig_is_reported(tmp_path: Path) -> None:
 
 
 async def test_a_reader_that_stops_early_ends_the_command_quietly(
-    api: FakeApiServer, kubeconfig: str
+    api: Api, kubeconfig: str
 ) -> None:
     """`kubectl ib status NAME | head -1` through a real pipe: the reader takes one line and
     closes its end while the plugin still has far more to write than a pipe holds. The plugin
     ends like kubectl or cat killed by SIGPIPE would, as a shell reports it (141), with
     nothing on stderr."""
-    assert api.obj is not None
     long = "x" * 2000  # every consumer's block carries a long message: output >> 64 KiB
-    api.obj["status"]["consumers"] = [
+    obj = api.stored()
+    obj["status"]["consumers"] = [
         consumer(f"c{i}", "Pending", message=f"{i} {long}") for i in range(64)
     ]
+    api.kube.put(obj)
     read_end, write_end = os.pipe()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -771,7 +735,7 @@ async def test_a_reader_that_stops_early_ends_the_command_quietly(
         os.close(read_end)
         return line
 
-    # In a thread: the fake API server answers the plugin from this event loop meanwhile.
+    # In a thread: the in-memory API server answers the plugin from this event loop meanwhile.
     assert await asyncio.to_thread(head_1) == b"InferenceBackend ai/llama32\n"
     assert process.stderr is not None
     err = await process.stderr.read()

@@ -21,6 +21,8 @@ from e2e.localcluster import versions
 from e2e.localcluster.build import HELM
 from testsupport.helm import find_helm
 
+pytestmark = [pytest.mark.helm]
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
 CHART = REPO / "charts" / "inferops"

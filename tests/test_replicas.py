@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from testsupport.memkube import MemKube
 
 from inferops import replicas
 from inferops.api.status import InferenceBackendStatus
@@ -104,28 +105,6 @@ def test_no_handover_when_the_spec_keeps_them_or_nothing_exists() -> None:
     assert replicas.handover(None, deployments()["vllm"], OPERATOR) is None
 
 
-class RecordingKube:
-    """Records applies; answers with the applied object owned by the manager that sent it,
-    and a GET with the object `live` holds (with its managedFields, which the operator's
-    watch cache does not keep)."""
-
-    field_manager = OPERATOR
-
-    def __init__(self) -> None:
-        self.applied: list[tuple[str, dict[str, Any]]] = []
-        self.live: dict[str, Any] | None = None
-
-    async def get(self, url: str) -> Any:
-        return self.live
-
-    async def apply(self, obj: dict[str, Any], field_manager: str | None = None) -> Any:
-        manager = field_manager or self.field_manager
-        self.applied.append((manager, obj))
-        return live(
-            obj, obj["spec"].get("replicas"), manager if "replicas" in obj["spec"] else None
-        )
-
-
 class NoCache:
     """Stands in for the watch cache, which only hears of the operator's writes here."""
 
@@ -137,39 +116,54 @@ class NoCache:
 
 
 async def _apply(
-    kube: RecordingKube, desired: list[dict[str, Any]], live: dict[tuple[str, str], Any]
+    kube: MemKube, desired: list[dict[str, Any]], live: dict[tuple[str, str], Any]
 ) -> None:
     create, update, delete = changes(desired, live)
     plan = Plan(desired, InferenceBackendStatus(), [], None, create, update, delete)
     await write_children(kube, plan, OWNER, logging.getLogger("test"), NoCache())  # type: ignore[arg-type]
 
 
+def applied(kube: MemKube) -> list[tuple[str, int | None]]:
+    """Who applied which count, in order (None: an apply without replicas)."""
+    return [
+        (c.manager, (c.body or {})["spec"].get("replicas")) for c in kube.calls if c.verb == "apply"
+    ]
+
+
+def cached(obj: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """`obj` as the operator's watch cache holds it: without managedFields."""
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return {(obj["kind"], obj["metadata"]["name"]): {**obj, "metadata": meta}}
+
+
 async def test_apply_creates_then_hands_over_once() -> None:
-    kube = RecordingKube()
+    kube = MemKube(field_manager=OPERATOR)
     vllm = deployments()["vllm"]
     await _apply(kube, [vllm], {})
-    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied] == [(OPERATOR, 1)]
-    # A spec change (new image): the count goes to the second manager first, then the
+    assert applied(kube) == [(OPERATOR, 1)]
+    # An earlier spec pinned 3 replicas, so the operator owns them; then a spec change (new
+    # image) leaves them out: the count goes to the second manager first, then the
     # operator's apply without replicas, which no longer resets them. The cached object
     # has no managedFields: ownership is read from the API server.
+    live = await kube.apply({**vllm, "spec": {**vllm["spec"], "replicas": 3}})
     changed = deployments(vllm={"model": "m", "image": "vllm:new"})["vllm"]
-    kube.live = live(vllm, 3, OPERATOR)
-    cached = {
-        **kube.live,
-        "metadata": {k: v for k, v in kube.live["metadata"].items() if k != "managedFields"},
-    }
-    state = {("Deployment", "llama32-vllm"): cached}
-    await _apply(kube, [changed], state)
-    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[1:]] == [
-        (replicas.HANDOVER_MANAGER, 3),
-        (OPERATOR, None),
-    ]
-    # Once handed over (an HPA or the second manager owns them), no second handover.
-    kube.live = live(changed, 3, "kube-controller-manager")
-    state = {("Deployment", "llama32-vllm"): kube.live}
+    await _apply(kube, [changed], cached(live))
+    assert applied(kube)[2:] == [(replicas.HANDOVER_MANAGER, 3), (OPERATOR, None)]
+    live = kube.stored(vllm)
+    assert live is not None and live["spec"]["replicas"] == 3
+    # Once handed over (an HPA or the second manager owns them), no second handover, and
+    # an HPA's count stays.
+    hpa = {k: live[k] for k in ("apiVersion", "kind")}
+    hpa["metadata"] = {"name": "llama32-vllm", "namespace": OWNER.namespace}
+    live = await kube.apply(
+        {**hpa, "spec": {"replicas": 4}}, field_manager="kube-controller-manager"
+    )
     newer = deployments(vllm={"model": "m", "image": "vllm:newer"})["vllm"]
-    await _apply(kube, [newer], state)
-    assert [(m, o["spec"].get("replicas")) for m, o in kube.applied[3:]] == [(OPERATOR, None)]
+    await _apply(kube, [newer], cached(live))
+    assert applied(kube)[5:] == [(OPERATOR, None)]
+    live = kube.stored(vllm)
+    assert live is not None and live["spec"]["replicas"] == 4
+    assert live["spec"]["template"] == newer["spec"]["template"]
 
 
 def test_status_counts_the_deployments_own_replicas_when_the_spec_leaves_them() -> None:

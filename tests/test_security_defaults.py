@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e.engines.ollama_standin import OllamaStandinThread, StandinConfig
+import pytest
 from testsupport import readonly
 from testsupport.helm import Helm
 from testsupport.programs import RouterProcess, one_consumer_table
+from testsupport.standin import EngineStandin, InThread
 
 from inferops.builders import desired_children
 from inferops.router.__main__ import parse_args
 from tests.conftest import OWNER, make_spec
 from tests.test_chart import helm_binary
+
+pytestmark = [pytest.mark.helm]
 
 SPEC: dict[str, Any] = {
     "vllm": {
@@ -166,8 +169,9 @@ def test_the_router_serves_on_a_read_only_root(tmp_path: Path) -> None:
     """The router process, with the image's environment, on a root that refuses writes
     outside its /tmp: it loads its table, proxies OpenAI and Ollama requests (streamed too),
     falls back, serves /metrics, stops cleanly, and never tries to write."""
-    vllm = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3, fail_after=2))
-    ollama = OllamaStandinThread(StandinConfig(model="llama3.2", tokens=3))
+    vllm = InThread(EngineStandin("vllm"))
+    vllm.standin.behaviour.fail_status, vllm.standin.behaviour.fail_after = 500, 2
+    ollama = InThread(EngineStandin("ollama"))
     vllm.start()
     ollama.start()
     table = one_consumer_table(tmp_path / "routes.json", vllm.url, ollama.url)

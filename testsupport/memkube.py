@@ -5,10 +5,11 @@ operator does, without a server.
 What it keeps honest:
 - every write gets the next resourceVersion; a creation a uid and generation 1; a change of
   anything but metadata and status the next generation;
-- create answers 409 when the object exists, and so does an apply naming a resourceVersion
-  the object does not have; delete 409 when the uid precondition fails and
+- create answers 409 when the object exists; delete 409 when the uid precondition fails and
   nothing (as the client does for 404) when it is gone; patch_metadata 409 when the object
-  changed since the version read, KubeError 404 when it is gone;
+  changed since the version read, KubeError 404 when it is gone; an apply carrying a
+  resourceVersion is conditional on it (409 when the object exists at another version, a
+  creation when it does not), and the version is never stored as a field;
 - server-side apply merges the applied fields into the stored object (maps merged,
   ownerReferences merged by uid as the API server's list-map is, other lists replaced as
   atomic), takes them from other managers (force), records them in `managedFields` under
@@ -22,7 +23,8 @@ What it keeps honest:
 
 Faults are injected, not scripted answers: `refuse` makes applies and dry runs of one object
 fail with a status, `fail_next` fails the next calls of a verb, `latency` delays every call.
-`calls` records what was asked, in order, and `most_in_flight` the most concurrent calls.
+`calls` records what was asked, in order (with what was sent: `sent(verb)`), `events` the
+Events posted and `most_in_flight` the most concurrent calls.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Call:
     """`Kind name` of an object, the URL of a get, list or watch."""
     manager: str = ""
     """The field manager of an apply or a dry run."""
+    body: Obj | None = field(default=None, compare=False, hash=False)
+    """What was sent: the object of a create, apply or dry run, the patch of a patch (the
+    status of patch_status), the Event of post_event."""
 
 
 @dataclass
@@ -74,18 +79,27 @@ class MemKube:
     _faults: dict[str, _Fault] = field(default_factory=dict)
     _in_flight: int = 0
     _changed: asyncio.Condition | None = None
+    _endings: int = 0
+    _expiries: int = 0
 
     # -- setting the scene ------------------------------------------------------------------
 
     def put(self, obj: Obj) -> Obj:
-        """Stores `obj` as someone else wrote it (a new version, a uid when it has none)."""
+        """Stores `obj` as someone else wrote it (a new version; the stored object's uid, or
+        a new one, when it has none)."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
-        if not meta.get("uid"):
-            meta["uid"] = self._uid()
+        before = (self._objects.get(object_path(obj)) or {}).get("metadata", {})
+        if not meta.get("uid"):  # a change keeps the object's uid, a creation gets one
+            meta["uid"] = before.get("uid") or self._uid()
         meta.setdefault("generation", 1)
         self._store(obj)
         return copy.deepcopy(obj)
+
+    def remove(self, obj: Obj) -> None:
+        """Deletes `obj` as someone else would (a DELETED event, a version of its own)."""
+        current = self._objects.pop(object_path(obj))
+        self._record("DELETED", current)
 
     def stored(self, obj_or_url: Obj | str) -> Obj | None:
         """The object as stored now (a copy), by object or URL."""
@@ -107,9 +121,30 @@ class MemKube:
         410 Gone (a watch already open goes on)."""
         self._oldest = self.version
 
+    def end_watches(self) -> None:
+        """Every open watch ends, as at its `timeoutSeconds`: clients watch again from the
+        last version they saw."""
+        self._endings += 1
+        self._wake()
+
+    def expire(self) -> None:
+        """Compaction past what the open watches delivered: each answers 410 Gone before
+        any later event, and a watch from an older version too (clients list again)."""
+        self.compact()
+        self._expiries += 1
+        self._wake()
+
     def verbs(self, *verbs: str) -> list[str]:
         """The targets of the calls of these verbs, in order."""
         return [c.target for c in self.calls if c.verb in verbs]
+
+    def sent(self, *verbs: str) -> list[Obj]:
+        """What the calls of these verbs sent, in order (copies)."""
+        return [copy.deepcopy(c.body) for c in self.calls if c.verb in verbs and c.body]
+
+    def objects(self) -> list[Obj]:
+        """Every stored object (copies), by URL."""
+        return [copy.deepcopy(o) for _, o in sorted(self._objects.items())]
 
     # -- KubeApi ----------------------------------------------------------------------------
 
@@ -136,6 +171,7 @@ class MemKube:
         field_selector: str | None = None,
         timeout_seconds: int = 290,
     ) -> AsyncIterator[tuple[str, Obj]]:
+        endings, expiries = self._endings, self._expiries
         await self._call("watch", url)
         since = int(version)
         if since < self._oldest:
@@ -144,6 +180,10 @@ class MemKube:
         deadline = loop.time() + timeout_seconds
         condition = self._condition()
         while True:
+            if self._expiries != expiries:
+                raise WatchExpired(url)
+            if self._endings != endings:
+                return
             for rv, kind, obj in self._history:
                 key = object_path(obj)
                 if rv > since and _in(url, key, obj):
@@ -160,31 +200,33 @@ class MemKube:
                     return
 
     async def create(self, obj: Obj) -> Obj:
-        await self._call("create", _name(obj), obj)
+        await self._call("create", _name(obj), obj, body=obj)
         if object_path(obj) in self._objects:
             raise KubeError(409, f'{obj["kind"]} "{obj["metadata"]["name"]}" already exists')
         return self.put(_without_status(obj))
 
     async def merge_patch(self, obj: Obj, patch: Obj) -> Obj:
-        await self._call("merge_patch", _name(obj), obj)
+        await self._call("merge_patch", _name(obj), obj, body=patch)
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
+        self._precondition(obj, (patch.get("metadata") or {}).get("resourceVersion"))
         return self._update(current, merge_patch(current, _without_status(patch)))
 
     async def apply(self, obj: Obj, *, field_manager: str | None = None) -> Obj:
         manager = field_manager or self.field_manager
-        await self._call("apply", _name(obj), obj, manager)
+        await self._call("apply", _name(obj), obj, manager, body=obj)
         self._refused(obj)
-        self._precondition(obj)
+        self._precondition(obj, obj["metadata"].get("resourceVersion"))
         answer, existed = self._applied(obj, manager)
         if not existed:
             return self.put(answer)
         return self._update(self._objects[object_path(obj)], answer)
 
     async def try_apply(self, obj: Obj) -> tuple[Obj, bool]:
-        await self._call("dry-run", _name(obj), manager=self.field_manager)
+        await self._call("dry-run", _name(obj), manager=self.field_manager, body=obj)
         self._refused(obj)
+        self._precondition(obj, obj["metadata"].get("resourceVersion"))
         return self._applied(obj, self.field_manager)
 
     async def delete(self, obj: Obj) -> None:
@@ -208,11 +250,11 @@ class MemKube:
             "component": component,
             "involvedObject": _name(obj),
         }
-        await self._call("event", _name(obj), {**obj, "kind": "Event"})
+        await self._call("event", _name(obj), {**obj, "kind": "Event"}, body=event)
         self.events.append(event)
 
     async def patch_status(self, obj: Obj, status: Obj) -> Obj:
-        await self._call("patch_status", _name(obj), obj)
+        await self._call("patch_status", _name(obj), obj, body=status)
         current = self._objects.get(object_path(obj))
         if current is None:
             return _not_found(obj)
@@ -220,7 +262,7 @@ class MemKube:
         return self._update(current, {**current, "status": merged}, status_too=True)
 
     async def patch_metadata(self, obj: Obj, patch: Obj) -> Obj:
-        await self._call("patch_metadata", _name(obj), obj)
+        await self._call("patch_metadata", _name(obj), obj, body=patch)
         current = self._objects.get(object_path(obj))
         if current is None:
             raise KubeError(404, f"{_name(obj)} not found")
@@ -240,9 +282,14 @@ class MemKube:
         return self._changed
 
     async def _call(
-        self, verb: str, target: str, written: Obj | None = None, manager: str = ""
+        self,
+        verb: str,
+        target: str,
+        written: Obj | None = None,
+        manager: str = "",
+        body: Obj | None = None,
     ) -> None:
-        self.calls.append(Call(verb, target, manager))
+        self.calls.append(Call(verb, target, manager, copy.deepcopy(body)))
         if written is not None and self.on_write is not None:
             hook_verb = {"event": "create", "merge_patch": "patch"}.get(verb, verb)
             self.on_write(hook_verb, written)
@@ -263,21 +310,21 @@ class MemKube:
         if refusal is not None:
             raise KubeError(*refusal)
 
-    def _precondition(self, obj: Obj) -> None:
-        """An apply naming a resourceVersion changes the object only at that version, as
-        the API server's; where none is stored, it creates."""
-        wanted = obj["metadata"].get("resourceVersion")
+    def _precondition(self, obj: Obj, wanted: str | None) -> None:
+        """A resourceVersion sent with a write is a precondition on the stored object's."""
         current = self._objects.get(object_path(obj))
         if wanted and current is not None and current["metadata"]["resourceVersion"] != wanted:
             raise KubeError(
                 409,
-                f'Operation cannot be fulfilled on {obj["kind"]} "{obj["metadata"]["name"]}": '
-                "the object has been modified",
+                f'Operation cannot be fulfilled on {_plural(obj)} "{obj["metadata"]["name"]}": '
+                "the object has been modified; please apply your changes to the latest "
+                "version and try again",
             )
 
     def _applied(self, obj: Obj, manager: str) -> tuple[Obj, bool]:
         """What an apply of `obj` by `manager` would store, and whether the object exists."""
         obj = _without_status(obj)
+        obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
         mine = _fields(obj)
         current = self._objects.get(object_path(obj))
         # Applying the value a field has already makes its managers co-owners; a new value
@@ -340,6 +387,9 @@ class MemKube:
             self.version += 1
             obj["metadata"]["resourceVersion"] = str(self.version)
         self._history.append((self.version, event, obj))
+        self._wake()
+
+    def _wake(self) -> None:
         condition = self._changed
         if condition is not None:
 
@@ -357,6 +407,10 @@ class MemKube:
 
 def _name(obj: Obj) -> str:
     return f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def _plural(obj: Obj) -> str:
+    return object_path(obj).rsplit("/", 2)[-2]
 
 
 def _not_found(obj: Obj) -> Obj:

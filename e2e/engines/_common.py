@@ -62,12 +62,17 @@ def ensure_built(directory: Path, lock: str, build: Callable[[Path], None], forc
     Fast when complete: one ``stat``. Otherwise the caller waits for the lock named
     ``lock``, re-checks (another process may have just built it) and builds.
     """
-    if not force and is_complete(directory):
+    once(lambda: not force and is_complete(directory), lock, lambda: build(directory))
+
+
+def once(done: Callable[[], bool], lock: str, build: Callable[[], None]) -> None:
+    """``build()`` unless ``done()``: under the lock named ``lock``, checked again first
+    (another process may have just built it)."""
+    if done():
         return
     with file_lock(lock):
-        if not force and is_complete(directory):
-            return
-        build(directory)
+        if not done():
+            build()
 
 
 def build_cli(

@@ -61,6 +61,17 @@ CHAT_TEMPLATE = (
 )
 
 
+ARCHITECTURE = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+)
+"""The config's keys that are LlamaConfig's own, passed as they are."""
+
+
 def build_tokenizer(vocab_size: int, max_len: int) -> Any:
     """Train a byte-level BPE tokenizer on the corpus and wrap it for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -108,13 +119,9 @@ def build_model(tokenizer: Any, cfg: dict[str, Any]) -> Any:
         raise SystemExit("head dim (hidden_size / num_attention_heads) must be >= 64")
     eot = tokenizer.convert_tokens_to_ids("<|eot|>")
     end = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
+    shape = {key: cfg[key] for key in ARCHITECTURE}
     config = LlamaConfig(
-        hidden_size=cfg["hidden_size"],
-        intermediate_size=cfg["intermediate_size"],
-        num_hidden_layers=cfg["num_hidden_layers"],
-        num_attention_heads=cfg["num_attention_heads"],
-        num_key_value_heads=cfg["num_key_value_heads"],
-        max_position_embeddings=cfg["max_position_embeddings"],
+        **shape,
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[eot, end],

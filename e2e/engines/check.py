@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from testsupport.standin import STANDIN_VERSION, StandinProcess
 
-from .ollama_standin import STANDIN_VERSION, OllamaStandinProcess, StandinConfig
 from .tiny_model import ensure_tiny_model, model_info
 from .vllm_cpu import build_info, ensure_vllm_env, env_python
 from .vllm_server import VLLM_METRICS, VLLMServer
@@ -202,7 +202,7 @@ def check_vllm(checks: Checks) -> None:
 
 def check_standin(checks: Checks) -> None:
     """Start the Ollama stand-in as a process and run the same calls plus Ollama's own."""
-    with OllamaStandinProcess(StandinConfig(model=MODEL_NAME, tokens=8)) as standin:
+    with StandinProcess("ollama", MODEL_NAME, words=8) as standin:
         checks.measure("standin_start_seconds", standin.start(), "stand-in start [s]")
         check_openai_api(checks, "standin", standin.url, MODEL_NAME)
         client = _client(standin.url)

@@ -39,7 +39,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from ._common import cache_root, file_lock, progress
+from ._common import cache_root, once, progress
 from .tiny_model import ensure_tiny_model
 
 CONTEXT_LENGTH = 256
@@ -75,22 +75,21 @@ def gguf_dir(model: Path | None = None) -> Path:
 
 def ensure_tiny_gguf(model: Path | None = None) -> Path:
     """Write ``model.gguf`` and ``Modelfile`` once; return their directory."""
-    model = model or ensure_tiny_model()
-    target = gguf_dir(model)
-    if (target / "Modelfile").is_file():
-        return target
-    with file_lock(target.name):
-        if (target / "Modelfile").is_file():
-            return target
+    source = model or ensure_tiny_model()
+    target = gguf_dir(source)
+
+    def write() -> None:
         tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        write_gguf(model, tmp / "model.gguf")
+        write_gguf(source, tmp / "model.gguf")
         # FROM names the final path: the directory is renamed below.
         (tmp / "Modelfile").write_text(modelfile(target / "model.gguf"))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-        progress(f"GGUF of {model.name} ready: {target}")
+        progress(f"GGUF of {source.name} ready: {target}")
+
+    once((target / "Modelfile").is_file, target.name, write)
     return target
 
 

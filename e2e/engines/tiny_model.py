@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import cache_root, die_with_parent, file_lock, progress, report_build
+from ._common import cache_root, die_with_parent, once, progress, report_build
 from .vllm_cpu import ensure_vllm_env, env_python
 
 MODEL_CONFIG: dict[str, Any] = {
@@ -87,13 +87,11 @@ def ensure_tiny_model(python: Path | None = None, seed: int | None = None) -> Pa
     first if missing, which can take minutes). ``seed``: another weight seed (`config`).
     """
     target = model_dir(seed)
-    if (target / "inferops-model.json").is_file():
-        return target
-    with file_lock(target.name):
-        if (target / "inferops-model.json").is_file():
-            return target
-        interpreter = python or env_python(ensure_vllm_env())
-        _generate(interpreter, target, config(seed))
+
+    def generate() -> None:
+        _generate(python or env_python(ensure_vllm_env()), target, config(seed))
+
+    once((target / "inferops-model.json").is_file, target.name, generate)
     return target
 
 

@@ -16,13 +16,14 @@ analysis selects them by default: the backend's namespace, and the router pods n
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from inferops.api import generated
 
 DASHBOARD_PATH = Path(__file__).resolve().parents[2] / "charts/inferops/files/dashboard.json"
 UID = "inferops-migration"
@@ -317,18 +318,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
-    parser.add_argument("--output", type=Path, default=DASHBOARD_PATH)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not args.output.exists() or args.output.read_text() != text:
-            print(f"{args.output} is stale: run `python -m inferops.dashboard`", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text)
-    return 0
+    return generated.main(argv, "inferops.dashboard", __doc__, DASHBOARD_PATH, render)
 
 
 if __name__ == "__main__":

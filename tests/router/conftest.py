@@ -14,7 +14,7 @@ import aiohttp
 import ollama
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
@@ -70,6 +70,15 @@ class Router:
     def state(self) -> RouterState:
         return self.server.state
 
+    async def ndjson(self, path: str, body: dict[str, Any], host: str) -> list[dict[str, Any]]:
+        """POSTs `body` to the Ollama API at `path` as consumer `host`: the objects of its
+        200 NDJSON answer."""
+        url, headers = f"{self.url}{path}", {"Host": host}
+        async with self.http.post(url, json=body, headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("application/x-ndjson")
+            return [json.loads(line) for line in (await response.text()).splitlines()]
+
     async def set_table(self, **changes: Any) -> None:
         """Writes the table with `changes` (top-level keys) and waits until it is installed."""
         new = {**self.table, **changes}
@@ -118,6 +127,12 @@ async def streamed_text(client: openai.AsyncOpenAI) -> str:
     return text
 
 
+@pytest.fixture(params=[False, True], ids=["False", "True"])
+def stream(request: pytest.FixtureRequest) -> bool:
+    """Each test using it runs twice: the answer whole, then streamed."""
+    return bool(request.param)
+
+
 async def answer_text(client: openai.AsyncOpenAI, stream: bool) -> str:
     """A chat answer about llama3.2, streamed or not."""
     if stream:
@@ -138,8 +153,8 @@ def engine_fixture(name: str) -> Any:
     """A fixture: a running stand-in for the engine `name`."""
 
     @pytest.fixture
-    async def engine() -> AsyncIterator[FakeEngine]:
-        fake = FakeEngine(name)
+    async def engine() -> AsyncIterator[EngineStandin]:
+        fake = EngineStandin(name)
         await fake.start()
         yield fake
         await fake.stop()
@@ -166,7 +181,7 @@ def retained(
 
 @pytest.fixture
 async def router(
-    tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine
+    tmp_path: Path, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> AsyncIterator[Router]:
     path = tmp_path / "routes.json"
     table = base_table(vllm.url, ollama_engine.url)

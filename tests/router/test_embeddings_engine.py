@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from tests.router.conftest import Router
 from tests.router.test_routing import sample
@@ -19,15 +19,15 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-async def pooling() -> AsyncIterator[FakeEngine]:
+async def pooling() -> AsyncIterator[EngineStandin]:
     """The embeddings deployment's stand-in."""
-    fake = FakeEngine("vllm-embeddings")
+    fake = EngineStandin("vllm-embeddings")
     await fake.start()
     yield fake
     await fake.stop()
 
 
-async def with_embeddings_engine(router: Router, pooling: FakeEngine, **weights: int) -> None:
+async def with_embeddings_engine(router: Router, pooling: EngineStandin, **weights: int) -> None:
     """The table with the embeddings deployment, vLLM serving generation only, and each
     named consumer's embeddings weight (the others 0)."""
     engines: dict[str, Any] = dict(router.table["engines"])
@@ -40,7 +40,7 @@ async def with_embeddings_engine(router: Router, pooling: FakeEngine, **weights:
 
 
 async def test_embeddings_follow_their_own_weight_and_chat_its_own(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, pooling: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, pooling: EngineStandin
 ) -> None:
     # notes: chat at 100 on vLLM, embeddings still on Ollama; rag: the other way round.
     await with_embeddings_engine(router, pooling, rag=100)
@@ -70,7 +70,7 @@ async def test_embeddings_follow_their_own_weight_and_chat_its_own(
 
 
 async def test_embeddings_go_to_ollama_while_the_deployment_is_not_ready(
-    router: Router, ollama_engine: FakeEngine, pooling: FakeEngine
+    router: Router, ollama_engine: EngineStandin, pooling: EngineStandin
 ) -> None:
     await with_embeddings_engine(router, pooling, rag=100)
     await router.set_engine("embeddings", ready=False)
@@ -80,7 +80,7 @@ async def test_embeddings_go_to_ollama_while_the_deployment_is_not_ready(
 
 
 async def test_a_failing_deployment_falls_back_to_ollama(
-    router: Router, ollama_engine: FakeEngine, pooling: FakeEngine
+    router: Router, ollama_engine: EngineStandin, pooling: EngineStandin
 ) -> None:
     await with_embeddings_engine(router, pooling, rag=100)
     pooling.behaviour.fail_status = 500
@@ -93,7 +93,7 @@ async def test_a_failing_deployment_falls_back_to_ollama(
 
 
 async def test_a_probe_pinned_to_vllm_reaches_the_engine_that_serves_its_kind(
-    router: Router, vllm: FakeEngine, pooling: FakeEngine
+    router: Router, vllm: EngineStandin, pooling: EngineStandin
 ) -> None:
     """The operator's probes and vector check say `vllm`: embeddings go to the embeddings
     deployment, chat to the generation vLLM, whatever the weights (rag's are 0 for chat)."""

@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router.pool import Connection
 from tests.router.conftest import MESSAGES, Router, wait_for
@@ -67,7 +67,9 @@ def answers(raw: bytes) -> list[tuple[int, bytes]]:
     return found
 
 
-async def test_pipelined_requests_are_answered_in_order(router: Router, vllm: FakeEngine) -> None:
+async def test_pipelined_requests_are_answered_in_order(
+    router: Router, vllm: EngineStandin
+) -> None:
     other = json.dumps({"model": "gpt-4", "messages": MESSAGES}).encode()
     raw = await exchange(router, post(BODY) + post(other) + post(BODY, b"Connection: close"))
     got = answers(raw)
@@ -77,7 +79,7 @@ async def test_pipelined_requests_are_answered_in_order(router: Router, vllm: Fa
     assert vllm.hits == 2
 
 
-async def test_keep_alive_on_both_sides(router: Router, vllm: FakeEngine) -> None:
+async def test_keep_alive_on_both_sides(router: Router, vllm: EngineStandin) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", router.server.port)
     try:
         for _ in range(5):  # one after the other on one client connection
@@ -92,7 +94,7 @@ async def test_keep_alive_on_both_sides(router: Router, vllm: FakeEngine) -> Non
     assert router.state.pool.open == 1  # the engine connection was reused each time
 
 
-async def test_a_chunked_request_body(router: Router, vllm: FakeEngine) -> None:
+async def test_a_chunked_request_body(router: Router, vllm: EngineStandin) -> None:
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (BODY[:7], BODY[7:]))
     raw = await exchange(
         router,
@@ -179,7 +181,7 @@ async def test_head_answers_without_a_body(router: Router) -> None:
 
 
 async def test_a_client_gone_before_the_first_token_stops_the_engine(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.delay = 5.0
     reader, writer = await asyncio.open_connection("127.0.0.1", router.server.port)
@@ -196,7 +198,7 @@ async def test_a_client_gone_before_the_first_token_stops_the_engine(
 
 
 async def test_a_slow_reader_pauses_the_engine_without_losing_bytes(
-    router: Router, vllm: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    router: Router, vllm: EngineStandin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backpressure: a client that does not read stalls the relay (the engine connection
     stops being read); once it reads, every event arrives, and the engine connection is
@@ -222,7 +224,7 @@ async def test_a_slow_reader_pauses_the_engine_without_losing_bytes(
 
 
 async def test_a_stop_closes_idle_connections_and_lets_answers_under_way_end(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.chunk_delay = 0.1
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", router.server.port)
@@ -246,7 +248,7 @@ async def test_a_stop_closes_idle_connections_and_lets_answers_under_way_end(
 
 
 async def test_a_request_sent_as_the_stop_begins_on_an_idle_connection_is_answered(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     """Closing idle keep-alive connections at once would reset a request already on the
     wire; for a moment they still answer, with `Connection: close`."""

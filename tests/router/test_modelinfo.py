@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from ollama import ProcessResponse, ShowResponse
-from testsupport.fake_engine import OLLAMA_SHOW
+from testsupport.standin import OLLAMA_SHOW
 
 from inferops.router import modelinfo
 from inferops.router.errors import RouterError

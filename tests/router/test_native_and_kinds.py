@@ -5,12 +5,10 @@ The official `ollama` and `openai` clients are the consumers."""
 
 from __future__ import annotations
 
-import json
-
 import ollama
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from tests.router.conftest import Router
 from tests.router.test_routing import sample
@@ -32,7 +30,7 @@ PNG = (
 
 
 async def test_chat_to_ollama_goes_natively_with_every_field(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     response = await router.ollama("llama32-rag").chat(
         model="llama3.2:3b",  # an alias: the only field rewritten
@@ -63,18 +61,11 @@ async def test_chat_to_ollama_goes_natively_with_every_field(
 
 
 async def test_an_ollama_stream_is_relayed_as_ollama_wrote_it(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
-    async with router.http.post(
-        f"{router.url}/api/generate",
-        json={"model": "llama3.2", "prompt": "Why?", "options": {"num_predict": 3}},
-        headers={"Host": "llama32-rag"},
-    ) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("application/x-ndjson")
-        lines = (await response.text()).splitlines()
+    body = {"model": "llama3.2", "prompt": "Why?", "options": {"num_predict": 3}}
+    objects = await router.ndjson("/api/generate", body, "llama32-rag")
     # The stand-in's own timestamps and durations: nothing was re-encoded on the way.
-    objects = [json.loads(line) for line in lines]
     assert [o["response"] for o in objects] == ["Hello", " from", " ollama", ""]
     assert all(o["created_at"] == "2026-01-01T00:00:00Z" for o in objects)
     assert objects[-1]["done"] is True and objects[-1]["eval_count"] == 3
@@ -85,7 +76,7 @@ async def test_an_ollama_stream_is_relayed_as_ollama_wrote_it(
 
 
 async def test_empty_chat_to_ollama_reaches_ollama(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     """A load (or, with keep_alive 0, unload) request is Ollama's to answer when it goes
     there; only vLLM's side answers "loaded" from the router."""
@@ -95,7 +86,7 @@ async def test_empty_chat_to_ollama_reaches_ollama(
     assert ollama_engine.seen[0].body["keep_alive"] == 0
 
 
-async def test_embed_to_ollama_goes_natively(router: Router, ollama_engine: FakeEngine) -> None:
+async def test_embed_to_ollama_goes_natively(router: Router, ollama_engine: EngineStandin) -> None:
     client = router.ollama("llama32-rag")
     embedded = await client.embed(model="llama3.2", input=["a", "bbb"], truncate=False)
     assert [list(v) for v in embedded.embeddings] == [[3.0, 1.0, 0.5], [3.0, 3.0, 0.5]]
@@ -110,7 +101,7 @@ async def test_embed_to_ollama_goes_natively(router: Router, ollama_engine: Fake
 
 
 async def test_ollama_errors_pass_through_as_ollama_wrote_them(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     ollama_engine.behaviour.fail_status = 404
     with pytest.raises(ollama.ResponseError) as raised:
@@ -119,9 +110,8 @@ async def test_ollama_errors_pass_through_as_ollama_wrote_them(
     assert raised.value.error == "ollama failed on purpose"
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_from_vllm_asks_ollama_natively(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, stream: bool
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:
     vllm.behaviour.fail_status = 503
     client = router.ollama("llama32-notes")
@@ -144,7 +134,7 @@ async def test_fallback_from_vllm_asks_ollama_natively(
 
 
 async def test_openai_requests_to_ollama_still_pass_through_to_its_openai_api(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await router.openai("llama32-rag").chat.completions.create(model="llama3.2", messages=MESSAGES)  # type: ignore[arg-type]
     assert ollama_engine.seen[0].path == "/v1/chat/completions"
@@ -154,7 +144,7 @@ async def test_openai_requests_to_ollama_still_pass_through_to_its_openai_api(
 
 
 async def test_embeddings_go_to_ollama_when_vllm_serves_only_generation(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", kinds=["chat", "completions"])
     embedded = await router.ollama("llama32-notes").embed(model="llama3.2", input="abc")
@@ -173,7 +163,7 @@ async def test_embeddings_go_to_ollama_when_vllm_serves_only_generation(
 
 
 async def test_a_kind_no_engine_serves_is_refused_naming_the_fix(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     await router.set_table(engines={"vllm": {"url": vllm.url, "kinds": ["chat", "completions"]}})
     with pytest.raises(ollama.ResponseError) as raised:
@@ -195,7 +185,7 @@ async def test_a_kind_no_engine_serves_is_refused_naming_the_fix(
 
 
 async def test_a_table_without_kinds_routes_every_kind_by_weight(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     """A table of an operator that predates kinds: vLLM is taken to serve every kind."""
     embedded = await router.ollama("llama32-notes").embed(model="llama3.2", input="abc")
@@ -219,8 +209,8 @@ TOOL = {
 )
 async def test_tools_go_to_ollama_when_vllm_has_no_tool_parser(
     router: Router,
-    vllm: FakeEngine,
-    ollama_engine: FakeEngine,
+    vllm: EngineStandin,
+    ollama_engine: EngineStandin,
     tool_calling: bool | None,
     engine: str,
 ) -> None:
@@ -254,7 +244,7 @@ async def test_tools_go_to_ollama_when_vllm_has_no_tool_parser(
 
 
 async def test_suffix_and_a_context_beyond_vllm_go_to_ollama(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", maxModelLen=2048)
     client = router.ollama("llama32-notes")
@@ -270,7 +260,7 @@ async def test_suffix_and_a_context_beyond_vllm_go_to_ollama(
 
 
 async def test_features_are_counted_per_consumer_with_the_table_names_only(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await router.ollama("llama32-rag").chat(
         model="llama3.2",

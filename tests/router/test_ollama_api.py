@@ -3,16 +3,14 @@ the answers must parse into the client's own types, streaming and not."""
 
 from __future__ import annotations
 
-import json
-
 import ollama
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import WEATHER_TOOL, EngineStandin
 
 from tests.router.conftest import MESSAGES, Router
 
 
-async def test_chat_non_stream(router: Router, vllm: FakeEngine) -> None:
+async def test_chat_non_stream(router: Router, vllm: EngineStandin) -> None:
     response = await router.ollama().chat(
         model="llama3.2",
         messages=MESSAGES,
@@ -49,7 +47,7 @@ async def test_chat_non_stream(router: Router, vllm: FakeEngine) -> None:
     }
 
 
-async def test_chat_stream(router: Router, vllm: FakeEngine) -> None:
+async def test_chat_stream(router: Router, vllm: EngineStandin) -> None:
     parts = [
         p
         async for p in await router.ollama().chat(
@@ -68,29 +66,15 @@ async def test_chat_stream(router: Router, vllm: FakeEngine) -> None:
 
 
 async def test_stream_is_the_default_of_the_native_api(router: Router) -> None:
-    async with router.http.post(
-        f"{router.url}/api/chat",
-        json={"model": "llama3.2", "messages": MESSAGES},
-        headers={"Host": "llama32-notes"},
-    ) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("application/x-ndjson")
-        lines = (await response.text()).splitlines()
-    objects = [json.loads(line) for line in lines]
+    body = {"model": "llama3.2", "messages": MESSAGES}
+    objects = await router.ndjson("/api/chat", body, "llama32-notes")
     assert objects[0]["message"] == {"role": "assistant", "content": "Hello"}
     assert objects[0]["done"] is False and "created_at" in objects[0]
     assert objects[-1]["done"] is True and objects[-1]["done_reason"] == "stop"
 
 
-async def test_chat_tool_calls_both_ways(router: Router, vllm: FakeEngine) -> None:
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
+async def test_chat_tool_calls_both_ways(router: Router, vllm: EngineStandin) -> None:
+    tool = WEATHER_TOOL
     history = [
         {"role": "user", "content": "weather in Paris?"},
         {
@@ -122,7 +106,9 @@ async def test_chat_tool_calls_both_ways(router: Router, vllm: FakeEngine) -> No
     ]
 
 
-async def test_generate_uses_the_chat_template_unless_raw(router: Router, vllm: FakeEngine) -> None:
+async def test_generate_uses_the_chat_template_unless_raw(
+    router: Router, vllm: EngineStandin
+) -> None:
     client = router.ollama()
     response = await client.generate(model="llama3.2", prompt="Why?", system="Be brief.")
     assert isinstance(response, ollama.GenerateResponse)
@@ -139,7 +125,7 @@ async def test_generate_uses_the_chat_template_unless_raw(router: Router, vllm: 
 
 
 @pytest.mark.parametrize("raw", [False, True])
-async def test_generate_stream(router: Router, vllm: FakeEngine, raw: bool) -> None:
+async def test_generate_stream(router: Router, vllm: EngineStandin, raw: bool) -> None:
     parts = [
         p
         async for p in await router.ollama().generate(
@@ -152,7 +138,7 @@ async def test_generate_stream(router: Router, vllm: FakeEngine, raw: bool) -> N
     assert parts[-1].eval_count == 3
 
 
-async def test_generate_with_an_image_sends_a_data_url(router: Router, vllm: FakeEngine) -> None:
+async def test_generate_with_an_image_sends_a_data_url(router: Router, vllm: EngineStandin) -> None:
     png = (
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
         "AAAABJRU5ErkJggg=="
@@ -163,7 +149,7 @@ async def test_generate_with_an_image_sends_a_data_url(router: Router, vllm: Fak
     assert content[1]["image_url"]["url"] == f"data:image/png;base64,{png}"
 
 
-async def test_empty_prompt_only_loads(router: Router, vllm: FakeEngine) -> None:
+async def test_empty_prompt_only_loads(router: Router, vllm: EngineStandin) -> None:
     response = await router.ollama().generate(model="llama3.2", prompt="")
     assert response.done and response.done_reason == "load"
     response_chat = await router.ollama().chat(model="llama3.2", messages=[])
@@ -171,7 +157,7 @@ async def test_empty_prompt_only_loads(router: Router, vllm: FakeEngine) -> None
     assert vllm.hits == 0
 
 
-async def test_embed_and_embeddings(router: Router, vllm: FakeEngine) -> None:
+async def test_embed_and_embeddings(router: Router, vllm: EngineStandin) -> None:
     client = router.ollama("llama32-search")
     embedded = await client.embed(model="llama3.2", input=["a", "bbb"])
     assert isinstance(embedded, ollama.EmbedResponse)
@@ -202,7 +188,7 @@ async def test_tags_version_and_root(router: Router) -> None:
         assert response.status == 200
 
 
-async def test_errors_in_ollama_dialect(router: Router, vllm: FakeEngine) -> None:
+async def test_errors_in_ollama_dialect(router: Router, vllm: EngineStandin) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         await router.ollama().chat(model="mistral", messages=MESSAGES)
     assert caught.value.status_code == 404

@@ -12,18 +12,18 @@ from typing import Any
 
 import ollama
 import pytest
-from testsupport.fake_engine import OLLAMA_SHOW, FakeEngine
+from testsupport.standin import OLLAMA_SHOW, EngineStandin
 
 from inferops.router import inquiry
 from tests.router.conftest import Router
 
 
-def asked(engine: FakeEngine) -> list[tuple[str, dict[str, Any]]]:
+def asked(engine: EngineStandin) -> list[tuple[str, dict[str, Any]]]:
     return [(seen.path, seen.body) for seen in engine.seen]
 
 
 async def test_show_is_ollamas_description_with_the_context_every_engine_accepts(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     shown = await router.ollama().show("llama3.2:3b")  # an alias: Ollama knows the model only
     assert isinstance(shown, ollama.ShowResponse)
@@ -48,7 +48,7 @@ async def test_show_is_ollamas_description_with_the_context_every_engine_accepts
 
 
 async def test_show_context_follows_the_smallest_engine(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.max_model_len = 32768
     ollama_engine.behaviour.context_length = 8192
@@ -57,7 +57,7 @@ async def test_show_context_follows_the_smallest_engine(
 
 
 async def test_show_without_ollama_has_vllms_context_and_the_consumers_capabilities(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("ollama", ready=False)
     shown = await router.ollama().show("llama3.2")
@@ -70,7 +70,10 @@ async def test_show_without_ollama_has_vllms_context_and_the_consumers_capabilit
 
 
 async def test_show_answers_when_the_engines_do_not(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    router: Router,
+    vllm: EngineStandin,
+    ollama_engine: EngineStandin,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     vllm.behaviour.fail_status = 500
     ollama_engine.behaviour.delay = 5.0
@@ -107,7 +110,7 @@ async def test_ps_lists_the_model_vllm_holds_forever(router: Router) -> None:
 
 
 async def test_ps_follows_the_engines_that_hold_the_model(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", ready=False)
     (model,) = (await router.ollama().ps()).models
@@ -127,7 +130,7 @@ async def test_show_and_ps_wait_for_a_table(router: Router) -> None:
 
 
 async def test_model_management_is_refused_naming_the_inferencebackend(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, tmp_path: Path
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, tmp_path: Path
 ) -> None:
     client = router.ollama()
     blob = tmp_path / "adapter.bin"

@@ -6,13 +6,13 @@ import json
 
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from tests.router.conftest import MESSAGES, Router
 
 
 async def test_chat_non_stream_goes_to_vllm_with_the_logical_model(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     client = router.openai("llama32-notes")  # weight 100
     raw = await client.chat.completions.with_raw_response.create(
@@ -29,7 +29,7 @@ async def test_chat_non_stream_goes_to_vllm_with_the_logical_model(
     assert vllm.seen[0].headers["Authorization"] == "Bearer sk-test"
 
 
-async def test_chat_stream_relays_every_chunk(router: Router, vllm: FakeEngine) -> None:
+async def test_chat_stream_relays_every_chunk(router: Router, vllm: EngineStandin) -> None:
     client = router.openai("llama32-notes")
     stream = await client.chat.completions.create(
         model="llama3.2",
@@ -50,7 +50,9 @@ async def test_chat_stream_relays_every_chunk(router: Router, vllm: FakeEngine) 
     assert f"inferops_router_tokens_total{{{labels}}} 7.0" in metrics
 
 
-async def test_an_alias_is_rewritten_to_the_logical_model(router: Router, vllm: FakeEngine) -> None:
+async def test_an_alias_is_rewritten_to_the_logical_model(
+    router: Router, vllm: EngineStandin
+) -> None:
     client = router.openai("llama32-notes")
     await client.chat.completions.create(model="llama3.2:3b", messages=MESSAGES)
     # `name:latest` is the same model to Ollama and its clients.
@@ -59,8 +61,7 @@ async def test_an_alias_is_rewritten_to_the_logical_model(router: Router, vllm: 
     assert vllm.seen[0].body["messages"] == MESSAGES
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_completions(router: Router, vllm: FakeEngine, stream: bool) -> None:
+async def test_completions(router: Router, vllm: EngineStandin, stream: bool) -> None:
     client = router.openai("llama32-notes")
     if stream:
         text = ""
@@ -75,7 +76,7 @@ async def test_completions(router: Router, vllm: FakeEngine, stream: bool) -> No
     assert vllm.seen[-1].path == "/v1/completions"
 
 
-async def test_embeddings(router: Router, vllm: FakeEngine) -> None:
+async def test_embeddings(router: Router, vllm: EngineStandin) -> None:
     client = router.openai("llama32-search")
     result = await client.embeddings.create(model="llama3.2", input=["a", "bbb"])
     assert [d.embedding for d in sorted(result.data, key=lambda d: d.index)] == [
@@ -96,7 +97,7 @@ async def test_models_lists_the_logical_model(router: Router) -> None:
 
 
 async def test_consumer_is_identified_by_host_with_or_without_port(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     # notes: 100% vLLM; rag: 0% vLLM. Every spelling of the Service's name works.
     for host in [
@@ -114,7 +115,7 @@ async def test_consumer_is_identified_by_host_with_or_without_port(
 
 
 async def test_the_consumer_header_is_refused_unless_trusted(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     """By default the header would let any caller act as another consumer: refused, naming
     the header and the flag, counted under the consumer the Host names."""
@@ -135,7 +136,7 @@ async def test_the_consumer_header_is_refused_unless_trusted(
 
 
 async def test_the_consumer_header_overrides_the_host_when_trusted(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     router.state.trust_consumer_header = True  # `--trust-consumer-header`
     client = router.openai("llama32-notes", **{"X-Inferops-Consumer": "rag"})
@@ -146,7 +147,7 @@ async def test_the_consumer_header_overrides_the_host_when_trusted(
     assert (vllm.hits, ollama_engine.hits) == (1, 1)
 
 
-async def test_unknown_consumer_is_404(router: Router, vllm: FakeEngine) -> None:
+async def test_unknown_consumer_is_404(router: Router, vllm: EngineStandin) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await router.openai("llama32-other").chat.completions.create(
             model="llama3.2", messages=MESSAGES
@@ -162,7 +163,7 @@ async def test_unknown_consumer_is_404(router: Router, vllm: FakeEngine) -> None
     assert vllm.hits == 0
 
 
-async def test_unknown_model_is_404(router: Router, vllm: FakeEngine) -> None:
+async def test_unknown_model_is_404(router: Router, vllm: EngineStandin) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await router.openai().chat.completions.create(model="gpt-4", messages=MESSAGES)
     body = caught.value.body
@@ -189,7 +190,7 @@ async def test_malformed_json_is_400(router: Router) -> None:
             assert error["type"] == "invalid_request_error"
 
 
-async def test_body_over_the_limit_is_413(router: Router, vllm: FakeEngine) -> None:
+async def test_body_over_the_limit_is_413(router: Router, vllm: EngineStandin) -> None:
     big = "x" * 70_000  # the test table's maxBodyBytes is 65536
     with pytest.raises(openai.APIStatusError) as caught:
         await router.openai().chat.completions.create(
@@ -214,7 +215,7 @@ async def test_body_over_the_limit_is_413(router: Router, vllm: FakeEngine) -> N
 
 
 async def test_engine_4xx_passes_through_without_fallback(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.fail_status = 400
     with pytest.raises(openai.BadRequestError, match="vllm failed on purpose"):

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.api.routing import Admission
 from inferops.router.admission import ADMITTED, FULL, QUEUED, Gate
@@ -30,7 +30,7 @@ def limits(concurrent: int, waiting: int, wait_seconds: float = 5.0) -> dict[str
 
 
 async def only_ollama(
-    router: Router, engine: FakeEngine, admission: dict[str, Any], delay: float
+    router: Router, engine: EngineStandin, admission: dict[str, Any], delay: float
 ) -> str:
     """vLLM lost: every consumer's traffic on Ollama, behind `admission`, and Ollama taking
     `delay` seconds to answer. Returns the router's chat URL."""
@@ -66,7 +66,7 @@ def assert_openai_refusal(status: int, headers: dict[str, str], body: Any, engin
 
 
 async def test_past_the_limit_and_the_wait_room_requests_are_refused_at_once(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     url = await only_ollama(router, ollama_engine, limits(2, 2), 1.0)
     requests = [asyncio.create_task(post(router.http, url, CHAT)) for _ in range(8)]
@@ -94,7 +94,7 @@ async def test_past_the_limit_and_the_wait_room_requests_are_refused_at_once(
 
 
 async def test_a_waiter_past_the_bounded_wait_is_refused(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await only_ollama(router, ollama_engine, limits(1, 1, wait_seconds=0.2), 3.0)
     client = router.ollama()
@@ -113,7 +113,7 @@ async def test_a_waiter_past_the_bounded_wait_is_refused(
 
 
 async def test_the_official_clients_see_a_clean_503(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await only_ollama(router, ollama_engine, limits(1, 0), 2.0)
     first = asyncio.create_task(router.openai().chat.completions.create(**CHAT))  # type: ignore[call-overload]
@@ -138,7 +138,7 @@ async def test_the_official_clients_see_a_clean_503(
 
 
 async def test_a_full_vllm_does_not_spill_onto_ollama(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", admission=limits(1, 0))
     vllm.behaviour.delay = 1.0
@@ -152,7 +152,7 @@ async def test_a_full_vllm_does_not_spill_onto_ollama(
 
 
 async def test_a_fallback_into_a_full_ollama_is_refused(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("ollama", admission=limits(1, 0))
     ollama_engine.behaviour.delay = 1.0
@@ -168,7 +168,7 @@ async def test_a_fallback_into_a_full_ollama_is_refused(
 
 
 async def test_slots_come_back_whatever_ends_a_request(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     """Answers, engine errors, clients leaving while admitted or while waiting: no slot
     stays taken and no waiter stays queued."""
@@ -190,7 +190,7 @@ async def test_slots_come_back_whatever_ends_a_request(
 
 
 async def test_a_new_table_keeps_the_slots_of_requests_under_way(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     url = await only_ollama(router, ollama_engine, limits(1, 1), 0.5)
     gate = router.state.gates["ollama"]
@@ -204,7 +204,9 @@ async def test_a_new_table_keeps_the_slots_of_requests_under_way(
     assert gate.active == 0
 
 
-async def test_memory_stays_flat_under_overload(router: Router, ollama_engine: FakeEngine) -> None:
+async def test_memory_stays_flat_under_overload(
+    router: Router, ollama_engine: EngineStandin
+) -> None:
     """Rounds of 40 requests at once against 2 slots and 2 waiting places: after a warm-up
     round, two more may leave only a few hundred bytes per request behind."""
     url = await only_ollama(router, ollama_engine, limits(2, 2), 0.05)

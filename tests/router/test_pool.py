@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.api.routing import RoutingTable
 from inferops.router.alarms import Alarms
@@ -241,7 +241,7 @@ async def test_alarms_go_off_once_in_order_and_can_be_cleared() -> None:
 
 
 async def test_the_router_retries_an_engine_connection_closed_while_idle(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     """Through the router: the engine closes each kept-alive connection when the next
     request arrives on it; every request still gets its answer, and from the engine it was

@@ -9,7 +9,7 @@ import json
 import ollama
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine, closed_port_url
+from testsupport.standin import EngineStandin, closed_port_url
 
 from inferops.api.routing import RoutingTable
 from inferops.router.errors import RouterError
@@ -24,7 +24,7 @@ def probe(engine: str) -> dict[str, str]:
 
 
 async def test_a_probe_goes_to_the_engine_it_names_whatever_the_weight(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     # rag is at weight 0 (all Ollama), notes at 100 (all vLLM): probes cross both.
     rag = router.openai("llama32-rag", **probe("vllm"))
@@ -46,7 +46,7 @@ async def test_a_probe_goes_to_the_engine_it_names_whatever_the_weight(
 
 
 async def test_a_failing_pinned_engine_shows_as_an_error_without_fallback(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.fail_status = 500
     client = router.openai("llama32-notes", **probe("vllm"))
@@ -67,7 +67,7 @@ async def test_a_failing_pinned_engine_shows_as_an_error_without_fallback(
 
 
 async def test_a_stalled_pinned_stream_is_not_retried(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     # Unpinned, a slow first byte falls back to Ollama; pinned, the probe waits for vLLM.
     await router.set_table(
@@ -81,7 +81,7 @@ async def test_a_stalled_pinned_stream_is_not_retried(
 
 
 async def test_a_probe_for_an_engine_that_is_not_ready_or_absent_is_a_503(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", ready=False)
     with pytest.raises(openai.APIStatusError) as caught:
@@ -107,7 +107,7 @@ async def test_a_probe_for_an_engine_that_is_not_ready_or_absent_is_a_503(
 
 
 async def test_an_unknown_probe_value_is_a_400_naming_the_header(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     async with router.http.post(
         f"{router.url}/v1/chat/completions",
@@ -131,7 +131,7 @@ async def test_an_unknown_probe_value_is_a_400_naming_the_header(
 
 
 async def test_the_ollama_api_honours_the_probe_too(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     client = router.ollama("llama32-notes", **probe("ollama"))
     parts = [

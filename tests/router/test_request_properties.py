@@ -34,8 +34,8 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from testsupport.fake_engine import FakeEngine
 from testsupport.spec_strategies import examples, fuzz_settings
+from testsupport.standin import EngineStandin
 
 from inferops.api.routing import PROBE_HEADER, RoutingTable
 from inferops.router.proxy import CONSUMER_HEADER, ENGINE_HEADER
@@ -49,10 +49,10 @@ OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 OLLAMA_ROUTES = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
 
 
-class ValidatingEngine(FakeEngine):
+class ValidatingEngine(EngineStandin):
     """The stand-in, refusing a malformed request with vLLM's 400 instead of failing on it
     (Ollama's native API, which the Ollama stand-in also serves, refuses in Ollama's dialect
-    on its own: `FakeEngine._refusing_bad_input`)."""
+    on its own: `EngineStandin._refusing_bad_input`)."""
 
     async def _common(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         if request.path.startswith("/api/"):

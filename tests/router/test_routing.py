@@ -10,7 +10,7 @@ import aiohttp
 import ollama
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine, closed_port_url
+from testsupport.standin import EngineStandin, closed_port_url
 
 from tests.router.conftest import MESSAGES, Router, answer_text, streamed_text, wait_for
 
@@ -29,7 +29,7 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 
 async def test_split_follows_the_weight(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     # 10,000 small embeddings requests at weight 30: the realised share must be within two
     # percentage points (that is more than four standard deviations: not a flaky bound).
@@ -68,7 +68,7 @@ async def test_split_follows_the_weight(
 
 
 async def test_weights_0_and_100_are_exact(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     notes, rag = router.openai("llama32-notes"), router.openai("llama32-rag")
     for _ in range(20):
@@ -78,7 +78,7 @@ async def test_weights_0_and_100_are_exact(
 
 
 async def test_an_engine_that_is_not_ready_gets_no_traffic(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", ready=False)
     for _ in range(10):  # notes is at weight 100, yet everything goes to Ollama
@@ -106,9 +106,8 @@ async def test_an_engine_that_is_not_ready_gets_no_traffic(
     )
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_on_5xx_is_invisible_to_the_client(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, stream: bool
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:
     vllm.behaviour.fail_status = 500
     client = router.openai("llama32-notes")
@@ -129,7 +128,7 @@ async def test_fallback_on_5xx_is_invisible_to_the_client(
 
 
 async def test_fallback_when_vllm_refuses_connections(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     await router.set_engine("vllm", url=closed_port_url())
     client = router.ollama("llama32-notes")
@@ -142,9 +141,8 @@ async def test_fallback_when_vllm_refuses_connections(
     assert sample(metrics, "inferops_router_fallbacks_total", reason="connect", **labels) == 5
 
 
-@pytest.mark.parametrize("stream", [False, True])
 async def test_fallback_when_vllm_sends_no_first_byte_in_time(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine, stream: bool
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin, stream: bool
 ) -> None:
     timeouts = {"connectSeconds": 1, "firstByteSeconds": 0.2, "totalSeconds": 20}
     await router.set_table(timeouts=timeouts)
@@ -160,7 +158,7 @@ async def test_fallback_when_vllm_sends_no_first_byte_in_time(
 
 
 async def test_no_fallback_when_disabled_or_when_ollama_is_absent(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.fail_status = 503
     await router.set_table(fallback=False)
@@ -178,7 +176,7 @@ async def test_no_fallback_when_disabled_or_when_ollama_is_absent(
 
 
 async def test_no_retry_once_bytes_were_streamed(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     timeouts = {"connectSeconds": 1, "firstByteSeconds": 0.3, "totalSeconds": 20}
     await router.set_table(timeouts=timeouts)
@@ -216,7 +214,7 @@ async def test_no_retry_once_bytes_were_streamed(
 
 
 async def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.die_after = 2  # role chunk, two words, then the connection drops
     stream = await router.openai().chat.completions.create(
@@ -237,7 +235,7 @@ async def test_an_engine_that_dies_mid_stream_ends_the_stream_with_an_error(
 
 
 async def test_table_change_applies_to_new_requests_only(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.chunk_delay = 0.05  # ~0.25 s per stream
     client = router.openai("llama32-notes")  # weight 100
@@ -256,7 +254,7 @@ async def test_table_change_applies_to_new_requests_only(
 
 
 async def test_client_disconnect_cancels_the_upstream_request(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.stall_after = 1
     async with router.http.post(
@@ -283,7 +281,7 @@ async def test_client_disconnect_cancels_the_upstream_request(
 
 
 async def test_client_giving_up_on_a_non_stream_request_cancels_it_upstream(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.delay = 5.0  # longer than the client waits; no fallback limit is hit
     with pytest.raises(TimeoutError):
@@ -306,7 +304,7 @@ async def test_client_giving_up_on_a_non_stream_request_cancels_it_upstream(
     assert sample(metrics, "inferops_router_in_flight_requests", engine="vllm") == 0
 
 
-async def test_metrics_carry_consumer_engine_and_route(router: Router, vllm: FakeEngine) -> None:
+async def test_metrics_carry_consumer_engine_and_route(router: Router, vllm: EngineStandin) -> None:
     client = router.openai("llama32-notes")
     async for _ in await client.chat.completions.create(
         model="llama3.2",

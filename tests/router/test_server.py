@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from testsupport.fake_engine import FakeEngine
 from testsupport.process import free_port
+from testsupport.standin import EngineStandin
 
 from inferops.router.server import RouterServer
 from inferops.router.sources import FileSource
@@ -23,7 +23,7 @@ from tests.router.conftest import MESSAGES, Router, base_table, streamed_text, w
 
 
 async def test_stop_lets_open_streams_finish_and_refuses_new_connections(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.chunk_delay = 0.1  # a stream of ~0.5 s
     client = router.openai()
@@ -43,7 +43,7 @@ async def test_stop_lets_open_streams_finish_and_refuses_new_connections(
     await stopping
 
 
-async def test_streams_past_the_grace_period_are_cut(tmp_path: Path, vllm: FakeEngine) -> None:
+async def test_streams_past_the_grace_period_are_cut(tmp_path: Path, vllm: EngineStandin) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(base_table(vllm.url, None)))
     state = RouterState()
@@ -66,7 +66,7 @@ async def test_streams_past_the_grace_period_are_cut(tmp_path: Path, vllm: FakeE
     await wait_for(lambda: vllm.cancelled == 1, "the upstream stream to be closed")
 
 
-async def test_module_entry_point(tmp_path: Path, vllm: FakeEngine) -> None:
+async def test_module_entry_point(tmp_path: Path, vllm: EngineStandin) -> None:
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(base_table(vllm.url, None)))
     port = free_port()

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router import shadow
 from tests.router.conftest import Router
@@ -45,7 +45,7 @@ async def counted(router: Router, total: float, **labels: str) -> str:
 
 
 async def test_same_answers_agree_and_the_client_is_answered_by_ollama(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await at_shadow_step(router)
     client = router.openai("llama32-rag")
@@ -71,7 +71,7 @@ async def test_same_answers_agree_and_the_client_is_answered_by_ollama(
 
 
 async def test_an_ollama_api_consumer_is_mirrored_in_the_openai_form(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     """Its request goes natively to Ollama for the client; the mirror asks both engines the
     OpenAI form vLLM would be asked, so its comparisons count (not dropped)."""
@@ -88,7 +88,7 @@ async def test_an_ollama_api_consumer_is_mirrored_in_the_openai_form(
 
 
 async def test_identical_answers_are_exact(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.words = ollama_engine.behaviour.words = ["Your", " number", " is", " 42"]
     await at_shadow_step(router)
@@ -105,7 +105,7 @@ async def test_identical_answers_are_exact(
 
 
 async def test_mismatch_examples_hold_no_content_unless_allowed(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     vllm.behaviour.words = ["Your", " code", " is", " omega"]
     ollama_engine.behaviour.words = ["Your", " code", " is", " alpha"]
@@ -128,7 +128,7 @@ async def test_mismatch_examples_hold_no_content_unless_allowed(
 
 
 async def test_sampled_requests_are_not_comparable_and_not_mirrored(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await at_shadow_step(router)
     client = router.openai("llama32-rag")
@@ -145,7 +145,7 @@ async def test_sampled_requests_are_not_comparable_and_not_mirrored(
 
 
 async def test_json_answers_by_validity_and_fields(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     ollama_engine.behaviour.words = ['{"name": "Ann", ', '"age": 31}']
     vllm.behaviour.words = ['{"name": "Bob", ', '"age": 30}']
@@ -171,7 +171,7 @@ async def test_json_answers_by_validity_and_fields(
 
 @pytest.mark.parametrize(("min_cosine", "verdict"), [(0.99, "disagree"), (0.95, "similar")])
 async def test_embeddings_by_cosine(
-    router: Router, vllm: FakeEngine, min_cosine: float, verdict: str
+    router: Router, vllm: EngineStandin, min_cosine: float, verdict: str
 ) -> None:
     # The stand-ins' vectors: [2, len, 0.5] on Ollama, [1, len, 0.5] on vLLM; for "hello"
     # their cosine is 0.9835.
@@ -181,7 +181,7 @@ async def test_embeddings_by_cosine(
 
 
 async def test_a_failing_vllm_is_an_error_and_the_client_never_sees_it(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.fail_status = 500
     await at_shadow_step(router, noisePercent=0)
@@ -196,7 +196,7 @@ async def test_a_failing_vllm_is_an_error_and_the_client_never_sees_it(
 
 
 async def test_beyond_the_bound_a_sample_is_dropped_not_queued(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     vllm.behaviour.delay = 3.0  # longer than the mirror's timeout: it times out
     await at_shadow_step(router, noisePercent=0, maxConcurrent=1, timeoutSeconds=1)
@@ -215,7 +215,7 @@ async def test_beyond_the_bound_a_sample_is_dropped_not_queued(
 
 
 async def test_probes_and_other_consumers_are_not_mirrored(
-    router: Router, vllm: FakeEngine, ollama_engine: FakeEngine
+    router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     await at_shadow_step(router)
     probe = router.openai("llama32-rag", **{"X-Inferops-Probe": "ollama"})
@@ -229,7 +229,7 @@ async def test_probes_and_other_consumers_are_not_mirrored(
 
 
 async def test_a_sample_is_dropped_while_ollama_is_at_its_admission_limit(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     """Live requests first: a request that leaves Ollama with another one waiting for its
     slot is not mirrored (its reference answers would queue in Ollama ahead of it)."""

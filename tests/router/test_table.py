@@ -123,14 +123,14 @@ def test_readiness_decides_the_effective_share_and_the_fallback() -> None:
 
 
 def test_pick_realises_the_weight() -> None:
-    route = compile_table(table()).by_name["notes"]  # weight 10
+    route = compile_table(table()).by_name["notes"].kinds["chat"]  # weight 10
     rng = random.Random(1)
     draws = 100_000
     to_vllm = sum(route.pick(rng.random())[0].name == VLLM for _ in range(draws))
     assert abs(to_vllm / draws - 0.10) < 0.005
     for weight, expected in ((0, OLLAMA), (100, VLLM)):
         edge = compile_table(table(consumers=[{"name": "n", "weight": weight}])).by_name["n"]
-        assert {edge.pick(d)[0].name for d in (0.0, 0.5, 0.999999)} == {expected}
+        assert {edge.kinds["chat"].pick(d)[0].name for d in (0.0, 0.5, 0.999999)} == {expected}
 
 
 def test_upstream_urls_are_prebuilt() -> None:

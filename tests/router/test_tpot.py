@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router import metrics as metrics_module
 from inferops.router.metrics import Exchange, RouterMetrics
@@ -79,7 +79,7 @@ def test_nothing_is_observed_without_a_stream_and_two_tokens(
     )
 
 
-async def test_a_relayed_stream_with_usage_is_observed(router: Router, vllm: FakeEngine) -> None:
+async def test_a_relayed_stream_with_usage_is_observed(router: Router, vllm: EngineStandin) -> None:
     vllm.behaviour.chunk_delay = 0.02  # six events ~20 ms apart, three completion tokens
     client = router.openai("llama32-notes")
     text = ""
@@ -99,7 +99,7 @@ async def test_a_relayed_stream_with_usage_is_observed(router: Router, vllm: Fak
 
 
 async def test_streams_without_usage_and_whole_answers_are_not_observed(
-    router: Router, vllm: FakeEngine
+    router: Router, vllm: EngineStandin
 ) -> None:
     client = router.openai("llama32-notes")
     async for _ in await client.chat.completions.create(
@@ -113,7 +113,7 @@ async def test_streams_without_usage_and_whole_answers_are_not_observed(
 
 
 async def test_ollama_streams_are_observed_under_their_route(
-    router: Router, ollama_engine: FakeEngine
+    router: Router, ollama_engine: EngineStandin
 ) -> None:
     ollama_engine.behaviour.chunk_delay = 0.01
     # The router asks the engine for usage itself when it translates an Ollama stream.

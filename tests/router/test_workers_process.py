@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from testsupport.fake_engine import FakeEngine
+from testsupport.standin import EngineStandin
 
 from inferops.router.podmetrics import socket_path
 from tests.router.conftest import MESSAGES, base_table, streamed_text, wait_for
@@ -150,7 +150,9 @@ async def ready(pod: Pod) -> None:
 
 
 @pytest.fixture
-async def pod(tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine) -> AsyncIterator[Pod]:
+async def pod(
+    tmp_path: Path, vllm: EngineStandin, ollama_engine: EngineStandin
+) -> AsyncIterator[Pod]:
     table = tmp_path / "routes.json"
     table.write_text(json.dumps(base_table(vllm.url, ollama_engine.url)))
     run_dir = tmp_path / "run"
@@ -188,7 +190,7 @@ async def pod(tmp_path: Path, vllm: FakeEngine, ollama_engine: FakeEngine) -> As
 
 
 async def test_two_workers_share_the_port_the_table_and_the_metrics(
-    pod: Pod, vllm: FakeEngine, ollama_engine: FakeEngine
+    pod: Pod, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
     assert await pod.ask(REQUESTS) == ["Hello from vllm"] * REQUESTS
     served = [await pod.served(i, "vllm") for i in range(2)]
@@ -246,7 +248,7 @@ async def test_a_killed_worker_is_restarted_while_the_port_keeps_answering(pod: 
     assert REQUESTS + 8 >= sample(text, "inferops_router_requests_total") >= 8
 
 
-async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: FakeEngine) -> None:
+async def test_sigterm_drains_every_worker_and_ends_them_all(pod: Pod, vllm: EngineStandin) -> None:
     vllm.behaviour.chunk_delay = 0.2  # streams of about a second
 
     async def stream() -> str:

@@ -10,14 +10,13 @@ file is stale.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from inferops.api import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from inferops.api import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, generated
 from inferops.api.facts import described
 from inferops.api.spec import InferenceBackendSpec
 from inferops.api.status import InferenceBackendStatus
@@ -225,19 +224,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
-    parser.add_argument("--output", type=Path, default=CRD_PATH)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not args.output.exists() or args.output.read_text() != text:
-            print(f"{args.output} is stale: run `python -m inferops.api.crd`", file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    return 0
+    return generated.main(argv, "inferops.api.crd", __doc__, CRD_PATH, render)
 
 
 if __name__ == "__main__":

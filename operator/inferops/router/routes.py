@@ -97,12 +97,7 @@ class ConsumerRoute:
     shadow: Mirror | None = None
     """At a shadow step: what to mirror of its requests (`inferops.router.shadow`)."""
     kinds: dict[str, KindRoute] = field(default_factory=dict)
-    """Request kind -> its route."""
-
-    def pick(self, draw: float) -> tuple[Target, ...]:
-        """The engines to try for a request of a kind vLLM serves, given `draw`, uniform in
-        [0, 1)."""
-        return self.via_vllm if draw * 100.0 < self.vllm_share else self.via_ollama
+    """Request kind -> its route, which picks the engines of each request (`KindRoute.pick`)."""
 
 
 @dataclass(frozen=True, slots=True)

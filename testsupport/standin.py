@@ -1,21 +1,47 @@
-"""Stand-ins for the engines: small in-process servers speaking the OpenAI API the way vLLM
-(and Ollama's /v1) do, whose behaviour each test sets: latency, failing with a status,
-streaming N chunks then stalling. They are not engines; they only make the router's side of
-the conversation observable (what arrived, whether a stream was cancelled)."""
+"""The engine STAND-IN of the tests (not an engine), and its faults: one module, one set of
+fault options (`Faults`), in three forms.
+
+- `EngineStandin`: a small server speaking the OpenAI API the way vLLM (and Ollama's /v1)
+  do, and, named "ollama", Ollama's own API (`GET /`, `/api/version`, `/api/tags`,
+  `/api/show`, `/api/ps`, `/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`),
+  with deterministic answers; it records what arrived and whether a stream was cancelled,
+  which makes the router's side of the conversation observable.
+- `FaultProxy`: the same faults in front of a real server (real vLLM, a real Prometheus),
+  forwarding everything else unchanged, streams included: how the e2e tier makes a canary
+  bad without touching vLLM.
+- `InThread` runs either on its own event loop for synchronous tests; `StandinProcess` runs
+  the engine stand-in as a process (`python -m testsupport.standin`).
+
+Faults (`Faults`, the fields a test sets, changeable while it runs): an HTTP status on
+inference requests (all, a random share, or all after the first N), a delay before the
+response headers, a delay between stream chunks, a stream that stalls or whose connection
+drops after N chunks (the engine only: a proxy does not know an upstream's chunks), a
+canned answer to every request.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
+import os
+import random
+import signal
 import socket
+import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Generic, Protocol, Self, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from testsupport.aioserve import Served, serve
+from testsupport.process import LocalServer, ManagedProcess, StopsOnExit
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,19 +62,50 @@ class Seen:
 
 
 @dataclass
-class Behaviour:
+class Faults:
+    """What to inject now; a test changes these fields directly, `clear()` ends them all."""
+
     fail_status: int | None = None
-    """Answer every request with this status and an OpenAI-style error."""
+    """Answer inference requests with this status and an error in the API's dialect."""
+    fail_share: float = 1.0
+    """The share of inference requests that fail (drawn at random)."""
+    fail_after: int = 0
+    """The first N inference requests are answered as usual (and the engine stand-in's
+    metadata endpoints too: they fail only when every request does)."""
     fail_paths: dict[str, int] = field(default_factory=dict)
-    """Answer requests on these paths (`/v1/embeddings`) with this status and an
-    OpenAI-style error: an engine failing one request kind only."""
+    """Inference paths (`/v1/embeddings`) failing with their status whatever the rest says:
+    an engine failing one request kind only."""
     delay: float = 0.0
-    """Seconds before the response headers."""
+    """Seconds before the response headers (adds to the time to first token)."""
+    chunk_delay: float = 0.0
+    """Seconds before each stream chunk."""
     stall_after: int | None = None
     """Stream this many content chunks, then go silent until the client leaves."""
     die_after: int | None = None
     """Stream this many content chunks, then drop the connection (a crash mid-stream)."""
-    chunk_delay: float = 0.0
+    canned: tuple[int, object] | None = None
+    """(status, JSON body) answered to every request instead (e.g. a Prometheus answering
+    empty, NaN or HTTP 500)."""
+
+    def failing(self, path: str, served: int) -> int | None:
+        """The status to fail an inference request on `path` with, after `served` earlier
+        ones."""
+        if path in self.fail_paths:
+            return self.fail_paths[path]
+        if self.fail_status is None or served < self.fail_after:
+            return None
+        return self.fail_status if random.random() < self.fail_share else None
+
+    def clear(self) -> None:
+        for fault in fields(Faults):
+            default = fault.default_factory() if callable(fault.default_factory) else fault.default
+            setattr(self, fault.name, default)
+
+
+@dataclass
+class Behaviour(Faults):
+    """The engine stand-in's faults and what it answers."""
+
     words: list[str] = field(default_factory=list)
     max_model_len: int = 2048
     """What `/v1/models` reports (vLLM's field)."""
@@ -56,6 +113,9 @@ class Behaviour:
     """Whether Ollama's `/api/ps` lists the model."""
     context_length: int = 4096
     """The context Ollama's `/api/ps` reports the model loaded with."""
+    models: list[str] | None = None
+    """The models inference requests may name (404 for another, as the engines answer);
+    None: any."""
     show: dict[str, Any] = field(default_factory=lambda: dict(OLLAMA_SHOW))
     """Ollama's `/api/show` answer for the model."""
 
@@ -87,17 +147,33 @@ OLLAMA_SHOW: dict[str, Any] = {
 }
 
 
-class FakeEngine:
-    """A stand-in for one engine's OpenAI-compatible API, named like the engine it plays."""
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+"""The tool the tests offer, and the one the stand-in calls when it is offered tools."""
 
-    def __init__(self, name: str) -> None:
+STANDIN_VERSION = "0.0.0-inferops-standin"
+"""What the Ollama stand-in's `/api/version` answers: a version that says what this is."""
+
+
+class EngineStandin:
+    """A stand-in for one engine's API, named like the engine it plays ("vllm", "ollama");
+    `port` 0: a free one."""
+
+    def __init__(self, name: str, model: str = "llama3.2", port: int = 0) -> None:
         self.name = name
+        self.model = model
         self.behaviour = Behaviour(words=["Hello", " from", f" {name}"])
         self.seen: list[Seen] = []
         self.hits = 0
         self.cancelled = 0
         self.streams_open = 0
-        self.port = 0
+        self.port = port
         self._served: Served | None = None
 
     @property
@@ -110,7 +186,12 @@ class FakeEngine:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        if self.name != "ollama":
+            app.router.add_get("/health", self._health)
         if self.name == "ollama":  # vLLM has no Ollama API: asking it would be the bug
+            app.router.add_get("/", self._running)
+            app.router.add_get("/api/version", self._version)
+            app.router.add_get("/api/tags", self._tags)
             app.router.add_post("/api/show", self._show)
             app.router.add_get("/api/ps", self._ps)
             app.router.add_post("/api/chat", self._refusing_bad_input(self._native_chat))
@@ -134,13 +215,18 @@ class FakeEngine:
         self.hits += 1
         self.seen.append(Seen(request.path, body, dict(request.headers)))
         b = self.behaviour
+        if b.canned is not None:
+            return body, web.json_response(b.canned[1], status=b.canned[0])
+        if b.models is not None and body.get("model") not in b.models:
+            error = {"message": f"The model `{body.get('model')}` does not exist.", "code": 404}
+            return body, web.json_response({"error": error | {"type": "NotFoundError"}}, status=404)
         if b.delay:
             try:
                 await asyncio.sleep(b.delay)
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-        status = b.fail_status or b.fail_paths.get(request.path)
+        status = b.failing(request.path, self.hits - 1)
         if status:
             error = {
                 "message": f"{self.name} failed on purpose",
@@ -157,7 +243,7 @@ class FakeEngine:
         b = self.behaviour
         if b.delay:
             await asyncio.sleep(b.delay)
-        if b.fail_status:
+        if b.fail_status and not b.fail_after:  # failing every request, not only some
             error = {"message": f"{self.name} failed on purpose", "code": b.fail_status}
             return web.json_response({"error": error}, status=b.fail_status)
         return None
@@ -167,7 +253,7 @@ class FakeEngine:
         if failed:
             return failed
         model = {
-            "id": "llama3.2",
+            "id": self.model,
             "object": "model",
             "created": 0,
             "owned_by": "vllm",
@@ -182,7 +268,7 @@ class FakeEngine:
         failed = await self._info(request)
         if failed:
             return failed
-        if self.seen[-1].body.get("model") != "llama3.2":  # Ollama knows the logical name only
+        if self.seen[-1].body.get("model") != self.model:  # Ollama knows the logical name only
             return web.json_response({"error": "model not found"}, status=404)
         return web.json_response(self.behaviour.show)
 
@@ -193,8 +279,8 @@ class FakeEngine:
         if not self.behaviour.loaded:
             return web.json_response({"models": []})
         entry = {
-            "name": "llama3.2:latest",
-            "model": "llama3.2:latest",
+            "name": f"{self.model}:latest",
+            "model": f"{self.model}:latest",
             "size": 3_400_000_000,
             "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
             "details": self.behaviour.show["details"],
@@ -204,15 +290,48 @@ class FakeEngine:
         }
         return web.json_response({"models": [entry]})
 
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response()  # vLLM's: 200, no body
+
+    async def _running(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": STANDIN_VERSION})
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        failed = await self._info(request)
+        if failed:
+            return failed
+        details = self.behaviour.show["details"]
+        model = {"name": f"{self.model}:latest", "model": f"{self.model}:latest"}
+        model |= {"modified_at": self.behaviour.show["modified_at"], "details": details}
+        return web.json_response({"models": [model]})
+
     def _tool_call_requested(self, body: dict[str, Any]) -> bool:
         return bool(body.get("tools"))
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _generation(
+        self, request: web.Request, prompt_tokens: int
+    ) -> tuple[dict[str, Any], list[str], dict[str, int], web.Response | None]:
+        """A generation request's body, the answer's words and usage, and the failure to
+        answer instead, if any."""
         body, failed = await self._common(request)
+        words = [] if failed else self._words(body)
+        return body, words, _usage(prompt_tokens, len(words)), failed
+
+    def _words(self, body: dict[str, Any]) -> list[str]:
+        """The answer's words, as many as `max_tokens` (or `max_completion_tokens`) allow."""
+        words = self.behaviour.words
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return words[:limit]
+        return words
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, words, usage, failed = await self._generation(request, prompt_tokens=7)
         if failed:
             return failed
-        words = self.behaviour.words
-        usage = _usage(7, len(words))
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
             finish = "stop"
@@ -273,11 +392,9 @@ class FakeEngine:
         return await self._stream(request, events)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        body, failed = await self._common(request)
+        body, words, usage, failed = await self._generation(request, prompt_tokens=5)
         if failed:
             return failed
-        words = self.behaviour.words
-        usage = _usage(5, len(words))
         if not body.get("stream"):
             choice = {"index": 0, "text": "".join(words), "finish_reason": "length"}
             return web.json_response(
@@ -451,3 +568,209 @@ def _answer(id_: str, kind: str, body: dict[str, Any], **fields: Any) -> dict[st
     """An OpenAI answer (or chunk) of the asked model: the fields every one has, then
     `fields`."""
     return {"id": id_, "object": kind, "created": 0, "model": body["model"], **fields}
+
+
+@contextlib.asynccontextmanager
+async def running(*names: str) -> AsyncIterator[tuple[EngineStandin, ...]]:
+    """Stand-ins for the engines `names`, started in this event loop for the block."""
+    standins = tuple(EngineStandin(name) for name in names)
+    for standin in standins:
+        await standin.start()
+    try:
+        yield standins
+    finally:
+        for standin in standins:
+            await standin.stop()
+
+
+# -- the faults in front of a real server ----------------------------------------------------
+
+# Hop-by-hop headers, and the encoding ones: aiohttp's client decompresses what it reads, so
+# forwarding Content-Encoding would announce gzip over a plain body.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "content-encoding",
+    "accept-encoding",
+}
+
+
+class FaultProxy:
+    """`faults` in front of `upstream`: inference requests (`/v1/...` POSTs) fail, wait or
+    are answered canned as the faults say; everything else is forwarded unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.faults = Faults()
+        self.forwarded = 0
+        self.injected = 0
+        self.port = 0
+        self._served: Served | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # aiohttp's default grace: streams still being relayed may finish.
+        self._served = await serve(app, shutdown_timeout=60.0)
+        self.port = self._served.port
+
+    async def stop(self) -> None:
+        if self._served is not None:
+            await self._served.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        faults = self.faults
+        if faults.canned is not None:
+            self.injected += 1
+            return web.json_response(faults.canned[1], status=faults.canned[0])
+        inference = request.method == "POST" and request.path.startswith("/v1/")
+        if inference:
+            failing = faults.failing(request.path, self.forwarded)
+            self.forwarded += 1
+            if failing:
+                self.injected += 1
+                return web.json_response({"error": {"message": "injected fault"}}, status=failing)
+            if faults.delay:
+                await asyncio.sleep(faults.delay)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            answer = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
+            )
+            try:
+                await answer.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await answer.write(chunk)
+                await answer.write_eof()
+            except ConnectionResetError:
+                pass  # the router went away first (a client that hung up): nothing to relay
+            return answer
+
+
+# -- in a thread, as a process -------------------------------------------------------------
+
+
+class _Serves(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Serves)
+
+
+class InThread(StopsOnExit, Generic[S]):
+    """`standin` served from its own event loop in a daemon thread, for synchronous tests;
+    its fields (`standin.faults`, `standin.behaviour`) may be changed from the test's thread."""
+
+    def __init__(self, standin: S) -> None:
+        self.standin = standin
+        self._loop = asyncio.new_event_loop()
+
+    @property
+    def url(self) -> str:
+        return self.standin.url
+
+    def start(self, timeout: float = 10.0) -> None:
+        threading.Thread(target=self._loop.run_forever, name="standin", daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self.standin.start(), self._loop).result(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.standin.stop(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+class StandinProcess(LocalServer):
+    """The engine stand-in as its own process (`python -m testsupport.standin`), with the
+    lifecycle of the real engines' servers (`LocalServer`)."""
+
+    stop_grace = 5.0
+
+    def __init__(
+        self,
+        name: str = "ollama",
+        model: str = "llama3.2",
+        words: int = 3,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        super().__init__(f"{name}-standin", port, log_path)
+        env = dict(os.environ)
+        root = str(_repo_root())
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = ["--port", str(self._port), "--name", name, "--model", model, "--words", str(words)]
+        self._process = ManagedProcess(
+            f"{name} stand-in on port {self._port}",
+            [sys.executable, "-m", "testsupport.standin", *argv],
+            env=env,
+            log_path=self.log_path,
+            health_url=f"{self.url}/" if name == "ollama" else f"{self.url}/health",
+            cwd=_repo_root(),
+        )
+
+    def start(self, timeout: float = 30.0) -> float:
+        return super().start(timeout)
+
+
+async def _serve(standin: EngineStandin) -> None:
+    await standin.start()
+    print(f"{standin.name} STAND-IN (not an engine) on {standin.url}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    await standin.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the engine stand-in until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m testsupport.standin", description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="0: a free one (printed)")
+    parser.add_argument("--name", choices=["vllm", "ollama"], default="ollama")
+    parser.add_argument("--model", default="llama3.2")
+    parser.add_argument("--words", type=int, default=3, help="words in every answer")
+    parser.add_argument("--fail-status", type=int, default=None)
+    parser.add_argument("--fail-after", type=int, default=0)
+    args = parser.parse_args(argv)
+    standin = EngineStandin(args.name, args.model, args.port)
+    standin.behaviour.words = [f" w{i}" for i in range(args.words)]
+    standin.behaviour.models = [args.model, f"{args.model}:latest"]
+    standin.behaviour.fail_status = args.fail_status
+    standin.behaviour.fail_after = args.fail_after
+    asyncio.run(_serve(standin))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
