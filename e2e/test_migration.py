@@ -173,6 +173,21 @@ def test_full_migration_notes_rag_ner_in_order(
     assert "StepStarted" in events and "Migrated" in events
 
 
+def rolled_back_after(plane: DataPlane, consumer: str, **faults: Any) -> float:
+    """Seconds from injecting `faults` in front of vLLM until the router sends `consumer`
+    back to Ollama; the faults are cleared afterwards."""
+    assert plane.faults is not None
+    injected = time.monotonic()
+    for name, value in faults.items():
+        assert hasattr(plane.faults.standin.faults, name), f"no fault named {name}"
+        setattr(plane.faults.standin.faults, name, value)
+    try:
+        wait_back_on_ollama(plane, consumer, 60)
+        return time.monotonic() - injected
+    finally:
+        plane.faults.standin.faults.clear()
+
+
 @pytest.mark.parametrize("fault", ["errors", "latency"])
 def test_bad_canary_is_rolled_back_without_client_errors(
     kubectl: Kubectl, migrator: OperatorProcess, plane: DataPlane, namespace: str, fault: str
@@ -181,16 +196,8 @@ def test_bad_canary_is_rolled_back_without_client_errors(
     start_held_at_half(kubectl, plane, namespace, failure_limit=0)
     with Traffic(plane, namespace, "notes") as traffic:
         wait_consumer(kubectl, namespace, "notes", "passes at 50%", passedSamples=1)
-        injected = time.monotonic()
-        if fault == "errors":
-            plane.faults.standin.faults.fail_status = 500
-        else:
-            plane.faults.standin.faults.delay = 3.0
-        try:
-            wait_back_on_ollama(plane, "notes", 60)
-            rollback = time.monotonic() - injected
-        finally:
-            plane.faults.standin.faults.clear()
+        faults = {"fail_status": 500} if fault == "errors" else {"delay": 3.0}
+        rollback = rolled_back_after(plane, "notes", **faults)
     print(f"\n{fault}: back at 0% {rollback:.1f}s after the fault (interval 10s, 0 tolerated)")
     notes = consumers_of(kubectl, namespace)["notes"]
     assert notes["phase"] == "RolledBack" and notes["weight"] == 0
@@ -254,13 +261,7 @@ def test_a_kind_failing_on_vllm_rolls_back_naming_it_and_embeddings_stay_on_olla
 
         passed = wait_for("rag passing kind by kind at 50%", by_kind, 120, interval=0.5)
         assert {"ollama_chat", "completions", "ollama_embed"} <= set(passed["routes"])
-        injected = time.monotonic()
-        plane.faults.standin.faults.fail_paths = {"/v1/completions": 500}
-        try:
-            wait_back_on_ollama(plane, "rag", 60)
-            rollback = time.monotonic() - injected
-        finally:
-            plane.faults.standin.faults.clear()
+        rollback = rolled_back_after(plane, "rag", fail_paths={"/v1/completions": 500})
     print(f"\ncompletions failing: back at 0% {rollback:.1f}s after the fault")
     rag = consumers_of(kubectl, namespace)["rag"]
     assert rag["phase"] == "RolledBack" and rag["weight"] == 0
