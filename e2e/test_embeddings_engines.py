@@ -262,9 +262,13 @@ def migrate_with_pooling_runner(plane: Plane, spec: InferenceBackendSpec, agree:
     assert (rag.phase, rag.weight) == ("Progressing", 100)
     # The step starts once the router serves it; its sample covers the consumer's traffic.
     started = plan(
-        spec, [rag_status(spec)], first.consumers, first.migration,
-        Observations(vllm_ready=True, served={"rag": 100}), T0 + timedelta(seconds=1),
-    )  # fmt: skip
+        spec,
+        [rag_status(spec)],
+        first.consumers,
+        first.migration,
+        Observations(vllm_ready=True, served={"rag": 100}),
+        T0 + timedelta(seconds=1),
+    )
     assert started.consumers[0].step_started_at is not None
 
     async def targets(namespace: str, backend: str) -> list[str]:
@@ -284,10 +288,13 @@ def migrate_with_pooling_runner(plane: Plane, spec: InferenceBackendSpec, agree:
     # Embeddings on vLLM, chat still on Ollama: the pooling runner serves no chat.
     assert served == {"embeddings:vllm": ROUNDS, "chat:ollama": ROUNDS}
     done = plan(
-        spec, [rag_status(spec)], started.consumers, started.migration,
+        spec,
+        [rag_status(spec)],
+        started.consumers,
+        started.migration,
         Observations(vllm_ready=True, served={"rag": 100}, figures={"rag": figures}),
         T0 + timedelta(seconds=1 + INTERVAL),
-    )  # fmt: skip
+    )
     rag = done.consumers[0]
     assert rag.last_analysis is not None, rag.message
     print(f"sample at 100%: {rag.last_analysis.verdict}: {rag.last_analysis.message}")
@@ -396,9 +403,13 @@ def test_a_consumer_using_chat_and_embeddings_migrates_with_its_embeddings_serve
                     plane.serve(table_of(spec, result, ready))
                     now += timedelta(seconds=1)
                     result = plan(
-                        spec, [rag_status(spec)], result.consumers, result.migration,
-                        Observations(vllm_ready=True, served={"rag": rag.weight}), now,
-                    )  # fmt: skip
+                        spec,
+                        [rag_status(spec)],
+                        result.consumers,
+                        result.migration,
+                        Observations(vllm_ready=True, served={"rag": rag.weight}),
+                        now,
+                    )
                     # The window is this step's traffic: a reading before it is the baseline.
                     source.forget("ai", "llama32")
                     first = loop.run_until_complete(source.figures("ai", "llama32", "rag", 3600))
@@ -413,10 +424,15 @@ def test_a_consumer_using_chat_and_embeddings_migrates_with_its_embeddings_serve
                         assert served.get("chat:vllm") == rounds
                     now += timedelta(seconds=INTERVAL)
                     result = plan(
-                        spec, [rag_status(spec)], result.consumers, result.migration,
-                        Observations(vllm_ready=True, served={"rag": rag.weight},
-                                     figures={"rag": figures}), now,
-                    )  # fmt: skip
+                        spec,
+                        [rag_status(spec)],
+                        result.consumers,
+                        result.migration,
+                        Observations(
+                            vllm_ready=True, served={"rag": rag.weight}, figures={"rag": figures}
+                        ),
+                        now,
+                    )
                     analysis = result.consumers[0].last_analysis
                     assert analysis is not None and analysis.verdict == "Pass", analysis
                 loop.run_until_complete(source.aclose())
@@ -425,9 +441,12 @@ def test_a_consumer_using_chat_and_embeddings_migrates_with_its_embeddings_serve
             assert steps_seen == [50, 100]
             page = scrape(f"{plane.url}/metrics")
             rerouted = total(
-                page, "inferops_router_rerouted_total", consumer="rag", kind="embeddings",
+                page,
+                "inferops_router_rerouted_total",
+                consumer="rag",
+                kind="embeddings",
                 reason="vllm_does_not_serve_kind",
-            )  # fmt: skip
+            )
             assert rerouted == 2 * 2 * rounds  # both clients' embeddings, at both steps
             errors = total(page, "inferops_router_errors_total", consumer="rag") or 0
             assert errors == 0

@@ -100,10 +100,14 @@ def test_migrated_consumer_whose_vllm_fails_is_reported_within_two_intervals(
 
         # Healthy: the watch samples and passes; the resource is Ready and Completed.
         watched = wait_consumer(
-            kubectl, namespace, "notes", "watched", 60, phase="Migrated", message=(
-                "migrated; watched: every gate passed"
-            )
-        )  # fmt: skip
+            kubectl,
+            namespace,
+            "notes",
+            "watched",
+            60,
+            phase="Migrated",
+            message=("migrated; watched: every gate passed"),
+        )
         assert watched["watch"]["failing"] is False
         assert condition(backend(kubectl, namespace), "Migrating")["reason"] == "Completed"
 

@@ -226,11 +226,16 @@ def test_watch_metrics_follow_the_status() -> None:
         return REGISTRY.get_sample_value(name, labels)
 
     ok = ConsumerStatus(
-        name="notes", weight=100, service="s", endpoint="e", phase="Migrated", step=2,
+        name="notes",
+        weight=100,
+        service="s",
+        endpoint="e",
+        phase="Migrated",
+        step=2,
         watch=WatchStatus(samples=1),
         last_analysis=AnalysisResult(verdict="Pass", time="2026-11-26T10:00:00Z", step=2),
         last_sample_at="2026-11-26T10:00:00Z",
-    )  # fmt: skip
+    )
     failed = AnalysisResult(verdict="Fail", time="2026-11-26T10:01:00Z", step=2)
     failing = ok.model_copy(
         update={

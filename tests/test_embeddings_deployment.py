@@ -190,9 +190,14 @@ def test_the_planners_embeddings_weights_reach_the_routing_table() -> None:
         migration={"steps": [{"weight": 10}, {"weight": 100}]},
     )
     agreed = VectorCheck(
-        verdict="Pass", cosine=0.9991, min_cosine=0.99, inputs=4, time="2026-01-01T12:00:00Z",
-        key=vectors.key(spec), message="vectors alike",
-    )  # fmt: skip
+        verdict="Pass",
+        cosine=0.9991,
+        min_cosine=0.99,
+        inputs=4,
+        time="2026-01-01T12:00:00Z",
+        key=vectors.key(spec),
+        message="vectors alike",
+    )
     # Engines with Ready pods: before, the routing table is not written at all.
     live = {("Deployment", f"llama32-{c}"): ready_engine(c) for c in ("vllm", "ollama")}
     snap = Snapshot(OWNER, 1, spec, None, InferenceBackendStatus(), live, [])

@@ -72,8 +72,13 @@ def test_add_skips_failed_reads_and_ollama_at_full() -> None:
     one = add(None, window, with_ollama=True, seconds=60, min_requests=10)
     assert one.vllm is not None and one.ollama is not None
     assert one.vllm.seconds == 60  # the source did not measure the window: the interval
-    failed = add(one, Figures.failed("prometheus answered HTTP 500"), with_ollama=True,
-                 seconds=60, min_requests=10)  # fmt: skip
+    failed = add(
+        one,
+        Figures.failed("prometheus answered HTTP 500"),
+        with_ollama=True,
+        seconds=60,
+        min_requests=10,
+    )
     assert failed == one
     measured = Figures(vllm=window.vllm, ollama=window.ollama, window_seconds=9.5)
     at_full = add(one, measured, with_ollama=False, seconds=60, min_requests=10)

@@ -146,8 +146,13 @@ def migrated(name: str, sampled: float | None = 0, **more: Any) -> ConsumerStatu
 # At 100%: vLLM serves every request; Ollama only what vLLM failed first (fallbacks).
 WATCH_GOOD = Figures(vllm=eng(ttft=0.1), ollama=None)
 WATCH_500 = Figures(vllm=eng(errors=100), ollama=eng())
-FAILING = WatchStatus(failing=True, since=stamp(T0), failed_samples=1, samples=3,
-                      message="errorRate 1 > 0.01 (Ollama 0)")  # fmt: skip
+FAILING = WatchStatus(
+    failing=True,
+    since=stamp(T0),
+    failed_samples=1,
+    samples=3,
+    message="errorRate 1 > 0.01 (Ollama 0)",
+)
 ROLLBACK = make_spec(watch={"onFailure": "Rollback"})
 ROLLBACK_HASH = MigrationStatus(spec_hash=spec_hash(ROLLBACK.migration))  # type: ignore[arg-type]
 UNWATCHED = make_spec(watch={"enabled": False})
@@ -168,15 +173,23 @@ def held(name: str, report: FeatureReport = HELD) -> ConsumerStatus:
 
 # vLLM's embeddings deployment (spec.vllm.embeddings), and spec.vllm on the pooling runner.
 EMB = make_spec(vllm={"model": "x", "embeddings": {"model": "e"}})
-EMB_ONLY = make_spec([{"name": "emb", "api": "embeddings"}, {"name": "rag"}],
-                     vllm={"model": "x", "embeddings": {"model": "e"}})  # fmt: skip
+EMB_ONLY = make_spec(
+    [{"name": "emb", "api": "embeddings"}, {"name": "rag"}],
+    vllm={"model": "x", "embeddings": {"model": "e"}},
+)
 POOL = make_spec(vllm={"model": "x", "extraArgs": ["--runner", "pooling"]})
 
 
 def check(spec: InferenceBackendSpec, verdict: str, cosine: float, key: str = "") -> VectorCheck:
-    return VectorCheck(verdict=verdict, cosine=cosine, min_cosine=0.99, inputs=4,  # type: ignore[arg-type]
-                       time=stamp(T0), key=key or vectors.key(spec),
-                       message=f"lowest cosine {cosine}")  # fmt: skip
+    return VectorCheck(
+        verdict=verdict,
+        cosine=cosine,
+        min_cosine=0.99,
+        inputs=4,  # type: ignore[arg-type]
+        time=stamp(T0),
+        key=key or vectors.key(spec),
+        message=f"lowest cosine {cosine}",
+    )
 
 
 def with_vectors(c: VectorCheck) -> MigrationStatus:
@@ -957,9 +970,13 @@ def test_embeddings_held_on_ollama_keep_the_migration_from_completed() -> None:
     )
     assert result.migration.vectors == failed
     passed = plan(
-        EMB, base(EMB), result.consumers, with_vectors(check(EMB, "Pass", 0.999)),
-        Observations(vllm_ready=True), at(6),
-    )  # fmt: skip
+        EMB,
+        base(EMB),
+        result.consumers,
+        with_vectors(check(EMB, "Pass", 0.999)),
+        Observations(vllm_ready=True),
+        at(6),
+    )
     assert passed.condition.reason == "Completed"
     assert [c.embeddings.weight for c in passed.consumers if c.embeddings] == [100, 100]
     assert [e.reason for e in passed.events] == ["EmbeddingsMoved", "EmbeddingsMoved"]

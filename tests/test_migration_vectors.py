@@ -239,11 +239,15 @@ def test_kubectl_ib_status_shows_the_check_and_each_consumers_embeddings() -> No
         "status": {
             "migration": {"migrated": "1/2", "vectors": check.dump()},
             "consumers": [
-                {"name": "notes", "phase": "Migrated", "weight": 100, "embeddings": {
-                    "weight": 0, "message": f"held on Ollama: {check.message}"}},
+                {
+                    "name": "notes",
+                    "phase": "Migrated",
+                    "weight": 100,
+                    "embeddings": {"weight": 0, "message": f"held on Ollama: {check.message}"},
+                },
             ],
         },
-    }  # fmt: skip
+    }
     text = render_status(obj, (T0 + timedelta(seconds=30)).replace(tzinfo=UTC))
     assert (
         "Vectors:     Fail 30s ago: vectors differ: lowest cosine 0.7071 < 0.99 over 1 inputs"
@@ -288,10 +292,11 @@ async def test_the_reader_compares_the_vectors_when_a_check_is_due_and_only_then
     table = {
         "model": "m",
         "engines": {
-            "vllm": {"url": vllm.url, "kinds": ["embeddings"]}, "ollama": {"url": ollama.url}
+            "vllm": {"url": vllm.url, "kinds": ["embeddings"]},
+            "ollama": {"url": ollama.url},
         },
         "consumers": [{"name": "notes", "hosts": ["b-notes"], "weight": 0}],
-    }  # fmt: skip
+    }
     path = tmp_path / "routes.json"
     path.write_text(json.dumps(table))
     server = RouterServer(RouterState(), FileSource(path, interval=0.01), grace_seconds=1.0)

@@ -257,17 +257,29 @@ def test_analysis_block_at_full_weight_compares_with_the_baseline() -> None:
 def test_analysis_block_of_a_migrated_consumer_shows_its_watch_and_comparison() -> None:
     """The line users migrate for, kept after the migration, and the watch that follows it
     (issue 16, items 6 and 7)."""
-    analysis = {**RAG_ANALYSIS, "step": 3, "verdict": "Fail", "ollama": None, "gates": [],
-                "message": "errorRate 1 > 0.05"}  # fmt: skip
+    analysis = {
+        **RAG_ANALYSIS,
+        "step": 3,
+        "verdict": "Fail",
+        "ollama": None,
+        "gates": [],
+        "message": "errorRate 1 > 0.05",
+    }
     comparison = {
         "summary": "TTFT p95 3.1x faster, TPOT p95 2.4x faster, errors 0.1% vs 0.3%",
         "vllm": {"windows": 7, "outputTokensPerSecond": 412.5, "requestsPerSecond": 3.2},
         "ollama": {"windows": 5, "outputTokensPerSecond": 98.04, "requestsPerSecond": 2.75},
     }
-    watch = {"failing": True, "since": ago(125), "failedSamples": 2, "samples": 9,
-             "message": "errorRate 1 > 0.05"}  # fmt: skip
-    c = consumer("rag", "Migrated", 100, step=3, lastAnalysis=analysis, watch=watch,
-                 comparison=comparison)  # fmt: skip
+    watch = {
+        "failing": True,
+        "since": ago(125),
+        "failedSamples": 2,
+        "samples": 9,
+        "message": "errorRate 1 > 0.05",
+    }
+    c = consumer(
+        "rag", "Migrated", 100, step=3, lastAnalysis=analysis, watch=watch, comparison=comparison
+    )
     lines = render.analysis_block(c, STEPS, NOW)
     assert lines[0] == "rag: watched after migration, sampled 45s ago: Fail"
     assert lines[-3:] == [
