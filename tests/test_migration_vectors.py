@@ -193,11 +193,12 @@ async def engines() -> AsyncIterator[tuple[EngineStandin, EngineStandin]]:
     await ollama.stop()
 
 
-async def test_the_probe_asks_each_engine_through_the_router(
+@pytest.fixture
+async def router_url(
     tmp_path: Path, engines: tuple[EngineStandin, EngineStandin]
-) -> None:
+) -> AsyncIterator[str]:
+    """A router in front of the stand-ins (vLLM on the pooling runner), its table loaded."""
     vllm, ollama = engines
-    s = spec({"extraArgs": ["--runner", "pooling"]}, embeddings={"inputs": ["a", "bbb"]})
     table = {
         "model": "m",
         "engines": {
@@ -210,12 +211,21 @@ async def test_the_probe_asks_each_engine_through_the_router(
     path.write_text(json.dumps(table))
     server = RouterServer(RouterState(), FileSource(path, interval=0.01), grace_seconds=1.0)
     await server.start()
-    probe = VectorProbe(f"http://127.0.0.1:{server.port}")
     try:
-        for _ in range(200):
-            if server.state.routes is not None:
-                break
+        while server.state.routes is None:
             await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.stop()
+
+
+async def test_the_probe_asks_each_engine_through_the_router(
+    router_url: str, engines: tuple[EngineStandin, EngineStandin]
+) -> None:
+    vllm, ollama = engines
+    s = spec({"extraArgs": ["--runner", "pooling"]}, embeddings={"inputs": ["a", "bbb"]})
+    probe = VectorProbe(router_url)
+    try:
         got_vllm, got_ollama = await probe.measure(s, Owner(name="b", namespace="ns", uid="u"))
         # The stand-ins mark their vectors (vLLM 1.0, Ollama 2.0), in input order.
         assert got_vllm == [[1.0, 1.0, 0.5], [1.0, 3.0, 0.5]]
@@ -228,7 +238,6 @@ async def test_the_probe_asks_each_engine_through_the_router(
         assert len(ollama.seen) == 2  # pinned: no fallback to Ollama for vLLM's request
     finally:
         await probe.aclose()
-        await server.stop()
 
 
 def test_kubectl_ib_status_shows_the_check_and_each_consumers_embeddings() -> None:
@@ -283,33 +292,19 @@ class NoReplicas:
 
 
 async def test_the_reader_compares_the_vectors_when_a_check_is_due_and_only_then(
-    tmp_path: Path, engines: tuple[EngineStandin, EngineStandin]
+    router_url: str, engines: tuple[EngineStandin, EngineStandin]
 ) -> None:
     vllm, ollama = engines
     # The stand-ins' vectors are alike but not equal (cosine 0.9993): a strict threshold.
     s = spec({"extraArgs": ["--runner", "pooling"]}, embeddings={"minCosine": 0.9999})
     owner = Owner(name="b", namespace="ns", uid="u")
-    table = {
-        "model": "m",
-        "engines": {
-            "vllm": {"url": vllm.url, "kinds": ["embeddings"]},
-            "ollama": {"url": ollama.url},
-        },
-        "consumers": [{"name": "notes", "hosts": ["b-notes"], "weight": 0}],
-    }
-    path = tmp_path / "routes.json"
-    path.write_text(json.dumps(table))
-    server = RouterServer(RouterState(), FileSource(path, interval=0.01), grace_seconds=1.0)
-    await server.start()
     reader = MigrationReader(
         NoFigures(),  # type: ignore[arg-type]
         NoReplicas(),  # type: ignore[arg-type]
         logging.getLogger("test"),
-        VectorProbe(f"http://127.0.0.1:{server.port}"),
+        VectorProbe(router_url),
     )
     try:
-        while server.state.routes is None:
-            await asyncio.sleep(0.01)
         none_yet = InferenceBackendStatus()
         seen = await reader.observe(s, owner, {"metadata": {}}, none_yet, {}, True, T0)
         check = seen.vectors
@@ -329,4 +324,3 @@ async def test_the_reader_compares_the_vectors_when_a_check_is_due_and_only_then
         assert len(vllm.seen) == 2
     finally:
         await reader.aclose()
-        await server.stop()
