@@ -30,7 +30,8 @@ COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 OLLAMA_PATHS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
 """Ollama's native inference paths: an Ollama-API request that goes to Ollama goes there."""
-UPSTREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, *OLLAMA_PATHS)
+OPENAI_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+UPSTREAM_PATHS = (*OPENAI_PATHS, *OLLAMA_PATHS)
 
 KIND_BY_WEIGHT = "weight"
 """`KindRoute.reason` when the consumer's weight decides (vLLM serves the kind)."""

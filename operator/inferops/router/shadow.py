@@ -32,7 +32,7 @@ from inferops.router import compare
 from inferops.router.metrics import RouterMetrics
 from inferops.router.pool import Pool
 from inferops.router.proxy import Intake, Plan
-from inferops.router.routes import OLLAMA, UPSTREAM_PATHS, VLLM, Target
+from inferops.router.routes import OLLAMA, OPENAI_PATHS, VLLM, Target
 from inferops.router.upstream import EngineError, fetch
 
 log = logging.getLogger("inferops.router.shadow")
@@ -63,7 +63,7 @@ class Mirrors:
     def offer(self, consumer: str, route: str, config: Mirror, intake: Intake, plan: Plan) -> None:
         """A sampled request answered by Ollama: mirrored, or counted as not comparable or
         dropped."""
-        if plan.path not in UPSTREAM_PATHS:
+        if plan.path not in OPENAI_PATHS:
             # Only an OpenAI request can be asked of both engines as it is; anything else
             # (a native Ollama request) would read as vLLM failing.
             self.count(consumer, VLLM, route, "other", "dropped")
