@@ -87,7 +87,6 @@ async def test_an_ollama_api_consumer_is_mirrored_in_the_openai_form(
     assert len(mirrored) == 1 and mirrored[0].body["temperature"] == 0
 
 
-
 async def test_a_request_without_an_openai_form_is_dropped_never_sent_natively_to_vllm(
     router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
 ) -> None:
@@ -98,6 +97,7 @@ async def test_a_request_without_an_openai_form_is_dropped_never_sent_natively_t
     assert [s.path for s in ollama_engine.seen][:1] == ["/api/chat"]
     await counted(router, 1, consumer="rag", engine="vllm", kind="other", verdict="dropped")
     assert vllm.seen == []
+
 
 async def test_identical_answers_are_exact(
     router: Router, vllm: EngineStandin, ollama_engine: EngineStandin
