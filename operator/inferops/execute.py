@@ -18,7 +18,9 @@ by `reconcile.read`'s dry run; any other refused change leaves what was applied 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from inferops import replicas
@@ -108,16 +110,15 @@ async def _create(
     for obj in new:
         meta = obj["metadata"]
         log.info("%s/%s: creating %s %s", *_backend(obj), obj["kind"], meta["name"])
+        answer: Obj | str | None
         try:
-            only_new = {**meta, "resourceVersion": CREATE_ONLY_VERSION}
-            answer: Obj | str = await kube.apply({**obj, "metadata": only_new})
+            answer = await create_only(kube, obj, partial(_ours, obj=obj, owner=owner))
         except KubeError as error:
-            if error.status == 409:
-                answer = await _over_existing(kube, obj, owner)
-            elif refused_for_good(error):
-                answer = refusal(obj, error)
-            else:
+            if not refused_for_good(error):
                 raise  # not about the object (API server unavailable): retried
+            answer = refusal(obj, error)
+        if answer is None:
+            answer = conflict(obj)
         if isinstance(answer, str):
             return created, answer
         children.wrote(*_backend(obj), None, answer)
@@ -125,17 +126,29 @@ async def _create(
     return created, ""
 
 
-async def _over_existing(kube: Kube, obj: Obj, owner: Owner) -> Obj | str:
-    """A new child's name is taken: apply over the object if it is this resource's (not in
-    the cache yet) or an earlier incarnation's (a deleted resource of the same name, not yet
-    garbage-collected); else the conflict."""
+async def create_only(kube: Kube, obj: Obj, ours: Callable[[Obj], bool]) -> Obj | None:
+    """Applies `obj` only where its name is free (`CREATE_ONLY_VERSION`), or over the object
+    there when `ours` says it is the operator's; None when it is someone else's."""
+    only_new = {**obj["metadata"], "resourceVersion": CREATE_ONLY_VERSION}
+    try:
+        return await kube.apply({**obj, "metadata": only_new})
+    except KubeError as error:
+        if error.status != 409:
+            raise
     existing = await kube.get(object_path(obj))
     if existing is None:
         raise KubeError(409, f"{obj['kind']} {obj['metadata']['name']} vanished; again")
+    return await kube.apply(obj) if ours(existing) else None
+
+
+def _ours(existing: Obj, obj: Obj, owner: Owner) -> bool:
+    """A new child's name is taken by this resource's own object (not in the cache yet) or
+    an earlier incarnation's (a deleted resource of the same name, not yet
+    garbage-collected)."""
     refs = existing["metadata"].get("ownerReferences", [])
-    if any(ref.get("uid") == owner.uid for ref in refs) or from_earlier_incarnation(existing, obj):
-        return await kube.apply(obj)
-    return conflict(obj)
+    return any(ref.get("uid") == owner.uid for ref in refs) or from_earlier_incarnation(
+        existing, obj
+    )
 
 
 async def _hand_over_replicas(

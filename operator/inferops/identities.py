@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from inferops.builders import router
 from inferops.builders.common import MANAGED_BY, Obj, Owner
-from inferops.execute import CREATE_ONLY_VERSION
-from inferops.kube import Kube, KubeError, object_path, path
+from inferops.execute import create_only
+from inferops.kube import Kube, path
 
 ROLE_API = "rbac.authorization.k8s.io/v1"
 GATHER_SECONDS = 0.2
@@ -107,16 +107,8 @@ class RouterIdentities:
             self.log.info(
                 "%s: creating the routers' %s %s", namespace, obj["kind"], router.IDENTITY
             )
-            try:
-                only_new = {**obj["metadata"], "resourceVersion": CREATE_ONLY_VERSION}
-                await self.kube.apply({**obj, "metadata": only_new})
-            except KubeError as error:
-                if error.status != 409:
-                    raise
-                existing = await self.kube.get(object_path(obj))
-                if existing is not None and not _ours(existing):
-                    return _taken(existing)
-                await self.kube.apply(obj)  # the operator's, from before its restart
+            if await create_only(self.kube, obj, _ours) is None:
+                return _taken(obj)
         return ""
 
 
