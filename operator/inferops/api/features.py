@@ -118,7 +118,6 @@ FEATURES: tuple[Feature, ...] = (
 
 BY_NAME: dict[tuple[Where, str], Feature] = {(f.where, f.name): f for f in FEATURES}
 OPTIONS: dict[str, Feature] = {f.name: f for f in FEATURES if f.where == "option"}
-REQUEST_FEATURES: dict[str, Feature] = {f.name: f for f in FEATURES if f.where == "request"}
 
 
 def not_honoured(feature: Feature) -> bool:
@@ -131,7 +130,6 @@ __all__ = [
     "BY_NAME",
     "FEATURES",
     "OPTIONS",
-    "REQUEST_FEATURES",
     "Feature",
     "Rule",
     "Where",

@@ -73,18 +73,6 @@ class EngineFigures:
         return self.errors / self.requests
 
 
-SHADOW_VERDICTS = (
-    "exact",
-    "normalized",
-    "similar",
-    "disagree",
-    "error",
-    "uncomparable",
-    "dropped",
-)
-"""The router's verdicts on a mirrored request (`inferops.router.compare`)."""
-
-
 @dataclass(frozen=True)
 class ShadowFigures:
     """A consumer's shadow comparisons over the window, by verdict: `vllm` compares vLLM's
@@ -198,7 +186,6 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
 __all__ = [
     "ENGINES",
     "OLLAMA",
-    "SHADOW_VERDICTS",
     "VLLM",
     "EngineFigures",
     "Figures",

@@ -421,7 +421,6 @@ class Exchange:
 __all__ = [
     "CLIENT_CLOSED",
     "NO_ENGINE",
-    "ROUTE_KINDS",
     "UNKNOWN_CONSUMER",
     "DataPathCollector",
     "Exchange",

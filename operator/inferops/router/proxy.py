@@ -134,7 +134,7 @@ class Intake:
         chosen = kind.pick(random.random())
         used, reason = self.endpoint.usage(self.doc, self.routes.limits)
         ex = self.ex
-        if kind.reason is not KIND_BY_WEIGHT:
+        if kind.reason != KIND_BY_WEIGHT:
             ex.metrics.rerouted(ex.consumer, chosen[0].name, ex.route, kind.reason)
         elif reason is not None and chosen[0].name == VLLM:
             ollama = self.routes.targets.get(OLLAMA)

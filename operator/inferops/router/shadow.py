@@ -33,7 +33,7 @@ from inferops.router.metrics import RouterMetrics
 from inferops.router.pool import Pool
 from inferops.router.proxy import Intake, Plan
 from inferops.router.routes import OLLAMA, OPENAI_PATHS, VLLM, Target
-from inferops.router.upstream import EngineError, fetch
+from inferops.router.upstream import fetch
 
 log = logging.getLogger("inferops.router.shadow")
 
@@ -176,8 +176,6 @@ def _failure(result: Result) -> str | None:
     """Why an engine's answer cannot be compared; None for a 2xx answer."""
     if isinstance(result, TimeoutError):
         return "timed out"
-    if isinstance(result, OSError | EngineError):
-        return f"failed: {result!r}"
     if isinstance(result, BaseException):
         return f"failed: {result!r}"
     status, _ = result

@@ -19,7 +19,6 @@ NO_TOOL_PARSER = "vllm_has_no_tool_parser"
 NOT_MULTIMODAL = "vllm_not_multimodal"
 SUFFIX = "vllm_refuses_suffix"
 CONTEXT = "num_ctx_above_vllm_max_model_len"
-REASONS = (NO_TOOL_PARSER, NOT_MULTIMODAL, SUFFIX, CONTEXT)
 """Why a request goes to Ollama whatever its consumer's weight (the `ollama` rules)."""
 
 
@@ -117,7 +116,6 @@ __all__ = [
     "NOTHING",
     "NOT_MULTIMODAL",
     "NO_TOOL_PARSER",
-    "REASONS",
     "SUFFIX",
     "Limits",
     "Usage",
