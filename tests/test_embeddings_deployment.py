@@ -113,8 +113,10 @@ def test_a_managed_flag_in_its_extra_args_is_refused_naming_its_item() -> None:
 
 
 def test_pooling_flags_and_embed_conversion_are_accepted() -> None:
-    spec = spec_with({**EMBEDDINGS, "extraArgs": ["--runner", "pooling", "--convert", "embed"]})
-    assert spec.vllm.embeddings is not None
+    accepted = ["--runner", "pooling", "--convert", "embed"]
+    spec = spec_with({**EMBEDDINGS, "extraArgs": accepted})
+    deployment = by_name(desired_children(spec, OWNER))[("Deployment", "llama32-vllm-embeddings")]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == accepted
 
 
 def test_a_consumer_service_named_like_the_deployment_is_refused() -> None:
