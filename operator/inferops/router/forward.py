@@ -26,7 +26,7 @@ from inferops.router import admission, errors, shadow
 from inferops.router.admission import Gate
 from inferops.router.alarms import Alarms
 from inferops.router.errors import RouterError
-from inferops.router.http1 import Request
+from inferops.router.http1 import Reply, Request
 from inferops.router.metrics import CLIENT_CLOSED
 from inferops.router.pool import Connection, Pool
 from inferops.router.proxy import Intake, Plan, PlanByEngine
@@ -364,13 +364,19 @@ class Forward:
         ex.done(answer.status)
         self.request.reply(reply)
         if self.intake.consumer.shadow is not None:  # a shadow step: after the answer
-            shadow.offer(self.pool, self.intake, self._mirrored(), self.target.name, answer.status)
+            shadow.offer(self.pool, self.intake, self._mirrored, self.target.name, answer.status)
 
     def _mirrored(self) -> Plan:
         """The request as a shadow step mirrors it: the OpenAI form vLLM is asked (an
         Ollama-API request goes natively to Ollama, `ollama_api._by_engine`)."""
         plans = self.plans
-        return plans.get(VLLM, self.plan) if plans is not None else self.plan
+        if plans is not None and VLLM in plans:
+            return plans[VLLM]
+        if self.intake.mirror is not None:
+            plan = self.intake.mirror()
+            if not isinstance(plan, Reply):
+                return plan
+        return self.plan  # none: `shadow` drops what has no OpenAI form
 
     def _stream(self, first: bytes) -> None:
         """The first piece of a stream arrived: the answer starts."""
@@ -436,7 +442,7 @@ class Forward:
         self.request.end(tail)
         ex.done(self.status)
         if self.intake.consumer.shadow is not None and not codec.failed:  # after the answer
-            shadow.offer(self.pool, self.intake, self._mirrored(), self.target.name, self.status)
+            shadow.offer(self.pool, self.intake, self._mirrored, self.target.name, self.status)
 
     def _stream_failed(self, reason: str, code: str, message: str) -> None:
         """A stream the client has part of cannot go on: it ends with an in-band error."""

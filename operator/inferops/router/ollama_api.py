@@ -100,10 +100,8 @@ def _by_engine(
             plans[target.name] = plan
     if VLLM not in plans and intake.consumer.shadow is not None:
         # A shadow step asks both engines the OpenAI form of the request (`router.shadow`),
-        # whichever engine answers the client.
-        mirrored = translated()
-        if not isinstance(mirrored, Reply):
-            plans[VLLM] = mirrored
+        # built only if the request is sampled.
+        intake.mirror = translated
     return plans
 
 

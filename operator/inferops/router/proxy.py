@@ -122,6 +122,10 @@ class Intake:
     """The model name the client asked for (echoed back by the Ollama API)."""
     chosen: tuple[Target, ...] = ()
     """The engines to try, in order (`choose`)."""
+    mirror: Callable[[], Plan | Reply] | None = None
+    """At a shadow step, what builds the OpenAI form of a request that goes natively to
+    Ollama (a `Plan`, or the router's own answer when vLLM would not be asked): called only
+    for a sampled request (`router.shadow`)."""
 
     def choose(self) -> tuple[Target, ...]:
         """Decides the engines to try: by the consumer's weight, unless the request's kind

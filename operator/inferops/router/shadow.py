@@ -25,7 +25,7 @@ import logging
 import random
 import weakref
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from inferops.api.routing import Mirror
 from inferops.router import compare
@@ -193,17 +193,18 @@ def mirrors(pool: Pool, metrics: RouterMetrics) -> Mirrors:
     return found
 
 
-def offer(pool: Pool, intake: Intake, plan: Plan, engine: str, status: int) -> None:
+def offer(pool: Pool, intake: Intake, plan: Callable[[], Plan], engine: str, status: int) -> None:
     """Called by `forward.Forward` once a request's answer is out: mirrors a sample of the
     requests of a consumer at a shadow step that Ollama answered (2xx). Probes are left out:
-    they measure one engine on purpose."""
+    they measure one engine on purpose. `plan` builds the mirrored request, only for a
+    request in the sample."""
     config: Mirror | None = intake.consumer.shadow
     if config is None or engine != OLLAMA or status >= 300 or intake.pin is not None:
         return
     if random.random() * 100.0 >= config.percent:
         return
     ex = intake.ex
-    mirrors(pool, ex.metrics).offer(ex.consumer, ex.route, config, intake, plan)
+    mirrors(pool, ex.metrics).offer(ex.consumer, ex.route, config, intake, plan())
 
 
 __all__ = ["EXAMPLES", "Mirrors", "mirrors", "offer"]
